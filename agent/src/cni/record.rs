@@ -1,0 +1,34 @@
+//! The record the CNI plugin leaves for the agent about each pod interface it wired.
+//!
+//! Written atomically (write to a temp file, rename) to
+//! `paths::endpoints_dir(node)/<containerID>.json` on ADD, removed on DEL. The agent watches that
+//! directory: it puts the pod into `LOCAL_PODS` and attaches the `from_pod` program to `host_ifname`.
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// One wired pod interface, as seen from the node's network namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    /// CNI container id.
+    pub container_id: String,
+    /// Pod namespace (from `CNI_ARGS` `K8S_POD_NAMESPACE`), empty if not given.
+    pub pod_namespace: String,
+    /// Pod name (from `CNI_ARGS` `K8S_POD_NAME`), empty if not given.
+    pub pod_name: String,
+    /// Path of the pod's network namespace (`CNI_NETNS`).
+    pub netns: String,
+    /// Pod IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Prefix length of the pod address (the podCIDR's).
+    pub prefix_len: u8,
+    /// Gateway (the `cbr0` address).
+    pub gateway: Ipv4Addr,
+    /// Host-side veth name, in the node namespace.
+    pub host_ifname: String,
+    /// Host-side veth ifindex, in the node namespace.
+    pub host_ifindex: u32,
+    /// Host-side veth MAC, `aa:bb:cc:dd:ee:ff`.
+    pub host_mac: String,
+    /// MAC of the pod's interface, `aa:bb:cc:dd:ee:ff`.
+    pub pod_mac: String,
+}

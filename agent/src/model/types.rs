@@ -1,0 +1,78 @@
+//! The values the model produces and the datapath consumes.
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// L4 protocol of a frontend or backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// IP protocol number as used in BPF map keys.
+    pub fn ip_proto(self) -> u8 {
+        match self {
+            Proto::Tcp => switchyard_abi::proto::TCP,
+            Proto::Udp => switchyard_abi::proto::UDP,
+        }
+    }
+}
+
+/// Where clients connect: a ClusterIP (or later a NodePort) address, port and protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Frontend {
+    /// Virtual IP (ClusterIP) or node address.
+    pub ip: Ipv4Addr,
+    /// Frontend port.
+    pub port: u16,
+    /// Protocol.
+    pub proto: Proto,
+}
+
+/// One endpoint a frontend can send to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendAddr {
+    /// Pod IP.
+    pub ip: Ipv4Addr,
+    /// Resolved target port.
+    pub port: u16,
+    /// Protocol (same as the frontend's).
+    pub proto: Proto,
+}
+
+/// A backend together with its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendSpec {
+    /// Address of the backend.
+    pub addr: BackendAddr,
+    /// The endpoint is terminating: keep existing flows, give it no new ones.
+    pub terminating: bool,
+    /// Underlay IP of the node the backend runs on, when known.
+    pub node_ip: Option<Ipv4Addr>,
+}
+
+/// Everything the datapath needs to know about one frontend.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrontendSpec {
+    /// Backends that take new connections come first in the slot list; terminating ones are
+    /// kept only so existing flows survive. Sorted, so the same objects give the same slots.
+    pub backends: Vec<BackendSpec>,
+    /// `sessionAffinity: ClientIP` timeout in seconds.
+    pub affinity_timeout: Option<u32>,
+    /// Only node-local backends (externalTrafficPolicy: Local on NodePorts).
+    pub local_only: bool,
+    /// The frontend is a NodePort.
+    pub nodeport: bool,
+    /// `namespace/name:portname` of the Service, for logs and the inspect CLI.
+    pub service: String,
+}
+
+/// The whole desired state of one node's service datapath.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// Every frontend this node must load-balance, in a stable order.
+    pub frontends: BTreeMap<Frontend, FrontendSpec>,
+}

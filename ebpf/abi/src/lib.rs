@@ -1,0 +1,323 @@
+//! # switchyard-abi
+//!
+//! The `#[repr(C)]` keys and values of every BPF map switchyard uses, shared byte for byte by the
+//! kernel programs (`switchyard-ebpf`, `no_std`) and the userspace agent (feature `user`, which
+//! derives [`aya::Pod`]).
+//!
+//! Conventions:
+//! - IPv4 addresses and L4 ports are stored in **network byte order** exactly as they appear in the
+//!   packet, so the datapath compares them without swapping. Use [`ip_be`] / [`port_be`] to build them.
+//! - Flags are `u8`/`u32` bit sets, never `bool`; every struct has explicit padding fields so both
+//!   sides agree on size and every byte is initialised (hash maps compare keys bytewise).
+//! - Map names carry a version suffix (`_V1`); a layout change bumps it so an old pinned map is
+//!   never read with a new layout.
+#![no_std]
+
+/// Pinned map names (also the names the eBPF programs declare). Pins live in
+/// `/sys/fs/bpf/switchyard/<node>/<name>`.
+pub mod names {
+    /// Frontend (VIP, port, proto, slot) → service header or backend id.
+    pub const SERVICES: &str = "SERVICES_V1";
+    /// Backend id → backend address.
+    pub const BACKENDS: &str = "BACKENDS_V1";
+    /// Reverse-NAT id → frontend address.
+    pub const REV_NAT: &str = "REV_NAT_V1";
+    /// Connection tracking (LRU).
+    pub const CT: &str = "CT_V1";
+    /// Local pod IP → host veth.
+    pub const LOCAL_PODS: &str = "LOCAL_PODS_V1";
+    /// Node configuration (array of one).
+    pub const CONFIG: &str = "CONFIG_V1";
+    /// Per-CPU counters, indexed by [`crate::stat`].
+    pub const STATS: &str = "STATS_V1";
+    /// Every map name, for tooling that pins or removes them all.
+    pub const ALL: [&str; 7] = [SERVICES, BACKENDS, REV_NAT, CT, LOCAL_PODS, CONFIG, STATS];
+}
+
+/// Program names in the eBPF object.
+pub mod programs {
+    /// TC ingress on every pod's host-side veth: service load balancing, reverse NAT, local redirect.
+    pub const FROM_POD: &str = "from_pod";
+}
+
+/// Map capacities (entries). The agent and the programs must agree.
+pub mod capacity {
+    /// `SERVICES`: one header plus one slot per backend, for every (frontend, port).
+    pub const SERVICES: u32 = 262_144;
+    /// `BACKENDS`.
+    pub const BACKENDS: u32 = 131_072;
+    /// `REV_NAT`: one per frontend.
+    pub const REV_NAT: u32 = 65_536;
+    /// `CT`: two entries (forward and reply) per tracked connection.
+    pub const CT: u32 = 262_144;
+    /// `LOCAL_PODS`.
+    pub const LOCAL_PODS: u32 = 4_096;
+    /// `STATS`: number of counters.
+    pub const STATS: u32 = 64;
+}
+
+/// IP protocol numbers used in keys.
+pub mod proto {
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMP.
+    pub const ICMP: u8 = 1;
+}
+
+/// Key of `SERVICES`. Slot 0 holds the service header, slots `1..=count` the backend ids.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Frontend IPv4 address, network byte order.
+    pub addr: u32,
+    /// Frontend port, network byte order.
+    pub port: u16,
+    /// 0 for the header, 1..=count for backends.
+    pub slot: u16,
+    /// IP protocol ([`proto`]).
+    pub proto: u8,
+    /// Reserved for scope (external / internal); 0 today.
+    pub scope: u8,
+    /// Padding, always zero.
+    pub pad: [u8; 2],
+}
+
+/// `ServiceValue::flags`: the service uses ClientIP session affinity.
+pub const SVC_FLAG_AFFINITY: u8 = 1 << 0;
+/// `ServiceValue::flags`: only node-local backends may be chosen (externalTrafficPolicy: Local).
+pub const SVC_FLAG_LOCAL_ONLY: u8 = 1 << 1;
+/// `ServiceValue::flags`: the frontend is a NodePort.
+pub const SVC_FLAG_NODEPORT: u8 = 1 << 2;
+
+/// Value of `SERVICES`. In slot 0: `count`, `rev_nat_id`, `flags`, `affinity_timeout`.
+/// In slot n: `backend_id` (and `rev_nat_id` repeated, for consistency checks).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceValue {
+    /// Backend id (slots ≥ 1); 0 in the header.
+    pub backend_id: u32,
+    /// Number of backend slots (header only). 0 means "no ready endpoints": clients are rejected.
+    pub count: u16,
+    /// Reverse-NAT id of this frontend.
+    pub rev_nat_id: u16,
+    /// `SVC_FLAG_*` bits.
+    pub flags: u8,
+    /// Padding, always zero.
+    pub pad: [u8; 3],
+    /// Session affinity timeout in seconds (0 when affinity is off).
+    pub affinity_timeout: u32,
+}
+
+/// `Backend::state`: the backend takes new connections.
+pub const BACKEND_ACTIVE: u8 = 0;
+/// `Backend::state`: the backend is terminating: existing flows only.
+pub const BACKEND_TERMINATING: u8 = 1;
+
+/// Value of `BACKENDS` (key: backend id, `u32`, never 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Backend {
+    /// Backend (pod) IPv4 address, network byte order.
+    pub addr: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// `BACKEND_*`.
+    pub state: u8,
+    /// Underlay IPv4 address of the node the backend runs on (network byte order), 0 if unknown.
+    pub node_addr: u32,
+}
+
+/// Value of `REV_NAT` (key: rev-NAT id, `u16`, never 0): the frontend to restore on replies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RevNat {
+    /// Frontend IPv4 address, network byte order.
+    pub addr: u32,
+    /// Frontend port, network byte order.
+    pub port: u16,
+    /// Padding, always zero.
+    pub pad: u16,
+}
+
+/// `CtKey::dir`: the packet goes client → frontend (original direction).
+pub const CT_DIR_FORWARD: u8 = 0;
+/// `CtKey::dir`: the packet goes backend → client (reply direction, after DNAT).
+pub const CT_DIR_REPLY: u8 = 1;
+
+/// Key of `CT`. Forward entries are keyed by the packet as the client sent it
+/// (client → VIP); reply entries by the reply as the backend sends it (backend → client).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    /// Source address, network byte order.
+    pub saddr: u32,
+    /// Destination address, network byte order.
+    pub daddr: u32,
+    /// Source port, network byte order.
+    pub sport: u16,
+    /// Destination port, network byte order.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// `CT_DIR_*`.
+    pub dir: u8,
+    /// Padding, always zero.
+    pub pad: [u8; 2],
+}
+
+/// Value of `CT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtValue {
+    /// Chosen backend id (forward entries).
+    pub backend_id: u32,
+    /// Reverse-NAT id of the frontend.
+    pub rev_nat_id: u16,
+    /// Reserved flags.
+    pub flags: u8,
+    /// Padding, always zero.
+    pub pad: u8,
+    /// `bpf_ktime_get_ns()` of the last packet.
+    pub last_seen: u64,
+    /// Packets seen in this direction.
+    pub packets: u64,
+    /// Bytes seen in this direction.
+    pub bytes: u64,
+}
+
+/// Value of `LOCAL_PODS` (key: pod IPv4 address, network byte order `u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LocalPod {
+    /// Ifindex of the pod's host-side veth (in the node namespace).
+    pub ifindex: u32,
+    /// MAC of the pod's `eth0`.
+    pub pod_mac: [u8; 6],
+    /// MAC of the host-side veth (used as source MAC when redirecting to the pod).
+    pub host_mac: [u8; 6],
+}
+
+/// Value of `CONFIG[0]`: what the datapath needs to know about its node.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NodeConfig {
+    /// Node underlay IPv4 address, network byte order.
+    pub node_addr: u32,
+    /// Node podCIDR network address, network byte order.
+    pub pod_cidr: u32,
+    /// Cluster pod CIDR network address, network byte order.
+    pub cluster_cidr: u32,
+    /// Service CIDR network address, network byte order.
+    pub service_cidr: u32,
+    /// Prefix lengths: pod, cluster, service.
+    pub pod_prefix: u8,
+    /// Cluster CIDR prefix length.
+    pub cluster_prefix: u8,
+    /// Service CIDR prefix length.
+    pub service_prefix: u8,
+    /// Padding, always zero.
+    pub pad: u8,
+    /// Ifindex of `vxlan0` (0 when there is no overlay).
+    pub vxlan_ifindex: u32,
+    /// Lowest NodePort (host byte order).
+    pub nodeport_min: u16,
+    /// Highest NodePort (host byte order).
+    pub nodeport_max: u16,
+}
+
+/// Indexes into `STATS` (per-CPU `u64` counters).
+pub mod stat {
+    /// IPv4 packets seen by `from_pod`.
+    pub const PACKETS: u32 = 0;
+    /// New connections load-balanced to a backend.
+    pub const LB_NEW: u32 = 1;
+    /// Packets of an existing connection DNATed via conntrack.
+    pub const LB_ESTABLISHED: u32 = 2;
+    /// Reply packets reverse-NATed.
+    pub const REV_NAT: u32 = 3;
+    /// Packets redirected straight to a local pod's veth.
+    pub const REDIRECT_LOCAL: u32 = 4;
+    /// Rejected (ICMP unreachable sent): the service has no ready backend.
+    pub const DROP_NO_BACKEND: u32 = 5;
+    /// Dropped: a service slot or backend entry was missing (map being updated).
+    pub const DROP_STALE_SLOT: u32 = 6;
+    /// Dropped: a packet rewrite helper failed.
+    pub const DROP_REWRITE: u32 = 7;
+    /// Dropped: the packet was too short or malformed.
+    pub const DROP_MALFORMED: u32 = 8;
+    /// Non-first IPv4 fragments to a service, passed unchanged.
+    pub const FRAGMENT: u32 = 9;
+    /// Human-readable names, indexed by counter id.
+    pub const NAMES: [&str; 10] = [
+        "packets",
+        "lb_new",
+        "lb_established",
+        "rev_nat",
+        "redirect_local",
+        "drop_no_backend",
+        "drop_stale_slot",
+        "drop_rewrite",
+        "drop_malformed",
+        "fragment",
+    ];
+}
+
+/// An IPv4 address as stored in maps (network byte order in memory).
+pub const fn ip_be(octets: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(octets)
+}
+
+/// A port as stored in maps (network byte order in memory).
+pub const fn port_be(port: u16) -> u16 {
+    port.to_be()
+}
+
+#[cfg(feature = "user")]
+mod pod_impls {
+    // SAFETY: all these types are #[repr(C)], Copy, made only of integers and byte arrays, and
+    // have explicit padding fields, so every bit pattern is valid and no byte is uninitialised.
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::ServiceValue {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::RevNat {}
+    unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::CtValue {}
+    unsafe impl aya::Pod for super::LocalPod {}
+    unsafe impl aya::Pod for super::NodeConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<ServiceKey>(), 12);
+        assert_eq!(size_of::<ServiceValue>(), 16);
+        assert_eq!(size_of::<Backend>(), 12);
+        assert_eq!(size_of::<RevNat>(), 8);
+        assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(size_of::<CtValue>(), 32);
+        assert_eq!(size_of::<LocalPod>(), 16);
+        assert_eq!(size_of::<NodeConfig>(), 28);
+    }
+
+    #[test]
+    fn byte_order_helpers_match_the_wire() {
+        let ip = ip_be([10, 96, 0, 1]);
+        assert_eq!(ip.to_ne_bytes(), [10, 96, 0, 1]);
+        assert_eq!(port_be(8080).to_ne_bytes(), [0x1f, 0x90]);
+    }
+
+    #[test]
+    fn stat_names_cover_every_counter() {
+        assert_eq!(stat::NAMES.len() as u32, stat::FRAGMENT + 1);
+        assert!(stat::NAMES.len() as u32 <= capacity::STATS);
+    }
+}
