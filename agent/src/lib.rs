@@ -15,6 +15,7 @@
 //! - [`model`]: Kubernetes objects in, desired frontends/backends out. No I/O.
 //! - [`datapath`]: aya loader, program attachment, pinned maps and the diffing map sync.
 pub mod cni;
+pub mod daemon;
 pub mod datapath;
 pub mod echo;
 pub mod kubelet;

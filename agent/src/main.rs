@@ -1,1 +1,68 @@
-fn main() {}
+//! `switchyard`: the node agent, CNI plugin, node runtime and echo workload in one binary.
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "switchyard", version, about = "Kubernetes Service dataplane in eBPF")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent: watch the API, program the eBPF datapath.
+    Agent(switchyard::daemon::Options),
+    /// Run the lab node runtime: register the Node, run its pods.
+    Kubelet(switchyard::kubelet::Options),
+    /// Run as a CNI plugin (also selected when CNI_COMMAND is set).
+    Cni,
+    /// Run the echo workload.
+    Echo(switchyard::echo::Options),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    // A container runtime invokes CNI plugins with CNI_COMMAND set and no arguments.
+    if std::env::var_os("CNI_COMMAND").is_some() {
+        return exit(switchyard::cni::run_from_env());
+    }
+    let cli = Cli::parse();
+    if let Command::Cni = cli.command {
+        return exit(switchyard::cni::run_from_env());
+    }
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("switchyard: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Agent(o) => switchyard::daemon::run(o).await,
+            Command::Kubelet(o) => switchyard::kubelet::run(o).await,
+            Command::Echo(o) => switchyard::echo::run(o).await,
+            Command::Cni => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchyard: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn exit(code: i32) -> std::process::ExitCode {
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

@@ -35,6 +35,13 @@ pub fn endpoints_dir(node: &str) -> PathBuf {
     state_dir(node).join("endpoints")
 }
 
+/// Directory where the agent marks each container whose veth has the datapath attached
+/// (an empty file named `<containerID>`). The kubelet reports a pod Ready only once its marker
+/// exists, so no pod sends traffic before its packets are load-balanced.
+pub fn attached_dir(node: &str) -> PathBuf {
+    state_dir(node).join("attached")
+}
+
 /// Directory of the host-local IPAM allocations of one node.
 pub fn ipam_dir(node: &str) -> PathBuf {
     state_dir(node).join("ipam")
