@@ -2,7 +2,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Kubernetes Service dataplane in eBPF")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Kubernetes Service dataplane in eBPF"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,6 +22,8 @@ enum Command {
     Cni,
     /// Run the echo workload.
     Echo(switchyard::echo::Options),
+    /// Show what the datapath of a node holds (reads the pinned maps).
+    Inspect(switchyard::datapath::inspect::Options),
 }
 
 fn init_tracing() {
@@ -35,8 +41,18 @@ fn main() -> std::process::ExitCode {
         return exit(switchyard::cni::run_from_env());
     }
     let cli = Cli::parse();
-    if let Command::Cni = cli.command {
-        return exit(switchyard::cni::run_from_env());
+    match &cli.command {
+        Command::Cni => return exit(switchyard::cni::run_from_env()),
+        Command::Inspect(o) => {
+            return match switchyard::datapath::inspect::run(o) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("switchyard inspect: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+        _ => {}
     }
     init_tracing();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -51,7 +67,7 @@ fn main() -> std::process::ExitCode {
             Command::Agent(o) => switchyard::daemon::run(o).await,
             Command::Kubelet(o) => switchyard::kubelet::run(o).await,
             Command::Echo(o) => switchyard::echo::run(o).await,
-            Command::Cni => unreachable!("handled above"),
+            Command::Cni | Command::Inspect(_) => Ok(()),
         }
     });
     match result {

@@ -1,7 +1,28 @@
-//! The kernel side of the agent: loads the eBPF object, pins and reuses maps, attaches programs to
-//! pod veths and writes the model's desired state into the maps. (Stub: being written.)
-use crate::model::Desired;
+//! The kernel side of the agent: loads the eBPF object, pins and reuses maps, attaches `from_pod`
+//! to pod veths and writes the model's desired state into the maps, changing only what differs.
+//!
+//! - [`loader`]: object loading with maps pinned under `paths::pin_dir(node)`.
+//! - [`attach`]: TCX attachment with pinned links that survive agent restarts.
+//! - [`plan`]: pure — desired state → map content with stable ids, and the ordered diff.
+//! - [`local_pods`]: CNI endpoint records → `LOCAL_PODS`.
+//! - [`inspect`]: read-only views of the pinned maps for the `inspect` CLI and tests.
+pub mod attach;
+pub mod inspect;
+pub mod loader;
+pub mod local_pods;
+pub mod plan;
+
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use aya::maps::MapError;
+use switchyard_abi::NodeConfig;
+
+use crate::cni::EndpointRecord;
+use crate::model::Desired;
+use crate::paths;
+use plan::{IdCursor, Op, Programmed};
 
 /// What the datapath must know about its node before it can load.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,9 +42,31 @@ pub struct NodeSettings {
 /// Errors of the datapath.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
-    /// Placeholder until the datapath lands.
-    #[error("the eBPF datapath is not implemented yet")]
-    NotImplemented,
+    /// bpffs is not mounted.
+    #[error("no BPF file system at /sys/fs/bpf ({0}); mount it with `mount -t bpf bpf /sys/fs/bpf` (cargo xtask setup does)")]
+    NoBpffs(String),
+    /// The object or a program failed to load.
+    #[error("loading the eBPF object failed: {0} (needs root / CAP_BPF and a kernel with BTF)")]
+    Load(String),
+    /// A map operation failed.
+    #[error("BPF map {0}: {1}")]
+    Map(String, String),
+    /// Attaching to a veth failed.
+    #[error("attaching from_pod to {0}: {1}")]
+    Attach(String, String),
+    /// A CNI endpoint record is unusable.
+    #[error("CNI endpoint record {0}: {1}")]
+    BadRecord(String, String),
+    /// The model produced something the maps cannot hold.
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
+    /// File-system error.
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+fn map_err(name: &str) -> impl Fn(MapError) -> DatapathError + '_ {
+    move |e| DatapathError::Map(name.to_string(), e.to_string())
 }
 
 /// What one sync changed.
@@ -37,25 +80,180 @@ pub struct SyncReport {
 
 /// The loaded datapath of one node.
 pub struct Datapath {
-    _settings: NodeSettings,
+    settings: NodeSettings,
+    maps: loader::Loaded,
+    programmed: Programmed,
+    cursor: IdCursor,
+    /// Container id → record, for the pods handled so far.
+    pods: BTreeMap<String, EndpointRecord>,
 }
 
 impl Datapath {
-    /// Loads the programs, opens or creates the pinned maps and writes the node config.
+    /// Loads the programs, opens or creates the pinned maps, reads what a previous agent
+    /// programmed and writes the node config.
     pub fn open(settings: &NodeSettings) -> Result<Self, DatapathError> {
-        let _ = settings;
-        Err(DatapathError::NotImplemented)
+        let mut maps = loader::load(&paths::pin_dir(&settings.node))?;
+        let programmed = read_programmed(&maps)?;
+        let cursor = IdCursor::after(&programmed);
+        maps.config
+            .set(0, node_config(settings), 0)
+            .map_err(map_err(switchyard_abi::names::CONFIG))?;
+        tracing::info!(
+            node = %settings.node,
+            frontends = programmed.rev_nat.len(),
+            backends = programmed.backends.len(),
+            "datapath loaded; pinned maps reused"
+        );
+        Ok(Datapath {
+            settings: settings.clone(),
+            maps,
+            programmed,
+            cursor,
+            pods: BTreeMap::new(),
+        })
     }
 
-    /// Makes `SERVICES`/`BACKENDS`/`REV_NAT` equal to `desired`, writing only what differs.
+    /// Makes `SERVICES`/`BACKENDS`/`REV_NAT` equal to `desired`, writing only what differs, in an
+    /// order that never exposes a half-written service.
     pub fn sync_services(&mut self, desired: &Desired) -> Result<SyncReport, DatapathError> {
-        let _ = desired;
-        Err(DatapathError::NotImplemented)
+        let next = plan::plan(desired, &self.programmed, &mut self.cursor)?;
+        let ops = plan::diff(&self.programmed, &next);
+        let mut report = SyncReport::default();
+        for op in &ops {
+            self.apply(op)?;
+            match op {
+                Op::PutBackend(..) | Op::PutRevNat(..) | Op::PutService(..) => report.written += 1,
+                _ => report.deleted += 1,
+            }
+        }
+        self.programmed = next;
+        Ok(report)
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), DatapathError> {
+        use switchyard_abi::names;
+        let m = &mut self.maps;
+        match *op {
+            Op::PutBackend(id, b) => m
+                .backends
+                .insert(id, b, 0)
+                .map_err(map_err(names::BACKENDS)),
+            Op::PutRevNat(id, r) => m.rev_nat.insert(id, r, 0).map_err(map_err(names::REV_NAT)),
+            Op::PutService(k, v) => m.services.insert(k, v, 0).map_err(map_err(names::SERVICES)),
+            Op::DeleteService(k) => {
+                ignore_missing(m.services.remove(&k)).map_err(map_err(names::SERVICES))
+            }
+            Op::DeleteRevNat(id) => {
+                ignore_missing(m.rev_nat.remove(&id)).map_err(map_err(names::REV_NAT))
+            }
+            Op::DeleteBackend(id) => {
+                ignore_missing(m.backends.remove(&id)).map_err(map_err(names::BACKENDS))
+            }
+        }
     }
 
     /// Rescans the CNI endpoint records: fills `LOCAL_PODS`, attaches `from_pod` to new veths,
     /// forgets removed ones, and marks attached containers in `paths::attached_dir`.
     pub fn sync_local_pods(&mut self) -> Result<SyncReport, DatapathError> {
-        Err(DatapathError::NotImplemented)
+        let node = self.settings.node.clone();
+        let (records, problems) = local_pods::read_records(&paths::endpoints_dir(&node));
+        for p in problems {
+            tracing::warn!(problem = %p, "skipping unreadable CNI endpoint record");
+        }
+        let pin_dir = paths::pin_dir(&node);
+        let attached = paths::attached_dir(&node);
+        let mut report = SyncReport::default();
+
+        let gone: Vec<String> = self
+            .pods
+            .keys()
+            .filter(|id| !records.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(rec) = self.pods.remove(&id) {
+                let key = u32::from_ne_bytes(rec.ip.octets());
+                // Only remove the entry if no newer pod took the IP meanwhile.
+                if records.values().all(|r| r.ip != rec.ip) {
+                    ignore_missing(self.maps.local_pods.remove(&key))
+                        .map_err(map_err(switchyard_abi::names::LOCAL_PODS))?;
+                }
+                attach::detach(&loader::link_pin(&pin_dir, &id))?;
+                let _ = std::fs::remove_file(attached.join(&id));
+                report.deleted += 1;
+                tracing::info!(container = %id, pod = %rec.pod_name, ip = %rec.ip, "pod left the node datapath");
+            }
+        }
+        for (id, rec) in records {
+            if self.pods.get(&id) == Some(&rec) {
+                continue;
+            }
+            let span = tracing::info_span!("local_pod", container = %id, pod = %rec.pod_name, ip = %rec.ip);
+            let _enter = span.enter();
+            let (key, value) = local_pods::to_local_pod(&rec)?;
+            self.maps
+                .local_pods
+                .insert(key, value, 0)
+                .map_err(map_err(switchyard_abi::names::LOCAL_PODS))?;
+            attach::attach_from_pod(
+                &mut self.maps.ebpf,
+                &rec.host_ifname,
+                &loader::link_pin(&pin_dir, &id),
+            )?;
+            std::fs::create_dir_all(&attached)
+                .map_err(|e| DatapathError::Io(attached.clone(), e))?;
+            let marker = attached.join(&id);
+            std::fs::write(&marker, b"").map_err(|e| DatapathError::Io(marker.clone(), e))?;
+            tracing::info!(ifname = %rec.host_ifname, "pod attached to the datapath");
+            self.pods.insert(id, rec);
+            report.written += 1;
+        }
+        Ok(report)
     }
+}
+
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(ref e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn node_config(s: &NodeSettings) -> NodeConfig {
+    let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
+    NodeConfig {
+        node_addr: be(s.node_ip),
+        pod_cidr: be(s.pod_cidr.0),
+        cluster_cidr: be(s.cluster_cidr.0),
+        service_cidr: be(s.service_cidr.0),
+        pod_prefix: s.pod_cidr.1,
+        cluster_prefix: s.cluster_cidr.1,
+        service_prefix: s.service_cidr.1,
+        pad: 0,
+        vxlan_ifindex: 0,
+        nodeport_min: 30000,
+        nodeport_max: 32767,
+    }
+}
+
+/// Reads the service maps as a previous agent left them.
+fn read_programmed(maps: &loader::Loaded) -> Result<Programmed, DatapathError> {
+    use switchyard_abi::names;
+    let mut p = Programmed::default();
+    for item in maps.backends.iter() {
+        let (k, v) = item.map_err(map_err(names::BACKENDS))?;
+        p.backends.insert(k, v);
+    }
+    for item in maps.rev_nat.iter() {
+        let (k, v) = item.map_err(map_err(names::REV_NAT))?;
+        p.rev_nat.insert(k, v);
+    }
+    for item in maps.services.iter() {
+        let (k, v) = item.map_err(map_err(names::SERVICES))?;
+        p.services.insert(k, v);
+    }
+    Ok(p)
 }

@@ -1,0 +1,537 @@
+//! Pure planning of map contents: the model's [`Desired`] state becomes the exact entries of
+//! `SERVICES`, `BACKENDS` and `REV_NAT`, reusing the ids already programmed so that conntrack
+//! entries of established flows keep pointing at the right backend and frontend.
+//!
+//! [`diff`] then lists the writes and deletes in the order that never lets a packet see a
+//! half-written service: backends, rev-NAT, backend slots, headers; removals in reverse.
+use std::collections::{BTreeMap, HashMap};
+
+use switchyard_abi::{
+    Backend, RevNat, ServiceKey, ServiceValue, BACKEND_ACTIVE, BACKEND_TERMINATING,
+    SVC_FLAG_AFFINITY, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_NODEPORT,
+};
+
+use crate::model::{Desired, FrontendSpec};
+
+/// The content of the three service maps (what is, or should be, programmed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Programmed {
+    /// `BACKENDS`.
+    pub backends: BTreeMap<u32, Backend>,
+    /// `REV_NAT`.
+    pub rev_nat: BTreeMap<u16, RevNat>,
+    /// `SERVICES` (headers and slots).
+    pub services: BTreeMap<ServiceKey, ServiceValue>,
+}
+
+/// Id counters that only move forward during a run, so a freed id is not handed to a new backend
+/// while stale conntrack entries may still name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdCursor {
+    /// Next backend id to try (never 0).
+    pub backend: u32,
+    /// Next rev-NAT id to try (never 0).
+    pub rev_nat: u16,
+}
+
+impl IdCursor {
+    /// Starts after the highest ids already programmed.
+    pub fn after(current: &Programmed) -> Self {
+        let backend = current
+            .backends
+            .keys()
+            .max()
+            .map_or(1, |m| m.wrapping_add(1).max(1));
+        let rev_nat = current
+            .rev_nat
+            .keys()
+            .max()
+            .map_or(1, |m| m.wrapping_add(1).max(1));
+        IdCursor { backend, rev_nat }
+    }
+}
+
+/// Errors of planning.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    /// More frontends than rev-NAT ids.
+    #[error("more than {0} distinct frontends: the REV_NAT map is full")]
+    TooManyFrontends(usize),
+    /// A frontend has more backends than a slot index can address.
+    #[error("service {service} has {count} backends; at most 65535 are supported")]
+    TooManyBackends {
+        /// `ns/name:port` of the service.
+        service: String,
+        /// How many backends it has.
+        count: usize,
+    },
+}
+
+type BackendIdentity = (u32, u16, u8);
+
+fn identity(b: &Backend) -> BackendIdentity {
+    (b.addr, b.port, b.proto)
+}
+
+/// Computes the full map content for `desired`, reusing ids from `current`.
+pub fn plan(
+    desired: &Desired,
+    current: &Programmed,
+    cursor: &mut IdCursor,
+) -> Result<Programmed, PlanError> {
+    let mut backend_ids: HashMap<BackendIdentity, u32> = current
+        .backends
+        .iter()
+        .map(|(id, b)| (identity(b), *id))
+        .collect();
+    let mut rev_ids: HashMap<(u32, u16), u16> = current
+        .rev_nat
+        .iter()
+        .map(|(id, r)| ((r.addr, r.port), *id))
+        .collect();
+    let mut used_backend: std::collections::HashSet<u32> =
+        current.backends.keys().copied().collect();
+    let mut used_rev: std::collections::HashSet<u16> = current.rev_nat.keys().copied().collect();
+
+    let mut next = Programmed::default();
+    for (frontend, spec) in &desired.frontends {
+        let addr = u32::from_ne_bytes(frontend.ip.octets());
+        let port = frontend.port.to_be();
+        let proto = frontend.proto.ip_proto();
+        let rev_nat_id = match rev_ids.get(&(addr, port)) {
+            Some(id) => *id,
+            None => {
+                let id = allocate_u16(&mut cursor.rev_nat, &used_rev)
+                    .ok_or(PlanError::TooManyFrontends(desired.frontends.len()))?;
+                used_rev.insert(id);
+                rev_ids.insert((addr, port), id);
+                id
+            }
+        };
+        next.rev_nat
+            .insert(rev_nat_id, RevNat { addr, port, pad: 0 });
+
+        let mut slot: u16 = 0;
+        for b in active_backends(spec) {
+            slot = slot
+                .checked_add(1)
+                .ok_or_else(|| PlanError::TooManyBackends {
+                    service: spec.service.clone(),
+                    count: spec.backends.len(),
+                })?;
+            let id = backend_id(b, &mut backend_ids, &mut used_backend, cursor, &mut next);
+            next.services.insert(
+                key(addr, port, proto, slot),
+                ServiceValue {
+                    backend_id: id,
+                    rev_nat_id,
+                    ..ServiceValue::default()
+                },
+            );
+        }
+        // Terminating backends stay in BACKENDS (existing flows) but get no slot.
+        for b in spec.backends.iter().filter(|b| b.terminating) {
+            backend_id(b, &mut backend_ids, &mut used_backend, cursor, &mut next);
+        }
+        next.services
+            .insert(key(addr, port, proto, 0), header(spec, slot, rev_nat_id));
+    }
+    Ok(next)
+}
+
+/// Backends that take new connections. kube-proxy's rule: ready endpoints; the model already
+/// promoted serving-terminating ones when no ready endpoint exists.
+fn active_backends(spec: &FrontendSpec) -> impl Iterator<Item = &crate::model::BackendSpec> {
+    spec.backends.iter().filter(|b| !b.terminating)
+}
+
+fn backend_id(
+    b: &crate::model::BackendSpec,
+    ids: &mut HashMap<BackendIdentity, u32>,
+    used: &mut std::collections::HashSet<u32>,
+    cursor: &mut IdCursor,
+    next: &mut Programmed,
+) -> u32 {
+    let value = Backend {
+        addr: u32::from_ne_bytes(b.addr.ip.octets()),
+        port: b.addr.port.to_be(),
+        proto: b.addr.proto.ip_proto(),
+        state: if b.terminating {
+            BACKEND_TERMINATING
+        } else {
+            BACKEND_ACTIVE
+        },
+        node_addr: b.node_ip.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
+    };
+    let id = *ids.entry(identity(&value)).or_insert_with(|| {
+        let mut id = cursor.backend.max(1);
+        while used.contains(&id) {
+            id = id.wrapping_add(1).max(1);
+        }
+        cursor.backend = id.wrapping_add(1).max(1);
+        used.insert(id);
+        id
+    });
+    // A backend shared by several frontends: active wins over terminating.
+    let entry = next.backends.entry(id).or_insert(value);
+    if value.state == BACKEND_ACTIVE {
+        entry.state = BACKEND_ACTIVE;
+    }
+    id
+}
+
+fn allocate_u16(cursor: &mut u16, used: &std::collections::HashSet<u16>) -> Option<u16> {
+    let start = (*cursor).max(1);
+    let mut id = start;
+    loop {
+        if !used.contains(&id) {
+            *cursor = id.wrapping_add(1).max(1);
+            return Some(id);
+        }
+        id = id.wrapping_add(1).max(1);
+        if id == start {
+            return None;
+        }
+    }
+}
+
+fn key(addr: u32, port: u16, proto: u8, slot: u16) -> ServiceKey {
+    ServiceKey {
+        addr,
+        port,
+        slot,
+        proto,
+        scope: 0,
+        pad: [0; 2],
+    }
+}
+
+fn header(spec: &FrontendSpec, count: u16, rev_nat_id: u16) -> ServiceValue {
+    let mut flags = 0;
+    if spec.affinity_timeout.is_some() {
+        flags |= SVC_FLAG_AFFINITY;
+    }
+    if spec.local_only {
+        flags |= SVC_FLAG_LOCAL_ONLY;
+    }
+    if spec.nodeport {
+        flags |= SVC_FLAG_NODEPORT;
+    }
+    ServiceValue {
+        backend_id: 0,
+        count,
+        rev_nat_id,
+        flags,
+        pad: [0; 3],
+        affinity_timeout: spec.affinity_timeout.unwrap_or(0),
+    }
+}
+
+/// One map operation, in the order it must be applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Write a backend.
+    PutBackend(u32, Backend),
+    /// Write a rev-NAT entry.
+    PutRevNat(u16, RevNat),
+    /// Write a service slot or header.
+    PutService(ServiceKey, ServiceValue),
+    /// Delete a service slot or header.
+    DeleteService(ServiceKey),
+    /// Delete a rev-NAT entry.
+    DeleteRevNat(u16),
+    /// Delete a backend.
+    DeleteBackend(u32),
+}
+
+/// The operations that turn `current` into `next`, safely ordered; nothing for unchanged entries.
+pub fn diff(current: &Programmed, next: &Programmed) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for (id, b) in &next.backends {
+        if current.backends.get(id) != Some(b) {
+            ops.push(Op::PutBackend(*id, *b));
+        }
+    }
+    for (id, r) in &next.rev_nat {
+        if current.rev_nat.get(id) != Some(r) {
+            ops.push(Op::PutRevNat(*id, *r));
+        }
+    }
+    let changed = |k: &ServiceKey, v: &ServiceValue| current.services.get(k) != Some(v);
+    // Slots before headers: a header never counts a slot that is not written yet.
+    for (k, v) in next.services.iter().filter(|(k, _)| k.slot != 0) {
+        if changed(k, v) {
+            ops.push(Op::PutService(*k, *v));
+        }
+    }
+    for (k, v) in next.services.iter().filter(|(k, _)| k.slot == 0) {
+        if changed(k, v) {
+            ops.push(Op::PutService(*k, *v));
+        }
+    }
+    // Removals: headers, then slots beyond the new count, then rev-NAT, then backends.
+    for k in current.services.keys().filter(|k| k.slot == 0) {
+        if !next.services.contains_key(k) {
+            ops.push(Op::DeleteService(*k));
+        }
+    }
+    for k in current.services.keys().filter(|k| k.slot != 0) {
+        if !next.services.contains_key(k) {
+            ops.push(Op::DeleteService(*k));
+        }
+    }
+    for id in current.rev_nat.keys() {
+        if !next.rev_nat.contains_key(id) {
+            ops.push(Op::DeleteRevNat(*id));
+        }
+    }
+    for id in current.backends.keys() {
+        if !next.backends.contains_key(id) {
+            ops.push(Op::DeleteBackend(*id));
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BackendAddr, BackendSpec, Frontend, Proto};
+    use std::net::Ipv4Addr;
+
+    fn backend(last: u8, terminating: bool) -> BackendSpec {
+        BackendSpec {
+            addr: BackendAddr {
+                ip: Ipv4Addr::new(10, 244, 1, last),
+                port: 8080,
+                proto: Proto::Tcp,
+            },
+            terminating,
+            node_ip: None,
+        }
+    }
+
+    fn desired(backends: Vec<BackendSpec>) -> Desired {
+        let mut d = Desired::default();
+        d.frontends.insert(
+            Frontend {
+                ip: Ipv4Addr::new(10, 96, 0, 10),
+                port: 80,
+                proto: Proto::Tcp,
+            },
+            FrontendSpec {
+                backends,
+                service: "default/echo:http".into(),
+                ..Default::default()
+            },
+        );
+        d
+    }
+
+    fn apply(current: &Programmed, ops: &[Op]) -> Programmed {
+        let mut p = current.clone();
+        for op in ops {
+            match *op {
+                Op::PutBackend(id, b) => {
+                    p.backends.insert(id, b);
+                }
+                Op::PutRevNat(id, r) => {
+                    p.rev_nat.insert(id, r);
+                }
+                Op::PutService(k, v) => {
+                    p.services.insert(k, v);
+                }
+                Op::DeleteService(k) => {
+                    p.services.remove(&k);
+                }
+                Op::DeleteRevNat(id) => {
+                    p.rev_nat.remove(&id);
+                }
+                Op::DeleteBackend(id) => {
+                    p.backends.remove(&id);
+                }
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn a_service_becomes_header_slots_backends_and_rev_nat() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let p = plan(
+            &desired(vec![backend(2, false), backend(3, false)]),
+            &Programmed::default(),
+            &mut cursor,
+        )
+        .unwrap();
+        assert_eq!(p.backends.len(), 2);
+        assert_eq!(p.rev_nat.len(), 1);
+        let header = p.services.iter().find(|(k, _)| k.slot == 0).unwrap().1;
+        assert_eq!(header.count, 2);
+        assert_eq!(p.services.len(), 3);
+        let rn = p.rev_nat.values().next().unwrap();
+        assert_eq!(rn.addr.to_ne_bytes(), [10, 96, 0, 10]);
+        assert_eq!(rn.port, 80u16.to_be());
+    }
+
+    #[test]
+    fn ids_survive_replanning_and_removed_ids_are_not_reused() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let first = plan(
+            &desired(vec![backend(2, false), backend(3, false)]),
+            &Programmed::default(),
+            &mut cursor,
+        )
+        .unwrap();
+        let id_of_3 = *first
+            .backends
+            .iter()
+            .find(|(_, b)| b.addr.to_ne_bytes()[3] == 3)
+            .unwrap()
+            .0;
+        let second = plan(
+            &desired(vec![backend(3, false), backend(4, false)]),
+            &first,
+            &mut cursor,
+        )
+        .unwrap();
+        let id3 = *second
+            .backends
+            .iter()
+            .find(|(_, b)| b.addr.to_ne_bytes()[3] == 3)
+            .unwrap()
+            .0;
+        let id4 = *second
+            .backends
+            .iter()
+            .find(|(_, b)| b.addr.to_ne_bytes()[3] == 4)
+            .unwrap()
+            .0;
+        assert_eq!(id3, id_of_3, "an existing backend keeps its id");
+        assert!(
+            !first.backends.contains_key(&id4),
+            "a new backend never takes a freed id"
+        );
+        assert_eq!(first.rev_nat, second.rev_nat);
+    }
+
+    #[test]
+    fn a_restarted_agent_continues_after_the_highest_programmed_id() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let first = plan(
+            &desired(vec![backend(2, false)]),
+            &Programmed::default(),
+            &mut cursor,
+        )
+        .unwrap();
+        let restarted = IdCursor::after(&first);
+        assert!(restarted.backend > *first.backends.keys().max().unwrap());
+    }
+
+    #[test]
+    fn terminating_backends_keep_their_entry_but_get_no_slot() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let p = plan(
+            &desired(vec![backend(2, false), backend(3, true)]),
+            &Programmed::default(),
+            &mut cursor,
+        )
+        .unwrap();
+        assert_eq!(p.backends.len(), 2);
+        let header = p.services.iter().find(|(k, _)| k.slot == 0).unwrap().1;
+        assert_eq!(header.count, 1);
+        assert_eq!(
+            p.backends
+                .values()
+                .filter(|b| b.state == BACKEND_TERMINATING)
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn no_backends_still_programs_a_header_with_count_zero() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let p = plan(&desired(vec![]), &Programmed::default(), &mut cursor).unwrap();
+        assert_eq!(p.services.len(), 1);
+        assert_eq!(p.services.values().next().unwrap().count, 0);
+    }
+
+    #[test]
+    fn diff_orders_writes_safely_and_reaches_the_target() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let a = plan(
+            &desired(vec![
+                backend(2, false),
+                backend(3, false),
+                backend(4, false),
+            ]),
+            &Programmed::default(),
+            &mut cursor,
+        )
+        .unwrap();
+        let b = plan(&desired(vec![backend(2, false)]), &a, &mut cursor).unwrap();
+        let ops = diff(&a, &b);
+        assert_eq!(apply(&a, &ops), b);
+        // The shrunk header is written before the slots beyond it are deleted,
+        // and backends are deleted last.
+        let header_pos = ops
+            .iter()
+            .position(|o| matches!(o, Op::PutService(k, _) if k.slot == 0))
+            .unwrap();
+        let first_slot_delete = ops
+            .iter()
+            .position(|o| matches!(o, Op::DeleteService(k) if k.slot != 0))
+            .unwrap();
+        assert!(header_pos < first_slot_delete);
+        assert!(matches!(ops.last(), Some(Op::DeleteBackend(_))));
+        assert!(diff(&b, &b).is_empty(), "an unchanged state writes nothing");
+    }
+
+    #[test]
+    fn growing_writes_slots_before_the_header() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let a = plan(
+            &desired(vec![backend(2, false)]),
+            &Programmed::default(),
+            &mut cursor,
+        )
+        .unwrap();
+        let b = plan(
+            &desired(vec![backend(2, false), backend(3, false)]),
+            &a,
+            &mut cursor,
+        )
+        .unwrap();
+        let ops = diff(&a, &b);
+        let slot = ops
+            .iter()
+            .position(|o| matches!(o, Op::PutService(k, _) if k.slot == 2))
+            .unwrap();
+        let header = ops
+            .iter()
+            .position(|o| matches!(o, Op::PutService(k, _) if k.slot == 0))
+            .unwrap();
+        assert!(slot < header);
+        assert_eq!(apply(&a, &ops), b);
+    }
+
+    #[test]
+    fn tcp_and_udp_on_the_same_port_share_one_rev_nat_id() {
+        let mut d = desired(vec![backend(2, false)]);
+        let mut udp = d.frontends.values().next().unwrap().clone();
+        udp.backends[0].addr.proto = Proto::Udp;
+        d.frontends.insert(
+            Frontend {
+                ip: Ipv4Addr::new(10, 96, 0, 10),
+                port: 80,
+                proto: Proto::Udp,
+            },
+            udp,
+        );
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let p = plan(&d, &Programmed::default(), &mut cursor).unwrap();
+        assert_eq!(p.rev_nat.len(), 1);
+        assert_eq!(p.backends.len(), 2);
+    }
+}

@@ -1,0 +1,86 @@
+//! Connection tracking for load-balanced flows.
+//!
+//! A new flow gets two entries: the forward one keyed by the packet as the client sent it
+//! (client → frontend), remembering the backend so every later packet skips the service lookup and
+//! a backend change never re-balances it; and the reply one keyed by the backend's answer
+//! (backend → client), remembering the rev-NAT id that restores the frontend address.
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use switchyard_abi::{Backend, CtKey, CtValue, CT_DIR_FORWARD, CT_DIR_REPLY};
+
+use crate::maps::CT;
+use crate::packet::Flow;
+
+/// Key of the forward entry of `flow` (as the client sent it).
+#[inline(always)]
+pub fn forward_key(flow: &Flow) -> CtKey {
+    CtKey {
+        saddr: flow.saddr,
+        daddr: flow.daddr,
+        sport: flow.sport,
+        dport: flow.dport,
+        proto: flow.proto,
+        dir: CT_DIR_FORWARD,
+        pad: [0; 2],
+    }
+}
+
+/// Key under which a packet is looked up as a reply (backend → client).
+#[inline(always)]
+pub fn reply_key(flow: &Flow) -> CtKey {
+    CtKey {
+        saddr: flow.saddr,
+        daddr: flow.daddr,
+        sport: flow.sport,
+        dport: flow.dport,
+        proto: flow.proto,
+        dir: CT_DIR_REPLY,
+        pad: [0; 2],
+    }
+}
+
+/// Looks up `key` and, on a hit, counts the packet and refreshes the timestamp.
+#[inline(always)]
+pub fn touch(key: &CtKey, len: u32) -> Option<CtValue> {
+    let entry = CT.get_ptr_mut(key)?;
+    // SAFETY: the pointer is valid for this program run; racing updates of counters on other CPUs
+    // only lose increments, never corrupt the entry.
+    unsafe {
+        (*entry).last_seen = bpf_ktime_get_ns();
+        (*entry).packets += 1;
+        (*entry).bytes += u64::from(len);
+        Some(*entry)
+    }
+}
+
+/// Records a new flow from `flow`'s client to backend `backend_id` of frontend `rev_nat_id`.
+#[inline(always)]
+pub fn create(flow: &Flow, backend_id: u32, backend: &Backend, rev_nat_id: u16, len: u32) {
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let value = CtValue {
+        backend_id,
+        rev_nat_id,
+        flags: 0,
+        pad: 0,
+        last_seen: now,
+        packets: 1,
+        bytes: u64::from(len),
+    };
+    let reply = CtKey {
+        saddr: backend.addr,
+        daddr: flow.saddr,
+        sport: backend.port,
+        dport: flow.sport,
+        proto: flow.proto,
+        dir: CT_DIR_REPLY,
+        pad: [0; 2],
+    };
+    let reply_value = CtValue {
+        packets: 0,
+        bytes: 0,
+        ..value
+    };
+    // Reply entry first: a reply can never arrive before the forward packet is sent.
+    let _ = CT.insert(&reply, &reply_value, 0);
+    let _ = CT.insert(&forward_key(flow), &value, 0);
+}

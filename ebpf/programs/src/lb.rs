@@ -1,0 +1,51 @@
+//! Service lookup and backend choice (the frontend → slot → backend split of `SERVICES`/`BACKENDS`).
+use aya_ebpf::helpers::bpf_get_prandom_u32;
+use switchyard_abi::{Backend, ServiceKey, ServiceValue};
+
+use crate::maps::{BACKENDS, SERVICES};
+use crate::packet::Flow;
+
+/// The service header (slot 0) of the frontend `flow` is addressed to, if any.
+#[inline(always)]
+pub fn lookup_service(flow: &Flow) -> Option<ServiceValue> {
+    let key = ServiceKey {
+        addr: flow.daddr,
+        port: flow.dport,
+        slot: 0,
+        proto: flow.proto,
+        scope: 0,
+        pad: [0; 2],
+    };
+    // SAFETY: the value is copied out at once; the agent replaces entries atomically per key.
+    unsafe { SERVICES.get(&key) }.copied()
+}
+
+/// A backend by id.
+#[inline(always)]
+pub fn backend(id: u32) -> Option<Backend> {
+    // SAFETY: copied out at once.
+    unsafe { BACKENDS.get(&id) }.copied()
+}
+
+/// Picks a backend for a new flow: a random slot in `1..=count`. `None` when the service has no
+/// backends or the slot/backend is missing (the agent is in the middle of an update).
+#[inline(always)]
+pub fn select_backend(flow: &Flow, svc: &ServiceValue) -> Option<(u32, Backend)> {
+    if svc.count == 0 {
+        return None;
+    }
+    // SAFETY: plain helper call.
+    let rnd = unsafe { bpf_get_prandom_u32() };
+    let slot = (rnd % u32::from(svc.count)) as u16 + 1;
+    let key = ServiceKey {
+        addr: flow.daddr,
+        port: flow.dport,
+        slot,
+        proto: flow.proto,
+        scope: 0,
+        pad: [0; 2],
+    };
+    // SAFETY: copied out at once.
+    let id = unsafe { SERVICES.get(&key) }?.backend_id;
+    backend(id).map(|b| (id, b))
+}

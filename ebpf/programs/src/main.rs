@@ -1,0 +1,32 @@
+//! # switchyard-ebpf
+//!
+//! The kernel half of switchyard. One file per attach point, sharing small libraries:
+//! - [`from_pod`]: TC ingress on every pod's host-side veth (ClusterIP load balancing, reverse NAT,
+//!   local redirect).
+//! - [`maps`]: every map, pinned by name so the agent can restart without losing state.
+//! - [`packet`]: header offsets and field access; [`lb`]: service and backend lookup;
+//!   [`conntrack`]: flow tracking; [`nat`]: address/port rewrite with checksums;
+//!   [`reject`]: ICMP port unreachable for services without backends; [`stats`]: counters.
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod from_pod;
+mod lb;
+mod maps;
+mod nat;
+mod packet;
+mod reject;
+mod stats;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // eBPF programs cannot panic; the verifier rejects any path that could reach here.
+    loop {}
+}
+
+/// License section required by the kernel for GPL-only helpers.
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,37 @@
+//! Every map of the datapath. Names and layouts come from `switchyard-abi`; all maps are pinned by
+//! name (under the directory the agent passes to the loader) so they outlive the agent.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use switchyard_abi::{
+    capacity, Backend, CtKey, CtValue, LocalPod, NodeConfig, RevNat, ServiceKey, ServiceValue,
+};
+
+/// Frontend (VIP, port, proto, slot) → service header (slot 0) or backend id (slot n).
+#[map(name = "SERVICES_V1")]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(capacity::SERVICES, 0);
+
+/// Backend id → backend address and state.
+#[map(name = "BACKENDS_V1")]
+pub static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(capacity::BACKENDS, 0);
+
+/// Reverse-NAT id → frontend to restore on replies.
+#[map(name = "REV_NAT_V1")]
+pub static REV_NAT: HashMap<u16, RevNat> = HashMap::pinned(capacity::REV_NAT, 0);
+
+/// Connection tracking: forward and reply entries of every load-balanced flow.
+#[map(name = "CT_V1")]
+pub static CT: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(capacity::CT, 0);
+
+/// Pod IP → host veth of the pods on this node.
+#[map(name = "LOCAL_PODS_V1")]
+pub static LOCAL_PODS: HashMap<u32, LocalPod> = HashMap::pinned(capacity::LOCAL_PODS, 0);
+
+/// Node configuration (one entry).
+#[map(name = "CONFIG_V1")]
+pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
+
+/// Per-CPU counters, indexed by `switchyard_abi::stat`.
+#[map(name = "STATS_V1")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(capacity::STATS, 0);

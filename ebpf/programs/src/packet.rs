@@ -1,0 +1,118 @@
+//! Ethernet/IPv4/TCP/UDP header offsets and the parsed view of one packet.
+//!
+//! Fields are read with `bpf_skb_load_bytes` (through `TcContext::load`), which works on
+//! non-linear skbs too. Addresses and ports stay in network byte order.
+use aya_ebpf::programs::TcContext;
+use switchyard_abi::proto;
+
+/// Ethernet header length.
+pub const ETH_HLEN: usize = 14;
+/// Offset of the EtherType.
+pub const ETH_PROTO_OFF: usize = 12;
+/// EtherType of IPv4, as read from the wire into a native `u16`.
+pub const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+/// Offset of the IPv4 header.
+pub const IP_OFF: usize = ETH_HLEN;
+/// Offset of the IPv4 header checksum.
+pub const IP_CSUM_OFF: usize = IP_OFF + 10;
+/// Offset of the IPv4 source address.
+pub const IP_SADDR_OFF: usize = IP_OFF + 12;
+/// Offset of the IPv4 destination address.
+pub const IP_DADDR_OFF: usize = IP_OFF + 16;
+/// Minimal IPv4 header length.
+pub const IP_HLEN: usize = 20;
+
+/// The parts of an IPv4 TCP/UDP packet the datapath decides on.
+#[derive(Clone, Copy)]
+pub struct Flow {
+    /// IP protocol.
+    pub proto: u8,
+    /// Source address (network order).
+    pub saddr: u32,
+    /// Destination address (network order).
+    pub daddr: u32,
+    /// Source port (network order).
+    pub sport: u16,
+    /// Destination port (network order).
+    pub dport: u16,
+    /// Offset of the L4 header.
+    pub l4_off: usize,
+    /// IPv4 header length in bytes.
+    pub ihl_len: usize,
+}
+
+impl Flow {
+    /// Offset of the L4 checksum.
+    #[inline(always)]
+    pub fn l4_csum_off(&self) -> usize {
+        if self.proto == proto::TCP {
+            self.l4_off + 16
+        } else {
+            self.l4_off + 6
+        }
+    }
+
+    /// Offset of the source port.
+    #[inline(always)]
+    pub fn sport_off(&self) -> usize {
+        self.l4_off
+    }
+
+    /// Offset of the destination port.
+    #[inline(always)]
+    pub fn dport_off(&self) -> usize {
+        self.l4_off + 2
+    }
+}
+
+/// What [`parse`] found.
+pub enum Parsed {
+    /// An IPv4 TCP or UDP packet (first fragment or unfragmented).
+    L4(Flow),
+    /// IPv4 but not TCP/UDP, or a non-first fragment: only address-based forwarding applies.
+    L3 {
+        /// Destination address (network order).
+        daddr: u32,
+        /// The packet is a non-first fragment.
+        fragment: bool,
+    },
+    /// Not IPv4.
+    Other,
+}
+
+/// Parses the packet headers. `Err` means the packet is shorter than its headers claim.
+#[inline(always)]
+pub fn parse(ctx: &TcContext) -> Result<Parsed, ()> {
+    let eth_proto: u16 = ctx.load(ETH_PROTO_OFF).map_err(|_| ())?;
+    if eth_proto != ETH_P_IP_BE {
+        return Ok(Parsed::Other);
+    }
+    let ver_ihl: u8 = ctx.load(IP_OFF).map_err(|_| ())?;
+    if ver_ihl >> 4 != 4 {
+        return Err(());
+    }
+    let ihl_len = ((ver_ihl & 0x0f) as usize) * 4;
+    if ihl_len < IP_HLEN {
+        return Err(());
+    }
+    let frag: u16 = u16::from_be(ctx.load::<u16>(IP_OFF + 6).map_err(|_| ())?);
+    let ip_proto: u8 = ctx.load(IP_OFF + 9).map_err(|_| ())?;
+    let saddr: u32 = ctx.load(IP_SADDR_OFF).map_err(|_| ())?;
+    let daddr: u32 = ctx.load(IP_DADDR_OFF).map_err(|_| ())?;
+    let fragment = frag & 0x1fff != 0;
+    if fragment || (ip_proto != proto::TCP && ip_proto != proto::UDP) {
+        return Ok(Parsed::L3 { daddr, fragment });
+    }
+    let l4_off = IP_OFF + ihl_len;
+    let sport: u16 = ctx.load(l4_off).map_err(|_| ())?;
+    let dport: u16 = ctx.load(l4_off + 2).map_err(|_| ())?;
+    Ok(Parsed::L4(Flow {
+        proto: ip_proto,
+        saddr,
+        daddr,
+        sport,
+        dport,
+        l4_off,
+        ihl_len,
+    }))
+}
