@@ -9,7 +9,7 @@
 //!    pod's veth. Everything else continues to `cbr0` and the node's stack.
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_redirect,
+    helpers::bpf_redirect_peer,
     macros::classifier,
     programs::TcContext,
 };
@@ -98,7 +98,9 @@ fn load_balance(
     Ok(forward_local(ctx, backend.addr))
 }
 
-/// Redirects to a local pod's veth (fixing the MACs), or lets the packet continue.
+/// Redirects to a local pod (fixing the MACs), or lets the packet continue. `bpf_redirect_peer`
+/// hands the packet straight to the ingress of the pod's `eth0` in its namespace, skipping the
+/// host veth's transmit path and the backlog queue.
 #[inline(always)]
 fn forward_local(ctx: &mut TcContext, daddr: u32) -> i32 {
     // SAFETY: copied out at once.
@@ -114,5 +116,5 @@ fn forward_local(ctx: &mut TcContext, daddr: u32) -> i32 {
     }
     stats::inc(stat::REDIRECT_LOCAL);
     // SAFETY: plain helper call.
-    unsafe { bpf_redirect(pod.ifindex, 0) as i32 }
+    unsafe { bpf_redirect_peer(pod.ifindex, 0) as i32 }
 }
