@@ -1,0 +1,291 @@
+//! ADD, DEL and CHECK: wiring a pod's network namespace to the node's bridge.
+//!
+//! ADD: allocate an address, create the veth pair (`syv…` on `cbr0`, `eth0` in the pod), set the
+//! pod side up with its address and a default route via the gateway, bring `lo` up, and leave an
+//! [`EndpointRecord`] for the agent. DEL undoes all of it and succeeds when parts are already gone.
+use super::config::{Invocation, NetConf};
+use super::error::{code, CniError};
+use super::ipam::{Ipam, IpamError};
+use super::record::EndpointRecord;
+use super::result::{CniResult, Dns, Interface, IpConfig, Route};
+use crate::netlink::{self, Link, Netlink};
+use crate::paths;
+use std::fs;
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+impl From<IpamError> for CniError {
+    fn from(e: IpamError) -> CniError {
+        let code = match e {
+            IpamError::Exhausted { .. } => code::IPAM_EXHAUSTED,
+            IpamError::Io { .. } => code::IO,
+        };
+        CniError::new(code, "IPAM failed").with_details(e.to_string())
+    }
+}
+
+fn io_error(what: String) -> impl FnOnce(io::Error) -> CniError {
+    move |e| CniError::new(code::IO, what).with_details(e.to_string())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CniError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_error("cannot start the async runtime".into()))
+}
+
+fn ipam_of(conf: &NetConf) -> Ipam {
+    Ipam::new(
+        paths::ipam_dir(&conf.node),
+        conf.ipam.subnet,
+        conf.gateway(),
+    )
+}
+
+/// Path of the endpoint record of a container.
+pub fn record_path(node: &str, container_id: &str) -> PathBuf {
+    paths::endpoints_dir(node).join(format!("{container_id}.json"))
+}
+
+/// What ADD configured inside the pod.
+struct PodSide {
+    mac: String,
+}
+
+/// Runs ADD; returns the result to print.
+pub fn add(conf: &NetConf, inv: &Invocation) -> Result<CniResult, CniError> {
+    let span = tracing::info_span!("cni_add", container = %inv.container_id);
+    let _enter = span.enter();
+    let netns = inv
+        .netns
+        .clone()
+        .ok_or_else(|| CniError::new(code::INVALID_ENV, "CNI_NETNS is not set"))?;
+    let ns_file = netlink::open_netns(&netns).map_err(|e| {
+        CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("network namespace {} cannot be opened", netns.display()),
+        )
+        .with_details(e.to_string())
+    })?;
+    let rt = runtime()?;
+    let host_name = paths::host_veth_name(&inv.container_id);
+
+    let bridge = rt.block_on(async {
+        let nl = Netlink::connect()?;
+        Ok::<_, CniError>(nl.link(&conf.bridge).await?)
+    })?;
+    let Some(bridge) = bridge else {
+        return Err(CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!("bridge {} does not exist yet; try again later", conf.bridge),
+        )
+        .with_details("the switchyard agent creates it once the node has a podCIDR"));
+    };
+
+    let ipam = ipam_of(conf);
+    let ip = ipam.allocate(&inv.container_id, &inv.ifname)?;
+    let wired = wire(conf, inv, &rt, &bridge, &ns_file, &netns, &host_name, ip);
+    let (host, pod) = match wired {
+        Ok(v) => v,
+        Err(e) => {
+            // Leave nothing half-made: the veth (if created) and the address go again.
+            let _ = rt.block_on(async { Netlink::connect()?.delete_link(&host_name).await });
+            let _ = ipam.release(&inv.container_id);
+            return Err(e);
+        }
+    };
+
+    let prefix = conf.ipam.subnet.prefix();
+    let gateway = conf.gateway();
+    let record = EndpointRecord {
+        container_id: inv.container_id.clone(),
+        pod_namespace: inv.args.pod_namespace(),
+        pod_name: inv.args.pod_name(),
+        netns: netns.display().to_string(),
+        ip,
+        prefix_len: prefix,
+        gateway,
+        host_ifname: host.name.clone(),
+        host_ifindex: host.index,
+        host_mac: host.mac_string(),
+        pod_mac: pod.mac.clone(),
+    };
+    write_record(&conf.node, &record)?;
+    tracing::info!(%ip, host_veth = %host.name, "pod wired");
+
+    let pre_1_0 = conf.cni_version.starts_with("0.");
+    Ok(CniResult {
+        cni_version: conf.cni_version.clone(),
+        interfaces: vec![
+            Interface {
+                name: host.name.clone(),
+                mac: host.mac_string(),
+                sandbox: None,
+            },
+            Interface {
+                name: inv.ifname.clone(),
+                mac: pod.mac,
+                sandbox: Some(netns.display().to_string()),
+            },
+        ],
+        ips: vec![IpConfig {
+            version: pre_1_0.then(|| "4".to_string()),
+            address: format!("{ip}/{prefix}"),
+            gateway: Some(gateway.to_string()),
+            interface: Some(1),
+        }],
+        routes: vec![Route {
+            dst: "0.0.0.0/0".into(),
+            gw: Some(gateway.to_string()),
+        }],
+        dns: Dns::default(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn wire(
+    conf: &NetConf,
+    inv: &Invocation,
+    rt: &tokio::runtime::Runtime,
+    bridge: &Link,
+    ns_file: &fs::File,
+    netns: &Path,
+    host_name: &str,
+    ip: Ipv4Addr,
+) -> Result<(Link, PodSide), CniError> {
+    rt.block_on(async {
+        let nl = Netlink::connect()?;
+        // A repeated ADD for the same container starts from scratch; removing the host end
+        // also removes the old pod end.
+        nl.delete_link(host_name).await?;
+        nl.create_veth_into(host_name, &inv.ifname, ns_file, conf.mtu, bridge.index)
+            .await?;
+        Ok::<_, CniError>(())
+    })?;
+    let ifname = inv.ifname.clone();
+    let prefix = conf.ipam.subnet.prefix();
+    let gateway = conf.gateway();
+    let pod = netlink::block_on_in_netns(netns, move || async move {
+        let nl = Netlink::connect()?;
+        if let Some(lo) = nl.link("lo").await? {
+            nl.set_up(lo.index).await?;
+        }
+        let eth = nl.require_link(&ifname).await?;
+        nl.ensure_address(eth.index, ip, prefix).await?;
+        nl.set_up(eth.index).await?;
+        nl.replace_default_route(eth.index, gateway).await?;
+        Ok::<_, netlink::Error>(PodSide {
+            mac: eth.mac_string(),
+        })
+    })??;
+    let host = rt.block_on(async { Netlink::connect()?.require_link(host_name).await })?;
+    Ok((host, pod))
+}
+
+/// Writes the endpoint record atomically (temp file + rename).
+fn write_record(node: &str, record: &EndpointRecord) -> Result<(), CniError> {
+    let dir = paths::endpoints_dir(node);
+    fs::create_dir_all(&dir).map_err(io_error(format!("cannot create {}", dir.display())))?;
+    let path = record_path(node, &record.container_id);
+    let tmp = dir.join(format!(".{}.json.tmp", record.container_id));
+    let json = serde_json::to_vec_pretty(record).map_err(|e| {
+        CniError::new(code::IO, "cannot encode the endpoint record").with_details(e.to_string())
+    })?;
+    let mut f =
+        fs::File::create(&tmp).map_err(io_error(format!("cannot write {}", tmp.display())))?;
+    f.write_all(&json)
+        .and_then(|()| f.sync_all())
+        .map_err(io_error(format!("cannot write {}", tmp.display())))?;
+    fs::rename(&tmp, &path).map_err(io_error(format!("cannot rename to {}", path.display())))
+}
+
+fn remove_if_present(path: &Path) -> Result<(), CniError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(io_error(format!("cannot remove {}", path.display()))(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Runs DEL: removes the veth pair, the address, the record and the agent's marker. Anything
+/// already gone is skipped, so DEL can be repeated.
+pub fn del(conf: &NetConf, inv: &Invocation) -> Result<(), CniError> {
+    let span = tracing::info_span!("cni_del", container = %inv.container_id);
+    let _enter = span.enter();
+    let host_name = paths::host_veth_name(&inv.container_id);
+    let rt = runtime()?;
+    rt.block_on(async { Netlink::connect()?.delete_link(&host_name).await })?;
+    ipam_of(conf).release(&inv.container_id)?;
+    remove_if_present(&record_path(&conf.node, &inv.container_id))?;
+    remove_if_present(&paths::attached_dir(&conf.node).join(&inv.container_id))?;
+    Ok(())
+}
+
+/// Runs CHECK: the record, the IPAM allocation, the host veth on the bridge and the pod
+/// interface with its address must all still be as ADD left them.
+pub fn check(conf: &NetConf, inv: &Invocation) -> Result<(), CniError> {
+    let fail = |msg: String| CniError::new(code::CHECK_FAILED, msg);
+    let path = record_path(&conf.node, &inv.container_id);
+    let raw = fs::read(&path).map_err(|e| {
+        fail(format!(
+            "endpoint record {} unreadable: {e}",
+            path.display()
+        ))
+    })?;
+    let record: EndpointRecord = serde_json::from_slice(&raw).map_err(|e| {
+        fail(format!(
+            "endpoint record {} is corrupt: {e}",
+            path.display()
+        ))
+    })?;
+    match ipam_of(conf).lookup(&inv.container_id)? {
+        Some(ip) if ip == record.ip => {}
+        other => {
+            return Err(fail(format!(
+                "IPAM holds {other:?} for the container, record says {}",
+                record.ip
+            )))
+        }
+    }
+    let rt = runtime()?;
+    let (host, bridge) = rt.block_on(async {
+        let nl = Netlink::connect()?;
+        Ok::<_, CniError>((
+            nl.link(&record.host_ifname).await?,
+            nl.link(&conf.bridge).await?,
+        ))
+    })?;
+    let host = host.ok_or_else(|| fail(format!("host veth {} is missing", record.host_ifname)))?;
+    let bridge = bridge.ok_or_else(|| fail(format!("bridge {} is missing", conf.bridge)))?;
+    if host.controller != Some(bridge.index) || !host.up {
+        return Err(fail(format!(
+            "host veth {} is not up on {}",
+            host.name, conf.bridge
+        )));
+    }
+    let netns = inv
+        .netns
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&record.netns));
+    let ifname = inv.ifname.clone();
+    let (ip, prefix) = (record.ip, record.prefix_len);
+    let ok = netlink::block_on_in_netns(&netns, move || async move {
+        let nl = Netlink::connect()?;
+        let Some(eth) = nl.link(&ifname).await? else {
+            return Ok::<_, netlink::Error>(false);
+        };
+        Ok(eth.up && nl.ipv4_addresses(eth.index).await?.contains(&(ip, prefix)))
+    })
+    .map_err(|e| fail(format!("cannot inspect {}: {e}", netns.display())))??;
+    if !ok {
+        return Err(fail(format!(
+            "{} in {} lacks {ip}/{prefix} or is down",
+            inv.ifname,
+            netns.display()
+        )));
+    }
+    Ok(())
+}

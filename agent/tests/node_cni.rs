@@ -1,0 +1,405 @@
+//! The CNI plugin for real: a scratch node namespace with `cbr0`, two pod namespaces wired by
+//! the `switchyard` binary as a CNI plugin, traffic between them, then DEL.
+//!
+//! Needs root; skipped otherwise. Every namespace, process and file it makes is removed by Drop
+//! guards, also when an assertion fails.
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use switchyard::cni::EndpointRecord;
+use switchyard::paths;
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const NODE_NS: &str = "sy-t-node-n";
+const POD_A: &str = "sy-t-node-pa";
+const POD_B: &str = "sy-t-node-pb";
+/// Node name of the test: its state lives in `/run/switchyard/sy-t-node/`.
+const NODE: &str = "sy-t-node";
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A network namespace made with `ip netns add`, deleted on drop.
+struct Netns(&'static str);
+
+impl Netns {
+    fn new(name: &'static str) -> Netns {
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
+        run(Command::new("ip").args(["netns", "add", name]));
+        Netns(name)
+    }
+
+    fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(self.0)
+    }
+
+    /// `ip netns exec <ns> <args…>`.
+    fn exec(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", self.0]).args(args);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", self.0]).status();
+    }
+}
+
+/// The node's state directory, removed on drop.
+struct StateDir;
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(paths::state_dir(NODE));
+    }
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn conf() -> String {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"switchyard","type":"switchyard","node":"{NODE}","bridge":"cbr0","mtu":1460,
+            "ipam":{{"type":"host-local","subnet":"10.244.1.0/24","gateway":"10.244.1.1"}}}}"#
+    )
+}
+
+fn container_id(pod: &str) -> String {
+    format!("default-{pod}-0123abcd")
+}
+
+/// Runs the plugin inside the node namespace; returns (exit ok, parsed stdout).
+fn cni(command: &str, pod: &str, netns: Option<&Path>) -> (bool, serde_json::Value) {
+    let node_ns = PathBuf::from("/run/netns").join(NODE_NS);
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", node_ns.display()))
+        .arg(BIN)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id(pod))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match netns {
+        Some(p) => cmd.env("CNI_NETNS", p),
+        None => cmd.env_remove("CNI_NETNS"),
+    };
+    let mut child = cmd.spawn().expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf().as_bytes())
+        .expect("write config");
+    let out = child.wait_with_output().expect("plugin");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let value = if stdout.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("plugin printed non-JSON {stdout:?}: {e}"))
+    };
+    if !out.status.success() {
+        eprintln!(
+            "plugin {command} {pod}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (out.status.success(), value)
+}
+
+fn link_exists(ns: &str, name: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", ns, "link", "show", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Sends one ICMP echo request from inside the namespace at `netns` to `dst` and waits up to
+/// two seconds for the reply (a raw socket: the machine has no `ping` binary).
+fn ping(netns: &Path, dst: Ipv4Addr) -> bool {
+    let ns = std::fs::File::open(netns).expect("open netns");
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        // SAFETY: plain socket calls on a descriptor this thread owns; buffers outlive the calls.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
+            assert!(fd >= 0, "raw socket");
+            let tv = libc::timeval {
+                tv_sec: 2,
+                tv_usec: 0,
+            };
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+            let id: u16 = 0x5359; // "SY"
+            let mut pkt = [8u8, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1, b's', b'y'];
+            let sum = pkt.chunks(2).fold(0u32, |acc, c| {
+                acc + u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+            });
+            let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+            pkt[2..4].copy_from_slice(&sum.to_be_bytes());
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(dst).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let sent = libc::sendto(
+                fd,
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            let mut ok = false;
+            if sent == pkt.len() as isize {
+                let deadline = Instant::now() + Duration::from_secs(2);
+                let mut buf = [0u8; 1500];
+                while Instant::now() < deadline {
+                    let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                    if n < 28 {
+                        break;
+                    }
+                    let ihl = usize::from(buf[0] & 0x0f) * 4;
+                    let src = Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
+                    let icmp = &buf[ihl..n as usize];
+                    if src == dst && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() {
+                        ok = true;
+                        break;
+                    }
+                }
+            }
+            libc::close(fd);
+            ok
+        }
+    })
+    .join()
+    .expect("ping thread")
+}
+
+fn ip_of(result: &serde_json::Value) -> Ipv4Addr {
+    let cidr = result["ips"][0]["address"]
+        .as_str()
+        .expect("ips[0].address");
+    cidr.split('/').next().unwrap().parse().expect("ipv4")
+}
+
+#[test]
+fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let _state = StateDir;
+    let _ = std::fs::remove_dir_all(paths::state_dir(NODE));
+    let node = Netns::new(NODE_NS);
+    let pa = Netns::new(POD_A);
+    let pb = Netns::new(POD_B);
+
+    // Without cbr0 the plugin asks to be called again later.
+    let (ok, err) = cni("ADD", "pa", Some(&pa.path()));
+    assert!(!ok);
+    assert_eq!(err["code"], 11, "{err}");
+    assert!(!paths::endpoints_dir(NODE)
+        .join(format!("{}.json", container_id("pa")))
+        .exists());
+
+    // cbr0 made by the same function the agent calls, run inside the node namespace; twice, to
+    // show it is idempotent.
+    for _ in 0..2 {
+        let link = switchyard::netlink::block_on_in_netns(&node.path(), || async {
+            switchyard::netlink::ensure_bridge("cbr0", 1460, Ipv4Addr::new(10, 244, 1, 1), 24).await
+        })
+        .expect("enter node netns")
+        .expect("ensure_bridge");
+        assert_eq!(
+            (link.name.as_str(), link.mtu, link.up),
+            ("cbr0", 1460, true)
+        );
+    }
+    let addrs = run(&mut node.exec(&["ip", "-4", "-o", "addr", "show", "dev", "cbr0"]));
+    let addrs = String::from_utf8_lossy(&addrs.stdout);
+    assert_eq!(addrs.matches("inet ").count(), 1, "{addrs}");
+    assert!(addrs.contains("inet 10.244.1.1/24"), "{addrs}");
+    switchyard::netlink::block_on_in_netns(&node.path(), || async {
+        switchyard::netlink::enable_ip_forward()
+    })
+    .expect("enter node netns")
+    .expect("ip_forward");
+    let fwd = run(&mut node.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]));
+    assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "1");
+
+    // ADD both pods.
+    let (ok, ra) = cni("ADD", "pa", Some(&pa.path()));
+    assert!(ok, "{ra}");
+    let (ok, rb) = cni("ADD", "pb", Some(&pb.path()));
+    assert!(ok, "{rb}");
+    let (ip_a, ip_b) = (ip_of(&ra), ip_of(&rb));
+    assert_ne!(ip_a, ip_b);
+    for (r, ip, ns) in [(&ra, ip_a, &pa), (&rb, ip_b, &pb)] {
+        assert_eq!(r["cniVersion"], "1.0.0");
+        assert_eq!(r["ips"][0]["gateway"], "10.244.1.1");
+        assert_eq!(r["ips"][0]["interface"], 1);
+        assert_eq!(r["interfaces"][1]["name"], "eth0");
+        assert_eq!(
+            r["interfaces"][1]["sandbox"],
+            ns.path().display().to_string()
+        );
+        assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
+        let subnet: switchyard::cni::Subnet = "10.244.1.0/24".parse().unwrap();
+        assert!(subnet.contains(ip) && ip != Ipv4Addr::new(10, 244, 1, 1));
+        assert!(paths::ipam_dir(NODE).join(ip.to_string()).exists());
+        // Pod side: eth0 with MTU 1460, the address, default route via the gateway, lo up.
+        let eth = run(&mut ns.exec(&["ip", "-o", "addr", "show", "dev", "eth0"]));
+        let eth = String::from_utf8_lossy(&eth.stdout);
+        assert!(eth.contains(&format!("inet {ip}/24")), "{eth}");
+        let link = run(&mut ns.exec(&["ip", "-o", "link", "show", "dev", "eth0"]));
+        assert!(String::from_utf8_lossy(&link.stdout).contains("mtu 1460"));
+        let route = run(&mut ns.exec(&["ip", "route", "show", "default"]));
+        assert!(String::from_utf8_lossy(&route.stdout).contains("default via 10.244.1.1 dev eth0"));
+        let lo = run(&mut ns.exec(&["ip", "-o", "link", "show", "dev", "lo"]));
+        assert!(
+            String::from_utf8_lossy(&lo.stdout).contains("UP"),
+            "lo is up"
+        );
+    }
+
+    // The record the agent reads.
+    let rec_path = paths::endpoints_dir(NODE).join(format!("{}.json", container_id("pa")));
+    let rec: EndpointRecord =
+        serde_json::from_slice(&std::fs::read(&rec_path).expect("record")).expect("record json");
+    assert_eq!(rec.ip, ip_a);
+    assert_eq!(rec.pod_name, "pa");
+    assert_eq!(rec.pod_namespace, "default");
+    assert_eq!(rec.host_ifname, paths::host_veth_name(&container_id("pa")));
+    assert_eq!(rec.gateway, Ipv4Addr::new(10, 244, 1, 1));
+    assert_eq!(rec.prefix_len, 24);
+    assert_eq!(rec.host_mac, ra["interfaces"][0]["mac"].as_str().unwrap());
+    assert_eq!(rec.pod_mac, ra["interfaces"][1]["mac"].as_str().unwrap());
+    let host = run(&mut node.exec(&["ip", "-o", "link", "show", "dev", &rec.host_ifname]));
+    let host = String::from_utf8_lossy(&host.stdout);
+    assert!(
+        host.starts_with(&format!("{}:", rec.host_ifindex)),
+        "{host}"
+    );
+    assert!(
+        host.contains("master cbr0") && host.contains("mtu 1460"),
+        "{host}"
+    );
+
+    // ADD again for the same container: same address, still one record.
+    let (ok, ra2) = cni("ADD", "pa", Some(&pa.path()));
+    assert!(ok, "{ra2}");
+    assert_eq!(ip_of(&ra2), ip_a);
+    let (ok, chk) = cni("CHECK", "pa", Some(&pa.path()));
+    assert!(ok, "CHECK: {chk}");
+
+    // Pod A reaches pod B through cbr0.
+    assert!(ping(&pa.path(), ip_b), "pod A pings pod B");
+    assert!(
+        !ping(&pa.path(), Ipv4Addr::new(10, 244, 1, 250)),
+        "no answer from an unused address"
+    );
+
+    // echo in pod B, curl from pod A: the echo sees pod A's address.
+    let _echo = Proc(
+        pb.exec(&[BIN, "echo", "--port", "8080"])
+            .env("HOSTNAME", "pb")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start echo"),
+    );
+    let url = format!("http://{ip_b}:8080/");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let out = pa
+            .exec(&["curl", "-s", "--max-time", "2", &url])
+            .output()
+            .expect("curl");
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).to_string();
+        }
+        assert!(Instant::now() < deadline, "echo in pod B never answered");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(body.starts_with(&format!("pod=pb peer={ip_a}:")), "{body}");
+
+    // DEL both (pod B with its namespace already gone), then again.
+    let marker = paths::attached_dir(NODE).join(container_id("pa"));
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(&marker, b"").unwrap();
+    let (ok, out) = cni("DEL", "pa", Some(&pa.path()));
+    assert!(ok, "{out}");
+    drop(_echo);
+    drop(pb);
+    let (ok, out) = cni("DEL", "pb", None);
+    assert!(ok, "{out}");
+    for pod in ["pa", "pb"] {
+        let id = container_id(pod);
+        assert!(
+            !link_exists(NODE_NS, &paths::host_veth_name(&id)),
+            "host veth of {pod} is gone"
+        );
+        assert!(!paths::endpoints_dir(NODE)
+            .join(format!("{id}.json"))
+            .exists());
+    }
+    assert!(!marker.exists(), "DEL removes the attached marker");
+    assert!(
+        !link_exists(POD_A, "eth0"),
+        "pod A's eth0 went with its veth"
+    );
+    for ip in [ip_a, ip_b] {
+        assert!(
+            !paths::ipam_dir(NODE).join(ip.to_string()).exists(),
+            "{ip} released"
+        );
+    }
+    let (ok, out) = cni("DEL", "pa", Some(&pa.path()));
+    assert!(ok, "repeated DEL: {out}");
+    let (ok, out) = cni("DEL", "pb", Some(Path::new("/run/netns/sy-t-node-gone")));
+    assert!(ok, "DEL with a vanished netns: {out}");
+}
