@@ -1,4 +1,4 @@
-//! Attaching `from_pod` to pod veths through TCX, with the link pinned so it outlives the agent.
+//! Attaching programs (`from_pod` to pod veths, `from_overlay` to `vxlan0`) through TCX, with the link pinned so it outlives the agent.
 //!
 //! A restarted agent finds the pinned link and atomically swaps its freshly loaded program in,
 //! so packets of established flows are never left without a program.
@@ -13,15 +13,19 @@ use aya::{
     sys::SyscallError,
     Ebpf,
 };
-use switchyard_abi::programs;
 
 use super::DatapathError;
 
-/// Attaches (or re-takes) `from_pod` on the ingress of `ifname` and pins the link at `pin`.
-pub fn attach_from_pod(ebpf: &mut Ebpf, ifname: &str, pin: &Path) -> Result<(), DatapathError> {
-    let err = |e: String| DatapathError::Attach(ifname.to_string(), e);
+/// Attaches (or re-takes) program `program` on the ingress of `ifname` and pins the link at `pin`.
+pub fn attach_ingress(
+    ebpf: &mut Ebpf,
+    program: &str,
+    ifname: &str,
+    pin: &Path,
+) -> Result<(), DatapathError> {
+    let err = |e: String| DatapathError::Attach(format!("{program} to {ifname}"), e);
     let prog: &mut SchedClassifier = ebpf
-        .program_mut(programs::FROM_POD)
+        .program_mut(program)
         .ok_or_else(|| err("program missing".into()))?
         .try_into()
         .map_err(|e| err(format!("{e}")))?;

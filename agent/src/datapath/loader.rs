@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use aya::{
-    maps::{Array, HashMap, MapData},
+    maps::{lpm_trie::LpmTrie, Array, HashMap, MapData},
     programs::SchedClassifier,
     Ebpf, EbpfLoader,
 };
@@ -33,6 +33,8 @@ pub struct Loaded {
     pub local_pods: HashMap<MapData, u32, LocalPod>,
     /// `CONFIG`.
     pub config: Array<MapData, NodeConfig>,
+    /// `TUNNEL`.
+    pub tunnel: LpmTrie<MapData, u32, u32>,
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -49,7 +51,7 @@ pub fn check_bpffs() -> Result<(), DatapathError> {
     Ok(())
 }
 
-/// Loads the object with maps pinned in `pin_dir` (created if missing) and loads `from_pod`.
+/// Loads the object with maps pinned in `pin_dir` (created if missing) and loads its programs.
 pub fn load(pin_dir: &Path) -> Result<Loaded, DatapathError> {
     check_bpffs()?;
     std::fs::create_dir_all(pin_dir).map_err(|e| DatapathError::Io(pin_dir.to_path_buf(), e))?;
@@ -57,28 +59,26 @@ pub fn load(pin_dir: &Path) -> Result<Loaded, DatapathError> {
         .default_map_pin_directory(pin_dir)
         .load(OBJECT)
         .map_err(|e| DatapathError::Load(format!("{e}")))?;
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(programs::FROM_POD)
-        .ok_or_else(|| {
+    for name in [programs::FROM_POD, programs::FROM_OVERLAY] {
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or_else(|| DatapathError::Load(format!("program {name} missing from the object")))?
+            .try_into()
+            .map_err(|e| DatapathError::Load(format!("{e}")))?;
+        prog.load().map_err(|e| {
             DatapathError::Load(format!(
-                "program {} missing from the object",
-                programs::FROM_POD
+                "verifier rejected {name}: {}",
+                tail(&format!("{e:?}"), 1500)
             ))
-        })?
-        .try_into()
-        .map_err(|e| DatapathError::Load(format!("{e}")))?;
-    prog.load().map_err(|e| {
-        DatapathError::Load(format!(
-            "verifier rejected from_pod: {}",
-            tail(&format!("{e:?}"), 1500)
-        ))
-    })?;
+        })?;
+    }
     Ok(Loaded {
         services: take(&mut ebpf, names::SERVICES)?,
         backends: take(&mut ebpf, names::BACKENDS)?,
         rev_nat: take(&mut ebpf, names::REV_NAT)?,
         local_pods: take(&mut ebpf, names::LOCAL_PODS)?,
         config: take(&mut ebpf, names::CONFIG)?,
+        tunnel: take(&mut ebpf, names::TUNNEL)?,
         ebpf,
     })
 }

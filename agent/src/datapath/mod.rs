@@ -51,8 +51,8 @@ pub enum DatapathError {
     /// A map operation failed.
     #[error("BPF map {0}: {1}")]
     Map(String, String),
-    /// Attaching to a veth failed.
-    #[error("attaching from_pod to {0}: {1}")]
+    /// Attaching a program to an interface failed.
+    #[error("attaching {0}: {1}")]
     Attach(String, String),
     /// A CNI endpoint record is unusable.
     #[error("CNI endpoint record {0}: {1}")]
@@ -86,6 +86,8 @@ pub struct Datapath {
     cursor: IdCursor,
     /// Container id → record, for the pods handled so far.
     pods: BTreeMap<String, EndpointRecord>,
+    /// What `TUNNEL` holds.
+    tunnels: BTreeMap<(Ipv4Addr, u8), Ipv4Addr>,
 }
 
 impl Datapath {
@@ -95,8 +97,12 @@ impl Datapath {
         let mut maps = loader::load(&paths::pin_dir(&settings.node))?;
         let programmed = read_programmed(&maps)?;
         let cursor = IdCursor::after(&programmed);
+        // Keep the overlay a previous agent enabled until attach_overlay confirms or replaces it,
+        // so cross-node flows are not interrupted by a restart.
+        let mut cfg = node_config(settings);
+        cfg.vxlan_ifindex = maps.config.get(&0, 0).map_or(0, |c| c.vxlan_ifindex);
         maps.config
-            .set(0, node_config(settings), 0)
+            .set(0, cfg, 0)
             .map_err(map_err(switchyard_abi::names::CONFIG))?;
         tracing::info!(
             node = %settings.node,
@@ -104,12 +110,14 @@ impl Datapath {
             backends = programmed.backends.len(),
             "datapath loaded; pinned maps reused"
         );
+        let tunnels = read_tunnels(&maps)?;
         Ok(Datapath {
             settings: settings.clone(),
             maps,
             programmed,
             cursor,
             pods: BTreeMap::new(),
+            tunnels,
         })
     }
 
@@ -195,8 +203,9 @@ impl Datapath {
                 .local_pods
                 .insert(key, value, 0)
                 .map_err(map_err(switchyard_abi::names::LOCAL_PODS))?;
-            attach::attach_from_pod(
+            attach::attach_ingress(
                 &mut self.maps.ebpf,
+                switchyard_abi::programs::FROM_POD,
                 &rec.host_ifname,
                 &loader::link_pin(&pin_dir, &id),
             )?;
@@ -208,6 +217,58 @@ impl Datapath {
             self.pods.insert(id, rec);
             report.written += 1;
         }
+        Ok(report)
+    }
+}
+
+impl Datapath {
+    /// Turns on the overlay: `from_overlay` on the ingress of `ifname` (the external-mode VXLAN
+    /// device, ifindex `ifindex`), and `from_pod` starts encapsulating packets for other nodes.
+    pub fn attach_overlay(&mut self, ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
+        let pin = paths::pin_dir(&self.settings.node)
+            .join("links")
+            .join(ifname);
+        attach::attach_ingress(
+            &mut self.maps.ebpf,
+            switchyard_abi::programs::FROM_OVERLAY,
+            ifname,
+            &pin,
+        )?;
+        let mut cfg = node_config(&self.settings);
+        cfg.vxlan_ifindex = ifindex;
+        self.maps
+            .config
+            .set(0, cfg, 0)
+            .map_err(map_err(switchyard_abi::names::CONFIG))?;
+        tracing::info!(%ifname, ifindex, "overlay attached");
+        Ok(())
+    }
+
+    /// Makes `TUNNEL` hold exactly `routes` (podCIDR → node underlay address), writing only what
+    /// differs: new and changed routes first, then removals.
+    pub fn sync_tunnels(
+        &mut self,
+        routes: &BTreeMap<(Ipv4Addr, u8), Ipv4Addr>,
+    ) -> Result<SyncReport, DatapathError> {
+        use aya::maps::lpm_trie::Key;
+        let name = switchyard_abi::names::TUNNEL;
+        let mut report = SyncReport::default();
+        for (&(net, prefix), &node) in routes {
+            if self.tunnels.get(&(net, prefix)) != Some(&node) {
+                let key = Key::new(u32::from(prefix), u32::from_ne_bytes(net.octets()));
+                self.maps
+                    .tunnel
+                    .insert(&key, u32::from_ne_bytes(node.octets()), 0)
+                    .map_err(map_err(name))?;
+                report.written += 1;
+            }
+        }
+        for &(net, prefix) in self.tunnels.keys().filter(|k| !routes.contains_key(k)) {
+            let key = Key::new(u32::from(prefix), u32::from_ne_bytes(net.octets()));
+            ignore_missing(self.maps.tunnel.remove(&key)).map_err(map_err(name))?;
+            report.deleted += 1;
+        }
+        self.tunnels = routes.clone();
         Ok(report)
     }
 }
@@ -237,6 +298,22 @@ fn node_config(s: &NodeSettings) -> NodeConfig {
         nodeport_min: 30000,
         nodeport_max: 32767,
     }
+}
+
+/// Reads the overlay routes a previous agent left.
+fn read_tunnels(
+    maps: &loader::Loaded,
+) -> Result<BTreeMap<(Ipv4Addr, u8), Ipv4Addr>, DatapathError> {
+    let mut out = BTreeMap::new();
+    for item in maps.tunnel.iter() {
+        let (k, v) = item.map_err(map_err(switchyard_abi::names::TUNNEL))?;
+        let prefix = u8::try_from(k.prefix_len()).unwrap_or(32);
+        out.insert(
+            (Ipv4Addr::from(k.data().to_ne_bytes()), prefix),
+            Ipv4Addr::from(v.to_ne_bytes()),
+        );
+    }
+    Ok(out)
 }
 
 /// Reads the service maps as a previous agent left them.

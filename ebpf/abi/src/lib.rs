@@ -30,14 +30,21 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG_V1";
     /// Per-CPU counters, indexed by [`crate::stat`].
     pub const STATS: &str = "STATS_V1";
+    /// Overlay routes: LPM trie podCIDR → node underlay address. Key: prefix length (`u32`) and
+    /// network address (`u32`, network byte order); value: node address (`u32`, network order).
+    pub const TUNNEL: &str = "TUNNEL_V1";
     /// Every map name, for tooling that pins or removes them all.
-    pub const ALL: [&str; 7] = [SERVICES, BACKENDS, REV_NAT, CT, LOCAL_PODS, CONFIG, STATS];
+    pub const ALL: [&str; 8] = [
+        SERVICES, BACKENDS, REV_NAT, CT, LOCAL_PODS, CONFIG, STATS, TUNNEL,
+    ];
 }
 
 /// Program names in the eBPF object.
 pub mod programs {
     /// TC ingress on every pod's host-side veth: service load balancing, reverse NAT, local redirect.
     pub const FROM_POD: &str = "from_pod";
+    /// TC ingress on `vxlan0`: packets from other nodes' pods (reverse NAT, delivery to local pods).
+    pub const FROM_OVERLAY: &str = "from_overlay";
 }
 
 /// Map capacities (entries). The agent and the programs must agree.
@@ -54,6 +61,8 @@ pub mod capacity {
     pub const LOCAL_PODS: u32 = 4_096;
     /// `STATS`: number of counters.
     pub const STATS: u32 = 64;
+    /// `TUNNEL`: one entry per node.
+    pub const TUNNEL: u32 = 4_096;
 }
 
 /// IP protocol numbers used in keys.
@@ -201,6 +210,9 @@ pub struct LocalPod {
     pub host_mac: [u8; 6],
 }
 
+/// The VXLAN network identifier of the overlay.
+pub const OVERLAY_VNI: u32 = 1;
+
 /// Value of `CONFIG[0]`: what the datapath needs to know about its node.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -251,8 +263,12 @@ pub mod stat {
     pub const DROP_MALFORMED: u32 = 8;
     /// Non-first IPv4 fragments to a service, passed unchanged.
     pub const FRAGMENT: u32 = 9;
+    /// Packets encapsulated towards another node.
+    pub const TUNNEL_TX: u32 = 10;
+    /// Packets received from the overlay.
+    pub const TUNNEL_RX: u32 = 11;
     /// Human-readable names, indexed by counter id.
-    pub const NAMES: [&str; 10] = [
+    pub const NAMES: [&str; 12] = [
         "packets",
         "lb_new",
         "lb_established",
@@ -263,6 +279,8 @@ pub mod stat {
         "drop_rewrite",
         "drop_malformed",
         "fragment",
+        "tunnel_tx",
+        "tunnel_rx",
     ];
 }
 
@@ -317,7 +335,7 @@ mod tests {
 
     #[test]
     fn stat_names_cover_every_counter() {
-        assert_eq!(stat::NAMES.len() as u32, stat::FRAGMENT + 1);
+        assert_eq!(stat::NAMES.len() as u32, stat::TUNNEL_RX + 1);
         assert!(stat::NAMES.len() as u32 <= capacity::STATS);
     }
 }

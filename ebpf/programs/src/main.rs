@@ -2,19 +2,24 @@
 //!
 //! The kernel half of switchyard. One file per attach point, sharing small libraries:
 //! - [`from_pod`]: TC ingress on every pod's host-side veth (ClusterIP load balancing, reverse NAT,
-//!   local redirect).
+//!   local redirect, overlay encapsulation).
+//! - [`from_overlay`]: TC ingress on `vxlan0` (reverse NAT of remote backends' replies, delivery).
 //! - [`maps`]: every map, pinned by name so the agent can restart without losing state.
 //! - [`packet`]: header offsets and field access; [`lb`]: service and backend lookup;
 //!   [`conntrack`]: flow tracking; [`nat`]: address/port rewrite with checksums;
-//!   [`reject`]: ICMP port unreachable for services without backends; [`stats`]: counters.
+//!   [`reject`]: ICMP port unreachable for services without backends; [`stats`]: counters;
+//!   [`forward`]: delivery to local pods; [`overlay`]: VXLAN tunnel keys.
 #![no_std]
 #![no_main]
 
 mod conntrack;
+mod forward;
+mod from_overlay;
 mod from_pod;
 mod lb;
 mod maps;
 mod nat;
+mod overlay;
 mod packet;
 mod reject;
 mod stats;

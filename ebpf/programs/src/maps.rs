@@ -2,7 +2,7 @@
 //! name (under the directory the agent passes to the loader) so they outlive the agent.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use switchyard_abi::{
     capacity, Backend, CtKey, CtValue, LocalPod, NodeConfig, RevNat, ServiceKey, ServiceValue,
@@ -35,3 +35,8 @@ pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
 /// Per-CPU counters, indexed by `switchyard_abi::stat`.
 #[map(name = "STATS_V1")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(capacity::STATS, 0);
+
+/// Overlay routes: podCIDR → node underlay address (network order). LPM tries must be created
+/// with `BPF_F_NO_PREALLOC`.
+#[map(name = "TUNNEL_V1")]
+pub static TUNNEL: LpmTrie<u32, u32> = LpmTrie::pinned(capacity::TUNNEL, 1);

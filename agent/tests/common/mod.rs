@@ -1,0 +1,249 @@
+//! Scratch network namespaces for the datapath tests: nodes with `cbr0`, pods wired to it by hand,
+//! and a guard that removes everything the test made, also when it fails.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::process::{Child, Command, Stdio};
+
+use switchyard::cni::EndpointRecord;
+use switchyard::model::{BackendAddr, BackendSpec, Frontend, FrontendSpec, Proto};
+use switchyard::paths;
+
+/// Runs a command, panicking with its stderr if it fails; returns stdout.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A command run inside netns `ns`.
+pub fn in_ns(ns: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).args(args);
+    c
+}
+
+/// `ip -j link show` of one interface.
+pub fn link_json(ns: &str, ifname: &str) -> serde_json::Value {
+    let out = sh(&["ip", "-n", ns, "-j", "link", "show", "dev", ifname]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j output");
+    v[0].clone()
+}
+
+/// Everything a test made: namespaces, processes, node state. Removed on drop.
+#[derive(Default)]
+pub struct Scratch {
+    namespaces: Vec<String>,
+    nodes: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Scratch {
+    /// Creates netns `ns` (removing a leftover of the same name first) with `lo` up.
+    pub fn netns(&mut self, ns: &str) {
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        sh(&["ip", "netns", "add", ns]);
+        self.namespaces.push(ns.to_string());
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+
+    /// A node namespace with `cbr0` holding `gateway/24`; `node` names its pins and state.
+    pub fn node(&mut self, ns: &str, node: &str, gateway: Ipv4Addr) {
+        let _ = std::fs::remove_dir_all(paths::pin_dir(node));
+        let _ = std::fs::remove_dir_all(paths::state_dir(node));
+        self.nodes.push(node.to_string());
+        self.netns(ns);
+        sh(&["ip", "-n", ns, "link", "add", "cbr0", "type", "bridge"]);
+        sh(&[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{gateway}/24"),
+            "dev",
+            "cbr0",
+        ]);
+        sh(&["ip", "-n", ns, "link", "set", "cbr0", "up"]);
+    }
+
+    /// A pod namespace `pod_ns` with `eth0` = `ip/24` on node `node_ns`'s `cbr0` through host veth
+    /// `host_if`; records it for node `node` as the CNI plugin would.
+    pub fn pod(
+        &mut self,
+        node_ns: &str,
+        node: &str,
+        pod_ns: &str,
+        host_if: &str,
+        ip: Ipv4Addr,
+        gateway: Ipv4Addr,
+    ) -> EndpointRecord {
+        self.netns(pod_ns);
+        sh(&[
+            "ip", "-n", node_ns, "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
+            "netns", pod_ns,
+        ]);
+        sh(&[
+            "ip", "-n", node_ns, "link", "set", host_if, "master", "cbr0", "up",
+        ]);
+        sh(&[
+            "ip", "-n", pod_ns, "link", "set", "eth0", "mtu", "1400", "up",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            pod_ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            pod_ns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &gateway.to_string(),
+        ]);
+        let host = link_json(node_ns, host_if);
+        let pod = link_json(pod_ns, "eth0");
+        let rec = EndpointRecord {
+            container_id: format!("{node}-{pod_ns}"),
+            pod_namespace: "default".into(),
+            pod_name: pod_ns.into(),
+            netns: format!("/run/netns/{pod_ns}"),
+            ip,
+            prefix_len: 24,
+            gateway,
+            host_ifname: host_if.into(),
+            host_ifindex: host["ifindex"].as_u64().expect("ifindex") as u32,
+            host_mac: host["address"].as_str().expect("mac").into(),
+            pod_mac: pod["address"].as_str().expect("mac").into(),
+        };
+        let dir = paths::endpoints_dir(node);
+        std::fs::create_dir_all(&dir).expect("endpoints dir");
+        let file = dir.join(format!("{}.json", rec.container_id));
+        std::fs::write(file, serde_json::to_vec(&rec).expect("json")).expect("record");
+        rec
+    }
+
+    /// Starts a TCP and a UDP server on port 8080 in `ns`; each answers `pod=<name> peer=<addr> port=<port>`.
+    pub fn serve(&mut self, ns: &str, name: &str) {
+        let reply = format!("SYSTEM:echo pod={name} peer=$SOCAT_PEERADDR port=$SOCAT_PEERPORT");
+        for spec in ["TCP-LISTEN:8080,fork,reuseaddr", "UDP-RECVFROM:8080,fork"] {
+            let child = in_ns(ns, &["socat", spec, &reply])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("socat");
+            self.children.push(child);
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        for node in &self.nodes {
+            let _ = std::fs::remove_dir_all(paths::pin_dir(node));
+            let _ = std::fs::remove_dir_all(paths::state_dir(node));
+        }
+    }
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns`.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("netns");
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("thread")
+}
+
+/// An HTTP GET from `ns` (the scratch servers answer without headers, hence HTTP/0.9).
+pub fn curl(ns: &str, url: &str) -> Result<String, String> {
+    let out = in_ns(ns, &["curl", "-sS", "--http0.9", "--max-time", "2", url])
+        .output()
+        .expect("curl");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// One UDP datagram from `ns` to `ip:port`; the answer, or "" after 2 s.
+pub fn udp(ns: &str, ip: Ipv4Addr, port: u16) -> String {
+    use std::io::Write;
+    let mut child = in_ns(ns, &["socat", "-T", "2", "-", &format!("UDP:{ip}:{port}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("socat udp");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"hi\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("socat udp");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A frontend on port 80 with backends on port 8080.
+pub fn frontend(ip: Ipv4Addr, proto: Proto, backends: &[Ipv4Addr]) -> (Frontend, FrontendSpec) {
+    (
+        Frontend {
+            ip,
+            port: 80,
+            proto,
+        },
+        FrontendSpec {
+            backends: backends
+                .iter()
+                .map(|b| BackendSpec {
+                    addr: BackendAddr {
+                        ip: *b,
+                        port: 8080,
+                        proto,
+                    },
+                    terminating: false,
+                    node_ip: None,
+                })
+                .collect(),
+            service: "default/echo:".into(),
+            ..Default::default()
+        },
+    )
+}
+
+/// The pod name in an echo answer (`pod=<name> peer=…`).
+pub fn pod_of(answer: &str) -> String {
+    answer
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
