@@ -1,4 +1,5 @@
-//! Attaching programs (`from_pod` to pod veths, `from_overlay` to `vxlan0`) through TCX, with the link pinned so it outlives the agent.
+//! Attaching programs (`from_pod` to pod veths, `from_overlay` to `vxlan0`, `from_netdev` /
+//! `to_netdev` to the uplink) through TCX, with the link pinned so it outlives the agent.
 //!
 //! A restarted agent finds the pinned link and atomically swaps its freshly loaded program in,
 //! so packets of established flows are never left without a program.
@@ -16,11 +17,13 @@ use aya::{
 
 use super::DatapathError;
 
-/// Attaches (or re-takes) program `program` on the ingress of `ifname` and pins the link at `pin`.
-pub fn attach_ingress(
+/// Attaches (or re-takes) program `program` on `ifname` (ingress or egress) and pins the link
+/// at `pin`.
+pub fn attach(
     ebpf: &mut Ebpf,
     program: &str,
     ifname: &str,
+    direction: TcAttachType,
     pin: &Path,
 ) -> Result<(), DatapathError> {
     let err = |e: String| DatapathError::Attach(format!("{program} to {ifname}"), e);
@@ -42,7 +45,7 @@ pub fn attach_ingress(
         {
             prog.attach_with_options(
                 ifname,
-                TcAttachType::Ingress,
+                direction,
                 TcAttachOptions::TcxOrder(LinkOrder::default()),
             )
             .map_err(|e| err(format!("{e}")))?

@@ -59,7 +59,12 @@ pub fn load(pin_dir: &Path) -> Result<Loaded, DatapathError> {
         .default_map_pin_directory(pin_dir)
         .load(OBJECT)
         .map_err(|e| DatapathError::Load(format!("{e}")))?;
-    for name in [programs::FROM_POD, programs::FROM_OVERLAY] {
+    for name in [
+        programs::FROM_POD,
+        programs::FROM_OVERLAY,
+        programs::FROM_NETDEV,
+        programs::TO_NETDEV,
+    ] {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .ok_or_else(|| DatapathError::Load(format!("program {name} missing from the object")))?

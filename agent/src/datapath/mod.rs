@@ -17,6 +17,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use aya::maps::MapError;
+use aya::programs::TcAttachType;
+use switchyard_abi::programs;
 use switchyard_abi::NodeConfig;
 
 use crate::cni::EndpointRecord;
@@ -88,6 +90,8 @@ pub struct Datapath {
     pods: BTreeMap<String, EndpointRecord>,
     /// What `TUNNEL` holds.
     tunnels: BTreeMap<(Ipv4Addr, u8), Ipv4Addr>,
+    /// What `CONFIG[0]` holds.
+    config: NodeConfig,
 }
 
 impl Datapath {
@@ -97,12 +101,15 @@ impl Datapath {
         let mut maps = loader::load(&paths::pin_dir(&settings.node))?;
         let programmed = read_programmed(&maps)?;
         let cursor = IdCursor::after(&programmed);
-        // Keep the overlay a previous agent enabled until attach_overlay confirms or replaces it,
-        // so cross-node flows are not interrupted by a restart.
-        let mut cfg = node_config(settings);
-        cfg.vxlan_ifindex = maps.config.get(&0, 0).map_or(0, |c| c.vxlan_ifindex);
+        // Keep the overlay and uplink a previous agent enabled until attach_overlay/attach_uplink
+        // confirm or replace them, so flows are not interrupted by a restart.
+        let mut config = node_config(settings);
+        if let Ok(old) = maps.config.get(&0, 0) {
+            config.vxlan_ifindex = old.vxlan_ifindex;
+            config.uplink_ifindex = old.uplink_ifindex;
+        }
         maps.config
-            .set(0, cfg, 0)
+            .set(0, config, 0)
             .map_err(map_err(switchyard_abi::names::CONFIG))?;
         tracing::info!(
             node = %settings.node,
@@ -118,6 +125,7 @@ impl Datapath {
             cursor,
             pods: BTreeMap::new(),
             tunnels,
+            config,
         })
     }
 
@@ -203,10 +211,11 @@ impl Datapath {
                 .local_pods
                 .insert(key, value, 0)
                 .map_err(map_err(switchyard_abi::names::LOCAL_PODS))?;
-            attach::attach_ingress(
+            attach::attach(
                 &mut self.maps.ebpf,
                 switchyard_abi::programs::FROM_POD,
                 &rec.host_ifname,
+                TcAttachType::Ingress,
                 &loader::link_pin(&pin_dir, &id),
             )?;
             std::fs::create_dir_all(&attached)
@@ -225,23 +234,54 @@ impl Datapath {
     /// Turns on the overlay: `from_overlay` on the ingress of `ifname` (the external-mode VXLAN
     /// device, ifindex `ifindex`), and `from_pod` starts encapsulating packets for other nodes.
     pub fn attach_overlay(&mut self, ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
-        let pin = paths::pin_dir(&self.settings.node)
-            .join("links")
-            .join(ifname);
-        attach::attach_ingress(
+        let pin = self.link_pin(ifname);
+        attach::attach(
             &mut self.maps.ebpf,
-            switchyard_abi::programs::FROM_OVERLAY,
+            programs::FROM_OVERLAY,
             ifname,
+            TcAttachType::Ingress,
             &pin,
         )?;
-        let mut cfg = node_config(&self.settings);
-        cfg.vxlan_ifindex = ifindex;
-        self.maps
-            .config
-            .set(0, cfg, 0)
-            .map_err(map_err(switchyard_abi::names::CONFIG))?;
+        self.config.vxlan_ifindex = ifindex;
+        self.write_config()?;
         tracing::info!(%ifname, ifindex, "overlay attached");
         Ok(())
+    }
+
+    /// Turns on NodePort and masquerade on the node's uplink `ifname` (ifindex `ifindex`):
+    /// `from_netdev` on its ingress, `to_netdev` on its egress.
+    pub fn attach_uplink(&mut self, ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
+        let ingress = self.link_pin(&format!("{ifname}-ingress"));
+        let egress = self.link_pin(&format!("{ifname}-egress"));
+        attach::attach(
+            &mut self.maps.ebpf,
+            programs::FROM_NETDEV,
+            ifname,
+            TcAttachType::Ingress,
+            &ingress,
+        )?;
+        attach::attach(
+            &mut self.maps.ebpf,
+            programs::TO_NETDEV,
+            ifname,
+            TcAttachType::Egress,
+            &egress,
+        )?;
+        self.config.uplink_ifindex = ifindex;
+        self.write_config()?;
+        tracing::info!(%ifname, ifindex, "uplink attached: NodePort and masquerade active");
+        Ok(())
+    }
+
+    fn link_pin(&self, name: &str) -> PathBuf {
+        paths::pin_dir(&self.settings.node).join("links").join(name)
+    }
+
+    fn write_config(&mut self) -> Result<(), DatapathError> {
+        self.maps
+            .config
+            .set(0, self.config, 0)
+            .map_err(map_err(switchyard_abi::names::CONFIG))
     }
 
     /// Makes `TUNNEL` hold exactly `routes` (podCIDR → node underlay address), writing only what
@@ -295,6 +335,7 @@ fn node_config(s: &NodeSettings) -> NodeConfig {
         service_prefix: s.service_cidr.1,
         pad: 0,
         vxlan_ifindex: 0,
+        uplink_ifindex: 0,
         nodeport_min: 30000,
         nodeport_max: 32767,
     }

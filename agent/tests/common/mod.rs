@@ -50,7 +50,10 @@ pub struct Scratch {
 impl Scratch {
     /// Creates netns `ns` (removing a leftover of the same name first) with `lo` up.
     pub fn netns(&mut self, ns: &str) {
-        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(Stdio::null())
+            .status();
         sh(&["ip", "netns", "add", ns]);
         self.namespaces.push(ns.to_string());
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);

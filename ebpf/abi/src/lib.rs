@@ -30,6 +30,8 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG_V1";
     /// Per-CPU counters, indexed by [`crate::stat`].
     pub const STATS: &str = "STATS_V1";
+    /// Source NAT table (masquerade and NodePort SNAT), both directions, LRU.
+    pub const NAT: &str = "NAT_V1";
     /// Overlay routes: LPM trie podCIDR → node underlay address. Key: prefix length (`u32`) and
     /// network address (`u32`, network byte order); value: node address (`u32`, network order).
     pub const TUNNEL: &str = "TUNNEL_V1";
@@ -45,6 +47,10 @@ pub mod programs {
     pub const FROM_POD: &str = "from_pod";
     /// TC ingress on `vxlan0`: packets from other nodes' pods (reverse NAT, delivery to local pods).
     pub const FROM_OVERLAY: &str = "from_overlay";
+    /// TC ingress on the node's uplink: NodePort load balancing, replies to masqueraded flows.
+    pub const FROM_NETDEV: &str = "from_netdev";
+    /// TC egress on the node's uplink: masquerade of pod traffic leaving the cluster.
+    pub const TO_NETDEV: &str = "to_netdev";
 }
 
 /// Map capacities (entries). The agent and the programs must agree.
@@ -61,8 +67,10 @@ pub mod capacity {
     pub const LOCAL_PODS: u32 = 4_096;
     /// `STATS`: number of counters.
     pub const STATS: u32 = 64;
-    /// `TUNNEL`: one entry per node.
-    pub const TUNNEL: u32 = 4_096;
+    /// `TUNNEL`: one pod CIDR and one node address per node.
+    pub const TUNNEL: u32 = 8_192;
+    /// `NAT`: two entries (both directions) per translated flow.
+    pub const NAT: u32 = 131_072;
 }
 
 /// IP protocol numbers used in keys.
@@ -198,6 +206,29 @@ pub struct CtValue {
     pub bytes: u64,
 }
 
+/// Key of `NAT`: a flow as seen on the wire before translation (`CT_DIR_FORWARD`: the original
+/// packet, inside → outside) or as the reply arrives (`CT_DIR_REPLY`: outside → translated address).
+pub type NatKey = CtKey;
+
+/// Value of `NAT`: the address to write — the translated source for forward entries, the original
+/// source (restored as destination) for reply entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NatEntry {
+    /// IPv4 address, network byte order.
+    pub addr: u32,
+    /// Port, network byte order.
+    pub port: u16,
+    /// Padding, always zero.
+    pub pad: u16,
+}
+
+/// First port (host order) masquerade and NodePort SNAT allocate; above the kernel's default
+/// ephemeral range (32768–60999), so translated flows never collide with the node's own sockets.
+pub const SNAT_PORT_MIN: u16 = 61_000;
+/// Last port (host order) SNAT allocates.
+pub const SNAT_PORT_MAX: u16 = 65_535;
+
 /// Value of `LOCAL_PODS` (key: pod IPv4 address, network byte order `u32`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -235,6 +266,8 @@ pub struct NodeConfig {
     pub pad: u8,
     /// Ifindex of `vxlan0` (0 when there is no overlay).
     pub vxlan_ifindex: u32,
+    /// Ifindex of the node's uplink (`eth0`), where NodePort replies leave (0 when unknown).
+    pub uplink_ifindex: u32,
     /// Lowest NodePort (host byte order).
     pub nodeport_min: u16,
     /// Highest NodePort (host byte order).
@@ -267,8 +300,20 @@ pub mod stat {
     pub const TUNNEL_TX: u32 = 10;
     /// Packets received from the overlay.
     pub const TUNNEL_RX: u32 = 11;
+    /// New flows masqueraded to the node address.
+    pub const SNAT_NEW: u32 = 12;
+    /// Replies restored from a source NAT entry.
+    pub const SNAT_REVERSE: u32 = 13;
+    /// Dropped: no free SNAT port for the destination.
+    pub const DROP_SNAT_EXHAUSTED: u32 = 14;
+    /// Packets to a NodePort frontend.
+    pub const NODEPORT: u32 = 15;
+    /// Dropped: NodePort with `externalTrafficPolicy: Local` and no local backend.
+    pub const DROP_NO_LOCAL_BACKEND: u32 = 16;
+    /// Dropped: a remote backend's node has no overlay route.
+    pub const DROP_NO_ROUTE: u32 = 17;
     /// Human-readable names, indexed by counter id.
-    pub const NAMES: [&str; 12] = [
+    pub const NAMES: [&str; 18] = [
         "packets",
         "lb_new",
         "lb_established",
@@ -281,6 +326,12 @@ pub mod stat {
         "fragment",
         "tunnel_tx",
         "tunnel_rx",
+        "snat_new",
+        "snat_reverse",
+        "drop_snat_exhausted",
+        "nodeport",
+        "drop_no_local_backend",
+        "drop_no_route",
     ];
 }
 
@@ -306,6 +357,7 @@ mod pod_impls {
     unsafe impl aya::Pod for super::CtValue {}
     unsafe impl aya::Pod for super::LocalPod {}
     unsafe impl aya::Pod for super::NodeConfig {}
+    unsafe impl aya::Pod for super::NatEntry {}
 }
 
 #[cfg(test)]
@@ -323,7 +375,8 @@ mod tests {
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<CtValue>(), 32);
         assert_eq!(size_of::<LocalPod>(), 16);
-        assert_eq!(size_of::<NodeConfig>(), 28);
+        assert_eq!(size_of::<NodeConfig>(), 32);
+        assert_eq!(size_of::<NatEntry>(), 8);
     }
 
     #[test]
@@ -335,7 +388,7 @@ mod tests {
 
     #[test]
     fn stat_names_cover_every_counter() {
-        assert_eq!(stat::NAMES.len() as u32, stat::TUNNEL_RX + 1);
+        assert_eq!(stat::NAMES.len() as u32, stat::DROP_NO_ROUTE + 1);
         assert!(stat::NAMES.len() as u32 <= capacity::STATS);
     }
 }

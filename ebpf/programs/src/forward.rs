@@ -1,7 +1,12 @@
-//! Where a packet goes once its addresses are final: straight into a local pod, or (from pods
-//! only) through the overlay to another node; otherwise it continues to the node's stack.
-use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::bpf_redirect_peer, programs::TcContext};
-use switchyard_abi::stat;
+//! Where a packet goes once its addresses are final: straight into a local pod, out of the
+//! uplink (NodePort replies), or — decided by the callers — through the overlay or on to the
+//! node's stack. Also the reverse NAT of backend replies, shared by every hook that sees them.
+use aya_ebpf::{
+    bindings::TC_ACT_SHOT,
+    helpers::{bpf_redirect_neigh, bpf_redirect_peer},
+    programs::TcContext,
+};
+use switchyard_abi::{stat, RevNat};
 
 use crate::maps::{LOCAL_PODS, REV_NAT};
 use crate::nat::{self, Side};
@@ -27,18 +32,31 @@ pub fn to_local_pod(ctx: &mut TcContext, daddr: u32) -> Option<i32> {
     Some(unsafe { bpf_redirect_peer(pod.ifindex, 0) } as i32)
 }
 
-/// If `flow` is a backend's reply to a load-balanced flow, restores the frontend as its source.
-/// Returns whether it was one. `Err` carries the drop reason.
+/// If `flow` is a backend's reply to a load-balanced flow, restores the frontend as its source
+/// and returns it. `Err` carries the drop reason.
 #[inline(always)]
-pub fn reverse_nat(ctx: &mut TcContext, flow: &Flow, len: u32) -> Result<bool, u32> {
+pub fn reverse_nat(ctx: &mut TcContext, flow: &Flow, len: u32) -> Result<Option<RevNat>, u32> {
     let Some(ct) = conntrack::touch(&conntrack::reply_key(flow), len) else {
-        return Ok(false);
+        return Ok(None);
     };
     // SAFETY: copied out at once.
-    if let Some(front) = unsafe { REV_NAT.get(&ct.rev_nat_id) }.copied() {
-        nat::rewrite(ctx, flow, Side::Source, front.addr, front.port)
-            .map_err(|_| stat::DROP_REWRITE)?;
-        stats::inc(stat::REV_NAT);
+    let Some(front) = (unsafe { REV_NAT.get(&ct.rev_nat_id) }).copied() else {
+        return Ok(None);
+    };
+    nat::rewrite(ctx, flow, Side::Source, front.addr, front.port)
+        .map_err(|_| stat::DROP_REWRITE)?;
+    stats::inc(stat::REV_NAT);
+    Ok(Some(front))
+}
+
+/// Sends a packet whose source is now the node's own address (a NodePort reply) out of the
+/// uplink, letting the kernel's FIB pick the next hop and fill in the MACs. Going through the
+/// node's stack instead would drop it: a packet arriving with a local source address is a martian.
+#[inline(always)]
+pub fn to_uplink(uplink_ifindex: u32) -> Option<i32> {
+    if uplink_ifindex == 0 {
+        return None;
     }
-    Ok(true)
+    // SAFETY: plain helper call; no explicit neighbour parameters.
+    Some(unsafe { bpf_redirect_neigh(uplink_ifindex, core::ptr::null_mut(), 0, 0) } as i32)
 }

@@ -1,9 +1,11 @@
 //! `from_overlay`: TC ingress on `vxlan0` — packets other nodes' pods sent to this node's pods,
 //! already decapsulated by the kernel.
 //!
-//! A backend's reply to a client on this node is reverse-NATed here (the conntrack entry lives on
-//! the client's node); then the packet is handed straight to the local pod. Nothing is sent back
-//! into the overlay from here, so no packet can loop between nodes.
+//! A reply to a NodePort flow this node translated for a remote backend is addressed to this
+//! node's router address: its original client is restored from the SNAT table. A backend's reply
+//! to a client on this node is reverse-NATed here (the conntrack entry lives on the client's
+//! node). Then the packet goes straight to the local pod, or — a NodePort reply — out of the
+//! uplink. Nothing is sent back into the overlay from here, so no packet can loop between nodes.
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     macros::classifier,
@@ -11,9 +13,10 @@ use aya_ebpf::{
 };
 use switchyard_abi::stat;
 
-use crate::forward;
+use crate::nat::{self, Side};
+use crate::overlay;
 use crate::packet::{self, Parsed};
-use crate::stats;
+use crate::{forward, snat, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
@@ -30,14 +33,34 @@ pub fn from_overlay(mut ctx: TcContext) -> i32 {
 #[inline(always)]
 fn try_from_overlay(ctx: &mut TcContext) -> Result<i32, u32> {
     stats::inc(stat::TUNNEL_RX);
-    let daddr = match packet::parse(ctx).map_err(|_| stat::DROP_MALFORMED)? {
+    let mut flow = match packet::parse(ctx).map_err(|_| stat::DROP_MALFORMED)? {
         Parsed::Other => return Ok(TC_ACT_OK),
-        Parsed::L3 { daddr, .. } => daddr,
-        Parsed::L4(flow) => {
-            let len = ctx.len();
-            forward::reverse_nat(ctx, &flow, len)?;
-            flow.daddr
+        Parsed::L3 { daddr, .. } => {
+            return Ok(forward::to_local_pod(ctx, daddr).unwrap_or(TC_ACT_OK))
         }
+        Parsed::L4(flow) => flow,
     };
-    Ok(forward::to_local_pod(ctx, daddr).unwrap_or(TC_ACT_OK))
+    let cfg = overlay::config();
+    if let Some(cfg) = &cfg {
+        if flow.daddr == overlay::router_addr(cfg) {
+            if let Some(client) = snat::reverse(&flow) {
+                nat::rewrite(ctx, &flow, Side::Destination, client.addr, client.port)
+                    .map_err(|_| stat::DROP_REWRITE)?;
+                stats::inc(stat::SNAT_REVERSE);
+                flow.daddr = client.addr;
+                flow.dport = client.port;
+            }
+        }
+    }
+    let len = ctx.len();
+    let front = forward::reverse_nat(ctx, &flow, len)?;
+    if let Some(v) = forward::to_local_pod(ctx, flow.daddr) {
+        return Ok(v);
+    }
+    if let (Some(front), Some(cfg)) = (front, cfg) {
+        if front.addr == cfg.node_addr {
+            return Ok(forward::to_uplink(cfg.uplink_ifindex).unwrap_or(TC_ACT_OK));
+        }
+    }
+    Ok(TC_ACT_OK)
 }

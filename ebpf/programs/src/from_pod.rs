@@ -2,18 +2,19 @@
 //!
 //! 1. A reply from a backend (reply-direction conntrack hit) gets its source restored to the
 //!    frontend the client addressed (reverse NAT).
-//! 2. A packet to a frontend in `SERVICES` is DNATed to a backend: the one conntrack remembers for
-//!    this flow, or a random one for a new flow. A frontend without backends answers with ICMP
-//!    port unreachable.
+//! 2. A packet to a frontend in `SERVICES` (a ClusterIP, or this node's NodePort) is DNATed to a
+//!    backend: the one conntrack remembers for this flow, or a random one for a new flow. A
+//!    frontend without backends answers with ICMP port unreachable.
 //! 3. A packet (possibly just rewritten) for a pod on this node is redirected straight to that
-//!    pod; one for a pod on another node goes through the overlay. Everything else continues to
-//!    `cbr0` and the node's stack.
+//!    pod; one for a pod on another node goes through the overlay; a NodePort reply to an
+//!    outside client leaves through the uplink. Everything else continues to `cbr0` and the
+//!    node's stack (and is masqueraded on the way out, see `netdev`).
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     macros::classifier,
     programs::TcContext,
 };
-use switchyard_abi::{stat, ServiceValue};
+use switchyard_abi::{stat, RevNat, ServiceValue};
 
 use crate::forward;
 use crate::lb;
@@ -21,7 +22,7 @@ use crate::nat::{self, Side};
 use crate::overlay;
 use crate::packet::{self, Flow, Parsed};
 use crate::reject;
-use crate::{conntrack, stats};
+use crate::stats;
 
 /// Entry point: see the module documentation.
 #[classifier]
@@ -44,19 +45,19 @@ fn try_from_pod(ctx: &mut TcContext) -> Result<i32, u32> {
             if fragment {
                 stats::inc(stat::FRAGMENT);
             }
-            return Ok(deliver(ctx, daddr));
+            return Ok(deliver(ctx, daddr, None));
         }
         Parsed::L4(flow) => flow,
     };
     stats::inc(stat::PACKETS);
     let len = ctx.len();
-    if forward::reverse_nat(ctx, &flow, len)? {
-        return Ok(deliver(ctx, flow.daddr));
+    if let Some(front) = forward::reverse_nat(ctx, &flow, len)? {
+        return Ok(deliver(ctx, flow.daddr, Some(&front)));
     }
     if let Some(svc) = lb::lookup_service(&flow) {
         return load_balance(ctx, &flow, &svc, len);
     }
-    Ok(deliver(ctx, flow.daddr))
+    Ok(deliver(ctx, flow.daddr, None))
 }
 
 /// DNATs a packet addressed to a frontend, then delivers it.
@@ -67,33 +68,28 @@ fn load_balance(
     svc: &ServiceValue,
     len: u32,
 ) -> Result<i32, u32> {
-    let known = conntrack::touch(&conntrack::forward_key(flow), len)
-        .and_then(|ct| lb::backend(ct.backend_id));
-    let backend = match known {
-        Some(b) => {
-            stats::inc(stat::LB_ESTABLISHED);
-            b
-        }
-        None => {
-            if svc.count == 0 {
-                stats::inc(stat::DROP_NO_BACKEND);
-                return reject::port_unreachable(ctx, flow).map_err(|_| stat::DROP_REWRITE);
-            }
-            let (id, b) = lb::select_backend(flow, svc).ok_or(stat::DROP_STALE_SLOT)?;
-            conntrack::create(flow, id, &b, svc.rev_nat_id, len);
-            stats::inc(stat::LB_NEW);
-            b
-        }
+    let Some(backend) = lb::pick(flow, svc, len)? else {
+        stats::inc(stat::DROP_NO_BACKEND);
+        return reject::port_unreachable(ctx, flow).map_err(|_| stat::DROP_REWRITE);
     };
     nat::rewrite(ctx, flow, Side::Destination, backend.addr, backend.port)
         .map_err(|_| stat::DROP_REWRITE)?;
-    Ok(deliver(ctx, backend.addr))
+    Ok(deliver(ctx, backend.addr, None))
 }
 
-/// A local pod, else another node's pod through the overlay, else the node's stack.
+/// A local pod, else another node's pod through the overlay, else (for a NodePort reply, whose
+/// source is now the node address) the uplink, else the node's stack.
 #[inline(always)]
-fn deliver(ctx: &mut TcContext, daddr: u32) -> i32 {
-    forward::to_local_pod(ctx, daddr)
-        .or_else(|| overlay::encap(ctx, daddr))
-        .unwrap_or(TC_ACT_OK)
+fn deliver(ctx: &mut TcContext, daddr: u32, reply_from: Option<&RevNat>) -> i32 {
+    if let Some(v) = forward::to_local_pod(ctx, daddr).or_else(|| overlay::encap(ctx, daddr)) {
+        return v;
+    }
+    if let (Some(front), Some(cfg)) = (reply_from, overlay::config()) {
+        if front.addr == cfg.node_addr {
+            if let Some(v) = forward::to_uplink(cfg.uplink_ifindex) {
+                return v;
+            }
+        }
+    }
+    TC_ACT_OK
 }

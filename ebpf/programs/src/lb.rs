@@ -4,6 +4,8 @@ use switchyard_abi::{Backend, ServiceKey, ServiceValue};
 
 use crate::maps::{BACKENDS, SERVICES};
 use crate::packet::Flow;
+use crate::{conntrack, stats};
+use switchyard_abi::stat;
 
 /// The service header (slot 0) of the frontend `flow` is addressed to, if any.
 #[inline(always)]
@@ -48,4 +50,24 @@ pub fn select_backend(flow: &Flow, svc: &ServiceValue) -> Option<(u32, Backend)>
     // SAFETY: copied out at once.
     let id = unsafe { SERVICES.get(&key) }?.backend_id;
     backend(id).map(|b| (id, b))
+}
+
+/// The backend for a packet to a frontend: the one conntrack remembers for this flow, else a new
+/// random choice (recorded in conntrack). `Ok(None)` when the service has no backend at all;
+/// `Err` carries a drop reason.
+#[inline(always)]
+pub fn pick(flow: &Flow, svc: &ServiceValue, len: u32) -> Result<Option<Backend>, u32> {
+    if let Some(b) =
+        conntrack::touch(&conntrack::forward_key(flow), len).and_then(|ct| backend(ct.backend_id))
+    {
+        stats::inc(stat::LB_ESTABLISHED);
+        return Ok(Some(b));
+    }
+    if svc.count == 0 {
+        return Ok(None);
+    }
+    let (id, b) = select_backend(flow, svc).ok_or(stat::DROP_STALE_SLOT)?;
+    conntrack::create(flow, id, &b, svc.rev_nat_id, len);
+    stats::inc(stat::LB_NEW);
+    Ok(Some(b))
 }

@@ -4,11 +4,14 @@
 //! - [`from_pod`]: TC ingress on every pod's host-side veth (ClusterIP load balancing, reverse NAT,
 //!   local redirect, overlay encapsulation).
 //! - [`from_overlay`]: TC ingress on `vxlan0` (reverse NAT of remote backends' replies, delivery).
+//! - [`netdev`]: TC ingress (NodePort, replies to masqueraded flows) and egress (masquerade) on the
+//!   node's uplink.
 //! - [`maps`]: every map, pinned by name so the agent can restart without losing state.
 //! - [`packet`]: header offsets and field access; [`lb`]: service and backend lookup;
 //!   [`conntrack`]: flow tracking; [`nat`]: address/port rewrite with checksums;
 //!   [`reject`]: ICMP port unreachable for services without backends; [`stats`]: counters;
-//!   [`forward`]: delivery to local pods; [`overlay`]: VXLAN tunnel keys.
+//!   [`forward`]: delivery to local pods and the uplink; [`overlay`]: VXLAN tunnel keys;
+//!   [`snat`]: the source NAT table of masquerade and NodePort.
 #![no_std]
 #![no_main]
 
@@ -19,9 +22,11 @@ mod from_pod;
 mod lb;
 mod maps;
 mod nat;
+mod netdev;
 mod overlay;
 mod packet;
 mod reject;
+mod snat;
 mod stats;
 
 #[cfg(not(test))]

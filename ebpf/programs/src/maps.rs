@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use switchyard_abi::{
-    capacity, Backend, CtKey, CtValue, LocalPod, NodeConfig, RevNat, ServiceKey, ServiceValue,
+    capacity, Backend, CtKey, CtValue, LocalPod, NatEntry, NatKey, NodeConfig, RevNat, ServiceKey,
+    ServiceValue,
 };
 
 /// Frontend (VIP, port, proto, slot) → service header (slot 0) or backend id (slot n).
@@ -40,3 +41,7 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(capacity::STATS, 0);
 /// with `BPF_F_NO_PREALLOC`.
 #[map(name = "TUNNEL_V1")]
 pub static TUNNEL: LpmTrie<u32, u32> = LpmTrie::pinned(capacity::TUNNEL, 1);
+
+/// Source NAT translations (masquerade, NodePort SNAT), both directions.
+#[map(name = "NAT_V1")]
+pub static NAT: LruHashMap<NatKey, NatEntry> = LruHashMap::pinned(capacity::NAT, 0);

@@ -18,6 +18,14 @@ pub fn config() -> Option<NodeConfig> {
     CONFIG.get(0).copied()
 }
 
+/// The node's address on the pod network (the first address of its podCIDR, held by `cbr0`):
+/// the source NodePort traffic gets when its backend is on another node, so that the backend's
+/// reply comes back through the overlay.
+#[inline(always)]
+pub fn router_addr(cfg: &NodeConfig) -> u32 {
+    (u32::from_be(cfg.pod_cidr).wrapping_add(1)).to_be()
+}
+
 /// Whether `addr` (network order) is inside `net/prefix` (network order).
 #[inline(always)]
 pub fn in_cidr(addr: u32, net: u32, prefix: u8) -> bool {

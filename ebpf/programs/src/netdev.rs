@@ -1,0 +1,139 @@
+//! The node's uplink (`eth0`): NodePort on the way in, masquerade on the way out.
+//!
+//! `from_netdev` (TC ingress):
+//! 1. A reply to a masqueraded flow (addressed to the node with a port in the SNAT table) gets
+//!    its pod destination back and goes straight to the pod.
+//! 2. A packet to the node address on a NodePort is load-balanced like a ClusterIP. A local
+//!    backend gets it with the client's address intact. A remote backend
+//!    (`externalTrafficPolicy: Cluster`) gets it through the overlay with the source translated to
+//!    this node's router address, so the reply comes back here; with `Local` only local backends
+//!    are used and a node without one drops the packet, as kube-proxy does.
+//!
+//! `to_netdev` (TC egress): the seed rule
+//! `POSTROUTING ! -d CLUSTER_SUBNET -m addrtype ! --dst-type LOCAL -j MASQUERADE` — pod traffic
+//! leaving the cluster CIDR gets the node address and a port of its own as source. (Traffic to
+//! the node's own addresses never reaches the uplink's egress.)
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    macros::classifier,
+    programs::TcContext,
+};
+use switchyard_abi::{stat, NodeConfig, ServiceValue, SVC_FLAG_LOCAL_ONLY};
+
+use crate::nat::{self, Side};
+use crate::overlay::{self, in_cidr};
+use crate::packet::{self, Flow, Parsed};
+use crate::{forward, lb, reject, snat, stats};
+
+/// Entry point of the uplink's ingress: see the module documentation.
+#[classifier]
+pub fn from_netdev(mut ctx: TcContext) -> i32 {
+    verdict(try_from_netdev(&mut ctx))
+}
+
+/// Entry point of the uplink's egress: see the module documentation.
+#[classifier]
+pub fn to_netdev(mut ctx: TcContext) -> i32 {
+    verdict(try_to_netdev(&mut ctx))
+}
+
+#[inline(always)]
+fn verdict(r: Result<i32, u32>) -> i32 {
+    match r {
+        Ok(v) => v,
+        Err(reason) => {
+            stats::inc(reason);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+#[inline(always)]
+fn try_from_netdev(ctx: &mut TcContext) -> Result<i32, u32> {
+    let Parsed::L4(flow) = packet::parse(ctx).map_err(|_| stat::DROP_MALFORMED)? else {
+        return Ok(TC_ACT_OK);
+    };
+    let Some(cfg) = overlay::config() else {
+        return Ok(TC_ACT_OK);
+    };
+    if flow.daddr != cfg.node_addr {
+        return Ok(TC_ACT_OK);
+    }
+    if let Some(pod) = snat::reverse(&flow) {
+        nat::rewrite(ctx, &flow, Side::Destination, pod.addr, pod.port)
+            .map_err(|_| stat::DROP_REWRITE)?;
+        stats::inc(stat::SNAT_REVERSE);
+        return Ok(forward::to_local_pod(ctx, pod.addr).unwrap_or(TC_ACT_OK));
+    }
+    let port = u16::from_be(flow.dport);
+    if port < cfg.nodeport_min || port > cfg.nodeport_max {
+        return Ok(TC_ACT_OK);
+    }
+    match lb::lookup_service(&flow) {
+        Some(svc) => nodeport(ctx, &flow, &svc, &cfg),
+        None => Ok(TC_ACT_OK),
+    }
+}
+
+#[inline(always)]
+fn nodeport(
+    ctx: &mut TcContext,
+    flow: &Flow,
+    svc: &ServiceValue,
+    cfg: &NodeConfig,
+) -> Result<i32, u32> {
+    stats::inc(stat::NODEPORT);
+    let local_only = svc.flags & SVC_FLAG_LOCAL_ONLY != 0;
+    let len = ctx.len();
+    let Some(backend) = lb::pick(flow, svc, len)? else {
+        if local_only {
+            return Err(stat::DROP_NO_LOCAL_BACKEND);
+        }
+        stats::inc(stat::DROP_NO_BACKEND);
+        return reject::port_unreachable(ctx, flow).map_err(|_| stat::DROP_REWRITE);
+    };
+    nat::rewrite(ctx, flow, Side::Destination, backend.addr, backend.port)
+        .map_err(|_| stat::DROP_REWRITE)?;
+    if let Some(v) = forward::to_local_pod(ctx, backend.addr) {
+        return Ok(v);
+    }
+    if local_only {
+        return Err(stat::DROP_NO_LOCAL_BACKEND);
+    }
+    let dnat = Flow {
+        daddr: backend.addr,
+        dport: backend.port,
+        ..*flow
+    };
+    let router = overlay::router_addr(cfg);
+    let to = snat::forward(&dnat)
+        .or_else(|| snat::allocate(&dnat, router))
+        .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
+    nat::rewrite(ctx, &dnat, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
+    overlay::encap(ctx, backend.addr).ok_or(stat::DROP_NO_ROUTE)
+}
+
+#[inline(always)]
+fn try_to_netdev(ctx: &mut TcContext) -> Result<i32, u32> {
+    let Parsed::L4(flow) = packet::parse(ctx).map_err(|_| stat::DROP_MALFORMED)? else {
+        return Ok(TC_ACT_OK);
+    };
+    let Some(cfg) = overlay::config() else {
+        return Ok(TC_ACT_OK);
+    };
+    if !in_cidr(flow.saddr, cfg.cluster_cidr, cfg.cluster_prefix)
+        || in_cidr(flow.daddr, cfg.cluster_cidr, cfg.cluster_prefix)
+    {
+        return Ok(TC_ACT_OK);
+    }
+    let to = match snat::forward(&flow) {
+        Some(to) => to,
+        None => {
+            let to = snat::allocate(&flow, cfg.node_addr).ok_or(stat::DROP_SNAT_EXHAUSTED)?;
+            stats::inc(stat::SNAT_NEW);
+            to
+        }
+    };
+    nat::rewrite(ctx, &flow, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
+    Ok(TC_ACT_OK)
+}
