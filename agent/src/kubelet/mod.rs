@@ -1,5 +1,41 @@
 //! The lab node runtime ("kubelet"): registers the Node, runs its pods, reports their status.
-//! (Stub: being written.)
+//!
+//! `switchyard kubelet --node n1 --kubeconfig PATH --node-ip 198.18.0.11`, run inside the node's
+//! network namespace (with `nsenter --net=…`, see [`netns`]):
+//! 1. registers Node `n1` ([`node`]) and heartbeats its Ready condition;
+//! 2. waits for the control plane to assign `spec.podCIDR`;
+//! 3. watches the pods bound to the node ([`pods`]); for each one a [`worker`] creates the pod
+//!    namespace, runs the CNI plugin (this executable, as a separate process: [`cni_exec`]),
+//!    starts the containers' commands inside the namespace ([`process`]), and reports status
+//!    ([`status`]): Ready only once the agent marked the pod's veth as attached;
+//! 4. on deletion stops the processes (SIGTERM, SIGKILL after the grace period), runs CNI DEL,
+//!    removes the namespace and deletes the object.
+//!
+//! Pods outlive the kubelet: on SIGTERM it exits and leaves them running; a restarted kubelet
+//! adopts them from its records ([`state`]). Not implemented: container restarts
+//! (`restartPolicy`), image pulling (commands run from the host filesystem), volumes, exec probes.
+pub mod cni_exec;
+mod error;
+pub mod netns;
+pub mod node;
+pub mod pods;
+pub mod probe;
+pub mod process;
+pub mod state;
+pub mod status;
+pub mod worker;
+
+pub use error::Error;
+
+use crate::cni::Subnet;
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Command-line options of `switchyard kubelet`.
 #[derive(Debug, Clone, clap::Args)]
@@ -9,10 +45,118 @@ pub struct Options {
     pub node: String,
     /// Kubeconfig used to reach controlplane-lite.
     #[arg(long)]
-    pub kubeconfig: std::path::PathBuf,
+    pub kubeconfig: PathBuf,
+    /// The node's underlay address, reported as its InternalIP and as pods' hostIP.
+    #[arg(long)]
+    pub node_ip: Ipv4Addr,
+    /// Hostname reported in the node's addresses (default: the node name).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Seconds between node heartbeats.
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_seconds: u64,
+    /// CNI plugin executable (default: this executable).
+    #[arg(long)]
+    pub cni_plugin: Option<PathBuf>,
 }
 
-/// Runs the node runtime until SIGTERM/SIGINT.
-pub async fn run(_opts: Options) -> anyhow::Result<()> {
-    anyhow::bail!("switchyard kubelet is not implemented yet")
+/// Shared by the pod manager and its workers.
+pub struct Ctx {
+    /// API client.
+    pub client: kube::Client,
+    /// Node name.
+    pub node: String,
+    /// Node address.
+    pub node_ip: Ipv4Addr,
+    /// The CNI plugin with this node's configuration.
+    pub cni: cni_exec::CniRunner,
+    /// Directory of the `switchyard` executable, first on the containers' `PATH`.
+    pub exe_dir: PathBuf,
+}
+
+/// Builds an API client from a kubeconfig file.
+pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
+    let err = |message: String| Error::Kubeconfig {
+        path: path.to_path_buf(),
+        message,
+    };
+    let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| err(e.to_string()))
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+/// Runs the node runtime until SIGTERM/SIGINT; pods keep running after it exits.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    if !crate::cni::config::is_safe_name(&opts.node) {
+        anyhow::bail!(
+            "node name {:?} must be letters, digits, '-', '_' or '.'",
+            opts.node
+        );
+    }
+    if let Some(w) = netns::mount_namespace_warning() {
+        tracing::warn!("{w}");
+    }
+    let exe = std::env::current_exe().context("cannot find the switchyard executable")?;
+    let exe_dir = exe
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let client = client_from_kubeconfig(&opts.kubeconfig).await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let id = node::NodeIdentity {
+        name: opts.node.clone(),
+        internal_ip: opts.node_ip,
+        hostname: opts.hostname.clone().unwrap_or_else(|| opts.node.clone()),
+        facts: node::MachineFacts::read(),
+    };
+
+    let main = async {
+        let ready_since = node::register(&nodes, &id).await?;
+        let heartbeat = tokio::spawn(node::heartbeat(
+            nodes.clone(),
+            id.clone(),
+            ready_since,
+            Duration::from_secs(opts.heartbeat_seconds.max(1)),
+        ));
+        let cidr = node::wait_for_pod_cidr(&nodes, &opts.node).await?;
+        let subnet: Subnet = cidr
+            .parse()
+            .with_context(|| format!("node {} has an unusable podCIDR", opts.node))?;
+        let gateway = subnet
+            .first_host()
+            .with_context(|| format!("podCIDR {subnet} is too small for pods"))?;
+        let conf = cni_exec::network_config(&opts.node, subnet, gateway);
+        let ctx = Arc::new(Ctx {
+            client: client.clone(),
+            node: opts.node.clone(),
+            node_ip: opts.node_ip,
+            cni: cni_exec::CniRunner::new(opts.cni_plugin.clone().unwrap_or(exe.clone()), conf),
+            exe_dir,
+        });
+        let result = pods::Manager::new(ctx).run().await;
+        heartbeat.abort();
+        result?;
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        r = main => r,
+        r = shutdown_signal() => {
+            r.context("cannot install signal handlers")?;
+            tracing::info!("kubelet stopping; pods keep running");
+            Ok(())
+        }
+    }
 }

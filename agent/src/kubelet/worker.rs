@@ -1,0 +1,677 @@
+//! One pod's life on this node: set up (namespace, CNI ADD, processes), watch and report its
+//! status, tear down (stop processes, CNI DEL, remove the namespace, delete the object).
+use super::cni_exec::{pod_ip, PodRef};
+use super::error::{is_status, Error};
+use super::probe::{self, Readiness};
+use super::process::{self, Proc};
+use super::state::{self, ContainerRecord, PodRecord};
+use super::status::{self, ContainerPhase, ContainerView, PodView, Transitions};
+use super::{netns, Ctx};
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use nix::sys::signal::Signal;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Messages from the pod manager to a worker.
+#[derive(Debug)]
+pub enum Cmd {
+    /// The pod object changed.
+    Update(Box<Pod>),
+    /// The pod object is gone from the API.
+    Gone,
+}
+
+/// How often a running pod is checked.
+const TICK: Duration = Duration::from_millis(500);
+/// Wait between CNI ADD attempts.
+const CNI_RETRY: Duration = Duration::from_secs(1);
+/// Grace period when the spec gives none.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// Extra wait for processes after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Why the worker left its current stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Keep going.
+    Continue,
+    /// Stop the pod: give processes `grace`; delete the object afterwards if asked.
+    Terminate {
+        grace: Duration,
+        delete_object: bool,
+    },
+}
+
+/// The CNI container id of a pod: `<ns>-<name>-<first 8 of uid>`.
+pub fn container_id(namespace: &str, name: &str, uid: &str) -> String {
+    let short: String = uid.chars().filter(|c| *c != '-').take(8).collect();
+    format!("{namespace}-{name}-{short}")
+}
+
+/// Grace period of a pod being deleted.
+fn grace_of(pod: &Pod) -> Duration {
+    let secs = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| pod.spec.as_ref()?.termination_grace_period_seconds);
+    match (secs, &pod.spec) {
+        (Some(s), _) => Duration::from_secs(u64::try_from(s).unwrap_or(0)),
+        (None, Some(_)) => DEFAULT_GRACE,
+        (None, None) => Duration::from_secs(2),
+    }
+}
+
+fn now_rfc3339() -> String {
+    Timestamp::now().to_string()
+}
+
+fn parse_time(s: &Option<String>) -> Option<Timestamp> {
+    s.as_deref().and_then(|s| s.parse().ok())
+}
+
+/// A pod this node runs.
+pub struct Worker {
+    ctx: Arc<Ctx>,
+    pod: Pod,
+    uid: String,
+    namespace: String,
+    name: String,
+    host_network: bool,
+    rec: PodRecord,
+    procs: Vec<Option<Proc>>,
+    readiness: Vec<Readiness>,
+    probe_ok: Vec<bool>,
+    waiting: (String, Option<String>),
+    transitions: Transitions,
+    last_reported: Option<PodStatus>,
+}
+
+impl Worker {
+    /// A worker for `pod` (which has a UID).
+    pub fn new(ctx: Arc<Ctx>, pod: Pod) -> Worker {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let spec = pod.spec.clone().unwrap_or_default();
+        let host_network = spec.host_network.unwrap_or(false);
+        let containers = spec.containers;
+        let rec = PodRecord {
+            uid: uid.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            container_id: container_id(&namespace, &name, &uid),
+            netns: if host_network {
+                String::new()
+            } else {
+                crate::paths::pod_netns(&namespace, &name)
+            },
+            pod_ip: None,
+            start_time: now_rfc3339(),
+            containers: containers
+                .iter()
+                .map(|c| ContainerRecord {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    pid: None,
+                    start_ticks: None,
+                    started_at: None,
+                    exit: None,
+                    finished_at: None,
+                    error: None,
+                })
+                .collect(),
+        };
+        Worker {
+            readiness: containers.iter().map(probe::readiness).collect(),
+            probe_ok: vec![false; containers.len()],
+            procs: containers.iter().map(|_| None).collect(),
+            ctx,
+            pod,
+            uid,
+            namespace,
+            name,
+            host_network,
+            rec,
+            waiting: ("ContainerCreating".into(), None),
+            transitions: Transitions::default(),
+            last_reported: None,
+        }
+    }
+
+    fn api(&self) -> Api<Pod> {
+        Api::namespaced(self.ctx.client.clone(), &self.namespace)
+    }
+
+    fn pod_ref(&self) -> PodRef<'_> {
+        PodRef {
+            namespace: &self.namespace,
+            name: &self.name,
+            container_id: &self.rec.container_id,
+        }
+    }
+
+    fn netns_path(&self) -> PathBuf {
+        if self.host_network {
+            PathBuf::from("/proc/self/ns/net")
+        } else {
+            netns::path(&self.rec.netns)
+        }
+    }
+
+    /// Runs the pod until it is deleted (or gone), then cleans up after it.
+    pub async fn run(mut self, mut rx: UnboundedReceiver<Cmd>) {
+        let mut next = self.handle_pending(&mut rx);
+        if next == Next::Continue {
+            next = self.adopt_or_start(&mut rx).await;
+        }
+        if next == Next::Continue {
+            next = self.monitor(&mut rx).await;
+        }
+        if let Next::Terminate {
+            grace,
+            delete_object,
+        } = next
+        {
+            self.teardown(grace, delete_object).await;
+        }
+    }
+
+    fn on_cmd(&mut self, cmd: Option<Cmd>) -> Next {
+        match cmd {
+            Some(Cmd::Update(pod)) => {
+                self.pod = *pod;
+                if self.pod.metadata.deletion_timestamp.is_some() {
+                    Next::Terminate {
+                        grace: grace_of(&self.pod),
+                        delete_object: true,
+                    }
+                } else {
+                    Next::Continue
+                }
+            }
+            // The manager is gone (kubelet shutting down) or the object was removed.
+            Some(Cmd::Gone) | None => Next::Terminate {
+                grace: grace_of(&self.pod),
+                delete_object: false,
+            },
+        }
+    }
+
+    fn handle_pending(&mut self, rx: &mut UnboundedReceiver<Cmd>) -> Next {
+        if self.pod.metadata.deletion_timestamp.is_some() {
+            return Next::Terminate {
+                grace: grace_of(&self.pod),
+                delete_object: true,
+            };
+        }
+        while let Ok(cmd) = rx.try_recv() {
+            let next = self.on_cmd(Some(cmd));
+            if next != Next::Continue {
+                return next;
+            }
+        }
+        Next::Continue
+    }
+
+    async fn adopt_or_start(&mut self, rx: &mut UnboundedReceiver<Cmd>) -> Next {
+        if let Some(rec) = state::load(&self.ctx.node, &self.uid) {
+            if self.adopt(rec) {
+                return Next::Continue;
+            }
+            tracing::info!("leftovers of an interrupted start; cleaning up and starting again");
+            self.cleanup_network().await;
+        } else if matches!(
+            self.pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded") | Some("Failed")
+        ) {
+            // Finished before this kubelet knew it: never run it again; wait for deletion.
+            return self.wait_for_deletion(rx).await;
+        }
+        self.start(rx).await
+    }
+
+    /// Takes over a pod started by an earlier kubelet run; false if it never got running.
+    fn adopt(&mut self, rec: PodRecord) -> bool {
+        let started = rec.pod_ip.is_some()
+            && rec.containers.len() == self.procs.len()
+            && rec
+                .containers
+                .iter()
+                .all(|c| c.pid.is_some() || c.error.is_some());
+        if !started {
+            self.rec.netns = rec.netns;
+            return false;
+        }
+        self.rec = rec;
+        for (i, c) in self.rec.containers.iter_mut().enumerate() {
+            if c.exit.is_some() {
+                continue;
+            }
+            match (c.pid, c.start_ticks) {
+                (Some(pid), Some(ticks)) if process::start_ticks_of(pid) == Some(ticks) => {
+                    self.procs[i] = Some(Proc::Adopted {
+                        pid,
+                        start_ticks: ticks,
+                    });
+                }
+                (Some(_), _) => {
+                    c.exit = Some(process::Exit {
+                        code: -1,
+                        signal: None,
+                    });
+                    c.finished_at = Some(now_rfc3339());
+                }
+                _ => {}
+            }
+        }
+        tracing::info!(pod_ip = ?self.rec.pod_ip, "adopted running pod");
+        true
+    }
+
+    async fn wait_for_deletion(&mut self, rx: &mut UnboundedReceiver<Cmd>) -> Next {
+        loop {
+            let next = self.on_cmd(rx.recv().await);
+            if next != Next::Continue {
+                return next;
+            }
+        }
+    }
+
+    fn save(&self) {
+        if let Err(e) = state::save(&self.ctx.node, &self.rec) {
+            tracing::warn!(error = %e, "cannot save pod record");
+        }
+    }
+
+    async fn start(&mut self, rx: &mut UnboundedReceiver<Cmd>) -> Next {
+        self.save();
+        self.report().await;
+        let ip = if self.host_network {
+            self.ctx.node_ip
+        } else {
+            match self.setup_network(rx).await {
+                Ok(ip) => ip,
+                Err(next) => return next,
+            }
+        };
+        self.rec.pod_ip = Some(ip);
+        self.save();
+        self.start_containers(ip);
+        self.save();
+        Next::Continue
+    }
+
+    /// Creates the namespace and runs CNI ADD until it succeeds (or the pod goes away).
+    async fn setup_network(&mut self, rx: &mut UnboundedReceiver<Cmd>) -> Result<Ipv4Addr, Next> {
+        let ns_path = loop {
+            match netns::create(&self.rec.netns).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create the pod network namespace");
+                    self.waiting = ("CreateNetnsError".into(), Some(e.to_string()));
+                    self.report().await;
+                    self.pause(rx, CNI_RETRY * 5).await?;
+                }
+            }
+        };
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let result = self.ctx.cni.add(self.pod_ref(), &ns_path).await;
+            match result.as_ref().map(pod_ip) {
+                Ok(Some(ip)) => {
+                    tracing::info!(%ip, "pod network ready");
+                    return Ok(ip);
+                }
+                Ok(None) => {
+                    tracing::warn!("CNI ADD returned no IPv4 address");
+                    self.waiting = (
+                        "NetworkError".into(),
+                        Some("CNI result without an IPv4 address".into()),
+                    );
+                }
+                Err(Error::Cni { code: 11, msg, .. }) => {
+                    if attempts == 1 || attempts.is_multiple_of(30) {
+                        tracing::info!(%msg, "network not ready yet; retrying");
+                    }
+                    self.waiting = ("NetworkNotReady".into(), Some(msg.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "CNI ADD failed; retrying");
+                    self.waiting = ("NetworkError".into(), Some(e.to_string()));
+                }
+            }
+            self.report().await;
+            let backoff = if attempts < 10 {
+                CNI_RETRY
+            } else {
+                CNI_RETRY * 5
+            };
+            self.pause(rx, backoff).await?;
+        }
+    }
+
+    /// Sleeps `d`, returning early with the command's outcome if the pod is deleted.
+    async fn pause(&mut self, rx: &mut UnboundedReceiver<Cmd>, d: Duration) -> Result<(), Next> {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Ok(()),
+                cmd = rx.recv() => {
+                    let next = self.on_cmd(cmd);
+                    if next != Next::Continue {
+                        return Err(next);
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_containers(&mut self, ip: Ipv4Addr) {
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let ctx = process::PodContext {
+            pod: &self.pod,
+            pod_ip: ip,
+            host_ip: self.ctx.node_ip,
+            node: &self.ctx.node,
+            exe_dir: &self.ctx.exe_dir,
+        };
+        let ns_path = self.netns_path();
+        for (i, container) in spec.containers.iter().enumerate() {
+            let rec = &mut self.rec.containers[i];
+            let log = state::log_path(&self.ctx.node, &self.namespace, &self.name, &container.name);
+            let spawned = process::launch(container, &ctx)
+                .map_err(|message| Error::Start {
+                    container: container.name.clone(),
+                    message,
+                })
+                .and_then(|l| process::spawn(&l, &ns_path, &log));
+            match spawned.map(Proc::child) {
+                Ok(Some(proc)) => {
+                    let pid = proc.pid();
+                    rec.pid = Some(pid);
+                    rec.start_ticks = process::start_ticks_of(pid);
+                    rec.started_at = Some(now_rfc3339());
+                    tracing::info!(container = %container.name, pid, log = %log.display(), "container started");
+                    self.procs[i] = Some(proc);
+                }
+                Ok(None) => {
+                    rec.error = Some("the process exited before its pid could be read".into());
+                    rec.finished_at = Some(now_rfc3339());
+                }
+                Err(e) => {
+                    tracing::warn!(container = %container.name, error = %e, "container failed to start");
+                    rec.error = Some(e.to_string());
+                    rec.finished_at = Some(now_rfc3339());
+                }
+            }
+        }
+    }
+
+    async fn monitor(&mut self, rx: &mut UnboundedReceiver<Cmd>) -> Next {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                cmd = rx.recv() => {
+                    let next = self.on_cmd(cmd);
+                    if next != Next::Continue {
+                        return next;
+                    }
+                }
+                _ = tick.tick() => {
+                    self.observe().await;
+                    self.report().await;
+                }
+            }
+        }
+    }
+
+    /// Notes exits and runs readiness checks.
+    async fn observe(&mut self) {
+        let mut changed = false;
+        for (i, slot) in self.procs.iter_mut().enumerate() {
+            let Some(proc) = slot else { continue };
+            if let Some(exit) = proc.poll_exit() {
+                tracing::info!(container = %self.rec.containers[i].name, code = exit.code, "container exited");
+                let rec = &mut self.rec.containers[i];
+                rec.exit = Some(exit);
+                rec.finished_at = Some(now_rfc3339());
+                *slot = None;
+                changed = true;
+            }
+        }
+        if changed {
+            self.save();
+        }
+        let ip = self.rec.pod_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        for i in 0..self.procs.len() {
+            let running = self.procs[i].is_some();
+            let r = &self.readiness[i];
+            let old_enough = parse_time(&self.rec.containers[i].started_at)
+                .and_then(|t| Timestamp::now().duration_since(t).try_into().ok())
+                .is_some_and(|age: Duration| age >= r.initial_delay);
+            self.probe_ok[i] = running && old_enough && probe::run(&r.check, ip, r.timeout).await;
+        }
+    }
+
+    fn view(&self) -> PodView {
+        let started_all = self.rec.pod_ip.is_some();
+        let containers = self
+            .rec
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let state = match (&c.exit, &c.error, parse_time(&c.started_at)) {
+                    (Some(exit), _, started_at) => ContainerPhase::Exited {
+                        code: exit.code,
+                        signal: exit.signal,
+                        started_at,
+                        finished_at: parse_time(&c.finished_at).unwrap_or_else(Timestamp::now),
+                        reason: (exit.code == -1).then(|| "Unknown".to_string()),
+                        message: (exit.code == -1).then(|| {
+                            "the process ended while the kubelet was not watching".to_string()
+                        }),
+                    },
+                    (None, Some(err), _) => ContainerPhase::Exited {
+                        code: 128,
+                        signal: None,
+                        started_at: None,
+                        finished_at: parse_time(&c.finished_at).unwrap_or_else(Timestamp::now),
+                        reason: Some("StartError".into()),
+                        message: Some(err.clone()),
+                    },
+                    (None, None, Some(started_at)) if started_all => {
+                        ContainerPhase::Running { started_at }
+                    }
+                    _ => ContainerPhase::Waiting {
+                        reason: self.waiting.0.clone(),
+                        message: self.waiting.1.clone(),
+                    },
+                };
+                ContainerView {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    id: format!("switchyard://{}-{}", self.rec.container_id, c.name),
+                    state,
+                    probe_ok: self.probe_ok.get(i).copied().unwrap_or(false),
+                }
+            })
+            .collect();
+        let attached = self.host_network
+            || crate::paths::attached_dir(&self.ctx.node)
+                .join(&self.rec.container_id)
+                .exists();
+        PodView {
+            pod_ip: self.rec.pod_ip,
+            host_ip: self.ctx.node_ip,
+            start_time: self
+                .rec
+                .start_time
+                .parse()
+                .unwrap_or_else(|_| Timestamp::now()),
+            containers,
+            attached,
+        }
+    }
+
+    /// Sends the status if it changed since the last successful report.
+    async fn report(&mut self) {
+        let status = status::pod_status(&self.view(), &mut self.transitions, Timestamp::now());
+        if self.last_reported.as_ref() == Some(&status) {
+            return;
+        }
+        match patch_pod_status(&self.api(), &self.name, &status).await {
+            Ok(()) => {
+                let ready = status
+                    .conditions
+                    .as_ref()
+                    .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                    .map(|c| c.status.clone());
+                tracing::info!(phase = ?status.phase, ready = ?ready, pod_ip = ?status.pod_ip, "reported pod status");
+                self.last_reported = Some(status);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot report pod status"),
+        }
+    }
+
+    /// CNI DEL and namespace removal, logging failures.
+    async fn cleanup_network(&self) {
+        if self.host_network {
+            return;
+        }
+        let ns_path = netns::path(&self.rec.netns);
+        for attempt in 1..=3 {
+            match self.ctx.cni.del(self.pod_ref(), Some(&ns_path)).await {
+                Ok(()) => break,
+                Err(e) if attempt == 3 => tracing::warn!(error = %e, "CNI DEL failed; giving up"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "CNI DEL failed; retrying");
+                    tokio::time::sleep(CNI_RETRY).await;
+                }
+            }
+        }
+        if let Err(e) = netns::delete(&self.rec.netns).await {
+            tracing::warn!(error = %e, "cannot remove the pod network namespace");
+        }
+    }
+
+    async fn teardown(&mut self, grace: Duration, delete_object: bool) {
+        tracing::info!(?grace, delete_object, "stopping pod");
+        for proc in self.procs.iter().flatten() {
+            proc.signal_group(Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while self.procs.iter().any(Option::is_some) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.reap();
+        }
+        // SIGKILL whatever is left of every container's process group, including stragglers
+        // whose leader already exited.
+        for c in &self.rec.containers {
+            if let Some(pid) = c.pid {
+                if let Err(e) =
+                    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL)
+                {
+                    if e != nix::errno::Errno::ESRCH {
+                        tracing::warn!(pid, error = %e, "cannot kill process group");
+                    }
+                }
+            }
+        }
+        let deadline = Instant::now() + KILL_WAIT;
+        while self.procs.iter().any(Option::is_some) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.reap();
+        }
+        self.cleanup_network().await;
+        if let Err(e) = state::remove(&self.ctx.node, &self.uid) {
+            tracing::warn!(error = %e, "cannot remove pod record");
+        }
+        if delete_object {
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(self.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match self.api().delete(&self.name, &dp).await {
+                Ok(_) => tracing::info!("pod deleted"),
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot delete the pod object"),
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        for slot in &mut self.procs {
+            if slot.as_mut().is_some_and(|p| p.poll_exit().is_some()) {
+                *slot = None;
+            }
+        }
+    }
+}
+
+/// Writes a pod's status through the status subresource: a JSON merge patch, or, for a server
+/// that does not take merge patches (HTTP 415), a read-modify-replace.
+pub async fn patch_pod_status(api: &Api<Pod>, name: &str, status: &PodStatus) -> Result<(), Error> {
+    let patch = serde_json::json!({ "status": status });
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 415) => {
+            let mut pod = api
+                .get_status(name)
+                .await
+                .map_err(Error::api(format!("read pod {name}")))?;
+            pod.status = Some(status.clone());
+            api.replace_status(name, &PostParams::default(), &pod)
+                .await
+                .map(|_| ())
+                .map_err(Error::api(format!("replace status of pod {name}")))
+        }
+        Err(e) => Err(Error::api(format!("update status of pod {name}"))(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_are_stable_and_file_safe() {
+        let id = container_id("default", "echo-1", "6f1c3a2b-0000-4000-8000-000000000000");
+        assert_eq!(id, "default-echo-1-6f1c3a2b");
+        assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    }
+
+    #[test]
+    fn grace_follows_the_deletion_then_the_spec() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [], "terminationGracePeriodSeconds": 7}
+        }))
+        .unwrap();
+        assert_eq!(grace_of(&pod), Duration::from_secs(7));
+        pod.metadata.deletion_grace_period_seconds = Some(1);
+        assert_eq!(grace_of(&pod), Duration::from_secs(1));
+        pod.spec.as_mut().unwrap().termination_grace_period_seconds = None;
+        pod.metadata.deletion_grace_period_seconds = None;
+        assert_eq!(grace_of(&pod), DEFAULT_GRACE);
+    }
+}
