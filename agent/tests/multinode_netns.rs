@@ -308,6 +308,15 @@ fn nodeport_and_masquerade_translate_as_kubernetes_does() {
         "{answer}"
     );
 
+    // A process on node 1 reaching its own address: local and remote backends.
+    let node1 = c.ns("n1");
+    let answer =
+        curl(&node1, &url(1, 30080)).expect("NodePort from the node itself, local backend");
+    assert!(answer.starts_with("pod=p1"), "{answer}");
+    let answer =
+        curl(&node1, &url(1, 30082)).expect("NodePort from the node itself, remote backend");
+    assert!(answer.starts_with("pod=p2"), "{answer}");
+
     // Masquerade: pod traffic leaving the cluster carries the node's address.
     let answer =
         curl(&c.ns("p1"), &format!("http://{OUTSIDE}:8080/")).expect("egress to the outside");

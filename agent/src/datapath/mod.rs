@@ -249,24 +249,38 @@ impl Datapath {
     }
 
     /// Turns on NodePort and masquerade on the node's uplink `ifname` (ifindex `ifindex`):
-    /// `from_netdev` on its ingress, `to_netdev` on its egress.
+    /// `from_netdev` on its ingress and on `lo`'s (NodePorts for the node's own processes),
+    /// `to_netdev` on its egress.
     pub fn attach_uplink(&mut self, ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
-        let ingress = self.link_pin(&format!("{ifname}-ingress"));
-        let egress = self.link_pin(&format!("{ifname}-egress"));
-        attach::attach(
-            &mut self.maps.ebpf,
-            programs::FROM_NETDEV,
-            ifname,
-            TcAttachType::Ingress,
-            &ingress,
-        )?;
-        attach::attach(
-            &mut self.maps.ebpf,
-            programs::TO_NETDEV,
-            ifname,
-            TcAttachType::Egress,
-            &egress,
-        )?;
+        let hooks = [
+            (
+                programs::FROM_NETDEV,
+                ifname,
+                TcAttachType::Ingress,
+                format!("{ifname}-ingress"),
+            ),
+            (
+                programs::TO_NETDEV,
+                ifname,
+                TcAttachType::Egress,
+                format!("{ifname}-egress"),
+            ),
+            (
+                programs::FROM_NETDEV,
+                "lo",
+                TcAttachType::Ingress,
+                "lo-ingress".to_string(),
+            ),
+        ];
+        for (program, dev, direction, pin) in hooks {
+            let pin = self.link_pin(&pin);
+            attach::attach(&mut self.maps.ebpf, program, dev, direction, &pin)?;
+        }
+        // NodePort replies to the node's own processes are redirected into lo's ingress without a
+        // cached route; their source is the node's address, which route input rejects as a
+        // martian unless lo accepts local sources.
+        let sysctl = PathBuf::from("/proc/sys/net/ipv4/conf/lo/accept_local");
+        std::fs::write(&sysctl, b"1").map_err(|e| DatapathError::Io(sysctl, e))?;
         self.config.uplink_ifindex = ifindex;
         self.write_config()?;
         tracing::info!(%ifname, ifindex, "uplink attached: NodePort and masquerade active");

@@ -2,11 +2,11 @@
 //! uplink (NodePort replies), or — decided by the callers — through the overlay or on to the
 //! node's stack. Also the reverse NAT of backend replies, shared by every hook that sees them.
 use aya_ebpf::{
-    bindings::TC_ACT_SHOT,
-    helpers::{bpf_redirect_neigh, bpf_redirect_peer},
+    bindings::{BPF_F_INGRESS, TC_ACT_SHOT},
+    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use switchyard_abi::{stat, RevNat};
+use switchyard_abi::{stat, NodeConfig, RevNat};
 
 use crate::maps::{LOCAL_PODS, REV_NAT};
 use crate::nat::{self, Side};
@@ -49,14 +49,29 @@ pub fn reverse_nat(ctx: &mut TcContext, flow: &Flow, len: u32) -> Result<Option<
     Ok(Some(front))
 }
 
-/// Sends a packet whose source is now the node's own address (a NodePort reply) out of the
-/// uplink, letting the kernel's FIB pick the next hop and fill in the MACs. Going through the
-/// node's stack instead would drop it: a packet arriving with a local source address is a martian.
+/// The loopback device is ifindex 1 in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Sends a NodePort reply — its source is now the node's own address — towards its client: out
+/// of the uplink, letting the kernel's FIB pick the next hop and fill in the MACs; or, when the
+/// client is a process on this node (it connected to its own address), into the loopback's
+/// ingress. Going through the node's stack from `cbr0` instead would drop it: a packet arriving
+/// with a local source address is a martian. `None` when the uplink is not known yet.
 #[inline(always)]
-pub fn to_uplink(uplink_ifindex: u32) -> Option<i32> {
-    if uplink_ifindex == 0 {
+pub fn node_reply(ctx: &mut TcContext, cfg: &NodeConfig, daddr: u32) -> Option<i32> {
+    if daddr == cfg.node_addr {
+        // The loopback's address is all zeroes: any other destination MAC makes the frame
+        // PACKET_OTHERHOST there, and IP drops it.
+        if ctx.store(0, &[0u8; 12], 0).is_err() {
+            stats::inc(stat::DROP_REWRITE);
+            return Some(TC_ACT_SHOT);
+        }
+        // SAFETY: plain helper call.
+        return Some(unsafe { bpf_redirect(LOOPBACK_IFINDEX, u64::from(BPF_F_INGRESS)) } as i32);
+    }
+    if cfg.uplink_ifindex == 0 {
         return None;
     }
     // SAFETY: plain helper call; no explicit neighbour parameters.
-    Some(unsafe { bpf_redirect_neigh(uplink_ifindex, core::ptr::null_mut(), 0, 0) } as i32)
+    Some(unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) } as i32)
 }

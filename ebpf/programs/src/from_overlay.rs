@@ -59,7 +59,7 @@ fn try_from_overlay(ctx: &mut TcContext) -> Result<i32, u32> {
     }
     if let (Some(front), Some(cfg)) = (front, cfg) {
         if front.addr == cfg.node_addr {
-            return Ok(forward::to_uplink(cfg.uplink_ifindex).unwrap_or(TC_ACT_OK));
+            return Ok(forward::node_reply(ctx, &cfg, flow.daddr).unwrap_or(TC_ACT_OK));
         }
     }
     Ok(TC_ACT_OK)

@@ -86,7 +86,7 @@ fn deliver(ctx: &mut TcContext, daddr: u32, reply_from: Option<&RevNat>) -> i32 
     }
     if let (Some(front), Some(cfg)) = (reply_from, overlay::config()) {
         if front.addr == cfg.node_addr {
-            if let Some(v) = forward::to_uplink(cfg.uplink_ifindex) {
+            if let Some(v) = forward::node_reply(ctx, &cfg, daddr) {
                 return v;
             }
         }

@@ -1,6 +1,7 @@
 //! The node's uplink (`eth0`): NodePort on the way in, masquerade on the way out.
 //!
-//! `from_netdev` (TC ingress):
+//! `from_netdev` (TC ingress of the uplink, and of `lo` so that NodePorts also answer processes
+//! on the node that connect to the node's own address):
 //! 1. A reply to a masqueraded flow (addressed to the node with a port in the SNAT table) gets
 //!    its pod destination back and goes straight to the pod.
 //! 2. A packet to the node address on a NodePort is load-balanced like a ClusterIP. A local
