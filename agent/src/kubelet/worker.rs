@@ -45,6 +45,8 @@ enum Next {
         grace: Duration,
         delete_object: bool,
     },
+    /// The kubelet is shutting down: leave the pod running, as a real kubelet does.
+    Detach,
 }
 
 /// The CNI container id of a pod: `<ns>-<name>-<first 8 of uid>`.
@@ -198,11 +200,12 @@ impl Worker {
                     Next::Continue
                 }
             }
-            // The manager is gone (kubelet shutting down) or the object was removed.
-            Some(Cmd::Gone) | None => Next::Terminate {
+            Some(Cmd::Gone) => Next::Terminate {
                 grace: grace_of(&self.pod),
                 delete_object: false,
             },
+            // The manager is gone: the kubelet is shutting down.
+            None => Next::Detach,
         }
     }
 
