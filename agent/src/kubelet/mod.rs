@@ -14,6 +14,7 @@
 //! Pods outlive the kubelet: on SIGTERM it exits and leaves them running; a restarted kubelet
 //! adopts them from its records ([`state`]). Not implemented: container restarts
 //! (`restartPolicy`), image pulling (commands run from the host filesystem), volumes, exec probes.
+mod api;
 pub mod cni_exec;
 mod error;
 pub mod netns;

@@ -170,20 +170,22 @@ pub async fn register(api: &Api<Node>, id: &NodeIdentity) -> Result<Timestamp, E
     Ok(now)
 }
 
-/// Writes `status` through the status subresource (merge patch).
+/// Writes `status` through the status subresource.
 pub async fn patch_status(
     api: &Api<Node>,
     id: &NodeIdentity,
     status: &NodeStatus,
 ) -> Result<(), Error> {
-    let patch = serde_json::json!({ "status": status });
-    api.patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
+    let value = serde_json::to_value(status).map_err(|e| Error::Api {
+        what: format!("encode status of node {}", id.name),
+        source: kube::Error::SerdeError(e),
+    })?;
+    super::api::write_status(api, &id.name, &value)
         .await
-        .map(|_| ())
         .map_err(Error::api(format!("update status of node {}", id.name)))
 }
 
-/// Renews the Ready condition every `every` until the task is dropped. Re-registers the node if
+/// Renews the Ready condition (`lastHeartbeatTime`) every `every` until the task is dropped. Re-registers the node if
 /// it was deleted.
 pub async fn heartbeat(
     api: Api<Node>,
@@ -198,10 +200,9 @@ pub async fn heartbeat(
         tick.tick().await;
         let span = tracing::debug_span!("node_heartbeat", node = %id.name);
         let _e = span.enter();
-        let status = NodeStatus {
-            conditions: Some(vec![ready_condition(Timestamp::now(), ready_since)]),
-            ..Default::default()
-        };
+        // The full status, not just the condition: a server without merge patches gets the
+        // status replaced wholesale.
+        let status = node_status(&id, Timestamp::now(), ready_since);
         match patch_status(&api, &id, &status).await {
             Ok(()) => {}
             Err(Error::Api { source, .. }) if is_status(&source, 404) => {

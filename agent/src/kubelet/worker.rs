@@ -9,7 +9,7 @@ use super::status::{self, ContainerPhase, ContainerView, PodView, Transitions};
 use super::{netns, Ctx};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Preconditions};
 use nix::sys::signal::Signal;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -628,28 +628,15 @@ impl Worker {
     }
 }
 
-/// Writes a pod's status through the status subresource: a JSON merge patch, or, for a server
-/// that does not take merge patches (HTTP 415), a read-modify-replace.
+/// Writes a pod's status through the status subresource.
 pub async fn patch_pod_status(api: &Api<Pod>, name: &str, status: &PodStatus) -> Result<(), Error> {
-    let patch = serde_json::json!({ "status": status });
-    match api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+    let value = serde_json::to_value(status).map_err(|e| Error::Api {
+        what: format!("encode status of pod {name}"),
+        source: kube::Error::SerdeError(e),
+    })?;
+    super::api::write_status(api, name, &value)
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_status(&e, 415) => {
-            let mut pod = api
-                .get_status(name)
-                .await
-                .map_err(Error::api(format!("read pod {name}")))?;
-            pod.status = Some(status.clone());
-            api.replace_status(name, &PostParams::default(), &pod)
-                .await
-                .map(|_| ())
-                .map_err(Error::api(format!("replace status of pod {name}")))
-        }
-        Err(e) => Err(Error::api(format!("update status of pod {name}"))(e)),
-    }
+        .map_err(Error::api(format!("update status of pod {name}")))
 }
 
 #[cfg(test)]
