@@ -368,16 +368,18 @@ impl Drop for Cleanup {
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
-        let ns = paths::pod_netns(POD_NS, "echo");
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
+        for pod in ["echo", "orphan", "quits"] {
+            let ns = paths::pod_netns(POD_NS, pod);
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
             }
+            let _ = Command::new("ip")
+                .args(["netns", "del", &ns])
+                .stderr(Stdio::null())
+                .status();
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &ns])
-            .stderr(Stdio::null())
-            .status();
         let _ = std::fs::remove_dir_all(paths::state_dir(NODE));
     }
 }
@@ -678,5 +680,75 @@ async fn kubelet_runs_reports_adopts_and_deletes_a_pod() {
         "address released"
     );
     assert!(pod_pids(&container_id).is_empty(), "kubelet record removed");
+
+    // A pod deleted while the kubelet is down is cleaned up when it comes back; a container
+    // that exits ends its pod.
+    api.put_pod(
+        pod_spec(
+            "orphan",
+            "0rphan00-0000-4000-8000-000000000001",
+            &["switchyard", "echo"],
+        ),
+        "ADDED",
+    );
+    api.put_pod(
+        pod_spec(
+            "quits",
+            "9017500a-0000-4000-8000-000000000002",
+            &["sh", "-c", "exit 3"],
+        ),
+        "ADDED",
+    );
+    wait_for("orphan running", 30, || {
+        api.pod(POD_NS, "orphan")
+            .filter(|p| p["status"]["phase"] == "Running")
+    })
+    .await;
+    let failed = wait_for("quits failed", 30, || {
+        api.pod(POD_NS, "quits")
+            .filter(|p| p["status"]["phase"] == "Failed")
+    })
+    .await;
+    let term = &failed["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["exitCode"], 3, "{failed}");
+    assert_eq!(condition(&failed, "Ready").as_deref(), Some("False"));
+    let orphan_id = format!("{POD_NS}-orphan-0rphan00");
+    let orphan_pids = pod_pids(&orphan_id);
+    assert_eq!(orphan_pids.len(), 1);
+    kubelet.terminate();
+    let gone = api.pod(POD_NS, "orphan").unwrap();
+    api.put_pod(gone, "DELETED");
+    let kubelet = start_kubelet(&node_ns, &kubeconfig, &log);
+    let orphan_ns = PathBuf::from("/run/netns").join(paths::pod_netns(POD_NS, "orphan"));
+    wait_for("orphan cleaned up", 20, || {
+        (!orphan_ns.exists()).then_some(())
+    })
+    .await;
+    wait_for("orphan process stopped", 10, || {
+        (!alive(orphan_pids[0])).then_some(())
+    })
+    .await;
+    assert!(pod_pids(&orphan_id).is_empty());
+    assert!(!paths::endpoints_dir(NODE)
+        .join(format!("{orphan_id}.json"))
+        .exists());
+    // The finished pod is left alone (not started again) until deleted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        api.pod(POD_NS, "quits").unwrap()["status"]["phase"],
+        "Failed"
+    );
     drop(kubelet);
+}
+
+fn pod_spec(name: &str, uid: &str, command: &[&str]) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": POD_NS, "uid": uid},
+        "spec": {
+            "nodeName": NODE,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": "switchyard", "command": command}]
+        }
+    })
 }

@@ -103,18 +103,52 @@ impl Worker {
             .clone()
             .unwrap_or_else(|| "default".into());
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let spec = pod.spec.clone().unwrap_or_default();
-        let host_network = spec.host_network.unwrap_or(false);
-        let containers = spec.containers;
-        let rec = PodRecord {
-            uid: uid.clone(),
-            namespace: namespace.clone(),
-            name: name.clone(),
-            container_id: container_id(&namespace, &name, &uid),
-            netns: if host_network {
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        let containers = pod.spec.clone().unwrap_or_default().containers;
+        let mut worker = Worker {
+            readiness: containers.iter().map(probe::readiness).collect(),
+            probe_ok: Vec::new(),
+            procs: Vec::new(),
+            rec: PodRecord {
+                uid: uid.clone(),
+                namespace: namespace.clone(),
+                name: name.clone(),
+                container_id: String::new(),
+                netns: String::new(),
+                pod_ip: None,
+                start_time: String::new(),
+                containers: Vec::new(),
+            },
+            ctx,
+            pod,
+            uid,
+            namespace,
+            name,
+            host_network,
+            waiting: ("ContainerCreating".into(), None),
+            transitions: Transitions::default(),
+            last_reported: None,
+        };
+        worker.reset();
+        worker
+    }
+
+    /// Starts the record afresh from the spec: nothing created yet.
+    fn reset(&mut self) {
+        let containers = self.pod.spec.clone().unwrap_or_default().containers;
+        self.rec = PodRecord {
+            uid: self.uid.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            container_id: container_id(&self.namespace, &self.name, &self.uid),
+            netns: if self.host_network {
                 String::new()
             } else {
-                crate::paths::pod_netns(&namespace, &name)
+                crate::paths::pod_netns(&self.namespace, &self.name)
             },
             pod_ip: None,
             start_time: now_rfc3339(),
@@ -132,21 +166,8 @@ impl Worker {
                 })
                 .collect(),
         };
-        Worker {
-            readiness: containers.iter().map(probe::readiness).collect(),
-            probe_ok: vec![false; containers.len()],
-            procs: containers.iter().map(|_| None).collect(),
-            ctx,
-            pod,
-            uid,
-            namespace,
-            name,
-            host_network,
-            rec,
-            waiting: ("ContainerCreating".into(), None),
-            transitions: Transitions::default(),
-            last_reported: None,
-        }
+        self.procs = containers.iter().map(|_| None).collect();
+        self.probe_ok = vec![false; containers.len()];
     }
 
     fn api(&self) -> Api<Pod> {
@@ -171,9 +192,32 @@ impl Worker {
 
     /// Runs the pod until it is deleted (or gone), then cleans up after it.
     pub async fn run(mut self, mut rx: UnboundedReceiver<Cmd>) {
+        // Whatever an earlier kubelet run left is taken over first, so that even a pod deleted
+        // meanwhile has its processes found and stopped.
+        let adopted = state::load(&self.ctx.node, &self.uid).map(|rec| self.adopt(rec));
         let mut next = self.handle_pending(&mut rx);
         if next == Next::Continue {
-            next = self.adopt_or_start(&mut rx).await;
+            next = match adopted {
+                Some(true) => Next::Continue,
+                Some(false) => {
+                    tracing::info!(
+                        "leftovers of an interrupted start; cleaning up and starting again"
+                    );
+                    self.stop_processes(Duration::ZERO).await;
+                    self.cleanup_network().await;
+                    self.reset();
+                    self.start(&mut rx).await
+                }
+                None if matches!(
+                    self.pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded") | Some("Failed")
+                ) =>
+                {
+                    // Finished before this kubelet knew it: never run it again.
+                    self.wait_for_deletion(&mut rx).await
+                }
+                None => self.start(&mut rx).await,
+            };
         }
         if next == Next::Continue {
             next = self.monitor(&mut rx).await;
@@ -225,36 +269,19 @@ impl Worker {
         Next::Continue
     }
 
-    async fn adopt_or_start(&mut self, rx: &mut UnboundedReceiver<Cmd>) -> Next {
-        if let Some(rec) = state::load(&self.ctx.node, &self.uid) {
-            if self.adopt(rec) {
-                return Next::Continue;
-            }
-            tracing::info!("leftovers of an interrupted start; cleaning up and starting again");
-            self.cleanup_network().await;
-        } else if matches!(
-            self.pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded") | Some("Failed")
-        ) {
-            // Finished before this kubelet knew it: never run it again; wait for deletion.
-            return self.wait_for_deletion(rx).await;
-        }
-        self.start(rx).await
-    }
-
-    /// Takes over a pod started by an earlier kubelet run; false if it never got running.
+    /// Takes over the record of an earlier kubelet run, adopting its live processes. Returns
+    /// whether the pod had got running (network wired, every container started or failed).
     fn adopt(&mut self, rec: PodRecord) -> bool {
-        let started = rec.pod_ip.is_some()
-            && rec.containers.len() == self.procs.len()
+        let spec_len = self.pod.spec.as_ref().map(|s| s.containers.len());
+        let complete = rec.pod_ip.is_some()
+            && spec_len.is_none_or(|n| n == rec.containers.len())
             && rec
                 .containers
                 .iter()
                 .all(|c| c.pid.is_some() || c.error.is_some());
-        if !started {
-            self.rec.netns = rec.netns;
-            return false;
-        }
         self.rec = rec;
+        self.procs = self.rec.containers.iter().map(|_| None).collect();
+        self.probe_ok = vec![false; self.rec.containers.len()];
         for (i, c) in self.rec.containers.iter_mut().enumerate() {
             if c.exit.is_some() {
                 continue;
@@ -276,8 +303,8 @@ impl Worker {
                 _ => {}
             }
         }
-        tracing::info!(pod_ip = ?self.rec.pod_ip, "adopted running pod");
-        true
+        tracing::info!(pod_ip = ?self.rec.pod_ip, complete, "took over the pod from an earlier kubelet run");
+        complete
     }
 
     async fn wait_for_deletion(&mut self, rx: &mut UnboundedReceiver<Cmd>) -> Next {
@@ -460,7 +487,10 @@ impl Worker {
         let ip = self.rec.pod_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         for i in 0..self.procs.len() {
             let running = self.procs[i].is_some();
-            let r = &self.readiness[i];
+            let Some(r) = self.readiness.get(i) else {
+                self.probe_ok[i] = running;
+                continue;
+            };
             let old_enough = parse_time(&self.rec.containers[i].started_at)
                 .and_then(|t| Timestamp::now().duration_since(t).try_into().ok())
                 .is_some_and(|age: Duration| age >= r.initial_delay);
@@ -570,8 +600,11 @@ impl Worker {
         }
     }
 
-    async fn teardown(&mut self, grace: Duration, delete_object: bool) {
-        tracing::info!(?grace, delete_object, "stopping pod");
+    /// SIGTERM every container's process group, SIGKILL what is left after `grace`.
+    async fn stop_processes(&mut self, grace: Duration) {
+        // Groups of the containers still running now; a group keeps its id reserved while it has
+        // members, so signalling it later cannot hit an unrelated process.
+        let groups: Vec<i32> = self.procs.iter().flatten().map(Proc::pid).collect();
         for proc in self.procs.iter().flatten() {
             proc.signal_group(Signal::SIGTERM);
         }
@@ -580,16 +613,13 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(100)).await;
             self.reap();
         }
-        // SIGKILL whatever is left of every container's process group, including stragglers
-        // whose leader already exited.
-        for c in &self.rec.containers {
-            if let Some(pid) = c.pid {
-                if let Err(e) =
-                    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL)
-                {
-                    if e != nix::errno::Errno::ESRCH {
-                        tracing::warn!(pid, error = %e, "cannot kill process group");
-                    }
+        // SIGKILL whatever is left, including stragglers whose group leader already exited.
+        for pgid in groups {
+            if let Err(e) =
+                nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL)
+            {
+                if e != nix::errno::Errno::ESRCH {
+                    tracing::warn!(pgid, error = %e, "cannot kill process group");
                 }
             }
         }
@@ -598,6 +628,11 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(50)).await;
             self.reap();
         }
+    }
+
+    async fn teardown(&mut self, grace: Duration, delete_object: bool) {
+        tracing::info!(?grace, delete_object, "stopping pod");
+        self.stop_processes(grace).await;
         self.cleanup_network().await;
         if let Err(e) = state::remove(&self.ctx.node, &self.uid) {
             tracing::warn!(error = %e, "cannot remove pod record");
