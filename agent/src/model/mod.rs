@@ -1,6 +1,16 @@
 //! The desired datapath state as a pure function of Kubernetes objects.
 //!
-//! Services, EndpointSlices and Nodes go in; [`Desired`] comes out. Nothing here touches the
-//! kernel or the network, so every rule of the model is a plain unit test.
+//! Services, EndpointSlices and Nodes go in; [`Desired`] frontends/backends and overlay routes
+//! come out. Nothing here touches the kernel or the network, so every rule of the model is a
+//! plain unit test.
+//! - [`services`]: ClusterIP and NodePort frontends with their backends, as kube-proxy computes them.
+//! - [`nodes`]: the agent's own node (podCIDR, address) and the overlay routes to the others.
+mod error;
+pub mod nodes;
+pub mod services;
 mod types;
+
+pub use error::ModelError;
+pub use nodes::{node_info, tunnels, NodeInfo};
+pub use services::desired;
 pub use types::*;
