@@ -22,4 +22,5 @@ pub mod kubelet;
 pub mod model;
 pub mod netlink;
 pub mod paths;
+pub mod signals;
 pub mod watch;

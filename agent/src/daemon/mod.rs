@@ -1,4 +1,29 @@
-//! `switchyard agent`: the node agent's main loop. (Stub: being written.)
+//! `switchyard agent`: the node agent's main loop.
+//!
+//! 1. Watches Services, EndpointSlices and Nodes ([`crate::watch`]).
+//! 2. Waits for its own Node to have a podCIDR and an InternalIP.
+//! 3. Creates `cbr0` (first address of the podCIDR, MTU 1460) and `vxlan0`, enables forwarding.
+//! 4. Loads the datapath (reusing pinned maps), attaches the overlay and the uplink programs.
+//! 5. Reconciles: every watch event (debounced by 10 ms), and every 30 s as a safety net, the whole
+//!    desired state is recomputed by the pure [`crate::model`] and only the differences are written;
+//!    every 200 ms the CNI endpoint records are rescanned so new pods are attached at once.
+//!
+//! SIGTERM/SIGINT stop the loop without detaching anything: programs stay attached through their
+//! pinned links and maps stay pinned, so established connections survive an agent restart.
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::datapath::{Datapath, NodeSettings};
+use crate::model::{self, nodes::parse_cidr, NodeInfo};
+use crate::netlink::{enable_ip_forward, Netlink};
+use crate::paths::{BRIDGE, POD_MTU};
+use crate::watch::{self, Stores};
+
+/// Name of the overlay device.
+pub const VXLAN_DEVICE: &str = "vxlan0";
 
 /// Command-line options of `switchyard agent`.
 #[derive(Debug, Clone, clap::Args)]
@@ -8,10 +33,168 @@ pub struct Options {
     pub node: String,
     /// Kubeconfig used to reach controlplane-lite.
     #[arg(long)]
-    pub kubeconfig: std::path::PathBuf,
+    pub kubeconfig: PathBuf,
+    /// The cluster's pod CIDR: traffic inside it is never masqueraded.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// The service CIDR ClusterIPs come from.
+    #[arg(long, default_value = "10.96.0.0/16")]
+    pub service_cidr: String,
+    /// The node's uplink: NodePorts are served and masquerade applied on it.
+    #[arg(long, default_value = "eth0")]
+    pub uplink: String,
+    /// UDP port of the VXLAN overlay.
+    #[arg(long, default_value_t = 8472)]
+    pub vxlan_port: u16,
+}
+
+fn cidr(flag: &str, value: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
+    parse_cidr(value)
+        .with_context(|| format!("--{flag} {value:?} is not an IPv4 CIDR like 10.244.0.0/16"))
 }
 
 /// Runs the agent until SIGTERM/SIGINT.
-pub async fn run(_opts: Options) -> anyhow::Result<()> {
-    anyhow::bail!("switchyard agent is not implemented yet")
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let cluster_cidr = cidr("cluster-cidr", &opts.cluster_cidr)?;
+    let service_cidr = cidr("service-cidr", &opts.service_cidr)?;
+    let client = crate::kubelet::client_from_kubeconfig(&opts.kubeconfig).await?;
+    let (stores, tasks) = watch::start(&client);
+    let shutdown = crate::signals::shutdown();
+    tokio::pin!(shutdown);
+
+    let result = async {
+        tokio::select! {
+            _ = stores.wait_ready() => {}
+            r = &mut shutdown => return r.map(|_| None).context("signal handling"),
+        }
+        let info = tokio::select! {
+            info = own_node(&stores, &opts.node) => info,
+            r = &mut shutdown => return r.map(|_| None).context("signal handling"),
+        };
+        let settings = NodeSettings {
+            node: opts.node.clone(),
+            node_ip: info.internal_ip,
+            pod_cidr: info.pod_cidr,
+            cluster_cidr,
+            service_cidr,
+        };
+        Ok(Some(prepare(&opts, &info, &settings).await?))
+    }
+    .await;
+
+    let mut dp = match result {
+        Ok(Some(dp)) => dp,
+        Ok(None) => {
+            tasks.iter().for_each(|t| t.abort());
+            return Ok(());
+        }
+        Err(e) => {
+            tasks.iter().for_each(|t| t.abort());
+            return Err(e);
+        }
+    };
+    let node_ip = dp.settings().node_ip;
+    reconcile(&mut dp, &stores, &opts.node, node_ip);
+    let mut pods = tokio::time::interval(Duration::from_millis(200));
+    let mut resync = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            r = &mut shutdown => {
+                r.context("signal handling")?;
+                tracing::info!("stopping; programs and maps stay in place for the next agent");
+                break;
+            }
+            _ = stores.changed.notified() => {
+                // Let a burst of events land before recomputing.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                reconcile(&mut dp, &stores, &opts.node, node_ip);
+            }
+            _ = pods.tick() => {
+                if let Err(e) = dp.sync_local_pods() {
+                    tracing::warn!(error = %e, "attaching local pods failed; retrying");
+                }
+            }
+            _ = resync.tick() => reconcile(&mut dp, &stores, &opts.node, node_ip),
+        }
+    }
+    tasks.iter().for_each(|t| t.abort());
+    Ok(())
+}
+
+/// Waits until the agent's own Node has a podCIDR and an InternalIP.
+async fn own_node(stores: &Stores, name: &str) -> NodeInfo {
+    let mut last = String::new();
+    loop {
+        let why = match stores.node(name).map(|n| model::node_info(&n)) {
+            Some(Ok(info)) => return info,
+            Some(Err(e)) => e.to_string(),
+            None => format!("node {name} is not registered yet (the kubelet registers it)"),
+        };
+        if why != last {
+            tracing::info!(reason = %why, "waiting for the node");
+            last = why;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), stores.changed.notified()).await;
+    }
+}
+
+/// Creates the node's devices and loads the datapath onto them.
+async fn prepare(
+    opts: &Options,
+    info: &NodeInfo,
+    settings: &NodeSettings,
+) -> anyhow::Result<Datapath> {
+    let nl = Netlink::connect().context("opening a netlink socket")?;
+    nl.ensure_bridge(BRIDGE, POD_MTU, info.gateway(), info.pod_cidr.1)
+        .await
+        .context("creating the pod bridge")?;
+    enable_ip_forward().context("enabling IPv4 forwarding")?;
+    let vxlan = nl
+        .ensure_vxlan(VXLAN_DEVICE, opts.vxlan_port)
+        .await
+        .context("creating the overlay device")?;
+    let uplink = nl.link(&opts.uplink).await?.with_context(|| {
+        format!(
+            "uplink {:?} not found in this network namespace (see --uplink)",
+            opts.uplink
+        )
+    })?;
+    let mut dp = Datapath::open(settings)?;
+    dp.attach_overlay(VXLAN_DEVICE, vxlan.index)?;
+    dp.attach_uplink(&opts.uplink, uplink.index)?;
+    tracing::info!(node = %settings.node, pod_cidr = ?info.pod_cidr, node_ip = %info.internal_ip, "datapath ready");
+    Ok(dp)
+}
+
+/// Recomputes the desired state from the stores and writes what differs.
+fn reconcile(dp: &mut Datapath, stores: &Stores, node: &str, node_ip: Ipv4Addr) {
+    let span = tracing::info_span!("reconcile", node);
+    let _enter = span.enter();
+    let snap = stores.snapshot();
+    let desired = model::desired(&snap.services, &snap.slices, &snap.nodes, node, node_ip);
+    match dp.sync_services(&desired) {
+        Ok(r) if r.written + r.deleted > 0 => {
+            tracing::info!(
+                frontends = desired.frontends.len(),
+                written = r.written,
+                deleted = r.deleted,
+                "services synced"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "programming services failed; retrying on the next change")
+        }
+    }
+    match dp.sync_tunnels(&model::tunnels(&snap.nodes, node)) {
+        Ok(r) if r.written + r.deleted > 0 => tracing::info!(
+            written = r.written,
+            deleted = r.deleted,
+            "overlay routes synced"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "programming overlay routes failed; retrying on the next change")
+        }
+    }
 }

@@ -129,6 +129,11 @@ impl Datapath {
         })
     }
 
+    /// The settings the datapath was opened with.
+    pub fn settings(&self) -> &NodeSettings {
+        &self.settings
+    }
+
     /// Makes `SERVICES`/`BACKENDS`/`REV_NAT` equal to `desired`, writing only what differs, in an
     /// order that never exposes a half-written service.
     pub fn sync_services(&mut self, desired: &Desired) -> Result<SyncReport, DatapathError> {

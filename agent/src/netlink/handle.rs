@@ -98,6 +98,11 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
+    /// The underlying rtnetlink handle, for the device-specific helpers of sibling modules.
+    pub(super) fn raw(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Looks up a link by name; `None` if there is none.
     pub async fn link(&self, name: &str) -> Result<Option<Link>, Error> {
         let req = self.handle.link().get().match_name(name).execute();

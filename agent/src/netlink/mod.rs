@@ -8,6 +8,7 @@ mod error;
 mod handle;
 mod netns;
 mod sysctl;
+mod vxlan;
 
 pub use error::Error;
 pub use handle::{format_mac, Link, Netlink};

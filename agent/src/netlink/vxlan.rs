@@ -1,0 +1,43 @@
+//! The overlay device: one `vxlan0` per node in external (collect_md) mode. It carries no VNI or
+//! remote of its own; the eBPF programs set the tunnel key (remote node) on every packet.
+use rtnetlink::{LinkMessageBuilder, LinkVxlan};
+
+use super::{Error, Link, Netlink};
+
+impl Netlink {
+    /// Creates `name` as an external-mode VXLAN device on UDP `port` if it is missing, and sets it
+    /// up — `ip link add NAME type vxlan external dstport PORT; ip link set NAME up`. A device of
+    /// that name that is not a VXLAN device is an error, never replaced.
+    pub async fn ensure_vxlan(&self, name: &str, port: u16) -> Result<Link, Error> {
+        let span = tracing::info_span!("ensure_vxlan", device = name, port);
+        let _enter = span.enter();
+        let link = match self.link(name).await? {
+            Some(link) => link,
+            None => {
+                let msg = LinkMessageBuilder::<LinkVxlan>::new(name)
+                    .collect_metadata(true)
+                    .port(port)
+                    .build();
+                if let Err(e) = self.raw().link().add(msg).execute().await {
+                    let err = Error::request(format!("create vxlan device {name}"))(e);
+                    if err.errno() != Some(libc::EEXIST) {
+                        return Err(err);
+                    }
+                }
+                tracing::info!("created the overlay device");
+                self.require_link(name).await?
+            }
+        };
+        if link.kind.as_deref() != Some("vxlan") {
+            return Err(Error::WrongKind {
+                name: name.to_string(),
+                expected: "vxlan",
+                found: link.kind.unwrap_or_else(|| "device without a kind".into()),
+            });
+        }
+        if !link.up {
+            self.set_up(link.index).await?;
+        }
+        self.require_link(name).await
+    }
+}
