@@ -149,15 +149,32 @@ fn clusterip_load_balances_rejects_and_forwards_through_ebpf() {
     assert!(stats["rev_nat"] >= 30, "{stats:?}");
     assert!(stats["drop_no_backend"] >= 1, "{stats:?}");
 
-    // Removing a backend: new connections avoid it; a restarted datapath reuses the pinned state.
+    // Removing a backend: new connections avoid it; a restarted datapath reuses the pinned state
+    // and clears what belonged to a pod deleted while it was down.
     let mut only_b = Desired::default();
     let (f, s) = frontend(VIP, Proto::Tcp, &[b.ip]);
     only_b.frontends.insert(f, s);
+    let c_id = c.container_id.clone();
+    std::fs::remove_file(paths::endpoints_dir(NODE).join(format!("{c_id}.json")))
+        .expect("remove record");
     in_netns(NODE_NS, move || {
         let mut dp = Datapath::open(&settings()).expect("reopen datapath");
-        dp.sync_local_pods().expect("local pods after restart");
+        let pods = dp.sync_local_pods().expect("local pods after restart");
+        assert_eq!(
+            (pods.written, pods.failed),
+            (2, 0),
+            "the two remaining pods are re-taken"
+        );
+        assert!(
+            pods.deleted >= 2,
+            "the deleted pod's map entry and link pin are pruned: {pods:?}"
+        );
         dp.sync_services(&only_b).expect("sync");
     });
+    let pin = paths::pin_dir(NODE)
+        .join("links/pods")
+        .join(&c.container_id);
+    assert!(!pin.exists(), "{} should be gone", pin.display());
     for _ in 0..15 {
         assert_eq!(
             pod_of(&curl("sy-t-dp-a", &format!("http://{VIP}/")).expect("curl")),

@@ -107,7 +107,13 @@ where
     T::try_from(map).map_err(|e| DatapathError::Map(name.to_string(), e.to_string()))
 }
 
-/// Path of the pinned TCX link of a container's veth.
-pub fn link_pin(pin_dir: &Path, container_id: &str) -> PathBuf {
-    pin_dir.join("links").join(container_id)
+/// Path of the pinned TCX link of a container's veth (`links/pods/<id>`; with an empty id, the
+/// directory of all of them).
+pub fn pod_link_pin(pin_dir: &Path, container_id: &str) -> PathBuf {
+    pin_dir.join("links").join("pods").join(container_id)
+}
+
+/// Path of a pinned TCX link of a node device (`links/dev/<name>`).
+pub fn device_link_pin(pin_dir: &Path, name: &str) -> PathBuf {
+    pin_dir.join("links").join("dev").join(name)
 }

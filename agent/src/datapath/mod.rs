@@ -78,6 +78,8 @@ pub struct SyncReport {
     pub written: usize,
     /// Map entries deleted.
     pub deleted: usize,
+    /// Items that could not be applied and will be retried.
+    pub failed: usize,
 }
 
 /// The loaded datapath of one node.
@@ -92,6 +94,8 @@ pub struct Datapath {
     tunnels: BTreeMap<(Ipv4Addr, u8), Ipv4Addr>,
     /// What `CONFIG[0]` holds.
     config: NodeConfig,
+    /// Whether leftovers of pods deleted while no agent ran were removed.
+    pods_pruned: bool,
 }
 
 impl Datapath {
@@ -126,6 +130,7 @@ impl Datapath {
             pods: BTreeMap::new(),
             tunnels,
             config,
+            pods_pruned: false,
         })
     }
 
@@ -181,10 +186,12 @@ impl Datapath {
         for p in problems {
             tracing::warn!(problem = %p, "skipping unreadable CNI endpoint record");
         }
-        let pin_dir = paths::pin_dir(&node);
-        let attached = paths::attached_dir(&node);
         let mut report = SyncReport::default();
-
+        if !self.pods_pruned {
+            // Pods deleted while no agent ran left map entries and link pins behind.
+            report.deleted += self.prune_stale(&records)?;
+            self.pods_pruned = true;
+        }
         let gone: Vec<String> = self
             .pods
             .keys()
@@ -193,14 +200,14 @@ impl Datapath {
             .collect();
         for id in gone {
             if let Some(rec) = self.pods.remove(&id) {
-                let key = u32::from_ne_bytes(rec.ip.octets());
                 // Only remove the entry if no newer pod took the IP meanwhile.
                 if records.values().all(|r| r.ip != rec.ip) {
+                    let key = u32::from_ne_bytes(rec.ip.octets());
                     ignore_missing(self.maps.local_pods.remove(&key))
                         .map_err(map_err(switchyard_abi::names::LOCAL_PODS))?;
                 }
-                attach::detach(&loader::link_pin(&pin_dir, &id))?;
-                let _ = std::fs::remove_file(attached.join(&id));
+                attach::detach(&loader::pod_link_pin(&paths::pin_dir(&node), &id))?;
+                let _ = std::fs::remove_file(paths::attached_dir(&node).join(&id));
                 report.deleted += 1;
                 tracing::info!(container = %id, pod = %rec.pod_name, ip = %rec.ip, "pod left the node datapath");
             }
@@ -211,27 +218,84 @@ impl Datapath {
             }
             let span = tracing::info_span!("local_pod", container = %id, pod = %rec.pod_name, ip = %rec.ip);
             let _enter = span.enter();
-            let (key, value) = local_pods::to_local_pod(&rec)?;
-            self.maps
-                .local_pods
-                .insert(key, value, 0)
-                .map_err(map_err(switchyard_abi::names::LOCAL_PODS))?;
-            attach::attach(
-                &mut self.maps.ebpf,
-                switchyard_abi::programs::FROM_POD,
-                &rec.host_ifname,
-                TcAttachType::Ingress,
-                &loader::link_pin(&pin_dir, &id),
-            )?;
-            std::fs::create_dir_all(&attached)
-                .map_err(|e| DatapathError::Io(attached.clone(), e))?;
-            let marker = attached.join(&id);
-            std::fs::write(&marker, b"").map_err(|e| DatapathError::Io(marker.clone(), e))?;
-            tracing::info!(ifname = %rec.host_ifname, "pod attached to the datapath");
-            self.pods.insert(id, rec);
-            report.written += 1;
+            match self.add_pod(&id, &rec) {
+                Ok(()) => {
+                    tracing::info!(ifname = %rec.host_ifname, "pod attached to the datapath");
+                    self.pods.insert(id, rec);
+                    report.written += 1;
+                }
+                // One broken pod must not keep the others out; it is retried on the next scan.
+                Err(e) => {
+                    tracing::warn!(error = %e, "attaching the pod failed; retrying");
+                    report.failed += 1;
+                }
+            }
         }
         Ok(report)
+    }
+
+    /// Puts one pod into `LOCAL_PODS`, attaches `from_pod` to its veth and marks it attached.
+    fn add_pod(&mut self, id: &str, rec: &EndpointRecord) -> Result<(), DatapathError> {
+        let node = &self.settings.node;
+        let (key, value) = local_pods::to_local_pod(rec)?;
+        self.maps
+            .local_pods
+            .insert(key, value, 0)
+            .map_err(map_err(switchyard_abi::names::LOCAL_PODS))?;
+        let pin = loader::pod_link_pin(&paths::pin_dir(node), id);
+        attach::attach(
+            &mut self.maps.ebpf,
+            programs::FROM_POD,
+            &rec.host_ifname,
+            TcAttachType::Ingress,
+            &pin,
+        )?;
+        let attached = paths::attached_dir(node);
+        std::fs::create_dir_all(&attached).map_err(|e| DatapathError::Io(attached.clone(), e))?;
+        let marker = attached.join(id);
+        std::fs::write(&marker, b"").map_err(|e| DatapathError::Io(marker.clone(), e))
+    }
+
+    /// Removes `LOCAL_PODS` entries and pod link pins that no current record accounts for.
+    fn prune_stale(
+        &mut self,
+        records: &BTreeMap<String, EndpointRecord>,
+    ) -> Result<usize, DatapathError> {
+        let name = switchyard_abi::names::LOCAL_PODS;
+        let live_ips: std::collections::BTreeSet<u32> = records
+            .values()
+            .map(|r| u32::from_ne_bytes(r.ip.octets()))
+            .collect();
+        let stale: Vec<u32> = self
+            .maps
+            .local_pods
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(name))?
+            .into_iter()
+            .filter(|ip| !live_ips.contains(ip))
+            .collect();
+        for ip in &stale {
+            ignore_missing(self.maps.local_pods.remove(ip)).map_err(map_err(name))?;
+        }
+        let pins = loader::pod_link_pin(&paths::pin_dir(&self.settings.node), "");
+        let mut removed = stale.len();
+        if let Ok(entries) = std::fs::read_dir(&pins) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if !records.contains_key(&id) {
+                    attach::detach(&entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "pruned datapath state of pods deleted while no agent ran"
+            );
+        }
+        Ok(removed)
     }
 }
 
@@ -293,7 +357,7 @@ impl Datapath {
     }
 
     fn link_pin(&self, name: &str) -> PathBuf {
-        paths::pin_dir(&self.settings.node).join("links").join(name)
+        loader::device_link_pin(&paths::pin_dir(&self.settings.node), name)
     }
 
     fn write_config(&mut self) -> Result<(), DatapathError> {
