@@ -25,6 +25,9 @@ use crate::watch::{self, Stores};
 /// Name of the overlay device.
 pub const VXLAN_DEVICE: &str = "vxlan0";
 
+/// Bytes VXLAN adds around a pod's packet: outer IPv4 (20), UDP (8), VXLAN (8), inner Ethernet (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
 /// Command-line options of `switchyard agent`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
@@ -159,6 +162,14 @@ async fn prepare(
             opts.uplink
         )
     })?;
+    if uplink.mtu < POD_MTU + VXLAN_OVERHEAD {
+        tracing::warn!(
+            uplink = %opts.uplink,
+            mtu = uplink.mtu,
+            needed = POD_MTU + VXLAN_OVERHEAD,
+            "full-size pod packets will be fragmented on the overlay: raise the uplink MTU"
+        );
+    }
     let mut dp = Datapath::open(settings)?;
     dp.attach_overlay(VXLAN_DEVICE, vxlan.index)?;
     dp.attach_uplink(&opts.uplink, uplink.index)?;
