@@ -1,0 +1,644 @@
+//! The HTTP API: discovery, and for every served resource list / get / create / update / patch /
+//! delete / watch, including `/status` subresources — routed from the request path exactly as
+//! kube-apiserver lays it out.
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::admission::{self, Ranges};
+use crate::resources::{self, Resource};
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::store::{Key, Store, StoreError};
+use crate::{clock, patch, table, watch};
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct Api {
+    /// The object store.
+    pub store: Store,
+    /// Allocation ranges.
+    pub ranges: Ranges,
+    /// The address clients reach the server at (for `/api`).
+    pub address: String,
+}
+
+/// What a request path addresses.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    res: &'static Resource,
+    namespace: Option<String>,
+    name: Option<String>,
+    status: bool,
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn ok(v: &Value) -> Response {
+    json_response(StatusCode::OK, v)
+}
+
+/// Parses `/api/v1/...` or `/apis/<group>/<version>/...` after the group-version.
+fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+    let find =
+        |plural: &str| resources::find(group, version, plural).ok_or_else(ApiError::no_route);
+    let t = |res, namespace: Option<&str>, name: Option<&str>, status| Target {
+        res,
+        namespace: namespace.map(Into::into),
+        name: name.map(Into::into),
+        status,
+    };
+    match rest {
+        ["namespaces", ns, plural] if group.is_empty() || *plural != "status" => {
+            let res = find(plural)?;
+            if !res.namespaced {
+                return Err(ApiError::no_route());
+            }
+            Ok(t(res, Some(ns), None, false))
+        }
+        ["namespaces", ns, plural, name] => {
+            let res = find(plural)?;
+            Ok(t(res, Some(ns), Some(name), false))
+        }
+        ["namespaces", ns, plural, name, "status"] => {
+            let res = find(plural)?;
+            if !res.status {
+                return Err(ApiError::no_route());
+            }
+            Ok(t(res, Some(ns), Some(name), true))
+        }
+        [plural] => Ok(t(find(plural)?, None, None, false)),
+        [plural, name] => {
+            let res = find(plural)?;
+            if res.namespaced {
+                return Err(ApiError::no_route());
+            }
+            Ok(t(res, None, Some(name), false))
+        }
+        [plural, name, "status"] => {
+            let res = find(plural)?;
+            if res.namespaced || !res.status {
+                return Err(ApiError::no_route());
+            }
+            Ok(t(res, None, Some(name), true))
+        }
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+fn query(uri: &Uri) -> HashMap<String, String> {
+    uri.query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// Percent-decoding of a query component (`+` is a space).
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn body_json(body: &Bytes) -> Result<Value, ApiError> {
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        return Ok(v);
+    }
+    serde_yaml::from_slice::<Value>(body).map_err(|e| {
+        ApiError::bad_request(format!("the request body is neither JSON nor YAML: {e}"))
+    })
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
+}
+
+fn store_err<'a>(res: &'a Resource, name: &'a str) -> impl Fn(StoreError) -> ApiError + 'a {
+    move |e| match e {
+        StoreError::AlreadyExists => ApiError::already_exists(res.plural, res.group, name),
+        StoreError::NotFound => ApiError::not_found(res.plural, res.group, name),
+        StoreError::Conflict => ApiError::conflict(res.plural, res.group, name),
+        StoreError::Io(..) => ApiError::internal(e.to_string()),
+    }
+}
+
+impl Api {
+    fn key(&self, t: &Target, name: &str) -> Key {
+        Key {
+            resource: t.res.plural.into(),
+            namespace: t.namespace.clone().unwrap_or_default(),
+            name: name.into(),
+        }
+    }
+
+    fn require_namespace(&self, ns: &str) -> Result<(), ApiError> {
+        let key = Key {
+            resource: "namespaces".into(),
+            namespace: String::new(),
+            name: ns.into(),
+        };
+        match self.store.get(&key) {
+            Some(_) => Ok(()),
+            None => Err(ApiError::not_found("namespaces", "", ns)),
+        }
+    }
+
+    fn list(
+        &self,
+        t: &Target,
+        q: &HashMap<String, String>,
+        headers: &HeaderMap,
+    ) -> Result<Response, ApiError> {
+        let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
+            .map_err(ApiError::bad_request)?;
+        let (items, rv) = self.store.list(t.res.plural, t.namespace.as_deref());
+        let empty = serde_json::Map::new();
+        let items: Vec<&Value> = items
+            .iter()
+            .map(|o| o.as_ref())
+            .filter(|o| {
+                labels.matches(
+                    o.pointer("/metadata/labels")
+                        .and_then(Value::as_object)
+                        .unwrap_or(&empty),
+                ) && fields.matches(o)
+            })
+            .collect();
+        if wants_table(headers) {
+            return Ok(ok(&table::table(
+                t.res,
+                &items,
+                rv,
+                q.get("includeObject").map_or("", String::as_str),
+            )));
+        }
+        Ok(ok(&json!({
+            "kind": format!("{}List", t.res.kind),
+            "apiVersion": t.res.api_version(),
+            "metadata": {"resourceVersion": rv.to_string()},
+            "items": items,
+        })))
+    }
+
+    fn get(
+        &self,
+        t: &Target,
+        name: &str,
+        headers: &HeaderMap,
+        q: &HashMap<String, String>,
+    ) -> Result<Response, ApiError> {
+        let obj = self
+            .store
+            .get(&self.key(t, name))
+            .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
+        if wants_table(headers) && !t.status {
+            return Ok(ok(&table::table(
+                t.res,
+                &[obj.as_ref()],
+                self.store.rv(),
+                q.get("includeObject").map_or("", String::as_str),
+            )));
+        }
+        Ok(ok(&obj))
+    }
+
+    fn create(&self, t: &Target, body: &Bytes) -> Result<Response, ApiError> {
+        let mut obj = body_json(body)?;
+        let ns = t.namespace.clone().unwrap_or_default();
+        if t.res.namespaced {
+            if let Some(body_ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
+                if body_ns != ns {
+                    return Err(ApiError::bad_request(format!("the namespace of the provided object ({body_ns}) does not match the namespace sent on the request ({ns})")));
+                }
+            }
+            self.require_namespace(&ns)?;
+        }
+        admission::on_create(t.res, &ns, &mut obj, &self.store, &self.ranges)?;
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let stored = self
+            .store
+            .create(self.key(t, &name), obj)
+            .map_err(store_err(t.res, &name))?;
+        Ok(json_response(StatusCode::CREATED, &stored))
+    }
+
+    fn update(&self, t: &Target, name: &str, body: &Bytes) -> Result<Response, ApiError> {
+        let mut obj = body_json(body)?;
+        if let Some(n) = obj.pointer("/metadata/name").and_then(Value::as_str) {
+            if n != name {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+        }
+        let expect = obj
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok());
+        let key = self.key(t, name);
+        let old = self
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
+        admission::on_update(t.res, &old, &mut obj, t.status, &self.store, &self.ranges)?;
+        let stored = self
+            .store
+            .update(key, obj, expect)
+            .map_err(store_err(t.res, name))?;
+        Ok(ok(&stored))
+    }
+
+    fn patch(
+        &self,
+        t: &Target,
+        name: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Response, ApiError> {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let p: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
+        let key = self.key(t, name);
+        let old = self
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
+        let mut obj = (*old).clone();
+        let bad = |e: patch::PatchError| {
+            ApiError::invalid(
+                t.res.kind,
+                t.res.group,
+                name,
+                &[crate::status::Cause::invalid("patch", "", &e.to_string())],
+            )
+        };
+        match ct.as_str() {
+            "application/merge-patch+json" => patch::merge(&mut obj, &p),
+            "application/strategic-merge-patch+json" => {
+                patch::strategic(&mut obj, &p).map_err(bad)?
+            }
+            "application/json-patch+json" => patch::json_patch(&mut obj, &p).map_err(bad)?,
+            other => return Err(ApiError::unsupported_media(other)),
+        }
+        // A patch carrying a resourceVersion is a precondition.
+        let expect = p
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok());
+        let expect = expect.or_else(|| {
+            old.pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+        });
+        admission::on_update(t.res, &old, &mut obj, t.status, &self.store, &self.ranges)?;
+        let stored = self
+            .store
+            .update(key, obj, expect)
+            .map_err(store_err(t.res, name))?;
+        Ok(ok(&stored))
+    }
+
+    fn delete(
+        &self,
+        t: &Target,
+        name: &str,
+        q: &HashMap<String, String>,
+        body: &Bytes,
+    ) -> Result<Response, ApiError> {
+        let opts: Value = if body.is_empty() {
+            json!({})
+        } else {
+            body_json(body)?
+        };
+        let grace = q
+            .get("gracePeriodSeconds")
+            .and_then(|g| g.parse::<i64>().ok())
+            .or_else(|| opts["gracePeriodSeconds"].as_i64());
+        let key = self.key(t, name);
+        let obj = self
+            .store
+            .get(&key)
+            .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
+        if let Some(pre) = opts
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            if obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                != Some(pre)
+            {
+                return Err(ApiError::conflict(t.res.plural, t.res.group, name));
+            }
+        }
+        if t.res.kind == "Pod" {
+            if let Some(resp) = self.graceful_pod_delete(&key, &obj, grace)? {
+                return Ok(resp);
+            }
+        }
+        if t.res.kind == "Namespace" {
+            for res in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+                for o in self.store.list(res.plural, Some(name)).0 {
+                    let k = Key {
+                        resource: res.plural.into(),
+                        namespace: name.into(),
+                        name: o["metadata"]["name"].as_str().unwrap_or("").into(),
+                    };
+                    let _ = self.store.delete(k);
+                }
+            }
+        }
+        let gone = self.store.delete(key).map_err(store_err(t.res, name))?;
+        Ok(ok(&gone))
+    }
+
+    /// A pod on a live node is marked terminating; its kubelet finishes the deletion.
+    fn graceful_pod_delete(
+        &self,
+        key: &Key,
+        pod: &Value,
+        grace: Option<i64>,
+    ) -> Result<Option<Response>, ApiError> {
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let node_exists = !node.is_empty()
+            && self
+                .store
+                .get(&Key {
+                    resource: "nodes".into(),
+                    namespace: String::new(),
+                    name: node.into(),
+                })
+                .is_some();
+        let grace = grace
+            .or_else(|| {
+                pod.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
+            .unwrap_or(30);
+        if !node_exists || grace <= 0 {
+            return Ok(None);
+        }
+        let updated = self
+            .store
+            .modify(key, |p| {
+                let mut p = p.clone();
+                if p.pointer("/metadata/deletionTimestamp").is_none() {
+                    p["metadata"]["deletionTimestamp"] =
+                        json!(clock::format(clock::now_secs() + grace));
+                    p["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                }
+                Some(p)
+            })
+            .map_err(store_err(
+                resources::by_kind("Pod").expect("pods are served"),
+                &key.name,
+            ))?;
+        let current = updated
+            .or_else(|| self.store.get(key))
+            .map(|o| (*o).clone())
+            .unwrap_or(Value::Null);
+        Ok(Some(ok(&current)))
+    }
+
+    fn delete_collection(
+        &self,
+        t: &Target,
+        q: &HashMap<String, String>,
+    ) -> Result<Response, ApiError> {
+        let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+            .map_err(ApiError::bad_request)?;
+        let empty = serde_json::Map::new();
+        let (items, _) = self.store.list(t.res.plural, t.namespace.as_deref());
+        let mut deleted = Vec::new();
+        for o in items.iter().filter(|o| {
+            labels.matches(
+                o.pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .unwrap_or(&empty),
+            )
+        }) {
+            let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
+            if self.delete(t, &name, q, &Bytes::new()).is_ok() {
+                deleted.push(o.as_ref().clone());
+            }
+        }
+        Ok(ok(
+            &json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": {}, "items": deleted}),
+        ))
+    }
+
+    async fn resource(
+        &self,
+        method: &Method,
+        group: &str,
+        version: &str,
+        rest: &[&str],
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, ApiError> {
+        if rest.is_empty() {
+            return resources::resource_list(group, version)
+                .map(|v| ok(&v))
+                .ok_or_else(ApiError::no_route);
+        }
+        let t = parse_target(group, version, rest)?;
+        let q = query(uri);
+        let span = tracing::debug_span!("request", %method, resource = t.res.plural, namespace = ?t.namespace, name = ?t.name);
+        let _enter = span.enter();
+        let watching = matches!(q.get("watch").map(String::as_str), Some("1") | Some("true"));
+        match (method.as_str(), &t.name) {
+            ("GET", None) if watching => watch::serve(
+                &self.store,
+                t.res,
+                t.namespace.clone(),
+                &q,
+                wants_table(headers),
+            ),
+            ("GET", Some(name)) if watching => {
+                let mut q = q.clone();
+                let sel = q.get("fieldSelector").cloned().unwrap_or_default();
+                q.insert(
+                    "fieldSelector".into(),
+                    if sel.is_empty() {
+                        format!("metadata.name={name}")
+                    } else {
+                        format!("{sel},metadata.name={name}")
+                    },
+                );
+                watch::serve(
+                    &self.store,
+                    t.res,
+                    t.namespace.clone(),
+                    &q,
+                    wants_table(headers),
+                )
+            }
+            ("GET", None) => self.list(&t, &q, headers),
+            ("GET", Some(name)) => self.get(&t, name, headers, &q),
+            ("POST", None) if t.namespace.is_some() || !t.res.namespaced => self.create(&t, &body),
+            ("PUT", Some(name)) => self.update(&t, name, &body),
+            ("PATCH", Some(name)) => self.patch(&t, name, headers, &body),
+            ("DELETE", Some(name)) if !t.status => self.delete(&t, name, &q, &body),
+            ("DELETE", None) if t.namespace.is_some() || !t.res.namespaced => {
+                self.delete_collection(&t, &q)
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
+    }
+}
+
+/// The single entry point: routes by path.
+pub async fn handle(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().trim_end_matches('/').to_string();
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let result = match parts.as_slice() {
+        ["healthz"] | ["readyz"] | ["livez"] => Ok((StatusCode::OK, "ok").into_response()),
+        ["version"] => Ok(ok(&resources::version())),
+        ["api"] => Ok(ok(&resources::core_versions(&api.address))),
+        ["apis"] => Ok(ok(&resources::groups())),
+        ["apis", group] => resources::group(group)
+            .map(|g| ok(&g))
+            .ok_or_else(ApiError::no_route),
+        ["openapi", "v3"] => Ok(ok(&resources::openapi_index())),
+        ["openapi", "v3", rest @ ..] => resources::openapi_doc(&rest.join("/"))
+            .map(|d| ok(&d))
+            .ok_or_else(ApiError::no_route),
+        ["api", version, rest @ ..] => {
+            api.resource(&method, "", version, rest, &uri, &headers, body)
+                .await
+        }
+        ["apis", group, version, rest @ ..] => {
+            api.resource(&method, group, version, rest, &uri, &headers, body)
+                .await
+        }
+        _ => Err(ApiError::no_route()),
+    };
+    result.unwrap_or_else(|e| {
+        tracing::debug!(%method, %uri, code = e.code, reason = e.reason, "request failed");
+        e.into_response()
+    })
+}
+
+/// A streaming response body.
+pub fn stream_body(
+    s: impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static,
+) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::TRANSFER_ENCODING, "chunked")
+        .body(Body::from_stream(s))
+        .unwrap_or_else(|_| ApiError::internal("building the watch response").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_route_to_their_resource_namespace_name_and_subresource() {
+        let t = parse_target("", "v1", &["namespaces", "default", "pods", "a", "status"]).unwrap();
+        assert_eq!(
+            (
+                t.res.plural,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.status
+            ),
+            ("pods", Some("default"), Some("a"), true)
+        );
+        let t = parse_target("", "v1", &["namespaces", "kube-system"]).unwrap();
+        assert_eq!(
+            (t.res.plural, t.name.as_deref()),
+            ("namespaces", Some("kube-system"))
+        );
+        let t = parse_target("", "v1", &["nodes", "n1", "status"]).unwrap();
+        assert!(t.status && t.namespace.is_none());
+        assert!(
+            parse_target("", "v1", &["pods", "a"]).is_err(),
+            "namespaced objects need a namespace"
+        );
+        assert!(parse_target("", "v1", &["deployments"]).is_err());
+        let t = parse_target(
+            "discovery.k8s.io",
+            "v1",
+            &["namespaces", "default", "endpointslices"],
+        )
+        .unwrap();
+        assert_eq!(t.res.kind, "EndpointSlice");
+    }
+
+    #[test]
+    fn query_strings_are_decoded() {
+        let uri: Uri = "/api/v1/pods?labelSelector=env+in+%28prod%2Cqa%29&watch=1"
+            .parse()
+            .unwrap();
+        let q = query(&uri);
+        assert_eq!(q["labelSelector"], "env in (prod,qa)");
+        assert_eq!(q["watch"], "1");
+    }
+}

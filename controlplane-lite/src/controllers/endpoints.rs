@@ -1,0 +1,361 @@
+//! The EndpointSlice and Endpoints controller: for each Service with a selector, the pods it
+//! selects become endpoints, with `targetPort` resolved per pod (a number, or the name of one
+//! of the pod's container ports). Pods whose named port resolves differently land in different
+//! slices. Ready = Ready condition True and not terminating; terminating pods stay listed with
+//! `ready: false, serving: <Ready>, terminating: true`.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::selectors::{LabelSelector, Requirement};
+use crate::store::{Key, Store};
+
+/// Label naming the Service a slice belongs to.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Label naming the controller managing a slice.
+pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// Our value of [`MANAGED_BY_LABEL`], as kube-controller-manager's.
+pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
+
+/// (name, port, protocol) of each service port, resolved for one pod.
+type PortSet = Vec<(String, i64, String)>;
+
+fn pod_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// The service's ports resolved against `pod`; ports whose named target the pod lacks are left out.
+fn resolve(svc: &Value, pod: &Value) -> PortSet {
+    let mut out = Vec::new();
+    for p in svc
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = p["name"].as_str().unwrap_or("").to_string();
+        let proto = p["protocol"].as_str().unwrap_or("TCP").to_string();
+        let port = match &p["targetPort"] {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.parse::<i64>().ok().or_else(|| {
+                pod.pointer("/spec/containers")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+                    .find(|cp| {
+                        cp["name"].as_str() == Some(s.as_str())
+                            && cp["protocol"].as_str().unwrap_or("TCP") == proto
+                    })
+                    .and_then(|cp| cp["containerPort"].as_i64())
+            }),
+            _ => p["port"].as_i64(),
+        };
+        if let Some(port) = port {
+            out.push((name, port, proto));
+        }
+    }
+    out
+}
+
+fn selector(svc: &Value) -> Option<LabelSelector> {
+    let sel = svc.pointer("/spec/selector")?.as_object()?;
+    if sel.is_empty() {
+        return None;
+    }
+    Some(LabelSelector(
+        sel.iter()
+            .map(|(k, v)| Requirement::Eq(k.clone(), v.as_str().unwrap_or("").to_string()))
+            .collect(),
+    ))
+}
+
+fn short_hash(s: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in s.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("{:05x}", h & 0xfffff)
+}
+
+/// The EndpointSlices and the Endpoints object `svc` should have, given the pods of its namespace.
+pub fn desired(svc: &Value, pods: &[Arc<Value>]) -> (Vec<Value>, Value) {
+    let ns = svc["metadata"]["namespace"].as_str().unwrap_or("");
+    let name = svc["metadata"]["name"].as_str().unwrap_or("");
+    let uid = svc["metadata"]["uid"].clone();
+    let owner = json!([{"apiVersion": "v1", "kind": "Service", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]);
+    let mut groups: BTreeMap<PortSet, Vec<Value>> = BTreeMap::new();
+    let mut subsets: BTreeMap<PortSet, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    if let Some(sel) = selector(svc) {
+        let empty = serde_json::Map::new();
+        let mut selected: Vec<&Arc<Value>> = pods
+            .iter()
+            .filter(|p| p["metadata"]["namespace"] == ns)
+            .filter(|p| {
+                sel.matches(
+                    p.pointer("/metadata/labels")
+                        .and_then(Value::as_object)
+                        .unwrap_or(&empty),
+                )
+            })
+            .filter(|p| {
+                p.pointer("/status/podIP")
+                    .and_then(Value::as_str)
+                    .is_some_and(|ip| !ip.is_empty())
+            })
+            .filter(|p| {
+                !matches!(
+                    p.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Succeeded") | Some("Failed")
+                )
+            })
+            .collect();
+        selected.sort_by_key(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string());
+        for pod in selected {
+            let ports = resolve(svc, pod);
+            let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
+            let serving = pod_ready(pod);
+            let ready = serving && !terminating;
+            let ip = pod["status"]["podIP"].clone();
+            let target = json!({"kind": "Pod", "name": pod["metadata"]["name"], "namespace": ns, "uid": pod["metadata"]["uid"]});
+            let mut ep = json!({"addresses": [ip], "conditions": {"ready": ready, "serving": serving, "terminating": terminating}, "targetRef": target});
+            let mut addr = json!({"ip": ip, "targetRef": target});
+            if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) {
+                ep["nodeName"] = json!(node);
+                addr["nodeName"] = json!(node);
+            }
+            groups.entry(ports.clone()).or_default().push(ep);
+            let s = subsets.entry(ports).or_default();
+            if ready {
+                s.0.push(addr);
+            } else {
+                s.1.push(addr);
+            }
+        }
+    }
+    let port_json = |ports: &PortSet| {
+        ports
+            .iter()
+            .map(|(n, p, pr)| json!({"name": n, "port": p, "protocol": pr}))
+            .collect::<Vec<_>>()
+    };
+    // A service with a selector but no pods still gets one (empty) slice, as Kubernetes does.
+    if groups.is_empty() && selector(svc).is_some() {
+        groups.insert(resolve(svc, &json!({})), Vec::new());
+    }
+    let slices = groups
+        .iter()
+        .map(|(ports, endpoints)| {
+            let key = format!("{ns}/{name}/{ports:?}");
+            json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {
+                    "name": format!("{name}-{}", short_hash(&key)), "namespace": ns,
+                    "labels": {SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY},
+                    "ownerReferences": owner,
+                },
+                "addressType": "IPv4",
+                "endpoints": endpoints,
+                "ports": port_json(ports),
+            })
+        })
+        .collect();
+    let subsets: Vec<Value> = subsets
+        .into_iter()
+        .map(|(ports, (ready, not_ready))| {
+            let mut s = json!({"ports": port_json(&ports)});
+            if !ready.is_empty() {
+                s["addresses"] = json!(ready);
+            }
+            if !not_ready.is_empty() {
+                s["notReadyAddresses"] = json!(not_ready);
+            }
+            s
+        })
+        .collect();
+    let mut endpoints = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": ns, "labels": {SERVICE_NAME_LABEL: name}}});
+    if !subsets.is_empty() {
+        endpoints["subsets"] = json!(subsets);
+    }
+    (slices, endpoints)
+}
+
+fn key(resource: &str, ns: &str, name: &str) -> Key {
+    Key {
+        resource: resource.into(),
+        namespace: ns.into(),
+        name: name.into(),
+    }
+}
+
+/// Brings the slices and Endpoints of namespace `ns` to their desired state.
+pub fn reconcile_namespace(store: &Store, ns: &str) {
+    let span = tracing::info_span!("endpoints", namespace = ns);
+    let _enter = span.enter();
+    let (services, _) = store.list("services", Some(ns));
+    let (pods, _) = store.list("pods", Some(ns));
+    let mut wanted_slices = BTreeSet::new();
+    let mut wanted_eps = BTreeSet::new();
+    for svc in services.iter().filter(|s| selector(s).is_some()) {
+        let (slices, eps) = desired(svc, &pods);
+        for s in slices {
+            let n = s["metadata"]["name"].as_str().unwrap_or("").to_string();
+            wanted_slices.insert(n.clone());
+            if let Err(e) = super::apply_owned(store, key("endpointslices", ns, &n), s) {
+                tracing::warn!(error = %e, slice = %n, "writing an EndpointSlice failed");
+            }
+        }
+        let n = eps["metadata"]["name"].as_str().unwrap_or("").to_string();
+        wanted_eps.insert(n.clone());
+        if let Err(e) = super::apply_owned(store, key("endpoints", ns, &n), eps) {
+            tracing::warn!(error = %e, endpoints = %n, "writing Endpoints failed");
+        }
+    }
+    for s in store.list("endpointslices", Some(ns)).0 {
+        let n = s["metadata"]["name"].as_str().unwrap_or("");
+        if s.pointer(&format!(
+            "/metadata/labels/{}",
+            MANAGED_BY_LABEL.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+            == Some(MANAGED_BY)
+            && !wanted_slices.contains(n)
+        {
+            let _ = store.delete(key("endpointslices", ns, n));
+        }
+    }
+    for e in store.list("endpoints", Some(ns)).0 {
+        let n = e["metadata"]["name"].as_str().unwrap_or("");
+        let ours = e
+            .pointer(&format!(
+                "/metadata/labels/{}",
+                SERVICE_NAME_LABEL.replace('/', "~1")
+            ))
+            .is_some();
+        if ours && !wanted_eps.contains(n) {
+            let _ = store.delete(key("endpoints", ns, n));
+        }
+    }
+}
+
+/// Runs until the store closes: reacts to pod and service changes within ~20 ms.
+pub async fn run(store: Store) {
+    let mut rx = store.subscribe();
+    let mut dirty: BTreeSet<String> = store
+        .list("namespaces", None)
+        .0
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    let mut resync = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        for ns in std::mem::take(&mut dirty) {
+            reconcile_namespace(&store, &ns);
+        }
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Ok(e) if e.key.resource == "pods" || e.key.resource == "services" => {
+                    dirty.insert(e.key.namespace);
+                    // Let a burst land before recomputing.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    while let Ok(e) = rx.try_recv() {
+                        if e.key.resource == "pods" || e.key.resource == "services" {
+                            dirty.insert(e.key.namespace);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    dirty.extend(store.list("namespaces", None).0.iter().filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = resync.tick() => {
+                dirty.extend(store.list("namespaces", None).0.iter().filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ip: &str, ready: bool, port_name: &str, port: i64) -> Arc<Value> {
+        Arc::new(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": name, "labels": {"app": "echo"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "ports": [{"name": port_name, "containerPort": port, "protocol": "TCP"}]}]},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+        }))
+    }
+
+    fn svc(target: Value) -> Value {
+        json!({"metadata": {"name": "echo", "namespace": "default", "uid": "s1"},
+               "spec": {"selector": {"app": "echo"}, "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": target}]}})
+    }
+
+    #[test]
+    fn named_target_ports_resolve_per_pod_and_split_slices() {
+        let pods = [
+            pod("a", "10.244.1.2", true, "http", 8080),
+            pod("b", "10.244.1.3", true, "http", 9090),
+            pod("c", "10.244.1.4", false, "http", 8080),
+        ];
+        let (slices, eps) = desired(&svc(json!("http")), &pods);
+        assert_eq!(slices.len(), 2, "8080 and 9090 pods in different slices");
+        let s8080 = slices
+            .iter()
+            .find(|s| s["ports"][0]["port"] == 8080)
+            .unwrap();
+        assert_eq!(s8080["endpoints"].as_array().unwrap().len(), 2);
+        assert_eq!(s8080["metadata"]["labels"][SERVICE_NAME_LABEL], "echo");
+        let ready: Vec<bool> = s8080["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["conditions"]["ready"].as_bool().unwrap())
+            .collect();
+        assert_eq!(ready, [true, false]);
+        let subset = eps["subsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["ports"][0]["port"] == 8080)
+            .unwrap();
+        assert_eq!(subset["addresses"].as_array().unwrap().len(), 1);
+        assert_eq!(subset["notReadyAddresses"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn numeric_targets_and_terminating_pods() {
+        let mut p = (*pod("a", "10.244.1.2", true, "http", 8080)).clone();
+        p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let (slices, _) = desired(&svc(json!(8080)), &[Arc::new(p)]);
+        let c = &slices[0]["endpoints"][0]["conditions"];
+        assert_eq!(
+            (
+                c["ready"].as_bool(),
+                c["serving"].as_bool(),
+                c["terminating"].as_bool()
+            ),
+            (Some(false), Some(true), Some(true))
+        );
+        assert_eq!(slices[0]["ports"][0]["port"], 8080);
+    }
+
+    #[test]
+    fn names_are_stable_and_pods_without_ips_are_left_out() {
+        let pods = [pod("a", "", true, "http", 8080)];
+        let (s1, _) = desired(&svc(json!(8080)), &pods);
+        let (s2, _) = desired(&svc(json!(8080)), &pods);
+        assert_eq!(s1[0]["metadata"]["name"], s2[0]["metadata"]["name"]);
+        assert!(s1[0]["endpoints"].as_array().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,113 @@
+//! Node and pod lifecycle: a node whose kubelet stopped heartbeating becomes NotReady (Ready
+//! condition `Unknown`), and a pod deletion that nobody finished — its node is gone, or its
+//! kubelet did not report back within the grace period plus 30 s — is completed here.
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::store::{Key, Store};
+
+/// Extra time a kubelet gets past a pod's grace period before the deletion is forced.
+pub const FORCE_AFTER: i64 = 30;
+
+fn ready_condition(node: &Value) -> Option<&Value> {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+}
+
+/// Whether a node's Ready heartbeat is older than `grace` at time `now`.
+pub fn silent(node: &Value, now: i64, grace: i64) -> bool {
+    let Some(c) = ready_condition(node) else {
+        return false;
+    };
+    if c["status"] != "True" {
+        return false;
+    }
+    let beat = c["lastHeartbeatTime"]
+        .as_str()
+        .or_else(|| c["lastTransitionTime"].as_str())
+        .and_then(clock::parse);
+    beat.is_some_and(|t| now - t > grace)
+}
+
+fn tick(store: &Store, grace: i64) {
+    let now = clock::now_secs();
+    let (nodes, _) = store.list("nodes", None);
+    for node in nodes.iter().filter(|n| silent(n, now, grace)) {
+        let name = node["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let key = Key {
+            resource: "nodes".into(),
+            namespace: String::new(),
+            name: name.clone(),
+        };
+        let _ = store.modify(&key, |n| {
+            let mut n = n.clone();
+            for c in n["status"]["conditions"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+            {
+                if c["type"] == "Ready" {
+                    c["status"] = json!("Unknown");
+                    c["reason"] = json!("NodeStatusUnknown");
+                    c["message"] = json!("Kubelet stopped posting node status.");
+                    c["lastTransitionTime"] = json!(clock::now());
+                }
+            }
+            Some(n)
+        });
+        tracing::warn!(node = %name, "node stopped heartbeating: NotReady");
+    }
+    let names: std::collections::BTreeSet<String> = nodes
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    for pod in store.list("pods", None).0 {
+        let Some(deadline) = pod
+            .pointer("/metadata/deletionTimestamp")
+            .and_then(Value::as_str)
+            .and_then(clock::parse)
+        else {
+            continue;
+        };
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !names.contains(node) || now > deadline + FORCE_AFTER {
+            let key = Key {
+                resource: "pods".into(),
+                namespace: pod["metadata"]["namespace"].as_str().unwrap_or("").into(),
+                name: pod["metadata"]["name"].as_str().unwrap_or("").into(),
+            };
+            if store.delete(key.clone()).is_ok() {
+                tracing::warn!(pod = %format!("{}/{}", key.namespace, key.name), "forced the deletion of a pod nobody finished");
+            }
+        }
+    }
+}
+
+/// Runs until the task is aborted.
+pub async fn run(store: Store, grace: Duration) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        every.tick().await;
+        tick(&store, grace.as_secs() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ready_nodes_with_an_old_heartbeat_are_silent() {
+        let node = |status: &str, beat: i64| json!({"status": {"conditions": [{"type": "Ready", "status": status, "lastHeartbeatTime": clock::format(beat)}]}});
+        assert!(silent(&node("True", 1000), 1100, 40));
+        assert!(!silent(&node("True", 1080), 1100, 40));
+        assert!(!silent(&node("Unknown", 1000), 1100, 40));
+    }
+}

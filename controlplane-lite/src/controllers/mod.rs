@@ -1,0 +1,57 @@
+//! In-process controllers, each reacting to store changes (and a slow timer as a safety net):
+//! - [`scheduler`]: binds pods without `spec.nodeName` to a Ready node;
+//! - [`endpoints`]: keeps EndpointSlices and Endpoints equal to the ready pods behind each Service;
+//! - [`lifecycle`]: marks silent nodes NotReady and finishes pod deletions nobody finished.
+pub mod endpoints;
+pub mod lifecycle;
+pub mod scheduler;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::store::{Key, Store, StoreError};
+
+/// Starts every controller.
+pub fn spawn_all(store: &Store, node_monitor_grace: Duration) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(scheduler::run(store.clone())),
+        tokio::spawn(endpoints::run(store.clone())),
+        tokio::spawn(lifecycle::run(store.clone(), node_monitor_grace)),
+    ]
+}
+
+/// Creates or replaces a controller-owned object (`want` without server metadata), writing
+/// only when its content differs from what is stored.
+pub fn apply_owned(store: &Store, key: Key, mut want: Value) -> Result<bool, StoreError> {
+    match store.get(&key) {
+        Some(cur) => {
+            let strip = |v: &Value| {
+                let mut v = v.clone();
+                if let Some(m) = v["metadata"].as_object_mut() {
+                    for k in ["uid", "resourceVersion", "creationTimestamp", "generation"] {
+                        m.remove(k);
+                    }
+                }
+                v
+            };
+            if strip(&cur) == strip(&want) {
+                return Ok(false);
+            }
+            for k in ["uid", "creationTimestamp"] {
+                want["metadata"][k] = cur["metadata"][k].clone();
+            }
+            let g = cur["metadata"]["generation"].as_i64().unwrap_or(1);
+            want["metadata"]["generation"] = json!(g + 1);
+            store.update(key, want, None)?;
+        }
+        None => {
+            want["metadata"]["uid"] = json!(clock::uid());
+            want["metadata"]["creationTimestamp"] = json!(clock::now());
+            want["metadata"]["generation"] = json!(1);
+            store.create(key, want)?;
+        }
+    }
+    Ok(true)
+}

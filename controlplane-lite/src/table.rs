@@ -1,0 +1,281 @@
+//! `meta.k8s.io/v1` Table responses: what `kubectl get` prints, with kube-apiserver's columns
+//! (priority 1 columns appear with `-o wide`).
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::resources::Resource;
+
+fn col(name: &str, ty: &str, priority: u8) -> Value {
+    let format = if name == "Name" { "name" } else { "" };
+    json!({"name": name, "type": ty, "format": format, "description": "", "priority": priority})
+}
+
+fn columns(kind: &str) -> Vec<Value> {
+    let s = |n: &str| col(n, "string", 0);
+    let w = |n: &str| col(n, "string", 1);
+    match kind {
+        "Pod" => vec![
+            s("Name"),
+            s("Ready"),
+            s("Status"),
+            col("Restarts", "string", 0),
+            s("Age"),
+            w("IP"),
+            w("Node"),
+            w("Nominated Node"),
+            w("Readiness Gates"),
+        ],
+        "Service" => vec![
+            s("Name"),
+            s("Type"),
+            s("Cluster-IP"),
+            s("External-IP"),
+            s("Port(s)"),
+            s("Age"),
+            w("Selector"),
+        ],
+        "Node" => vec![
+            s("Name"),
+            s("Status"),
+            s("Roles"),
+            s("Age"),
+            s("Version"),
+            w("Internal-IP"),
+            w("External-IP"),
+            w("OS-Image"),
+            w("Kernel-Version"),
+            w("Container-Runtime"),
+        ],
+        "Namespace" => vec![s("Name"), s("Status"), s("Age")],
+        "Endpoints" => vec![s("Name"), s("Endpoints"), s("Age")],
+        "EndpointSlice" => vec![
+            s("Name"),
+            s("AddressType"),
+            s("Ports"),
+            s("Endpoints"),
+            s("Age"),
+        ],
+        _ => vec![s("Name"), s("Age")],
+    }
+}
+
+fn str_at<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+fn or_none(s: String) -> String {
+    if s.is_empty() {
+        "<none>".into()
+    } else {
+        s
+    }
+}
+
+fn joined(items: Vec<String>, max: usize) -> String {
+    let n = items.len();
+    let mut shown: Vec<String> = items.into_iter().take(max).collect();
+    if n > max {
+        shown.push(format!("+ {} more...", n - max));
+    }
+    or_none(shown.join(","))
+}
+
+fn cells(kind: &str, o: &Value) -> Vec<Value> {
+    let name = str_at(o, "/metadata/name").to_string();
+    let age = clock::age(
+        o.pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str),
+    );
+    match kind {
+        "Pod" => {
+            let containers = o
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let statuses = o
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let ready = statuses
+                .iter()
+                .filter(|c| c["ready"] == json!(true))
+                .count();
+            let restarts: i64 = statuses
+                .iter()
+                .filter_map(|c| c["restartCount"].as_i64())
+                .sum();
+            let status = if o.pointer("/metadata/deletionTimestamp").is_some() {
+                "Terminating".to_string()
+            } else {
+                or_none(str_at(o, "/status/phase").to_string())
+            };
+            vec![
+                json!(name),
+                json!(format!("{ready}/{containers}")),
+                json!(status),
+                json!(restarts.to_string()),
+                json!(age),
+                json!(or_none(str_at(o, "/status/podIP").to_string())),
+                json!(or_none(str_at(o, "/spec/nodeName").to_string())),
+                json!("<none>"),
+                json!("<none>"),
+            ]
+        }
+        "Service" => {
+            let ports: Vec<String> = o
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let np = p["nodePort"]
+                        .as_u64()
+                        .map(|n| format!(":{n}"))
+                        .unwrap_or_default();
+                    format!(
+                        "{}{np}/{}",
+                        p["port"],
+                        p["protocol"].as_str().unwrap_or("TCP")
+                    )
+                })
+                .collect();
+            let selector: Vec<String> = o
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
+            vec![
+                json!(name),
+                json!(str_at(o, "/spec/type")),
+                json!(or_none(str_at(o, "/spec/clusterIP").to_string())),
+                json!("<none>"),
+                json!(or_none(ports.join(","))),
+                json!(age),
+                json!(or_none(selector.join(","))),
+            ]
+        }
+        "Node" => {
+            let ready = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .map(|c| c["status"].as_str().unwrap_or(""));
+            let status = match ready {
+                Some("True") => "Ready",
+                _ => "NotReady",
+            };
+            let addr = |t: &str| {
+                o.pointer("/status/addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find(|a| a["type"] == t)
+                    .and_then(|a| a["address"].as_str())
+                    .unwrap_or("<none>")
+                    .to_string()
+            };
+            vec![
+                json!(name),
+                json!(status),
+                json!("<none>"),
+                json!(age),
+                json!(str_at(o, "/status/nodeInfo/kubeletVersion")),
+                json!(addr("InternalIP")),
+                json!(addr("ExternalIP")),
+                json!(str_at(o, "/status/nodeInfo/osImage")),
+                json!(str_at(o, "/status/nodeInfo/kernelVersion")),
+                json!(str_at(o, "/status/nodeInfo/containerRuntimeVersion")),
+            ]
+        }
+        "Namespace" => vec![json!(name), json!(str_at(o, "/status/phase")), json!(age)],
+        "Endpoints" => {
+            let mut eps = Vec::new();
+            for s in o["subsets"].as_array().into_iter().flatten() {
+                for a in s["addresses"].as_array().into_iter().flatten() {
+                    for p in s["ports"].as_array().into_iter().flatten() {
+                        eps.push(format!("{}:{}", a["ip"].as_str().unwrap_or(""), p["port"]));
+                    }
+                }
+            }
+            vec![json!(name), json!(joined(eps, 3)), json!(age)]
+        }
+        "EndpointSlice" => {
+            let ports: Vec<String> = o["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| p["port"].to_string())
+                .collect();
+            let eps: Vec<String> = o["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().cloned().unwrap_or_default())
+                .filter_map(|a| a.as_str().map(str::to_string))
+                .collect();
+            vec![
+                json!(name),
+                json!(str_at(o, "/addressType")),
+                json!(or_none(ports.join(","))),
+                json!(joined(eps, 3)),
+                json!(age),
+            ]
+        }
+        _ => vec![json!(name), json!(age)],
+    }
+}
+
+/// The row object: metadata only unless `includeObject=Object`.
+fn row_object(o: &Value, include: &str) -> Value {
+    match include {
+        "Object" => o.clone(),
+        "None" => Value::Null,
+        _ => {
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]})
+        }
+    }
+}
+
+/// A Table of `items`.
+pub fn table(res: &Resource, items: &[&Value], rv: u64, include: &str) -> Value {
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv.to_string()},
+        "columnDefinitions": columns(res.kind),
+        "rows": items.iter().map(|o| json!({"cells": cells(res.kind, o), "object": row_object(o, include)})).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::find;
+
+    #[test]
+    fn pod_rows_show_readiness_status_ip_and_node() {
+        let pod = json!({"metadata": {"name": "echo-1", "creationTimestamp": clock::now()}, "spec": {"containers": [{"name": "c"}], "nodeName": "n1"},
+            "status": {"phase": "Running", "podIP": "10.244.1.5", "containerStatuses": [{"ready": true, "restartCount": 0}]}});
+        let t = table(find("", "v1", "pods").unwrap(), &[&pod], 7, "");
+        let cells = &t["rows"][0]["cells"];
+        assert_eq!(cells[0], "echo-1");
+        assert_eq!(cells[1], "1/1");
+        assert_eq!(cells[2], "Running");
+        assert_eq!(cells[5], "10.244.1.5");
+        assert_eq!(cells[6], "n1");
+        assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn service_rows_show_ports_with_node_ports() {
+        let svc = json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "ports": [{"port": 80, "nodePort": 31002, "protocol": "TCP"}], "selector": {"app": "web"}}});
+        let t = table(find("", "v1", "services").unwrap(), &[&svc], 1, "");
+        assert_eq!(t["rows"][0]["cells"][4], "80:31002/TCP");
+        assert_eq!(t["rows"][0]["cells"][6], "app=web");
+    }
+}

@@ -1,0 +1,257 @@
+//! Watch streams: newline-delimited JSON events (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`,
+//! `ERROR`) flushed one by one, resumable from a resourceVersion, with selector semantics as
+//! kube-apiserver has them (an object that stops matching is reported as `DELETED`).
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::response::Response;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::api::stream_body;
+use crate::resources::Resource;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::store::{Event, EventType, Key, Store};
+use crate::table;
+
+/// How often bookmarks are sent to watchers that allow them.
+pub const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+
+struct Filter {
+    res: &'static Resource,
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    table: bool,
+}
+
+impl Filter {
+    fn scoped(&self, key: &Key) -> bool {
+        key.resource == self.res.plural
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| key.namespace == ns)
+    }
+
+    fn matches(&self, obj: &Value) -> bool {
+        let empty = serde_json::Map::new();
+        self.labels.matches(
+            obj.pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty),
+        ) && self.fields.matches(obj)
+    }
+
+    fn line(&self, kind: &str, obj: &Value) -> Bytes {
+        let object = if self.table && kind != "BOOKMARK" && kind != "ERROR" {
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            table::table(self.res, &[obj], rv, "")
+        } else {
+            obj.clone()
+        };
+        Bytes::from(format!("{}\n", json!({"type": kind, "object": object})))
+    }
+}
+
+/// Starts a watch response.
+pub fn serve(
+    store: &Store,
+    res: &'static Resource,
+    namespace: Option<String>,
+    q: &HashMap<String, String>,
+    table: bool,
+) -> Result<Response, ApiError> {
+    let filter = Filter {
+        res,
+        namespace,
+        labels: LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+            .map_err(ApiError::bad_request)?,
+        fields: FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
+            .map_err(ApiError::bad_request)?,
+        table,
+    };
+    let bookmarks = q
+        .get("allowWatchBookmarks")
+        .is_some_and(|v| v == "true" || v == "1");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let from = q
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty() && v.as_str() != "0")
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))
+        })
+        .transpose()?;
+
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
+    let mut pending = VecDeque::new();
+    let mut matched = HashSet::new();
+    let (receiver, start_rv) = match from {
+        None => {
+            // No resourceVersion: the current state as ADDED events, then changes.
+            let rx = store.subscribe();
+            let (items, rv) = store.list(res.plural, filter.namespace.as_deref());
+            for o in items.iter().filter(|o| filter.matches(o)) {
+                matched.insert(key_of(res, o));
+                pending.push_back(filter.line("ADDED", o));
+            }
+            (rx, rv)
+        }
+        Some(rv) => match store.since(rv) {
+            Some((history, rx)) => {
+                // Objects that matched before rv are unknown here; treat every later event on
+                // its own (an object that stops matching then still yields DELETED).
+                for o in store
+                    .list(res.plural, filter.namespace.as_deref())
+                    .0
+                    .iter()
+                    .filter(|o| filter.matches(o))
+                {
+                    matched.insert(key_of(res, o));
+                }
+                for e in history {
+                    if let Some(line) = translate(&filter, &mut matched, &e) {
+                        pending.push_back(line);
+                    }
+                }
+                (rx, rv)
+            }
+            None => {
+                let status = ApiError::gone(rv).to_status();
+                let line = Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": status})));
+                let _ = tx.try_send(Ok(line));
+                drop(tx);
+                return Ok(stream_body(tokio_stream::wrappers::ReceiverStream::new(rx)));
+            }
+        },
+    };
+    tokio::spawn(pump(
+        tx, receiver, filter, pending, matched, start_rv, bookmarks, timeout,
+    ));
+    Ok(stream_body(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+fn key_of(res: &Resource, o: &Value) -> Key {
+    Key {
+        resource: res.plural.into(),
+        namespace: o
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into(),
+        name: o
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into(),
+    }
+}
+
+/// The event line for `e`, applying selector semantics; `replaying` events are already known
+/// to have happened after the watch's starting point.
+fn translate(filter: &Filter, matched: &mut HashSet<Key>, e: &Event) -> Option<Bytes> {
+    if !filter.scoped(&e.key) {
+        return None;
+    }
+    let was = matched.contains(&e.key);
+    let now = e.kind != EventType::Deleted && filter.matches(&e.object);
+    match (e.kind, was, now) {
+        (EventType::Deleted, true, _) => {
+            matched.remove(&e.key);
+            Some(filter.line("DELETED", &e.object))
+        }
+        (EventType::Deleted, false, _) => filter
+            .matches(&e.object)
+            .then(|| filter.line("DELETED", &e.object)),
+        (_, false, true) => {
+            matched.insert(e.key.clone());
+            Some(filter.line("ADDED", &e.object))
+        }
+        (_, true, true) => Some(filter.line(
+            if e.kind == EventType::Added {
+                "ADDED"
+            } else {
+                "MODIFIED"
+            },
+            &e.object,
+        )),
+        (_, true, false) => {
+            matched.remove(&e.key);
+            Some(filter.line("DELETED", &e.object))
+        }
+        (_, false, false) => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pump(
+    tx: mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
+    mut rx: broadcast::Receiver<Event>,
+    filter: Filter,
+    mut pending: VecDeque<Bytes>,
+    mut matched: HashSet<Key>,
+    mut last_rv: u64,
+    bookmarks: bool,
+    timeout: Duration,
+) {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
+    bookmark.tick().await;
+    while let Some(line) = pending.pop_front() {
+        if tx.send(Ok(line)).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            _ = bookmark.tick(), if bookmarks => {
+                let obj = json!({"kind": filter.res.kind, "apiVersion": filter.res.api_version(), "metadata": {"resourceVersion": last_rv.to_string()}});
+                if tx.send(Ok(Bytes::from(format!("{}\n", json!({"type": "BOOKMARK", "object": obj}))))).await.is_err() {
+                    return;
+                }
+            }
+            ev = rx.recv() => match ev {
+                Ok(e) => {
+                    if e.rv <= last_rv {
+                        continue;
+                    }
+                    last_rv = e.rv;
+                    if let Some(line) = translate(&filter, &mut matched, &e) {
+                        if tx.send(Ok(line)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Too slow to follow: end with 410 so the client relists.
+                    let status = ApiError::gone(last_rv).to_status();
+                    let _ = tx.send(Ok(Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": status}))))).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+    if bookmarks {
+        let obj = json!({"kind": filter.res.kind, "apiVersion": filter.res.api_version(), "metadata": {"resourceVersion": last_rv.to_string()}});
+        let _ = tx
+            .send(Ok(Bytes::from(format!(
+                "{}\n",
+                json!({"type": "BOOKMARK", "object": obj})
+            ))))
+            .await;
+    }
+}
