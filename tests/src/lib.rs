@@ -1,1 +1,23 @@
-//! lab harness.
+//! # switchyard-lab
+//!
+//! The netns lab every end-to-end test and `cargo xtask lab|demo` runs on: an underlay bridge,
+//! node namespaces with their kubelet and agent, controlplane-lite reachable from the root
+//! namespace (so kubectl works there), an external client, and a clean-up that removes all of it.
+//! Traffic only ever flows between these namespaces and loopback.
+//!
+//! # Layout
+//! - [`lab`]: [`Lab`] — up, down, helpers for tests.
+//! - [`topology`]: namespaces, links and addresses.
+//! - [`procs`]: background processes with logs and pid files.
+//! - [`kube`]: kubectl, the kubeconfig, waits.
+//! - [`cleanup`]: `lab down`.
+pub mod cleanup;
+pub mod cmd;
+mod error;
+pub mod kube;
+pub mod lab;
+pub mod procs;
+pub mod topology;
+
+pub use error::LabError;
+pub use lab::{Lab, LabOptions};

@@ -1,1 +1,138 @@
-fn main() {}
+//! `cargo xtask`: the project's commands.
+//!
+//! - `setup`: machine set-up (apt packages, nightly rust-src, bpf-linker, bpffs), idempotent.
+//! - `build`: setup + `cargo build --workspace` (the agent's build script builds the eBPF object).
+//! - `test`: build + fmt/clippy + unit tests + the root-only netns tests, serially.
+//! - `demo`: build + a one-node lab, three echo pods behind a ClusterIP, traffic from a client pod.
+//! - `lab up --nodes N` / `lab down`: a lab to use with `kubectl --kubeconfig target/lab/kubeconfig`.
+mod demo;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use switchyard_lab::{lab, Lab, LabOptions};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install and prepare everything the project needs on this machine.
+    Setup,
+    /// Set up and build the workspace, eBPF programs included.
+    Build,
+    /// Set up, build, check formatting and lints, run unit and netns end-to-end tests.
+    Test,
+    /// Run the walking-skeleton demo in a one-node lab.
+    Demo,
+    /// Start or stop a lab.
+    Lab {
+        #[command(subcommand)]
+        action: LabCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Start a lab and leave it running.
+    Up {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+    },
+    /// Remove every namespace, link, process and pin a lab made.
+    Down,
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    println!("==> cargo {}", args.join(" "));
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(lab::workspace_root())
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn build() -> Result<()> {
+    setup::setup()?;
+    cargo(&["build", "--workspace"])
+}
+
+/// Tears a lab down on Ctrl-C / SIGTERM so nothing is left behind.
+fn clean_up_on_signals() -> Result<()> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, flag.clone())?;
+    std::thread::spawn(move || loop {
+        if flag.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("\ninterrupted: removing the lab");
+            lab::down(&lab::workspace_root());
+            std::process::exit(130);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    });
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    build()?;
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&["test", "--workspace"])?;
+    // Root-only tests: netns labs with fixed names, so one at a time.
+    cargo(&["test", "--workspace", "--", "--ignored", "--test-threads=1"])?;
+    println!("==> all tests passed");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build => build(),
+        Cmd::Test => test(),
+        Cmd::Demo => {
+            build()?;
+            clean_up_on_signals()?;
+            demo::run()
+        }
+        Cmd::Lab {
+            action: LabCmd::Up { nodes },
+        } => {
+            if nodes == 0 {
+                bail!("--nodes must be at least 1");
+            }
+            build()?;
+            clean_up_on_signals()?;
+            println!("==> lab up ({nodes} node(s))");
+            let lab = Lab::up(LabOptions::new(nodes))?;
+            println!("lab running. Try:\n  kubectl --kubeconfig {} get nodes -o wide\n  kubectl --kubeconfig {0} apply -f examples/echo.yaml\nStop it with: cargo xtask lab down", lab.kubectl.kubeconfig.display());
+            lab.keep_running();
+            Ok(())
+        }
+        Cmd::Lab {
+            action: LabCmd::Down,
+        } => {
+            lab::down(&lab::workspace_root());
+            println!("lab removed");
+            Ok(())
+        }
+    }
+}

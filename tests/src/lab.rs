@@ -1,0 +1,275 @@
+//! A running lab: topology, controlplane-lite, and per node the kubelet and the agent.
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cmd::{output, run};
+use crate::kube::{self, Kubectl};
+use crate::procs::{self, Dirs};
+use crate::{cleanup, topology, LabError};
+
+/// How to build the lab.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// Workspace root (binaries are taken from `target/debug`).
+    pub root: PathBuf,
+}
+
+impl LabOptions {
+    /// `nodes` nodes in the workspace this crate belongs to.
+    pub fn new(nodes: usize) -> Self {
+        LabOptions {
+            nodes,
+            root: workspace_root(),
+        }
+    }
+}
+
+/// The workspace root (parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The lab directory: `target/lab`.
+pub fn lab_dir(root: &Path) -> PathBuf {
+    root.join("target").join("lab")
+}
+
+/// A running lab. Dropping it tears everything down.
+pub struct Lab {
+    /// Options it was built with.
+    pub opts: LabOptions,
+    /// kubectl for it.
+    pub kubectl: Kubectl,
+    dirs: Dirs,
+    keep: bool,
+}
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Lab {
+    /// Builds the lab: removes leftovers, creates the network, starts controlplane-lite, the
+    /// kubelets and agents, and waits for every node to be Ready.
+    pub fn up(opts: LabOptions) -> Result<Lab, LabError> {
+        if !is_root() {
+            return Err(LabError::NotRoot);
+        }
+        let dir = lab_dir(&opts.root);
+        let dirs = Dirs::new(&dir)?;
+        cleanup::down(Some(&dirs));
+        let bin = |name: &str| -> Result<String, LabError> {
+            let p = opts.root.join("target/debug").join(name);
+            if !p.exists() {
+                return Err(LabError::MissingBinary(p));
+            }
+            Ok(p.to_string_lossy().into_owned())
+        };
+        let (cp, sy) = (bin("switchyard-cp")?, bin("switchyard")?);
+        let kubeconfig = dir.join("kubeconfig");
+        let lab = Lab {
+            kubectl: Kubectl {
+                kubeconfig: kubeconfig.clone(),
+            },
+            dirs: dirs.clone(),
+            opts: opts.clone(),
+            keep: false,
+        };
+        topology::create(opts.nodes)?;
+        let data = dir.join("cp-data");
+        let _ = std::fs::remove_dir_all(&data);
+        let listen = format!("{}:6443", topology::CP_ADDR);
+        procs::start(
+            &dirs,
+            "cp",
+            None,
+            &[
+                &cp,
+                "--listen",
+                &listen,
+                "--data-dir",
+                &data.to_string_lossy(),
+            ],
+        )?;
+        let health = format!("http://{listen}/healthz");
+        kube::wait(
+            &format!("switchyard-cp to answer {health}"),
+            Duration::from_secs(15),
+            Some("see target/lab/logs/cp.log"),
+            || {
+                Ok(output(&["curl", "-sf", "--max-time", "1", &health])?
+                    .status
+                    .success())
+            },
+        )?;
+        kube::write_kubeconfig(&kubeconfig, &format!("http://{listen}"))?;
+        let kc = kubeconfig.to_string_lossy().into_owned();
+        for n in 1..=opts.nodes {
+            let (ns, name, addr) = (
+                topology::node_ns(n),
+                topology::node_name(n),
+                topology::node_addr(n),
+            );
+            procs::start(
+                &dirs,
+                &format!("kubelet-{name}"),
+                Some(&ns),
+                &[
+                    &sy,
+                    "kubelet",
+                    "--node",
+                    &name,
+                    "--kubeconfig",
+                    &kc,
+                    "--node-ip",
+                    &addr,
+                ],
+            )?;
+            procs::start(
+                &dirs,
+                &format!("agent-{name}"),
+                Some(&ns),
+                &[&sy, "agent", "--node", &name, "--kubeconfig", &kc],
+            )?;
+        }
+        for n in 1..=opts.nodes {
+            lab.kubectl
+                .wait_node_ready(&topology::node_name(n), Duration::from_secs(60))?;
+            lab.wait_datapath(n)?;
+        }
+        Ok(lab)
+    }
+
+    /// Waits until node `n`'s agent has loaded its datapath (its counters are readable).
+    pub fn wait_datapath(&self, n: usize) -> Result<(), LabError> {
+        let log = format!("see {}", self.dirs.log(&format!("agent-n{n}")).display());
+        kube::wait(
+            &format!("the datapath of node n{n}"),
+            Duration::from_secs(60),
+            Some(&log),
+            || Ok(self.stats(n).is_ok()),
+        )
+    }
+
+    /// Leaves the lab running when dropped (for `lab up`).
+    pub fn keep_running(mut self) {
+        self.keep = true;
+    }
+
+    /// The `switchyard` binary.
+    pub fn switchyard(&self) -> String {
+        self.opts
+            .root
+            .join("target/debug/switchyard")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The datapath counters of node `n` (`switchyard inspect stats`).
+    pub fn stats(&self, n: usize) -> Result<Value, LabError> {
+        let out = run(&[
+            &self.switchyard(),
+            "inspect",
+            "stats",
+            "--node",
+            &topology::node_name(n),
+        ])?;
+        serde_json::from_str(&out)
+            .map_err(|e| LabError::Unexpected(format!("inspect stats printed no JSON: {e}")))
+    }
+
+    /// One counter of node `n`.
+    pub fn counter(&self, n: usize, name: &str) -> Result<u64, LabError> {
+        self.stats(n)?[name]
+            .as_u64()
+            .ok_or_else(|| LabError::Unexpected(format!("no counter {name}")))
+    }
+
+    /// Runs `argv` inside pod `ns/name`'s network namespace.
+    pub fn exec_in_pod(&self, ns: &str, name: &str, argv: &[&str]) -> Result<Output, LabError> {
+        let netns = format!("sy-pod-{ns}-{name}");
+        let mut a = vec!["ip", "netns", "exec", netns.as_str()];
+        a.extend_from_slice(argv);
+        output(&a)
+    }
+
+    /// Restarts node `n`'s agent (SIGTERM, then start again) and waits for its datapath.
+    pub fn restart_agent(&self, n: usize) -> Result<(), LabError> {
+        let name = format!("agent-n{n}");
+        procs::stop(&self.dirs, &name);
+        let kc = self.kubectl.kubeconfig.to_string_lossy().into_owned();
+        let node = topology::node_name(n);
+        procs::start(
+            &self.dirs,
+            &name,
+            Some(&topology::node_ns(n)),
+            &[
+                &self.switchyard(),
+                "agent",
+                "--node",
+                &node,
+                "--kubeconfig",
+                &kc,
+            ],
+        )?;
+        let log = self.dirs.log(&name);
+        kube::wait(
+            &format!("the restarted agent of {node}"),
+            Duration::from_secs(60),
+            Some(&format!("see {}", log.display())),
+            || {
+                Ok(std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("datapath ready"))
+            },
+        )
+    }
+
+    /// The tails of every log, for a failing test's output.
+    pub fn logs_tail(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(&self.dirs.logs) {
+            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for p in paths {
+                out.push_str(&format!(
+                    "==> {} <==\n{}\n",
+                    p.display(),
+                    procs::tail(&p, 15)
+                ));
+            }
+        }
+        out
+    }
+
+    /// Tears the lab down.
+    pub fn down(&self) {
+        cleanup::down(Some(&self.dirs));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.keep {
+            if std::thread::panicking() {
+                eprintln!("{}", self.logs_tail());
+            }
+            self.down();
+        }
+    }
+}
+
+/// `lab down` without a `Lab` value (another process started it).
+pub fn down(root: &Path) {
+    let dirs = Dirs::new(&lab_dir(root)).ok();
+    cleanup::down(dirs.as_ref());
+}

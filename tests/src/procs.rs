@@ -1,0 +1,135 @@
+//! Background processes of the lab: started with their output in `target/lab/logs/<name>.log`
+//! and their pid in `target/lab/pids/<name>.pid`, so `lab down` can stop exactly them.
+//!
+//! Node processes enter the node's network namespace with `nsenter --net=` (not `ip netns exec`,
+//! which would also give them a private mount namespace: a fresh /sys without bpffs, and a
+//! /run/netns in which the pod namespaces they create are invisible to everyone else).
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::LabError;
+
+/// Where the lab keeps logs and pid files.
+#[derive(Clone, Debug)]
+pub struct Dirs {
+    /// `target/lab/logs`.
+    pub logs: PathBuf,
+    /// `target/lab/pids`.
+    pub pids: PathBuf,
+}
+
+impl Dirs {
+    /// Under `lab_dir`, created if missing.
+    pub fn new(lab_dir: &Path) -> Result<Dirs, LabError> {
+        let d = Dirs {
+            logs: lab_dir.join("logs"),
+            pids: lab_dir.join("pids"),
+        };
+        for p in [&d.logs, &d.pids] {
+            std::fs::create_dir_all(p).map_err(|e| LabError::Io(p.clone(), e))?;
+        }
+        Ok(d)
+    }
+
+    /// Log file of process `name`.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.logs.join(format!("{name}.log"))
+    }
+}
+
+/// Starts `argv` in the background as `name`, inside network namespace `netns` if given.
+pub fn start(dirs: &Dirs, name: &str, netns: Option<&str>, argv: &[&str]) -> Result<u32, LabError> {
+    let log = dirs.log(name);
+    let out = File::create(&log).map_err(|e| LabError::Io(log.clone(), e))?;
+    let err = out.try_clone().map_err(|e| LabError::Io(log.clone(), e))?;
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg("--").args(argv);
+            c
+        }
+        None => {
+            let mut c = Command::new(argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    // Its own process group: a Ctrl-C of the lab command does not kill it half-way.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().map_err(|source| LabError::Spawn {
+        cmd: argv.join(" "),
+        source,
+    })?;
+    let pid = child.id();
+    let pidfile = dirs.pids.join(format!("{name}.pid"));
+    std::fs::write(&pidfile, pid.to_string()).map_err(|e| LabError::Io(pidfile, e))?;
+    // The child is reaped by whoever stops it (kill + waitpid below), not by Drop.
+    std::mem::forget(child);
+    Ok(pid)
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: non-blocking wait for a child we may have started; fails harmlessly otherwise.
+    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+}
+
+/// SIGTERM to `pid`, SIGKILL after `grace`.
+pub fn stop_pid(pid: i32, grace: Duration) {
+    if pid <= 1 {
+        return;
+    }
+    // SAFETY: plain signal delivery to a process we started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        reap(pid);
+        if !alive(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(20));
+    reap(pid);
+}
+
+/// Stops process `name` (from its pid file) and removes the pid file. Missing is fine.
+pub fn stop(dirs: &Dirs, name: &str) {
+    let pidfile = dirs.pids.join(format!("{name}.pid"));
+    if let Some(pid) = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        stop_pid(pid, Duration::from_secs(5));
+    }
+    let _ = std::fs::remove_file(pidfile);
+}
+
+/// Stops every process with a pid file.
+pub fn stop_all(dirs: &Dirs) {
+    let Ok(entries) = std::fs::read_dir(&dirs.pids) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if let Some(name) = e.file_name().to_str().and_then(|n| n.strip_suffix(".pid")) {
+            stop(dirs, name);
+        }
+    }
+}
+
+/// The last `lines` lines of a log, for error messages.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
