@@ -12,10 +12,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use common::{curl, frontend, in_netns, link_json, sh, udp, Scratch};
+use common::{curl, frontend, frontend_at, in_netns, link_json, sh, udp, Scratch};
 use switchyard::cni::EndpointRecord;
 use switchyard::datapath::{Datapath, NodeSettings};
-use switchyard::model::{BackendAddr, BackendSpec, Desired, Frontend, FrontendSpec, Proto};
+use switchyard::model::{Desired, Frontend, FrontendSpec, Proto};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 8, 10);
 const EXT: Ipv4Addr = Ipv4Addr::new(198, 18, 99, 100);
@@ -171,29 +171,14 @@ fn nodeport(
     backends: &[Ipv4Addr],
     local_only: bool,
 ) -> (Frontend, FrontendSpec) {
+    let (f, spec) = frontend_at(node, port, proto, backends);
     (
-        Frontend {
-            ip: node,
-            port,
-            proto,
-        },
+        f,
         FrontendSpec {
-            backends: backends
-                .iter()
-                .map(|b| BackendSpec {
-                    addr: BackendAddr {
-                        ip: *b,
-                        port: 8080,
-                        proto,
-                    },
-                    terminating: false,
-                    node_ip: None,
-                })
-                .collect(),
             nodeport: true,
             local_only,
             service: format!("default/np{port}:"),
-            ..Default::default()
+            ..spec
         },
     )
 }

@@ -137,6 +137,29 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The objects matching the request's `labelSelector` and `fieldSelector`.
+fn selected<'a>(
+    items: &'a [Arc<Value>],
+    q: &HashMap<String, String>,
+) -> Result<Vec<&'a Value>, ApiError> {
+    let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
+        .map_err(ApiError::bad_request)?;
+    let empty = serde_json::Map::new();
+    Ok(items
+        .iter()
+        .map(|o| o.as_ref())
+        .filter(|o| {
+            labels.matches(
+                o.pointer("/metadata/labels")
+                    .and_then(Value::as_object)
+                    .unwrap_or(&empty),
+            ) && fields.matches(o)
+        })
+        .collect())
+}
+
 fn body_json(body: &Bytes) -> Result<Value, ApiError> {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         return Ok(v);
@@ -189,23 +212,8 @@ impl Api {
         q: &HashMap<String, String>,
         headers: &HeaderMap,
     ) -> Result<Response, ApiError> {
-        let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
-            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
-            .map_err(ApiError::bad_request)?;
         let (items, rv) = self.store.list(t.res.plural, t.namespace.as_deref());
-        let empty = serde_json::Map::new();
-        let items: Vec<&Value> = items
-            .iter()
-            .map(|o| o.as_ref())
-            .filter(|o| {
-                labels.matches(
-                    o.pointer("/metadata/labels")
-                        .and_then(Value::as_object)
-                        .unwrap_or(&empty),
-                ) && fields.matches(o)
-            })
-            .collect();
+        let items = selected(&items, q)?;
         if wants_table(headers) {
             return Ok(ok(&table::table(
                 t.res,
@@ -462,21 +470,12 @@ impl Api {
         t: &Target,
         q: &HashMap<String, String>,
     ) -> Result<Response, ApiError> {
-        let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
-            .map_err(ApiError::bad_request)?;
-        let empty = serde_json::Map::new();
         let (items, _) = self.store.list(t.res.plural, t.namespace.as_deref());
         let mut deleted = Vec::new();
-        for o in items.iter().filter(|o| {
-            labels.matches(
-                o.pointer("/metadata/labels")
-                    .and_then(Value::as_object)
-                    .unwrap_or(&empty),
-            )
-        }) {
+        for o in selected(&items, q)? {
             let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
             if self.delete(t, &name, q, &Bytes::new()).is_ok() {
-                deleted.push(o.as_ref().clone());
+                deleted.push(o.clone());
             }
         }
         Ok(ok(
@@ -486,19 +485,17 @@ impl Api {
 
     async fn resource(
         &self,
-        method: &Method,
+        req: &Request,
         group: &str,
         version: &str,
         rest: &[&str],
-        uri: &Uri,
-        headers: &HeaderMap,
-        body: Bytes,
     ) -> Result<Response, ApiError> {
         if rest.is_empty() {
             return resources::resource_list(group, version)
                 .map(|v| ok(&v))
                 .ok_or_else(ApiError::no_route);
         }
+        let (method, uri, headers, body) = (&req.method, &req.uri, &req.headers, &req.body);
         let t = parse_target(group, version, rest)?;
         let q = query(uri);
         let span = tracing::debug_span!("request", %method, resource = t.res.plural, namespace = ?t.namespace, name = ?t.name);
@@ -533,16 +530,24 @@ impl Api {
             }
             ("GET", None) => self.list(&t, &q, headers),
             ("GET", Some(name)) => self.get(&t, name, headers, &q),
-            ("POST", None) if t.namespace.is_some() || !t.res.namespaced => self.create(&t, &body),
-            ("PUT", Some(name)) => self.update(&t, name, &body),
-            ("PATCH", Some(name)) => self.patch(&t, name, headers, &body),
-            ("DELETE", Some(name)) if !t.status => self.delete(&t, name, &q, &body),
+            ("POST", None) if t.namespace.is_some() || !t.res.namespaced => self.create(&t, body),
+            ("PUT", Some(name)) => self.update(&t, name, body),
+            ("PATCH", Some(name)) => self.patch(&t, name, headers, body),
+            ("DELETE", Some(name)) if !t.status => self.delete(&t, name, &q, body),
             ("DELETE", None) if t.namespace.is_some() || !t.res.namespaced => {
                 self.delete_collection(&t, &q)
             }
             _ => Err(ApiError::method_not_allowed()),
         }
     }
+}
+
+/// One HTTP request, as the verb handlers need it.
+struct Request {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
 }
 
 /// The single entry point: routes by path.
@@ -553,7 +558,13 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = uri.path().trim_end_matches('/').to_string();
+    let req = Request {
+        method,
+        uri,
+        headers,
+        body,
+    };
+    let path = req.uri.path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let result = match parts.as_slice() {
         ["healthz"] | ["readyz"] | ["livez"] => Ok((StatusCode::OK, "ok").into_response()),
@@ -567,18 +578,12 @@ pub async fn handle(
         ["openapi", "v3", rest @ ..] => resources::openapi_doc(&rest.join("/"))
             .map(|d| ok(&d))
             .ok_or_else(ApiError::no_route),
-        ["api", version, rest @ ..] => {
-            api.resource(&method, "", version, rest, &uri, &headers, body)
-                .await
-        }
-        ["apis", group, version, rest @ ..] => {
-            api.resource(&method, group, version, rest, &uri, &headers, body)
-                .await
-        }
+        ["api", version, rest @ ..] => api.resource(&req, "", version, rest).await,
+        ["apis", group, version, rest @ ..] => api.resource(&req, group, version, rest).await,
         _ => Err(ApiError::no_route()),
     };
     result.unwrap_or_else(|e| {
-        tracing::debug!(%method, %uri, code = e.code, reason = e.reason, "request failed");
+        tracing::debug!(method = %req.method, uri = %req.uri, code = e.code, reason = e.reason, "request failed");
         e.into_response()
     })
 }

@@ -68,12 +68,12 @@ impl LabelSelector {
             } else if words.len() >= 2 && words[1] == "in" {
                 Requirement::In(
                     words[0].to_string(),
-                    set_values(part.splitn(2, " in ").nth(1).unwrap_or(""))?,
+                    set_values(part.split_once(" in ").map_or("", |(_, v)| v))?,
                 )
             } else if words.len() >= 2 && words[1] == "notin" {
                 Requirement::NotIn(
                     words[0].to_string(),
-                    set_values(part.splitn(2, " notin ").nth(1).unwrap_or(""))?,
+                    set_values(part.split_once(" notin ").map_or("", |(_, v)| v))?,
                 )
             } else if let Some((k, v)) = part.split_once("!=") {
                 Requirement::NotEq(k.trim().into(), v.trim().into())

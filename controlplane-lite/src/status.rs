@@ -57,7 +57,33 @@ pub struct ApiError {
     pub details: Option<Value>,
 }
 
+/// `pods` or `endpointslices.discovery.k8s.io`, as messages name resources.
+fn qualified(plural: &str, group: &str) -> String {
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
+}
+
 impl ApiError {
+    /// An error about object `name` of `plural` in `group`, with its `details`.
+    fn about(
+        code: u16,
+        reason: &'static str,
+        message: String,
+        plural: &str,
+        group: &str,
+        name: &str,
+    ) -> Self {
+        ApiError {
+            code,
+            reason,
+            message,
+            details: Some(json!({"name": name, "group": group, "kind": plural})),
+        }
+    }
+
     fn new(code: u16, reason: &'static str, message: String) -> Self {
         ApiError {
             code,
@@ -69,14 +95,15 @@ impl ApiError {
 
     /// 404 for an object.
     pub fn not_found(plural: &str, group: &str, name: &str) -> Self {
-        let what = if group.is_empty() {
-            plural.to_string()
-        } else {
-            format!("{plural}.{group}")
-        };
-        let mut e = Self::new(404, "NotFound", format!("{what} \"{name}\" not found"));
-        e.details = Some(json!({"name": name, "group": group, "kind": plural}));
-        e
+        let what = qualified(plural, group);
+        Self::about(
+            404,
+            "NotFound",
+            format!("{what} \"{name}\" not found"),
+            plural,
+            group,
+            name,
+        )
     }
 
     /// 404 for a path nothing serves.
@@ -90,34 +117,22 @@ impl ApiError {
 
     /// 409 AlreadyExists.
     pub fn already_exists(plural: &str, group: &str, name: &str) -> Self {
-        let what = if group.is_empty() {
-            plural.to_string()
-        } else {
-            format!("{plural}.{group}")
-        };
-        let mut e = Self::new(
+        let what = qualified(plural, group);
+        Self::about(
             409,
             "AlreadyExists",
             format!("{what} \"{name}\" already exists"),
-        );
-        e.details = Some(json!({"name": name, "group": group, "kind": plural}));
-        e
+            plural,
+            group,
+            name,
+        )
     }
 
     /// 409 Conflict on a stale resourceVersion.
     pub fn conflict(plural: &str, group: &str, name: &str) -> Self {
-        let what = if group.is_empty() {
-            plural.to_string()
-        } else {
-            format!("{plural}.{group}")
-        };
-        let mut e = Self::new(
-            409,
-            "Conflict",
-            format!("Operation cannot be fulfilled on {what} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
-        );
-        e.details = Some(json!({"name": name, "group": group, "kind": plural}));
-        e
+        let what = qualified(plural, group);
+        let message = format!("Operation cannot be fulfilled on {what} \"{name}\": the object has been modified; please apply your changes to the latest version and try again");
+        Self::about(409, "Conflict", message, plural, group, name)
     }
 
     /// 422 Invalid with field causes.

@@ -136,9 +136,17 @@ pub fn serve(
             }
         },
     };
-    tokio::spawn(pump(
-        tx, receiver, filter, pending, matched, start_rv, bookmarks, timeout,
-    ));
+    let state = Pump {
+        tx,
+        rx: receiver,
+        filter,
+        pending,
+        matched,
+        last_rv: start_rv,
+        bookmarks,
+        timeout,
+    };
+    tokio::spawn(state.run());
     Ok(stream_body(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
@@ -194,64 +202,78 @@ fn translate(filter: &Filter, matched: &mut HashSet<Key>, e: &Event) -> Option<B
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn pump(
+/// A running watch: the events it still owes the client and how it follows the store.
+struct Pump {
     tx: mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
-    mut rx: broadcast::Receiver<Event>,
+    rx: broadcast::Receiver<Event>,
     filter: Filter,
-    mut pending: VecDeque<Bytes>,
-    mut matched: HashSet<Key>,
-    mut last_rv: u64,
+    pending: VecDeque<Bytes>,
+    matched: HashSet<Key>,
+    last_rv: u64,
     bookmarks: bool,
     timeout: Duration,
-) {
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
-    bookmark.tick().await;
-    while let Some(line) = pending.pop_front() {
-        if tx.send(Ok(line)).await.is_err() {
-            return;
-        }
-    }
-    loop {
-        tokio::select! {
-            _ = &mut deadline => break,
-            _ = bookmark.tick(), if bookmarks => {
-                let obj = json!({"kind": filter.res.kind, "apiVersion": filter.res.api_version(), "metadata": {"resourceVersion": last_rv.to_string()}});
-                if tx.send(Ok(Bytes::from(format!("{}\n", json!({"type": "BOOKMARK", "object": obj}))))).await.is_err() {
-                    return;
-                }
+}
+
+impl Pump {
+    async fn run(self) {
+        let Pump {
+            tx,
+            mut rx,
+            filter,
+            mut pending,
+            mut matched,
+            mut last_rv,
+            bookmarks,
+            timeout,
+        } = self;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
+        bookmark.tick().await;
+        while let Some(line) = pending.pop_front() {
+            if tx.send(Ok(line)).await.is_err() {
+                return;
             }
-            ev = rx.recv() => match ev {
-                Ok(e) => {
-                    if e.rv <= last_rv {
-                        continue;
+        }
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                _ = bookmark.tick(), if bookmarks => {
+                    let obj = json!({"kind": filter.res.kind, "apiVersion": filter.res.api_version(), "metadata": {"resourceVersion": last_rv.to_string()}});
+                    if tx.send(Ok(Bytes::from(format!("{}\n", json!({"type": "BOOKMARK", "object": obj}))))).await.is_err() {
+                        return;
                     }
-                    last_rv = e.rv;
-                    if let Some(line) = translate(&filter, &mut matched, &e) {
-                        if tx.send(Ok(line)).await.is_err() {
-                            return;
+                }
+                ev = rx.recv() => match ev {
+                    Ok(e) => {
+                        if e.rv <= last_rv {
+                            continue;
+                        }
+                        last_rv = e.rv;
+                        if let Some(line) = translate(&filter, &mut matched, &e) {
+                            if tx.send(Ok(line)).await.is_err() {
+                                return;
+                            }
                         }
                     }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Too slow to follow: end with 410 so the client relists.
-                    let status = ApiError::gone(last_rv).to_status();
-                    let _ = tx.send(Ok(Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": status}))))).await;
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Too slow to follow: end with 410 so the client relists.
+                        let status = ApiError::gone(last_rv).to_status();
+                        let _ = tx.send(Ok(Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": status}))))).await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
         }
-    }
-    if bookmarks {
-        let obj = json!({"kind": filter.res.kind, "apiVersion": filter.res.api_version(), "metadata": {"resourceVersion": last_rv.to_string()}});
-        let _ = tx
-            .send(Ok(Bytes::from(format!(
-                "{}\n",
-                json!({"type": "BOOKMARK", "object": obj})
-            ))))
-            .await;
+        if bookmarks {
+            let obj = json!({"kind": filter.res.kind, "apiVersion": filter.res.api_version(), "metadata": {"resourceVersion": last_rv.to_string()}});
+            let _ = tx
+                .send(Ok(Bytes::from(format!(
+                    "{}\n",
+                    json!({"type": "BOOKMARK", "object": obj})
+                ))))
+                .await;
+        }
     }
 }

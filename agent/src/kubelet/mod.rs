@@ -88,17 +88,6 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> 
     kube::Client::try_from(config).map_err(|e| err(e.to_string()))
 }
 
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
-}
-
 /// Runs the node runtime until SIGTERM/SIGINT; pods keep running after it exits.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     if !crate::cni::config::is_safe_name(&opts.node) {
@@ -154,7 +143,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     tokio::select! {
         r = main => r,
-        r = shutdown_signal() => {
+        r = crate::signals::shutdown() => {
             r.context("cannot install signal handlers")?;
             tracing::info!("kubelet stopping; pods keep running");
             Ok(())

@@ -217,12 +217,18 @@ pub fn udp(ns: &str, ip: Ipv4Addr, port: u16) -> String {
 
 /// A frontend on port 80 with backends on port 8080.
 pub fn frontend(ip: Ipv4Addr, proto: Proto, backends: &[Ipv4Addr]) -> (Frontend, FrontendSpec) {
+    frontend_at(ip, 80, proto, backends)
+}
+
+/// A frontend on `ip:port` with backends on port 8080.
+pub fn frontend_at(
+    ip: Ipv4Addr,
+    port: u16,
+    proto: Proto,
+    backends: &[Ipv4Addr],
+) -> (Frontend, FrontendSpec) {
     (
-        Frontend {
-            ip,
-            port: 80,
-            proto,
-        },
+        Frontend { ip, port, proto },
         FrontendSpec {
             backends: backends
                 .iter()

@@ -10,32 +10,28 @@ use switchyard_abi::{Backend, CtKey, CtValue, CT_DIR_FORWARD, CT_DIR_REPLY};
 use crate::maps::CT;
 use crate::packet::Flow;
 
-/// Key of the forward entry of `flow` (as the client sent it).
-#[inline(always)]
-pub fn forward_key(flow: &Flow) -> CtKey {
+fn key(flow: &Flow, dir: u8) -> CtKey {
     CtKey {
         saddr: flow.saddr,
         daddr: flow.daddr,
         sport: flow.sport,
         dport: flow.dport,
         proto: flow.proto,
-        dir: CT_DIR_FORWARD,
+        dir,
         pad: [0; 2],
     }
+}
+
+/// Key of the forward entry of `flow` (as the client sent it).
+#[inline(always)]
+pub fn forward_key(flow: &Flow) -> CtKey {
+    key(flow, CT_DIR_FORWARD)
 }
 
 /// Key under which a packet is looked up as a reply (backend → client).
 #[inline(always)]
 pub fn reply_key(flow: &Flow) -> CtKey {
-    CtKey {
-        saddr: flow.saddr,
-        daddr: flow.daddr,
-        sport: flow.sport,
-        dport: flow.dport,
-        proto: flow.proto,
-        dir: CT_DIR_REPLY,
-        pad: [0; 2],
-    }
+    key(flow, CT_DIR_REPLY)
 }
 
 /// Looks up `key` and, on a hit, counts the packet and refreshes the timestamp.
