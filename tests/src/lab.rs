@@ -134,6 +134,20 @@ impl Lab {
                     &addr,
                 ],
             )?;
+            // One registration at a time: podCIDRs go out in registration order, so node N gets
+            // 10.244.N.0/24 as the lab's address plan says.
+            let hint = format!("see {}", dirs.log(&format!("kubelet-{name}")).display());
+            kube::wait(
+                &format!("node {name} to register"),
+                Duration::from_secs(30),
+                Some(&hint),
+                || {
+                    Ok(lab
+                        .kubectl
+                        .run(&["get", "node", &name, "-o", "jsonpath={.spec.podCIDR}"])
+                        .is_ok_and(|c| !c.trim().is_empty()))
+                },
+            )?;
             procs::start(
                 &dirs,
                 &format!("agent-{name}"),
@@ -141,6 +155,13 @@ impl Lab {
                 &[&sy, "agent", "--node", &name, "--kubeconfig", &kc],
             )?;
         }
+        // The "outside the cluster" server masquerade checks talk to (203.0.113.10:8080).
+        procs::start(
+            &dirs,
+            "outside",
+            Some(topology::EXT),
+            &[&sy, "echo", "--port", "8080"],
+        )?;
         for n in 1..=opts.nodes {
             lab.kubectl
                 .wait_node_ready(&topology::node_name(n), Duration::from_secs(60))?;
@@ -196,10 +217,19 @@ impl Lab {
 
     /// Runs `argv` inside pod `ns/name`'s network namespace.
     pub fn exec_in_pod(&self, ns: &str, name: &str, argv: &[&str]) -> Result<Output, LabError> {
-        let netns = format!("sy-pod-{ns}-{name}");
-        let mut a = vec!["ip", "netns", "exec", netns.as_str()];
+        self.exec_in(&format!("sy-pod-{ns}-{name}"), argv)
+    }
+
+    /// Runs `argv` inside network namespace `netns`.
+    pub fn exec_in(&self, netns: &str, argv: &[&str]) -> Result<Output, LabError> {
+        let mut a = vec!["ip", "netns", "exec", netns];
         a.extend_from_slice(argv);
         output(&a)
+    }
+
+    /// Stops node `n`'s kubelet (its pods keep running; the node stops heartbeating).
+    pub fn stop_kubelet(&self, n: usize) {
+        procs::stop(&self.dirs, &format!("kubelet-n{n}"));
     }
 
     /// Restarts node `n`'s agent (SIGTERM, then start again) and waits for its datapath.

@@ -27,6 +27,8 @@ pub enum What {
     Stats,
     /// Programmed frontends and their backends.
     Services,
+    /// Overlay routes: podCIDR → node address.
+    Tunnels,
 }
 
 fn open(node: &str, name: &str) -> Result<Map, DatapathError> {
@@ -116,6 +118,26 @@ pub fn services(node: &str) -> Result<Vec<FrontendRow>, DatapathError> {
     Ok(rows)
 }
 
+/// Overlay routes as `podCIDR -> node address`, sorted.
+pub fn tunnels(node: &str) -> Result<Vec<String>, DatapathError> {
+    use aya::maps::lpm_trie::LpmTrie;
+    let name = names::TUNNEL;
+    let map: LpmTrie<MapData, u32, u32> = LpmTrie::try_from(open(node, name)?)
+        .map_err(|e| DatapathError::Map(name.into(), e.to_string()))?;
+    let mut out = Vec::new();
+    for item in map.iter() {
+        let (k, v) = item.map_err(|e| DatapathError::Map(name.into(), e.to_string()))?;
+        out.push(format!(
+            "{}/{} -> {}",
+            Ipv4Addr::from(k.data().to_ne_bytes()),
+            k.prefix_len(),
+            Ipv4Addr::from(v.to_ne_bytes())
+        ));
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Runs `switchyard inspect`.
 pub fn run(opts: &Options) -> Result<(), DatapathError> {
     match opts.what {
@@ -125,6 +147,11 @@ pub fn run(opts: &Options) -> Result<(), DatapathError> {
                 .map(|(k, v)| (k.to_string(), v.into()))
                 .collect();
             println!("{}", serde_json::Value::Object(obj));
+        }
+        What::Tunnels => {
+            for route in tunnels(&opts.node)? {
+                println!("{route}");
+            }
         }
         What::Services => {
             for row in services(&opts.node)? {

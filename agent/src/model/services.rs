@@ -7,6 +7,7 @@
 //! - ready endpoints take new connections; if there are none, serving-but-terminating ones do;
 //!   otherwise terminating endpoints are kept only for the flows they already have;
 //! - `externalTrafficPolicy: Local` NodePorts use only this node's endpoints;
+//! - endpoints on a node that no longer exists are dropped at once (its pods are gone with it);
 //! - a frontend without endpoints is still programmed, so clients are rejected, not left hanging.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -114,7 +115,14 @@ fn backends(
     eps: &[Endpoint],
     proto_: Proto,
     node_ips: &BTreeMap<String, Ipv4Addr>,
+    known: &BTreeSet<String>,
 ) -> Vec<BackendSpec> {
+    let alive = |e: &&Endpoint| {
+        e.node
+            .as_ref()
+            .is_none_or(|n| known.is_empty() || known.contains(n))
+    };
+    let eps: Vec<&Endpoint> = eps.iter().filter(alive).collect();
     let any_ready = eps.iter().any(|e| e.ready);
     let mut out: Vec<BackendSpec> = eps
         .iter()
@@ -160,6 +168,10 @@ pub fn desired(
         .iter()
         .filter_map(|n| Some((n.metadata.name.clone()?, internal_ip(n)?)))
         .collect();
+    let known: BTreeSet<String> = nodes
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
     let mut d = Desired::default();
     for svc in services {
         let (Some(ns), Some(name), Some(spec)) = (
@@ -185,7 +197,7 @@ pub fn desired(
             };
             let port_name = port.name.clone().unwrap_or_default();
             let eps = endpoints(slices, ns, name, &port_name, p);
-            let all = backends(&eps, p, &node_ips);
+            let all = backends(&eps, p, &node_ips, &known);
             let base = FrontendSpec {
                 backends: all.clone(),
                 affinity_timeout: affinity(svc),
@@ -210,7 +222,7 @@ pub fn desired(
                         .filter(|e| e.node.as_deref() == Some(node_name))
                         .cloned()
                         .collect();
-                    backends(&local, p, &node_ips)
+                    backends(&local, p, &node_ips, &known)
                 } else {
                     all
                 };
@@ -580,6 +592,32 @@ mod tests {
         )];
         let d = desired(&svcs, &[], &nodes(), "n1", NODE_IP);
         assert_eq!(d.frontends.len(), 1);
+    }
+
+    #[test]
+    fn endpoints_on_a_deleted_node_are_dropped() {
+        let svcs = [service(
+            "default",
+            "echo",
+            "10.96.0.10",
+            vec![port(None, 80, "TCP", None)],
+        )];
+        let slices = [slice(
+            "default",
+            "echo",
+            "a",
+            &[(None, 8080, "TCP")],
+            &[
+                ("10.244.1.3", Some(true), None, None, "n1"),
+                ("10.244.3.3", Some(true), None, None, "n3"),
+            ],
+        )];
+        let d = desired(&svcs, &slices, &nodes(), "n1", NODE_IP);
+        assert_eq!(
+            ips(&d.frontends[&front([10, 96, 0, 10], 80, Proto::Tcp)], false),
+            ["10.244.1.3:8080"],
+            "n3 is not a node"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Node and pod lifecycle: a node whose kubelet stopped heartbeating becomes NotReady (Ready
-//! condition `Unknown`), and a pod deletion that nobody finished — its node is gone, or its
-//! kubelet did not report back within the grace period plus 30 s — is completed here.
+//! condition `Unknown`); pods bound to a node that no longer exists are removed (as
+//! kube-controller-manager's pod GC does), and a pod deletion its kubelet did not finish within
+//! the grace period plus 30 s is completed here.
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -66,25 +67,23 @@ fn tick(store: &Store, grace: i64) {
         .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
         .collect();
     for pod in store.list("pods", None).0 {
-        let Some(deadline) = pod
-            .pointer("/metadata/deletionTimestamp")
-            .and_then(Value::as_str)
-            .and_then(clock::parse)
-        else {
-            continue;
-        };
         let node = pod
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
             .unwrap_or("");
-        if !names.contains(node) || now > deadline + FORCE_AFTER {
+        let orphaned = !node.is_empty() && !names.contains(node);
+        let deadline = pod
+            .pointer("/metadata/deletionTimestamp")
+            .and_then(Value::as_str)
+            .and_then(clock::parse);
+        if orphaned || deadline.is_some_and(|d| now > d + FORCE_AFTER) {
             let key = Key {
                 resource: "pods".into(),
                 namespace: pod["metadata"]["namespace"].as_str().unwrap_or("").into(),
                 name: pod["metadata"]["name"].as_str().unwrap_or("").into(),
             };
             if store.delete(key.clone()).is_ok() {
-                tracing::warn!(pod = %format!("{}/{}", key.namespace, key.name), "forced the deletion of a pod nobody finished");
+                tracing::warn!(pod = %format!("{}/{}", key.namespace, key.name), %node, orphaned, "removed a pod nobody will finish");
             }
         }
     }
