@@ -3,10 +3,12 @@
 //! - `setup`: machine set-up (apt packages, nightly rust-src, bpf-linker, bpffs), idempotent.
 //! - `build`: setup + `cargo build --workspace` (the agent's build script builds the eBPF object).
 //! - `test`: build + fmt/clippy + unit tests + the root-only netns tests, serially.
-//! - `demo`: build + a one-node lab, three echo pods behind a ClusterIP, traffic from a client pod.
+//! - `demo`: build + a one-node lab, three echo pods behind a ClusterIP, traffic from a client pod;
+//!   then a three-node tour of the overlay, NodePort and masquerade (`--nodes 1|3` for one part).
 //! - `lab up --nodes N` / `lab down`: a lab to use with `kubectl --kubeconfig target/lab/kubeconfig`.
 mod demo;
 mod setup;
+mod tour;
 
 use std::process::Command;
 
@@ -29,8 +31,13 @@ enum Cmd {
     Build,
     /// Set up, build, check formatting and lints, run unit and netns end-to-end tests.
     Test,
-    /// Run the walking-skeleton demo in a one-node lab.
-    Demo,
+    /// Run the demo: a one-node ClusterIP walk-through, then a three-node tour (overlay,
+    /// NodePort, masquerade).
+    Demo {
+        /// Run only the part with this many nodes (1 or 3).
+        #[arg(long)]
+        nodes: Option<usize>,
+    },
     /// Start or stop a lab.
     Lab {
         #[command(subcommand)]
@@ -108,10 +115,19 @@ fn main() -> Result<()> {
         Cmd::Setup => setup::setup(),
         Cmd::Build => build(),
         Cmd::Test => test(),
-        Cmd::Demo => {
+        Cmd::Demo { nodes } => {
+            if nodes.is_some_and(|n| n != 1 && n != 3) {
+                bail!("--nodes takes 1 (ClusterIP walk-through) or 3 (multi-node tour)");
+            }
             build()?;
             clean_up_on_signals()?;
-            demo::run()
+            if nodes != Some(3) {
+                demo::run()?;
+            }
+            if nodes != Some(1) {
+                tour::run()?;
+            }
+            Ok(())
         }
         Cmd::Lab {
             action: LabCmd::Up { nodes },
