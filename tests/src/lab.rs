@@ -160,7 +160,7 @@ impl Lab {
             &dirs,
             "outside",
             Some(topology::EXT),
-            &[&sy, "echo", "--port", "8080"],
+            &["env", "HOSTNAME=outside", &sy, "echo", "--port", "8080"],
         )?;
         for n in 1..=opts.nodes {
             lab.kubectl

@@ -6,7 +6,7 @@ use super::{Error, Link, Netlink};
 
 impl Netlink {
     /// Creates `name` as an external-mode VXLAN device on UDP `port` if it is missing, and sets it
-    /// up — `ip link add NAME type vxlan external dstport PORT; ip link set NAME up`. A device of
+    /// up — `ip link add NAME type vxlan external nolearning dstport PORT; ip link set NAME up`. A device of
     /// that name that is not a VXLAN device is an error, never replaced.
     pub async fn ensure_vxlan(&self, name: &str, port: u16) -> Result<Link, Error> {
         let span = tracing::info_span!("ensure_vxlan", device = name, port);
@@ -16,6 +16,10 @@ impl Netlink {
             None => {
                 let msg = LinkMessageBuilder::<LinkVxlan>::new(name)
                     .collect_metadata(true)
+                    // No FDB learning (`ip link add … external` implies it): the programs route
+                    // by tunnel key, and learning drops frames with an all-zero source MAC, such
+                    // as those of the node's own processes reaching a NodePort through `lo`.
+                    .learning(false)
                     .port(port)
                     .build();
                 if let Err(e) = self.raw().link().add(msg).execute().await {
