@@ -34,30 +34,17 @@ fn settings() -> NodeSettings {
 fn clusterip_load_balances_rejects_and_forwards_through_ebpf() {
     let mut lab = Scratch::default();
     lab.node(NODE_NS, NODE, GW);
-    let a = lab.pod(
-        NODE_NS,
-        NODE,
-        "sy-t-dp-a",
-        "sytdpa",
-        Ipv4Addr::new(10, 244, 9, 2),
-        GW,
-    );
-    let b = lab.pod(
-        NODE_NS,
-        NODE,
-        "sy-t-dp-b",
-        "sytdpb",
-        Ipv4Addr::new(10, 244, 9, 3),
-        GW,
-    );
-    let c = lab.pod(
-        NODE_NS,
-        NODE,
-        "sy-t-dp-c",
-        "sytdpc",
-        Ipv4Addr::new(10, 244, 9, 4),
-        GW,
-    );
+    let [a, b, c] = [("a", 2), ("b", 3), ("c", 4)].map(|(name, last)| {
+        let (ns, host_if) = (format!("sy-t-dp-{name}"), format!("sytdp{name}"));
+        lab.pod(
+            NODE_NS,
+            NODE,
+            &ns,
+            &host_if,
+            Ipv4Addr::new(10, 244, 9, last),
+            GW,
+        )
+    });
     lab.serve("sy-t-dp-b", "b");
     lab.serve("sy-t-dp-c", "c");
 

@@ -342,7 +342,11 @@ fn service(
         .unwrap_or("ClusterIP")
         .to_string();
     if !["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"].contains(&ty.as_str()) {
-        causes.push(Cause { reason: "FieldValueNotSupported", field: "spec.type".into(), message: format!("Unsupported value: {ty:?}: supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"") });
+        causes.push(Cause::not_supported(
+            "spec.type",
+            Some(&ty),
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        ));
     }
     spec["type"] = json!(ty);
     for (k, v) in [
@@ -365,14 +369,11 @@ fn service(
                 spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
             }
         }
-        other => causes.push(Cause {
-            reason: "FieldValueNotSupported",
-            field: "spec.sessionAffinity".into(),
-            message: format!(
-                "Unsupported value: {}: supported values: \"ClientIP\", \"None\"",
-                other.map_or("null".into(), |o| format!("{o:?}"))
-            ),
-        }),
+        other => causes.push(Cause::not_supported(
+            "spec.sessionAffinity",
+            other,
+            &["ClientIP", "None"],
+        )),
     }
     let node_ports = ty == "NodePort" || ty == "LoadBalancer";
     if node_ports {
@@ -381,28 +382,22 @@ fn service(
         }
         match spec["externalTrafficPolicy"].as_str() {
             Some("Cluster") | Some("Local") => {}
-            other => causes.push(Cause {
-                reason: "FieldValueNotSupported",
-                field: "spec.externalTrafficPolicy".into(),
-                message: format!(
-                    "Unsupported value: {:?}: supported values: \"Cluster\", \"Local\"",
-                    other.unwrap_or("")
-                ),
-            }),
+            other => causes.push(Cause::not_supported(
+                "spec.externalTrafficPolicy",
+                other,
+                &["Cluster", "Local"],
+            )),
         }
     } else if let Some(m) = spec.as_object_mut() {
         m.remove("externalTrafficPolicy");
     }
     match spec["internalTrafficPolicy"].as_str() {
         Some("Cluster") | Some("Local") => {}
-        other => causes.push(Cause {
-            reason: "FieldValueNotSupported",
-            field: "spec.internalTrafficPolicy".into(),
-            message: format!(
-                "Unsupported value: {:?}: supported values: \"Cluster\", \"Local\"",
-                other.unwrap_or("")
-            ),
-        }),
+        other => causes.push(Cause::not_supported(
+            "spec.internalTrafficPolicy",
+            other,
+            &["Cluster", "Local"],
+        )),
     }
     // Ports.
     let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");

@@ -277,7 +277,7 @@ impl Api {
     }
 
     fn update(&self, t: &Target, name: &str, body: &Bytes) -> Result<Response, ApiError> {
-        let mut obj = body_json(body)?;
+        let obj = body_json(body)?;
         if let Some(n) = obj.pointer("/metadata/name").and_then(Value::as_str) {
             if n != name {
                 return Err(ApiError::bad_request(format!(
@@ -294,12 +294,7 @@ impl Api {
             .store
             .get(&key)
             .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
-        admission::on_update(t.res, &old, &mut obj, t.status, &self.store, &self.ranges)?;
-        let stored = self
-            .store
-            .update(key, obj, expect)
-            .map_err(store_err(t.res, name))?;
-        Ok(ok(&stored))
+        self.replace(t, name, key, &old, obj, expect)
     }
 
     fn patch(
@@ -352,7 +347,20 @@ impl Api {
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse().ok())
         });
-        admission::on_update(t.res, &old, &mut obj, t.status, &self.store, &self.ranges)?;
+        self.replace(t, name, key, &old, obj, expect)
+    }
+
+    /// Admits `obj` as the replacement of `old` and stores it (409 on a stale `expect`).
+    fn replace(
+        &self,
+        t: &Target,
+        name: &str,
+        key: Key,
+        old: &Value,
+        mut obj: Value,
+        expect: Option<u64>,
+    ) -> Result<Response, ApiError> {
+        admission::on_update(t.res, old, &mut obj, t.status, &self.store, &self.ranges)?;
         let stored = self
             .store
             .update(key, obj, expect)

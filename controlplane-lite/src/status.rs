@@ -34,6 +34,25 @@ impl Cause {
         }
     }
 
+    /// A `FieldValueNotSupported` cause listing the supported values.
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: Option<&str>,
+        supported: &[&str],
+    ) -> Cause {
+        let value = value.map_or("null".to_string(), |v| format!("{v:?}"));
+        let list = supported
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Cause {
+            reason: "FieldValueNotSupported",
+            field: field.into(),
+            message: format!("Unsupported value: {value}: supported values: {list}"),
+        }
+    }
+
     /// A `FieldValueDuplicate` cause.
     pub fn duplicate(field: impl Into<String>, value: impl std::fmt::Display) -> Cause {
         Cause {

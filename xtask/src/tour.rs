@@ -16,6 +16,21 @@ fn curl(lab: &Lab, netns: &str, url: &str) -> String {
     }
 }
 
+/// Packets node n1's `vxlan0` has sent.
+fn vxlan_tx() -> u64 {
+    cmd::run(&[
+        "ip",
+        "netns",
+        "exec",
+        "sy-n1",
+        "cat",
+        "/sys/class/net/vxlan0/statistics/tx_packets",
+    ])
+    .ok()
+    .and_then(|s| s.trim().parse().ok())
+    .unwrap_or(0)
+}
+
 fn field(answer: &str, key: &str) -> String {
     answer
         .split_whitespace()
@@ -60,15 +75,7 @@ pub fn run() -> Result<()> {
     println!(
         "==> pod to pod across nodes (VXLAN overlay): client-n1 ({client}) -> echo-n2, echo-n3"
     );
-    let before = cmd::run(&[
-        "ip",
-        "netns",
-        "exec",
-        "sy-n1",
-        "cat",
-        "/sys/class/net/vxlan0/statistics/tx_packets",
-    ])
-    .unwrap_or_default();
+    let before = vxlan_tx();
     for target in ["echo-n2", "echo-n3"] {
         let answer = curl(
             &lab,
@@ -80,22 +87,10 @@ pub fn run() -> Result<()> {
             format!("{target} saw the client pod's own address: {answer}"),
         );
     }
-    let after = cmd::run(&[
-        "ip",
-        "netns",
-        "exec",
-        "sy-n1",
-        "cat",
-        "/sys/class/net/vxlan0/statistics/tx_packets",
-    ])
-    .unwrap_or_default();
+    let after = vxlan_tx();
     check(
-        after.trim().parse::<u64>().unwrap_or(0) > before.trim().parse::<u64>().unwrap_or(0),
-        format!(
-            "vxlan0 on n1 sent packets ({} -> {})",
-            before.trim(),
-            after.trim()
-        ),
+        after > before,
+        format!("vxlan0 on n1 sent packets ({before} -> {after})"),
     );
 
     let cip = lab.kubectl.cluster_ip("echo")?;

@@ -10,7 +10,9 @@ use switchyard_abi::{Backend, CtKey, CtValue, CT_DIR_FORWARD, CT_DIR_REPLY};
 use crate::maps::CT;
 use crate::packet::Flow;
 
-fn key(flow: &Flow, dir: u8) -> CtKey {
+/// The key of `flow` in direction `dir` (also the key layout of the SNAT table).
+#[inline(always)]
+pub fn key(flow: &Flow, dir: u8) -> CtKey {
     CtKey {
         saddr: flow.saddr,
         daddr: flow.daddr,

@@ -8,24 +8,13 @@ use switchyard_abi::{
     NatEntry, NatKey, CT_DIR_FORWARD, CT_DIR_REPLY, SNAT_PORT_MAX, SNAT_PORT_MIN,
 };
 
+use crate::conntrack::key;
 use crate::maps::NAT;
 use crate::packet::Flow;
 
 const BPF_NOEXIST: u64 = 1;
 /// Random ports tried before giving up on a destination.
 const ATTEMPTS: u32 = 16;
-
-fn key(flow: &Flow, dir: u8) -> NatKey {
-    NatKey {
-        saddr: flow.saddr,
-        daddr: flow.daddr,
-        sport: flow.sport,
-        dport: flow.dport,
-        proto: flow.proto,
-        dir,
-        pad: [0; 2],
-    }
-}
 
 /// The translated source of an already translated flow.
 #[inline(always)]
