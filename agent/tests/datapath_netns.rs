@@ -108,6 +108,44 @@ fn clusterip_load_balances_rejects_and_forwards_through_ebpf() {
         "UDP answers: {udp_seen:?}"
     );
 
+    // A direct flow that reuses the tuple of an earlier ClusterIP flow to the same backend (the
+    // client's kernel sees two different tuples and may pick the same source port) is not
+    // mistaken for that flow's reply.
+    let pinned = |url: &str| {
+        let out = in_ns(
+            "sy-t-dp-a",
+            &[
+                "curl",
+                "-sS",
+                "--http0.9",
+                "--max-time",
+                "2",
+                "--local-port",
+                "40123",
+                url,
+            ],
+        )
+        .output()
+        .expect("curl");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let via_vip = pinned(&format!("http://{VIP}/"));
+    let chosen = if via_vip.starts_with("pod=b") {
+        b.ip
+    } else {
+        c.ip
+    };
+    assert!(
+        via_vip.starts_with("pod="),
+        "a ClusterIP flow from port 40123: {via_vip:?}"
+    );
+    let direct = pinned(&format!("http://{chosen}:8080/"));
+    assert_eq!(
+        pod_of(&direct),
+        pod_of(&via_vip),
+        "the direct flow on the same tuple answers: {direct:?}"
+    );
+
     // A service without backends is refused at once, not left to time out.
     let start = Instant::now();
     let probe = format!(

@@ -82,3 +82,19 @@ pub fn create(flow: &Flow, backend_id: u32, backend: &Backend, rev_nat_id: u16, 
     let _ = CT.insert(&reply, &reply_value, 0);
     let _ = CT.insert(&forward_key(flow), &value, 0);
 }
+
+/// A new flow that is not load-balanced (a TCP SYN or any UDP datagram to a plain address)
+/// supersedes the reply entry of an earlier load-balanced flow with the reverse tuple: the
+/// client's kernel sees `client → VIP` and `client → backend` as different tuples and may reuse
+/// a source port, and without this the stale entry would rewrite the new flow's replies.
+#[inline(always)]
+pub fn forget_stale_reply(flow: &Flow) {
+    let reverse = Flow {
+        saddr: flow.daddr,
+        daddr: flow.saddr,
+        sport: flow.dport,
+        dport: flow.sport,
+        ..*flow
+    };
+    let _ = CT.remove(&key(&reverse, CT_DIR_REPLY));
+}

@@ -22,7 +22,7 @@ use crate::nat::{self, Side};
 use crate::overlay;
 use crate::packet::{self, Flow, Parsed};
 use crate::reject;
-use crate::stats;
+use crate::{conntrack, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
@@ -56,6 +56,9 @@ fn try_from_pod(ctx: &mut TcContext) -> Result<i32, u32> {
     }
     if let Some(svc) = lb::lookup_service(&flow) {
         return load_balance(ctx, &flow, &svc, len);
+    }
+    if flow.proto == switchyard_abi::proto::UDP || flow.is_tcp_syn(ctx) {
+        conntrack::forget_stale_reply(&flow);
     }
     Ok(deliver(ctx, flow.daddr, None))
 }

@@ -58,6 +58,17 @@ impl Flow {
         self.l4_off
     }
 
+    /// Whether this is a TCP SYN without ACK (the first packet of a connection).
+    #[inline(always)]
+    pub fn is_tcp_syn(&self, ctx: &TcContext) -> bool {
+        const SYN: u8 = 0x02;
+        const ACK: u8 = 0x10;
+        self.proto == proto::TCP
+            && ctx
+                .load::<u8>(self.l4_off + 13)
+                .is_ok_and(|f| f & (SYN | ACK) == SYN)
+    }
+
     /// Offset of the destination port.
     #[inline(always)]
     pub fn dport_off(&self) -> usize {
