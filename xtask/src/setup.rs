@@ -118,6 +118,18 @@ fn bpf_linker() -> Result<()> {
     )
 }
 
+/// The Python `kubernetes` client, for the API compatibility tests.
+fn python_client() -> Result<()> {
+    if ok(Command::new("python3").args(["-c", "import kubernetes"])) {
+        println!("  python kubernetes client: present");
+        return Ok(());
+    }
+    run(
+        "python3 -m pip install kubernetes",
+        Command::new("python3").args(["-m", "pip", "install", "-q", "kubernetes"]),
+    )
+}
+
 fn bpffs() -> Result<()> {
     let out = Command::new("stat")
         .args(["-f", "-c", "%T", "/sys/fs/bpf"])
@@ -139,6 +151,7 @@ pub fn setup() -> Result<()> {
     packages()?;
     toolchain()?;
     bpf_linker()?;
+    python_client()?;
     bpffs()?;
     Ok(())
 }
