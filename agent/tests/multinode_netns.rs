@@ -210,14 +210,14 @@ fn pods_on_two_nodes_talk_through_the_overlay_with_their_own_addresses() {
 
     let answer = curl(&client, &format!("http://{p2}:8080/")).expect("pod to pod across nodes");
     assert!(
-        answer.contains(&format!("peer={p1} ")),
+        answer.contains(&format!("peer={p1}:")),
         "source kept: {answer}"
     );
     for _ in 0..5 {
         let answer =
             curl(&client, &format!("http://{VIP}/")).expect("ClusterIP to a remote backend");
         assert!(
-            answer.starts_with("pod=p2") && answer.contains(&format!("peer={p1} ")),
+            answer.starts_with("pod=p2") && answer.contains(&format!("peer={p1}:")),
             "{answer}"
         );
     }
@@ -265,7 +265,7 @@ fn nodeport_and_masquerade_translate_as_kubernetes_does() {
     // Local backend: the client's own address reaches the pod.
     let answer = curl(&ext, &url(1, 30080)).expect("NodePort to a local backend");
     assert!(
-        answer.starts_with("pod=p1") && answer.contains(&format!("peer={EXT} ")),
+        answer.starts_with("pod=p1") && answer.contains(&format!("peer={EXT}:")),
         "{answer}"
     );
     // Remote backend (externalTrafficPolicy: Cluster): the pod sees node 1's address on the pod
@@ -273,7 +273,7 @@ fn nodeport_and_masquerade_translate_as_kubernetes_does() {
     for _ in 0..3 {
         let answer = curl(&ext, &url(1, 30082)).expect("NodePort to a remote backend");
         assert!(
-            answer.starts_with("pod=p2") && answer.contains(&format!("peer={} ", pod_gw(1))),
+            answer.starts_with("pod=p2") && answer.contains(&format!("peer={}:", pod_gw(1))),
             "{answer}"
         );
     }
@@ -289,7 +289,7 @@ fn nodeport_and_masquerade_translate_as_kubernetes_does() {
     );
     let answer = curl(&ext, &url(2, 30081)).expect("Local policy with a local backend");
     assert!(
-        answer.starts_with("pod=p2") && answer.contains(&format!("peer={EXT} ")),
+        answer.starts_with("pod=p2") && answer.contains(&format!("peer={EXT}:")),
         "{answer}"
     );
 
@@ -306,7 +306,7 @@ fn nodeport_and_masquerade_translate_as_kubernetes_does() {
     let answer =
         curl(&c.ns("p1"), &format!("http://{OUTSIDE}:8080/")).expect("egress to the outside");
     assert!(
-        answer.starts_with("pod=outside") && answer.contains(&format!("peer={} ", node_ip(1))),
+        answer.starts_with("pod=outside") && answer.contains(&format!("peer={}:", node_ip(1))),
         "{answer}"
     );
     let stats: BTreeMap<_, _> = switchyard::datapath::inspect::stats(&c.node(1))

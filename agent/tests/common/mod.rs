@@ -143,17 +143,30 @@ impl Scratch {
         rec
     }
 
-    /// Starts a TCP and a UDP server on port 8080 in `ns`; each answers `pod=<name> peer=<addr> port=<port>`.
+    /// Starts `switchyard echo` on port 8080 (TCP and UDP) in `ns`, answering as pod `name`:
+    /// `pod=<name> peer=<ip>:<port>` (HTTP) or `… line=<line>` (TCP lines, UDP).
     pub fn serve(&mut self, ns: &str, name: &str) {
-        let reply = format!("SYSTEM:echo pod={name} peer=$SOCAT_PEERADDR port=$SOCAT_PEERPORT");
-        for spec in ["TCP-LISTEN:8080,fork,reuseaddr", "UDP-RECVFROM:8080,fork"] {
-            let child = in_ns(ns, &["socat", spec, &reply])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("socat");
-            self.children.push(child);
+        let child = in_ns(
+            ns,
+            &[env!("CARGO_BIN_EXE_switchyard"), "echo", "--port", "8080"],
+        )
+        .env("HOSTNAME", name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("switchyard echo");
+        self.children.push(child);
+        // Wait until it listens, so the first request of a test never races its start.
+        for _ in 0..100 {
+            if in_ns(ns, &["ss", "-Hltn", "sport = :8080"])
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty())
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        panic!("switchyard echo did not start listening in {ns}");
     }
 }
 
@@ -185,9 +198,9 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     .expect("thread")
 }
 
-/// An HTTP GET from `ns` (the scratch servers answer without headers, hence HTTP/0.9).
+/// An HTTP GET from `ns`; the answer body, or curl's error.
 pub fn curl(ns: &str, url: &str) -> Result<String, String> {
-    let out = in_ns(ns, &["curl", "-sS", "--http0.9", "--max-time", "2", url])
+    let out = in_ns(ns, &["curl", "-sS", "--max-time", "2", url])
         .output()
         .expect("curl");
     if out.status.success() {
