@@ -11,16 +11,22 @@
 //! - [`controllers`]: scheduler, EndpointSlice/Endpoints, node and pod lifecycle.
 //! - [`resources`]: what is served and the discovery/OpenAPI documents.
 //! - [`selectors`], [`patch`], [`validate`], [`status`], [`clock`]: the pieces they share.
+//! - [`serve`]: the connection loop (TLS or plain HTTP); [`tls`]: the generated CA and serving
+//!   certificate; [`auth`]: bearer tokens from a token file; [`kubeconfig`]: the file clients use.
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod controllers;
+pub mod kubeconfig;
 pub mod patch;
 pub mod resources;
 pub mod selectors;
+pub mod serve;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod tls;
 pub mod validate;
 pub mod watch;
 
@@ -40,6 +46,23 @@ pub struct Config {
     pub ranges: admission::Ranges,
     /// How long a node may stay silent before it is NotReady.
     pub node_monitor_grace: Duration,
+    /// Serve HTTPS with this rustls configuration; `None` serves plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Require one of these bearer tokens (except for health checks); `None` lets everyone in.
+    pub tokens: Option<Arc<auth::Tokens>>,
+}
+
+impl Default for Config {
+    /// In memory, default ranges, 40 s node grace, plain HTTP, no authentication (tests).
+    fn default() -> Self {
+        Config {
+            data_dir: None,
+            ranges: admission::Ranges::default(),
+            node_monitor_grace: Duration::from_secs(40),
+            tls: None,
+            tokens: None,
+        }
+    }
 }
 
 /// Errors starting the server.
@@ -87,11 +110,20 @@ pub async fn run(
         ranges: config.ranges,
         address: address.clone(),
     });
-    let app = axum::Router::new().fallback(api::handle).with_state(api);
-    tracing::info!(%address, "controlplane-lite serving");
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let mut app = axum::Router::new().fallback(api::handle).with_state(api);
+    if let Some(tokens) = config.tokens.clone() {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::require_token,
+        ));
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%address, scheme, authentication = config.tokens.is_some(), "controlplane-lite serving");
+    serve::serve(listener, app, config.tls.clone(), shutdown).await;
     controllers.iter().for_each(|c| c.abort());
-    result.map_err(ServeError::Io)
+    Ok(())
 }

@@ -1,9 +1,17 @@
 //! `switchyard-cp`: controlplane-lite's server.
+//!
+//! `switchyard-cp --listen ADDR --data-dir DIR [--token-file FILE] [--tls-san IP_OR_DNS ...]
+//! [--write-kubeconfig PATH] [--insecure-plain-http]`: serves HTTPS with a CA and certificate
+//! generated into `DIR/pki/` on first start, bearer tokens from a kube-apiserver token file.
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use switchyard_cp::admission::Ranges;
+use switchyard_cp::auth::Tokens;
+use switchyard_cp::{kubeconfig, tls};
 
 #[derive(Parser)]
 #[command(
@@ -12,12 +20,26 @@ use switchyard_cp::admission::Ranges;
     about = "A small Kubernetes-API-compatible server for switchyard labs"
 )]
 struct Cli {
-    /// Address to listen on.
+    /// Address to listen on (IP:port; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:6443")]
-    listen: String,
-    /// Directory of the persistent store (created if missing).
+    listen: SocketAddr,
+    /// Directory of the persistent store and of the TLS material in DIR/pki (created if missing).
     #[arg(long)]
     data_dir: PathBuf,
+    /// Static token file as kube-apiserver's: CSV lines `token,user,uid[,"group1,group2"]`.
+    /// With it, requests without a listed bearer token get 401 (health checks stay open).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Extra name (IP address or DNS name) for the serving certificate; repeat or separate with
+    /// commas. The listen IP, 127.0.0.1 and localhost are always included.
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
+    /// Write a kubeconfig for this server (URL, CA, the token file's first token) to PATH.
+    #[arg(long)]
+    write_kubeconfig: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS (anything on the network can read and forge requests).
+    #[arg(long)]
+    insecure_plain_http: bool,
     /// Service CIDR for ClusterIPs.
     #[arg(long, default_value = "10.96.0.0/16")]
     service_cidr: String,
@@ -50,13 +72,44 @@ async fn main() -> anyhow::Result<()> {
         cluster_cidr: cidr("cluster-cidr", &cli.cluster_cidr)?,
         ..Ranges::default()
     };
-    let listener = tokio::net::TcpListener::bind(&cli.listen)
+    let tokens = match &cli.token_file {
+        Some(path) => Some(Arc::new(Tokens::load(path)?)),
+        None => {
+            tracing::warn!("no --token-file: every request is served without authentication");
+            None
+        }
+    };
+    let pki = if cli.insecure_plain_http {
+        tracing::warn!(
+            "--insecure-plain-http: serving PLAIN HTTP WITHOUT TLS; anyone on the network can read \
+             the traffic (bearer tokens included) and tamper with it"
+        );
+        None
+    } else {
+        let sans = tls::sans(cli.listen.ip(), &cli.tls_san);
+        Some(tls::Pki::load_or_create(&cli.data_dir.join("pki"), &sans)?)
+    };
+    let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cli.listen))?;
+    if let Some(path) = &cli.write_kubeconfig {
+        let addr = listener.local_addr()?;
+        let url = kubeconfig::server_url(addr, pki.is_some());
+        let text = kubeconfig::render(
+            &url,
+            pki.as_ref().map(|p| p.ca_pem.as_str()),
+            tokens.as_ref().map(|t| t.first()),
+        );
+        kubeconfig::write(path, &text)
+            .map_err(|e| anyhow::anyhow!("writing the kubeconfig {}: {e}", path.display()))?;
+        tracing::info!(path = %path.display(), server = %url, "wrote a kubeconfig");
+    }
     let config = switchyard_cp::Config {
         data_dir: Some(cli.data_dir),
         ranges,
         node_monitor_grace: Duration::from_secs(cli.node_monitor_grace),
+        tls: pki.map(|p| p.server_config),
+        tokens,
     };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

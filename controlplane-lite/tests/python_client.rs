@@ -24,6 +24,7 @@ async fn serve(
         data_dir: Some(data.to_path_buf()),
         ranges: Ranges::default(),
         node_monitor_grace: Duration::from_secs(40),
+        ..Config::default()
     };
     let task = tokio::spawn(async move {
         switchyard_cp::run(listener, config, async move {

@@ -98,6 +98,7 @@ impl Lab {
                 &listen,
                 "--data-dir",
                 &data.to_string_lossy(),
+                "--insecure-plain-http",
             ],
         )?;
         let health = format!("http://{listen}/healthz");
