@@ -271,7 +271,8 @@ fn pod(res: &Resource, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiEr
         if was.is_some() && was != now {
             causes.push(Cause { reason: "FieldValueForbidden", field: "spec".into(), message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, ... (spec.nodeName is immutable once set)".into() });
         }
-    } else if obj.get("status").is_none() {
+    } else {
+        // As kube-apiserver: a new pod's status is the server's, whatever the client sent.
         obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
     }
     if causes.is_empty() {
@@ -553,7 +554,7 @@ fn service(
         spec["clusterIPs"] = json!([ip]);
     }
     if causes.is_empty() {
-        if obj.get("status").is_none() {
+        if old.is_none() || obj.get("status").is_none() {
             obj["status"] = json!({"loadBalancer": {}});
         }
         Ok(())

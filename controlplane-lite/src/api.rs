@@ -15,6 +15,7 @@ use crate::resources::{self, Resource};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{Key, Store, StoreError};
+use crate::validate::{self, FieldValidation};
 use crate::{clock, patch, table, watch};
 
 /// Shared state of the handlers.
@@ -169,6 +170,60 @@ fn body_json(body: &Bytes) -> Result<Value, ApiError> {
     })
 }
 
+/// Applies the request's `fieldValidation` directive to `obj`: unknown fields fail a Strict
+/// request with kube-apiserver's "strict decoding error"; otherwise they are dropped (as
+/// decoding into the API types drops them) and, under Warn, returned as warnings. `patch`
+/// requests get the bare message, as kube-apiserver words it for patched objects.
+fn check_fields(
+    res: &Resource,
+    obj: &mut Value,
+    q: &HashMap<String, String>,
+    patch: bool,
+) -> Result<Vec<String>, ApiError> {
+    let directive = FieldValidation::parse(q.get("fieldValidation").map(String::as_str))
+        .map_err(ApiError::bad_request)?;
+    let mut typed = obj.clone();
+    if typed.is_object() {
+        typed["apiVersion"] = json!(res.api_version());
+        typed["kind"] = json!(res.kind);
+    }
+    let prefix = if patch {
+        String::new()
+    } else {
+        format!(
+            "{} in version {:?} cannot be handled as a {}: ",
+            res.kind, res.version, res.kind
+        )
+    };
+    let unknown = validate::unknown_fields(res.kind, &typed)
+        .map_err(|e| ApiError::bad_request(format!("{prefix}{e}")))?;
+    if directive == FieldValidation::Strict && !unknown.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{prefix}{}",
+            validate::strict_decoding_error(&unknown)
+        )));
+    }
+    unknown.iter().for_each(|f| f.remove_from(obj));
+    Ok(match directive {
+        FieldValidation::Warn => unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
+/// Adds one `Warning: 299 - "..."` header per warning, as kube-apiserver sends them.
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(v) = header::HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
 fn wants_table(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -252,8 +307,14 @@ impl Api {
         Ok(ok(&obj))
     }
 
-    fn create(&self, t: &Target, body: &Bytes) -> Result<Response, ApiError> {
+    fn create(
+        &self,
+        t: &Target,
+        body: &Bytes,
+        q: &HashMap<String, String>,
+    ) -> Result<Response, ApiError> {
         let mut obj = body_json(body)?;
+        let warnings = check_fields(t.res, &mut obj, q, false)?;
         let ns = t.namespace.clone().unwrap_or_default();
         if t.res.namespaced {
             if let Some(body_ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
@@ -273,11 +334,21 @@ impl Api {
             .store
             .create(self.key(t, &name), obj)
             .map_err(store_err(t.res, &name))?;
-        Ok(json_response(StatusCode::CREATED, &stored))
+        Ok(with_warnings(
+            json_response(StatusCode::CREATED, &stored),
+            &warnings,
+        ))
     }
 
-    fn update(&self, t: &Target, name: &str, body: &Bytes) -> Result<Response, ApiError> {
-        let obj = body_json(body)?;
+    fn update(
+        &self,
+        t: &Target,
+        name: &str,
+        body: &Bytes,
+        q: &HashMap<String, String>,
+    ) -> Result<Response, ApiError> {
+        let mut obj = body_json(body)?;
+        let warnings = check_fields(t.res, &mut obj, q, false)?;
         if let Some(n) = obj.pointer("/metadata/name").and_then(Value::as_str) {
             if n != name {
                 return Err(ApiError::bad_request(format!(
@@ -294,16 +365,18 @@ impl Api {
             .store
             .get(&key)
             .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
-        self.replace(t, name, key, &old, obj, expect)
+        let resp = self.replace(t, name, key, &old, obj, expect)?;
+        Ok(with_warnings(resp, &warnings))
     }
 
     fn patch(
         &self,
         t: &Target,
         name: &str,
-        headers: &HeaderMap,
-        body: &Bytes,
+        req: &Request,
+        q: &HashMap<String, String>,
     ) -> Result<Response, ApiError> {
+        let (headers, body) = (&req.headers, &req.body);
         let ct = headers
             .get(header::CONTENT_TYPE)
             .and_then(|c| c.to_str().ok())
@@ -337,6 +410,7 @@ impl Api {
             "application/json-patch+json" => patch::json_patch(&mut obj, &p).map_err(bad)?,
             other => return Err(ApiError::unsupported_media(other)),
         }
+        let warnings = check_fields(t.res, &mut obj, q, true)?;
         // A patch carrying a resourceVersion is a precondition.
         let expect = p
             .pointer("/metadata/resourceVersion")
@@ -347,7 +421,8 @@ impl Api {
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse().ok())
         });
-        self.replace(t, name, key, &old, obj, expect)
+        let resp = self.replace(t, name, key, &old, obj, expect)?;
+        Ok(with_warnings(resp, &warnings))
     }
 
     /// Admits `obj` as the replacement of `old` and stores it (409 on a stale `expect`).
@@ -538,9 +613,11 @@ impl Api {
             }
             ("GET", None) => self.list(&t, &q, headers),
             ("GET", Some(name)) => self.get(&t, name, headers, &q),
-            ("POST", None) if t.namespace.is_some() || !t.res.namespaced => self.create(&t, body),
-            ("PUT", Some(name)) => self.update(&t, name, body),
-            ("PATCH", Some(name)) => self.patch(&t, name, headers, body),
+            ("POST", None) if t.namespace.is_some() || !t.res.namespaced => {
+                self.create(&t, body, &q)
+            }
+            ("PUT", Some(name)) => self.update(&t, name, body, &q),
+            ("PATCH", Some(name)) => self.patch(&t, name, req, &q),
             ("DELETE", Some(name)) if !t.status => self.delete(&t, name, &q, body),
             ("DELETE", None) if t.namespace.is_some() || !t.res.namespaced => {
                 self.delete_collection(&t, &q)

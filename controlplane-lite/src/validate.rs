@@ -82,10 +82,165 @@ pub fn name(kind: &str, name: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// How a request wants unknown fields treated (`?fieldValidation=`), as kube-apiserver does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Reject the request (`400 BadRequest`, "strict decoding error").
+    Strict,
+    /// Accept, with a `Warning` header per unknown field (the server's default).
+    Warn,
+    /// Accept silently.
+    Ignore,
+}
+
+impl FieldValidation {
+    /// Parses the query parameter; `None` is the server default, `Warn`.
+    pub fn parse(v: Option<&str>) -> Result<Self, String> {
+        match v {
+            None | Some("") | Some("Warn") => Ok(Self::Warn),
+            Some("Strict") => Ok(Self::Strict),
+            Some("Ignore") => Ok(Self::Ignore),
+            Some(other) => Err(format!(
+                "fieldValidation parameter unsupported: {other}; valid values are: Ignore, Warn, Strict"
+            )),
+        }
+    }
+}
+
+/// One step of a field path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// An object key.
+    Key(String),
+    /// A list index.
+    Index(usize),
+}
+
+/// Where a field is, e.g. `spec.ports[0].colour`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldPath(pub Vec<Step>);
+
+impl std::fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, step) in self.0.iter().enumerate() {
+            match step {
+                Step::Key(k) if i == 0 => write!(f, "{k}")?,
+                Step::Key(k) => write!(f, ".{k}")?,
+                Step::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FieldPath {
+    /// Removes the field from `obj` (kube-apiserver drops the unknown fields it does not refuse).
+    pub fn remove_from(&self, obj: &mut Value) {
+        let Some((last, parents)) = self.0.split_last() else {
+            return;
+        };
+        let mut cur = obj;
+        for step in parents {
+            let next = match step {
+                Step::Key(k) => cur.get_mut(k.as_str()),
+                Step::Index(n) => cur.get_mut(*n),
+            };
+            match next {
+                Some(v) => cur = v,
+                None => return,
+            }
+        }
+        if let (Step::Key(k), Some(m)) = (last, cur.as_object_mut()) {
+            m.remove(k);
+        }
+    }
+}
+
+/// Fields of `obj` that the schema of `kind` does not declare (the typed structs of
+/// k8s-openapi), named as kube-apiserver names them: `spec.ports[0].colour`. `Err` when a
+/// declared field has the wrong type (kube-apiserver refuses those whatever the directive).
+pub fn unknown_fields(kind: &str, obj: &Value) -> Result<Vec<FieldPath>, String> {
+    use k8s_openapi::api::core::v1 as core;
+    use k8s_openapi::api::discovery::v1 as discovery;
+    match kind {
+        "Namespace" => unknown::<core::Namespace>(obj),
+        "Node" => unknown::<core::Node>(obj),
+        "Pod" => unknown::<core::Pod>(obj),
+        "Service" => unknown::<core::Service>(obj),
+        #[allow(deprecated)]
+        "Endpoints" => unknown::<core::Endpoints>(obj),
+        "EndpointSlice" => unknown::<discovery::EndpointSlice>(obj),
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn unknown<T: serde::de::DeserializeOwned>(obj: &Value) -> Result<Vec<FieldPath>, String> {
+    let mut found = Vec::new();
+    let decoded: Result<T, _> =
+        serde_ignored::deserialize(obj.clone(), |path| found.push(field_path(&path)));
+    decoded.map(|_| found).map_err(|e| e.to_string())
+}
+
+fn field_path(p: &serde_ignored::Path<'_>) -> FieldPath {
+    use serde_ignored::Path;
+    match p {
+        Path::Root => FieldPath(Vec::new()),
+        Path::Seq { parent, index } => {
+            let mut f = field_path(parent);
+            f.0.push(Step::Index(*index));
+            f
+        }
+        Path::Map { parent, key } => {
+            let mut f = field_path(parent);
+            f.0.push(Step::Key(key.clone()));
+            f
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
+}
+
+/// `strict decoding error: unknown field "a", unknown field "b"`, kube-apiserver's wording.
+pub fn strict_decoding_error(fields: &[FieldPath]) -> String {
+    let list: Vec<String> = fields
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
+    format!("strict decoding error: {}", list.join(", "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_named_by_their_path_and_can_be_dropped() {
+        let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "colour": 1},
+            "spec": {"bogus": true, "ports": [{"port": 80}, {"port": 81, "nodeport": 3}], "selector": {"any-key": "x"}}});
+        let found = unknown_fields("Service", &svc).unwrap();
+        let names: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            ["metadata.colour", "spec.bogus", "spec.ports[1].nodeport"]
+        );
+        let mut pruned = svc.clone();
+        found.iter().for_each(|f| f.remove_from(&mut pruned));
+        assert!(unknown_fields("Service", &pruned).unwrap().is_empty());
+        assert_eq!(pruned["spec"]["ports"][1], json!({"port": 81}));
+        let ok = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80}]}]}, "status": {}});
+        assert!(unknown_fields("Pod", &ok).unwrap().is_empty());
+        let wrong_type =
+            json!({"apiVersion": "v1", "kind": "Service", "spec": {"ports": [{"port": "x"}]}});
+        assert!(unknown_fields("Service", &wrong_type).is_err());
+        let path = |k: &str| FieldPath(vec![Step::Key("spec".into()), Step::Key(k.into())]);
+        assert_eq!(
+            strict_decoding_error(&[path("a"), path("b")]),
+            r#"strict decoding error: unknown field "spec.a", unknown field "spec.b""#
+        );
+    }
 
     #[test]
     fn names_follow_the_dns_rules_of_their_kind() {
