@@ -377,6 +377,34 @@ fn service(
         )),
     }
     let node_ports = ty == "NodePort" || ty == "LoadBalancer";
+    let old_spec = old.map(|o| &o["spec"]);
+    // As kube-apiserver's dropTypeDependentFields: a type change away from NodePort drops the
+    // node ports and externalTrafficPolicy the client left as they were (so they are released);
+    // ones the client set itself are refused below.
+    if !node_ports {
+        if let Some(old_spec) = old_spec {
+            let node_ports_of = |s: &Value| -> Vec<Value> {
+                s["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p["nodePort"].clone())
+                    .collect()
+            };
+            if node_ports_of(old_spec) == node_ports_of(spec) {
+                for p in spec["ports"].as_array_mut().into_iter().flatten() {
+                    if let Some(m) = p.as_object_mut() {
+                        m.remove("nodePort");
+                    }
+                }
+            }
+            if old_spec.get("externalTrafficPolicy") == spec.get("externalTrafficPolicy") {
+                if let Some(m) = spec.as_object_mut() {
+                    m.remove("externalTrafficPolicy");
+                }
+            }
+        }
+    }
     if node_ports {
         if spec.get("externalTrafficPolicy").is_none() {
             spec["externalTrafficPolicy"] = json!("Cluster");
@@ -389,8 +417,12 @@ fn service(
                 &["Cluster", "Local"],
             )),
         }
-    } else if let Some(m) = spec.as_object_mut() {
-        m.remove("externalTrafficPolicy");
+    } else if let Some(etp) = spec.get("externalTrafficPolicy").and_then(Value::as_str) {
+        causes.push(Cause::invalid(
+            "spec.externalTrafficPolicy",
+            format!("{etp:?}"),
+            "may only be set for externally-accessible services",
+        ));
     }
     match spec["internalTrafficPolicy"].as_str() {
         Some("Cluster") | Some("Local") => {}
@@ -488,9 +520,12 @@ fn service(
                             }
                         }
                     }
-                } else if let Some(m) = p.as_object_mut() {
-                    // Changing the type to ClusterIP releases the node ports.
-                    m.remove("nodePort");
+                } else if p.get("nodePort").is_some_and(|n| n.as_i64() != Some(0)) {
+                    causes.push(Cause {
+                        reason: "FieldValueForbidden",
+                        field: field("nodePort"),
+                        message: format!("Forbidden: may not be used when `type` is '{ty}'"),
+                    });
                 }
             }
         }
