@@ -2,7 +2,9 @@
 //! selects become endpoints, with `targetPort` resolved per pod (a number, or the name of one
 //! of the pod's container ports). Pods whose named port resolves differently land in different
 //! slices. Ready = Ready condition True and not terminating; terminating pods stay listed with
-//! `ready: false, serving: <Ready>, terminating: true`.
+//! `ready: false, serving: <Ready>, terminating: true`. The Endpoints object, as Kubernetes'
+//! endpoints controller writes it, leaves terminating pods out; `publishNotReadyAddresses`
+//! makes every endpoint ready in both.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,11 +120,12 @@ pub fn desired(svc: &Value, pods: &[Arc<Value>]) -> (Vec<Value>, Value) {
             })
             .collect();
         selected.sort_by_key(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string());
+        let publish = svc.pointer("/spec/publishNotReadyAddresses") == Some(&json!(true));
         for pod in selected {
             let ports = resolve(svc, pod);
             let terminating = pod.pointer("/metadata/deletionTimestamp").is_some();
             let serving = pod_ready(pod);
-            let ready = serving && !terminating;
+            let ready = publish || (serving && !terminating);
             let ip = pod["status"]["podIP"].clone();
             let target = json!({"kind": "Pod", "name": pod["metadata"]["name"], "namespace": ns, "uid": pod["metadata"]["uid"]});
             let mut ep = json!({"addresses": [ip], "conditions": {"ready": ready, "serving": serving, "terminating": terminating}, "targetRef": target});
@@ -132,6 +135,9 @@ pub fn desired(svc: &Value, pods: &[Arc<Value>]) -> (Vec<Value>, Value) {
                 addr["nodeName"] = json!(node);
             }
             groups.entry(ports.clone()).or_default().push(ep);
+            if terminating && !publish {
+                continue;
+            }
             let s = subsets.entry(ports).or_default();
             if ready {
                 s.0.push(addr);
