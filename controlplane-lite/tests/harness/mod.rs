@@ -262,12 +262,16 @@ impl Cp {
         serde_json::from_str(&self.kubectl(&all).ok()).expect("kubectl -o json prints JSON")
     }
 
-    /// Runs the Python script at `path` with the kubeconfig.
-    pub fn python(&self, path: &Path) -> Out {
+    /// Runs the Python script at `path` with `args` and the kubeconfig.
+    pub fn python(&self, path: &Path, args: &[&str]) -> Out {
         let mut cmd = Command::new("python3");
         self.env(&mut cmd);
-        cmd.arg(path);
-        run(cmd, None, format!("python3 {}", path.display()))
+        cmd.arg(path).args(args);
+        run(
+            cmd,
+            None,
+            format!("python3 {} {}", path.display(), args.join(" ")),
+        )
     }
 }
 
