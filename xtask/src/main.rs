@@ -6,6 +6,9 @@
 //! - `demo`: build + a one-node lab, three echo pods behind a ClusterIP, traffic from a client pod;
 //!   then a three-node tour of the overlay, NodePort and masquerade (`--nodes 1|3` for one part).
 //! - `lab up --nodes N` / `lab down`: a lab to use with `kubectl --kubeconfig target/lab/kubeconfig`.
+//! - `bench [--quick]`: build + the benchmark (switchyard vs iptables vs nftables vs direct) in
+//!   its own three-node lab; report in `target/bench`.
+mod bench;
 mod demo;
 mod setup;
 mod tour;
@@ -37,6 +40,16 @@ enum Cmd {
         /// Run only the part with this many nodes (1 or 3).
         #[arg(long)]
         nodes: Option<usize>,
+    },
+    /// Benchmark switchyard against kube-proxy's iptables and nftables modes and direct pod
+    /// IPs; writes target/bench/report.md, report.json and one PNG per scenario.
+    Bench {
+        /// Short runs, up to 1,000 Services (under five minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Report directory (default target/bench).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// Start or stop a lab.
     Lab {
@@ -128,6 +141,11 @@ fn main() -> Result<()> {
                 tour::run()?;
             }
             Ok(())
+        }
+        Cmd::Bench { quick, out } => {
+            build()?;
+            clean_up_on_signals()?;
+            bench::run(quick, out)
         }
         Cmd::Lab {
             action: LabCmd::Up { nodes },

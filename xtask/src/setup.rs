@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Debian packages the lab, the tests and the benchmarks use.
-pub const PACKAGES: [&str; 14] = [
+pub const PACKAGES: [&str; 15] = [
     "iproute2",
     "bpftool",
     "iperf3",
@@ -20,6 +20,8 @@ pub const PACKAGES: [&str; 14] = [
     "clang-19",
     "python3-pip",
     "util-linux",
+    // The benchmark plots draw their text with DejaVu Sans.
+    "fonts-dejavu-core",
 ];
 
 fn ok(cmd: &mut Command) -> bool {

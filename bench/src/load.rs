@@ -1,0 +1,251 @@
+//! The load generators and the server they talk to.
+//!
+//! - [`serve`]: the workload server run in the backend pods (`switchyard-bench serve`): a pool
+//!   of threads accepting on one listener; each connection echoes fixed-size messages until the
+//!   client goes away.
+//! - [`request_response`]: one connection, back-to-back round trips of one message; each
+//!   round trip's latency.
+//! - [`connection_rate`]: several threads that connect, send one message, read the answer and
+//!   close (with RST, so no TIME_WAIT or conntrack entry piles up), counting completions; also
+//!   every `connect()` duration (SYN to SYN-ACK: the first packet of a new connection).
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// Bytes in one request and one answer.
+pub const MESSAGE: usize = 64;
+
+/// Threads accepting in the server.
+const SERVER_THREADS: usize = 16;
+
+/// Serves `port` until killed.
+pub fn serve(port: u16) -> std::io::Result<()> {
+    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
+    let mut workers = Vec::new();
+    for _ in 0..SERVER_THREADS {
+        let l = listener.try_clone()?;
+        workers.push(std::thread::spawn(move || loop {
+            if let Ok((s, _)) = l.accept() {
+                let _ = echo(s);
+            }
+        }));
+    }
+    for w in workers {
+        let _ = w.join();
+    }
+    Ok(())
+}
+
+fn echo(mut s: TcpStream) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    let mut buf = [0u8; MESSAGE];
+    loop {
+        if s.read_exact(&mut buf).is_err() {
+            return Ok(());
+        }
+        s.write_all(&buf)?;
+    }
+}
+
+/// Errors of a load run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Nothing got through.
+    #[error("no {what} succeeded against {addr} in {secs:.1} s; last error: {last}")]
+    NothingWorked {
+        /// What was tried.
+        what: &'static str,
+        /// Target.
+        addr: SocketAddr,
+        /// Duration.
+        secs: f64,
+        /// Last error seen.
+        last: String,
+    },
+}
+
+fn round_trip(s: &mut TcpStream, buf: &mut [u8; MESSAGE]) -> std::io::Result<()> {
+    s.write_all(buf)?;
+    s.read_exact(buf)
+}
+
+/// Back-to-back round trips on one connection for `dur`: every latency in microseconds.
+pub fn request_response(addr: SocketAddr, dur: Duration) -> Result<Vec<f64>, LoadError> {
+    let fail = |last: String| LoadError::NothingWorked {
+        what: "request/response",
+        addr,
+        secs: dur.as_secs_f64(),
+        last,
+    };
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| fail(e.to_string()))?;
+    s.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| fail(e.to_string()))?;
+    let mut buf = [7u8; MESSAGE];
+    // Warm-up: the first exchanges pay for cold caches.
+    for _ in 0..50 {
+        round_trip(&mut s, &mut buf).map_err(|e| fail(e.to_string()))?;
+    }
+    let mut lat = Vec::with_capacity(100_000);
+    let end = Instant::now() + dur;
+    while Instant::now() < end {
+        let t = Instant::now();
+        round_trip(&mut s, &mut buf).map_err(|e| fail(e.to_string()))?;
+        lat.push(t.elapsed().as_nanos() as f64 / 1000.0);
+    }
+    Ok(lat)
+}
+
+/// Result of a connection-rate run.
+#[derive(Clone, Debug, Default)]
+pub struct ConnRate {
+    /// Completed connections per second.
+    pub per_sec: f64,
+    /// `connect()` durations in microseconds (a sample of them).
+    pub connect_us: Vec<f64>,
+    /// Connections that failed.
+    pub errors: u64,
+}
+
+/// SO_LINGER 0: closing sends RST, so no TIME_WAIT piles up in the client, the server or
+/// conntrack over hundreds of thousands of connections.
+fn rst_on_close(s: &TcpStream) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a correctly sized linger struct.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn one_connection(addr: SocketAddr, buf: &mut [u8; MESSAGE]) -> std::io::Result<Duration> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    let took = t.elapsed();
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(1)))?;
+    round_trip(&mut s, buf)?;
+    rst_on_close(&s)?;
+    Ok(took)
+}
+
+/// `threads` parallel loops of connect / one request / close for `dur`.
+pub fn connection_rate(
+    addr: SocketAddr,
+    dur: Duration,
+    threads: usize,
+) -> Result<ConnRate, LoadError> {
+    let start = Instant::now();
+    let end = start + dur;
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (mut ok, mut errors, mut last) = (0u64, 0u64, String::new());
+                let mut lat = Vec::with_capacity(20_000);
+                let mut buf = [1u8; MESSAGE];
+                while Instant::now() < end {
+                    match one_connection(addr, &mut buf) {
+                        Ok(took) => {
+                            ok += 1;
+                            lat.push(took.as_nanos() as f64 / 1000.0);
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            last = e.to_string();
+                        }
+                    }
+                }
+                (ok, errors, last, lat)
+            })
+        })
+        .collect();
+    let mut out = ConnRate::default();
+    let mut total = 0u64;
+    let mut last = String::new();
+    for w in workers {
+        if let Ok((ok, errors, l, lat)) = w.join() {
+            total += ok;
+            out.errors += errors;
+            out.connect_us.extend(lat);
+            if !l.is_empty() {
+                last = l;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    if total == 0 {
+        return Err(LoadError::NothingWorked {
+            what: "connection",
+            addr,
+            secs,
+            last,
+        });
+    }
+    out.per_sec = total as f64 / secs;
+    Ok(out)
+}
+
+/// Tries to connect (and exchange one message) until it works or `timeout` passes; how long
+/// it took.
+pub fn first_success(addr: SocketAddr, timeout: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [2u8; MESSAGE];
+    while start.elapsed() < timeout {
+        let attempt = (|| -> std::io::Result<()> {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+            s.set_read_timeout(Some(Duration::from_millis(200)))?;
+            round_trip(&mut s, &mut buf)?;
+            rst_on_close(&s)
+        })();
+        if attempt.is_ok() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server and both clients on loopback: real sockets, real numbers.
+    #[test]
+    fn clients_measure_a_local_server() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || loop {
+            if let Ok((s, _)) = l.accept() {
+                std::thread::spawn(move || echo(s));
+            }
+        });
+        let lat = request_response(addr, Duration::from_millis(100)).unwrap();
+        assert!(lat.len() > 10 && lat.iter().all(|l| *l > 0.0));
+        let c = connection_rate(addr, Duration::from_millis(100), 2).unwrap();
+        assert!(c.per_sec > 10.0 && !c.connect_us.is_empty(), "{c:?}");
+        assert!(first_success(addr, Duration::from_secs(1)).is_some());
+    }
+
+    #[test]
+    fn nothing_listening_is_an_error_naming_the_target() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let e = connection_rate(addr, Duration::from_millis(50), 1).unwrap_err();
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+    }
+}

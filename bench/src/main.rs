@@ -1,0 +1,113 @@
+//! # switchyard-bench
+//!
+//! `switchyard-bench run [--quick]` (what `cargo xtask bench` runs): starts a three-node lab,
+//! measures switchyard against direct pod IPs and kube-proxy's iptables and nftables modes on
+//! the same pods, and writes `target/bench/report.md`, `report.json` and one PNG per scenario.
+//! `switchyard-bench serve --port P` is the workload server the benchmark's pods run.
+//! All traffic stays inside the lab's `sy-*` namespaces.
+//!
+//! # Layout
+//! - [`run`]: the order of a run, the shared context.
+//! - [`workload`]: pods and Services measured. [`datapath`], [`control`], [`scale`]: scenarios.
+//! - [`load`], [`iperf`], [`netns`]: traffic. [`kproxy`]: kube-proxy's rules. [`switch`]:
+//!   attaching and detaching dataplanes. [`agent`]: the agent's log and footprint.
+//! - [`report`], [`stats`], [`plot`], [`progress`]: output.
+mod agent;
+mod cluster;
+mod control;
+mod datapath;
+mod iperf;
+mod kproxy;
+mod load;
+mod netns;
+mod plan;
+mod plot;
+mod progress;
+mod report;
+mod run;
+mod scale;
+mod stats;
+mod switch;
+mod workload;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "switchyard-bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the benchmark (needs root; builds and removes its own lab).
+    Run {
+        /// Short runs and N up to 1,000 only (under five minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Where the report goes.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the kube-proxy rule set the benchmark loads for N Services (synthetic ClusterIPs):
+    /// `iptables` (iptables-restore input) or `nftables` (nft -f input).
+    Render {
+        /// iptables or nftables.
+        mode: String,
+        /// Number of Services.
+        #[arg(long, default_value_t = 1000)]
+        services: usize,
+        /// Print the update for one endpoint change after the full set instead.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Serve the benchmark's request/response protocol (run inside pods).
+    Serve {
+        /// TCP port.
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Serve { port } => Ok(load::serve(port)?),
+        Cmd::Render {
+            mode,
+            services,
+            update,
+        } => {
+            let mut svcs = kproxy::synthetic(services.max(1));
+            let before = svcs[0].clone();
+            let mut after = before.clone();
+            after.endpoints[0] = std::net::Ipv4Addr::new(10, 244, 250, 1);
+            let cidr = scale::CLUSTER_CIDR;
+            let text = match (mode.as_str(), update) {
+                ("iptables", false) => kproxy::iptables::full(&svcs, cidr),
+                ("iptables", true) => {
+                    svcs[0] = after.clone();
+                    kproxy::iptables::update(&svcs, &before, &after, cidr)
+                }
+                ("nftables", false) => kproxy::nftables::full(&svcs, cidr),
+                ("nftables", true) => kproxy::nftables::update(&before, &after, cidr),
+                (other, _) => anyhow::bail!("unknown mode {other:?}: iptables or nftables"),
+            };
+            print!("{text}");
+            Ok(())
+        }
+        Cmd::Run { quick, out } => {
+            let out = out.unwrap_or_else(run::default_out);
+            let report = run::run(quick, &out)?;
+            println!("{}", report.headline());
+            println!(
+                "report: {} (and report.json, one PNG per scenario), {:.0} s",
+                out.join("report.md").display(),
+                report.duration_s
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The report: every scenario's figures with median, spread and ratio to the scenario's
+//! baseline mode, written as `report.json` and `report.md`.
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::stats::Summary;
+
+/// Whether a larger or a smaller figure is better.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    /// Throughput, rates.
+    Higher,
+    /// Latencies, times, memory.
+    Lower,
+}
+
+/// One measured figure: a mode (direct, switchyard-clusterip, iptables, …) in one case
+/// (same node, N = 10000, …), with its repetitions summarised.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    /// The dataplane mode.
+    pub mode: String,
+    /// The case within the scenario.
+    pub case: String,
+    /// Repetitions, median and spread.
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// Median divided by the baseline mode's median in the same case.
+    pub ratio: Option<f64>,
+}
+
+/// One scenario: one picture, one table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Scenario {
+    /// Stable identifier (file name of the plot).
+    pub id: String,
+    /// What is measured.
+    pub title: String,
+    /// Unit of the figures.
+    pub unit: String,
+    /// Which direction is better.
+    pub better: Better,
+    /// Mode the ratios are taken against.
+    pub baseline: Option<String>,
+    /// How the figure was obtained.
+    pub method: String,
+    /// The figures.
+    pub figures: Vec<Figure>,
+}
+
+impl Scenario {
+    /// An empty scenario.
+    pub fn new(id: &str, title: &str, unit: &str, better: Better, baseline: Option<&str>) -> Self {
+        Scenario {
+            id: id.into(),
+            title: title.into(),
+            unit: unit.into(),
+            better,
+            baseline: baseline.map(str::to_string),
+            method: String::new(),
+            figures: Vec::new(),
+        }
+    }
+
+    /// Sets the method description.
+    pub fn method(mut self, text: &str) -> Self {
+        self.method = text.into();
+        self
+    }
+
+    /// Adds (or extends) the figure of `mode` in `case` with `samples`.
+    pub fn add(&mut self, mode: &str, case: &str, samples: &[f64]) {
+        if let Some(f) = self
+            .figures
+            .iter_mut()
+            .find(|f| f.mode == mode && f.case == case)
+        {
+            let mut all = f.summary.samples.clone();
+            all.extend_from_slice(samples);
+            f.summary = Summary::of(all);
+            return;
+        }
+        self.figures.push(Figure {
+            mode: mode.into(),
+            case: case.into(),
+            summary: Summary::of(samples.to_vec()),
+            ratio: None,
+        });
+    }
+
+    /// Fills in every figure's ratio to the baseline mode of the same case.
+    pub fn compute_ratios(&mut self) {
+        let Some(base) = self.baseline.clone() else {
+            return;
+        };
+        let medians: Vec<(String, f64)> = self
+            .figures
+            .iter()
+            .filter(|f| f.mode == base)
+            .map(|f| (f.case.clone(), f.summary.median))
+            .collect();
+        for f in &mut self.figures {
+            f.ratio = medians
+                .iter()
+                .find(|(c, _)| *c == f.case)
+                .filter(|(_, m)| *m != 0.0)
+                .map(|(_, m)| f.summary.median / m);
+        }
+    }
+
+    /// Modes in first-seen order.
+    pub fn modes(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for f in &self.figures {
+            if !out.contains(&f.mode) {
+                out.push(f.mode.clone());
+            }
+        }
+        out
+    }
+
+    /// Cases in first-seen order.
+    pub fn cases(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for f in &self.figures {
+            if !out.contains(&f.case) {
+                out.push(f.case.clone());
+            }
+        }
+        out
+    }
+
+    /// The figure of `mode` in `case`.
+    pub fn get(&self, mode: &str, case: &str) -> Option<&Figure> {
+        self.figures
+            .iter()
+            .find(|f| f.mode == mode && f.case == case)
+    }
+}
+
+/// The machine the run happened on.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Host {
+    /// `uname -r`.
+    pub kernel: String,
+    /// Online CPUs.
+    pub cpus: usize,
+    /// `iptables -V`.
+    pub iptables: String,
+    /// `nft -v`.
+    pub nft: String,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Whether this was `--quick`.
+    pub quick: bool,
+    /// Start, seconds since the Unix epoch.
+    pub started_unix: u64,
+    /// Wall time of the run in seconds.
+    pub duration_s: f64,
+    /// The machine.
+    pub host: Host,
+    /// Repetitions of each measurement.
+    pub repetitions: usize,
+    /// Every scenario.
+    pub scenarios: Vec<Scenario>,
+    /// Things that went wrong but did not stop the run.
+    pub warnings: Vec<String>,
+}
+
+/// Formats a figure for a table: three significant digits.
+pub fn fmt_num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn cell(f: Option<&Figure>) -> String {
+    match f {
+        None => "–".into(),
+        Some(f) => {
+            let ratio = f.ratio.map(|r| format!(" ({r:.2}×)")).unwrap_or_default();
+            format!(
+                "{} ±{:.0}%{ratio}",
+                fmt_num(f.summary.median),
+                f.summary.spread_pct / 2.0
+            )
+        }
+    }
+}
+
+impl Report {
+    /// The scenario with `id`.
+    pub fn scenario(&self, id: &str) -> Option<&Scenario> {
+        self.scenarios.iter().find(|s| s.id == id)
+    }
+
+    /// The headline table: the data path ratios to direct, and the scale and programming
+    /// figures at the largest N, as markdown.
+    pub fn headline(&self) -> String {
+        let mut md = String::new();
+        let modes = [
+            "switchyard-clusterip",
+            "switchyard-nodeport",
+            "iptables-clusterip",
+            "iptables-nodeport",
+            "nftables-clusterip",
+            "nftables-nodeport",
+        ];
+        let _ = writeln!(
+            md,
+            "| ratio to direct pod IP (median of {}) | {} |",
+            self.repetitions,
+            modes.join(" | ")
+        );
+        let _ = writeln!(md, "|---|{}", "---|".repeat(modes.len()));
+        for (id, label) in [
+            ("throughput", "TCP throughput"),
+            ("conn_rate", "connections/s"),
+            ("latency_p50", "request/response p50 latency"),
+        ] {
+            let Some(s) = self.scenario(id) else { continue };
+            for case in s.cases() {
+                let cells: Vec<String> = modes
+                    .iter()
+                    .map(|m| {
+                        s.get(m, &case)
+                            .and_then(|f| f.ratio)
+                            .map_or("–".into(), |r| format!("{r:.2}"))
+                    })
+                    .collect();
+                let _ = writeln!(md, "| {label}, {case} | {} |", cells.join(" | "));
+            }
+        }
+        let _ = writeln!(md);
+        let _ = writeln!(md, "| at N Services | switchyard | iptables | nftables |");
+        let _ = writeln!(md, "|---|---|---|---|");
+        for (id, label) in [
+            ("scale_conn_rate", "connections/s"),
+            ("scale_first_packet_p50", "first-packet latency p50 (µs)"),
+            ("program_install", "install N services (ms)"),
+            ("program_update", "one endpoint change (ms)"),
+        ] {
+            let Some(s) = self.scenario(id) else { continue };
+            for case in s.cases() {
+                let cells: Vec<String> = ["switchyard", "iptables", "nftables"]
+                    .iter()
+                    .map(|m| cell(s.get(m, &case)))
+                    .collect();
+                let _ = writeln!(md, "| {label}, {case} | {} |", cells.join(" | "));
+            }
+        }
+        md
+    }
+
+    /// The full markdown report.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "# switchyard benchmark{}\n",
+            if self.quick { " (--quick)" } else { "" }
+        );
+        let _ = writeln!(
+            md,
+            "Kernel {}, {} CPUs, {}, {}. Run took {:.0} s; every figure is the median of {} repetitions (± half the min–max spread), with its ratio to the scenario's baseline in parentheses.\n",
+            self.host.kernel,
+            self.host.cpus,
+            self.host.iptables,
+            self.host.nft,
+            self.duration_s,
+            self.repetitions
+        );
+        let _ = writeln!(md, "## Headline\n\n{}", self.headline());
+        for s in &self.scenarios {
+            let _ = writeln!(md, "## {} ({})\n", s.title, s.unit);
+            if !s.method.is_empty() {
+                let _ = writeln!(md, "{}\n", s.method);
+            }
+            match &s.baseline {
+                Some(b) => {
+                    let _ = writeln!(md, "Ratios to **{b}**. Plot: `{}.png`.\n", s.id);
+                }
+                None => {
+                    let _ = writeln!(
+                        md,
+                        "No baseline (only switchyard has this). Plot: `{}.png`.\n",
+                        s.id
+                    );
+                }
+            }
+            let cases = s.cases();
+            let _ = writeln!(md, "| mode | {} |", cases.join(" | "));
+            let _ = writeln!(md, "|---|{}", "---|".repeat(cases.len()));
+            for m in s.modes() {
+                let cells: Vec<String> = cases.iter().map(|c| cell(s.get(&m, c))).collect();
+                let _ = writeln!(md, "| {m} | {} |", cells.join(" | "));
+            }
+            let _ = writeln!(md);
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(md, "## Warnings\n");
+            for w in &self.warnings {
+                let _ = writeln!(md, "- {w}");
+            }
+        }
+        md
+    }
+
+    /// Writes `report.json` and `report.md` into `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(dir.join("report.json"), json)?;
+        std::fs::write(dir.join("report.md"), self.markdown())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_taken_against_the_baseline_in_the_same_case() {
+        let mut s = Scenario::new("t", "t", "x", Better::Higher, Some("direct"));
+        s.add("direct", "same node", &[10.0, 10.0, 10.0]);
+        s.add("direct", "cross node", &[5.0, 5.0, 5.0]);
+        s.add("switchyard", "same node", &[9.0, 9.0, 9.0]);
+        s.add("switchyard", "cross node", &[5.0, 4.0, 6.0]);
+        s.compute_ratios();
+        assert_eq!(s.get("switchyard", "same node").unwrap().ratio, Some(0.9));
+        assert_eq!(s.get("switchyard", "cross node").unwrap().ratio, Some(1.0));
+        assert_eq!(s.get("direct", "same node").unwrap().ratio, Some(1.0));
+    }
+
+    #[test]
+    fn markdown_lists_every_mode_and_case() {
+        let mut s = Scenario::new(
+            "conn_rate",
+            "New connections",
+            "conn/s",
+            Better::Higher,
+            Some("direct"),
+        );
+        s.add("direct", "same node", &[1000.0]);
+        s.add("iptables-clusterip", "same node", &[800.0]);
+        s.compute_ratios();
+        let r = Report {
+            quick: true,
+            started_unix: 0,
+            duration_s: 1.0,
+            host: Host::default(),
+            repetitions: 1,
+            scenarios: vec![s],
+            warnings: vec![],
+        };
+        let md = r.markdown();
+        assert!(
+            md.contains("| iptables-clusterip | 800 ±0% (0.80×) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| connections/s, same node | – | – | 0.80 |"),
+            "{md}"
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! One benchmark run: a three-node lab, the workload, every scenario in order, the report.
+//!
+//! Order: switchyard attached — per-packet (direct, ClusterIP, NodePort), control loop, scale
+//! with programming and footprint; then switchyard detached — iptables (with `direct-kernel`,
+//! pod IPs through the plain kernel path) and nftables, each per-packet at N=1 and at every N.
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use switchyard_lab::{cmd, lab, Lab, LabOptions};
+
+use crate::agent::Agent;
+use crate::cluster::Cluster;
+use crate::kproxy::Svc;
+use crate::plan::Plan;
+use crate::progress::Progress;
+use crate::report::{Host, Report, Scenario};
+use crate::workload::{self, Via, Workload};
+use crate::{control, datapath, load, netns, plot, scale, switch};
+
+/// Everything a scenario needs while the run goes on.
+pub struct Ctx {
+    /// The plan.
+    pub plan: Plan,
+    /// The lab.
+    pub lab: Lab,
+    /// Runtime for API calls.
+    pub rt: tokio::runtime::Runtime,
+    /// API client.
+    pub cluster: Cluster,
+    /// The deployed workload.
+    pub workload: Workload,
+    /// n1's agent.
+    pub agent: Agent,
+    /// Frontends n1's agent programs for the workload alone.
+    pub base_frontends: u64,
+    /// Filler Services created so far.
+    pub fillers: Vec<Svc>,
+    /// The scenarios being filled.
+    pub scenarios: Vec<Scenario>,
+    /// Non-fatal problems.
+    pub warnings: Vec<String>,
+    /// Progress bar.
+    pub progress: Progress,
+}
+
+impl Ctx {
+    /// Records a non-fatal problem.
+    pub fn warn(&mut self, msg: String) {
+        self.progress.say(&format!("warning: {msg}"));
+        self.warnings.push(msg);
+    }
+
+    /// The scenario `id` (all are created up front).
+    pub fn scenario_mut(&mut self, id: &str) -> &mut Scenario {
+        self.scenarios
+            .iter_mut()
+            .find(|s| s.id == id)
+            .expect("scenario created up front")
+    }
+}
+
+fn host() -> Host {
+    let first = |argv: &[&str]| {
+        cmd::run(argv)
+            .map(|s| s.lines().next().unwrap_or("").trim().to_string())
+            .unwrap_or_default()
+    };
+    Host {
+        kernel: first(&["uname", "-r"]),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        iptables: first(&["iptables", "-V"]),
+        nft: first(&["nft", "-v"]),
+    }
+}
+
+/// Checks every route of the workload answers before anything is measured.
+fn check_routes(w: &Workload, vias: &[Via]) -> Result<()> {
+    for b in &w.backends {
+        for via in vias {
+            let (ns, rr, _) = b.route(*via);
+            let ok = netns::run_in(ns, move || {
+                load::first_success(rr, std::time::Duration::from_secs(20))
+            })?;
+            if ok.is_none() {
+                bail!(
+                    "{rr} ({via:?}, {}) does not answer from {ns}: see target/lab/logs",
+                    b.case
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the benchmark and writes the report into `out`.
+pub fn run(quick: bool, out: &Path) -> Result<Report> {
+    let started = Instant::now();
+    let plan = Plan::new(quick);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let host = host();
+    eprintln!("==> starting a three-node lab");
+    let lab = Lab::up(LabOptions::new(3)).context("lab up")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let cluster = rt.block_on(Cluster::connect(&lab.kubectl.kubeconfig))?;
+    eprintln!("==> deploying the benchmark pods and Services");
+    let workload = workload::deploy(&lab, out)?;
+    let agent = Agent::of_node(&lab::lab_dir(&lab.opts.root), 1);
+    check_routes(&workload, &[Via::Direct, Via::ClusterIp, Via::NodePort])?;
+    let base_frontends = agent
+        .syncs_after(0)
+        .last()
+        .map(|s| s.frontends)
+        .context("the n1 agent logged no services sync")?;
+    let mut scenarios = datapath::scenarios();
+    scenarios.push(control::scenario());
+    scenarios.extend(scale::scenarios());
+    let steps = datapath::steps(3, &plan) + datapath::steps(5, &plan) + 1 + scale::steps(&plan);
+    let mut ctx = Ctx {
+        plan: plan.clone(),
+        lab,
+        rt,
+        cluster,
+        workload,
+        agent,
+        base_frontends,
+        fillers: Vec::new(),
+        scenarios,
+        warnings: Vec::new(),
+        progress: Progress::new(steps),
+    };
+
+    let modes = [
+        ("direct", Via::Direct),
+        ("switchyard-clusterip", Via::ClusterIp),
+        ("switchyard-nodeport", Via::NodePort),
+    ];
+    let mut warnings = Vec::new();
+    datapath::measure(
+        &plan,
+        &ctx.workload,
+        &modes,
+        &mut ctx.scenarios,
+        &ctx.progress,
+        &mut warnings,
+    );
+    ctx.warnings.extend(warnings);
+    control::run(&mut ctx)?;
+    scale::switchyard(&mut ctx)?;
+
+    ctx.progress
+        .doing("detaching switchyard; kernel overlay for the kube-proxy modes");
+    switch::detach_switchyard(&ctx.lab)?;
+    switch::kernel_overlay(&ctx.lab)?;
+    check_routes(&ctx.workload, &[Via::Direct]).context("pod-to-pod without switchyard")?;
+    scale::kernel(&mut ctx, scale::Tool::Iptables)?;
+    scale::kernel(&mut ctx, scale::Tool::Nftables)?;
+    ctx.progress.finish();
+
+    for s in &mut ctx.scenarios {
+        s.compute_ratios();
+    }
+    let report = Report {
+        quick,
+        started_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(started.elapsed().as_secs()),
+        duration_s: started.elapsed().as_secs_f64(),
+        host,
+        repetitions: plan.reps,
+        scenarios: ctx.scenarios.clone(),
+        warnings: ctx.warnings.clone(),
+    };
+    report.write(out)?;
+    for s in &report.scenarios {
+        if let Err(e) = plot::scenario(s, &out.join(format!("{}.png", s.id))) {
+            eprintln!("warning: plot {}: {e}", s.id);
+        }
+    }
+    drop(ctx);
+    Ok(report)
+}
+
+/// `target/bench` of the workspace.
+pub fn default_out() -> PathBuf {
+    lab::workspace_root().join("target").join("bench")
+}

@@ -1,0 +1,386 @@
+//! Scale, programming and footprint: 1, 1,000 and 10,000 Services (2–8 endpoints each)
+//! installed, the connection rate and first-packet latency to one Service, the time to
+//! install everything from empty and to apply one endpoint change, and the agent's RSS and CPU.
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::kproxy::{apply, iptables, nftables, Svc};
+use crate::report::{Better, Scenario};
+use crate::run::Ctx;
+use crate::workload::{Via, CLIENT_NS, RR_PORT};
+use crate::{agent, cluster, datapath, load, netns, stats, switch};
+
+/// The node every scale figure is taken on (client pod, server pod and rules all on n1).
+const NODE_NS: &str = "sy-n1";
+
+/// Filler whose endpoints change in the update measurements.
+const CHANGED: usize = 7;
+
+/// The scenarios this module fills.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario::new("scale_conn_rate", "Connections/s to one Service with N Services installed", "conn/s", Better::Higher, Some("iptables"))
+            .method("As the connection-rate test, to the same-node ClusterIP, while N-1 other Services (2–8 endpoints each) are installed."),
+        Scenario::new("scale_first_packet_p50", "First-packet latency (connect) p50 with N Services", "µs", Better::Lower, Some("iptables"))
+            .method("Duration of connect() (SYN to SYN-ACK through the service translation) in the connection-rate runs, median of each run."),
+        Scenario::new("scale_first_packet_p99", "First-packet latency (connect) p99 with N Services", "µs", Better::Lower, Some("iptables"))
+            .method("As above, 99th percentile of each run."),
+        Scenario::new("program_install", "Programming: install N Services from empty", "ms", Better::Lower, Some("iptables"))
+            .method("switchyard: the agent's first sync after a start on empty maps (took_us in its log: model + every map write). iptables: iptables-restore of the whole nat table. nftables: nft -f of the whole kube-proxy table. Wall time of the tool, process start included."),
+        Scenario::new("program_update", "Programming: one endpoint change at N Services", "ms", Better::Lower, Some("iptables"))
+            .method("One endpoint of one Service replaced. switchyard: the agent's sync after the EndpointSlice patch (took_us). iptables: kube-proxy's partial restore (--noflush; KUBE-SERVICES rewritten plus the service's chains). nftables: kube-proxy's transaction (new endpoint chain, service chain rewritten, old chain deleted)."),
+        Scenario::new("footprint_rss", "Agent resident memory", "MiB", Better::Lower, None)
+            .method("VmRSS of the n1 agent right after it programmed the largest N from empty (once per repetition)."),
+        Scenario::new("footprint_cpu", "Agent CPU time to start and program N Services", "s", Better::Lower, None)
+            .method("utime+stime of the n1 agent from its start until the first sync of the largest N is done."),
+        Scenario::new("footprint_idle_cpu", "Agent CPU use while idle at N Services", "% of a CPU", Better::Lower, None)
+            .method("CPU time of the n1 agent over a quiet interval (its 30 s safety resync included when it falls in)."),
+    ]
+}
+
+fn case(n: usize) -> String {
+    format!("N={n}")
+}
+
+/// The rule set for `level` Services: the measured pair in the middle of the fillers
+/// (kube-proxy's order is arbitrary; the middle is the typical position).
+fn rule_set(ctx: &Ctx, level: usize) -> Vec<Svc> {
+    let fillers = &ctx.fillers[..level.saturating_sub(1).min(ctx.fillers.len())];
+    let mid = fillers.len() / 2;
+    let mut v: Vec<Svc> = fillers[..mid].to_vec();
+    v.extend(ctx.workload.services.iter().cloned());
+    v.extend(fillers[mid..].iter().cloned());
+    v
+}
+
+/// Connection rate and connect latency to the same-node ClusterIP, `reps` times.
+fn probe(ctx: &mut Ctx, mode: &str, level: usize) {
+    let target = SocketAddr::from((ctx.workload.backends[0].cluster_ip, RR_PORT));
+    for rep in 0..ctx.plan.reps {
+        ctx.progress.doing(&format!(
+            "scale: {mode}, N={level} (run {}/{})",
+            rep + 1,
+            ctx.plan.reps
+        ));
+        let (dur, threads) = (ctx.plan.conn, ctx.plan.conn_threads);
+        match netns::run_in(CLIENT_NS, move || {
+            load::connection_rate(target, dur, threads)
+        }) {
+            Ok(Ok(c)) => {
+                let c50 = stats::percentile(&c.connect_us, 50.0);
+                let c99 = stats::percentile(&c.connect_us, 99.0);
+                let out = &mut ctx.scenarios;
+                datapath::add(out, "scale_conn_rate", mode, &case(level), c.per_sec);
+                datapath::add(out, "scale_first_packet_p50", mode, &case(level), c50);
+                datapath::add(out, "scale_first_packet_p99", mode, &case(level), c99);
+            }
+            Ok(Err(e)) => ctx.warn(format!("scale {mode} N={level}: {e}")),
+            Err(e) => ctx.warn(format!("scale {mode} N={level}: {e}")),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ctx.progress.tick();
+}
+
+/// The endpoints of the changed filler in repetition `rep` (alternating, one address differs).
+fn changed(ctx: &Ctx, rep: usize) -> (Svc, Svc) {
+    let orig = ctx.fillers[CHANGED].clone();
+    let mut alt = orig.clone();
+    if let Some(last) = alt.endpoints.last_mut() {
+        *last = Ipv4Addr::new(10, 244, 250, 1 + (rep / 2) as u8);
+    }
+    if rep.is_multiple_of(2) {
+        (orig, alt)
+    } else {
+        (alt, orig)
+    }
+}
+
+/// Creates fillers until there are `count`.
+fn ensure_fillers(ctx: &mut Ctx, count: usize) -> Result<()> {
+    let have = ctx.fillers.len();
+    if count <= have {
+        return Ok(());
+    }
+    ctx.progress.doing(&format!(
+        "creating Services {have}..{count} in controlplane-lite"
+    ));
+    let start = Instant::now();
+    let more = ctx
+        .rt
+        .block_on(ctx.cluster.create_fillers(have..count))
+        .context("creating filler services")?;
+    ctx.fillers.extend(more);
+    ctx.progress.say(&format!(
+        "created {} Services with EndpointSlices in {:.1} s",
+        count - have,
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// switchyard at every level: rate, latency, update, install from empty, footprint.
+pub fn switchyard(ctx: &mut Ctx) -> Result<()> {
+    let a = ctx.agent.clone();
+    let levels = ctx.plan.levels.clone();
+    for &level in &levels {
+        let mark = a.mark();
+        ensure_fillers(ctx, level - 1)?;
+        ctx.progress.doing(&format!(
+            "scale: waiting for the agent to program N={level}"
+        ));
+        let want = ctx.base_frontends + (level as u64 - 1);
+        a.wait_settled(mark, want, Duration::from_secs(600))?;
+        probe(ctx, "switchyard", level);
+        if level < 1_000 {
+            continue;
+        }
+        for rep in 0..ctx.plan.reps {
+            ctx.progress.doing(&format!(
+                "programming: switchyard endpoint change at N={level}"
+            ));
+            let (_, after) = changed(ctx, rep);
+            let mark = a.mark();
+            ctx.rt.block_on(
+                ctx.cluster
+                    .set_endpoints(&cluster::filler_name(CHANGED), &after.endpoints),
+            )?;
+            let s = a.wait_sync(
+                mark,
+                "the sync of an endpoint change",
+                Duration::from_secs(30),
+                |s| s.written + s.deleted > 0,
+            )?;
+            datapath::add(
+                &mut ctx.scenarios,
+                "program_update",
+                "switchyard",
+                &case(level),
+                s.took_us as f64 / 1000.0,
+            );
+        }
+        // Leave the filler as created (an odd number of changes left it changed), so every
+        // mode programs the same set.
+        if !ctx.plan.reps.is_multiple_of(2) {
+            let orig = ctx.fillers[CHANGED].endpoints.clone();
+            let mark = a.mark();
+            ctx.rt.block_on(
+                ctx.cluster
+                    .set_endpoints(&cluster::filler_name(CHANGED), &orig),
+            )?;
+            a.wait_sync(mark, "the endpoint reset", Duration::from_secs(30), |s| {
+                s.written + s.deleted > 0
+            })?;
+        }
+        ctx.progress.tick();
+        for rep in 0..ctx.plan.reps {
+            ctx.progress.doing(&format!(
+                "programming: switchyard from empty at N={level} (run {}/{})",
+                rep + 1,
+                ctx.plan.reps
+            ));
+            switch::restart_from_empty(&ctx.lab, 1)?;
+            let first = a.wait_sync(
+                0,
+                &format!("its first sync of {want} frontends"),
+                Duration::from_secs(600),
+                |s| s.frontends >= want,
+            )?;
+            datapath::add(
+                &mut ctx.scenarios,
+                "program_install",
+                "switchyard",
+                &case(level),
+                first.took_us as f64 / 1000.0,
+            );
+            if level == ctx.plan.max_level() {
+                let (rss, cpu) = a.footprint()?;
+                let c = format!("N={level}, {} endpoints", endpoints(ctx, level));
+                datapath::add(&mut ctx.scenarios, "footprint_rss", "switchyard", &c, rss);
+                datapath::add(&mut ctx.scenarios, "footprint_cpu", "switchyard", &c, cpu);
+            }
+            a.wait_settled(0, want, Duration::from_secs(120))?;
+        }
+        ctx.progress.tick();
+        if level == ctx.plan.max_level() {
+            idle_cpu(ctx, &a, level)?;
+        }
+        // The pods of n1 are re-attached by the restarted agent; be sure before measuring on.
+        wait_reachable(ctx)?;
+    }
+    Ok(())
+}
+
+fn endpoints(ctx: &Ctx, level: usize) -> usize {
+    ctx.fillers[..level.saturating_sub(1)]
+        .iter()
+        .map(|s| s.endpoints.len())
+        .sum::<usize>()
+        + ctx.workload.services.len()
+}
+
+fn idle_cpu(ctx: &mut Ctx, a: &agent::Agent, level: usize) -> Result<()> {
+    let c = format!("N={level}, {} endpoints", endpoints(ctx, level));
+    for rep in 0..ctx.plan.reps {
+        ctx.progress.doing(&format!(
+            "footprint: idle agent CPU (run {}/{})",
+            rep + 1,
+            ctx.plan.reps
+        ));
+        let (_, c0) = a.footprint()?;
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_secs(ctx.plan.idle_secs));
+        let (_, c1) = a.footprint()?;
+        let pct = (c1 - c0) / t.elapsed().as_secs_f64() * 100.0;
+        datapath::add(
+            &mut ctx.scenarios,
+            "footprint_idle_cpu",
+            "switchyard",
+            &c,
+            pct,
+        );
+    }
+    ctx.progress.tick();
+    Ok(())
+}
+
+/// Waits until the same-node ClusterIP answers from the client pod.
+fn wait_reachable(ctx: &Ctx) -> Result<()> {
+    let target = SocketAddr::from((ctx.workload.backends[0].cluster_ip, RR_PORT));
+    let ok = netns::run_in(CLIENT_NS, move || {
+        load::first_success(target, Duration::from_secs(30))
+    })?;
+    if ok.is_none() {
+        bail!("{target} does not answer from the client pod (see target/lab/logs)");
+    }
+    Ok(())
+}
+
+/// A kube-proxy mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// iptables-restore.
+    Iptables,
+    /// nft -f.
+    Nftables,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::Iptables => "iptables",
+            Tool::Nftables => "nftables",
+        }
+    }
+
+    fn install(self, services: &[Svc]) -> Result<Duration> {
+        apply::flush_all(NODE_NS)?;
+        Ok(match self {
+            Tool::Iptables => {
+                apply::iptables_restore(NODE_NS, &iptables::full(services, CLUSTER_CIDR), false)?
+            }
+            Tool::Nftables => apply::nft(NODE_NS, &nftables::full(services, CLUSTER_CIDR))?,
+        })
+    }
+
+    fn update(self, services: &[Svc], before: &Svc, after: &Svc) -> Result<Duration> {
+        Ok(match self {
+            Tool::Iptables => apply::iptables_restore(
+                NODE_NS,
+                &iptables::update(services, before, after, CLUSTER_CIDR),
+                true,
+            )?,
+            Tool::Nftables => apply::nft(NODE_NS, &nftables::update(before, after, CLUSTER_CIDR))?,
+        })
+    }
+}
+
+/// The cluster's pod CIDR (traffic from outside it is masqueraded, as kube-proxy's --cluster-cidr).
+pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+
+/// One kube-proxy mode at every level (switchyard detached): the per-packet scenarios at
+/// N=1, then rate, latency, install and update at each N.
+pub fn kernel(ctx: &mut Ctx, tool: Tool) -> Result<()> {
+    let mode = tool.name();
+    let levels = ctx.plan.levels.clone();
+    for &level in &levels {
+        let mut set = rule_set(ctx, level);
+        for rep in 0..ctx.plan.reps {
+            ctx.progress.doing(&format!(
+                "programming: {mode} install N={level} (run {}/{})",
+                rep + 1,
+                ctx.plan.reps
+            ));
+            let took = tool.install(&set)?;
+            if level >= 1_000 {
+                datapath::add(
+                    &mut ctx.scenarios,
+                    "program_install",
+                    mode,
+                    &case(level),
+                    took.as_secs_f64() * 1000.0,
+                );
+            }
+        }
+        ctx.progress.tick();
+        wait_reachable(ctx).with_context(|| format!("{mode} rules for N={level} loaded"))?;
+        if level == 1 {
+            let mut modes = vec![
+                (format!("{mode}-clusterip"), Via::ClusterIp),
+                (format!("{mode}-nodeport"), Via::NodePort),
+            ];
+            if tool == Tool::Iptables {
+                modes.insert(0, ("direct-kernel".into(), Via::Direct));
+            }
+            let modes: Vec<(&str, Via)> = modes.iter().map(|(m, v)| (m.as_str(), *v)).collect();
+            let mut warnings = Vec::new();
+            datapath::measure(
+                &ctx.plan.clone(),
+                &ctx.workload.clone(),
+                &modes,
+                &mut ctx.scenarios,
+                &ctx.progress,
+                &mut warnings,
+            );
+            ctx.warnings.extend(warnings);
+        }
+        probe(ctx, mode, level);
+        if level < 1_000 {
+            continue;
+        }
+        for rep in 0..ctx.plan.reps {
+            ctx.progress
+                .doing(&format!("programming: {mode} endpoint change at N={level}"));
+            let (before, after) = changed(ctx, rep);
+            let idx = set
+                .iter()
+                .position(|s| s.name == before.name)
+                .context("changed filler in the rule set")?;
+            set[idx] = after.clone();
+            let took = tool.update(&set, &before, &after)?;
+            datapath::add(
+                &mut ctx.scenarios,
+                "program_update",
+                mode,
+                &case(level),
+                took.as_secs_f64() * 1000.0,
+            );
+        }
+        ctx.progress.tick();
+    }
+    apply::flush_all(NODE_NS)?;
+    Ok(())
+}
+
+/// Progress steps of [`switchyard`] and of both [`kernel`] runs.
+pub fn steps(plan: &crate::plan::Plan) -> u64 {
+    let big = plan.levels.iter().filter(|l| **l >= 1_000).count() as u64;
+    let n = plan.levels.len() as u64;
+    // switchyard: probe per level, update + install per big level, idle once.
+    let sy = n + 2 * big + 1;
+    // each kernel mode: install + probe per level, update per big level.
+    let k = 2 * n + big;
+    sy + 2 * k
+}
