@@ -324,6 +324,7 @@ impl Api {
             }
             self.require_namespace(&ns)?;
         }
+        let _admission = self.store.admission_lock();
         admission::on_create(t.res, &ns, &mut obj, &self.store, &self.ranges)?;
         let name = obj
             .pointer("/metadata/name")
@@ -435,6 +436,7 @@ impl Api {
         mut obj: Value,
         expect: Option<u64>,
     ) -> Result<Response, ApiError> {
+        let _admission = self.store.admission_lock();
         admission::on_update(t.res, old, &mut obj, t.status, &self.store, &self.ranges)?;
         let stored = self
             .store

@@ -6,7 +6,7 @@
 //! rewritten compacted (one line per live object).
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -81,7 +81,98 @@ struct Inner {
     objects: BTreeMap<Key, Arc<Value>>,
     rv: u64,
     history: VecDeque<Event>,
-    log: Option<(PathBuf, File)>,
+    log: Option<Log>,
+}
+
+/// The open log file.
+struct Log {
+    path: PathBuf,
+    file: File,
+    /// Bytes of complete records: a failed append is cut back to this.
+    len: u64,
+    /// An append failed and could not be undone: refuse writes rather than acknowledge records
+    /// that would follow a torn one.
+    broken: bool,
+}
+
+impl Log {
+    /// Appends one record and fsyncs it; on failure the file is cut back to its last complete
+    /// record (or, failing that, the log refuses all further writes).
+    fn append(&mut self, line: &LogLine) -> Result<(), StoreError> {
+        let err = |path: &Path, e| StoreError::Io(path.to_path_buf(), e);
+        if self.broken {
+            return Err(err(
+                &self.path,
+                std::io::Error::other("an earlier write failed half-way; restart switchyard-cp"),
+            ));
+        }
+        let mut bytes = serde_json::to_vec(line).unwrap_or_default();
+        bytes.push(b'\n');
+        // One write call for the whole record: nothing interleaves, a kill leaves it whole or
+        // absent, and only a crash of the machine can tear it (replay skips a torn tail).
+        let result = self
+            .file
+            .write_all(&bytes)
+            .and_then(|_| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                self.len += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                if self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|_| self.file.sync_data())
+                    .is_err()
+                {
+                    self.broken = true;
+                }
+                Err(err(&self.path, e))
+            }
+        }
+    }
+}
+
+/// Reads the log at `path` (missing: empty): the live objects and the last resourceVersion.
+/// A record that does not parse is skipped with a warning: at the end of the file it is a write
+/// that a crash tore before it was acknowledged; anywhere else the file was damaged.
+fn replay(path: &Path) -> std::io::Result<(BTreeMap<Key, Arc<Value>>, u64)> {
+    let mut objects = BTreeMap::new();
+    let mut rv = 0;
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((objects, rv)),
+        Err(e) => return Err(e),
+    };
+    let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    let last = lines.len().saturating_sub(1);
+    for (i, line) in lines.iter().enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let Ok(entry) = serde_json::from_slice::<LogLine>(line) else {
+            let torn_tail = i == last || (i + 1 == last && lines[last].is_empty());
+            if torn_tail {
+                tracing::warn!(path = %path.display(), line = i + 1, bytes = line.len(),
+                    "skipping a torn last record (a write cut short by a crash; it was never acknowledged)");
+            } else {
+                tracing::warn!(path = %path.display(), line = i + 1, bytes = line.len(),
+                    "skipping a damaged record in the middle of the log");
+            }
+            continue;
+        };
+        rv = rv.max(entry.rv);
+        match entry.object {
+            Some(o) => {
+                objects.insert(entry.key, Arc::new(o));
+            }
+            None => {
+                objects.remove(&entry.key);
+            }
+        }
+    }
+    Ok((objects, rv))
 }
 
 /// The shared store.
@@ -89,6 +180,7 @@ struct Inner {
 pub struct Store {
     inner: Arc<Mutex<Inner>>,
     events: broadcast::Sender<Event>,
+    admission: Arc<Mutex<()>>,
 }
 
 /// Watch events kept for resuming watches.
@@ -113,7 +205,7 @@ impl Store {
         Self::with(BTreeMap::new(), 0, None)
     }
 
-    fn with(objects: BTreeMap<Key, Arc<Value>>, rv: u64, log: Option<(PathBuf, File)>) -> Self {
+    fn with(objects: BTreeMap<Key, Arc<Value>>, rv: u64, log: Option<Log>) -> Self {
         let (events, _) = broadcast::channel(65_536);
         Store {
             inner: Arc::new(Mutex::new(Inner {
@@ -123,7 +215,15 @@ impl Store {
                 log,
             })),
             events,
+            admission: Arc::new(Mutex::new(())),
         }
+    }
+
+    /// Serialises admission with the write it precedes: held from reading what is allocated
+    /// (ClusterIPs, nodePorts, podCIDRs) until the object that takes its pick is stored, so two
+    /// concurrent requests never get the same one.
+    pub fn admission_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Opens (or creates) the store in `dir`, replaying and compacting its log.
@@ -134,26 +234,7 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let path = dir.join("objects.log");
-        let mut objects = BTreeMap::new();
-        let mut rv = 0;
-        if let Ok(f) = File::open(&path) {
-            for line in BufReader::new(f).lines() {
-                let Ok(line) = line else { break };
-                // A torn last line (crash in the middle of a write) was never acknowledged.
-                let Ok(entry) = serde_json::from_str::<LogLine>(&line) else {
-                    continue;
-                };
-                rv = rv.max(entry.rv);
-                match entry.object {
-                    Some(o) => {
-                        objects.insert(entry.key, Arc::new(o));
-                    }
-                    None => {
-                        objects.remove(&entry.key);
-                    }
-                }
-            }
-        }
+        let (objects, rv) = replay(&path).map_err(io(&path))?;
         let tmp = dir.join("objects.log.tmp");
         {
             let mut f = File::create(&tmp).map_err(io(&tmp))?;
@@ -181,12 +262,26 @@ impl Store {
             f.sync_all().map_err(io(&tmp))?;
         }
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        // The rename itself must be durable before anything is appended to the new file.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
         let file = OpenOptions::new()
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
+        let len = file.metadata().map_err(io(&path))?.len();
         tracing::info!(objects = objects.len(), resource_version = rv, path = %path.display(), "store opened");
-        Ok(Self::with(objects, rv, Some((path, file))))
+        Ok(Self::with(
+            objects,
+            rv,
+            Some(Log {
+                path,
+                file,
+                len,
+                broken: false,
+            }),
+        ))
     }
 
     /// Subscribes to changes after now.
@@ -321,16 +416,12 @@ impl Store {
             }
             None => (EventType::Deleted, None),
         };
-        if let Some((path, file)) = &mut inner.log {
-            let line = LogLine {
+        if let Some(log) = &mut inner.log {
+            log.append(&LogLine {
                 rv,
                 key: key.clone(),
                 object: stored.clone(),
-            };
-            let text = serde_json::to_string(&line).unwrap_or_default();
-            writeln!(file, "{text}")
-                .and_then(|_| file.sync_data())
-                .map_err(|e| StoreError::Io(path.clone(), e))?;
+            })?;
         }
         inner.rv = rv;
         let object = match stored {
@@ -428,6 +519,42 @@ mod tests {
         drop(s);
         let s = Store::open(&dir).unwrap();
         assert_eq!(s.rv(), 4);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn damaged_records_are_skipped_and_later_writes_survive() {
+        let dir = std::env::temp_dir().join(format!("sy-cp-store-torn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let s = Store::open(&dir).unwrap();
+            s.create(key("a"), pod("a")).unwrap();
+        }
+        // Garbage (not even UTF-8) in the middle, then a good record, then a torn tail.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join("objects.log"))
+            .unwrap();
+        f.write_all(b"\xff\xfe{broken\n").unwrap();
+        let good = LogLine {
+            rv: 2,
+            key: key("b"),
+            object: Some(pod("b")),
+        };
+        writeln!(f, "{}", serde_json::to_string(&good).unwrap()).unwrap();
+        f.write_all(b"{\"rv\":3,\"key\":{\"reso").unwrap();
+        drop(f);
+        let s = Store::open(&dir).unwrap();
+        assert!(s.get(&key("a")).is_some() && s.get(&key("b")).is_some());
+        assert_eq!(s.rv(), 2);
+        s.create(key("c"), pod("c")).unwrap();
+        drop(s);
+        let s = Store::open(&dir).unwrap();
+        assert!(
+            s.get(&key("c")).is_some(),
+            "a write after the torn tail survives"
+        );
+        assert_eq!(s.rv(), 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,7 +1,9 @@
-"""The Python `kubernetes` client against controlplane-lite: list, create, update conflicts,
-watches that resume from a resourceVersion, 410 Gone for a too-old one, bookmarks, delete.
+"""The Python `kubernetes` client against controlplane-lite: HTTPS verified with the kubeconfig's
+CA and a bearer token (none or a wrong one: 401), list, create, update conflicts, watches that
+resume from a resourceVersion, 410 Gone for a too-old one, bookmarks, delete.
 Run by python_client.rs with KUBECONFIG pointing at an in-process server. Prints PASS at the end;
 any failed expectation raises."""
+import copy
 import sys
 import threading
 from kubernetes import client, config, watch
@@ -9,6 +11,20 @@ from kubernetes.client.rest import ApiException
 
 config.load_kube_config()
 v1 = client.CoreV1Api()
+conf = client.Configuration.get_default_copy()
+assert conf.host.startswith("https://"), conf.host
+assert conf.ssl_ca_cert and conf.verify_ssl, "the kubeconfig's CA verifies the server"
+
+# without a token, or with a wrong one: 401 Unauthorized
+for key in ({}, {"authorization": "Bearer wrong"}):
+    anon = copy.copy(conf)
+    anon.api_key = dict(key)
+    anon.refresh_api_key_hook = None  # the kubeconfig loader's hook would put the token back
+    try:
+        client.CoreV1Api(client.ApiClient(anon)).list_namespace()
+        raise AssertionError(f"listing with {key or 'no token'} must fail")
+    except ApiException as e:
+        assert e.status == 401 and '"reason":"Unauthorized"' in e.body, (e.status, e.body)
 
 
 def expect_status(code, fn, *args, **kwargs):

@@ -3,14 +3,22 @@
 //! history is gone and a watch from an old resourceVersion must get 410 Gone.
 //!
 //! Needs `pip install kubernetes` (done by `cargo xtask setup`): run with `cargo xtask test`.
+use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_cp::{admission::Ranges, Config};
+use switchyard_cp::auth::Tokens;
+use switchyard_cp::{admission::Ranges, kubeconfig, tls, Config};
 
+const TOKEN: &str = "py-token-0123456789";
+
+/// Serves HTTPS with the CA in `data/pki` and [`TOKEN`]; returns the address, the CA (PEM), a
+/// stop handle and the task.
 async fn serve(
     data: &std::path::Path,
 ) -> (
+    String,
     String,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
@@ -18,13 +26,16 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
+    let addr = listener.local_addr().expect("addr");
+    let pki = tls::Pki::load_or_create(&data.join("pki"), &tls::sans(addr.ip(), &[])).expect("pki");
+    let tokens = Tokens::parse(&format!("{TOKEN},py,1\n"), Path::new("tokens")).expect("tokens");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let config = Config {
         data_dir: Some(data.to_path_buf()),
         ranges: Ranges::default(),
         node_monitor_grace: Duration::from_secs(40),
-        ..Config::default()
+        tls: Some(pki.server_config),
+        tokens: Some(Arc::new(tokens)),
     };
     let task = tokio::spawn(async move {
         switchyard_cp::run(listener, config, async move {
@@ -33,7 +44,7 @@ async fn serve(
         .await
         .expect("server");
     });
-    (addr, tx, task)
+    (addr.to_string(), pki.ca_pem, tx, task)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -42,7 +53,9 @@ async fn the_python_client_lists_creates_watches_and_resumes() {
     let dir = std::env::temp_dir().join(format!("sy-cp-py-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     // First life: some history, then a restart that forgets it.
-    let (addr, stop, task) = serve(&dir).await;
+    let (addr, ca, stop, task) = serve(&dir).await;
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, &ca).expect("ca.crt");
     let ns = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"history"}}"#;
     let out = Command::new("curl")
         .args([
@@ -51,21 +64,23 @@ async fn the_python_client_lists_creates_watches_and_resumes() {
             "POST",
             "-H",
             "Content-Type: application/json",
+            "-H",
+            &format!("Authorization: Bearer {TOKEN}"),
+            "--cacert",
+            &ca_file.to_string_lossy(),
             "-d",
             ns,
-            &format!("http://{addr}/api/v1/namespaces"),
+            &format!("https://{addr}/api/v1/namespaces"),
         ])
         .output()
         .expect("curl");
-    assert!(out.status.success(), "create a namespace over HTTP");
+    assert!(out.status.success(), "create a namespace over HTTPS");
     let _ = stop.send(());
     let _ = task.await;
 
-    let (addr, stop, task) = serve(&dir).await;
+    let (addr, ca, stop, task) = serve(&dir).await;
     let kubeconfig = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"http://{addr}\"}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u, namespace: default}}}}]\ncurrent-context: x\n"
-    );
+    let text = kubeconfig::render(&format!("https://{addr}"), Some(&ca), Some(TOKEN));
     std::fs::write(&kubeconfig, text).expect("kubeconfig");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python_client.py");
     let out = tokio::task::spawn_blocking(move || {

@@ -14,12 +14,25 @@ pub struct Kubectl {
     pub kubeconfig: PathBuf,
 }
 
-/// Writes a kubeconfig for `server` to `path`.
-pub fn write_kubeconfig(path: &Path, server: &str) -> Result<(), LabError> {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: switchyard-lab\n  cluster:\n    server: {server}\nusers:\n- name: admin\n  user: {{}}\ncontexts:\n- name: switchyard-lab\n  context:\n    cluster: switchyard-lab\n    user: admin\n    namespace: default\ncurrent-context: switchyard-lab\n"
-    );
-    std::fs::write(path, text).map_err(|e| LabError::Io(path.to_path_buf(), e))
+/// Writes a token file (kube-apiserver's CSV: `token,user,uid,"groups"`) for user `admin` with
+/// a fresh random token to `path`, readable by root only.
+pub fn write_token_file(path: &Path) -> Result<(), LabError> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |e| LabError::Io(path.to_path_buf(), e);
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(io)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    writeln!(f, "{token},admin,admin,\"system:masters\"").map_err(io)
 }
 
 impl Kubectl {

@@ -87,6 +87,11 @@ impl Lab {
         topology::create(opts.nodes)?;
         let data = dir.join("cp-data");
         let _ = std::fs::remove_dir_all(&data);
+        let _ = std::fs::remove_file(&kubeconfig);
+        // A fresh random token per lab; switchyard-cp writes it into the kubeconfig together
+        // with the CA it generates (the serving certificate covers 198.18.0.1).
+        let token_file = dir.join("token.csv");
+        kube::write_token_file(&token_file)?;
         let listen = format!("{}:6443", topology::CP_ADDR);
         procs::start(
             &dirs,
@@ -98,21 +103,32 @@ impl Lab {
                 &listen,
                 "--data-dir",
                 &data.to_string_lossy(),
-                "--insecure-plain-http",
+                "--token-file",
+                &token_file.to_string_lossy(),
+                "--tls-san",
+                topology::CP_ADDR,
+                "--write-kubeconfig",
+                &kubeconfig.to_string_lossy(),
             ],
         )?;
-        let health = format!("http://{listen}/healthz");
+        let health = format!("https://{listen}/healthz");
+        let ca = data
+            .join("pki")
+            .join("ca.crt")
+            .to_string_lossy()
+            .into_owned();
         kube::wait(
-            &format!("switchyard-cp to answer {health}"),
+            &format!("switchyard-cp to answer {health} (verified with {ca})"),
             Duration::from_secs(15),
             Some("see target/lab/logs/cp.log"),
             || {
-                Ok(output(&["curl", "-sf", "--max-time", "1", &health])?
-                    .status
-                    .success())
+                Ok(
+                    output(&["curl", "-sf", "--max-time", "1", "--cacert", &ca, &health])?
+                        .status
+                        .success(),
+                )
             },
         )?;
-        kube::write_kubeconfig(&kubeconfig, &format!("http://{listen}"))?;
         let kc = kubeconfig.to_string_lossy().into_owned();
         for n in 1..=opts.nodes {
             let (ns, name, addr) = (

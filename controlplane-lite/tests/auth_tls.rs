@@ -1,0 +1,205 @@
+//! TLS and bearer tokens through the real `switchyard-cp` binary on 127.0.0.1, as a user meets
+//! them: kubectl with the written kubeconfig works; without a token or with a wrong one kubectl
+//! and curl get `401 Unauthorized`; the server is verified with the generated CA and not without
+//! it; a restart keeps the CA and the token, so existing kubeconfigs keep working; a broken token
+//! file stops the start with the line named. Needs kubectl, curl and openssl (no root).
+mod cp_process;
+
+use std::process::Command;
+
+use switchyard_cp::kubeconfig;
+
+use cp_process::{ca_file, free_port, kubectl, stdout_ok, Cp, Scratch, TOKEN};
+
+/// `openssl x509 -fingerprint -sha256` of a certificate file.
+fn fingerprint(path: &std::path::Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(path)
+        .output()
+        .expect("openssl");
+    stdout_ok("openssl x509", &out).trim().to_string()
+}
+
+/// The CA a TLS client is handed when it asks the server (`openssl s_client -showcerts`), as
+/// the issuer of the serving certificate.
+fn served_issuer(port: u16) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.trim_start().starts_with("i:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+const UNAUTHORIZED: &str = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#;
+
+#[test]
+fn tokens_and_tls_as_kubectl_and_curl_see_them() {
+    let dir = Scratch::new("auth");
+    let port = free_port();
+    let mut cp = Cp::start(&dir.0, port);
+
+    // The written kubeconfig: HTTPS, the CA, the token.
+    let kc = std::fs::read_to_string(&cp.kubeconfig).expect("kubeconfig");
+    assert!(
+        kc.contains(&format!("server: https://127.0.0.1:{port}")),
+        "{kc}"
+    );
+    assert!(
+        kc.contains("certificate-authority-data: ") && kc.contains(TOKEN),
+        "{kc}"
+    );
+
+    let out = stdout_ok(
+        "kubectl get namespaces",
+        &cp.kubectl(&["get", "namespaces"]),
+    );
+    assert!(
+        out.contains("default") && out.contains("kube-system"),
+        "{out}"
+    );
+    let out = cp.kubectl(&["get", "nodes"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && all.contains("No resources found"),
+        "{all}"
+    );
+
+    // kubectl without a token, and with a wrong one. Without any credentials kubectl asks for a
+    // user name (stdin is empty here, so it stops there); with a user name but no token, or
+    // with a wrong token, the server answers 401 and kubectl says so. Its message depends on
+    // whether discovery is cached (warm after the successful calls above), as with
+    // kube-apiserver: "(Unauthorized)" from the Status, or client-go's generic wording.
+    let no_token = dir.0.join("no-token.kubeconfig");
+    let ca = std::fs::read_to_string(ca_file(&cp.data)).unwrap();
+    std::fs::write(&no_token, kubeconfig::render(&cp.url, Some(&ca), None)).unwrap();
+    let out = kubectl(&no_token, &["get", "namespaces"]);
+    assert!(!out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("default"));
+    for (what, args) in [
+        (
+            "a wrong token",
+            vec!["get", "namespaces", "--token", "not-the-token"],
+        ),
+        (
+            "a user name but no token",
+            vec!["get", "namespaces", "--username", "nobody"],
+        ),
+    ] {
+        let out = kubectl(&no_token, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "kubectl with {what} must fail");
+        assert!(
+            err.contains("error: You must be logged in to the server (Unauthorized)"),
+            "kubectl with {what} printed: {err}"
+        );
+    }
+    let cold = cp_process::kubectl_cold(&no_token, &["get", "pods", "--token", "wrong"]);
+    let err = String::from_utf8_lossy(&cold.stderr);
+    assert!(
+        err.contains("error: You must be logged in to the server (the server has asked for the client to provide credentials)"),
+        "kubectl with a wrong token and no discovery cache printed: {err}"
+    );
+
+    // curl: no token, a wrong token, the right one; health checks stay open.
+    let url = format!("{}/api/v1/namespaces", cp.url);
+    for extra in [
+        vec![],
+        vec!["-H", "Authorization: Bearer wrong"],
+        vec!["-H", "Authorization: Basic abc"],
+    ] {
+        let mut args = extra.clone();
+        args.extend(["-w", "\n%{http_code}", url.as_str()]);
+        let out = String::from_utf8_lossy(&cp.curl(&args).stdout).into_owned();
+        let (body, code) = out.rsplit_once('\n').unwrap();
+        assert_eq!(code, "401", "{extra:?}: {out}");
+        let got: serde_json::Value = serde_json::from_str(body).unwrap();
+        let want: serde_json::Value = serde_json::from_str(UNAUTHORIZED).unwrap();
+        assert_eq!(got, want, "{extra:?}");
+    }
+    let (code, body) = cp.request("GET", "/api/v1/namespaces", None);
+    assert_eq!(code, 200, "{body}");
+    for open in ["/healthz", "/livez", "/readyz"] {
+        let out = cp.curl(&["-f", &format!("{}{open}", cp.url)]);
+        assert_eq!(stdout_ok(open, &out), "ok");
+    }
+
+    // Verified with the CA (above); without it curl refuses the server.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", &format!("{}/healthz", cp.url)])
+        .output()
+        .expect("curl");
+    assert_eq!(
+        out.status.code(),
+        Some(60),
+        "curl without the CA: {:?}",
+        out
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("certificate"));
+    // The certificate names 127.0.0.1 and localhost.
+    let out = cp.curl(&[
+        "-f",
+        "--resolve",
+        &format!("localhost:{port}:127.0.0.1"),
+        &format!("https://localhost:{port}/healthz"),
+    ]);
+    stdout_ok("curl https://localhost", &out);
+
+    // A restart keeps the CA; the old kubeconfig (old CA, same token) keeps working.
+    let saved = dir.0.join("saved.kubeconfig");
+    std::fs::copy(&cp.kubeconfig, &saved).unwrap();
+    let before = fingerprint(&ca_file(&cp.data));
+    let issuer = served_issuer(port);
+    assert!(issuer.contains("switchyard-cp CA"), "{issuer}");
+    cp.stop();
+    let cp = Cp::start(&dir.0, port);
+    assert_eq!(
+        fingerprint(&ca_file(&cp.data)),
+        before,
+        "the CA changed on restart"
+    );
+    assert_eq!(served_issuer(port), issuer);
+    let out = stdout_ok(
+        "kubectl after a restart",
+        &kubectl(&saved, &["get", "namespaces"]),
+    );
+    assert!(out.contains("default"), "{out}");
+    let log = cp.log_text();
+    assert_eq!(log.matches("generated a new CA").count(), 1, "{log}");
+}
+
+#[test]
+fn a_broken_token_file_stops_the_start_naming_the_line() {
+    let dir = Scratch::new("badtokens");
+    let tokens = dir.0.join("tokens.csv");
+    std::fs::write(&tokens, "good,admin,1\nonly-a-token\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-cp"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+        ])
+        .arg(dir.0.join("data"))
+        .arg("--token-file")
+        .arg(&tokens)
+        .output()
+        .expect("switchyard-cp");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a broken token file must stop the start"
+    );
+    assert!(
+        err.contains(&format!("token file {}, line 2:", tokens.display())),
+        "{err}"
+    );
+}
