@@ -200,6 +200,12 @@ fn admit(
         "Pod" => pod(res, obj, old),
         "Namespace" => {
             obj["status"] = json!({"phase": "Active"});
+            // As kube-apiserver since 1.21: every namespace carries its name as a label.
+            let name = name_of(obj);
+            if !obj["metadata"]["labels"].is_object() {
+                obj["metadata"]["labels"] = json!({});
+            }
+            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
             Ok(())
         }
         _ => Ok(()),

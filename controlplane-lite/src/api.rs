@@ -162,6 +162,14 @@ fn selected<'a>(
 }
 
 fn body_json(body: &Bytes) -> Result<Value, ApiError> {
+    if body.starts_with(crate::protobuf::MAGIC) {
+        return crate::protobuf::decode(body).map_err(|e| ApiError {
+            code: 415,
+            reason: "UnsupportedMediaType",
+            message: e.to_string(),
+            details: None,
+        });
+    }
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         return Ok(v);
     }

@@ -20,6 +20,7 @@ pub mod clock;
 pub mod controllers;
 pub mod kubeconfig;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selectors;
 pub mod serve;
