@@ -59,6 +59,17 @@ pub fn start(dirs: &Dirs, name: &str, netns: Option<&str>, argv: &[&str]) -> Res
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     // Its own process group: a Ctrl-C of the lab command does not kill it half-way.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    // Lab processes outlive the command that started them: they must not inherit its open
+    // descriptors — above all the lab lock of `flock /tmp/switchyard-lab.lock cargo xtask lab up`,
+    // which they would hold until `lab down`, so that `flock … lab down` waits forever.
+    // SAFETY: close_range is async-signal-safe; marking descriptors close-on-exec (rather than
+    // closing them) keeps std's own exec-error pipe working.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+            Ok(())
+        });
+    }
     let child = cmd.spawn().map_err(|source| LabError::Spawn {
         cmd: argv.join(" "),
         source,
@@ -132,4 +143,37 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn started_processes_do_not_inherit_open_descriptors() {
+        let dir = std::env::temp_dir().join(format!("sy-procs-test-{}", std::process::id()));
+        let dirs = Dirs::new(&dir).unwrap();
+        // An inheritable descriptor, as flock(1) hands its lock to the command it runs.
+        let path = std::ffi::CString::new(dir.join("lock").to_string_lossy().as_bytes()).unwrap();
+        // SAFETY: a valid path; the descriptor is closed below.
+        let opened = unsafe { libc::open(path.as_ptr(), libc::O_CREAT | libc::O_RDWR, 0o600) };
+        // A number the listing process does not use for itself.
+        // SAFETY: both descriptors are ours.
+        let fd = unsafe { libc::dup2(opened, 57) };
+        unsafe { libc::close(opened) };
+        assert_eq!(fd, 57);
+        let pid = start(&dirs, "fds", None, &["sh", "-c", "ls /proc/self/fd"]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid as i32) && Instant::now() < deadline {
+            reap(pid as i32);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let listed = std::fs::read_to_string(dirs.log("fds")).unwrap();
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
+        let fds: Vec<&str> = listed.split_whitespace().collect();
+        assert!(fds.contains(&"1"), "{listed}");
+        assert!(!fds.contains(&fd.to_string().as_str()), "fd {fd} leaked: {listed}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
