@@ -66,7 +66,12 @@ pub fn start(dirs: &Dirs, name: &str, netns: Option<&str>, argv: &[&str]) -> Res
     // closing them) keeps std's own exec-error pipe working.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             Ok(())
         });
     }
@@ -173,7 +178,10 @@ mod tests {
         unsafe { libc::close(fd) };
         let fds: Vec<&str> = listed.split_whitespace().collect();
         assert!(fds.contains(&"1"), "{listed}");
-        assert!(!fds.contains(&fd.to_string().as_str()), "fd {fd} leaked: {listed}");
+        assert!(
+            !fds.contains(&fd.to_string().as_str()),
+            "fd {fd} leaked: {listed}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
