@@ -20,6 +20,8 @@ pub struct Resource {
     pub short: &'static [&'static str],
     /// Whether it has a `/status` subresource.
     pub status: bool,
+    /// Discovery categories (`kubectl get all` lists the `all` category).
+    pub categories: &'static [&'static str],
 }
 
 impl Resource {
@@ -44,6 +46,7 @@ pub const RESOURCES: [Resource; 6] = [
         namespaced: false,
         short: &["ns"],
         status: false,
+        categories: &[],
     },
     Resource {
         group: "",
@@ -54,6 +57,7 @@ pub const RESOURCES: [Resource; 6] = [
         namespaced: false,
         short: &["no"],
         status: true,
+        categories: &[],
     },
     Resource {
         group: "",
@@ -64,6 +68,7 @@ pub const RESOURCES: [Resource; 6] = [
         namespaced: true,
         short: &["po"],
         status: true,
+        categories: &["all"],
     },
     Resource {
         group: "",
@@ -74,6 +79,7 @@ pub const RESOURCES: [Resource; 6] = [
         namespaced: true,
         short: &["svc"],
         status: true,
+        categories: &["all"],
     },
     Resource {
         group: "",
@@ -84,6 +90,7 @@ pub const RESOURCES: [Resource; 6] = [
         namespaced: true,
         short: &["ep"],
         status: false,
+        categories: &[],
     },
     Resource {
         group: "discovery.k8s.io",
@@ -94,6 +101,7 @@ pub const RESOURCES: [Resource; 6] = [
         namespaced: true,
         short: &[],
         status: false,
+        categories: &[],
     },
 ];
 
@@ -133,6 +141,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         });
         if !r.short.is_empty() {
             entry["shortNames"] = json!(r.short);
+        }
+        if !r.categories.is_empty() {
+            entry["categories"] = json!(r.categories);
         }
         resources.push(entry);
         if r.status {

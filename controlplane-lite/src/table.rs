@@ -165,10 +165,14 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 .flatten()
                 .find(|c| c["type"] == "Ready")
                 .map(|c| c["status"].as_str().unwrap_or(""));
-            let status = match ready {
+            let mut status = match ready {
                 Some("True") => "Ready",
                 _ => "NotReady",
-            };
+            }
+            .to_string();
+            if o.pointer("/spec/unschedulable") == Some(&json!(true)) {
+                status.push_str(",SchedulingDisabled");
+            }
             let addr = |t: &str| {
                 o.pointer("/status/addresses")
                     .and_then(Value::as_array)

@@ -364,6 +364,10 @@ fn get_prints_wide_yaml_json_jsonpath_and_name() {
     );
     let pods = cp.kubectl(&["get", "pods"]).ok();
     assert!(pods.is_empty(), "{pods}");
+    // `get all` lists the `all` category: pods and services.
+    cp.apply(&pod("web-1", "app: web"));
+    let all = cp.kubectl(&["get", "all", "-o", "name"]).ok();
+    assert_eq!(all.trim(), "pod/web-1\nservice/web");
 }
 
 #[test]

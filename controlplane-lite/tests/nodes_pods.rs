@@ -124,6 +124,21 @@ fn nodes_get_pod_cidrs_and_pods_are_scheduled_only_to_ready_nodes() {
     assert_eq!(node, "n2");
     let wide = cp.kubectl(&["get", "pod", "b0", "-o", "wide"]).ok();
     assert_eq!(rows(&wide)[1][6], "n2", "{wide}");
+    // A cordoned node gets no new pods.
+    assert_eq!(
+        cp.kubectl(&["cordon", "n2"]).ok().trim(),
+        "node/n2 cordoned"
+    );
+    assert_eq!(
+        rows(&cp.kubectl(&["get", "node", "n2"]).ok())[1][1],
+        "Ready,SchedulingDisabled"
+    );
+    cp.apply(&pod("b1", None, "http", 8080));
+    let node = eventually(10, "b1 bound", || {
+        Some(cp.jsonpath(&["pod", "b1"], "{.spec.nodeName}")).filter(|n| !n.is_empty())
+    });
+    assert_eq!(node, "n1");
+    cp.kubectl(&["uncordon", "n2"]).ok();
     // A pod that names its node is not moved, and its binding cannot change.
     cp.apply(&pod("pinned", Some("n1"), "http", 8080));
     let err = cp
