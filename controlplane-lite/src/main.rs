@@ -30,9 +30,9 @@ struct Cli {
     /// With it, requests without a listed bearer token get 401 (health checks stay open).
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// Extra name (IP address or DNS name) for the serving certificate; repeat or separate with
-    /// commas. The listen IP, 127.0.0.1 and localhost are always included.
-    #[arg(long, value_delimiter = ',')]
+    /// Extra names (IP addresses or DNS names) for the serving certificate: several after one
+    /// flag, repeated, or comma-separated. The listen IP, 127.0.0.1 and localhost are always in.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
     tls_san: Vec<String>,
     /// Write a kubeconfig for this server (URL, CA, the token file's first token) to PATH.
     #[arg(long)]
