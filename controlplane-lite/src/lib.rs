@@ -19,6 +19,7 @@ pub mod auth;
 pub mod clock;
 pub mod controllers;
 pub mod kubeconfig;
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;

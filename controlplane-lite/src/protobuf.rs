@@ -38,8 +38,9 @@ pub enum ProtoError {
     },
 }
 
+/// The type of a field (of a list item or map value for repeated and map fields).
 #[derive(Debug)]
-enum Ty {
+pub(crate) enum Ty {
     Str,
     Int,
     Bool,
@@ -48,18 +49,22 @@ enum Ty {
     Time,
     Quantity,
     IntOrStr,
+    /// Another message, by schema name (`core.PodSpec`).
     Msg(String),
 }
 
+/// One field of a message.
 #[derive(Debug)]
-struct Field {
-    name: String,
-    ty: Ty,
-    repeated: bool,
-    map: bool,
+pub(crate) struct Field {
+    /// Its JSON name.
+    pub(crate) name: String,
+    pub(crate) ty: Ty,
+    pub(crate) repeated: bool,
+    pub(crate) map: bool,
 }
 
-type Schema = HashMap<String, HashMap<u64, Field>>;
+/// Messages by schema name, fields by number.
+pub(crate) type Schema = HashMap<String, HashMap<u64, Field>>;
 
 fn parse_ty(s: &str) -> Ty {
     match s {
@@ -75,7 +80,8 @@ fn parse_ty(s: &str) -> Ty {
     }
 }
 
-fn schema() -> &'static Schema {
+/// The messages of `protobuf_schema.txt` (also the field structure the OpenAPI documents show).
+pub(crate) fn schema() -> &'static Schema {
     static SCHEMA: OnceLock<Schema> = OnceLock::new();
     SCHEMA.get_or_init(|| {
         let mut all = Schema::new();

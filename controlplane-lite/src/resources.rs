@@ -249,7 +249,7 @@ pub fn openapi_doc(gv_path: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.32.0-switchyard"},
         "paths": paths,
-        "components": {"schemas": {}}
+        "components": {"schemas": crate::openapi::components(group, version)}
     }))
 }
 
