@@ -221,6 +221,18 @@ fn check_fields(
     })
 }
 
+/// Whether the request is a server-side dry run (`?dryRun=All`): admitted and answered as if
+/// done, never stored (`kubectl diff`, `--dry-run=server`).
+fn dry_run(q: &HashMap<String, String>) -> Result<bool, ApiError> {
+    match q.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "unsupported dryRun value {other:?}: only All is supported"
+        ))),
+    }
+}
+
 /// Adds one `Warning: 299 - "..."` header per warning, as kube-apiserver sends them.
 fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     for w in warnings {
@@ -339,6 +351,15 @@ impl Api {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
+        if dry_run(q)? {
+            if self.store.get(&self.key(t, &name)).is_some() {
+                return Err(ApiError::already_exists(t.res.plural, t.res.group, &name));
+            }
+            return Ok(with_warnings(
+                json_response(StatusCode::CREATED, &obj),
+                &warnings,
+            ));
+        }
         let stored = self
             .store
             .create(self.key(t, &name), obj)
@@ -374,7 +395,7 @@ impl Api {
             .store
             .get(&key)
             .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
-        let resp = self.replace(t, name, key, &old, obj, expect)?;
+        let resp = self.replace(t, name, key, &old, obj, expect, dry_run(q)?)?;
         Ok(with_warnings(resp, &warnings))
     }
 
@@ -430,7 +451,7 @@ impl Api {
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse().ok())
         });
-        let resp = self.replace(t, name, key, &old, obj, expect)?;
+        let resp = self.replace(t, name, key, &old, obj, expect, dry_run(q)?)?;
         Ok(with_warnings(resp, &warnings))
     }
 
@@ -443,9 +464,21 @@ impl Api {
         old: &Value,
         mut obj: Value,
         expect: Option<u64>,
+        dry: bool,
     ) -> Result<Response, ApiError> {
         let _admission = self.store.admission_lock();
         admission::on_update(t.res, old, &mut obj, t.status, &self.store, &self.ranges)?;
+        if dry {
+            let current = old
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<u64>().ok());
+            if expect.is_some_and(|e| Some(e) != current) {
+                return Err(ApiError::conflict(t.res.plural, t.res.group, name));
+            }
+            obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+            return Ok(ok(&obj));
+        }
         let stored = self
             .store
             .update(key, obj, expect)
@@ -485,6 +518,13 @@ impl Api {
             {
                 return Err(ApiError::conflict(t.res.plural, t.res.group, name));
             }
+        }
+        // kubectl sends a delete's dry run in the DeleteOptions body.
+        let dry_body = opts["dryRun"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|v| v == "All"));
+        if dry_run(q)? || dry_body {
+            return Ok(ok(&obj));
         }
         if t.res.kind == "Pod" {
             if let Some(resp) = self.graceful_pod_delete(&key, &obj, grace)? {

@@ -623,3 +623,41 @@ fn unknown_fields_are_rejected_as_kube_apiserver_does() {
         .fails();
     assert!(err.contains("BadRequest"), "{err}");
 }
+
+#[test]
+fn server_side_dry_runs_and_diff_change_nothing() {
+    let cp = Cp::start();
+    cp.apply(WEB);
+    let rv = cp.jsonpath(&["svc", "web"], "{.metadata.resourceVersion}");
+    let changed = WEB.replace("targetPort: 8080", "targetPort: 9090");
+    let diff = cp.kubectl_stdin(&["diff", "-f", "-"], &changed);
+    assert!(!diff.success, "kubectl diff exits 1 on differences");
+    assert!(
+        diff.stdout.contains("-    targetPort: 8080")
+            && diff.stdout.contains("+    targetPort: 9090"),
+        "{}{}",
+        diff.stdout,
+        diff.stderr
+    );
+    let out = cp
+        .kubectl_stdin(&["apply", "-f", "-", "--dry-run=server"], &changed)
+        .ok();
+    assert_eq!(out.trim(), "service/web configured (server dry run)");
+    let other = WEB.replace("name: web\n", "name: other\n");
+    let out = cp
+        .kubectl_stdin(&["create", "-f", "-", "--dry-run=server"], &other)
+        .ok();
+    assert_eq!(out.trim(), "service/other created (server dry run)");
+    let out = cp
+        .kubectl(&["delete", "svc", "web", "--dry-run=server"])
+        .ok();
+    assert_eq!(out.trim(), r#"service "web" deleted (server dry run)"#);
+    cp.kubectl(&["get", "svc", "other"]).fails();
+    assert_eq!(
+        cp.jsonpath(
+            &["svc", "web"],
+            "{.metadata.resourceVersion} {.spec.ports[0].targetPort}"
+        ),
+        format!("{rv} 8080")
+    );
+}
