@@ -395,7 +395,7 @@ impl Api {
             .store
             .get(&key)
             .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
-        let resp = self.replace(t, name, key, &old, obj, expect, dry_run(q)?)?;
+        let resp = self.replace(t, name, &old, obj, expect, dry_run(q)?)?;
         Ok(with_warnings(resp, &warnings))
     }
 
@@ -451,7 +451,7 @@ impl Api {
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse().ok())
         });
-        let resp = self.replace(t, name, key, &old, obj, expect, dry_run(q)?)?;
+        let resp = self.replace(t, name, &old, obj, expect, dry_run(q)?)?;
         Ok(with_warnings(resp, &warnings))
     }
 
@@ -460,12 +460,12 @@ impl Api {
         &self,
         t: &Target,
         name: &str,
-        key: Key,
         old: &Value,
         mut obj: Value,
         expect: Option<u64>,
         dry: bool,
     ) -> Result<Response, ApiError> {
+        let key = self.key(t, name);
         let _admission = self.store.admission_lock();
         admission::on_update(t.res, old, &mut obj, t.status, &self.store, &self.ranges)?;
         if dry {
