@@ -272,10 +272,15 @@ fn pod(res: &Resource, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiEr
         _ => causes.push(Cause::required("spec.containers")),
     }
     if let Some(old) = old {
-        // A pod's node binding cannot move once set.
-        let (was, now) = (old.pointer("/spec/nodeName"), obj.pointer("/spec/nodeName"));
-        if was.is_some() && was != now {
-            causes.push(Cause { reason: "FieldValueForbidden", field: "spec".into(), message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, ... (spec.nodeName is immutable once set)".into() });
+        // As kube-apiserver's ValidatePodUpdate: only images, activeDeadlineSeconds,
+        // tolerations, terminationGracePeriodSeconds and scheduling gates may change (the
+        // scheduler binds through the store, not through an update).
+        if immutable_part(&old["spec"]) != immutable_part(&obj["spec"]) {
+            causes.push(Cause {
+                reason: "FieldValueForbidden",
+                field: "spec".into(),
+                message: POD_UPDATE_FORBIDDEN.into(),
+            });
         }
     } else {
         // As kube-apiserver: a new pod's status is the server's, whatever the client sent.
@@ -286,6 +291,32 @@ fn pod(res: &Resource, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiEr
     } else {
         Err(invalid(res, obj, &causes))
     }
+}
+
+/// kube-apiserver's message for a pod update that changes more than it may.
+pub const POD_UPDATE_FORBIDDEN: &str = "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// A pod spec without the fields an update may change.
+fn immutable_part(spec: &Value) -> Value {
+    let mut s = spec.clone();
+    for list in ["containers", "initContainers"] {
+        for c in s[list].as_array_mut().into_iter().flatten() {
+            if let Some(m) = c.as_object_mut() {
+                m.remove("image");
+            }
+        }
+    }
+    if let Some(m) = s.as_object_mut() {
+        for k in [
+            "activeDeadlineSeconds",
+            "tolerations",
+            "terminationGracePeriodSeconds",
+            "schedulingGates",
+        ] {
+            m.remove(k);
+        }
+    }
+    s
 }
 
 /// Every ClusterIP and NodePort in use, except by `skip` (`namespace/name`).

@@ -150,8 +150,29 @@ fn nodes_get_pod_cidrs_and_pods_are_scheduled_only_to_ready_nodes() {
             r#"{"spec":{"nodeName":"n2"}}"#,
         ])
         .fails();
-    assert!(err.contains(r#"The Pod "pinned" is invalid"#), "{err}");
+    assert_eq!(
+        err.trim(),
+        "The Pod \"pinned\" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"
+    );
     assert_eq!(cp.jsonpath(&["pod", "pinned"], "{.spec.nodeName}"), "n1");
+    // A second apply changing a container port is refused the same way; one changing the
+    // image goes through.
+    let err = cp
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            &pod("pinned", Some("n1"), "http", 9999),
+        )
+        .fails();
+    assert!(
+        err.contains("spec: Forbidden: pod updates may not change fields"),
+        "{err}"
+    );
+    let image = pod("pinned", Some("n1"), "http", 8080).replace("image: echo", "image: echo:2");
+    assert_eq!(cp.apply(&image).trim(), "pod/pinned configured");
+    assert_eq!(
+        cp.jsonpath(&["pod", "pinned"], "{.spec.containers[0].image}"),
+        "echo:2"
+    );
 }
 
 #[test]
