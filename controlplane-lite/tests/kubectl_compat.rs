@@ -606,9 +606,31 @@ fn unknown_fields_are_rejected_as_kube_apiserver_does() {
         err.contains(r#"strict decoding error: unknown field "spec.bogus""#),
         "{err}"
     );
+    // Without the parameter (a raw request) the server's default is Warn.
+    cp.kubectl(&["delete", "svc", "web"]).ok();
+    let file = cp.dir.join("bad.json");
+    let json: serde_json::Value = serde_yaml::from_str(&bad).unwrap();
+    std::fs::write(&file, json.to_string()).unwrap();
+    let out = cp.kubectl(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/services",
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.success
+            && out
+                .stderr
+                .contains(r#"Warning: unknown field "spec.bogus""#),
+        "{out:?}"
+    );
     // --validate=false sends Ignore: accepted silently.
     let out = cp.kubectl_stdin(&["apply", "-f", "-", "--validate=false"], &bad);
-    assert!(out.success && !out.stderr.contains("Warning"), "{out:?}");
+    assert!(
+        out.success && !out.stderr.contains("unknown field"),
+        "{out:?}"
+    );
     // Unknown fields deeper down and on pods.
     let pod_bad = pod("p", "app: p").replace("image: echo}", "image: echo, imagePolicy: x}");
     let err = cp.kubectl_stdin(&["apply", "-f", "-"], &pod_bad).fails();

@@ -91,6 +91,28 @@ fn nodes_get_pod_cidrs_and_pods_are_scheduled_only_to_ready_nodes() {
         ("v1.32.0", "198.18.0.11")
     );
     assert_eq!(nodes[2][..2], ["n2", "NotReady"]);
+    let described: Vec<String> = cp
+        .kubectl(&["describe", "node", "n1"])
+        .ok()
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for want in [
+        "Name: n1",
+        "PodCIDR: 10.244.1.0/24",
+        "InternalIP: 198.18.0.11",
+    ] {
+        assert!(
+            described.iter().any(|l| l == want),
+            "missing {want:?} in:\n{described:#?}"
+        );
+    }
+    assert!(
+        described
+            .iter()
+            .any(|l| l.starts_with("Ready True ") && l.contains("KubeletReady")),
+        "{described:#?}"
+    );
 
     // n2 is not Ready: every pod goes to n1.
     for i in 0..3 {
