@@ -203,3 +203,50 @@ fn a_broken_token_file_stops_the_start_naming_the_line() {
         "{err}"
     );
 }
+
+#[test]
+fn a_watch_streams_over_tls_and_sigterm_ends_it_promptly() {
+    let dir = Scratch::new("watch-tls");
+    let mut cp = Cp::start(&dir.0, free_port());
+    let mut watch = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .args(["get", "namespaces", "-w", "--output-watch-events"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let stdout = watch.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (code, body) = cp.request(
+        "POST",
+        "/api/v1/namespaces",
+        Some(r#"{"metadata":{"name":"seen-by-the-watch"}}"#),
+    );
+    assert_eq!(code, 201, "{body}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let start = std::time::Instant::now();
+    cp.stop();
+    let took = start.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "switchyard-cp took {took:?} to stop with a watch open"
+    );
+    // kubectl retries a closed watch; it gives up soon with the server gone.
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let lines = lines.join().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ADDED") && l.contains("seen-by-the-watch")),
+        "{lines:?}"
+    );
+}
