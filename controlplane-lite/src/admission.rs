@@ -94,7 +94,12 @@ pub fn on_create(
     }
     meta["uid"] = json!(clock::uid());
     meta["creationTimestamp"] = json!(clock::now());
-    meta["generation"] = json!(1);
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("generation");
+    }
+    if tracks_generation(res) {
+        meta["generation"] = json!(1);
+    }
     if let Some(m) = meta.as_object_mut() {
         for k in [
             "resourceVersion",
@@ -169,16 +174,39 @@ pub fn on_update(
             }
         }
     }
-    let generation = old
-        .pointer("/metadata/generation")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    obj["metadata"]["generation"] = json!(if old.get("spec") != obj.get("spec") {
-        generation + 1
-    } else {
-        generation
-    });
+    match old.pointer("/metadata/generation").and_then(Value::as_i64) {
+        Some(g) if tracks_generation(res) => {
+            obj["metadata"]["generation"] = json!(if generation_changes(old, obj) {
+                g + 1
+            } else {
+                g
+            })
+        }
+        _ => {
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("generation");
+            }
+        }
+    }
     admit(res, obj, Some(old), store, ranges)
+}
+
+/// Whether kube-apiserver 1.32 keeps `metadata.generation` for the kind: of the served kinds only
+/// EndpointSlices (pods got one in 1.33; services, nodes, namespaces and Endpoints never had).
+pub fn tracks_generation(res: &Resource) -> bool {
+    res.kind == "EndpointSlice"
+}
+
+/// An EndpointSlice's generation moves when anything but its metadata changes, or its labels.
+pub fn generation_changes(old: &Value, new: &Value) -> bool {
+    let body = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+        }
+        v
+    };
+    body(old) != body(new) || old.pointer("/metadata/labels") != new.pointer("/metadata/labels")
 }
 
 fn admit(
@@ -200,6 +228,12 @@ fn admit(
         "Pod" => pod(res, obj, old),
         "Namespace" => {
             obj["status"] = json!({"phase": "Active"});
+            // Finalizers change only through the finalize subresource (not served).
+            obj["spec"] = match old {
+                None => json!({"finalizers": ["kubernetes"]}),
+                Some(o) if o["spec"].is_object() => o["spec"].clone(),
+                Some(_) => json!({"finalizers": ["kubernetes"]}),
+            };
             // As kube-apiserver since 1.21: every namespace carries its name as a label.
             let name = name_of(obj);
             if !obj["metadata"]["labels"].is_object() {

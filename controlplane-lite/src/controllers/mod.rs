@@ -42,14 +42,19 @@ pub fn apply_owned(store: &Store, key: Key, mut want: Value) -> Result<bool, Sto
             for k in ["uid", "creationTimestamp"] {
                 want["metadata"][k] = cur["metadata"][k].clone();
             }
-            let g = cur["metadata"]["generation"].as_i64().unwrap_or(1);
-            want["metadata"]["generation"] = json!(g + 1);
+            if key.resource == "endpointslices" {
+                let g = cur["metadata"]["generation"].as_i64().unwrap_or(1);
+                let bump = crate::admission::generation_changes(&cur, &want);
+                want["metadata"]["generation"] = json!(if bump { g + 1 } else { g });
+            }
             store.update(key, want, None)?;
         }
         None => {
             want["metadata"]["uid"] = json!(clock::uid());
             want["metadata"]["creationTimestamp"] = json!(clock::now());
-            want["metadata"]["generation"] = json!(1);
+            if key.resource == "endpointslices" {
+                want["metadata"]["generation"] = json!(1);
+            }
             store.create(key, want)?;
         }
     }
