@@ -503,6 +503,7 @@ fn service(
             &["Cluster", "Local"],
         )),
     }
+    validate::label_map(spec.get("selector"), "spec.selector", &mut causes);
     // Ports.
     let headless = spec.get("clusterIP").and_then(Value::as_str) == Some("None");
     let ports = spec.get_mut("ports").and_then(Value::as_array_mut);

@@ -46,7 +46,12 @@ fn qualified_name_part(s: &str) -> bool {
 
 /// Validates `metadata.labels` keys and values.
 pub fn labels(obj: &Value, causes: &mut Vec<Cause>) {
-    let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) else {
+    label_map(obj.pointer("/metadata/labels"), "metadata.labels", causes);
+}
+
+/// Validates a map of label keys and values at `field` (labels, a Service's `spec.selector`).
+pub fn label_map(map: Option<&Value>, field: &str, causes: &mut Vec<Cause>) {
+    let Some(labels) = map.and_then(Value::as_object) else {
         return;
     };
     for (k, v) in labels {
@@ -54,12 +59,12 @@ pub fn labels(obj: &Value, causes: &mut Vec<Cause>) {
             .rsplit_once('/')
             .map_or((None, k.as_str()), |(p, n)| (Some(p), n));
         if !qualified_name_part(name) || prefix.is_some_and(|p| !is_dns1123_subdomain(p)) {
-            causes.push(Cause::invalid("metadata.labels", format!("{k:?}"), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"));
+            causes.push(Cause::invalid(field, format!("{k:?}"), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"));
         }
         match v.as_str() {
             Some("") => {}
             Some(s) if qualified_name_part(s) => {}
-            _ => causes.push(Cause::invalid("metadata.labels", v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")),
+            _ => causes.push(Cause::invalid(field, v, "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')")),
         }
     }
 }

@@ -310,6 +310,17 @@ fn names_labels_and_selectors_are_validated_with_kubernetes_messages() {
     );
     let err = invalid(
         &cp,
+        &svc(
+            "sel",
+            "  selector: {app: \"web app\"}\n  ports: [{port: 80}]\n",
+        ),
+    );
+    assert!(
+        err.contains(r#"The Service "sel" is invalid: spec.selector: Invalid value: "web app": a valid label must be an empty string"#),
+        "{err}"
+    );
+    let err = invalid(
+        &cp,
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{image: x}]\n",
     );
     assert_eq!(
