@@ -416,6 +416,16 @@ impl Api {
             .unwrap_or("")
             .trim()
             .to_string();
+        // The patch type is checked first: server-side apply (`application/apply-patch+yaml`)
+        // is refused as such, whether the object exists or not.
+        const PATCH_TYPES: [&str; 3] = [
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+            "application/json-patch+json",
+        ];
+        if !PATCH_TYPES.contains(&ct.as_str()) {
+            return Err(ApiError::unsupported_media(&ct));
+        }
         let p: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
         let key = self.key(t, name);

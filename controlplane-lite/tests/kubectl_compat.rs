@@ -53,6 +53,24 @@ fn api_resources_lists_exactly_the_served_resources_and_others_are_clean_errors(
         err.contains(r#"the server doesn't have a resource type "deployments""#),
         "{err}"
     );
+    // Requests outside the subset get a Kubernetes Status, never a hang.
+    for args in [
+        &["get", "--raw", "/apis/apps/v1/deployments"][..],
+        &["get", "--raw", "/api/v1/namespaces/default/pods/p/log"][..],
+    ] {
+        let err = cp.kubectl(args).fails();
+        assert_eq!(
+            err.trim(),
+            "Error from server (NotFound): the server could not find the requested resource"
+        );
+    }
+    let err = cp
+        .kubectl_stdin(&["apply", "--server-side", "-f", "-"], WEB)
+        .fails();
+    assert!(
+        err.starts_with("error: Server-side apply not available on the server: (the body of the request was in an unknown format"),
+        "{err}"
+    );
     // explain walks the fields and their types; the documentation itself is not served.
     let pod = cp.kubectl(&["explain", "pods"]).ok();
     assert!(
