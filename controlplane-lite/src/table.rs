@@ -105,11 +105,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 .iter()
                 .filter_map(|c| c["restartCount"].as_i64())
                 .sum();
-            let status = if o.pointer("/metadata/deletionTimestamp").is_some() {
-                "Terminating".to_string()
-            } else {
-                or_none(str_at(o, "/status/phase").to_string())
-            };
+            let status = pod_status(o, &statuses);
             vec![
                 json!(name),
                 json!(format!("{ready}/{containers}")),
@@ -123,6 +119,35 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
             ]
         }
         "Service" => {
+            let ty = str_at(o, "/spec/type");
+            let listed = |ptr: &str| -> Vec<String> {
+                o.pointer(ptr)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            };
+            // As kubectl's printer: externalIPs, a LoadBalancer's ingress or <pending>, an
+            // ExternalName's name.
+            let mut external = listed("/spec/externalIPs");
+            if ty == "LoadBalancer" {
+                let ingress: Vec<String> = o
+                    .pointer("/status/loadBalancer/ingress")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i["ip"].as_str().or(i["hostname"].as_str()))
+                    .map(str::to_string)
+                    .collect();
+                external.extend(ingress);
+                if external.is_empty() {
+                    external.push("<pending>".into());
+                }
+            }
+            if ty == "ExternalName" {
+                external = vec![str_at(o, "/spec/externalName").to_string()];
+            }
             let ports: Vec<String> = o
                 .pointer("/spec/ports")
                 .and_then(Value::as_array)
@@ -151,7 +176,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(name),
                 json!(str_at(o, "/spec/type")),
                 json!(or_none(str_at(o, "/spec/clusterIP").to_string())),
-                json!("<none>"),
+                json!(or_none(external.join(","))),
                 json!(or_none(ports.join(","))),
                 json!(age),
                 json!(or_none(selector.join(","))),
@@ -183,10 +208,18 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                     .unwrap_or("<none>")
                     .to_string()
             };
+            let roles: Vec<String> = o
+                .pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
+                .map(str::to_string)
+                .collect();
             vec![
                 json!(name),
                 json!(status),
-                json!("<none>"),
+                json!(or_none(roles.join(","))),
                 json!(age),
                 json!(str_at(o, "/status/nodeInfo/kubeletVersion")),
                 json!(addr("InternalIP")),
@@ -234,6 +267,54 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
     }
 }
 
+/// A pod's STATUS column, as kubectl's printer computes it: the phase (or the pod's reason),
+/// then a container's waiting or terminated reason, `Running`/`NotReady` for a completed
+/// container beside running ones, `Terminating` once deleted.
+fn pod_status(o: &Value, statuses: &[Value]) -> String {
+    let mut reason = str_at(o, "/status/reason").to_string();
+    if reason.is_empty() {
+        reason = str_at(o, "/status/phase").to_string();
+    }
+    let mut running = false;
+    for c in statuses.iter().rev() {
+        let state = &c["state"];
+        if let Some(r) = state["waiting"]["reason"]
+            .as_str()
+            .filter(|r| !r.is_empty())
+        {
+            reason = r.to_string();
+        } else if state["terminated"].is_object() {
+            let t = &state["terminated"];
+            reason = match t["reason"].as_str().filter(|r| !r.is_empty()) {
+                Some(r) => r.to_string(),
+                None => match t["signal"].as_i64().filter(|s| *s != 0) {
+                    Some(s) => format!("Signal:{s}"),
+                    None => format!("ExitCode:{}", t["exitCode"].as_i64().unwrap_or(0)),
+                },
+            };
+        } else if state["running"].is_object() && c["ready"] == json!(true) {
+            running = true;
+        }
+    }
+    if reason == "Completed" && running {
+        let ready = o
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        reason = if ready { "Running" } else { "NotReady" }.to_string();
+    }
+    if o.pointer("/metadata/deletionTimestamp").is_some() {
+        reason = if str_at(o, "/status/reason") == "NodeLost" {
+            "Unknown".to_string()
+        } else {
+            "Terminating".to_string()
+        };
+    }
+    or_none(reason)
+}
+
 /// The row object: metadata only unless `includeObject=Object`.
 fn row_object(o: &Value, include: &str) -> Value {
     match include {
@@ -273,6 +354,39 @@ mod tests {
         assert_eq!(cells[5], "10.244.1.5");
         assert_eq!(cells[6], "n1");
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
+    }
+
+    #[test]
+    fn pod_status_shows_container_reasons_as_kubectl_does() {
+        let pod = |statuses: Value, extra: Value| {
+            let mut p = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]},
+                "status": {"phase": "Pending", "containerStatuses": statuses}});
+            crate::patch::merge(&mut p, &extra);
+            p
+        };
+        let status = |p: &Value| {
+            table(find("", "v1", "pods").unwrap(), &[p], 1, "")["rows"][0]["cells"][2].clone()
+        };
+        let waiting = pod(
+            json!([{"state": {"waiting": {"reason": "ContainerCreating"}}}]),
+            json!({}),
+        );
+        assert_eq!(status(&waiting), "ContainerCreating");
+        let crashed = pod(
+            json!([{"state": {"terminated": {"exitCode": 2}}}]),
+            json!({"status": {"phase": "Running"}}),
+        );
+        assert_eq!(status(&crashed), "ExitCode:2");
+        let done = pod(
+            json!([{"state": {"terminated": {"reason": "Completed", "exitCode": 0}}}]),
+            json!({"status": {"phase": "Succeeded"}}),
+        );
+        assert_eq!(status(&done), "Completed");
+        let gone = pod(
+            json!([]),
+            json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}),
+        );
+        assert_eq!(status(&gone), "Terminating");
     }
 
     #[test]

@@ -463,3 +463,43 @@ fn endpointslice_generation_moves_with_its_content_and_labels_only() {
     assert!(created["metadata"].get("generation").is_none());
     assert_eq!(created["spec"]["finalizers"][0], "kubernetes");
 }
+
+#[test]
+fn every_service_type_prints_as_kubectl_shows_it() {
+    let cp = Cp::start();
+    cp.apply(&svc(
+        "lb",
+        "  type: LoadBalancer\n  ports: [{port: 80, nodePort: 30080}]\n",
+    ));
+    cp.apply(&svc(
+        "ext",
+        "  externalIPs: [203.0.113.7]\n  ports: [{port: 80}]\n",
+    ));
+    cp.apply(&svc(
+        "alias",
+        "  type: ExternalName\n  externalName: echo.example.com\n",
+    ));
+    let table = harness::rows(&cp.kubectl(&["get", "svc"]).ok());
+    let row = |name: &str| {
+        table
+            .iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("no {name} in {table:?}"))
+            .clone()
+    };
+    let lb = row("lb");
+    assert_eq!(
+        (lb[1].as_str(), lb[3].as_str(), lb[4].as_str()),
+        ("LoadBalancer", "<pending>", "80:30080/TCP")
+    );
+    let ext = row("ext");
+    assert_eq!(
+        (ext[1].as_str(), ext[3].as_str()),
+        ("ClusterIP", "203.0.113.7")
+    );
+    let alias = row("alias");
+    assert_eq!(
+        alias[1..5],
+        ["ExternalName", "<none>", "echo.example.com", "<none>"]
+    );
+}

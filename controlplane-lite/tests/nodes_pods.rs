@@ -71,6 +71,13 @@ fn pod_running(cp: &Cp, name: &str, ip: &str) {
 fn nodes_get_pod_cidrs_and_pods_are_scheduled_only_to_ready_nodes() {
     let cp = Cp::start();
     register(&cp, "n1", "198.18.0.11");
+    cp.kubectl(&[
+        "label",
+        "node",
+        "n1",
+        "node-role.kubernetes.io/control-plane=",
+    ])
+    .ok();
     cp.apply("apiVersion: v1\nkind: Node\nmetadata: {name: n2}\n");
     assert_eq!(
         cp.jsonpath(&["node", "n1"], "{.spec.podCIDR} {.spec.podCIDRs[0]}"),
@@ -85,7 +92,7 @@ fn nodes_get_pod_cidrs_and_pods_are_scheduled_only_to_ready_nodes() {
         nodes[0][..6],
         ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP"]
     );
-    assert_eq!(nodes[1][..2], ["n1", "Ready"]);
+    assert_eq!(nodes[1][..3], ["n1", "Ready", "control-plane"]);
     assert_eq!(
         (nodes[1][4].as_str(), nodes[1][5].as_str()),
         ("v1.32.0", "198.18.0.11")
@@ -278,6 +285,21 @@ fn endpoints_follow_pods_with_named_ports_and_graceful_deletion() {
     cp.apply(&pod("p3", Some("n1"), "http", 8080));
     pod_running(&cp, "p1", "10.244.1.11");
     pod_running(&cp, "p2", "10.244.1.12");
+    // p3's container is still being created: kubectl shows the waiting reason.
+    cp.kubectl(&[
+        "patch",
+        "pod",
+        "p3",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"containerStatuses":[{"name":"c","ready":false,"restartCount":0,"image":"echo","imageID":"","state":{"waiting":{"reason":"ContainerCreating"}}}]}}"#,
+    ])
+    .ok();
+    assert_eq!(
+        rows(&cp.kubectl(&["get", "pod", "p3"]).ok())[1][2],
+        "ContainerCreating"
+    );
     // p3 has an IP but is not Ready yet.
     cp.kubectl(&[
         "patch",
