@@ -4,8 +4,9 @@
 //! 2. Waits for its own Node to have a podCIDR and an InternalIP.
 //! 3. Creates `cbr0` (first address of the podCIDR, MTU 1460) and `vxlan0`, enables forwarding.
 //! 4. Loads the datapath (reusing pinned maps), attaches the overlay and the uplink programs.
-//! 5. Reconciles: every watch event (debounced by 10 ms), and every 30 s as a safety net, the whole
-//!    desired state is recomputed by the pure [`crate::model`] and only the differences are written;
+//! 5. Reconciles ([`reconcile`]): after every watch event (debounced by 10 ms) the Services the
+//!    events name are recomputed by the pure [`crate::model`] and only the differences are written;
+//!    a relist and, as a safety net, every 30 s, the whole desired state is recomputed;
 //!    every 200 ms the CNI endpoint records are rescanned so new pods are attached at once.
 //!
 //! SIGTERM/SIGINT stop the loop without detaching anything: programs stay attached through their
@@ -21,6 +22,9 @@ use crate::model::{self, nodes::parse_cidr, NodeInfo};
 use crate::netlink::{enable_ip_forward, Netlink};
 use crate::paths::{BRIDGE, POD_MTU};
 use crate::watch::{self, Stores};
+use reconcile::Reconciler;
+
+mod reconcile;
 
 /// Name of the overlay device.
 pub const VXLAN_DEVICE: &str = "vxlan0";
@@ -96,8 +100,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let node_ip = dp.settings().node_ip;
-    reconcile(&mut dp, &stores, &opts.node, node_ip);
+    let mut reconciler = Reconciler::new(&opts.node, dp.settings().node_ip);
+    reconciler.run(&mut dp, &stores);
     let mut pods = tokio::time::interval(Duration::from_millis(200));
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -110,14 +114,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = stores.changed.notified() => {
                 // Let a burst of events land before recomputing.
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                reconcile(&mut dp, &stores, &opts.node, node_ip);
+                reconciler.run(&mut dp, &stores);
             }
             _ = pods.tick() => {
                 if let Err(e) = dp.sync_local_pods() {
                     tracing::warn!(error = %e, "attaching local pods failed; retrying");
                 }
             }
-            _ = resync.tick() => reconcile(&mut dp, &stores, &opts.node, node_ip),
+            _ = resync.tick() => {
+                stores.mark_full();
+                reconciler.run(&mut dp, &stores);
+            }
         }
     }
     tasks.iter().for_each(|t| t.abort());
@@ -175,41 +182,4 @@ async fn prepare(
     dp.attach_uplink(&opts.uplink, uplink.index)?;
     tracing::info!(node = %settings.node, pod_cidr = ?info.pod_cidr, node_ip = %info.internal_ip, "datapath ready");
     Ok(dp)
-}
-
-/// Recomputes the desired state from the stores and writes what differs.
-fn reconcile(dp: &mut Datapath, stores: &Stores, node: &str, node_ip: Ipv4Addr) {
-    let span = tracing::info_span!("reconcile", node);
-    let _enter = span.enter();
-    // The agent's work for a change, from reading the stores to the last map write; logged as
-    // `took_us` (the benchmark's programming-time figure).
-    let started = std::time::Instant::now();
-    let snap = stores.snapshot();
-    let desired = model::desired(&snap.services, &snap.slices, &snap.nodes, node, node_ip);
-    match dp.sync_services(&desired) {
-        Ok(r) if r.written + r.deleted > 0 => {
-            tracing::info!(
-                frontends = desired.frontends.len(),
-                written = r.written,
-                deleted = r.deleted,
-                took_us = started.elapsed().as_micros() as u64,
-                "services synced"
-            )
-        }
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "programming services failed; retrying on the next change")
-        }
-    }
-    match dp.sync_tunnels(&model::tunnels(&snap.nodes, node)) {
-        Ok(r) if r.written + r.deleted > 0 => tracing::info!(
-            written = r.written,
-            deleted = r.deleted,
-            "overlay routes synced"
-        ),
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "programming overlay routes failed; retrying on the next change")
-        }
-    }
 }

@@ -4,12 +4,14 @@
 //! - [`loader`]: object loading with maps pinned under `paths::pin_dir(node)`.
 //! - [`attach`]: TCX attachment with pinned links that survive agent restarts.
 //! - [`plan`]: pure — desired state → map content with stable ids, and the ordered diff.
+//! - [`partial`]: pure — the same for a few changed frontends, without replanning the rest.
 //! - [`local_pods`]: CNI endpoint records → `LOCAL_PODS`.
 //! - [`inspect`]: read-only views of the pinned maps for the `inspect` CLI and tests.
 pub mod attach;
 pub mod inspect;
 pub mod loader;
 pub mod local_pods;
+pub mod partial;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -22,8 +24,9 @@ use switchyard_abi::programs;
 use switchyard_abi::NodeConfig;
 
 use crate::cni::EndpointRecord;
-use crate::model::Desired;
+use crate::model::{Desired, Frontend};
 use crate::paths;
+use partial::Usage;
 use plan::{IdCursor, Op, Programmed};
 
 /// What the datapath must know about its node before it can load.
@@ -82,12 +85,24 @@ pub struct SyncReport {
     pub failed: usize,
 }
 
+impl SyncReport {
+    fn count(&mut self, op: &Op) {
+        match op {
+            Op::PutBackend(..) | Op::PutRevNat(..) | Op::PutService(..) => self.written += 1,
+            _ => self.deleted += 1,
+        }
+    }
+}
+
 /// The loaded datapath of one node.
 pub struct Datapath {
     settings: NodeSettings,
     maps: loader::Loaded,
     programmed: Programmed,
     cursor: IdCursor,
+    /// Which frontend uses which id; `None` until the first full sync (a previous agent's maps
+    /// say nothing about terminating backends).
+    usage: Option<Usage>,
     /// Container id → record, for the pods handled so far.
     pods: BTreeMap<String, EndpointRecord>,
     /// What `TUNNEL` holds.
@@ -127,6 +142,7 @@ impl Datapath {
             maps,
             programmed,
             cursor,
+            usage: None,
             pods: BTreeMap::new(),
             tunnels,
             config,
@@ -144,15 +160,40 @@ impl Datapath {
     pub fn sync_services(&mut self, desired: &Desired) -> Result<SyncReport, DatapathError> {
         let next = plan::plan(desired, &self.programmed, &mut self.cursor)?;
         let ops = plan::diff(&self.programmed, &next);
-        let mut report = SyncReport::default();
-        for op in &ops {
-            self.apply(op)?;
-            match op {
-                Op::PutBackend(..) | Op::PutRevNat(..) | Op::PutService(..) => report.written += 1,
-                _ => report.deleted += 1,
-            }
-        }
+        self.usage = None;
+        let report = self.apply_all(&ops)?;
+        self.usage = Some(Usage::build(desired, &next));
         self.programmed = next;
+        Ok(report)
+    }
+
+    /// Like [`Datapath::sync_services`] when only the frontends in `changed` differ from what
+    /// was last synced: plans and writes just those (and the backends they touch). Before the
+    /// first full sync it does a full one.
+    pub fn sync_changes(
+        &mut self,
+        desired: &Desired,
+        changed: &std::collections::BTreeSet<Frontend>,
+    ) -> Result<SyncReport, DatapathError> {
+        // Taken out while the maps change: if a write fails they are between two states, and
+        // the next sync is a full one that rewrites whatever differs.
+        let Some(mut usage) = self.usage.take() else {
+            return self.sync_services(desired);
+        };
+        let change =
+            partial::plan_changes(desired, changed, &self.programmed, &usage, &mut self.cursor)?;
+        let report = self.apply_all(&plan::diff(&change.before, &change.after))?;
+        change.commit(&mut self.programmed, &mut usage);
+        self.usage = Some(usage);
+        Ok(report)
+    }
+
+    fn apply_all(&mut self, ops: &[Op]) -> Result<SyncReport, DatapathError> {
+        let mut report = SyncReport::default();
+        for op in ops {
+            self.apply(op)?;
+            report.count(op);
+        }
         Ok(report)
     }
 

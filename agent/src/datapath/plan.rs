@@ -67,9 +67,11 @@ pub enum PlanError {
     },
 }
 
-type BackendIdentity = (u32, u16, u8);
+/// What makes two backends the same backend: address, port, protocol (map byte order).
+pub type BackendIdentity = (u32, u16, u8);
 
-fn identity(b: &Backend) -> BackendIdentity {
+/// The identity of a backend value.
+pub fn identity(b: &Backend) -> BackendIdentity {
     (b.addr, b.port, b.proto)
 }
 
@@ -141,18 +143,13 @@ pub fn plan(
 
 /// Backends that take new connections. kube-proxy's rule: ready endpoints; the model already
 /// promoted serving-terminating ones when no ready endpoint exists.
-fn active_backends(spec: &FrontendSpec) -> impl Iterator<Item = &crate::model::BackendSpec> {
+pub fn active_backends(spec: &FrontendSpec) -> impl Iterator<Item = &crate::model::BackendSpec> {
     spec.backends.iter().filter(|b| !b.terminating)
 }
 
-fn backend_id(
-    b: &crate::model::BackendSpec,
-    ids: &mut HashMap<BackendIdentity, u32>,
-    used: &mut std::collections::HashSet<u32>,
-    cursor: &mut IdCursor,
-    next: &mut Programmed,
-) -> u32 {
-    let value = Backend {
+/// The `BACKENDS` value of a backend spec.
+pub fn backend_value(b: &crate::model::BackendSpec) -> Backend {
+    Backend {
         addr: u32::from_ne_bytes(b.addr.ip.octets()),
         port: b.addr.port.to_be(),
         proto: b.addr.proto.ip_proto(),
@@ -162,7 +159,17 @@ fn backend_id(
             BACKEND_ACTIVE
         },
         node_addr: b.node_ip.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
-    };
+    }
+}
+
+fn backend_id(
+    b: &crate::model::BackendSpec,
+    ids: &mut HashMap<BackendIdentity, u32>,
+    used: &mut std::collections::HashSet<u32>,
+    cursor: &mut IdCursor,
+    next: &mut Programmed,
+) -> u32 {
+    let value = backend_value(b);
     let id = *ids.entry(identity(&value)).or_insert_with(|| {
         let mut id = cursor.backend.max(1);
         while used.contains(&id) {
@@ -181,10 +188,15 @@ fn backend_id(
 }
 
 fn allocate_u16(cursor: &mut u16, used: &std::collections::HashSet<u16>) -> Option<u16> {
+    allocate_u16_with(cursor, |id| used.contains(&id))
+}
+
+/// The next free 16-bit id at or after `cursor` (never 0), moving the cursor past it.
+pub fn allocate_u16_with(cursor: &mut u16, used: impl Fn(u16) -> bool) -> Option<u16> {
     let start = (*cursor).max(1);
     let mut id = start;
     loop {
-        if !used.contains(&id) {
+        if !used(id) {
             *cursor = id.wrapping_add(1).max(1);
             return Some(id);
         }
@@ -195,7 +207,8 @@ fn allocate_u16(cursor: &mut u16, used: &std::collections::HashSet<u16>) -> Opti
     }
 }
 
-fn key(addr: u32, port: u16, proto: u8, slot: u16) -> ServiceKey {
+/// A `SERVICES` key (map byte order).
+pub fn key(addr: u32, port: u16, proto: u8, slot: u16) -> ServiceKey {
     ServiceKey {
         addr,
         port,
@@ -206,7 +219,8 @@ fn key(addr: u32, port: u16, proto: u8, slot: u16) -> ServiceKey {
     }
 }
 
-fn header(spec: &FrontendSpec, count: u16, rev_nat_id: u16) -> ServiceValue {
+/// The slot-0 header of a frontend with `count` active backends.
+pub fn header(spec: &FrontendSpec, count: u16, rev_nat_id: u16) -> ServiceValue {
     let mut flags = 0;
     if spec.affinity_timeout.is_some() {
         flags |= SVC_FLAG_AFFINITY;
@@ -294,12 +308,12 @@ pub fn diff(current: &Programmed, next: &Programmed) -> Vec<Op> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{BackendAddr, BackendSpec, Frontend, Proto};
     use std::net::Ipv4Addr;
 
-    fn backend(last: u8, terminating: bool) -> BackendSpec {
+    pub(crate) fn backend(last: u8, terminating: bool) -> BackendSpec {
         BackendSpec {
             addr: BackendAddr {
                 ip: Ipv4Addr::new(10, 244, 1, last),
@@ -328,7 +342,7 @@ mod tests {
         d
     }
 
-    fn apply(current: &Programmed, ops: &[Op]) -> Programmed {
+    pub(crate) fn apply(current: &Programmed, ops: &[Op]) -> Programmed {
         let mut p = current.clone();
         for op in ops {
             match *op {

@@ -5,12 +5,14 @@
 //! plain unit test.
 //! - [`services`]: ClusterIP and NodePort frontends with their backends, as kube-proxy computes them.
 //! - [`nodes`]: the agent's own node (podCIDR, address) and the overlay routes to the others.
+pub mod cache;
 mod error;
 pub mod nodes;
 pub mod services;
 mod types;
 
+pub use cache::{DesiredCache, ObjKey};
 pub use error::ModelError;
 pub use nodes::{node_info, tunnels, NodeInfo};
-pub use services::desired;
+pub use services::{desired, service_frontends, slice_owner, NodeView};
 pub use types::*;

@@ -70,9 +70,13 @@ pub fn node_info(node: &Node) -> Result<NodeInfo, ModelError> {
 }
 
 /// Overlay routes to every other node with a podCIDR and an InternalIP.
-pub fn tunnels(nodes: &[Node], self_name: &str) -> BTreeMap<(Ipv4Addr, u8), Ipv4Addr> {
+pub fn tunnels<N: std::borrow::Borrow<Node>>(
+    nodes: &[N],
+    self_name: &str,
+) -> BTreeMap<(Ipv4Addr, u8), Ipv4Addr> {
     nodes
         .iter()
+        .map(std::borrow::Borrow::borrow)
         .filter(|n| n.metadata.name.as_deref() != Some(self_name))
         .filter_map(|n| node_info(n).ok())
         .map(|i| (i.pod_cidr, i.internal_ip))

@@ -9,7 +9,8 @@
 //! - `externalTrafficPolicy: Local` NodePorts use only this node's endpoints;
 //! - endpoints on a node that no longer exists are dropped at once (its pods are gone with it);
 //! - a frontend without endpoints is still programmed, so clients are rejected, not left hanging.
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{Node, Service, ServicePort};
@@ -42,9 +43,23 @@ struct Endpoint {
     node: Option<String>,
 }
 
-/// The endpoints of service `ns/name` for the service port named `port_name` and `proto`.
+/// The Service an EndpointSlice belongs to: `(namespace, service name)` from its
+/// `kubernetes.io/service-name` label.
+pub fn slice_owner(slice: &EndpointSlice) -> Option<(String, String)> {
+    let ns = slice.metadata.namespace.clone()?;
+    let svc = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)?
+        .clone();
+    Some((ns, svc))
+}
+
+/// The endpoints of service `ns/name` for the service port named `port_name` and `proto`, from
+/// the slices `slices` (those of other services or namespaces are ignored).
 fn endpoints(
-    slices: &[EndpointSlice],
+    slices: &[&EndpointSlice],
     ns: &str,
     name: &str,
     port_name: &str,
@@ -111,16 +126,11 @@ fn endpoints(
 
 /// Backends from endpoints: ready ones active; serving-terminating ones active only when no
 /// endpoint is ready, otherwise kept as terminating.
-fn backends(
-    eps: &[Endpoint],
-    proto_: Proto,
-    node_ips: &BTreeMap<String, Ipv4Addr>,
-    known: &BTreeSet<String>,
-) -> Vec<BackendSpec> {
+fn backends(eps: &[Endpoint], proto_: Proto, view: &NodeView) -> Vec<BackendSpec> {
     let alive = |e: &&Endpoint| {
         e.node
             .as_ref()
-            .is_none_or(|n| known.is_empty() || known.contains(n))
+            .is_none_or(|n| view.known.is_empty() || view.known.contains(n))
     };
     let eps: Vec<&Endpoint> = eps.iter().filter(alive).collect();
     let any_ready = eps.iter().any(|e| e.ready);
@@ -134,7 +144,7 @@ fn backends(
                 proto: proto_,
             },
             terminating: !e.ready && any_ready,
-            node_ip: e.node.as_ref().and_then(|n| node_ips.get(n)).copied(),
+            node_ip: e.node.as_ref().and_then(|n| view.node_ips.get(n)).copied(),
         })
         .collect();
     out.sort();
@@ -156,93 +166,142 @@ fn affinity(svc: &Service) -> Option<u32> {
     Some(timeout)
 }
 
-/// The whole desired state of node `node_name` (whose address is `node_ip`).
-pub fn desired(
-    services: &[Service],
-    slices: &[EndpointSlice],
-    nodes: &[Node],
-    node_name: &str,
-    node_ip: Ipv4Addr,
-) -> Desired {
-    let node_ips: BTreeMap<String, Ipv4Addr> = nodes
-        .iter()
-        .filter_map(|n| Some((n.metadata.name.clone()?, internal_ip(n)?)))
-        .collect();
-    let known: BTreeSet<String> = nodes
-        .iter()
-        .filter_map(|n| n.metadata.name.clone())
-        .collect();
-    let mut d = Desired::default();
-    for svc in services {
-        let (Some(ns), Some(name), Some(spec)) = (
-            svc.metadata.namespace.as_deref(),
-            svc.metadata.name.as_deref(),
-            svc.spec.as_ref(),
-        ) else {
-            continue;
-        };
-        let cluster_ip = spec
-            .cluster_ip
-            .as_deref()
-            .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
-        let node_ports = matches!(
-            spec.type_.as_deref(),
-            Some("NodePort") | Some("LoadBalancer")
-        );
-        let local_only = spec.external_traffic_policy.as_deref() == Some("Local");
-        for port in spec.ports.iter().flatten() {
-            let Some(p) = proto(port.protocol.as_deref()) else {
-                tracing::debug!(service = %format!("{ns}/{name}"), protocol = ?port.protocol, "skipping a port with an unsupported protocol");
-                continue;
-            };
-            let port_name = port.name.clone().unwrap_or_default();
-            let eps = endpoints(slices, ns, name, &port_name, p);
-            let all = backends(&eps, p, &node_ips, &known);
-            let base = FrontendSpec {
-                backends: all.clone(),
-                affinity_timeout: affinity(svc),
-                local_only: false,
-                nodeport: false,
-                service: format!("{ns}/{name}:{port_name}"),
-            };
-            if let (Some(ip), Some(fport)) = (cluster_ip, u16::try_from(port.port).ok()) {
-                d.frontends.insert(
-                    Frontend {
-                        ip,
-                        port: fport,
-                        proto: p,
-                    },
-                    base.clone(),
-                );
-            }
-            if let Some(np) = node_port(port).filter(|_| node_ports) {
-                let backends = if local_only {
-                    let local: Vec<Endpoint> = eps
-                        .iter()
-                        .filter(|e| e.node.as_deref() == Some(node_name))
-                        .cloned()
-                        .collect();
-                    backends(&local, p, &node_ips, &known)
-                } else {
-                    all
-                };
-                d.frontends.insert(
-                    Frontend {
-                        ip: node_ip,
-                        port: np,
-                        proto: p,
-                    },
-                    FrontendSpec {
-                        backends,
-                        local_only,
-                        nodeport: true,
-                        ..base
-                    },
-                );
-            }
+/// What the model needs to know about the cluster's nodes, from the point of view of one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    /// InternalIP of every node that has one.
+    pub node_ips: BTreeMap<String, Ipv4Addr>,
+    /// Names of every node that exists.
+    pub known: BTreeSet<String>,
+    /// The node the datapath runs on.
+    pub node_name: String,
+    /// Its address (NodePorts listen on it).
+    pub node_ip: Ipv4Addr,
+}
+
+impl NodeView {
+    /// The view of node `node_name` (address `node_ip`) on `nodes`.
+    pub fn new<N: Borrow<Node>>(nodes: &[N], node_name: &str, node_ip: Ipv4Addr) -> Self {
+        let nodes = nodes.iter().map(Borrow::borrow);
+        NodeView {
+            node_ips: nodes
+                .clone()
+                .filter_map(|n| Some((n.metadata.name.clone()?, internal_ip(n)?)))
+                .collect(),
+            known: nodes.filter_map(|n| n.metadata.name.clone()).collect(),
+            node_name: node_name.to_string(),
+            node_ip,
         }
     }
+}
+
+/// The whole desired state of node `node_name` (whose address is `node_ip`). Linear in the
+/// number of objects: slices are grouped by their Service first.
+pub fn desired<S, E, N>(
+    services: &[S],
+    slices: &[E],
+    nodes: &[N],
+    node_name: &str,
+    node_ip: Ipv4Addr,
+) -> Desired
+where
+    S: Borrow<Service>,
+    E: Borrow<EndpointSlice>,
+    N: Borrow<Node>,
+{
+    let view = NodeView::new(nodes, node_name, node_ip);
+    let mut by_service: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
+    for slice in slices.iter().map(Borrow::borrow) {
+        if let Some(owner) = slice_owner(slice) {
+            by_service.entry(owner).or_default().push(slice);
+        }
+    }
+    let mut d = Desired::default();
+    for svc in services.iter().map(Borrow::borrow) {
+        let owner = (
+            svc.metadata.namespace.clone().unwrap_or_default(),
+            svc.metadata.name.clone().unwrap_or_default(),
+        );
+        let owned = by_service.get(&owner).map_or(&[][..], Vec::as_slice);
+        d.frontends.extend(service_frontends(svc, owned, &view));
+    }
     d
+}
+
+/// The frontends of one Service with their backends, from its EndpointSlices `slices`.
+pub fn service_frontends(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    view: &NodeView,
+) -> Vec<(Frontend, FrontendSpec)> {
+    let mut out = Vec::new();
+    let (Some(ns), Some(name), Some(spec)) = (
+        svc.metadata.namespace.as_deref(),
+        svc.metadata.name.as_deref(),
+        svc.spec.as_ref(),
+    ) else {
+        return out;
+    };
+    let cluster_ip = spec
+        .cluster_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+    let node_ports = matches!(
+        spec.type_.as_deref(),
+        Some("NodePort") | Some("LoadBalancer")
+    );
+    let local_only = spec.external_traffic_policy.as_deref() == Some("Local");
+    for port in spec.ports.iter().flatten() {
+        let Some(p) = proto(port.protocol.as_deref()) else {
+            tracing::debug!(service = %format!("{ns}/{name}"), protocol = ?port.protocol, "skipping a port with an unsupported protocol");
+            continue;
+        };
+        let port_name = port.name.clone().unwrap_or_default();
+        let eps = endpoints(slices, ns, name, &port_name, p);
+        let all = backends(&eps, p, view);
+        let base = FrontendSpec {
+            backends: all.clone(),
+            affinity_timeout: affinity(svc),
+            local_only: false,
+            nodeport: false,
+            service: format!("{ns}/{name}:{port_name}"),
+        };
+        if let (Some(ip), Some(fport)) = (cluster_ip, u16::try_from(port.port).ok()) {
+            let front = Frontend {
+                ip,
+                port: fport,
+                proto: p,
+            };
+            out.push((front, base.clone()));
+        }
+        if let Some(np) = node_port(port).filter(|_| node_ports) {
+            let backends = if local_only {
+                let local: Vec<Endpoint> = eps
+                    .iter()
+                    .filter(|e| e.node.as_deref() == Some(view.node_name.as_str()))
+                    .cloned()
+                    .collect();
+                backends(&local, p, view)
+            } else {
+                all
+            };
+            let front = Frontend {
+                ip: view.node_ip,
+                port: np,
+                proto: p,
+            };
+            out.push((
+                front,
+                FrontendSpec {
+                    backends,
+                    local_only,
+                    nodeport: true,
+                    ..base
+                },
+            ));
+        }
+    }
+    out
 }
 
 fn node_port(port: &ServicePort) -> Option<u16> {
@@ -436,7 +495,7 @@ mod tests {
             "10.96.0.11",
             vec![port(None, 80, "TCP", None)],
         )];
-        let d = desired(&svcs, &[], &nodes(), "n1", NODE_IP);
+        let d = desired(&svcs, &[] as &[EndpointSlice], &nodes(), "n1", NODE_IP);
         assert!(d.frontends[&front([10, 96, 0, 11], 80, Proto::Tcp)]
             .backends
             .is_empty());
@@ -590,7 +649,7 @@ mod tests {
             "10.96.0.20",
             vec![port(None, 80, "TCP", Some(31002))],
         )];
-        let d = desired(&svcs, &[], &nodes(), "n1", NODE_IP);
+        let d = desired(&svcs, &[] as &[EndpointSlice], &nodes(), "n1", NODE_IP);
         assert_eq!(d.frontends.len(), 1);
     }
 
@@ -629,7 +688,13 @@ mod tests {
             vec![port(None, 80, "TCP", None)],
         );
         svc.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
-        let d = desired(std::slice::from_ref(&svc), &[], &nodes(), "n1", NODE_IP);
+        let d = desired(
+            std::slice::from_ref(&svc),
+            &[] as &[EndpointSlice],
+            &nodes(),
+            "n1",
+            NODE_IP,
+        );
         assert_eq!(
             d.frontends.values().next().unwrap().affinity_timeout,
             Some(DEFAULT_AFFINITY_TIMEOUT)
@@ -639,7 +704,7 @@ mod tests {
                 timeout_seconds: Some(60),
             }),
         });
-        let d = desired(&[svc], &[], &nodes(), "n1", NODE_IP);
+        let d = desired(&[svc], &[] as &[EndpointSlice], &nodes(), "n1", NODE_IP);
         assert_eq!(
             d.frontends.values().next().unwrap().affinity_timeout,
             Some(60)

@@ -1,19 +1,24 @@
-//! kube-rs reflectors for Services, EndpointSlices and Nodes, and one change notification.
+//! kube-rs reflectors for Services, EndpointSlices and Nodes, one change notification, and the
+//! list of what changed.
 //!
-//! The agent never applies watch events one by one: every event only wakes the reconcile loop,
-//! which recomputes the whole desired state from the stores. Deletes that happened while the
-//! watch was disconnected show up as absence after the relist, so they are never missed.
-use std::sync::Arc;
+//! Every event wakes the reconcile loop and names its object in [`Dirty`], so the loop can
+//! recompute just the Services concerned. A relist (the watch's `InitDone`, also at start)
+//! asks for a full recompute from the stores instead: deletes that happened while the watch was
+//! disconnected show up only as absence after the relist, so they are never missed.
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, reflector, Store};
+use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+
+use crate::model::ObjKey;
 
 /// Local caches of the objects the agent programs from.
 #[derive(Clone)]
@@ -26,16 +31,57 @@ pub struct Stores {
     pub nodes: Store<Node>,
     /// Signalled after every watch event (coalescing: one permit however many events).
     pub changed: Arc<Notify>,
+    /// What the events since the last [`Stores::take_dirty`] touched.
+    dirty: Arc<Mutex<Dirty>>,
 }
 
-/// A consistent-enough copy of the stores for one reconcile.
-pub struct Snapshot {
-    /// Services.
-    pub services: Vec<Service>,
-    /// EndpointSlices.
-    pub slices: Vec<EndpointSlice>,
-    /// Nodes.
-    pub nodes: Vec<Node>,
+/// What changed since the reconcile loop last looked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dirty {
+    /// A watch (re)listed: recompute everything from the stores.
+    pub full: bool,
+    /// Services added, changed or deleted: `(namespace, name)`.
+    pub services: BTreeSet<ObjKey>,
+    /// EndpointSlices added, changed or deleted.
+    pub slices: BTreeSet<ObjKey>,
+    /// Some Node changed.
+    pub nodes: bool,
+}
+
+/// Which of [`Dirty`]'s sets an object kind goes to.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Services,
+    Slices,
+    Nodes,
+}
+
+impl Dirty {
+    /// Records one watch event of an object of `kind`.
+    fn note<K: Resource>(&mut self, kind: Kind, event: &watcher::Event<K>) {
+        let obj = match event {
+            watcher::Event::Apply(o) | watcher::Event::Delete(o) => o,
+            watcher::Event::InitDone => {
+                self.full = true;
+                return;
+            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => return,
+        };
+        let meta = obj.meta();
+        let key = (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        match kind {
+            Kind::Services => {
+                self.services.insert(key);
+            }
+            Kind::Slices => {
+                self.slices.insert(key);
+            }
+            Kind::Nodes => self.nodes = true,
+        }
+    }
 }
 
 impl Stores {
@@ -46,16 +92,25 @@ impl Stores {
         let _ = self.nodes.wait_until_ready().await;
     }
 
-    /// Copies the current content of the stores.
-    pub fn snapshot(&self) -> Snapshot {
-        fn copy<K: Clone + Resource<DynamicType = ()>>(s: &Store<K>) -> Vec<K> {
-            s.state().iter().map(|o| (**o).clone()).collect()
-        }
-        Snapshot {
-            services: copy(&self.services),
-            slices: copy(&self.slices),
-            nodes: copy(&self.nodes),
-        }
+    /// Takes what changed since the last call.
+    pub fn take_dirty(&self) -> Dirty {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Asks the next reconcile for a full recompute (the periodic safety net, or after a failed
+    /// write).
+    pub fn mark_full(&self) {
+        self.dirty.lock().unwrap_or_else(|e| e.into_inner()).full = true;
+    }
+
+    /// The current Service `key`.
+    pub fn service(&self, key: &ObjKey) -> Option<Arc<Service>> {
+        self.services.get(&ObjectRef::new(&key.1).within(&key.0))
+    }
+
+    /// The current EndpointSlice `key`.
+    pub fn slice(&self, key: &ObjKey) -> Option<Arc<EndpointSlice>> {
+        self.slices.get(&ObjectRef::new(&key.1).within(&key.0))
     }
 
     /// The node named `name`, if the store has it.
@@ -71,22 +126,38 @@ impl Stores {
 /// Starts the three watches; they run (retrying with backoff) until the tasks are aborted.
 pub fn start(client: &Client) -> (Stores, Vec<JoinHandle<()>>) {
     let changed = Arc::new(Notify::new());
-    let (services, t1) = reflect::<Service>(Api::all(client.clone()), "services", changed.clone());
-    let (slices, t2) =
-        reflect::<EndpointSlice>(Api::all(client.clone()), "endpointslices", changed.clone());
-    let (nodes, t3) = reflect::<Node>(Api::all(client.clone()), "nodes", changed.clone());
+    let dirty = Arc::new(Mutex::new(Dirty {
+        full: true,
+        ..Dirty::default()
+    }));
+    let tap = |kind| Tap {
+        kind,
+        changed: changed.clone(),
+        dirty: dirty.clone(),
+    };
+    let (services, t1) = reflect::<Service>(Api::all(client.clone()), tap(Kind::Services));
+    let (slices, t2) = reflect::<EndpointSlice>(Api::all(client.clone()), tap(Kind::Slices));
+    let (nodes, t3) = reflect::<Node>(Api::all(client.clone()), tap(Kind::Nodes));
     (
         Stores {
             services,
             slices,
             nodes,
             changed,
+            dirty,
         },
         vec![t1, t2, t3],
     )
 }
 
-fn reflect<K>(api: Api<K>, kind: &'static str, changed: Arc<Notify>) -> (Store<K>, JoinHandle<()>)
+/// Where one watch reports its events.
+struct Tap {
+    kind: Kind,
+    changed: Arc<Notify>,
+    dirty: Arc<Mutex<Dirty>>,
+}
+
+fn reflect<K>(api: Api<K>, tap: Tap) -> (Store<K>, JoinHandle<()>)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -102,11 +173,50 @@ where
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying with backoff"),
+                Ok(ev) => {
+                    tap.dirty
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .note(tap.kind, &ev);
+                    tap.changed.notify_one();
+                }
+                Err(e) => {
+                    tracing::warn!(kind = ?tap.kind, error = %e, "watch failed; retrying with backoff")
+                }
             }
         }
-        tracing::error!(%kind, "watch stream ended");
+        tracing::error!(kind = ?tap.kind, "watch stream ended");
     });
     (reader, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn svc(name: &str) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                namespace: Some("default".into()),
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn events_name_their_objects_and_a_relist_asks_for_everything() {
+        let mut d = Dirty::default();
+        d.note(Kind::Services, &watcher::Event::Apply(svc("a")));
+        d.note(Kind::Slices, &watcher::Event::Delete(svc("a-1")));
+        d.note(Kind::Services, &watcher::Event::InitApply(svc("b")));
+        assert!(!d.full && !d.nodes);
+        assert_eq!(d.services, [("default".into(), "a".into())].into());
+        assert_eq!(d.slices, [("default".into(), "a-1".into())].into());
+        d.note(Kind::Services, &watcher::Event::<Service>::InitDone);
+        d.note(Kind::Nodes, &watcher::Event::Apply(svc("n1")));
+        assert!(d.full && d.nodes);
+    }
 }
