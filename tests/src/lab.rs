@@ -15,17 +15,28 @@ use crate::{cleanup, topology, LabError};
 pub struct LabOptions {
     /// Number of nodes.
     pub nodes: usize,
-    /// Workspace root (binaries are taken from `target/debug`).
+    /// Workspace root.
     pub root: PathBuf,
+    /// Where the binaries are taken from: `target/debug` unless [`LabOptions::release`].
+    pub bin_dir: PathBuf,
 }
 
 impl LabOptions {
-    /// `nodes` nodes in the workspace this crate belongs to.
+    /// `nodes` nodes in the workspace this crate belongs to, running the debug binaries.
     pub fn new(nodes: usize) -> Self {
+        let root = workspace_root();
         LabOptions {
             nodes,
-            root: workspace_root(),
+            bin_dir: root.join("target/debug"),
+            root,
         }
+    }
+
+    /// Runs the optimised binaries of `target/release` instead (the benchmark does: the
+    /// agent's and controlplane-lite's own work is measured there).
+    pub fn release(mut self) -> Self {
+        self.bin_dir = self.root.join("target/release");
+        self
     }
 }
 
@@ -68,7 +79,7 @@ impl Lab {
         let dirs = Dirs::new(&dir)?;
         cleanup::down(Some(&dirs));
         let bin = |name: &str| -> Result<String, LabError> {
-            let p = opts.root.join("target/debug").join(name);
+            let p = opts.bin_dir.join(name);
             if !p.exists() {
                 return Err(LabError::MissingBinary(p));
             }
@@ -206,8 +217,8 @@ impl Lab {
     /// The `switchyard` binary.
     pub fn switchyard(&self) -> String {
         self.opts
-            .root
-            .join("target/debug/switchyard")
+            .bin_dir
+            .join("switchyard")
             .to_string_lossy()
             .into_owned()
     }
