@@ -33,43 +33,71 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// The patch merge key of list `field` (as in the Kubernetes API types), if its items merge.
-fn merge_key(field: &str) -> Option<&'static str> {
-    Some(match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "volumeMounts"
-        | "imagePullSecrets" => "name",
-        "ports" => "port_auto",
-        "conditions" => "type",
-        "addresses" => "type",
-        "tolerations" | "hostAliases" => return None,
+/// How a list at `path` (field names from the object's root, `[]` for list items) merges in a
+/// strategic merge patch, as the Kubernetes API types declare it (`patchStrategy`,
+/// `patchMergeKey`); lists not named here are atomic (replaced whole).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ListStrategy {
+    /// Items are objects merged by this key.
+    ByKey(&'static str),
+    /// A list of scalars merged as a set (`finalizers`, `podCIDRs`).
+    Primitives,
+}
+
+fn list_strategy(path: &str) -> Option<ListStrategy> {
+    use ListStrategy::{ByKey, Primitives};
+    let container = |rest: &str| {
+        [
+            "spec.containers[].",
+            "spec.initContainers[].",
+            "spec.ephemeralContainers[].",
+        ]
+        .iter()
+        .any(|c| path.strip_prefix(c) == Some(rest))
+    };
+    Some(match path {
+        "metadata.finalizers" | "spec.podCIDRs" | "spec.finalizers" => Primitives,
+        "metadata.ownerReferences" => ByKey("uid"),
+        "spec.containers" | "spec.initContainers" | "spec.ephemeralContainers" => ByKey("name"),
+        "spec.volumes" | "spec.imagePullSecrets" | "spec.resourceClaims" => ByKey("name"),
+        "spec.hostAliases" => ByKey("ip"),
+        "spec.topologySpreadConstraints" => ByKey("topologyKey"),
+        "spec.ports" => ByKey("port"),
+        "status.conditions" | "status.addresses" => ByKey("type"),
+        _ if container("ports") => ByKey("containerPort"),
+        _ if container("env") => ByKey("name"),
+        _ if container("volumeMounts") => ByKey("mountPath"),
+        _ if container("volumeDevices") => ByKey("devicePath"),
+        _ if container("resizePolicy") => ByKey("resourceName"),
         _ => return None,
     })
 }
 
-fn item_key<'a>(item: &'a Value, key: &str) -> Option<&'a Value> {
-    if key == "port_auto" {
-        // Container ports merge by containerPort, service ports by port.
-        item.get("containerPort").or_else(|| item.get("port"))
+fn child(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
     } else {
-        item.get(key)
+        format!("{path}.{key}")
     }
 }
 
-/// Strategic merge patch, enough for kubectl apply/label/annotate/patch on the served types.
+/// Strategic merge patch as kube-apiserver applies it to the served types: maps merge, lists
+/// merge by their patch merge key (or as sets of scalars) or are replaced, and the directives
+/// `$patch` (replace, delete), `$retainKeys`, `$setElementOrder/<list>` and
+/// `$deleteFromPrimitiveList/<list>` are honoured.
 pub fn strategic(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
+    strategic_at(target, patch, "")
+}
+
+fn strategic_at(target: &mut Value, patch: &Value, path: &str) -> Result<(), PatchError> {
     let Value::Object(p) = patch else {
         *target = patch.clone();
         return Ok(());
     };
     if p.get("$patch").and_then(Value::as_str) == Some("replace") {
-        let mut p = p.clone();
-        p.remove("$patch");
-        *target = Value::Object(p);
+        let mut fresh = Value::Object(p.clone());
+        strip_directives(&mut fresh);
+        *target = fresh;
         return Ok(());
     }
     if !target.is_object() {
@@ -78,21 +106,30 @@ pub fn strategic(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
     let t = target.as_object_mut().expect("made an object above");
     for (k, v) in p {
         if k.starts_with('$') {
-            continue; // $setElementOrder/…, $retainKeys, $deleteFromPrimitiveList handled below
+            continue; // directives, applied below
         }
         if v.is_null() {
             t.remove(k);
             continue;
         }
-        match (t.get_mut(k), v) {
-            (Some(Value::Array(existing)), Value::Array(items)) if merge_key(k).is_some() => {
-                let key = merge_key(k).expect("checked");
-                merge_list(existing, items, key)?;
+        let at = child(path, k);
+        match (t.get_mut(k), v, list_strategy(&at)) {
+            (Some(Value::Array(existing)), Value::Array(items), Some(ListStrategy::ByKey(key))) => {
+                merge_list(existing, items, key, &format!("{at}[]"))?;
             }
-            (Some(existing @ Value::Object(_)), Value::Object(_)) => strategic(existing, v)?,
+            (Some(Value::Array(existing)), Value::Array(items), Some(ListStrategy::Primitives)) => {
+                for item in items {
+                    if !existing.contains(item) {
+                        existing.push(item.clone());
+                    }
+                }
+            }
+            (Some(existing @ Value::Object(_)), Value::Object(_), _) => {
+                strategic_at(existing, v, &at)?
+            }
             _ => {
                 let mut fresh = Value::Null;
-                strategic(&mut fresh, v)?;
+                strategic_at(&mut fresh, v, &at)?;
                 strip_directives(&mut fresh);
                 t.insert(k.clone(), fresh);
             }
@@ -104,25 +141,62 @@ pub fn strategic(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
                 list.retain(|x| !del.contains(x));
             }
         }
+        if let Some(field) = k.strip_prefix("$setElementOrder/") {
+            if let (Some(Value::Array(list)), Value::Array(order)) = (t.get_mut(field), v) {
+                let key = match list_strategy(&child(path, field)) {
+                    Some(ListStrategy::ByKey(key)) => Some(key),
+                    _ => None,
+                };
+                set_order(list, order, key);
+            }
+        }
+    }
+    if let Some(Value::Array(keep)) = p.get("$retainKeys") {
+        t.retain(|k, _| keep.iter().any(|r| r.as_str() == Some(k)));
     }
     Ok(())
 }
 
-fn merge_list(existing: &mut Vec<Value>, items: &[Value], key: &str) -> Result<(), PatchError> {
+/// Reorders the items of `list` named in `order` into that order; the others keep their places.
+fn set_order(list: &mut [Value], order: &[Value], key: Option<&str>) {
+    let id = |v: &Value| -> Value {
+        match key {
+            Some(k) => v.get(k).cloned().unwrap_or(Value::Null),
+            None => v.clone(),
+        }
+    };
+    let wanted: Vec<Value> = order.iter().map(&id).collect();
+    let listed: Vec<usize> = (0..list.len())
+        .filter(|i| wanted.contains(&id(&list[*i])))
+        .collect();
+    let mut items: Vec<Value> = listed.iter().map(|i| list[*i].clone()).collect();
+    items.sort_by_key(|v| wanted.iter().position(|w| *w == id(v)));
+    for (slot, item) in listed.into_iter().zip(items) {
+        list[slot] = item;
+    }
+}
+
+fn merge_list(
+    existing: &mut Vec<Value>,
+    items: &[Value],
+    key: &str,
+    path: &str,
+) -> Result<(), PatchError> {
     for item in items {
-        let id = item_key(item, key).cloned().ok_or_else(|| {
-            PatchError::Invalid(format!("list item without its merge key: {item}"))
+        let id = item.get(key).cloned().ok_or_else(|| {
+            PatchError::Invalid(format!("list item without its merge key {key:?}: {item}"))
         })?;
-        let pos = existing.iter().position(|e| item_key(e, key) == Some(&id));
+        let pos = existing.iter().position(|e| e.get(key) == Some(&id));
         let directive = item.get("$patch").and_then(Value::as_str);
         match (pos, directive) {
             (Some(i), Some("delete")) => {
                 existing.remove(i);
             }
             (None, Some("delete")) => {}
-            (Some(i), _) => strategic(&mut existing[i], item)?,
+            (Some(i), _) => strategic_at(&mut existing[i], item, path)?,
             (None, _) => {
-                let mut fresh = item.clone();
+                let mut fresh = Value::Null;
+                strategic_at(&mut fresh, item, path)?;
                 strip_directives(&mut fresh);
                 existing.push(fresh);
             }
@@ -304,6 +378,46 @@ mod tests {
         assert_eq!(
             svc["spec"]["ports"],
             json!([{"port": 80, "targetPort": 8080, "name": "http"}, {"port": 81}])
+        );
+    }
+
+    #[test]
+    fn strategic_patch_knows_each_list_by_its_path() {
+        // EndpointSlice ports and endpoints are atomic: replaced, never merged.
+        let mut slice =
+            json!({"ports": [{"port": 80}, {"port": 81}], "endpoints": [{"addresses": ["a"]}]});
+        strategic(&mut slice, &json!({"ports": [{"port": 82}]})).unwrap();
+        assert_eq!(slice["ports"], json!([{"port": 82}]));
+        // Container env merges by name, volumeMounts by mountPath, finalizers as a set.
+        let mut pod = json!({"metadata": {"finalizers": ["a"]}, "spec": {"containers": [{"name": "c",
+            "env": [{"name": "A", "value": "1"}], "volumeMounts": [{"name": "v", "mountPath": "/x"}]}]}});
+        let patch = json!({"metadata": {"finalizers": ["b"], "$deleteFromPrimitiveList/finalizers": ["a"]},
+            "spec": {"containers": [{"name": "c", "env": [{"name": "B", "value": "2"}],
+            "volumeMounts": [{"name": "w", "mountPath": "/x"}]}]}});
+        strategic(&mut pod, &patch).unwrap();
+        assert_eq!(pod["metadata"]["finalizers"], json!(["b"]));
+        let c = &pod["spec"]["containers"][0];
+        assert_eq!(c["env"].as_array().unwrap().len(), 2);
+        assert_eq!(c["volumeMounts"], json!([{"name": "w", "mountPath": "/x"}]));
+        // $setElementOrder reorders; $retainKeys drops the keys it does not list.
+        let mut svc = json!({"spec": {"ports": [{"port": 80}, {"port": 81}, {"port": 82}]}});
+        strategic(
+            &mut svc,
+            &json!({"spec": {"$setElementOrder/ports": [{"port": 82}, {"port": 80}]}}),
+        )
+        .unwrap();
+        let order: Vec<_> = svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["port"].clone())
+            .collect();
+        assert_eq!(order, [json!(82), json!(81), json!(80)]);
+        let mut vol = json!({"spec": {"volumes": [{"name": "v", "emptyDir": {}}]}});
+        strategic(&mut vol, &json!({"spec": {"volumes": [{"name": "v", "hostPath": {"path": "/d"}, "$retainKeys": ["hostPath", "name"]}]}})).unwrap();
+        assert_eq!(
+            vol["spec"]["volumes"],
+            json!([{"name": "v", "hostPath": {"path": "/d"}}])
         );
     }
 

@@ -459,6 +459,17 @@ fn endpointslice_generation_moves_with_its_content_and_labels_only() {
     assert_eq!(generation(), "2", "labels move it");
     cp.apply(&slice.replace("10.0.0.1", "10.0.0.2"));
     assert_eq!(generation(), "3", "endpoints move it");
+    // Its ports are an atomic list: a second apply replaces them rather than merging by port.
+    let two = slice.replace(
+        "ports: [{name: http, port: 80, protocol: TCP}]",
+        "ports: [{name: a, port: 81, protocol: TCP}, {name: b, port: 82, protocol: TCP}]",
+    );
+    cp.apply(&two);
+    cp.apply(&two.replace(", {name: b, port: 82, protocol: TCP}", ""));
+    assert_eq!(
+        cp.jsonpath(&["endpointslice", "manual"], "{.ports[*].name}"),
+        "a"
+    );
     let created = cp.get_json(&["ns", "default"]);
     assert!(created["metadata"].get("generation").is_none());
     assert_eq!(created["spec"]["finalizers"][0], "kubernetes");
