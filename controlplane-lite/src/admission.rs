@@ -431,14 +431,27 @@ fn service(
             spec[k] = v;
         }
     }
+    // Defaults as SetDefaults_Service: None clears the config, ClientIP gets 10800 s.
     match spec["sessionAffinity"].as_str() {
-        Some("None") => {}
+        Some("None") => {
+            if let Some(m) = spec.as_object_mut() {
+                m.remove("sessionAffinityConfig");
+            }
+        }
         Some("ClientIP") => {
-            if spec
+            match spec
                 .pointer("/sessionAffinityConfig/clientIP/timeoutSeconds")
-                .is_none()
+                .and_then(Value::as_i64)
             {
-                spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}});
+                None => {
+                    spec["sessionAffinityConfig"] = json!({"clientIP": {"timeoutSeconds": 10800}})
+                }
+                Some(t) if !(1..=86400).contains(&t) => causes.push(Cause::invalid(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    t,
+                    "must be greater than 0 and less than 86400",
+                )),
+                Some(_) => {}
             }
         }
         other => causes.push(Cause::not_supported(

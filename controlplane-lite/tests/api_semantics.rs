@@ -274,6 +274,10 @@ fn session_affinity_and_traffic_policies_are_stored_and_validated() {
             r#"spec.externalTrafficPolicy: Invalid value: "Local": may only be set for externally-accessible services"#,
         ),
         (
+            "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}\n  ports: [{port: 80}]\n",
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: 0: must be greater than 0 and less than 86400",
+        ),
+        (
             "  type: Magic\n  ports: [{port: 80}]\n",
             r#"spec.type: Unsupported value: "Magic": supported values: "ClusterIP", "ExternalName", "LoadBalancer", "NodePort""#,
         ),

@@ -261,6 +261,24 @@ fn edit_with_an_editor_script() {
         cp.jsonpath(&["svc", "web"], "{.spec.sessionAffinity}"),
         "ClientIP"
     );
+    // Back to None: the defaulting drops sessionAffinityConfig, as kube-apiserver's does.
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/sessionAffinity: ClientIP/sessionAffinity: None/' \"$1\"\n",
+    )
+    .unwrap();
+    cp.kubectl_env(
+        &["edit", "svc", "web"],
+        &[("EDITOR", editor.to_str().unwrap())],
+    )
+    .ok();
+    assert_eq!(
+        cp.jsonpath(
+            &["svc", "web"],
+            "{.spec.sessionAffinity}:{.spec.sessionAffinityConfig}"
+        ),
+        "None:"
+    );
 }
 
 #[test]
