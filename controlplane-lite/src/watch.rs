@@ -93,6 +93,23 @@ pub fn serve(
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))
         })
         .transpose()?;
+    // A streaming list (`sendInitialEvents=true`, what client-go's WatchList and kube-rs'
+    // streaming_lists send): the current state, then a bookmark marking its end.
+    let initial_events = q.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let not_older = q.get("resourceVersionMatch").map(String::as_str) == Some("NotOlderThan");
+    if q.contains_key("sendInitialEvents") && !not_older {
+        return Err(ApiError::invalid(
+            "ListOptions",
+            "meta.k8s.io",
+            "",
+            &[crate::status::Cause {
+                reason: "FieldValueForbidden",
+                field: "resourceVersionMatch".into(),
+                message: "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into(),
+            }],
+        ));
+    }
+    let from = if initial_events { None } else { from };
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
     let mut pending = VecDeque::new();
@@ -105,6 +122,15 @@ pub fn serve(
             for o in items.iter().filter(|o| filter.matches(o)) {
                 matched.insert(key_of(res, o));
                 pending.push_back(filter.line("ADDED", o));
+            }
+            if initial_events && bookmarks {
+                let obj = json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": {
+                    "resourceVersion": rv.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"}}});
+                pending.push_back(Bytes::from(format!(
+                    "{}\n",
+                    json!({"type": "BOOKMARK", "object": obj})
+                )));
             }
             (rx, rv)
         }

@@ -164,4 +164,22 @@ async fn kube_rs_creates_lists_deletes_watches_and_relists_after_410() {
         }
     };
     assert_eq!(applied, "k-c");
+
+    // A streaming list (sendInitialEvents): the current pods, then the end-of-list bookmark.
+    let stream = watcher(pods.clone(), watcher::Config::default().streaming_lists());
+    let mut stream = std::pin::pin!(stream);
+    let mut streamed = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .expect("streaming list event")
+            .expect("watcher ok")
+        {
+            Some(watcher::Event::InitApply(p)) => streamed.push(p.metadata.name.unwrap()),
+            Some(watcher::Event::InitDone) => break,
+            _ => {}
+        }
+    }
+    streamed.sort();
+    assert_eq!(streamed, ["k-a", "k-c"]);
 }
