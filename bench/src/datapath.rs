@@ -21,7 +21,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario::new("latency_p99", "Request/response latency p99", "µs", Better::Lower, Some("direct"))
             .method("As p50, 99th percentile of each run."),
         Scenario::new("conn_rate", "New connections per second", "conn/s", Better::Higher, Some("direct"))
-            .method("Parallel loops of connect, one 64-byte request and answer, close (RST); completions per second."),
+            .method("4 parallel loops of connect, one 64-byte request and answer, server closes, client closes; completions per second. Failed connections are listed under Warnings."),
     ]
 }
 
@@ -69,7 +69,15 @@ pub fn measure(
                 }
                 let (dur, threads) = (plan.conn, plan.conn_threads);
                 match netns::run_in(ns, move || load::connection_rate(rr, dur, threads)) {
-                    Ok(Ok(c)) => add(out, "conn_rate", mode, b.case, c.per_sec),
+                    Ok(Ok(c)) => {
+                        add(out, "conn_rate", mode, b.case, c.per_sec);
+                        if c.errors > 0 {
+                            note(format!(
+                                "{} connections failed ({})",
+                                c.errors, c.last_error
+                            ));
+                        }
+                    }
                     Ok(Err(e)) => note(e.to_string()),
                     Err(e) => note(e.to_string()),
                 }

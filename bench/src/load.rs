@@ -5,15 +5,20 @@
 //!   client goes away.
 //! - [`request_response`]: one connection, back-to-back round trips of one message; each
 //!   round trip's latency.
-//! - [`connection_rate`]: several threads that connect, send one message, read the answer and
-//!   close (with RST, so no TIME_WAIT or conntrack entry piles up), counting completions; also
-//!   every `connect()` duration (SYN to SYN-ACK: the first packet of a new connection).
+//! - [`connection_rate`]: several threads that connect, send one request, read the answer and
+//!   close, counting completions; also every `connect()` duration (SYN to SYN-ACK: the first
+//!   packet of a new connection). The request asks the server to close after answering (as an
+//!   HTTP/1.0 server does), so TIME_WAIT stays on the server and the client's ports are free
+//!   for the next connections; the client closes when it reads the end of the stream.
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 /// Bytes in one request and one answer.
 pub const MESSAGE: usize = 64;
+
+/// First byte of a request after which the server closes the connection.
+pub const LAST: u8 = b'Q';
 
 /// Threads accepting in the server.
 const SERVER_THREADS: usize = 16;
@@ -44,6 +49,9 @@ fn echo(mut s: TcpStream) -> std::io::Result<()> {
             return Ok(());
         }
         s.write_all(&buf)?;
+        if buf[0] == LAST {
+            return Ok(());
+        }
     }
 }
 
@@ -106,30 +114,8 @@ pub struct ConnRate {
     pub connect_us: Vec<f64>,
     /// Connections that failed.
     pub errors: u64,
-}
-
-/// SO_LINGER 0: closing sends RST, so no TIME_WAIT piles up in the client, the server or
-/// conntrack over hundreds of thousands of connections.
-fn rst_on_close(s: &TcpStream) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket fd and a correctly sized linger struct.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    /// The last failure.
+    pub last_error: String,
 }
 
 fn one_connection(addr: SocketAddr, buf: &mut [u8; MESSAGE]) -> std::io::Result<Duration> {
@@ -138,8 +124,13 @@ fn one_connection(addr: SocketAddr, buf: &mut [u8; MESSAGE]) -> std::io::Result<
     let took = t.elapsed();
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs(1)))?;
+    buf[0] = LAST;
     round_trip(&mut s, buf)?;
-    rst_on_close(&s)?;
+    // The server closes first; wait for its FIN, then close.
+    let mut rest = [0u8; 1];
+    if s.read(&mut rest)? != 0 {
+        return Err(std::io::Error::other("the server did not close"));
+    }
     Ok(took)
 }
 
@@ -184,6 +175,7 @@ pub fn connection_rate(
             if !l.is_empty() {
                 last = l;
             }
+            out.last_error.clone_from(&last);
         }
     }
     let secs = start.elapsed().as_secs_f64();
@@ -208,8 +200,7 @@ pub fn first_success(addr: SocketAddr, timeout: Duration) -> Option<Duration> {
         let attempt = (|| -> std::io::Result<()> {
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
             s.set_read_timeout(Some(Duration::from_millis(200)))?;
-            round_trip(&mut s, &mut buf)?;
-            rst_on_close(&s)
+            round_trip(&mut s, &mut buf)
         })();
         if attempt.is_ok() {
             return Some(start.elapsed());

@@ -69,6 +69,12 @@ fn probe(ctx: &mut Ctx, mode: &str, level: usize) {
             load::connection_rate(target, dur, threads)
         }) {
             Ok(Ok(c)) => {
+                if c.errors > 0 {
+                    ctx.warn(format!(
+                        "scale {mode} N={level}: {} connections failed ({})",
+                        c.errors, c.last_error
+                    ));
+                }
                 let c50 = stats::percentile(&c.connect_us, 50.0);
                 let c99 = stats::percentile(&c.connect_us, 99.0);
                 let out = &mut ctx.scenarios;
