@@ -168,6 +168,47 @@ fn nodes_get_pod_cidrs_and_pods_are_scheduled_only_to_ready_nodes() {
     });
     assert_eq!(node, "n1");
     cp.kubectl(&["uncordon", "n2"]).ok();
+    // nodeSelector, taints and tolerations: a pod pinned to a tainted node waits, Unschedulable,
+    // until it tolerates the taint.
+    assert_eq!(
+        cp.kubectl(&["taint", "node", "n1", "dedicated=net:NoSchedule"])
+            .ok()
+            .trim(),
+        "node/n1 tainted"
+    );
+    let pinned = |name: &str, tolerations: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeSelector: {{kubernetes.io/hostname: n1}}\n{tolerations}  containers: [{{name: c, image: x}}]\n"
+        )
+    };
+    cp.apply(&pinned("sel", ""));
+    let why = eventually(10, "sel marked unschedulable", || {
+        let r = cp.jsonpath(
+            &["pod", "sel"],
+            "{.status.conditions[0].reason}: {.status.conditions[0].message}",
+        );
+        r.starts_with("Unschedulable").then_some(r)
+    });
+    assert_eq!(
+        why,
+        "Unschedulable: 0/2 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taints."
+    );
+    assert_eq!(
+        rows(&cp.kubectl(&["get", "pod", "sel"]).ok())[1][2],
+        "Pending"
+    );
+    cp.apply(&pinned(
+        "tol",
+        "  tolerations: [{key: dedicated, operator: Equal, value: net, effect: NoSchedule}]\n",
+    ));
+    eventually(10, "tol bound to n1", || {
+        (cp.jsonpath(&["pod", "tol"], "{.spec.nodeName}") == "n1").then_some(())
+    });
+    assert_eq!(cp.jsonpath(&["pod", "sel"], "{.spec.nodeName}"), "");
+    cp.kubectl(&["taint", "node", "n1", "dedicated-"]).ok();
+    eventually(10, "sel bound once the taint is gone", || {
+        (cp.jsonpath(&["pod", "sel"], "{.spec.nodeName}") == "n1").then_some(())
+    });
     // A pod that names its node is not moved, and its binding cannot change.
     cp.apply(&pod("pinned", Some("n1"), "http", 8080));
     let err = cp
