@@ -250,6 +250,25 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
     assert_eq!(fold(sum16(&out[14..34])), 0, "IPv4 header checksum");
     assert_eq!(fold(sum16(&out[34..70])), 0, "ICMP checksum");
 
+    // A client port reused by a direct connection to the backend, then again for the VIP: the
+    // direct SYN retires the old load-balanced flow, and the new VIP connection's replies are
+    // reverse-NATed again (they used not to be: its forward entry outlived its reply entry).
+    let direct = packet((CLIENT, 40000), (BACKEND, 8080), proto::TCP, true);
+    let (_, out) = run(prog, &direct);
+    assert_eq!(out, direct, "a direct connection is not translated");
+    let (_, out) = run(prog, &packet((CLIENT, 40000), (VIP, 80), proto::TCP, true));
+    assert_eq!((addr(&out, 30), port(&out, 36)), (BACKEND, 8080));
+    let (_, out) = run(
+        prog,
+        &packet((BACKEND, 8080), (CLIENT, 40000), proto::TCP, true),
+    );
+    assert_eq!(
+        (addr(&out, 26), port(&out, 34)),
+        (VIP, 80),
+        "the reply of the new VIP connection comes from the VIP"
+    );
+    assert_checksums(&out);
+
     // Unrelated traffic passes untouched.
     let other = packet(
         (CLIENT, 40200),
@@ -260,4 +279,175 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
     let (verdict, out) = run(prog, &other);
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(out, other);
+}
+
+/// NodePort SNAT for a backend on another node keeps the client's port when the reply tuple is
+/// free, takes a port of the SNAT range when it is not, and hands a reply tuple whose flow is
+/// over (reset, quiet past the timeout) to the next flow instead of running out of ports.
+#[test]
+#[ignore = "needs root and bpffs: run with cargo xtask test"]
+fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
+    use aya::maps::{lpm_trie::Key, HashMap};
+    use switchyard_abi::{
+        NatEntry, NatKey, NodeConfig, CT_DIR_FORWARD, CT_DIR_REPLY, NAT_FLAG_RST,
+    };
+
+    const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+    const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
+    const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 5);
+    let pins = Pins(switchyard::paths::pin_dir(&format!(
+        "t-snat-{}",
+        std::process::id()
+    )));
+    let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
+    let config = NodeConfig {
+        node_addr: be(NODE),
+        pod_cidr: be(Ipv4Addr::new(10, 244, 1, 0)),
+        cluster_cidr: be(Ipv4Addr::new(10, 244, 0, 0)),
+        service_cidr: be(Ipv4Addr::new(10, 96, 0, 0)),
+        pod_prefix: 24,
+        cluster_prefix: 16,
+        service_prefix: 16,
+        pad: 0,
+        vxlan_ifindex: 1,
+        uplink_ifindex: 1,
+        nodeport_min: 30000,
+        nodeport_max: 32767,
+    };
+    loaded.config.set(0, config, 0).expect("config");
+    loaded
+        .tunnel
+        .insert(
+            &Key::new(24, be(Ipv4Addr::new(10, 244, 2, 0))),
+            be(Ipv4Addr::new(198, 18, 0, 12)),
+            0,
+        )
+        .expect("tunnel");
+    loaded
+        .rev_nat
+        .insert(
+            1,
+            RevNat {
+                addr: be(NODE),
+                port: 31002u16.to_be(),
+                pad: 0,
+            },
+            0,
+        )
+        .expect("rev nat");
+    let b = Backend {
+        addr: be(REMOTE),
+        port: 8080u16.to_be(),
+        proto: proto::TCP,
+        state: 0,
+        node_addr: be(Ipv4Addr::new(198, 18, 0, 12)),
+    };
+    loaded.backends.insert(1, b, 0).expect("backend");
+    let key = |slot| ServiceKey {
+        addr: be(NODE),
+        port: 31002u16.to_be(),
+        slot,
+        proto: proto::TCP,
+        scope: 0,
+        pad: [0; 2],
+    };
+    let slot = ServiceValue {
+        backend_id: 1,
+        rev_nat_id: 1,
+        ..Default::default()
+    };
+    loaded.services.insert(key(1), slot, 0).expect("slot");
+    let header = ServiceValue {
+        count: 1,
+        rev_nat_id: 1,
+        flags: switchyard_abi::SVC_FLAG_NODEPORT,
+        ..Default::default()
+    };
+    loaded.services.insert(key(0), header, 0).expect("header");
+    let prog: &SchedClassifier = loaded
+        .ebpf
+        .program(switchyard_abi::programs::FROM_NETDEV)
+        .expect("program")
+        .try_into()
+        .expect("classifier");
+    let syn_from = |client: Ipv4Addr| {
+        let (_, out) = run(
+            prog,
+            &packet((client, 40000), (NODE, 31002), proto::TCP, true),
+        );
+        assert_eq!((addr(&out, 30), port(&out, 36)), (REMOTE, 8080), "DNAT");
+        assert_eq!(addr(&out, 26), ROUTER, "SNAT to the router address");
+        assert_checksums(&out);
+        port(&out, 34)
+    };
+
+    let first = Ipv4Addr::new(198, 18, 0, 100);
+    assert_eq!(syn_from(first), 40000, "the client's own port is kept");
+    assert_eq!(
+        syn_from(first),
+        40000,
+        "a retransmitted SYN keeps its translation"
+    );
+    let second = syn_from(Ipv4Addr::new(198, 18, 0, 101));
+    assert!(
+        second >= switchyard_abi::SNAT_PORT_MIN,
+        "port 40000 is taken: another one from the SNAT range, got {second}"
+    );
+
+    // The first flow was reset long ago: its reply tuple goes to the next client.
+    let mut nat: HashMap<_, NatKey, NatEntry> = HashMap::try_from(
+        loaded
+            .ebpf
+            .map_mut(switchyard_abi::names::NAT)
+            .expect("NAT"),
+    )
+    .expect("NAT map");
+    let reply = NatKey {
+        saddr: be(REMOTE),
+        daddr: be(ROUTER),
+        sport: 8080u16.to_be(),
+        dport: 40000u16.to_be(),
+        proto: proto::TCP,
+        dir: CT_DIR_REPLY,
+        pad: [0; 2],
+    };
+    let forward = NatKey {
+        saddr: be(first),
+        daddr: be(REMOTE),
+        sport: 40000u16.to_be(),
+        dport: 8080u16.to_be(),
+        proto: proto::TCP,
+        dir: CT_DIR_FORWARD,
+        pad: [0; 2],
+    };
+    for k in [reply, forward] {
+        let mut e = nat.get(&k, 0).expect("the first flow's entries");
+        e.flags |= NAT_FLAG_RST;
+        e.last_seen = 1;
+        nat.insert(k, e, 0).expect("age the entry");
+    }
+    let third = Ipv4Addr::new(198, 18, 0, 102);
+    let prog: &SchedClassifier = loaded
+        .ebpf
+        .program(switchyard_abi::programs::FROM_NETDEV)
+        .expect("program")
+        .try_into()
+        .expect("classifier");
+    let (_, out) = run(
+        prog,
+        &packet((third, 40000), (NODE, 31002), proto::TCP, true),
+    );
+    assert_eq!(
+        (addr(&out, 26), port(&out, 34)),
+        (ROUTER, 40000),
+        "the finished flow's port is reused"
+    );
+    let nat: HashMap<_, NatKey, NatEntry> =
+        HashMap::try_from(loaded.ebpf.map(switchyard_abi::names::NAT).expect("NAT"))
+            .expect("NAT map");
+    assert!(
+        nat.get(&forward, 0).is_err(),
+        "the finished flow's forward entry is gone"
+    );
+    assert_eq!(nat.get(&reply, 0).expect("reply entry").addr, be(third));
 }

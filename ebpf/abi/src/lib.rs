@@ -31,7 +31,7 @@ pub mod names {
     /// Per-CPU counters, indexed by [`crate::stat`].
     pub const STATS: &str = "STATS_V1";
     /// Source NAT table (masquerade and NodePort SNAT), both directions, LRU.
-    pub const NAT: &str = "NAT_V1";
+    pub const NAT: &str = "NAT_V2";
     /// Overlay routes: LPM trie podCIDR → node underlay address. Key: prefix length (`u32`) and
     /// network address (`u32`, network byte order); value: node address (`u32`, network order).
     pub const TUNNEL: &str = "TUNNEL_V1";
@@ -219,12 +219,32 @@ pub struct NatEntry {
     pub addr: u32,
     /// Port, network byte order.
     pub port: u16,
+    /// `NAT_FLAG_*`.
+    pub flags: u8,
     /// Padding, always zero.
-    pub pad: u16,
+    pub pad: u8,
+    /// `bpf_ktime_get_ns()` of the last packet in this entry's direction.
+    pub last_seen: u64,
 }
 
-/// First port (host order) masquerade and NodePort SNAT allocate; above the kernel's default
-/// ephemeral range (32768–60999), so translated flows never collide with the node's own sockets.
+/// `NatEntry::flags`: a TCP FIN went through in this direction.
+pub const NAT_FLAG_FIN: u8 = 1 << 0;
+/// `NatEntry::flags`: a TCP RST went through in this direction.
+pub const NAT_FLAG_RST: u8 = 1 << 1;
+
+/// How long a translation outlives the last packet of its flow before its port may be given to
+/// another flow (nanoseconds), after netfilter's conntrack timeouts: after an RST …
+pub const NAT_TIMEOUT_RST_NS: u64 = 10 * 1_000_000_000;
+/// … after a FIN (the closing side's TIME_WAIT) …
+pub const NAT_TIMEOUT_FIN_NS: u64 = 60 * 1_000_000_000;
+/// … for an idle TCP flow …
+pub const NAT_TIMEOUT_TCP_NS: u64 = 2 * 3600 * 1_000_000_000;
+/// … and for an idle UDP flow.
+pub const NAT_TIMEOUT_UDP_NS: u64 = 120 * 1_000_000_000;
+
+/// First port (host order) masquerade allocates (NodePort SNAT first tries to keep the client's
+/// port); above the kernel's default ephemeral range (32768–60999), so translated flows never
+/// collide with the node's own sockets.
 pub const SNAT_PORT_MIN: u16 = 61_000;
 /// Last port (host order) SNAT allocates.
 pub const SNAT_PORT_MAX: u16 = 65_535;
@@ -376,7 +396,7 @@ mod tests {
         assert_eq!(size_of::<CtValue>(), 32);
         assert_eq!(size_of::<LocalPod>(), 16);
         assert_eq!(size_of::<NodeConfig>(), 32);
-        assert_eq!(size_of::<NatEntry>(), 8);
+        assert_eq!(size_of::<NatEntry>(), 16);
     }
 
     #[test]

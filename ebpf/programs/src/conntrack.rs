@@ -7,7 +7,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use switchyard_abi::{Backend, CtKey, CtValue, CT_DIR_FORWARD, CT_DIR_REPLY};
 
-use crate::maps::CT;
+use crate::maps::{CT, REV_NAT};
 use crate::packet::Flow;
 
 /// The key of `flow` in direction `dir` (also the key layout of the SNAT table).
@@ -50,6 +50,29 @@ pub fn touch(key: &CtKey, len: u32) -> Option<CtValue> {
     }
 }
 
+/// Key of the reply entry of `flow` load-balanced to `backend` (backend → client).
+#[inline(always)]
+fn backend_reply_key(flow: &Flow, backend: &Backend) -> CtKey {
+    CtKey {
+        saddr: backend.addr,
+        daddr: flow.saddr,
+        sport: backend.port,
+        dport: flow.sport,
+        proto: flow.proto,
+        dir: CT_DIR_REPLY,
+        pad: [0; 2],
+    }
+}
+
+/// Whether the reply entry of `flow` load-balanced to `backend` is still there. Forward and
+/// reply entries age out of the LRU table independently, and a plain flow reusing the tuple
+/// removes the reply entry: a forward entry without its reply entry must not be reused.
+#[inline(always)]
+pub fn reply_exists(flow: &Flow, backend: &Backend) -> bool {
+    // SAFETY: only the presence is read.
+    unsafe { CT.get(&backend_reply_key(flow, backend)) }.is_some()
+}
+
 /// Records a new flow from `flow`'s client to backend `backend_id` of frontend `rev_nat_id`.
 #[inline(always)]
 pub fn create(flow: &Flow, backend_id: u32, backend: &Backend, rev_nat_id: u16, len: u32) {
@@ -64,15 +87,7 @@ pub fn create(flow: &Flow, backend_id: u32, backend: &Backend, rev_nat_id: u16, 
         packets: 1,
         bytes: u64::from(len),
     };
-    let reply = CtKey {
-        saddr: backend.addr,
-        daddr: flow.saddr,
-        sport: backend.port,
-        dport: flow.sport,
-        proto: flow.proto,
-        dir: CT_DIR_REPLY,
-        pad: [0; 2],
-    };
+    let reply = backend_reply_key(flow, backend);
     let reply_value = CtValue {
         packets: 0,
         bytes: 0,
@@ -84,9 +99,11 @@ pub fn create(flow: &Flow, backend_id: u32, backend: &Backend, rev_nat_id: u16, 
 }
 
 /// A new flow that is not load-balanced (a TCP SYN or any UDP datagram to a plain address)
-/// supersedes the reply entry of an earlier load-balanced flow with the reverse tuple: the
-/// client's kernel sees `client → VIP` and `client → backend` as different tuples and may reuse
-/// a source port, and without this the stale entry would rewrite the new flow's replies.
+/// supersedes the earlier load-balanced flow whose reply tuple it reuses: the client's kernel
+/// sees `client → VIP` and `client → backend` as different tuples and may reuse a source port.
+/// Without this the stale reply entry would rewrite the new flow's replies. The old flow's
+/// forward entry goes too, so that a later packet to the frontend from that port starts a new
+/// load-balanced flow instead of reusing a half-forgotten one.
 #[inline(always)]
 pub fn forget_stale_reply(flow: &Flow) {
     let reverse = Flow {
@@ -96,5 +113,19 @@ pub fn forget_stale_reply(flow: &Flow) {
         dport: flow.sport,
         ..*flow
     };
-    let _ = CT.remove(&key(&reverse, CT_DIR_REPLY));
+    let reply = key(&reverse, CT_DIR_REPLY);
+    // SAFETY: copied out at once.
+    let Some(old) = (unsafe { CT.get(&reply) }).copied() else {
+        return;
+    };
+    // SAFETY: copied out at once.
+    if let Some(front) = unsafe { REV_NAT.get(&old.rev_nat_id) }.copied() {
+        let forward = Flow {
+            daddr: front.addr,
+            dport: front.port,
+            ..*flow
+        };
+        let _ = CT.remove(&forward_key(&forward));
+    }
+    let _ = CT.remove(&reply);
 }

@@ -43,7 +43,7 @@ fn try_from_overlay(ctx: &mut TcContext) -> Result<i32, u32> {
     let cfg = overlay::config();
     if let Some(cfg) = &cfg {
         if flow.daddr == overlay::router_addr(cfg) {
-            if let Some(client) = snat::reverse(&flow) {
+            if let Some(client) = snat::reverse(&flow, flow.tcp_flags(ctx)) {
                 nat::rewrite(ctx, &flow, Side::Destination, client.addr, client.port)
                     .map_err(|_| stat::DROP_REWRITE)?;
                 stats::inc(stat::SNAT_REVERSE);

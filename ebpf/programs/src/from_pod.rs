@@ -71,7 +71,7 @@ fn load_balance(
     svc: &ServiceValue,
     len: u32,
 ) -> Result<i32, u32> {
-    let Some(backend) = lb::pick(flow, svc, len)? else {
+    let Some(backend) = lb::pick(flow, svc, len, flow.is_tcp_syn(ctx))? else {
         stats::inc(stat::DROP_NO_BACKEND);
         return reject::port_unreachable(ctx, flow).map_err(|_| stat::DROP_REWRITE);
     };

@@ -43,5 +43,5 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::pinned(capacity::STATS, 0);
 pub static TUNNEL: LpmTrie<u32, u32> = LpmTrie::pinned(capacity::TUNNEL, 1);
 
 /// Source NAT translations (masquerade, NodePort SNAT), both directions.
-#[map(name = "NAT_V1")]
+#[map(name = "NAT_V2")]
 pub static NAT: LruHashMap<NatKey, NatEntry> = LruHashMap::pinned(capacity::NAT, 0);

@@ -60,7 +60,7 @@ fn try_from_netdev(ctx: &mut TcContext) -> Result<i32, u32> {
     if flow.daddr != cfg.node_addr {
         return Ok(TC_ACT_OK);
     }
-    if let Some(pod) = snat::reverse(&flow) {
+    if let Some(pod) = snat::reverse(&flow, flow.tcp_flags(ctx)) {
         nat::rewrite(ctx, &flow, Side::Destination, pod.addr, pod.port)
             .map_err(|_| stat::DROP_REWRITE)?;
         stats::inc(stat::SNAT_REVERSE);
@@ -86,7 +86,7 @@ fn nodeport(
     stats::inc(stat::NODEPORT);
     let local_only = svc.flags & SVC_FLAG_LOCAL_ONLY != 0;
     let len = ctx.len();
-    let Some(backend) = lb::pick(flow, svc, len)? else {
+    let Some(backend) = lb::pick(flow, svc, len, flow.is_tcp_syn(ctx))? else {
         if local_only {
             return Err(stat::DROP_NO_LOCAL_BACKEND);
         }
@@ -107,8 +107,7 @@ fn nodeport(
         ..*flow
     };
     let router = overlay::router_addr(cfg);
-    let to = snat::forward(&dnat)
-        .or_else(|| snat::allocate(&dnat, router))
+    let to = snat::translate(&dnat, router, true, flow.tcp_flags(ctx))
         .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
     nat::rewrite(ctx, &dnat, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
     overlay::encap(ctx, backend.addr).ok_or(stat::DROP_NO_ROUTE)
@@ -127,14 +126,8 @@ fn try_to_netdev(ctx: &mut TcContext) -> Result<i32, u32> {
     {
         return Ok(TC_ACT_OK);
     }
-    let to = match snat::forward(&flow) {
-        Some(to) => to,
-        None => {
-            let to = snat::allocate(&flow, cfg.node_addr).ok_or(stat::DROP_SNAT_EXHAUSTED)?;
-            stats::inc(stat::SNAT_NEW);
-            to
-        }
-    };
+    let to = snat::translate(&flow, cfg.node_addr, false, flow.tcp_flags(ctx))
+        .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
     nat::rewrite(ctx, &flow, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
     Ok(TC_ACT_OK)
 }

@@ -21,6 +21,14 @@ pub const IP_SADDR_OFF: usize = IP_OFF + 12;
 pub const IP_DADDR_OFF: usize = IP_OFF + 16;
 /// Minimal IPv4 header length.
 pub const IP_HLEN: usize = 20;
+/// TCP flag FIN.
+pub const TCP_FIN: u8 = 0x01;
+/// TCP flag SYN.
+pub const TCP_SYN: u8 = 0x02;
+/// TCP flag RST.
+pub const TCP_RST: u8 = 0x04;
+/// TCP flag ACK.
+pub const TCP_ACK: u8 = 0x10;
 
 /// The parts of an IPv4 TCP/UDP packet the datapath decides on.
 #[derive(Clone, Copy)]
@@ -58,15 +66,19 @@ impl Flow {
         self.l4_off
     }
 
+    /// The TCP flags byte (0 for UDP or an unreadable header).
+    #[inline(always)]
+    pub fn tcp_flags(&self, ctx: &TcContext) -> u8 {
+        if self.proto != proto::TCP {
+            return 0;
+        }
+        ctx.load::<u8>(self.l4_off + 13).unwrap_or(0)
+    }
+
     /// Whether this is a TCP SYN without ACK (the first packet of a connection).
     #[inline(always)]
     pub fn is_tcp_syn(&self, ctx: &TcContext) -> bool {
-        const SYN: u8 = 0x02;
-        const ACK: u8 = 0x10;
-        self.proto == proto::TCP
-            && ctx
-                .load::<u8>(self.l4_off + 13)
-                .is_ok_and(|f| f & (SYN | ACK) == SYN)
+        self.tcp_flags(ctx) & (TCP_SYN | TCP_ACK) == TCP_SYN
     }
 
     /// Offset of the destination port.

@@ -1,65 +1,198 @@
 //! The source NAT table shared by masquerade and NodePort: a forward entry per translated flow
 //! (original tuple → translated source) and a reply entry (reply tuple → original source).
 //!
-//! Ports come from `SNAT_PORT_MIN..=SNAT_PORT_MAX`, chosen at random and claimed atomically with
-//! `BPF_NOEXIST` on the reply entry, so two flows never share a translated tuple.
-use aya_ebpf::helpers::bpf_get_prandom_u32;
+//! A new flow's translated port is claimed atomically with `BPF_NOEXIST` on the reply entry, so
+//! two live flows never share a translated tuple. NodePort SNAT first tries to keep the client's
+//! own port (as netfilter does), masquerade takes ports from `SNAT_PORT_MIN..=SNAT_PORT_MAX`
+//! (outside the node's own ephemeral range) at random. Every packet refreshes its entry and
+//! records a FIN or RST, so a reply tuple whose flow is over — closed and quiet for netfilter's
+//! timeouts, idle for longer, or whose forward entry is gone — is handed to a new flow instead
+//! of exhausting the port range. A TCP SYN reuses a remembered translation only while its reply
+//! entry still belongs to it (the client may reuse a port after its reply entry was reclaimed).
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use switchyard_abi::{
-    NatEntry, NatKey, CT_DIR_FORWARD, CT_DIR_REPLY, SNAT_PORT_MAX, SNAT_PORT_MIN,
+    proto, stat, NatEntry, NatKey, CT_DIR_FORWARD, CT_DIR_REPLY, NAT_FLAG_FIN, NAT_FLAG_RST,
+    NAT_TIMEOUT_FIN_NS, NAT_TIMEOUT_RST_NS, NAT_TIMEOUT_TCP_NS, NAT_TIMEOUT_UDP_NS, SNAT_PORT_MAX,
+    SNAT_PORT_MIN,
 };
 
 use crate::conntrack::key;
 use crate::maps::NAT;
-use crate::packet::Flow;
+use crate::packet::{Flow, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::stats;
 
 const BPF_NOEXIST: u64 = 1;
-/// Random ports tried before giving up on a destination.
+/// Ports tried before giving up on a destination.
 const ATTEMPTS: u32 = 16;
 
-/// The translated source of an already translated flow.
+/// The `NAT_FLAG_*` bits TCP flags `tcp` set.
 #[inline(always)]
-pub fn forward(flow: &Flow) -> Option<NatEntry> {
-    // SAFETY: copied out at once.
-    unsafe { NAT.get(&key(flow, CT_DIR_FORWARD)) }.copied()
+fn closing_flags(tcp: u8) -> u8 {
+    let mut f = 0;
+    if tcp & TCP_FIN != 0 {
+        f |= NAT_FLAG_FIN;
+    }
+    if tcp & TCP_RST != 0 {
+        f |= NAT_FLAG_RST;
+    }
+    f
 }
 
-/// The original source a reply must be sent back to, if `flow` answers a translated flow.
+/// Looks up `key`; on a hit refreshes it and records FIN/RST from `tcp`.
 #[inline(always)]
-pub fn reverse(flow: &Flow) -> Option<NatEntry> {
-    // SAFETY: copied out at once.
-    unsafe { NAT.get(&key(flow, CT_DIR_REPLY)) }.copied()
+fn touch(key: &NatKey, tcp: u8) -> Option<NatEntry> {
+    let entry = NAT.get_ptr_mut(key)?;
+    // SAFETY: valid for this program run; a racing update on another CPU only loses a refresh.
+    unsafe {
+        (*entry).last_seen = bpf_ktime_get_ns();
+        (*entry).flags |= closing_flags(tcp);
+        Some(*entry)
+    }
 }
 
-/// Translates `flow`'s source to `to_addr` with a free port; `None` when no port was free.
+/// The reply tuple of `flow` translated to `addr:port`.
 #[inline(always)]
-pub fn allocate(flow: &Flow, to_addr: u32) -> Option<NatEntry> {
+fn reply_key(flow: &Flow, addr: u32, port: u16) -> NatKey {
+    NatKey {
+        saddr: flow.daddr,
+        daddr: addr,
+        sport: flow.dport,
+        dport: port,
+        proto: flow.proto,
+        dir: CT_DIR_REPLY,
+        pad: [0; 2],
+    }
+}
+
+/// The original source a reply must be sent back to, if `flow` (TCP flags `tcp`) answers a
+/// translated flow.
+#[inline(always)]
+pub fn reverse(flow: &Flow, tcp: u8) -> Option<NatEntry> {
+    touch(&key(flow, CT_DIR_REPLY), tcp)
+}
+
+/// The translated source of `flow` (TCP flags `tcp`): the one it already has, else a new one
+/// with address `to_addr` (keeping the flow's own source port when `keep_port` and it is free;
+/// counted as `SNAT_NEW`). `None` when no port was free.
+#[inline(always)]
+pub fn translate(flow: &Flow, to_addr: u32, keep_port: bool, tcp: u8) -> Option<NatEntry> {
+    if let Some(to) = touch(&key(flow, CT_DIR_FORWARD), tcp) {
+        if tcp & TCP_SYN == 0 || owns(flow, &to) {
+            return Some(to);
+        }
+    }
+    let to = allocate(flow, to_addr, keep_port)?;
+    stats::inc(stat::SNAT_NEW);
+    Some(to)
+}
+
+/// Whether the reply tuple of `flow` translated to `to` still leads back to `flow`'s source.
+#[inline(always)]
+fn owns(flow: &Flow, to: &NatEntry) -> bool {
+    // SAFETY: copied out at once.
+    unsafe { NAT.get(&reply_key(flow, to.addr, to.port)) }
+        .is_some_and(|o| o.addr == flow.saddr && o.port == flow.sport)
+}
+
+#[inline(always)]
+fn allocate(flow: &Flow, to_addr: u32, keep_port: bool) -> Option<NatEntry> {
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
     let span = u32::from(SNAT_PORT_MAX - SNAT_PORT_MIN) + 1;
     let original = NatEntry {
         addr: flow.saddr,
         port: flow.sport,
+        flags: 0,
         pad: 0,
+        last_seen: now,
     };
-    for _ in 0..ATTEMPTS {
-        // SAFETY: plain helper call.
-        let port = (SNAT_PORT_MIN + (unsafe { bpf_get_prandom_u32() } % span) as u16).to_be();
-        let reply = NatKey {
-            saddr: flow.daddr,
-            daddr: to_addr,
-            sport: flow.dport,
-            dport: port,
-            proto: flow.proto,
-            dir: CT_DIR_REPLY,
-            pad: [0; 2],
+    for attempt in 0..ATTEMPTS {
+        let port = if attempt == 0 && keep_port {
+            flow.sport
+        } else {
+            // SAFETY: plain helper call.
+            (SNAT_PORT_MIN + (unsafe { bpf_get_prandom_u32() } % span) as u16).to_be()
         };
-        if NAT.insert(&reply, &original, BPF_NOEXIST).is_ok() {
+        if claim(flow, to_addr, port, &original, now) {
             let translated = NatEntry {
                 addr: to_addr,
                 port,
-                pad: 0,
+                ..original
             };
             let _ = NAT.insert(&key(flow, CT_DIR_FORWARD), &translated, 0);
             return Some(translated);
         }
     }
     None
+}
+
+/// Claims the reply tuple of `flow` translated to `to_addr:port` for `original`: when free,
+/// when it already leads to `original`, or when the flow holding it is over.
+#[inline(always)]
+fn claim(flow: &Flow, to_addr: u32, port: u16, original: &NatEntry, now: u64) -> bool {
+    let reply = reply_key(flow, to_addr, port);
+    if NAT.insert(&reply, original, BPF_NOEXIST).is_ok() {
+        return true;
+    }
+    // SAFETY: copied out at once.
+    let Some(owner) = (unsafe { NAT.get(&reply) }).copied() else {
+        return false;
+    };
+    let owner_forward = NatKey {
+        saddr: owner.addr,
+        sport: owner.port,
+        daddr: flow.daddr,
+        dport: flow.dport,
+        proto: flow.proto,
+        dir: CT_DIR_FORWARD,
+        pad: [0; 2],
+    };
+    let same = owner.addr == original.addr && owner.port == original.port;
+    if !same {
+        // SAFETY: copied out at once.
+        let forward = unsafe { NAT.get(&owner_forward) }.copied();
+        if !over(&owner, forward.as_ref(), to_addr, port, flow.proto, now) {
+            return false;
+        }
+        let _ = NAT.remove(&owner_forward);
+    }
+    // Remove and re-claim, so that of two CPUs taking over the same tuple only one wins.
+    let _ = NAT.remove(&reply);
+    NAT.insert(&reply, original, BPF_NOEXIST).is_ok()
+}
+
+/// Whether the flow holding a reply tuple (its reply entry `reply`, its forward entry `forward`)
+/// is over: its forward entry is gone or points elsewhere, or both directions have been quiet
+/// for longer than the timeout of the state they reached.
+#[inline(always)]
+fn over(
+    reply: &NatEntry,
+    forward: Option<&NatEntry>,
+    to_addr: u32,
+    port: u16,
+    proto_: u8,
+    now: u64,
+) -> bool {
+    let Some(fwd) = forward else {
+        return true;
+    };
+    if fwd.addr != to_addr || fwd.port != port {
+        return true;
+    }
+    let last = if reply.last_seen > fwd.last_seen {
+        reply.last_seen
+    } else {
+        fwd.last_seen
+    };
+    let flags = reply.flags | fwd.flags;
+    let timeout = if flags & NAT_FLAG_RST != 0 {
+        NAT_TIMEOUT_RST_NS
+    } else if flags & NAT_FLAG_FIN != 0 {
+        NAT_TIMEOUT_FIN_NS
+    } else if proto_ == proto::TCP {
+        NAT_TIMEOUT_TCP_NS
+    } else {
+        NAT_TIMEOUT_UDP_NS
+    };
+    now.saturating_sub(last) > timeout
 }
