@@ -21,10 +21,11 @@ async fn client(cp: &Cp) -> kube::Client {
     kube::Client::try_from(config).expect("client")
 }
 
+/// A pod for a scheduler that is not running, so watches see only this test's changes.
 fn pod(name: &str, env: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "labels": {"app": "kube", "env": env}},
-        "spec": {"containers": [{"name": "c", "image": "echo"}]}
+        "spec": {"schedulerName": "manual", "containers": [{"name": "c", "image": "echo"}]}
     }))
     .expect("pod")
 }

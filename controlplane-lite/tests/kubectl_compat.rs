@@ -504,6 +504,10 @@ fn field_selector_on_the_node_and_all_namespaces() {
 #[test]
 fn get_watch_streams_changes() {
     let cp = Cp::start();
+    // Pods for a scheduler that is not running: the only changes are the test's.
+    let pod = |name: &str, labels: &str| {
+        pod(name, labels).replace("spec:\n", "spec:\n  schedulerName: manual\n")
+    };
     cp.apply(&pod("w1", "app: w"));
     let mut child = cp.kubectl_spawn(&["get", "pods", "-w", "--output-watch-events"]);
     let stdout = child.stdout.take().unwrap();

@@ -28,9 +28,12 @@ def expect_status(code, fn, *args, **kwargs):
 
 
 def pod(name, labels):
+    # Left to a scheduler that is not running (no node exists either), so the only changes a
+    # watch sees are this script's.
     return client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, labels=labels),
-        spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="echo")]),
+        spec=client.V1PodSpec(scheduler_name="manual",
+                              containers=[client.V1Container(name="c", image="echo")]),
     )
 
 

@@ -2,7 +2,8 @@
 //! pods among those the pod fits: its `nodeSelector`, its required node affinity
 //! (`matchExpressions` In/NotIn/Exists/DoesNotExist/Gt/Lt, `matchFields` on `metadata.name`)
 //! and the node's NoSchedule/NoExecute taints against its tolerations. A pod no node fits stays
-//! Pending with `PodScheduled=False`, reason `Unschedulable`.
+//! Pending with `PodScheduled=False`, reason `Unschedulable`. Pods naming another
+//! `schedulerName` are left to it.
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -155,6 +156,9 @@ pub fn choose(pod: &Value, nodes: &[&Value], pods: &[&Value]) -> Result<String, 
             why.push(format!("{n} node(s) {what}"));
         }
     }
+    if nodes.is_empty() {
+        return Err("no nodes available to schedule pods".into());
+    }
     let reasons = if why.is_empty() {
         String::new()
     } else {
@@ -163,12 +167,19 @@ pub fn choose(pod: &Value, nodes: &[&Value], pods: &[&Value]) -> Result<String, 
     Err(format!("0/{} nodes are available:{reasons}.", nodes.len()))
 }
 
+/// The `schedulerName` this scheduler answers to, as kube-scheduler's.
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+/// Unbound, not being deleted, and meant for this scheduler.
 fn unscheduled(p: &Value) -> bool {
     p.pointer("/spec/nodeName")
         .and_then(Value::as_str)
         .unwrap_or("")
         .is_empty()
         && p.pointer("/metadata/deletionTimestamp").is_none()
+        && p.pointer("/spec/schedulerName")
+            .and_then(Value::as_str)
+            .is_none_or(|s| s == SCHEDULER_NAME)
 }
 
 fn schedule_all(store: &Store) {
@@ -279,6 +290,16 @@ mod tests {
             choose(&new, &[&n3], &pod_refs),
             Err("0/1 nodes are available: 1 node(s) were not ready.".into()),
             "never a NotReady node"
+        );
+    }
+
+    #[test]
+    fn pods_for_another_scheduler_and_empty_clusters() {
+        assert!(unscheduled(&json!({"spec": {"schedulerName": "default-scheduler"}})));
+        assert!(!unscheduled(&json!({"spec": {"schedulerName": "manual"}})));
+        assert_eq!(
+            choose(&json!({"spec": {}}), &[], &[]),
+            Err("no nodes available to schedule pods".into())
         );
     }
 
