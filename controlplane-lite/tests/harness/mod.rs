@@ -3,9 +3,9 @@
 //! free port and a temporary data directory, and runs kubectl 1.32 and the Python `kubernetes`
 //! client against it through a kubeconfig, as a user would.
 //!
-//! How the server is reached lives in [`Cp::spawn`] only: when the binary writes its own
-//! kubeconfig (`--write-kubeconfig`: HTTPS with its generated CA) that file is used; otherwise
-//! the server speaks plain HTTP and the harness writes the kubeconfig.
+//! How the server is reached lives in [`Cp::spawn`] only: HTTPS with the CA the server
+//! generates, a bearer token from a token file, and the kubeconfig the server writes
+//! (`--write-kubeconfig`), as the lab uses it.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -13,24 +13,10 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The server binary cargo built for these tests.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_switchyard-cp");
-
-/// Whether this build of the server writes its own kubeconfig (and serves HTTPS by default).
-fn writes_kubeconfig() -> bool {
-    static HELP: OnceLock<String> = OnceLock::new();
-    HELP.get_or_init(|| {
-        let out = Command::new(BINARY)
-            .arg("--help")
-            .output()
-            .expect("run switchyard-cp --help");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    })
-    .contains("--write-kubeconfig")
-}
 
 /// What a command printed.
 #[derive(Debug)]
@@ -117,35 +103,22 @@ impl Cp {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
-        let addr = if writes_kubeconfig() {
-            // HTTPS with a bearer token: the kubeconfig the server writes carries both (without
-            // credentials kubectl would prompt for a username).
-            let tokens = self.dir.join("tokens.csv");
-            std::fs::write(&tokens, "compat-suite-token-7d1e4b,compat,1000\n").expect("tokens");
-            let _ = std::fs::remove_file(&self.kubeconfig);
-            cmd.args(["--listen", "127.0.0.1:0", "--write-kubeconfig"])
-                .arg(&self.kubeconfig)
-                .arg("--token-file")
-                .arg(&tokens);
-            None
-        } else {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let addr = format!("127.0.0.1:{port}");
-            cmd.args(["--listen", &addr]);
-            let text = format!(
-                "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"http://{addr}\"}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u, namespace: default}}}}]\ncurrent-context: x\n"
-            );
-            std::fs::write(&self.kubeconfig, text).expect("kubeconfig");
-            Some(addr)
-        };
+        // HTTPS with a bearer token: the kubeconfig the server writes carries both (without
+        // credentials kubectl would prompt for a username).
+        let tokens = self.dir.join("tokens.csv");
+        std::fs::write(&tokens, "compat-suite-token-7d1e4b,compat,1000\n").expect("tokens");
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        cmd.args(["--listen", "127.0.0.1:0", "--write-kubeconfig"])
+            .arg(&self.kubeconfig)
+            .arg("--token-file")
+            .arg(&tokens);
         self.child = Some(cmd.spawn().expect("start switchyard-cp"));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let addr = addr.clone().or_else(|| self.server_addr());
-            if addr.is_some_and(|a| TcpStream::connect(a).is_ok()) {
+            if self
+                .server_addr()
+                .is_some_and(|a| TcpStream::connect(a).is_ok())
+            {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
