@@ -1,5 +1,6 @@
 //! The Python `kubernetes` client (PyPI) against controlplane-lite, as a user's script would use
-//! it: see `python_client.py`. The server is restarted once before the script runs, so its watch
+//! it: see `python_client.py`. The server serves HTTPS with its generated CA and requires a bearer
+//! token; the kubeconfig carries both. It is restarted once before the script runs, so its watch
 //! history is gone and a watch from an old resourceVersion must get 410 Gone.
 //!
 //! Needs `pip install kubernetes` (done by `cargo xtask setup`): run with `cargo xtask test`.
