@@ -257,6 +257,10 @@ fn pod(res: &Resource, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiEr
         ("terminationGracePeriodSeconds", json!(30)),
         ("dnsPolicy", json!("ClusterFirst")),
         ("schedulerName", json!("default-scheduler")),
+        ("enableServiceLinks", json!(true)),
+        ("securityContext", json!({})),
+        ("priority", json!(0)),
+        ("preemptionPolicy", json!("PreemptLowerPriority")),
     ] {
         if spec.get(k).is_none() {
             spec[k] = v;
@@ -266,6 +270,7 @@ fn pod(res: &Resource, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiEr
         Some(cs) if !cs.is_empty() => {
             let mut names = BTreeSet::new();
             for (i, c) in cs.iter_mut().enumerate() {
+                container_defaults(c);
                 let name = c
                     .get("name")
                     .and_then(Value::as_str)
@@ -318,12 +323,70 @@ fn pod(res: &Resource, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiEr
         }
     } else {
         // As kube-apiserver: a new pod's status is the server's, whatever the client sent.
-        obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(&obj["spec"])});
     }
     if causes.is_empty() {
         Ok(())
     } else {
         Err(invalid(res, obj, &causes))
+    }
+}
+
+/// SetDefaults_Container: pull policy from the image tag, termination message, resources.
+fn container_defaults(c: &mut Value) {
+    if !c.is_object() {
+        return;
+    }
+    let image = c["image"].as_str().unwrap_or("");
+    let last = image.rsplit('/').next().unwrap_or("");
+    let tag = last.split_once(':').map(|(_, t)| t);
+    let policy = if !image.contains('@') && tag.is_none_or(|t| t == "latest") {
+        "Always"
+    } else {
+        "IfNotPresent"
+    };
+    for (k, v) in [
+        ("imagePullPolicy", json!(policy)),
+        ("terminationMessagePath", json!("/dev/termination-log")),
+        ("terminationMessagePolicy", json!("File")),
+        ("resources", json!({})),
+    ] {
+        if c.get(k).is_none() {
+            c[k] = v;
+        }
+    }
+}
+
+/// The pod's QoS class as Kubernetes computes it: Guaranteed when every container limits CPU
+/// and memory with requests equal to the limits, BestEffort when none requests or limits
+/// anything, Burstable otherwise.
+pub fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|k| spec[*k].as_array().into_iter().flatten())
+        .collect();
+    let set = |c: &Value, kind: &str| {
+        c["resources"][kind]
+            .as_object()
+            .is_some_and(|m| m.keys().any(|k| k == "cpu" || k == "memory"))
+    };
+    if containers
+        .iter()
+        .all(|c| !set(c, "requests") && !set(c, "limits"))
+    {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let limit = &c["resources"]["limits"][*r];
+            let request = &c["resources"]["requests"][*r];
+            !limit.is_null() && (request.is_null() || request == limit)
+        })
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
     }
 }
 
@@ -859,6 +922,18 @@ mod tests {
         );
         let p = create(&s, "pods", json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 8080}]}]}})).unwrap();
         assert_eq!(p["status"]["phase"], "Pending");
+        assert_eq!(p["status"]["qosClass"], "BestEffort");
+        assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        let res = |r: Value| json!({"containers": [{"name": "c", "image": "x:1", "resources": r}]});
+        let both = json!({"cpu": "1", "memory": "1Gi"});
+        assert_eq!(qos_class(&res(json!({"limits": both}))), "Guaranteed");
+        assert_eq!(
+            qos_class(&res(json!({"requests": {"cpu": "1"}}))),
+            "Burstable"
+        );
+        let mut c = json!({"image": "registry:5000/echo:1.2"});
+        container_defaults(&mut c);
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
         assert_eq!(p["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
     }
 }

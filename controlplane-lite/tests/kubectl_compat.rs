@@ -606,6 +606,21 @@ fn describe_pods_and_services() {
             "missing {want:?} in:\n{pod:#?}"
         );
     }
+    // Defaults and the QoS class as kube-apiserver computes them.
+    let burstable = "apiVersion: v1\nkind: Pod\nmetadata: {name: web-2}\nspec:\n  containers:\n  - {name: c, image: echo:1.0, resources: {requests: {cpu: 100m}}}\n";
+    cp.apply(burstable);
+    assert_eq!(
+        cp.jsonpath(
+            &["pod", "web-2"],
+            "{.status.qosClass} {.spec.containers[0].imagePullPolicy} {.spec.containers[0].terminationMessagePath}"
+        ),
+        "Burstable IfNotPresent /dev/termination-log"
+    );
+    let described = fields(&cp.kubectl(&["describe", "pod", "web-2"]).ok());
+    assert!(
+        described.iter().any(|l| l == "QoS Class: Burstable"),
+        "{described:#?}"
+    );
 }
 
 #[test]
