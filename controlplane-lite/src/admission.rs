@@ -524,6 +524,9 @@ fn service(
         )),
     }
     let node_ports = ty == "NodePort" || ty == "LoadBalancer";
+    if ty == "LoadBalancer" && spec.get("allocateLoadBalancerNodePorts").is_none() {
+        spec["allocateLoadBalancerNodePorts"] = json!(true);
+    }
     let old_spec = old.map(|o| &o["spec"]);
     // As kube-apiserver's dropTypeDependentFields: a type change away from NodePort drops the
     // node ports and externalTrafficPolicy the client left as they were (so they are released);

@@ -494,6 +494,13 @@ fn every_service_type_prints_as_kubectl_shows_it() {
         "alias",
         "  type: ExternalName\n  externalName: echo.example.com\n",
     ));
+    assert_eq!(
+        cp.jsonpath(
+            &["svc", "lb"],
+            "{.spec.allocateLoadBalancerNodePorts} {.spec.externalTrafficPolicy}"
+        ),
+        "true Cluster"
+    );
     let table = harness::rows(&cp.kubectl(&["get", "svc"]).ok());
     let row = |name: &str| {
         table
