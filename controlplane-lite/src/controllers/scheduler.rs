@@ -295,7 +295,9 @@ mod tests {
 
     #[test]
     fn pods_for_another_scheduler_and_empty_clusters() {
-        assert!(unscheduled(&json!({"spec": {"schedulerName": "default-scheduler"}})));
+        assert!(unscheduled(
+            &json!({"spec": {"schedulerName": "default-scheduler"}})
+        ));
         assert!(!unscheduled(&json!({"spec": {"schedulerName": "manual"}})));
         assert_eq!(
             choose(&json!({"spec": {}}), &[], &[]),
