@@ -132,31 +132,31 @@ impl Agent {
         }
     }
 
-    /// Waits until `frontends` are programmed and no sync followed for `quiet`.
-    pub fn wait_settled(
-        &self,
-        mark: usize,
-        frontends: u64,
-        timeout: Duration,
-    ) -> Result<(), AgentError> {
-        self.wait_sync(
-            mark,
-            &format!("a sync with ≥{frontends} frontends"),
-            timeout,
-            |s| s.frontends >= frontends,
-        )?;
+    /// Waits until the agent's latest sync programs at least `frontends` and no other sync
+    /// follows for half a second.
+    pub fn wait_settled(&self, frontends: u64, timeout: Duration) -> Result<(), AgentError> {
+        let start = Instant::now();
         let quiet = Duration::from_millis(500);
-        let mut seen = self.syncs_after(mark).len();
-        let mut since = Instant::now();
-        while since.elapsed() < quiet {
-            std::thread::sleep(Duration::from_millis(50));
-            let now = self.syncs_after(mark).len();
-            if now != seen {
-                seen = now;
+        let (mut seen, mut since) = (usize::MAX, Instant::now());
+        loop {
+            let syncs = self.syncs_after(0);
+            if syncs.len() != seen {
+                seen = syncs.len();
                 since = Instant::now();
             }
+            let done = syncs.last().is_some_and(|s| s.frontends >= frontends);
+            if done && since.elapsed() >= quiet {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(AgentError::Timeout {
+                    what: format!("a sync with ≥{frontends} frontends"),
+                    secs: timeout.as_secs(),
+                    log: self.log.display().to_string(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(())
     }
 
     /// The agent's pid.

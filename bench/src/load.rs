@@ -7,9 +7,9 @@
 //!   round trip's latency.
 //! - [`connection_rate`]: several threads that connect, send one request, read the answer and
 //!   close, counting completions; also every `connect()` duration (SYN to SYN-ACK: the first
-//!   packet of a new connection). The request asks the server to close after answering (as an
-//!   HTTP/1.0 server does), so TIME_WAIT stays on the server and the client's ports are free
-//!   for the next connections; the client closes when it reads the end of the stream.
+//!   packet of a new connection). The client closes first, so TIME_WAIT stays with it; the
+//!   client namespaces get `tcp_tw_reuse=1` and the full port range ([`tune_client`]) so that
+//!   tens of thousands of connections per second do not run out of ports.
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -53,6 +53,29 @@ fn echo(mut s: TcpStream) -> std::io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Lets the clients in lab namespace `netns` reuse ports in TIME_WAIT for new outgoing
+/// connections (timestamps keep that safe) over the whole port range, as load generators do.
+pub fn tune_client(netns: &str) -> std::io::Result<()> {
+    if !netns.starts_with("sy-") {
+        return Err(std::io::Error::other(format!(
+            "{netns} is not a lab namespace"
+        )));
+    }
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "sysctl", "-qw"])
+        .args([
+            "net.ipv4.tcp_tw_reuse=1",
+            "net.ipv4.ip_local_port_range=1024 65535",
+        ])
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// Errors of a load run.
@@ -124,13 +147,7 @@ fn one_connection(addr: SocketAddr, buf: &mut [u8; MESSAGE]) -> std::io::Result<
     let took = t.elapsed();
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs(1)))?;
-    buf[0] = LAST;
     round_trip(&mut s, buf)?;
-    // The server closes first; wait for its FIN, then close.
-    let mut rest = [0u8; 1];
-    if s.read(&mut rest)? != 0 {
-        return Err(std::io::Error::other("the server did not close"));
-    }
     Ok(took)
 }
 

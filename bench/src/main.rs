@@ -64,6 +64,18 @@ enum Cmd {
         #[arg(long)]
         update: bool,
     },
+    /// Measure new connections per second to ADDR (connect, one request, close with RST), as
+    /// the benchmark does; run it inside a lab namespace (`ip netns exec sy-pod-default-client`).
+    ConnRate {
+        /// Server address, e.g. 10.96.0.10:9000 (a `switchyard-bench serve`).
+        addr: std::net::SocketAddr,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+        /// Parallel connecting threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+    },
     /// Serve the benchmark's request/response protocol (run inside pods).
     Serve {
         /// TCP port.
@@ -75,6 +87,15 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Serve { port } => Ok(load::serve(port)?),
+        Cmd::ConnRate {
+            addr,
+            secs,
+            threads,
+        } => {
+            let r = load::connection_rate(addr, std::time::Duration::from_secs_f64(secs), threads)?;
+            println!("{:.0} conn/s, {} failed", r.per_sec, r.errors);
+            Ok(())
+        }
         Cmd::Render {
             mode,
             services,

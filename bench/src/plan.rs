@@ -45,7 +45,7 @@ impl Plan {
                 conn_threads: 4,
                 levels: vec![1, 1_000, 10_000],
                 control_services: 100,
-                idle_secs: 20,
+                idle_secs: 10,
             }
         }
     }

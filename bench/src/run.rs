@@ -109,6 +109,9 @@ pub fn run(quick: bool, out: &Path) -> Result<Report> {
     eprintln!("==> deploying the benchmark pods and Services");
     let workload = workload::deploy(&lab, out)?;
     let agent = Agent::of_node(&lab::lab_dir(&lab.opts.root), 1);
+    for ns in [workload::CLIENT_NS, switchyard_lab::topology::EXT] {
+        load::tune_client(ns).with_context(|| format!("tuning the client namespace {ns}"))?;
+    }
     check_routes(&workload, &[Via::Direct, Via::ClusterIp, Via::NodePort])?;
     let base_frontends = agent
         .syncs_after(0)

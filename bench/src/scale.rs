@@ -132,13 +132,12 @@ pub fn switchyard(ctx: &mut Ctx) -> Result<()> {
     let a = ctx.agent.clone();
     let levels = ctx.plan.levels.clone();
     for &level in &levels {
-        let mark = a.mark();
         ensure_fillers(ctx, level - 1)?;
         ctx.progress.doing(&format!(
             "scale: waiting for the agent to program N={level}"
         ));
         let want = ctx.base_frontends + (level as u64 - 1);
-        a.wait_settled(mark, want, Duration::from_secs(600))?;
+        a.wait_settled(want, Duration::from_secs(600))?;
         probe(ctx, "switchyard", level);
         if level < 1_000 {
             continue;
@@ -207,7 +206,7 @@ pub fn switchyard(ctx: &mut Ctx) -> Result<()> {
                 datapath::add(&mut ctx.scenarios, "footprint_rss", "switchyard", &c, rss);
                 datapath::add(&mut ctx.scenarios, "footprint_cpu", "switchyard", &c, cpu);
             }
-            a.wait_settled(0, want, Duration::from_secs(120))?;
+            a.wait_settled(want, Duration::from_secs(120))?;
         }
         ctx.progress.tick();
         if level == ctx.plan.max_level() {

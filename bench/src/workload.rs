@@ -15,14 +15,15 @@ pub const RR_PORT: u16 = 9000;
 /// Port of iperf3.
 pub const IPERF_PORT: u16 = 5201;
 
-/// The manifest `kubectl apply`s.
+/// The manifest `kubectl apply`s; `BENCH` stands for the path of this very binary (the lab's
+/// kubelets may run from another directory than the benchmark's, so no `PATH` lookup).
 pub const MANIFEST: &str = r#"apiVersion: v1
 kind: Pod
 metadata: {name: bsrv-n1, labels: {app: bsrv-n1}}
 spec:
   nodeName: n1
   containers:
-    - {name: echo, image: switchyard/bench, command: [switchyard-bench, serve, --port, "9000"]}
+    - {name: echo, image: switchyard/bench, command: [BENCH, serve, --port, "9000"]}
     - {name: iperf, image: switchyard/iperf3, command: [iperf3, -s, -p, "5201"]}
 ---
 apiVersion: v1
@@ -31,7 +32,7 @@ metadata: {name: bsrv-n2, labels: {app: bsrv-n2}}
 spec:
   nodeName: n2
   containers:
-    - {name: echo, image: switchyard/bench, command: [switchyard-bench, serve, --port, "9000"]}
+    - {name: echo, image: switchyard/bench, command: [BENCH, serve, --port, "9000"]}
     - {name: iperf, image: switchyard/iperf3, command: [iperf3, -s, -p, "5201"]}
 ---
 apiVersion: v1
@@ -105,7 +106,9 @@ fn ip_at(v: &Value, ptr: &str, what: &str) -> Result<Ipv4Addr, LabError> {
 /// Applies the manifest (written to `dir`), waits for the pods and reads their addresses.
 pub fn deploy(lab: &Lab, dir: &Path) -> Result<Workload, LabError> {
     let path = dir.join("workload.yaml");
-    std::fs::write(&path, MANIFEST).map_err(|e| LabError::Io(path.clone(), e))?;
+    let exe = std::env::current_exe().map_err(|e| LabError::Io("/proc/self/exe".into(), e))?;
+    let manifest = MANIFEST.replace("BENCH", &format!("{:?}", exe.to_string_lossy()));
+    std::fs::write(&path, manifest).map_err(|e| LabError::Io(path.clone(), e))?;
     lab.kubectl.apply_file(&path)?;
     for app in ["bsrv-n1", "bsrv-n2"] {
         lab.kubectl
