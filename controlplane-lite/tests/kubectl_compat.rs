@@ -452,6 +452,12 @@ fn equality_and_set_based_label_selectors() {
 fn field_selector_on_the_node_and_all_namespaces() {
     let cp = Cp::start();
     cp.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: lab}\n");
+    // The nodes exist, or the pod lifecycle controller removes the pods bound to them.
+    for node in ["n1", "n2"] {
+        cp.apply(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {node}}}\n"
+        ));
+    }
     for (ns, name, node) in [
         ("default", "a", "n1"),
         ("default", "b", "n2"),
