@@ -119,6 +119,46 @@ fn run(prog: &SchedClassifier, input: &[u8]) -> (u32, Vec<u8>) {
     (res.return_value, out)
 }
 
+/// Programs frontend `front` (protocol `p`, service flags `flags`) with the single backend
+/// `backend` under backend id `id` and rev-NAT id `rev_nat_id`.
+fn install(
+    loaded: &mut loader::Loaded,
+    front: (Ipv4Addr, u16),
+    p: u8,
+    (id, backend): (u32, Backend),
+    rev_nat_id: u16,
+    flags: u8,
+) {
+    let rev = RevNat {
+        addr: be(front.0),
+        port: front.1.to_be(),
+        pad: 0,
+    };
+    loaded.rev_nat.insert(rev_nat_id, rev, 0).expect("rev nat");
+    loaded.backends.insert(id, backend, 0).expect("backend");
+    let key = |slot| ServiceKey {
+        addr: be(front.0),
+        port: front.1.to_be(),
+        slot,
+        proto: p,
+        scope: 0,
+        pad: [0; 2],
+    };
+    let slot = ServiceValue {
+        backend_id: id,
+        rev_nat_id,
+        ..Default::default()
+    };
+    loaded.services.insert(key(1), slot, 0).expect("slot");
+    let header = ServiceValue {
+        count: 1,
+        rev_nat_id,
+        flags,
+        ..Default::default()
+    };
+    loaded.services.insert(key(0), header, 0).expect("header");
+}
+
 #[test]
 #[ignore = "needs root and bpffs: run with cargo xtask test"]
 fn from_pod_rewrites_packets_with_valid_checksums() {
@@ -127,12 +167,6 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
         std::process::id()
     )));
     let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
-    let rev = RevNat {
-        addr: be(VIP),
-        port: 80u16.to_be(),
-        pad: 0,
-    };
-    loaded.rev_nat.insert(1, rev, 0).expect("rev nat");
     for (id, p) in [(1u32, proto::TCP), (2, proto::UDP)] {
         let b = Backend {
             addr: be(BACKEND),
@@ -141,27 +175,7 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
             state: 0,
             node_addr: 0,
         };
-        loaded.backends.insert(id, b, 0).expect("backend");
-        let key = |slot| ServiceKey {
-            addr: be(VIP),
-            port: 80u16.to_be(),
-            slot,
-            proto: p,
-            scope: 0,
-            pad: [0; 2],
-        };
-        let slot = ServiceValue {
-            backend_id: id,
-            rev_nat_id: 1,
-            ..Default::default()
-        };
-        loaded.services.insert(key(1), slot, 0).expect("slot");
-        let header = ServiceValue {
-            count: 1,
-            rev_nat_id: 1,
-            ..Default::default()
-        };
-        loaded.services.insert(key(0), header, 0).expect("header");
+        install(&mut loaded, (VIP, 80), p, (id, b), 1, 0);
     }
     let empty = ServiceKey {
         addr: be(EMPTY_VIP),
@@ -323,18 +337,6 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
             0,
         )
         .expect("tunnel");
-    loaded
-        .rev_nat
-        .insert(
-            1,
-            RevNat {
-                addr: be(NODE),
-                port: 31002u16.to_be(),
-                pad: 0,
-            },
-            0,
-        )
-        .expect("rev nat");
     let b = Backend {
         addr: be(REMOTE),
         port: 8080u16.to_be(),
@@ -342,28 +344,14 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
         state: 0,
         node_addr: be(Ipv4Addr::new(198, 18, 0, 12)),
     };
-    loaded.backends.insert(1, b, 0).expect("backend");
-    let key = |slot| ServiceKey {
-        addr: be(NODE),
-        port: 31002u16.to_be(),
-        slot,
-        proto: proto::TCP,
-        scope: 0,
-        pad: [0; 2],
-    };
-    let slot = ServiceValue {
-        backend_id: 1,
-        rev_nat_id: 1,
-        ..Default::default()
-    };
-    loaded.services.insert(key(1), slot, 0).expect("slot");
-    let header = ServiceValue {
-        count: 1,
-        rev_nat_id: 1,
-        flags: switchyard_abi::SVC_FLAG_NODEPORT,
-        ..Default::default()
-    };
-    loaded.services.insert(key(0), header, 0).expect("header");
+    install(
+        &mut loaded,
+        (NODE, 31002),
+        proto::TCP,
+        (1, b),
+        1,
+        switchyard_abi::SVC_FLAG_NODEPORT,
+    );
     let prog: &SchedClassifier = loaded
         .ebpf
         .program(switchyard_abi::programs::FROM_NETDEV)

@@ -17,8 +17,8 @@ use switchyard_abi::{
 };
 
 use super::plan::{
-    active_backends, allocate_u16_with, backend_value, header, identity, key, BackendIdentity,
-    IdCursor, PlanError, Programmed,
+    active_backends, allocate_u16_with, backend_value, header, identity, key, next_slot,
+    BackendIdentity, IdCursor, PlanError, Programmed,
 };
 use crate::model::{Desired, Frontend};
 
@@ -294,12 +294,7 @@ pub fn plan_changes(
         };
         let mut slot: u16 = 0;
         for b in active_backends(spec) {
-            slot = slot
-                .checked_add(1)
-                .ok_or_else(|| PlanError::TooManyBackends {
-                    service: spec.service.clone(),
-                    count: spec.backends.len(),
-                })?;
+            slot = next_slot(slot, spec)?;
             let id = id_of(b);
             uses.push((id, true));
             change.after.services.insert(

@@ -115,12 +115,7 @@ pub fn plan(
 
         let mut slot: u16 = 0;
         for b in active_backends(spec) {
-            slot = slot
-                .checked_add(1)
-                .ok_or_else(|| PlanError::TooManyBackends {
-                    service: spec.service.clone(),
-                    count: spec.backends.len(),
-                })?;
+            slot = next_slot(slot, spec)?;
             let id = backend_id(b, &mut backend_ids, &mut used_backend, cursor, &mut next);
             next.services.insert(
                 key(addr, port, proto, slot),
@@ -139,6 +134,15 @@ pub fn plan(
             .insert(key(addr, port, proto, 0), header(spec, slot, rev_nat_id));
     }
     Ok(next)
+}
+
+/// The slot after `slot` in `spec`'s slot list.
+pub fn next_slot(slot: u16, spec: &FrontendSpec) -> Result<u16, PlanError> {
+    slot.checked_add(1)
+        .ok_or_else(|| PlanError::TooManyBackends {
+            service: spec.service.clone(),
+            count: spec.backends.len(),
+        })
 }
 
 /// Backends that take new connections. kube-proxy's rule: ready endpoints; the model already
