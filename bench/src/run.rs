@@ -153,6 +153,16 @@ pub fn run(quick: bool, out: &Path) -> Result<Report> {
     ctx.warnings.extend(warnings);
     control::run(&mut ctx)?;
     scale::switchyard(&mut ctx)?;
+    // The datapath's counters (every drop named) after all switchyard runs, for diagnosis.
+    for n in 1..=ctx.lab.opts.nodes {
+        match ctx.lab.stats(n) {
+            Ok(v) => {
+                let path = out.join(format!("switchyard-stats-n{n}.json"));
+                let _ = std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            Err(e) => ctx.warn(format!("reading the datapath counters of n{n}: {e}")),
+        }
+    }
 
     ctx.progress
         .doing("detaching switchyard; kernel overlay for the kube-proxy modes");

@@ -2,7 +2,7 @@
 //! built by cargo for this test) builds its own three-node lab, measures every mode and
 //! scenario, and removes the lab. The report must hold every mode and scenario with non-zero
 //! figures from at least three repetitions, ratios where a baseline exists, and one PNG per
-//! scenario. About four minutes.
+//! scenario. About 2.5 minutes.
 use std::path::Path;
 use std::process::Command;
 
@@ -36,7 +36,7 @@ fn figures<'a>(s: &'a Value, mode: &str) -> Vec<&'a Value> {
 }
 
 #[test]
-#[ignore = "needs root and the netns lab (about 4 minutes): run with cargo xtask test"]
+#[ignore = "needs root and the netns lab (about 2.5 minutes): run with cargo xtask test"]
 fn quick_bench_reports_every_mode_and_scenario_with_real_figures() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let out = root.join("target/bench-test");

@@ -130,7 +130,9 @@ fn test() -> Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace"])?;
-    // Root-only tests: netns labs with fixed names, so one at a time.
+    // Root-only tests: netns labs with fixed names, so one at a time. They include
+    // bench/tests/quick.rs, the quick benchmark end to end (about 2.5 minutes, on the release
+    // lab binaries built above).
     cargo(&["test", "--workspace", "--", "--ignored", "--test-threads=1"])?;
     println!("==> all tests passed");
     Ok(())
