@@ -13,6 +13,7 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 2);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 3);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 7);
 const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 8);
+const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 9);
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_REDIRECT: u32 = 7;
 
@@ -282,6 +283,40 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
         "the reply of the new VIP connection comes from the VIP"
     );
     assert_checksums(&out);
+
+    // Two frontends sending the same client port to the same backend share its reply tuple:
+    // when the port comes back to the first frontend, its replies must come from that frontend
+    // again, not from the one that used the port last (as after a Service was deleted).
+    let b = Backend {
+        addr: be(BACKEND),
+        port: 8080u16.to_be(),
+        proto: proto::TCP,
+        state: 0,
+        node_addr: 0,
+    };
+    install(&mut loaded, (VIP2, 81), proto::TCP, (3, b), 3, 0);
+    let prog: &SchedClassifier = loaded
+        .ebpf
+        .program(switchyard_abi::programs::FROM_POD)
+        .expect("program")
+        .try_into()
+        .expect("classifier");
+    for (front, port_) in [(VIP2, 81), (VIP, 80)] {
+        let (_, out) = run(
+            prog,
+            &packet((CLIENT, 40000), (front, port_), proto::TCP, true),
+        );
+        assert_eq!((addr(&out, 30), port(&out, 36)), (BACKEND, 8080));
+        let (_, out) = run(
+            prog,
+            &packet((BACKEND, 8080), (CLIENT, 40000), proto::TCP, true),
+        );
+        assert_eq!(
+            (addr(&out, 26), port(&out, 34)),
+            (front, port_),
+            "the reply comes from the frontend the client port was last sent to"
+        );
+    }
 
     // Unrelated traffic passes untouched.
     let other = packet(

@@ -64,13 +64,16 @@ fn backend_reply_key(flow: &Flow, backend: &Backend) -> CtKey {
     }
 }
 
-/// Whether the reply entry of `flow` load-balanced to `backend` is still there. Forward and
-/// reply entries age out of the LRU table independently, and a plain flow reusing the tuple
-/// removes the reply entry: a forward entry without its reply entry must not be reused.
+/// Whether the reply entry of `flow` load-balanced to `backend` still belongs to it (names the
+/// same frontend, `rev_nat_id`). Forward and reply entries age out of the LRU table
+/// independently; a plain flow reusing the tuple removes the reply entry; and the reply tuple
+/// `backend → client:port` is shared by every frontend that sends that client port to that
+/// backend, so a flow to another frontend from the same port takes it over. A forward entry
+/// whose reply entry is gone or taken must not be reused.
 #[inline(always)]
-pub fn reply_exists(flow: &Flow, backend: &Backend) -> bool {
-    // SAFETY: only the presence is read.
-    unsafe { CT.get(&backend_reply_key(flow, backend)) }.is_some()
+pub fn reply_matches(flow: &Flow, backend: &Backend, rev_nat_id: u16) -> bool {
+    // SAFETY: copied out at once.
+    unsafe { CT.get(&backend_reply_key(flow, backend)) }.is_some_and(|r| r.rev_nat_id == rev_nat_id)
 }
 
 /// Records a new flow from `flow`'s client to backend `backend_id` of frontend `rev_nat_id`.

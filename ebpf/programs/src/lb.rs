@@ -54,15 +54,16 @@ pub fn select_backend(flow: &Flow, svc: &ServiceValue) -> Option<(u32, Backend)>
 
 /// The backend for a packet to a frontend: the one conntrack remembers for this flow, else a new
 /// random choice (recorded in conntrack). A TCP SYN (`syn`) reuses a remembered backend only
-/// while the flow's reply entry is there too: clients reuse source ports, and a new connection
-/// must not inherit a flow whose replies would no longer be translated. `Ok(None)` when the
+/// while the flow's reply entry is still its own: clients reuse source ports, and a new
+/// connection must not inherit a flow whose replies would no longer be translated (or would be
+/// translated to another frontend). `Ok(None)` when the
 /// service has no backend at all; `Err` carries a drop reason.
 #[inline(always)]
 pub fn pick(flow: &Flow, svc: &ServiceValue, len: u32, syn: bool) -> Result<Option<Backend>, u32> {
-    if let Some(b) =
-        conntrack::touch(&conntrack::forward_key(flow), len).and_then(|ct| backend(ct.backend_id))
+    if let Some((ct, b)) = conntrack::touch(&conntrack::forward_key(flow), len)
+        .and_then(|ct| backend(ct.backend_id).map(|b| (ct, b)))
     {
-        if !syn || conntrack::reply_exists(flow, &b) {
+        if !syn || conntrack::reply_matches(flow, &b, ct.rev_nat_id) {
             stats::inc(stat::LB_ESTABLISHED);
             return Ok(Some(b));
         }
