@@ -14,7 +14,7 @@ use crate::{load, netns, stats};
 /// The scenario this module fills.
 pub fn scenario() -> Scenario {
     Scenario::new("control_loop", "Control loop: Service created → first connection", "ms", Better::Lower, None)
-        .method("Services created one at a time (selecting the n1 server pod); the client pod retries connect + one request to the new ClusterIP every millisecond. p50 and p99 per group of Services; one group per repetition.")
+        .method("Services created one at a time (selecting the n1 server pod); the client pod retries connect + one request to the new ClusterIP every millisecond, each attempt waiting at most 5 ms for the SYN-ACK. p50 and p99 per group of Services; one group per repetition.")
 }
 
 /// Creates `plan.control_services` Services one by one, timing each, then deletes them.
