@@ -120,6 +120,16 @@ fn run(prog: &SchedClassifier, input: &[u8]) -> (u32, Vec<u8>) {
     (res.return_value, out)
 }
 
+/// The classifier program `name` of the loaded object.
+fn classifier<'a>(loaded: &'a loader::Loaded, name: &str) -> &'a SchedClassifier {
+    loaded
+        .ebpf
+        .program(name)
+        .expect("program")
+        .try_into()
+        .expect("classifier")
+}
+
 /// Programs frontend `front` (protocol `p`, service flags `flags`) with the single backend
 /// `backend` under backend id `id` and rev-NAT id `rev_nat_id`.
 fn install(
@@ -197,12 +207,7 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
             0,
         )
         .expect("empty");
-    let prog: &SchedClassifier = loaded
-        .ebpf
-        .program(switchyard_abi::programs::FROM_POD)
-        .expect("program")
-        .try_into()
-        .expect("classifier");
+    let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
 
     // Client → VIP: DNAT to the backend.
     let (verdict, out) = run(prog, &packet((CLIENT, 40000), (VIP, 80), proto::TCP, true));
@@ -295,12 +300,7 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
         node_addr: 0,
     };
     install(&mut loaded, (VIP2, 81), proto::TCP, (3, b), 3, 0);
-    let prog: &SchedClassifier = loaded
-        .ebpf
-        .program(switchyard_abi::programs::FROM_POD)
-        .expect("program")
-        .try_into()
-        .expect("classifier");
+    let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
     for (front, port_) in [(VIP2, 81), (VIP, 80)] {
         let (_, out) = run(
             prog,
@@ -387,12 +387,7 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
         1,
         switchyard_abi::SVC_FLAG_NODEPORT,
     );
-    let prog: &SchedClassifier = loaded
-        .ebpf
-        .program(switchyard_abi::programs::FROM_NETDEV)
-        .expect("program")
-        .try_into()
-        .expect("classifier");
+    let prog = classifier(&loaded, switchyard_abi::programs::FROM_NETDEV);
     let syn_from = |client: Ipv4Addr| {
         let (_, out) = run(
             prog,
@@ -450,12 +445,7 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
         nat.insert(k, e, 0).expect("age the entry");
     }
     let third = Ipv4Addr::new(198, 18, 0, 102);
-    let prog: &SchedClassifier = loaded
-        .ebpf
-        .program(switchyard_abi::programs::FROM_NETDEV)
-        .expect("program")
-        .try_into()
-        .expect("classifier");
+    let prog = classifier(&loaded, switchyard_abi::programs::FROM_NETDEV);
     let (_, out) = run(
         prog,
         &packet((third, 40000), (NODE, 31002), proto::TCP, true),
