@@ -120,6 +120,23 @@ fn run(prog: &SchedClassifier, input: &[u8]) -> (u32, Vec<u8>) {
     (res.return_value, out)
 }
 
+/// A SYN from `CLIENT:40000` to `front` reaches `BACKEND:8080`, and the backend's answer
+/// comes back from `front`, with valid checksums.
+fn syn_and_reply(prog: &SchedClassifier, front: (Ipv4Addr, u16)) {
+    let (_, out) = run(prog, &packet((CLIENT, 40000), front, proto::TCP, true));
+    assert_eq!((addr(&out, 30), port(&out, 36)), (BACKEND, 8080), "DNAT");
+    let (_, out) = run(
+        prog,
+        &packet((BACKEND, 8080), (CLIENT, 40000), proto::TCP, true),
+    );
+    assert_eq!(
+        (addr(&out, 26), port(&out, 34)),
+        front,
+        "the reply comes from the frontend the client port was last sent to"
+    );
+    assert_checksums(&out);
+}
+
 /// The classifier program `name` of the loaded object.
 fn classifier<'a>(loaded: &'a loader::Loaded, name: &str) -> &'a SchedClassifier {
     loaded
@@ -276,18 +293,7 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
     let direct = packet((CLIENT, 40000), (BACKEND, 8080), proto::TCP, true);
     let (_, out) = run(prog, &direct);
     assert_eq!(out, direct, "a direct connection is not translated");
-    let (_, out) = run(prog, &packet((CLIENT, 40000), (VIP, 80), proto::TCP, true));
-    assert_eq!((addr(&out, 30), port(&out, 36)), (BACKEND, 8080));
-    let (_, out) = run(
-        prog,
-        &packet((BACKEND, 8080), (CLIENT, 40000), proto::TCP, true),
-    );
-    assert_eq!(
-        (addr(&out, 26), port(&out, 34)),
-        (VIP, 80),
-        "the reply of the new VIP connection comes from the VIP"
-    );
-    assert_checksums(&out);
+    syn_and_reply(prog, (VIP, 80));
 
     // Two frontends sending the same client port to the same backend share its reply tuple:
     // when the port comes back to the first frontend, its replies must come from that frontend
@@ -301,21 +307,8 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
     };
     install(&mut loaded, (VIP2, 81), proto::TCP, (3, b), 3, 0);
     let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
-    for (front, port_) in [(VIP2, 81), (VIP, 80)] {
-        let (_, out) = run(
-            prog,
-            &packet((CLIENT, 40000), (front, port_), proto::TCP, true),
-        );
-        assert_eq!((addr(&out, 30), port(&out, 36)), (BACKEND, 8080));
-        let (_, out) = run(
-            prog,
-            &packet((BACKEND, 8080), (CLIENT, 40000), proto::TCP, true),
-        );
-        assert_eq!(
-            (addr(&out, 26), port(&out, 34)),
-            (front, port_),
-            "the reply comes from the frontend the client port was last sent to"
-        );
+    for front in [(VIP2, 81), (VIP, 80)] {
+        syn_and_reply(prog, front);
     }
 
     // Unrelated traffic passes untouched.

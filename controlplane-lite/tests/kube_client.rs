@@ -45,6 +45,24 @@ async fn events(api: &Api<Pod>, wp: WatchParams, rv: &str) -> Vec<(String, Strin
         .await
 }
 
+/// The names a watcher's initial list delivers, up to its `InitDone`.
+async fn initial_names(
+    stream: &mut (impl futures::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> + Unpin),
+) -> Vec<String> {
+    let mut names = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .expect("watcher event")
+            .expect("watcher ok")
+        {
+            Some(watcher::Event::InitApply(p)) => names.push(p.metadata.name.unwrap()),
+            Some(watcher::Event::InitDone) => return names,
+            _ => {}
+        }
+    }
+}
+
 fn api_code(e: kube::Error) -> (u16, String) {
     match e {
         kube::Error::Api(s) => (s.code, s.reason.clone()),
@@ -138,18 +156,7 @@ async fn kube_rs_creates_lists_deletes_watches_and_relists_after_410() {
     // kube-runtime's watcher lists, then follows; a pod created meanwhile is applied.
     let stream = watcher(pods.clone(), watcher::Config::default().timeout(5));
     let mut stream = std::pin::pin!(stream);
-    let mut listed = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
-            .await
-            .expect("watcher event")
-            .expect("watcher ok")
-        {
-            Some(watcher::Event::InitApply(p)) => listed.push(p.metadata.name.unwrap()),
-            Some(watcher::Event::InitDone) => break,
-            _ => {}
-        }
-    }
+    let listed = initial_names(&mut stream).await;
     assert_eq!(listed, ["k-a"]);
     pods.create(&PostParams::default(), &pod("k-c", "qa"))
         .await
@@ -169,18 +176,7 @@ async fn kube_rs_creates_lists_deletes_watches_and_relists_after_410() {
     // A streaming list (sendInitialEvents): the current pods, then the end-of-list bookmark.
     let stream = watcher(pods.clone(), watcher::Config::default().streaming_lists());
     let mut stream = std::pin::pin!(stream);
-    let mut streamed = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.try_next())
-            .await
-            .expect("streaming list event")
-            .expect("watcher ok")
-        {
-            Some(watcher::Event::InitApply(p)) => streamed.push(p.metadata.name.unwrap()),
-            Some(watcher::Event::InitDone) => break,
-            _ => {}
-        }
-    }
+    let mut streamed = initial_names(&mut stream).await;
     streamed.sort();
     assert_eq!(streamed, ["k-a", "k-c"]);
 }

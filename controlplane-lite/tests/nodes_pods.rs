@@ -25,21 +25,26 @@ fn register(cp: &Cp, node: &str, ip: &str) {
 }
 
 /// What a kubelet posts: Ready with a fresh heartbeat, its address and versions.
+/// Merge-patches the status subresource of `kind` `name`, as a kubelet does.
+fn patch_status(cp: &Cp, kind: &str, name: &str, status: &str) {
+    cp.kubectl(&[
+        "patch",
+        kind,
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ])
+    .ok();
+}
+
 fn heartbeat(cp: &Cp, node: &str, ip: &str) {
     let t = now();
     let status = format!(
         r#"{{"status":{{"conditions":[{{"type":"Ready","status":"True","reason":"KubeletReady","message":"kubelet is posting ready status","lastHeartbeatTime":"{t}","lastTransitionTime":"{t}"}}],"addresses":[{{"type":"InternalIP","address":"{ip}"}}],"nodeInfo":{{"kubeletVersion":"v1.32.0","osImage":"Debian","kernelVersion":"6.1","containerRuntimeVersion":"switchyard://0.1","machineID":"","systemUUID":"","bootID":"","kubeProxyVersion":"","operatingSystem":"linux","architecture":"amd64"}}}}}}"#
     );
-    cp.kubectl(&[
-        "patch",
-        "node",
-        node,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status,
-    ])
-    .ok();
+    patch_status(cp, "node", node, &status);
 }
 
 fn pod(name: &str, node: Option<&str>, port_name: &str, port: u16) -> String {
@@ -55,16 +60,7 @@ fn pod_running(cp: &Cp, name: &str, ip: &str) {
     let status = format!(
         r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True","lastTransitionTime":"{t}"}}],"containerStatuses":[{{"name":"c","ready":true,"restartCount":0,"image":"echo","imageID":"","started":true}}]}}}}"#
     );
-    cp.kubectl(&[
-        "patch",
-        "pod",
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status,
-    ])
-    .ok();
+    patch_status(cp, "pod", name, &status);
 }
 
 #[test]
@@ -327,31 +323,23 @@ fn endpoints_follow_pods_with_named_ports_and_graceful_deletion() {
     pod_running(&cp, "p1", "10.244.1.11");
     pod_running(&cp, "p2", "10.244.1.12");
     // p3's container is still being created: kubectl shows the waiting reason.
-    cp.kubectl(&[
-        "patch",
+    patch_status(
+        &cp,
         "pod",
         "p3",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
         r#"{"status":{"containerStatuses":[{"name":"c","ready":false,"restartCount":0,"image":"echo","imageID":"","state":{"waiting":{"reason":"ContainerCreating"}}}]}}"#,
-    ])
-    .ok();
+    );
     assert_eq!(
         rows(&cp.kubectl(&["get", "pod", "p3"]).ok())[1][2],
         "ContainerCreating"
     );
     // p3 has an IP but is not Ready yet.
-    cp.kubectl(&[
-        "patch",
+    patch_status(
+        &cp,
         "pod",
         "p3",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
         r#"{"status":{"phase":"Running","podIP":"10.244.1.13","conditions":[{"type":"Ready","status":"False"}]}}"#,
-    ])
-    .ok();
+    );
     let want = vec![
         ("10.244.1.11".to_string(), 8080, true, true, false),
         ("10.244.1.12".to_string(), 9090, true, true, false),
