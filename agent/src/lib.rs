@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod echo;
 pub mod kubelet;
+pub mod logging;
 pub mod model;
 pub mod netlink;
 pub mod paths;

@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
     about = "Kubernetes Service dataplane in eBPF"
 )]
 struct Cli {
+    /// Log format: `text` for people, `json` (one object per line) for programs.
+    #[arg(long, global = true, value_enum, default_value_t = switchyard::logging::LogFormat::Text)]
+    log_format: switchyard::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,15 +27,6 @@ enum Command {
     Echo(switchyard::echo::Options),
     /// Show what the datapath of a node holds (reads the pinned maps).
     Inspect(switchyard::datapath::inspect::Options),
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,7 +48,7 @@ fn main() -> std::process::ExitCode {
         }
         _ => {}
     }
-    init_tracing();
+    switchyard::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

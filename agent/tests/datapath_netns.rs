@@ -66,10 +66,10 @@ fn clusterip_load_balances_rejects_and_forwards_through_ebpf() {
         let mut dp = Datapath::open(&settings()).expect("open datapath");
         let pods = dp.sync_local_pods().expect("local pods");
         assert_eq!(pods.written, 3);
-        let r = dp.sync_services(&d).expect("sync");
+        let r = dp.services.sync_all(&d).expect("sync");
         assert!(r.written > 0);
         assert_eq!(
-            dp.sync_services(&d).expect("resync").written,
+            dp.services.sync_all(&d).expect("resync").written,
             0,
             "an unchanged state writes nothing"
         );
@@ -187,7 +187,7 @@ fn clusterip_load_balances_rejects_and_forwards_through_ebpf() {
             pods.deleted >= 2,
             "the deleted pod's map entry and link pin are pruned: {pods:?}"
         );
-        dp.sync_services(&only_b).expect("sync");
+        dp.services.sync_all(&only_b).expect("sync");
     });
     let pin = paths::pin_dir(NODE)
         .join("links/pods")

@@ -6,8 +6,8 @@
 use std::net::Ipv4Addr;
 
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
-use switchyard::datapath::loader;
-use switchyard_abi::{proto, Backend, RevNat, ServiceKey, ServiceValue};
+use switchyard::datapath::{loader, MapWriter};
+use switchyard_abi::{addr_be, port_be, proto, Backend, RevNat, ServiceKey, ServiceValue};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 2);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 3);
@@ -16,10 +16,6 @@ const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 8);
 const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 9);
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_REDIRECT: u32 = 7;
-
-fn be(ip: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(ip.octets())
-}
 
 fn fold(mut sum: u32) -> u16 {
     while sum >> 16 != 0 {
@@ -158,33 +154,26 @@ fn install(
     flags: u8,
 ) {
     let rev = RevNat {
-        addr: be(front.0),
-        port: front.1.to_be(),
+        addr: addr_be(front.0),
+        port: port_be(front.1),
         pad: 0,
     };
-    loaded.rev_nat.insert(rev_nat_id, rev, 0).expect("rev nat");
-    loaded.backends.insert(id, backend, 0).expect("backend");
-    let key = |slot| ServiceKey {
-        addr: be(front.0),
-        port: front.1.to_be(),
-        slot,
-        proto: p,
-        scope: 0,
-        pad: [0; 2],
-    };
+    loaded.rev_nat.put(rev_nat_id, rev).expect("rev nat");
+    loaded.backends.put(id, backend).expect("backend");
+    let key = |slot| ServiceKey::new(addr_be(front.0), port_be(front.1), p, slot);
     let slot = ServiceValue {
         backend_id: id,
         rev_nat_id,
         ..Default::default()
     };
-    loaded.services.insert(key(1), slot, 0).expect("slot");
+    loaded.services.put(key(1), slot).expect("slot");
     let header = ServiceValue {
         count: 1,
         rev_nat_id,
         flags,
         ..Default::default()
     };
-    loaded.services.insert(key(0), header, 0).expect("header");
+    loaded.services.put(key(0), header).expect("header");
 }
 
 #[test]
@@ -197,31 +186,23 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
     let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
     for (id, p) in [(1u32, proto::TCP), (2, proto::UDP)] {
         let b = Backend {
-            addr: be(BACKEND),
-            port: 8080u16.to_be(),
+            addr: addr_be(BACKEND),
+            port: port_be(8080),
             proto: p,
             state: 0,
             node_addr: 0,
         };
         install(&mut loaded, (VIP, 80), p, (id, b), 1, 0);
     }
-    let empty = ServiceKey {
-        addr: be(EMPTY_VIP),
-        port: 80u16.to_be(),
-        slot: 0,
-        proto: proto::TCP,
-        scope: 0,
-        pad: [0; 2],
-    };
+    let empty = ServiceKey::new(addr_be(EMPTY_VIP), port_be(80), proto::TCP, 0);
     loaded
         .services
-        .insert(
+        .put(
             empty,
             ServiceValue {
                 rev_nat_id: 2,
                 ..Default::default()
             },
-            0,
         )
         .expect("empty");
     let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
@@ -299,8 +280,8 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
     // when the port comes back to the first frontend, its replies must come from that frontend
     // again, not from the one that used the port last (as after a Service was deleted).
     let b = Backend {
-        addr: be(BACKEND),
-        port: 8080u16.to_be(),
+        addr: addr_be(BACKEND),
+        port: port_be(8080),
         proto: proto::TCP,
         state: 0,
         node_addr: 0,
@@ -329,7 +310,7 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
 #[test]
 #[ignore = "needs root and bpffs: run with cargo xtask test"]
 fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
-    use aya::maps::{lpm_trie::Key, HashMap};
+    use aya::maps::HashMap;
     use switchyard_abi::{
         NatEntry, NatKey, NodeConfig, CT_DIR_FORWARD, CT_DIR_REPLY, NAT_FLAG_RST,
     };
@@ -343,10 +324,10 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
     )));
     let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
     let config = NodeConfig {
-        node_addr: be(NODE),
-        pod_cidr: be(Ipv4Addr::new(10, 244, 1, 0)),
-        cluster_cidr: be(Ipv4Addr::new(10, 244, 0, 0)),
-        service_cidr: be(Ipv4Addr::new(10, 96, 0, 0)),
+        node_addr: addr_be(NODE),
+        pod_cidr: addr_be(Ipv4Addr::new(10, 244, 1, 0)),
+        cluster_cidr: addr_be(Ipv4Addr::new(10, 244, 0, 0)),
+        service_cidr: addr_be(Ipv4Addr::new(10, 96, 0, 0)),
         pod_prefix: 24,
         cluster_prefix: 16,
         service_prefix: 16,
@@ -359,18 +340,17 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
     loaded.config.set(0, config, 0).expect("config");
     loaded
         .tunnel
-        .insert(
-            &Key::new(24, be(Ipv4Addr::new(10, 244, 2, 0))),
-            be(Ipv4Addr::new(198, 18, 0, 12)),
-            0,
+        .put(
+            (Ipv4Addr::new(10, 244, 2, 0), 24),
+            Ipv4Addr::new(198, 18, 0, 12),
         )
         .expect("tunnel");
     let b = Backend {
-        addr: be(REMOTE),
-        port: 8080u16.to_be(),
+        addr: addr_be(REMOTE),
+        port: port_be(8080),
         proto: proto::TCP,
         state: 0,
-        node_addr: be(Ipv4Addr::new(198, 18, 0, 12)),
+        node_addr: addr_be(Ipv4Addr::new(198, 18, 0, 12)),
     };
     install(
         &mut loaded,
@@ -414,19 +394,19 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
     )
     .expect("NAT map");
     let reply = NatKey {
-        saddr: be(REMOTE),
-        daddr: be(ROUTER),
-        sport: 8080u16.to_be(),
-        dport: 40000u16.to_be(),
+        saddr: addr_be(REMOTE),
+        daddr: addr_be(ROUTER),
+        sport: port_be(8080),
+        dport: port_be(40000),
         proto: proto::TCP,
         dir: CT_DIR_REPLY,
         pad: [0; 2],
     };
     let forward = NatKey {
-        saddr: be(first),
-        daddr: be(REMOTE),
-        sport: 40000u16.to_be(),
-        dport: 8080u16.to_be(),
+        saddr: addr_be(first),
+        daddr: addr_be(REMOTE),
+        sport: port_be(40000),
+        dport: port_be(8080),
         proto: proto::TCP,
         dir: CT_DIR_FORWARD,
         pad: [0; 2],
@@ -455,5 +435,8 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
         nat.get(&forward, 0).is_err(),
         "the finished flow's forward entry is gone"
     );
-    assert_eq!(nat.get(&reply, 0).expect("reply entry").addr, be(third));
+    assert_eq!(
+        nat.get(&reply, 0).expect("reply entry").addr,
+        addr_be(third)
+    );
 }

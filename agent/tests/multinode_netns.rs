@@ -137,9 +137,9 @@ impl Cluster {
             dp.sync_local_pods().expect("local pods");
             dp.attach_overlay("vxlan0", vxlan).expect("overlay");
             dp.attach_uplink("eth0", eth0).expect("uplink");
-            assert_eq!(dp.sync_tunnels(&routes).expect("tunnels").written, 1);
-            assert_eq!(dp.sync_tunnels(&routes).expect("tunnels again").written, 0);
-            dp.sync_services(&desired).expect("services");
+            assert_eq!(dp.tunnels.sync(&routes).expect("tunnels").written, 1);
+            assert_eq!(dp.tunnels.sync(&routes).expect("tunnels again").written, 0);
+            dp.services.sync_all(&desired).expect("services");
         });
     }
 }

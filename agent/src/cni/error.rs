@@ -78,8 +78,8 @@ impl CniError {
     }
 }
 
-impl From<crate::netlink::Error> for CniError {
-    fn from(e: crate::netlink::Error) -> CniError {
+impl From<crate::netlink::NetlinkError> for CniError {
+    fn from(e: crate::netlink::NetlinkError) -> CniError {
         CniError::new(code::NETLINK, "netlink operation failed").with_details(e.to_string())
     }
 }

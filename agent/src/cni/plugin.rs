@@ -176,7 +176,7 @@ fn wire(
         nl.ensure_address(eth.index, ip, prefix).await?;
         nl.set_up(eth.index).await?;
         nl.replace_default_route(eth.index, gateway).await?;
-        Ok::<_, netlink::Error>(PodSide {
+        Ok::<_, netlink::NetlinkError>(PodSide {
             mac: eth.mac_string(),
         })
     })??;
@@ -275,7 +275,7 @@ pub fn check(conf: &NetConf, inv: &Invocation) -> Result<(), CniError> {
     let ok = netlink::block_on_in_netns(&netns, move || async move {
         let nl = Netlink::connect()?;
         let Some(eth) = nl.link(&ifname).await? else {
-            return Ok::<_, netlink::Error>(false);
+            return Ok::<_, netlink::NetlinkError>(false);
         };
         Ok(eth.up && nl.ipv4_addresses(eth.index).await?.contains(&(ip, prefix)))
     })

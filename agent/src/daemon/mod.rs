@@ -25,6 +25,7 @@ use crate::watch::{self, Stores};
 use reconcile::Reconciler;
 
 mod reconcile;
+pub mod report;
 
 /// Name of the overlay device.
 pub const VXLAN_DEVICE: &str = "vxlan0";
@@ -101,7 +102,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     };
     let mut reconciler = Reconciler::new(&opts.node, dp.settings().node_ip);
-    reconciler.run(&mut dp, &stores);
+    reconciler.run(&mut dp.services, &mut dp.tunnels, &stores);
     let mut pods = tokio::time::interval(Duration::from_millis(200));
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -114,7 +115,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = stores.changed.notified() => {
                 // Let a burst of events land before recomputing.
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                reconciler.run(&mut dp, &stores);
+                reconciler.run(&mut dp.services, &mut dp.tunnels, &stores);
             }
             _ = pods.tick() => {
                 if let Err(e) = dp.sync_local_pods() {
@@ -123,7 +124,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
             _ = resync.tick() => {
                 stores.mark_full();
-                reconciler.run(&mut dp, &stores);
+                reconciler.run(&mut dp.services, &mut dp.tunnels, &stores);
             }
         }
     }

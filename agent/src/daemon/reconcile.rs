@@ -5,10 +5,18 @@
 //! everything from the stores ([`DesiredCache::rebuild`] and a full map sync). Anything else —
 //! the common case of one Service or EndpointSlice changing — recomputes only the Services it
 //! names and writes only the frontends whose spec changed.
+//!
+//! The loop only decides; the maps are [`MapWriter`]s, so the tests below run it against
+//! in-memory maps.
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use crate::datapath::{Datapath, SyncReport};
+use switchyard_abi::{Backend, RevNat, ServiceKey, ServiceValue};
+
+use super::report::ServicesSynced;
+use crate::datapath::services::ServiceSync;
+use crate::datapath::tunnels::{Cidr, TunnelSync};
+use crate::datapath::{MapWriter, SyncReport};
 use crate::model::{self, DesiredCache, NodeView};
 use crate::watch::Stores;
 
@@ -29,12 +37,23 @@ impl Reconciler {
         }
     }
 
-    /// Takes the changes the watches recorded and writes what differs.
-    pub fn run(&mut self, dp: &mut Datapath, stores: &Stores) {
+    /// Takes the changes the watches recorded and writes what differs into `services` and
+    /// `tunnels`.
+    pub fn run<B, R, S, T>(
+        &mut self,
+        services: &mut ServiceSync<B, R, S>,
+        tunnels: &mut TunnelSync<T>,
+        stores: &Stores,
+    ) where
+        B: MapWriter<u32, Backend>,
+        R: MapWriter<u16, RevNat>,
+        S: MapWriter<ServiceKey, ServiceValue>,
+        T: MapWriter<Cidr, Ipv4Addr>,
+    {
         let span = tracing::info_span!("reconcile", node = %self.node);
         let _enter = span.enter();
-        // The agent's work for a change, from reading the stores to the last map write; logged
-        // as `took_us` (the benchmark's programming-time figure).
+        // The agent's work for a change, from reading the stores to the last map write
+        // (reported as `took_us`, the benchmark's programming-time figure).
         let started = Instant::now();
         let dirty = stores.take_dirty();
         let nodes = stores.nodes.state();
@@ -51,13 +70,16 @@ impl Reconciler {
                 if changed.is_empty() {
                     ("incremental", Ok(SyncReport::default()))
                 } else {
-                    ("incremental", dp.sync_changes(cache.desired(), &changed))
+                    (
+                        "incremental",
+                        services.sync_changes(cache.desired(), &changed),
+                    )
                 }
             }
             _ => {
                 let cache =
                     DesiredCache::rebuild(&stores.services.state(), &stores.slices.state(), view);
-                let result = dp.sync_services(cache.desired());
+                let result = services.sync_all(cache.desired());
                 self.cache = Some(cache);
                 ("full", result)
             }
@@ -67,14 +89,14 @@ impl Reconciler {
             .as_ref()
             .map_or(0, |c| c.desired().frontends.len());
         match result {
-            Ok(r) if r.written + r.deleted > 0 => tracing::info!(
-                mode,
-                frontends,
-                written = r.written,
-                deleted = r.deleted,
-                took_us = started.elapsed().as_micros() as u64,
-                "services synced"
-            ),
+            Ok(r) if r.written + r.deleted > 0 => ServicesSynced {
+                mode: mode.to_string(),
+                frontends: frontends as u64,
+                written: r.written as u64,
+                deleted: r.deleted as u64,
+                took_us: started.elapsed().as_micros() as u64,
+            }
+            .log(),
             Ok(_) => {}
             Err(e) => {
                 // Recompute everything next time: the maps may hold part of this change.
@@ -84,7 +106,7 @@ impl Reconciler {
             }
         }
         if dirty.full || dirty.nodes || stale {
-            match dp.sync_tunnels(&model::tunnels(&nodes, &self.node)) {
+            match tunnels.sync(&model::tunnels(&nodes, &self.node)) {
                 Ok(r) if r.written + r.deleted > 0 => tracing::info!(
                     written = r.written,
                     deleted = r.deleted,
@@ -97,5 +119,185 @@ impl Reconciler {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::maps::MemMap;
+    use crate::datapath::services::{read_map, MemServiceMaps};
+    use crate::watch::Feed;
+    use k8s_openapi::api::core::v1::{Node, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use serde_json::json;
+
+    type MemSync =
+        ServiceSync<MemMap<u32, Backend>, MemMap<u16, RevNat>, MemMap<ServiceKey, ServiceValue>>;
+
+    struct World {
+        stores: Stores,
+        feed: Feed,
+        services: MemSync,
+        tunnels: TunnelSync<MemMap<Cidr, Ipv4Addr>>,
+        reconciler: Reconciler,
+    }
+
+    fn node(name: &str, n: u8) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"podCIDR": format!("10.244.{n}.0/24")},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": format!("198.18.0.{}", 10 + n)}],
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }
+        }))
+        .unwrap()
+    }
+
+    fn service(name: &str, ip: &str) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+        }))
+        .unwrap()
+    }
+
+    fn slice(service: &str, pods: &[u8]) -> EndpointSlice {
+        let endpoints: Vec<_> = pods
+            .iter()
+            .map(|p| {
+                json!({"addresses": [format!("10.244.1.{p}")], "nodeName": "n1",
+                       "conditions": {"ready": true, "serving": true, "terminating": false}})
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("{service}-abc"), "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]
+        }))
+        .unwrap()
+    }
+
+    impl World {
+        fn new() -> World {
+            let (stores, mut feed) = Feed::new();
+            feed.node(node("n1", 1));
+            feed.node(node("n2", 2));
+            World {
+                stores,
+                feed,
+                services: ServiceSync::open(MemServiceMaps::in_memory()).unwrap(),
+                tunnels: TunnelSync::open(MemMap::new("TUNNEL_V1", 64)).unwrap(),
+                reconciler: Reconciler::new("n1", Ipv4Addr::new(198, 18, 0, 11)),
+            }
+        }
+
+        fn run(&mut self) {
+            self.reconciler
+                .run(&mut self.services, &mut self.tunnels, &self.stores);
+        }
+
+        fn map_ops(&self) -> usize {
+            let m = self.services.maps();
+            m.services.ops + m.backends.ops + m.rev_nat.ops
+        }
+
+        /// The backend addresses (last octet) of frontend `ip`:80, in slot order.
+        fn backends_of(&self, ip: [u8; 4]) -> Vec<u8> {
+            let m = self.services.maps();
+            let services = read_map(&m.services).unwrap();
+            let backends = read_map(&m.backends).unwrap();
+            let addr = switchyard_abi::ip_be(ip);
+            services
+                .iter()
+                .filter(|(k, _)| k.addr == addr && k.slot != 0)
+                .map(|(_, v)| backends[&v.backend_id].addr.to_ne_bytes()[3])
+                .collect()
+        }
+    }
+
+    #[test]
+    fn the_first_run_programs_every_service_and_the_overlay() {
+        let mut w = World::new();
+        w.feed.service(service("a", "10.96.0.10"));
+        w.feed.slice(slice("a", &[2, 3]));
+        w.run();
+        assert_eq!(w.backends_of([10, 96, 0, 10]), vec![2, 3]);
+        assert_eq!(
+            w.tunnels.routes().keys().collect::<Vec<_>>(),
+            vec![&(Ipv4Addr::new(10, 244, 2, 0), 24)],
+            "a route to the other node's podCIDR"
+        );
+    }
+
+    #[test]
+    fn an_endpoint_change_writes_only_its_service() {
+        let mut w = World::new();
+        for (name, ip) in [("a", "10.96.0.10"), ("b", "10.96.0.11")] {
+            w.feed.service(service(name, ip));
+            w.feed.slice(slice(name, &[2, 3]));
+        }
+        w.run();
+        let before = w.map_ops();
+        w.feed.slice(slice("b", &[2, 3, 4]));
+        w.run();
+        assert_eq!(w.backends_of([10, 96, 0, 11]), vec![2, 3, 4]);
+        assert_eq!(
+            w.map_ops() - before,
+            3,
+            "one backend, one slot, one header of b; nothing of a"
+        );
+        w.run();
+        assert_eq!(w.map_ops() - before, 3, "nothing new: nothing written");
+    }
+
+    #[test]
+    fn a_failed_write_is_repaired_by_a_full_sync_on_the_next_run() {
+        let mut w = World::new();
+        w.feed.service(service("a", "10.96.0.10"));
+        w.feed.slice(slice("a", &[2, 3]));
+        w.run();
+        w.services.maps_mut().services.fail_after(1);
+        w.feed.slice(slice("a", &[4, 5, 6]));
+        w.run();
+        assert_ne!(w.backends_of([10, 96, 0, 10]), vec![4, 5, 6]);
+        w.services.maps_mut().services.heal();
+        // No new event: the failure alone must bring the next run to a full sync.
+        w.run();
+        assert_eq!(w.backends_of([10, 96, 0, 10]), vec![4, 5, 6]);
+        assert_eq!(
+            w.services.programmed(),
+            &w.services.maps().read().unwrap(),
+            "the bookkeeping matches the maps"
+        );
+    }
+
+    #[test]
+    fn a_deleted_service_leaves_the_maps_and_its_backends_go_with_it() {
+        let mut w = World::new();
+        w.feed.service(service("a", "10.96.0.10"));
+        w.feed.slice(slice("a", &[2]));
+        w.run();
+        w.feed.delete_service(service("a", "10.96.0.10"));
+        w.run();
+        let m = w.services.maps();
+        assert!(m.services.content().is_empty());
+        assert!(m.backends.content().is_empty());
+        assert!(m.rev_nat.content().is_empty());
+    }
+
+    #[test]
+    fn a_new_node_adds_its_overlay_route() {
+        let mut w = World::new();
+        w.run();
+        w.feed.node(node("n3", 3));
+        w.run();
+        assert!(w
+            .tunnels
+            .routes()
+            .contains_key(&(Ipv4Addr::new(10, 244, 3, 0), 24)));
     }
 }

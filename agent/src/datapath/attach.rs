@@ -9,13 +9,13 @@ use aya::{
     programs::{
         links::{FdLink, LinkError, PinnedLink},
         tc::TcAttachOptions,
-        LinkOrder, SchedClassifier, TcAttachType,
+        LinkOrder, TcAttachType,
     },
     sys::SyscallError,
     Ebpf,
 };
 
-use super::DatapathError;
+use super::{loader, AttachError, DatapathError};
 
 /// Attaches (or re-takes) program `program` on `ifname` (ingress or egress) and pins the link
 /// at `pin`.
@@ -26,19 +26,32 @@ pub fn attach(
     direction: TcAttachType,
     pin: &Path,
 ) -> Result<(), DatapathError> {
-    let err = |e: String| DatapathError::Attach(format!("{program} to {ifname}"), e);
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(program)
-        .ok_or_else(|| err("program missing".into()))?
-        .try_into()
-        .map_err(|e| err(format!("{e}")))?;
+    fn failed<E: Into<AttachError>>(
+        program: &str,
+        ifname: &str,
+        step: String,
+    ) -> impl FnOnce(E) -> DatapathError {
+        let (program, ifname) = (program.to_string(), ifname.to_string());
+        move |e| DatapathError::Attach {
+            program,
+            ifname,
+            step,
+            source: Box::new(e.into()),
+        }
+    }
+    let prog = loader::classifier(ebpf, program)?;
     let link_id = match PinnedLink::from_pin(pin) {
         Ok(old) => {
-            let link = FdLink::from(old)
-                .try_into()
-                .map_err(|e: LinkError| err(e.to_string()))?;
-            prog.attach_to_link(link)
-                .map_err(|e| err(format!("replacing the pinned link: {e}")))?
+            let link = FdLink::from(old).try_into().map_err(failed(
+                program,
+                ifname,
+                "taking over the pinned link".into(),
+            ))?;
+            prog.attach_to_link(link).map_err(failed(
+                program,
+                ifname,
+                "replacing the program in the pinned link".into(),
+            ))?
         }
         Err(LinkError::SyscallError(SyscallError { io_error, .. }))
             if io_error.kind() == io::ErrorKind::NotFound =>
@@ -48,21 +61,33 @@ pub fn attach(
                 direction,
                 TcAttachOptions::TcxOrder(LinkOrder::default()),
             )
-            .map_err(|e| err(format!("{e}")))?
+            .map_err(failed(program, ifname, "attaching through TCX".into()))?
         }
-        Err(e) => return Err(err(format!("reading pinned link {}: {e}", pin.display()))),
+        Err(e) => {
+            return Err(failed(
+                program,
+                ifname,
+                format!("reading pinned link {}", pin.display()),
+            )(e))
+        }
     };
-    let link = prog.take_link(link_id).map_err(|e| err(e.to_string()))?;
-    let fd_link: FdLink = link.try_into().map_err(|e: LinkError| err(e.to_string()))?;
+    let link =
+        prog.take_link(link_id)
+            .map_err(failed(program, ifname, "taking the new link".into()))?;
+    let fd_link: FdLink =
+        link.try_into()
+            .map_err(failed(program, ifname, "converting the new link".into()))?;
     if let Some(dir) = pin.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| DatapathError::Io(dir.to_path_buf(), e))?;
+        std::fs::create_dir_all(dir).map_err(DatapathError::io(dir))?;
     }
     // Re-pinning over an existing pin fails with EEXIST: remove the old one first; the link stays
     // attached because we hold its fd until the new pin exists.
     let _ = std::fs::remove_file(pin);
-    fd_link
-        .pin(pin)
-        .map_err(|e| err(format!("pinning the link at {}: {e}", pin.display())))?;
+    fd_link.pin(pin).map_err(failed(
+        program,
+        ifname,
+        format!("pinning the link at {}", pin.display()),
+    ))?;
     Ok(())
 }
 
@@ -71,6 +96,6 @@ pub fn detach(pin: &Path) -> Result<(), DatapathError> {
     match std::fs::remove_file(pin) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(DatapathError::Io(pin.to_path_buf(), e)),
+        Err(e) => Err(DatapathError::io(pin)(e)),
     }
 }

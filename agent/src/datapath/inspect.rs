@@ -1,11 +1,11 @@
 //! Read-only views of a node's pinned maps, for `switchyard inspect` and the tests.
 //!
 //! Works without the agent running: it opens the pins directly.
-use std::net::Ipv4Addr;
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
+use switchyard_abi::{addr_from_be, names, stat, Backend, ServiceKey, ServiceValue};
 
-use aya::maps::{HashMap, Map, MapData, PerCpuArray};
-use switchyard_abi::{names, stat, Backend, RevNat, ServiceKey, ServiceValue};
-
+use super::maps::Named;
+use super::services::read_map;
 use super::DatapathError;
 use crate::paths;
 
@@ -31,29 +31,30 @@ pub enum What {
     Tunnels,
 }
 
-fn open(node: &str, name: &str) -> Result<Map, DatapathError> {
+/// The map pinned as `name` for `node`, as the aya type `T`.
+fn open<T>(node: &str, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
     let path = paths::pin_dir(node).join(name);
-    let data = MapData::from_pin(&path).map_err(|e| {
-        DatapathError::Map(
-            name.into(),
-            format!(
-                "{e} (is the agent for node {node} running or were its pins removed? looked at {})",
-                path.display()
-            ),
-        )
+    let data = MapData::from_pin(&path).map_err(|source| DatapathError::OpenPin {
+        path: path.clone(),
+        node: node.to_string(),
+        source: Box::new(source),
     })?;
-    Map::from_map_data(data).map_err(|e| DatapathError::Map(name.into(), e.to_string()))
+    Map::from_map_data(data)
+        .and_then(T::try_from)
+        .map_err(DatapathError::map(name))
 }
 
 /// Counters summed over CPUs, by name (`switchyard_abi::stat::NAMES`).
 pub fn stats(node: &str) -> Result<Vec<(&'static str, u64)>, DatapathError> {
-    let map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(open(node, names::STATS)?)
-        .map_err(|e| DatapathError::Map(names::STATS.into(), e.to_string()))?;
+    let map: PerCpuArray<MapData, u64> = open(node, names::STATS)?;
     let mut out = Vec::new();
     for (i, name) in stat::NAMES.iter().enumerate() {
         let values = map
             .get(&(i as u32), 0)
-            .map_err(|e| DatapathError::Map(names::STATS.into(), e.to_string()))?;
+            .map_err(DatapathError::map(names::STATS))?;
         out.push((*name, values.iter().sum()));
     }
     Ok(out)
@@ -70,27 +71,16 @@ pub struct FrontendRow {
 
 /// Every programmed frontend with its backends.
 pub fn services(node: &str) -> Result<Vec<FrontendRow>, DatapathError> {
-    fn err(n: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError {
-        move |e| DatapathError::Map(n.into(), e.to_string())
-    }
-    let svc: HashMap<MapData, ServiceKey, ServiceValue> =
-        HashMap::try_from(open(node, names::SERVICES)?).map_err(err(names::SERVICES))?;
-    let be: HashMap<MapData, u32, Backend> =
-        HashMap::try_from(open(node, names::BACKENDS)?).map_err(err(names::BACKENDS))?;
-    let _rn: HashMap<MapData, u16, RevNat> =
-        HashMap::try_from(open(node, names::REV_NAT)?).map_err(err(names::REV_NAT))?;
+    let svc: HashMap<MapData, ServiceKey, ServiceValue> = open(node, names::SERVICES)?;
+    let be: HashMap<MapData, u32, Backend> = open(node, names::BACKENDS)?;
     let mut entries: Vec<(ServiceKey, ServiceValue)> = svc
         .iter()
         .collect::<Result<_, _>>()
-        .map_err(err(names::SERVICES))?;
+        .map_err(DatapathError::map(names::SERVICES))?;
     entries.sort_by_key(|(k, _)| (k.addr.to_be(), k.port, k.proto, k.slot));
     let mut rows: Vec<FrontendRow> = Vec::new();
     for (k, v) in &entries {
-        let addr = format!(
-            "{}:{}",
-            Ipv4Addr::from(k.addr.to_ne_bytes()),
-            u16::from_be(k.port)
-        );
+        let addr = format!("{}:{}", addr_from_be(k.addr), u16::from_be(k.port));
         let proto = if k.proto == switchyard_abi::proto::UDP {
             "udp"
         } else {
@@ -105,13 +95,7 @@ pub fn services(node: &str) -> Result<Vec<FrontendRow>, DatapathError> {
             let b = be.get(&v.backend_id, 0).ok();
             row.backends.push(b.map_or_else(
                 || format!("#{} (missing)", v.backend_id),
-                |b| {
-                    format!(
-                        "{}:{}",
-                        Ipv4Addr::from(b.addr.to_ne_bytes()),
-                        u16::from_be(b.port)
-                    )
-                },
+                |b| format!("{}:{}", addr_from_be(b.addr), u16::from_be(b.port)),
             ));
         }
     }
@@ -121,21 +105,12 @@ pub fn services(node: &str) -> Result<Vec<FrontendRow>, DatapathError> {
 /// Overlay routes as `podCIDR -> node address`, sorted.
 pub fn tunnels(node: &str) -> Result<Vec<String>, DatapathError> {
     use aya::maps::lpm_trie::LpmTrie;
-    let name = names::TUNNEL;
-    let map: LpmTrie<MapData, u32, u32> = LpmTrie::try_from(open(node, name)?)
-        .map_err(|e| DatapathError::Map(name.into(), e.to_string()))?;
-    let mut out = Vec::new();
-    for item in map.iter() {
-        let (k, v) = item.map_err(|e| DatapathError::Map(name.into(), e.to_string()))?;
-        out.push(format!(
-            "{}/{} -> {}",
-            Ipv4Addr::from(k.data().to_ne_bytes()),
-            k.prefix_len(),
-            Ipv4Addr::from(v.to_ne_bytes())
-        ));
-    }
-    out.sort();
-    Ok(out)
+    let map: LpmTrie<MapData, u32, u32> = open(node, names::TUNNEL)?;
+    let routes = read_map(&Named::new(names::TUNNEL, map))?;
+    Ok(routes
+        .iter()
+        .map(|((net, prefix), node)| format!("{net}/{prefix} -> {node}"))
+        .collect())
 }
 
 /// Runs `switchyard inspect`.

@@ -14,6 +14,7 @@ use switchyard_abi::{
     names, programs, Backend, LocalPod, NodeConfig, RevNat, ServiceKey, ServiceValue,
 };
 
+use super::maps::Named;
 use super::DatapathError;
 
 /// The eBPF object built from `ebpf/programs` by `agent/build.rs`.
@@ -24,29 +25,26 @@ pub struct Loaded {
     /// The object; owns the programs.
     pub ebpf: Ebpf,
     /// `SERVICES`.
-    pub services: HashMap<MapData, ServiceKey, ServiceValue>,
+    pub services: Named<HashMap<MapData, ServiceKey, ServiceValue>>,
     /// `BACKENDS`.
-    pub backends: HashMap<MapData, u32, Backend>,
+    pub backends: Named<HashMap<MapData, u32, Backend>>,
     /// `REV_NAT`.
-    pub rev_nat: HashMap<MapData, u16, RevNat>,
+    pub rev_nat: Named<HashMap<MapData, u16, RevNat>>,
     /// `LOCAL_PODS`.
-    pub local_pods: HashMap<MapData, u32, LocalPod>,
+    pub local_pods: Named<HashMap<MapData, u32, LocalPod>>,
     /// `CONFIG`.
     pub config: Array<MapData, NodeConfig>,
     /// `TUNNEL`.
-    pub tunnel: LpmTrie<MapData, u32, u32>,
+    pub tunnel: Named<LpmTrie<MapData, u32, u32>>,
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Fails with an actionable error unless `/sys/fs/bpf` is a mounted bpffs.
 pub fn check_bpffs() -> Result<(), DatapathError> {
-    let stat = nix::sys::statfs::statfs("/sys/fs/bpf")
-        .map_err(|e| DatapathError::NoBpffs(e.to_string()))?;
+    let stat = nix::sys::statfs::statfs("/sys/fs/bpf").map_err(DatapathError::NoBpffs)?;
     if stat.filesystem_type().0 as i64 != BPF_FS_MAGIC {
-        return Err(DatapathError::NoBpffs(
-            "/sys/fs/bpf is not a bpf file system".into(),
-        ));
+        return Err(DatapathError::NotBpffs);
     }
     Ok(())
 }
@@ -54,57 +52,57 @@ pub fn check_bpffs() -> Result<(), DatapathError> {
 /// Loads the object with maps pinned in `pin_dir` (created if missing) and loads its programs.
 pub fn load(pin_dir: &Path) -> Result<Loaded, DatapathError> {
     check_bpffs()?;
-    std::fs::create_dir_all(pin_dir).map_err(|e| DatapathError::Io(pin_dir.to_path_buf(), e))?;
+    std::fs::create_dir_all(pin_dir).map_err(DatapathError::io(pin_dir))?;
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pin_dir)
         .load(OBJECT)
-        .map_err(|e| DatapathError::Load(format!("{e}")))?;
+        .map_err(DatapathError::Load)?;
     for name in [
         programs::FROM_POD,
         programs::FROM_OVERLAY,
         programs::FROM_NETDEV,
         programs::TO_NETDEV,
     ] {
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(name)
-            .ok_or_else(|| DatapathError::Load(format!("program {name} missing from the object")))?
-            .try_into()
-            .map_err(|e| DatapathError::Load(format!("{e}")))?;
-        prog.load().map_err(|e| {
-            DatapathError::Load(format!(
-                "verifier rejected {name}: {}",
-                tail(&format!("{e:?}"), 1500)
-            ))
-        })?;
+        let prog = classifier(&mut ebpf, name)?;
+        prog.load().map_err(|e| DatapathError::program(name, e))?;
     }
     Ok(Loaded {
         services: take(&mut ebpf, names::SERVICES)?,
         backends: take(&mut ebpf, names::BACKENDS)?,
         rev_nat: take(&mut ebpf, names::REV_NAT)?,
         local_pods: take(&mut ebpf, names::LOCAL_PODS)?,
-        config: take(&mut ebpf, names::CONFIG)?,
+        config: take::<Array<MapData, NodeConfig>>(&mut ebpf, names::CONFIG)?.into_inner(),
         tunnel: take(&mut ebpf, names::TUNNEL)?,
         ebpf,
     })
 }
 
-/// The last `n` bytes of a (long) verifier log: where it failed is at the end.
-fn tail(s: &str, n: usize) -> &str {
-    let mut start = s.len().saturating_sub(n);
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    &s[start..]
+/// The classifier program `name` of the object.
+pub fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut SchedClassifier, DatapathError> {
+    let missing = || DatapathError::Missing {
+        kind: "program",
+        name: name.to_string(),
+    };
+    ebpf.program_mut(name)
+        .ok_or_else(missing)?
+        .try_into()
+        .map_err(|e| DatapathError::program(name, e))
 }
 
-fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, DatapathError>
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<Named<T>, DatapathError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| DatapathError::Load(format!("map {name} missing from the object")))?;
-    T::try_from(map).map_err(|e| DatapathError::Map(name.to_string(), e.to_string()))
+    let map = ebpf.take_map(name).ok_or_else(|| DatapathError::Missing {
+        kind: "map",
+        name: name.to_string(),
+    })?;
+    T::try_from(map)
+        .map(|m| Named::new(name, m))
+        .map_err(DatapathError::map(name))
 }
 
 /// Path of the pinned TCX link of a container's veth (`links/pods/<id>`; with an empty id, the

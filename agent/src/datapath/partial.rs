@@ -16,25 +16,16 @@ use switchyard_abi::{
     Backend, RevNat, ServiceKey, ServiceValue, BACKEND_ACTIVE, BACKEND_TERMINATING,
 };
 
-use super::plan::{
-    active_backends, allocate_u16_with, backend_value, header, identity, key, next_slot,
-    BackendIdentity, IdCursor, PlanError, Programmed,
-};
-use crate::model::{Desired, Frontend};
-
-/// A frontend as the maps key it: address, port (network order), protocol.
-pub type FrontKey = (u32, u16, u8);
-
-fn front_key(f: &Frontend) -> FrontKey {
-    (
-        u32::from_ne_bytes(f.ip.octets()),
-        f.port.to_be(),
-        f.proto.ip_proto(),
-    )
+/// The header key of a frontend.
+fn header_key(fk: &FrontKey) -> ServiceKey {
+    ServiceKey::new(fk.0, fk.1, fk.2, 0)
 }
 
-/// The backends one frontend references: id, and whether it uses it as active.
-type Uses = Vec<(u32, bool)>;
+use super::plan::{
+    backend_value, front_key, frontend_entries, identity, BackendIdentity, FrontKey, IdCursor,
+    PlanError, Programmed, Uses,
+};
+use crate::model::{Desired, Frontend};
 
 /// Who references which programmed id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -159,14 +150,14 @@ impl Change {
     fn before_rev(&self, fk: &FrontKey) -> Option<u16> {
         self.before
             .services
-            .get(&key(fk.0, fk.1, fk.2, 0))
+            .get(&header_key(fk))
             .map(|h| h.rev_nat_id)
     }
 
     fn after_rev(&self, fk: &FrontKey) -> Option<u16> {
         self.after
             .services
-            .get(&key(fk.0, fk.1, fk.2, 0))
+            .get(&header_key(fk))
             .map(|h| h.rev_nat_id)
     }
 }
@@ -180,12 +171,12 @@ fn decrement(refs: &mut HashMap<u16, u32>, id: u16) {
     }
 }
 
-/// The entries of one frontend in `SERVICES` (header and slots).
-fn frontend_entries(
+/// The programmed entries of one frontend in `SERVICES` (header and slots).
+fn programmed_entries(
     services: &BTreeMap<ServiceKey, ServiceValue>,
     fk: FrontKey,
 ) -> impl Iterator<Item = (&ServiceKey, &ServiceValue)> {
-    let lo = key(fk.0, fk.1, 0, 0);
+    let lo = ServiceKey::new(fk.0, fk.1, 0, 0);
     let hi = ServiceKey {
         slot: u16::MAX,
         proto: u8::MAX,
@@ -219,8 +210,8 @@ pub fn plan_changes(
         change
             .before
             .services
-            .extend(frontend_entries(&current.services, fk));
-        if let Some(h) = current.services.get(&key(fk.0, fk.1, fk.2, 0)) {
+            .extend(programmed_entries(&current.services, fk));
+        if let Some(h) = current.services.get(&header_key(&fk)) {
             if let Some(r) = current.rev_nat.get(&h.rev_nat_id) {
                 change.before.rev_nat.insert(h.rev_nat_id, *r);
                 *rev_delta.entry(h.rev_nat_id).or_default() -= 1;
@@ -246,10 +237,9 @@ pub fn plan_changes(
             Some(id) => *id,
             None => {
                 let taken: BTreeSet<u16> = new_revs.values().copied().collect();
-                let id = allocate_u16_with(&mut cursor.rev_nat, |id| {
-                    current.rev_nat.contains_key(&id) || taken.contains(&id)
-                })
-                .ok_or(PlanError::TooManyFrontends(desired.frontends.len()))?;
+                let id = cursor
+                    .next_rev_nat(|id| current.rev_nat.contains_key(&id) || taken.contains(&id))
+                    .ok_or(PlanError::TooManyFrontends(desired.frontends.len()))?;
                 new_revs.insert((fk.0, fk.1), id);
                 id
             }
@@ -264,56 +254,36 @@ pub fn plan_changes(
         );
         *rev_delta.entry(rev_nat_id).or_default() += 1;
 
-        let mut uses = Uses::new();
-        let mut id_of = |b: &crate::model::BackendSpec| {
-            let value = backend_value(b);
-            let ident = identity(&value);
-            let id = match usage
-                .backend_ids
-                .get(&ident)
-                .or_else(|| new_backends.get(&ident))
-            {
-                Some(id) => *id,
-                None => {
-                    let mut id = cursor.backend.max(1);
-                    while current.backends.contains_key(&id)
-                        || new_backends.values().any(|v| *v == id)
-                    {
-                        id = id.wrapping_add(1).max(1);
+        let uses = frontend_entries(
+            fk,
+            spec,
+            rev_nat_id,
+            |b| {
+                let value = backend_value(b);
+                let ident = identity(&value);
+                let id = match usage
+                    .backend_ids
+                    .get(&ident)
+                    .or_else(|| new_backends.get(&ident))
+                {
+                    Some(id) => *id,
+                    None => {
+                        let id = cursor.next_backend(|id| {
+                            current.backends.contains_key(&id)
+                                || new_backends.values().any(|v| *v == id)
+                        });
+                        new_backends.insert(ident, id);
+                        id
                     }
-                    cursor.backend = id.wrapping_add(1).max(1);
-                    new_backends.insert(ident, id);
-                    id
-                }
-            };
-            values.insert(id, value);
-            let d = backend_delta.entry(id).or_default();
-            d.0 += 1;
-            d.1 += i64::from(!b.terminating);
-            id
-        };
-        let mut slot: u16 = 0;
-        for b in active_backends(spec) {
-            slot = next_slot(slot, spec)?;
-            let id = id_of(b);
-            uses.push((id, true));
-            change.after.services.insert(
-                key(fk.0, fk.1, fk.2, slot),
-                ServiceValue {
-                    backend_id: id,
-                    rev_nat_id,
-                    ..ServiceValue::default()
-                },
-            );
-        }
-        for b in spec.backends.iter().filter(|b| b.terminating) {
-            uses.push((id_of(b), false));
-        }
-        change
-            .after
-            .services
-            .insert(key(fk.0, fk.1, fk.2, 0), header(spec, slot, rev_nat_id));
-        uses.sort_unstable();
+                };
+                values.insert(id, value);
+                let d = backend_delta.entry(id).or_default();
+                d.0 += 1;
+                d.1 += i64::from(!b.terminating);
+                id
+            },
+            &mut change.after.services,
+        )?;
         change.fronts.push((fk, Some(uses)));
     }
 

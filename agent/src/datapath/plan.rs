@@ -4,14 +4,14 @@
 //!
 //! [`diff`] then lists the writes and deletes in the order that never lets a packet see a
 //! half-written service: backends, rev-NAT, backend slots, headers; removals in reverse.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use switchyard_abi::{
-    Backend, RevNat, ServiceKey, ServiceValue, BACKEND_ACTIVE, BACKEND_TERMINATING,
-    SVC_FLAG_AFFINITY, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_NODEPORT,
+    addr_be, port_be, Backend, RevNat, ServiceKey, ServiceValue, BACKEND_ACTIVE,
+    BACKEND_TERMINATING, SVC_FLAG_AFFINITY, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_NODEPORT,
 };
 
-use crate::model::{Desired, FrontendSpec};
+use crate::model::{BackendSpec, Desired, Frontend, FrontendSpec};
 
 /// The content of the three service maps (what is, or should be, programmed).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,6 +49,87 @@ impl IdCursor {
             .map_or(1, |m| m.wrapping_add(1).max(1));
         IdCursor { backend, rev_nat }
     }
+
+    /// A fresh backend id: the first at or after the cursor that `used` does not claim (never
+    /// 0), moving the cursor past it.
+    pub fn next_backend(&mut self, used: impl Fn(u32) -> bool) -> u32 {
+        let mut id = self.backend.max(1);
+        while used(id) {
+            id = id.wrapping_add(1).max(1);
+        }
+        self.backend = id.wrapping_add(1).max(1);
+        id
+    }
+
+    /// A fresh rev-NAT id, as [`IdCursor::next_backend`]; `None` when all 65,535 are taken.
+    pub fn next_rev_nat(&mut self, used: impl Fn(u16) -> bool) -> Option<u16> {
+        let start = self.rev_nat.max(1);
+        let mut id = start;
+        loop {
+            if !used(id) {
+                self.rev_nat = id.wrapping_add(1).max(1);
+                return Some(id);
+            }
+            id = id.wrapping_add(1).max(1);
+            if id == start {
+                return None;
+            }
+        }
+    }
+}
+
+/// A frontend as the maps key it: address, port (both network order), protocol.
+pub type FrontKey = (u32, u16, u8);
+
+/// The map key of a model frontend.
+pub fn front_key(f: &Frontend) -> FrontKey {
+    (addr_be(f.ip), port_be(f.port), f.proto.ip_proto())
+}
+
+/// The backends one frontend references: id, and whether it uses it as active; sorted.
+pub type Uses = Vec<(u32, bool)>;
+
+/// Writes the `SERVICES` entries of one frontend into `out` — a slot per active backend, in the
+/// model's order, then the slot-0 header counting them — and returns the backends it uses.
+/// Terminating backends get an id (their `BACKENDS` entry keeps existing flows going) but no
+/// slot. `backend_id` names (or allocates) the id of each backend.
+pub fn frontend_entries(
+    fk: FrontKey,
+    spec: &FrontendSpec,
+    rev_nat_id: u16,
+    mut backend_id: impl FnMut(&BackendSpec) -> u32,
+    out: &mut BTreeMap<ServiceKey, ServiceValue>,
+) -> Result<Uses, PlanError> {
+    let (addr, port, proto) = fk;
+    let mut uses = Uses::new();
+    let mut slot: u16 = 0;
+    for b in spec.backends.iter().filter(|b| !b.terminating) {
+        slot = slot
+            .checked_add(1)
+            .ok_or_else(|| PlanError::TooManyBackends {
+                service: spec.service.clone(),
+                count: spec.backends.len(),
+            })?;
+        let id = backend_id(b);
+        uses.push((id, true));
+        out.insert(
+            ServiceKey::new(addr, port, proto, slot),
+            ServiceValue {
+                backend_id: id,
+                rev_nat_id,
+                ..ServiceValue::default()
+            },
+        );
+    }
+    for b in spec.backends.iter().filter(|b| b.terminating) {
+        uses.push((backend_id(b), false));
+    }
+    out.insert(
+        ServiceKey::new(addr, port, proto, 0),
+        header(spec, slot, rev_nat_id),
+    );
+    uses.sort_unstable();
+    Ok(uses)
 }
 
 /// Errors of planning.
@@ -91,19 +172,18 @@ pub fn plan(
         .iter()
         .map(|(id, r)| ((r.addr, r.port), *id))
         .collect();
-    let mut used_backend: std::collections::HashSet<u32> =
-        current.backends.keys().copied().collect();
-    let mut used_rev: std::collections::HashSet<u16> = current.rev_nat.keys().copied().collect();
+    let mut used_backend: HashSet<u32> = current.backends.keys().copied().collect();
+    let mut used_rev: HashSet<u16> = current.rev_nat.keys().copied().collect();
 
     let mut next = Programmed::default();
     for (frontend, spec) in &desired.frontends {
-        let addr = u32::from_ne_bytes(frontend.ip.octets());
-        let port = frontend.port.to_be();
-        let proto = frontend.proto.ip_proto();
+        let fk = front_key(frontend);
+        let (addr, port, _) = fk;
         let rev_nat_id = match rev_ids.get(&(addr, port)) {
             Some(id) => *id,
             None => {
-                let id = allocate_u16(&mut cursor.rev_nat, &used_rev)
+                let id = cursor
+                    .next_rev_nat(|id| used_rev.contains(&id))
                     .ok_or(PlanError::TooManyFrontends(desired.frontends.len()))?;
                 used_rev.insert(id);
                 rev_ids.insert((addr, port), id);
@@ -112,114 +192,43 @@ pub fn plan(
         };
         next.rev_nat
             .insert(rev_nat_id, RevNat { addr, port, pad: 0 });
-
-        let mut slot: u16 = 0;
-        for b in active_backends(spec) {
-            slot = next_slot(slot, spec)?;
-            let id = backend_id(b, &mut backend_ids, &mut used_backend, cursor, &mut next);
-            next.services.insert(
-                key(addr, port, proto, slot),
-                ServiceValue {
-                    backend_id: id,
-                    rev_nat_id,
-                    ..ServiceValue::default()
-                },
-            );
-        }
-        // Terminating backends stay in BACKENDS (existing flows) but get no slot.
-        for b in spec.backends.iter().filter(|b| b.terminating) {
-            backend_id(b, &mut backend_ids, &mut used_backend, cursor, &mut next);
-        }
-        next.services
-            .insert(key(addr, port, proto, 0), header(spec, slot, rev_nat_id));
+        let backends = &mut next.backends;
+        frontend_entries(
+            fk,
+            spec,
+            rev_nat_id,
+            |b| {
+                let value = backend_value(b);
+                let id = *backend_ids.entry(identity(&value)).or_insert_with(|| {
+                    let id = cursor.next_backend(|id| used_backend.contains(&id));
+                    used_backend.insert(id);
+                    id
+                });
+                // A backend shared by several frontends: active wins over terminating.
+                let entry = backends.entry(id).or_insert(value);
+                if value.state == BACKEND_ACTIVE {
+                    entry.state = BACKEND_ACTIVE;
+                }
+                id
+            },
+            &mut next.services,
+        )?;
     }
     Ok(next)
 }
 
-/// The slot after `slot` in `spec`'s slot list.
-pub fn next_slot(slot: u16, spec: &FrontendSpec) -> Result<u16, PlanError> {
-    slot.checked_add(1)
-        .ok_or_else(|| PlanError::TooManyBackends {
-            service: spec.service.clone(),
-            count: spec.backends.len(),
-        })
-}
-
-/// Backends that take new connections. kube-proxy's rule: ready endpoints; the model already
-/// promoted serving-terminating ones when no ready endpoint exists.
-pub fn active_backends(spec: &FrontendSpec) -> impl Iterator<Item = &crate::model::BackendSpec> {
-    spec.backends.iter().filter(|b| !b.terminating)
-}
-
 /// The `BACKENDS` value of a backend spec.
-pub fn backend_value(b: &crate::model::BackendSpec) -> Backend {
+pub fn backend_value(b: &BackendSpec) -> Backend {
     Backend {
-        addr: u32::from_ne_bytes(b.addr.ip.octets()),
-        port: b.addr.port.to_be(),
+        addr: addr_be(b.addr.ip),
+        port: port_be(b.addr.port),
         proto: b.addr.proto.ip_proto(),
         state: if b.terminating {
             BACKEND_TERMINATING
         } else {
             BACKEND_ACTIVE
         },
-        node_addr: b.node_ip.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
-    }
-}
-
-fn backend_id(
-    b: &crate::model::BackendSpec,
-    ids: &mut HashMap<BackendIdentity, u32>,
-    used: &mut std::collections::HashSet<u32>,
-    cursor: &mut IdCursor,
-    next: &mut Programmed,
-) -> u32 {
-    let value = backend_value(b);
-    let id = *ids.entry(identity(&value)).or_insert_with(|| {
-        let mut id = cursor.backend.max(1);
-        while used.contains(&id) {
-            id = id.wrapping_add(1).max(1);
-        }
-        cursor.backend = id.wrapping_add(1).max(1);
-        used.insert(id);
-        id
-    });
-    // A backend shared by several frontends: active wins over terminating.
-    let entry = next.backends.entry(id).or_insert(value);
-    if value.state == BACKEND_ACTIVE {
-        entry.state = BACKEND_ACTIVE;
-    }
-    id
-}
-
-fn allocate_u16(cursor: &mut u16, used: &std::collections::HashSet<u16>) -> Option<u16> {
-    allocate_u16_with(cursor, |id| used.contains(&id))
-}
-
-/// The next free 16-bit id at or after `cursor` (never 0), moving the cursor past it.
-pub fn allocate_u16_with(cursor: &mut u16, used: impl Fn(u16) -> bool) -> Option<u16> {
-    let start = (*cursor).max(1);
-    let mut id = start;
-    loop {
-        if !used(id) {
-            *cursor = id.wrapping_add(1).max(1);
-            return Some(id);
-        }
-        id = id.wrapping_add(1).max(1);
-        if id == start {
-            return None;
-        }
-    }
-}
-
-/// A `SERVICES` key (map byte order).
-pub fn key(addr: u32, port: u16, proto: u8, slot: u16) -> ServiceKey {
-    ServiceKey {
-        addr,
-        port,
-        slot,
-        proto,
-        scope: 0,
-        pad: [0; 2],
+        node_addr: b.node_ip.map_or(0, addr_be),
     }
 }
 

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 /// What went wrong talking to the kernel about links, addresses or namespaces.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum NetlinkError {
     /// No netlink socket could be opened (not root, or no tokio runtime).
     #[error("cannot open a netlink socket: {0} (switchyard needs root / CAP_NET_ADMIN)")]
     Connect(#[source] std::io::Error),
@@ -52,11 +52,11 @@ pub enum Error {
     NetnsThread(PathBuf),
 }
 
-impl Error {
+impl NetlinkError {
     /// The errno of a kernel rejection (positive, e.g. `libc::ENODEV`), if this is one.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::Request {
+            NetlinkError::Request {
                 source: rtnetlink::Error::NetlinkError(msg),
                 ..
             } => Some(msg.raw_code().abs()),
@@ -64,8 +64,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn request(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    pub(crate) fn request(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
         let op = op.into();
-        move |source| Error::Request { op, source }
+        move |source| NetlinkError::Request { op, source }
     }
 }

@@ -1,6 +1,6 @@
 //! [`Netlink`]: a route-netlink connection in one network namespace, with the few link, address
 //! and route operations switchyard needs.
-use super::Error;
+use super::NetlinkError;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
@@ -92,8 +92,8 @@ pub struct Netlink {
 impl Netlink {
     /// Opens a connection in the calling thread's network namespace. Must run inside a tokio
     /// runtime (the connection is driven by a spawned task).
-    pub fn connect() -> Result<Netlink, Error> {
-        let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Connect)?;
+    pub fn connect() -> Result<Netlink, NetlinkError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Connect)?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
@@ -104,69 +104,71 @@ impl Netlink {
     }
 
     /// Looks up a link by name; `None` if there is none.
-    pub async fn link(&self, name: &str) -> Result<Option<Link>, Error> {
+    pub async fn link(&self, name: &str) -> Result<Option<Link>, NetlinkError> {
         let req = self.handle.link().get().match_name(name).execute();
         collect_one(req, &format!("look up link {name}")).await
     }
 
     /// Looks up a link by index; `None` if there is none.
-    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, Error> {
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>, NetlinkError> {
         let req = self.handle.link().get().match_index(index).execute();
         collect_one(req, &format!("look up link #{index}")).await
     }
 
     /// Looks up a link that must exist.
-    pub async fn require_link(&self, name: &str) -> Result<Link, Error> {
+    pub async fn require_link(&self, name: &str) -> Result<Link, NetlinkError> {
         self.link(name)
             .await?
-            .ok_or_else(|| Error::LinkNotFound(name.to_string()))
+            .ok_or_else(|| NetlinkError::LinkNotFound(name.to_string()))
     }
 
     /// Sets a link administratively up.
-    pub async fn set_up(&self, index: u32) -> Result<(), Error> {
+    pub async fn set_up(&self, index: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).up().build();
         self.handle
             .link()
             .set(msg)
             .execute()
             .await
-            .map_err(Error::request(format!("set link #{index} up")))
+            .map_err(NetlinkError::request(format!("set link #{index} up")))
     }
 
     /// Sets the MTU of a link.
-    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), Error> {
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
         self.handle
             .link()
             .set(msg)
             .execute()
             .await
-            .map_err(Error::request(format!("set mtu {mtu} on link #{index}")))
+            .map_err(NetlinkError::request(format!(
+                "set mtu {mtu} on link #{index}"
+            )))
     }
 
     /// Makes a link a port of the bridge with index `bridge`.
-    pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<(), Error> {
+    pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).controller(bridge).build();
         self.handle
             .link()
             .set(msg)
             .execute()
             .await
-            .map_err(Error::request(format!(
+            .map_err(NetlinkError::request(format!(
                 "attach link #{index} to bridge #{bridge}"
             )))
     }
 
     /// Deletes the link `name`; returns whether it existed. Deleting one end of a veth pair
     /// removes both.
-    pub async fn delete_link(&self, name: &str) -> Result<bool, Error> {
+    pub async fn delete_link(&self, name: &str) -> Result<bool, NetlinkError> {
         let Some(link) = self.link(name).await? else {
             return Ok(false);
         };
         match self.handle.link().del(link.index).execute().await {
             Ok(()) => Ok(true),
             Err(e) => {
-                let err = Error::request(format!("delete link {name}"))(e);
+                let err = NetlinkError::request(format!("delete link {name}"))(e);
                 // Gone in between (e.g. its peer's namespace was just destroyed): fine.
                 if err.errno() == Some(libc::ENODEV) {
                     Ok(false)
@@ -178,7 +180,7 @@ impl Netlink {
     }
 
     /// The IPv4 addresses on a link, with their prefix lengths.
-    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, Error> {
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
         Ok(self
             .ipv4_address_messages(index)
             .await?
@@ -190,7 +192,7 @@ impl Netlink {
     async fn ipv4_address_messages(
         &self,
         index: u32,
-    ) -> Result<Vec<(Ipv4Addr, u8, AddressMessage)>, Error> {
+    ) -> Result<Vec<(Ipv4Addr, u8, AddressMessage)>, NetlinkError> {
         let msgs: Vec<AddressMessage> = self
             .handle
             .address()
@@ -199,7 +201,9 @@ impl Netlink {
             .execute()
             .try_collect()
             .await
-            .map_err(Error::request(format!("list addresses of link #{index}")))?;
+            .map_err(NetlinkError::request(format!(
+                "list addresses of link #{index}"
+            )))?;
         let mut out = Vec::new();
         for msg in msgs {
             if msg.header.index != index {
@@ -228,7 +232,7 @@ impl Netlink {
         index: u32,
         addr: Ipv4Addr,
         prefix: u8,
-    ) -> Result<(), Error> {
+    ) -> Result<(), NetlinkError> {
         let present = self.ipv4_addresses(index).await?;
         if present.contains(&(addr, prefix)) {
             return Ok(());
@@ -242,8 +246,9 @@ impl Netlink {
         {
             Ok(()) => Ok(()),
             Err(e) => {
-                let err =
-                    Error::request(format!("add address {addr}/{prefix} to link #{index}"))(e);
+                let err = NetlinkError::request(format!(
+                    "add address {addr}/{prefix} to link #{index}"
+                ))(e);
                 if err.errno() == Some(libc::EEXIST) {
                     Ok(())
                 } else {
@@ -258,7 +263,7 @@ impl Netlink {
         &self,
         index: u32,
         keep: (Ipv4Addr, u8),
-    ) -> Result<(), Error> {
+    ) -> Result<(), NetlinkError> {
         for (ip, prefix, msg) in self.ipv4_address_messages(index).await? {
             if (ip, prefix) == keep {
                 continue;
@@ -269,7 +274,7 @@ impl Netlink {
                 .del(msg)
                 .execute()
                 .await
-                .map_err(Error::request(format!(
+                .map_err(NetlinkError::request(format!(
                     "remove address {ip}/{prefix} from link #{index}"
                 )))?;
         }
@@ -277,7 +282,11 @@ impl Netlink {
     }
 
     /// Sets (or replaces) the IPv4 default route via `gateway` out of link `index`.
-    pub async fn replace_default_route(&self, index: u32, gateway: Ipv4Addr) -> Result<(), Error> {
+    pub async fn replace_default_route(
+        &self,
+        index: u32,
+        gateway: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .gateway(gateway)
             .output_interface(index)
@@ -288,7 +297,9 @@ impl Netlink {
             .replace()
             .execute()
             .await
-            .map_err(Error::request(format!("set default route via {gateway}")))
+            .map_err(NetlinkError::request(format!(
+                "set default route via {gateway}"
+            )))
     }
 
     /// See [`super::ensure_bridge`].
@@ -298,7 +309,7 @@ impl Netlink {
         mtu: u32,
         addr: Ipv4Addr,
         prefix: u8,
-    ) -> Result<Link, Error> {
+    ) -> Result<Link, NetlinkError> {
         let span = tracing::info_span!("ensure_bridge", bridge = name, %addr, prefix, mtu);
         let _enter = span.enter();
         let link = match self.link(name).await? {
@@ -309,7 +320,7 @@ impl Netlink {
                     .address(bridge_mac(addr).to_vec())
                     .build();
                 if let Err(e) = self.handle.link().add(msg).execute().await {
-                    let err = Error::request(format!("create bridge {name}"))(e);
+                    let err = NetlinkError::request(format!("create bridge {name}"))(e);
                     if err.errno() != Some(libc::EEXIST) {
                         return Err(err);
                     }
@@ -319,7 +330,7 @@ impl Netlink {
             }
         };
         if link.kind.as_deref() != Some("bridge") {
-            return Err(Error::WrongKind {
+            return Err(NetlinkError::WrongKind {
                 name: name.to_string(),
                 expected: "bridge",
                 found: link.kind.unwrap_or_else(|| "device without a kind".into()),
@@ -347,7 +358,7 @@ impl Netlink {
         peer_netns: &File,
         mtu: u32,
         bridge: u32,
-    ) -> Result<Link, Error> {
+    ) -> Result<Link, NetlinkError> {
         let peer = LinkUnspec::new_with_name(peer_name)
             .mtu(mtu)
             .setns_by_fd(peer_netns.as_raw_fd())
@@ -362,7 +373,7 @@ impl Netlink {
             .add(msg)
             .execute()
             .await
-            .map_err(Error::request(format!(
+            .map_err(NetlinkError::request(format!(
                 "create veth {host_name} with peer {peer_name}"
             )))?;
         let host = self.require_link(host_name).await?;
@@ -372,7 +383,7 @@ impl Netlink {
     }
 }
 
-async fn collect_one<S>(stream: S, op: &str) -> Result<Option<Link>, Error>
+async fn collect_one<S>(stream: S, op: &str) -> Result<Option<Link>, NetlinkError>
 where
     S: futures::Stream<Item = Result<LinkMessage, rtnetlink::Error>>,
 {
@@ -380,7 +391,7 @@ where
     match result {
         Ok(msgs) => Ok(msgs.first().map(Link::from_message)),
         Err(e) => {
-            let err = Error::request(op)(e);
+            let err = NetlinkError::request(op)(e);
             if err.errno() == Some(libc::ENODEV) {
                 Ok(None)
             } else {

@@ -10,7 +10,7 @@ mod netns;
 mod sysctl;
 mod vxlan;
 
-pub use error::Error;
+pub use error::NetlinkError;
 pub use handle::{format_mac, Link, Netlink};
 pub use netns::{block_on_in_netns, open_netns};
 pub use sysctl::enable_ip_forward;
@@ -29,7 +29,7 @@ pub async fn ensure_bridge(
     mtu: u32,
     addr: Ipv4Addr,
     prefix: u8,
-) -> Result<Link, Error> {
+) -> Result<Link, NetlinkError> {
     Netlink::connect()?
         .ensure_bridge(name, mtu, addr, prefix)
         .await
@@ -37,11 +37,11 @@ pub async fn ensure_bridge(
 
 /// Deletes the link `name` in the current network namespace; returns whether it existed.
 /// Must run inside a tokio runtime.
-pub async fn delete_link(name: &str) -> Result<bool, Error> {
+pub async fn delete_link(name: &str) -> Result<bool, NetlinkError> {
     Netlink::connect()?.delete_link(name).await
 }
 
 /// Looks up the link `name` in the current network namespace. Must run inside a tokio runtime.
-pub async fn get_link(name: &str) -> Result<Option<Link>, Error> {
+pub async fn get_link(name: &str) -> Result<Option<Link>, NetlinkError> {
     Netlink::connect()?.link(name).await
 }

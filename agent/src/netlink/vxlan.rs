@@ -2,13 +2,13 @@
 //! remote of its own; the eBPF programs set the tunnel key (remote node) on every packet.
 use rtnetlink::{LinkMessageBuilder, LinkVxlan};
 
-use super::{Error, Link, Netlink};
+use super::{Link, Netlink, NetlinkError};
 
 impl Netlink {
     /// Creates `name` as an external-mode VXLAN device on UDP `port` if it is missing, and sets it
     /// up — `ip link add NAME type vxlan external nolearning dstport PORT; ip link set NAME up`. A device of
     /// that name that is not a VXLAN device is an error, never replaced.
-    pub async fn ensure_vxlan(&self, name: &str, port: u16) -> Result<Link, Error> {
+    pub async fn ensure_vxlan(&self, name: &str, port: u16) -> Result<Link, NetlinkError> {
         let span = tracing::info_span!("ensure_vxlan", device = name, port);
         let _enter = span.enter();
         let link = match self.link(name).await? {
@@ -23,7 +23,7 @@ impl Netlink {
                     .port(port)
                     .build();
                 if let Err(e) = self.raw().link().add(msg).execute().await {
-                    let err = Error::request(format!("create vxlan device {name}"))(e);
+                    let err = NetlinkError::request(format!("create vxlan device {name}"))(e);
                     if err.errno() != Some(libc::EEXIST) {
                         return Err(err);
                     }
@@ -33,7 +33,7 @@ impl Netlink {
             }
         };
         if link.kind.as_deref() != Some("vxlan") {
-            return Err(Error::WrongKind {
+            return Err(NetlinkError::WrongKind {
                 name: name.to_string(),
                 expected: "vxlan",
                 found: link.kind.unwrap_or_else(|| "device without a kind".into()),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
+use kube::runtime::reflector::{self, reflector, store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -157,6 +157,83 @@ struct Tap {
     dirty: Arc<Mutex<Dirty>>,
 }
 
+impl Tap {
+    /// Notes `event` in the dirty list and wakes the reconcile loop.
+    fn record<K: Resource>(&self, event: &watcher::Event<K>) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(self.kind, event);
+        self.changed.notify_one();
+    }
+}
+
+/// Stores fed by hand instead of by watches: the reconcile loop's tests drive it with the
+/// events a watch would deliver.
+pub struct Feed {
+    services: (Writer<Service>, Tap),
+    slices: (Writer<EndpointSlice>, Tap),
+    nodes: (Writer<Node>, Tap),
+}
+
+impl Feed {
+    /// Empty stores and the feed that fills them. Nothing is dirty until an event arrives.
+    pub fn new() -> (Stores, Feed) {
+        let changed = Arc::new(Notify::new());
+        let dirty = Arc::new(Mutex::new(Dirty::default()));
+        let tap = |kind| Tap {
+            kind,
+            changed: changed.clone(),
+            dirty: dirty.clone(),
+        };
+        let (services, ws) = reflector::store();
+        let (slices, wl) = reflector::store();
+        let (nodes, wn) = reflector::store();
+        (
+            Stores {
+                services,
+                slices,
+                nodes,
+                changed: changed.clone(),
+                dirty: dirty.clone(),
+            },
+            Feed {
+                services: (ws, tap(Kind::Services)),
+                slices: (wl, tap(Kind::Slices)),
+                nodes: (wn, tap(Kind::Nodes)),
+            },
+        )
+    }
+
+    /// A Service was added or changed.
+    pub fn service(&mut self, obj: Service) {
+        deliver(&mut self.services, watcher::Event::Apply(obj));
+    }
+
+    /// A Service was deleted.
+    pub fn delete_service(&mut self, obj: Service) {
+        deliver(&mut self.services, watcher::Event::Delete(obj));
+    }
+
+    /// An EndpointSlice was added or changed.
+    pub fn slice(&mut self, obj: EndpointSlice) {
+        deliver(&mut self.slices, watcher::Event::Apply(obj));
+    }
+
+    /// A Node was added or changed.
+    pub fn node(&mut self, obj: Node) {
+        deliver(&mut self.nodes, watcher::Event::Apply(obj));
+    }
+}
+
+fn deliver<K>(target: &mut (Writer<K>, Tap), event: watcher::Event<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    target.0.apply_watcher_event(&event);
+    target.1.record(&event);
+}
+
 fn reflect<K>(api: Api<K>, tap: Tap) -> (Store<K>, JoinHandle<()>)
 where
     K: Resource<DynamicType = ()>
@@ -173,13 +250,7 @@ where
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(ev) => {
-                    tap.dirty
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .note(tap.kind, &ev);
-                    tap.changed.notify_one();
-                }
+                Ok(ev) => tap.record(&ev),
                 Err(e) => {
                     tracing::warn!(kind = ?tap.kind, error = %e, "watch failed; retrying with backoff")
                 }

@@ -101,6 +101,21 @@ pub struct ServiceKey {
     pub pad: [u8; 2],
 }
 
+impl ServiceKey {
+    /// The key of `slot` (0: the header) of the frontend `addr:port/proto`, all in map byte
+    /// order (see [`ip_be`], [`port_be`]); reserved bytes zero.
+    pub const fn new(addr: u32, port: u16, proto: u8, slot: u16) -> Self {
+        ServiceKey {
+            addr,
+            port,
+            slot,
+            proto,
+            scope: 0,
+            pad: [0; 2],
+        }
+    }
+}
+
 /// `ServiceValue::flags`: the service uses ClientIP session affinity.
 pub const SVC_FLAG_AFFINITY: u8 = 1 << 0;
 /// `ServiceValue::flags`: only node-local backends may be chosen (externalTrafficPolicy: Local).
@@ -360,6 +375,17 @@ pub const fn ip_be(octets: [u8; 4]) -> u32 {
     u32::from_ne_bytes(octets)
 }
 
+/// An [`Ipv4Addr`](core::net::Ipv4Addr) as stored in maps (network byte order in memory).
+pub const fn addr_be(ip: core::net::Ipv4Addr) -> u32 {
+    ip_be(ip.octets())
+}
+
+/// The address a map value in network byte order holds (the inverse of [`addr_be`]).
+pub const fn addr_from_be(value: u32) -> core::net::Ipv4Addr {
+    let o = value.to_ne_bytes();
+    core::net::Ipv4Addr::new(o[0], o[1], o[2], o[3])
+}
+
 /// A port as stored in maps (network byte order in memory).
 pub const fn port_be(port: u16) -> u16 {
     port.to_be()
@@ -404,6 +430,15 @@ mod tests {
         let ip = ip_be([10, 96, 0, 1]);
         assert_eq!(ip.to_ne_bytes(), [10, 96, 0, 1]);
         assert_eq!(port_be(8080).to_ne_bytes(), [0x1f, 0x90]);
+        let addr = core::net::Ipv4Addr::new(10, 96, 0, 1);
+        assert_eq!(addr_be(addr), ip);
+        assert_eq!(addr_from_be(ip), addr);
+    }
+
+    #[test]
+    fn a_service_key_has_its_reserved_bytes_zero() {
+        let k = ServiceKey::new(ip_be([10, 96, 0, 1]), port_be(80), proto::TCP, 2);
+        assert_eq!((k.scope, k.pad, k.slot), (0, [0, 0], 2));
     }
 
     #[test]

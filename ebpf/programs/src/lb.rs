@@ -10,14 +10,7 @@ use switchyard_abi::stat;
 /// The service header (slot 0) of the frontend `flow` is addressed to, if any.
 #[inline(always)]
 pub fn lookup_service(flow: &Flow) -> Option<ServiceValue> {
-    let key = ServiceKey {
-        addr: flow.daddr,
-        port: flow.dport,
-        slot: 0,
-        proto: flow.proto,
-        scope: 0,
-        pad: [0; 2],
-    };
+    let key = ServiceKey::new(flow.daddr, flow.dport, flow.proto, 0);
     // SAFETY: the value is copied out at once; the agent replaces entries atomically per key.
     unsafe { SERVICES.get(&key) }.copied()
 }
@@ -39,14 +32,7 @@ pub fn select_backend(flow: &Flow, svc: &ServiceValue) -> Option<(u32, Backend)>
     // SAFETY: plain helper call.
     let rnd = unsafe { bpf_get_prandom_u32() };
     let slot = (rnd % u32::from(svc.count)) as u16 + 1;
-    let key = ServiceKey {
-        addr: flow.daddr,
-        port: flow.dport,
-        slot,
-        proto: flow.proto,
-        scope: 0,
-        pad: [0; 2],
-    };
+    let key = ServiceKey::new(flow.daddr, flow.dport, flow.proto, slot);
     // SAFETY: copied out at once.
     let id = unsafe { SERVICES.get(&key) }?.backend_id;
     backend(id).map(|b| (id, b))

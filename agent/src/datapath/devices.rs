@@ -1,0 +1,156 @@
+//! The node's own devices: `from_overlay` on `vxlan0`, `from_netdev`/`to_netdev` on the uplink
+//! (and `from_netdev` on `lo` for the node's own NodePort clients), and `CONFIG[0]`, which tells
+//! the programs the node's addresses and which devices are live.
+//!
+//! Invariant: a restarted agent keeps the overlay and uplink ifindexes a previous agent enabled
+//! until it has re-attached them, so established flows are not cut by the restart.
+use std::path::PathBuf;
+
+use aya::maps::{Array, MapData};
+use aya::programs::TcAttachType;
+use aya::Ebpf;
+use switchyard_abi::{addr_be, names, programs, NodeConfig};
+
+use super::{attach, loader, DatapathError, NodeSettings};
+
+/// `CONFIG[0]` and the pinned device links.
+pub struct Devices {
+    pin_dir: PathBuf,
+    map: Array<MapData, NodeConfig>,
+    config: NodeConfig,
+}
+
+impl Devices {
+    /// Writes the node's config into `map`, keeping a previous agent's device ifindexes.
+    pub fn open(
+        settings: &NodeSettings,
+        map: Array<MapData, NodeConfig>,
+        pin_dir: PathBuf,
+    ) -> Result<Self, DatapathError> {
+        let mut config = node_config(settings);
+        if let Ok(old) = map.get(&0, 0) {
+            config.vxlan_ifindex = old.vxlan_ifindex;
+            config.uplink_ifindex = old.uplink_ifindex;
+        }
+        let mut devices = Devices {
+            pin_dir,
+            map,
+            config,
+        };
+        devices.write()?;
+        Ok(devices)
+    }
+
+    /// Turns on the overlay: `from_overlay` on the ingress of `ifname` (the external-mode VXLAN
+    /// device, ifindex `ifindex`), and `from_pod` starts encapsulating packets for other nodes.
+    pub fn attach_overlay(
+        &mut self,
+        ebpf: &mut Ebpf,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<(), DatapathError> {
+        let pin = loader::device_link_pin(&self.pin_dir, ifname);
+        attach::attach(
+            ebpf,
+            programs::FROM_OVERLAY,
+            ifname,
+            TcAttachType::Ingress,
+            &pin,
+        )?;
+        self.config.vxlan_ifindex = ifindex;
+        self.write()?;
+        tracing::info!(%ifname, ifindex, "overlay attached");
+        Ok(())
+    }
+
+    /// Turns on NodePort and masquerade on the node's uplink `ifname` (ifindex `ifindex`):
+    /// `from_netdev` on its ingress and on `lo`'s (NodePorts for the node's own processes),
+    /// `to_netdev` on its egress.
+    pub fn attach_uplink(
+        &mut self,
+        ebpf: &mut Ebpf,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<(), DatapathError> {
+        let hooks = [
+            (
+                programs::FROM_NETDEV,
+                ifname,
+                TcAttachType::Ingress,
+                format!("{ifname}-ingress"),
+            ),
+            (
+                programs::TO_NETDEV,
+                ifname,
+                TcAttachType::Egress,
+                format!("{ifname}-egress"),
+            ),
+            (
+                programs::FROM_NETDEV,
+                "lo",
+                TcAttachType::Ingress,
+                "lo-ingress".to_string(),
+            ),
+        ];
+        for (program, dev, direction, pin) in hooks {
+            let pin = loader::device_link_pin(&self.pin_dir, &pin);
+            attach::attach(ebpf, program, dev, direction, &pin)?;
+        }
+        // NodePort replies to the node's own processes are redirected into lo's ingress without a
+        // cached route; their source is the node's address, which route input rejects as a
+        // martian unless lo accepts local sources.
+        let sysctl = PathBuf::from("/proc/sys/net/ipv4/conf/lo/accept_local");
+        std::fs::write(&sysctl, b"1").map_err(DatapathError::io(&sysctl))?;
+        self.config.uplink_ifindex = ifindex;
+        self.write()?;
+        tracing::info!(%ifname, ifindex, "uplink attached: NodePort and masquerade active");
+        Ok(())
+    }
+
+    fn write(&mut self) -> Result<(), DatapathError> {
+        self.map
+            .set(0, self.config, 0)
+            .map_err(DatapathError::map(names::CONFIG))
+    }
+}
+
+/// `CONFIG[0]` for a node, before any device is attached.
+pub fn node_config(s: &NodeSettings) -> NodeConfig {
+    NodeConfig {
+        node_addr: addr_be(s.node_ip),
+        pod_cidr: addr_be(s.pod_cidr.0),
+        cluster_cidr: addr_be(s.cluster_cidr.0),
+        service_cidr: addr_be(s.service_cidr.0),
+        pod_prefix: s.pod_cidr.1,
+        cluster_prefix: s.cluster_cidr.1,
+        service_prefix: s.service_cidr.1,
+        pad: 0,
+        vxlan_ifindex: 0,
+        uplink_ifindex: 0,
+        nodeport_min: 30000,
+        nodeport_max: 32767,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn the_node_config_carries_addresses_in_map_byte_order_and_no_devices() {
+        let c = node_config(&NodeSettings {
+            node: "n1".into(),
+            node_ip: Ipv4Addr::new(198, 18, 0, 11),
+            pod_cidr: (Ipv4Addr::new(10, 244, 1, 0), 24),
+            cluster_cidr: (Ipv4Addr::new(10, 244, 0, 0), 16),
+            service_cidr: (Ipv4Addr::new(10, 96, 0, 0), 16),
+        });
+        assert_eq!(c.node_addr.to_ne_bytes(), [198, 18, 0, 11]);
+        assert_eq!(
+            (c.pod_prefix, c.cluster_prefix, c.service_prefix),
+            (24, 16, 16)
+        );
+        assert_eq!((c.vxlan_ifindex, c.uplink_ifindex), (0, 0));
+    }
+}
