@@ -791,4 +791,33 @@ mod tests {
         assert_eq!(q["labelSelector"], "env in (prod,qa)");
         assert_eq!(q["watch"], "1");
     }
+
+    #[test]
+    fn query_components_decode_percent_escapes_and_plus_as_form_encoding_does() {
+        let uri: Uri = concat!(
+            "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb%2Ctier+in+%28a%2Cb%29",
+            "&fieldSelector=metadata.name%3Da%2Fb%2fc&continue=a+b%2Bc%20d&watch&empty=",
+            "&bad=%zz%4&pct=100%25&utf8=%C3%A9&lossy=%FF&&k%3Dy=1&dup=1&dup=2",
+        )
+        .parse()
+        .unwrap();
+        let q = query(&uri);
+        let want = [
+            ("labelSelector", "app=web,tier in (a,b)"),
+            ("fieldSelector", "metadata.name=a/b/c"),
+            ("continue", "a b+c d"),
+            ("watch", ""),
+            ("empty", ""),
+            ("bad", "%zz%4"),
+            ("pct", "100%"),
+            ("utf8", "é"),
+            ("lossy", "\u{FFFD}"),
+            ("k=y", "1"),
+            ("dup", "2"),
+        ];
+        assert_eq!(q.len(), want.len(), "{q:?}");
+        for (k, v) in want {
+            assert_eq!(q.get(k).map(String::as_str), Some(v), "{k}");
+        }
+    }
 }
