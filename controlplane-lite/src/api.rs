@@ -99,46 +99,14 @@ fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, Api
     }
 }
 
+/// The query parameters, decoded as application/x-www-form-urlencoded (`%XX` escapes, `+` is a
+/// space, malformed escapes kept as they are); of a repeated key the last one counts.
 fn query(uri: &Uri) -> HashMap<String, String> {
-    uri.query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .into_owned()
         .collect()
 }
 
-/// Percent-decoding of a query component (`+` is a space).
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The objects matching the request's `labelSelector` and `fieldSelector`.
 fn selected<'a>(
     items: &'a [Arc<Value>],
     q: &HashMap<String, String>,
@@ -783,12 +751,31 @@ mod tests {
     }
 
     #[test]
-    fn query_strings_are_decoded() {
-        let uri: Uri = "/api/v1/pods?labelSelector=env+in+%28prod%2Cqa%29&watch=1"
-            .parse()
-            .unwrap();
+    fn query_components_decode_percent_escapes_and_plus_as_form_encoding_does() {
+        let uri: Uri = concat!(
+            "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb%2Ctier+in+%28a%2Cb%29",
+            "&fieldSelector=metadata.name%3Da%2Fb%2fc&continue=a+b%2Bc%20d&watch&empty=",
+            "&bad=%zz%4&pct=100%25&utf8=%C3%A9&lossy=%FF&&k%3Dy=1&dup=1&dup=2",
+        )
+        .parse()
+        .unwrap();
         let q = query(&uri);
-        assert_eq!(q["labelSelector"], "env in (prod,qa)");
-        assert_eq!(q["watch"], "1");
+        let want = [
+            ("labelSelector", "app=web,tier in (a,b)"),
+            ("fieldSelector", "metadata.name=a/b/c"),
+            ("continue", "a b+c d"),
+            ("watch", ""),
+            ("empty", ""),
+            ("bad", "%zz%4"),
+            ("pct", "100%"),
+            ("utf8", "é"),
+            ("lossy", "\u{FFFD}"),
+            ("k=y", "1"),
+            ("dup", "2"),
+        ];
+        assert_eq!(q.len(), want.len(), "{q:?}");
+        for (k, v) in want {
+            assert_eq!(q.get(k).map(String::as_str), Some(v), "{k}");
+        }
     }
 }

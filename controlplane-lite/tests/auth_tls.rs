@@ -3,22 +3,23 @@
 //! and curl get `401 Unauthorized`; the server is verified with the generated CA and not without
 //! it; a restart keeps the CA and the token, so existing kubeconfigs keep working; a broken token
 //! file stops the start with the line named. Needs kubectl, curl and openssl (no root).
-mod cp_process;
+mod harness;
 
 use std::process::Command;
 
 use switchyard_cp::kubeconfig;
 
-use cp_process::{ca_file, free_port, kubectl, stdout_ok, Cp, Scratch, TOKEN};
+use harness::{ca_file, free_port, kubectl, kubectl_cold, run, Cp, Scratch, BINARY, TOKEN};
 
 /// `openssl x509 -fingerprint -sha256` of a certificate file.
 fn fingerprint(path: &std::path::Path) -> String {
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-        .arg(path)
-        .output()
-        .expect("openssl");
-    stdout_ok("openssl x509", &out).trim().to_string()
+    let mut cmd = Command::new("openssl");
+    cmd.args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(path);
+    run(cmd, None, "openssl x509".into())
+        .ok()
+        .trim()
+        .to_string()
 }
 
 /// The CA a TLS client is handed when it asks the server (`openssl s_client -showcerts`), as
@@ -43,7 +44,7 @@ const UNAUTHORIZED: &str = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"
 fn tokens_and_tls_as_kubectl_and_curl_see_them() {
     let dir = Scratch::new("auth");
     let port = free_port();
-    let mut cp = Cp::start(&dir.0, port);
+    let mut cp = Cp::start_in(&dir.0, port);
 
     // The written kubeconfig: HTTPS, the CA, the token.
     let kc = std::fs::read_to_string(&cp.kubeconfig).expect("kubeconfig");
@@ -56,24 +57,14 @@ fn tokens_and_tls_as_kubectl_and_curl_see_them() {
         "{kc}"
     );
 
-    let out = stdout_ok(
-        "kubectl get namespaces",
-        &cp.kubectl(&["get", "namespaces"]),
-    );
+    let out = cp.kubectl(&["get", "namespaces"]).ok();
     assert!(
         out.contains("default") && out.contains("kube-system"),
         "{out}"
     );
     let out = cp.kubectl(&["get", "nodes"]);
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && all.contains("No resources found"),
-        "{all}"
-    );
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(out.success && all.contains("No resources found"), "{all}");
 
     // kubectl without a token, and with a wrong one. Without any credentials kubectl asks for a
     // user name (stdin is empty here, so it stops there); with a user name but no token, or
@@ -84,7 +75,7 @@ fn tokens_and_tls_as_kubectl_and_curl_see_them() {
     let ca = std::fs::read_to_string(ca_file(&cp.data)).unwrap();
     std::fs::write(&no_token, kubeconfig::render(&cp.url, Some(&ca), None)).unwrap();
     let out = kubectl(&no_token, &["get", "namespaces"]);
-    assert!(!out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("default"));
+    assert!(!out.success && !out.stdout.contains("default"));
     for (what, args) in [
         (
             "a wrong token",
@@ -95,16 +86,13 @@ fn tokens_and_tls_as_kubectl_and_curl_see_them() {
             vec!["get", "namespaces", "--username", "nobody"],
         ),
     ] {
-        let out = kubectl(&no_token, &args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "kubectl with {what} must fail");
+        let err = kubectl(&no_token, &args).fails();
         assert!(
             err.contains("error: You must be logged in to the server (Unauthorized)"),
             "kubectl with {what} printed: {err}"
         );
     }
-    let cold = cp_process::kubectl_cold(&no_token, &["get", "pods", "--token", "wrong"]);
-    let err = String::from_utf8_lossy(&cold.stderr);
+    let err = kubectl_cold(&no_token, &["get", "pods", "--token", "wrong"]).fails();
     assert!(
         err.contains("error: You must be logged in to the server (the server has asked for the client to provide credentials)"),
         "kubectl with a wrong token and no discovery cache printed: {err}"
@@ -119,7 +107,7 @@ fn tokens_and_tls_as_kubectl_and_curl_see_them() {
     ] {
         let mut args = extra.clone();
         args.extend(["-w", "\n%{http_code}", url.as_str()]);
-        let out = String::from_utf8_lossy(&cp.curl(&args).stdout).into_owned();
+        let out = cp.curl(&args).stdout;
         let (body, code) = out.rsplit_once('\n').unwrap();
         assert_eq!(code, "401", "{extra:?}: {out}");
         let got: serde_json::Value = serde_json::from_str(body).unwrap();
@@ -129,8 +117,7 @@ fn tokens_and_tls_as_kubectl_and_curl_see_them() {
     let (code, body) = cp.request("GET", "/api/v1/namespaces", None);
     assert_eq!(code, 200, "{body}");
     for open in ["/healthz", "/livez", "/readyz"] {
-        let out = cp.curl(&["-f", &format!("{}{open}", cp.url)]);
-        assert_eq!(stdout_ok(open, &out), "ok");
+        assert_eq!(cp.curl(&["-f", &format!("{}{open}", cp.url)]).ok(), "ok");
     }
 
     // Verified with the CA (above); without it curl refuses the server.
@@ -146,13 +133,13 @@ fn tokens_and_tls_as_kubectl_and_curl_see_them() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("certificate"));
     // The certificate names 127.0.0.1 and localhost.
-    let out = cp.curl(&[
+    cp.curl(&[
         "-f",
         "--resolve",
         &format!("localhost:{port}:127.0.0.1"),
         &format!("https://localhost:{port}/healthz"),
-    ]);
-    stdout_ok("curl https://localhost", &out);
+    ])
+    .ok();
 
     // A restart keeps the CA; the old kubeconfig (old CA, same token) keeps working.
     let saved = dir.0.join("saved.kubeconfig");
@@ -160,20 +147,16 @@ fn tokens_and_tls_as_kubectl_and_curl_see_them() {
     let before = fingerprint(&ca_file(&cp.data));
     let issuer = served_issuer(port);
     assert!(issuer.contains("switchyard-cp CA"), "{issuer}");
-    cp.stop();
-    let cp = Cp::start(&dir.0, port);
+    cp.restart();
     assert_eq!(
         fingerprint(&ca_file(&cp.data)),
         before,
         "the CA changed on restart"
     );
     assert_eq!(served_issuer(port), issuer);
-    let out = stdout_ok(
-        "kubectl after a restart",
-        &kubectl(&saved, &["get", "namespaces"]),
-    );
+    let out = kubectl(&saved, &["get", "namespaces"]).ok();
     assert!(out.contains("default"), "{out}");
-    let log = cp.log_text();
+    let log = cp.log();
     assert_eq!(log.matches("generated a new CA").count(), 1, "{log}");
 }
 
@@ -182,22 +165,13 @@ fn a_broken_token_file_stops_the_start_naming_the_line() {
     let dir = Scratch::new("badtokens");
     let tokens = dir.0.join("tokens.csv");
     std::fs::write(&tokens, "good,admin,1\nonly-a-token\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-cp"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-            "--data-dir",
-        ])
+    let mut cmd = Command::new(BINARY);
+    cmd.args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
         .arg(dir.0.join("data"))
         .arg("--token-file")
-        .arg(&tokens)
-        .output()
-        .expect("switchyard-cp");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a broken token file must stop the start"
-    );
+        .arg(&tokens);
+    let err = run(cmd, None, "switchyard-cp with a broken token file".into()).fails();
     assert!(
         err.contains(&format!("token file {}, line 2:", tokens.display())),
         "{err}"
@@ -206,16 +180,8 @@ fn a_broken_token_file_stops_the_start_naming_the_line() {
 
 #[test]
 fn a_watch_streams_over_tls_and_sigterm_ends_it_promptly() {
-    let dir = Scratch::new("watch-tls");
-    let mut cp = Cp::start(&dir.0, free_port());
-    let mut watch = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&cp.kubeconfig)
-        .args(["get", "namespaces", "-w", "--output-watch-events"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("kubectl get -w");
+    let mut cp = Cp::start();
+    let mut watch = cp.kubectl_spawn(&["get", "namespaces", "-w", "--output-watch-events"]);
     let stdout = watch.stdout.take().unwrap();
     let lines = std::thread::spawn(move || {
         use std::io::BufRead;

@@ -1,13 +1,13 @@
 //! kube-rs 5 (rustls, ring) — what the agent, the kubelet and the CNI path use — reaching
 //! `switchyard-cp` through the kubeconfig it writes: HTTPS to an IP-address certificate verified
 //! with `certificate-authority-data`, and the bearer token. A wrong token is a 401 error.
-mod cp_process;
+mod harness;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use cp_process::{free_port, Cp, Scratch};
+use harness::Cp;
 
 async fn client(kubeconfig: Kubeconfig) -> kube::Client {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -18,8 +18,7 @@ async fn client(kubeconfig: Kubeconfig) -> kube::Client {
 
 #[tokio::test]
 async fn kube_rs_talks_tls_with_the_written_kubeconfig() {
-    let dir = Scratch::new("kube-rs");
-    let cp = Cp::start(&dir.0, free_port());
+    let cp = Cp::start();
     let kc = Kubeconfig::read_from(&cp.kubeconfig).expect("kubeconfig");
     let api: Api<Namespace> = Api::all(client(kc.clone()).await);
     let names: Vec<String> = api

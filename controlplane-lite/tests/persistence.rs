@@ -2,7 +2,7 @@
 //! resourceVersion sequence and the allocations (ClusterIPs, nodePorts, podCIDRs); a SIGKILL in
 //! the middle of concurrent writes loses none that was acknowledged, and a torn last record in
 //! the log is skipped with a warning instead of failing the start. No root needed.
-mod cp_process;
+mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use cp_process::{free_port, Cp, Scratch};
+use harness::{Client, Cp, TOKEN};
 
 const LISTS: [(&str, &str); 6] = [
     ("namespaces", "/api/v1/namespaces"),
@@ -103,9 +103,7 @@ fn cluster_ips_and_node_ports(snap: &BTreeMap<String, Value>) -> (Vec<String>, V
 
 #[test]
 fn a_restart_keeps_objects_the_sequence_and_allocations() {
-    let dir = Scratch::new("restart");
-    let port = free_port();
-    let mut cp = Cp::start(&dir.0, port);
+    let mut cp = Cp::start();
     post(
         &cp,
         "/api/v1/namespaces",
@@ -173,9 +171,7 @@ fn a_restart_keeps_objects_the_sequence_and_allocations() {
         cidrs.iter().all(Value::is_string) && cidrs[0] != cidrs[1],
         "{cidrs:?}"
     );
-    cp.stop();
-
-    let cp = Cp::start(&dir.0, port);
+    cp.restart();
     let after = snapshot(&cp);
     assert_eq!(
         before.keys().collect::<Vec<_>>(),
@@ -279,14 +275,12 @@ struct Write {
 }
 
 fn worker(
-    cp_url: String,
-    data: std::path::PathBuf,
+    client: Client,
     id: usize,
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicUsize>,
     log: Arc<Mutex<Vec<Write>>>,
 ) {
-    let client = cp_process::Client::new(&cp_url, &data);
     let mut j = 0;
     while !stop.load(Ordering::Relaxed) {
         let (res, name) = if id.is_multiple_of(2) {
@@ -338,9 +332,7 @@ fn worker(
 
 #[test]
 fn kill_9_during_concurrent_writes_loses_nothing_acknowledged() {
-    let dir = Scratch::new("kill9");
-    let port = free_port();
-    let mut cp = Cp::start(&dir.0, port);
+    let mut cp = Cp::start();
     let (stop, acked) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicUsize::new(0)),
@@ -348,14 +340,9 @@ fn kill_9_during_concurrent_writes_loses_nothing_acknowledged() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<_> = (0..8)
         .map(|id| {
-            let (url, data, stop, acked, log) = (
-                cp.url.clone(),
-                cp.data.clone(),
-                stop.clone(),
-                acked.clone(),
-                log.clone(),
-            );
-            std::thread::spawn(move || worker(url, data, id, stop, acked, log))
+            let (client, stop, acked, log) =
+                (cp.client(), stop.clone(), acked.clone(), log.clone());
+            std::thread::spawn(move || worker(client, id, stop, acked, log))
         })
         .collect();
     let start = Instant::now();
@@ -363,7 +350,7 @@ fn kill_9_during_concurrent_writes_loses_nothing_acknowledged() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "the writers made no progress:\n{}",
-            cp.log_text()
+            cp.log()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -395,11 +382,11 @@ fn kill_9_during_concurrent_writes_loses_nothing_acknowledged() {
     .unwrap();
     drop(f);
 
-    let cp = Cp::start(&dir.0, port);
+    cp.restart();
     assert!(
-        cp.log_text().contains("skipping a torn last record"),
+        cp.log().contains("skipping a torn last record"),
         "{}",
-        cp.log_text()
+        cp.log()
     );
     let mut stored = BTreeMap::new();
     for res in ["services", "pods"] {
@@ -468,8 +455,7 @@ fn kill_9_during_concurrent_writes_loses_nothing_acknowledged() {
 
 #[test]
 fn concurrent_creates_never_share_a_cluster_ip_or_node_port() {
-    let dir = Scratch::new("alloc");
-    let cp = Cp::start(&dir.0, free_port());
+    let cp = Cp::start();
     // One curl, 64 transfers at a time: as concurrent as the server can be asked.
     let entries: Vec<String> = (0..300)
         .map(|i| {
@@ -478,12 +464,12 @@ fn concurrent_creates_never_share_a_cluster_ip_or_node_port() {
                 "url = \"{}/api/v1/namespaces/default/services\"\ndata = {}\nheader = \"Content-Type: application/json\"\nheader = \"Authorization: Bearer {}\"\ncacert = {:?}\noutput = \"/dev/null\"\nwrite-out = \"%{{http_code}}\\n\"\n",
                 cp.url,
                 serde_json::to_string(&body.to_string()).unwrap(),
-                cp_process::TOKEN,
-                cp_process::ca_file(&cp.data)
+                TOKEN,
+                harness::ca_file(&cp.data)
             )
         })
         .collect();
-    let config = dir.0.join("curl.cfg");
+    let config = cp.dir.join("curl.cfg");
     std::fs::write(&config, entries.join("next\n")).unwrap();
     let out = std::process::Command::new("curl")
         .args(["-s", "--parallel", "--parallel-max", "64", "-K"])

@@ -4,20 +4,21 @@
 //! history is gone and a watch from an old resourceVersion must get 410 Gone.
 //!
 //! Needs `pip install kubernetes` (done by `cargo xtask setup`): run with `cargo xtask test`.
+mod harness;
+
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_cp::auth::Tokens;
 use switchyard_cp::{admission::Ranges, kubeconfig, tls, Config};
 
-const TOKEN: &str = "py-token-0123456789";
+use harness::{python, Client, Scratch, TOKEN};
 
 /// Serves HTTPS with the CA in `data/pki` and [`TOKEN`]; returns the address, the CA (PEM), a
 /// stop handle and the task.
 async fn serve(
-    data: &std::path::Path,
+    data: &Path,
 ) -> (
     String,
     String,
@@ -51,31 +52,17 @@ async fn serve(
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the Python kubernetes client: run with cargo xtask test"]
 async fn the_python_client_lists_creates_watches_and_resumes() {
-    let dir = std::env::temp_dir().join(format!("sy-cp-py-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = Scratch::new("py");
+    let dir = scratch.0.clone();
     // First life: some history, then a restart that forgets it.
-    let (addr, ca, stop, task) = serve(&dir).await;
-    let ca_file = dir.join("ca.crt");
-    std::fs::write(&ca_file, &ca).expect("ca.crt");
+    let (addr, _, stop, task) = serve(&dir).await;
     let ns = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"history"}}"#;
-    let out = Command::new("curl")
-        .args([
-            "-sf",
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-H",
-            &format!("Authorization: Bearer {TOKEN}"),
-            "--cacert",
-            &ca_file.to_string_lossy(),
-            "-d",
-            ns,
-            &format!("https://{addr}/api/v1/namespaces"),
-        ])
-        .output()
-        .expect("curl");
-    assert!(out.status.success(), "create a namespace over HTTPS");
+    let client = Client::new(&format!("https://{addr}"), &dir);
+    let (code, body) =
+        tokio::task::spawn_blocking(move || client.request("POST", "/api/v1/namespaces", Some(ns)))
+            .await
+            .expect("join");
+    assert_eq!(code, 201, "create a namespace over HTTPS: {body}");
     let _ = stop.send(());
     let _ = task.await;
 
@@ -83,23 +70,18 @@ async fn the_python_client_lists_creates_watches_and_resumes() {
     let kubeconfig = dir.join("kubeconfig");
     let text = kubeconfig::render(&format!("https://{addr}"), Some(&ca), Some(TOKEN));
     std::fs::write(&kubeconfig, text).expect("kubeconfig");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python_client.py");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
-            .arg(script)
-            .env("KUBECONFIG", &kubeconfig)
-            .output()
-    })
-    .await
-    .expect("join")
-    .expect("python3");
+    let script = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python_client.py"
+    ));
+    let out = tokio::task::spawn_blocking(move || python(&kubeconfig, script, &[]))
+        .await
+        .expect("join");
     let _ = stop.send(());
     let _ = task.await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = out.ok();
     assert!(
-        out.status.success() && stdout.contains("PASS"),
-        "python client script failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        stdout.contains("PASS"),
+        "python client script printed no PASS:\n{stdout}"
     );
 }

@@ -1,11 +1,11 @@
-//! The harness of the client compatibility suites (kubectl_compat.rs, api_semantics.rs,
-//! nodes_pods.rs, python_compat.rs): starts the real `switchyard-cp` binary on 127.0.0.1 with a
-//! free port and a temporary data directory, and runs kubectl 1.32 and the Python `kubernetes`
-//! client against it through a kubeconfig, as a user would.
+//! The one harness of the integration tests: starts the real `switchyard-cp` binary on 127.0.0.1
+//! and reaches it as a user would, with kubectl 1.32, curl and the Python `kubernetes` client.
 //!
-//! How the server is reached lives in [`Cp::spawn`] only: HTTPS with the CA the server
-//! generates, a bearer token from a token file, and the kubeconfig the server writes
-//! (`--write-kubeconfig`), as the lab uses it.
+//! Every server serves HTTPS with the CA it generates, takes bearer tokens from a token file
+//! holding [`TOKEN`], and writes the kubeconfig clients use (`--write-kubeconfig`), as the lab
+//! uses it. Its directory holds `data/`, `tokens.csv`, `kubeconfig`, `cp.log` and kubectl's
+//! discovery cache. [`Cp::start`] picks a temporary directory and lets the server pick a free
+//! port; [`Cp::start_in`] takes both, for tests that restart a server on its data or kill it.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 /// The server binary cargo built for these tests.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_switchyard-cp");
+
+/// The token every server accepts (user `admin`, group `system:masters`).
+pub const TOKEN: &str = "test-token-5f2a9c";
 
 /// What a command printed.
 #[derive(Debug)]
@@ -55,17 +58,60 @@ impl Out {
     }
 }
 
-/// One running `switchyard-cp`; killed and its directory removed on drop.
-pub struct Cp {
-    child: Option<Child>,
-    /// Temporary directory: data, kubeconfig, logs, kubectl cache.
-    pub dir: PathBuf,
-    /// The kubeconfig clients use.
-    pub kubeconfig: PathBuf,
-    extra: Vec<String>,
-}
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct Scratch(pub PathBuf);
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Scratch {
+    /// A fresh directory named after `name`, this process and a counter.
+    pub fn new(name: &str) -> Scratch {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let d = std::env::temp_dir().join(format!("sy-cp-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("scratch dir");
+        Scratch(d)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: a restart can reuse it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The CA the server with data directory `data` generated.
+pub fn ca_file(data: &Path) -> PathBuf {
+    data.join("pki").join("ca.crt")
+}
+
+/// One running `switchyard-cp`; killed on drop (and its directory removed if the harness made
+/// it), printing its log when the test failed.
+pub struct Cp {
+    child: Option<Child>,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// `--data-dir`: the object log and `pki/`.
+    pub data: PathBuf,
+    /// The kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+    /// `https://127.0.0.1:PORT`, from the kubeconfig.
+    pub url: String,
+    /// `--listen`.
+    listen: String,
+    /// More flags.
+    extra: Vec<String>,
+    /// The temporary directory, when the harness made it.
+    _scratch: Option<Scratch>,
+}
 
 impl Cp {
     /// A server with default flags.
@@ -75,51 +121,75 @@ impl Cp {
 
     /// A server with extra flags (e.g. `--node-monitor-grace 3`).
     pub fn start_with(extra: &[&str]) -> Cp {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("sy-cp-compat-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let scratch = Scratch::new("cp");
+        Cp::launch(
+            scratch.0.clone(),
+            "127.0.0.1:0".into(),
+            extra,
+            Some(scratch),
+        )
+    }
+
+    /// A server on 127.0.0.1:`port` in `dir`, which outlives it: a later `start_in` with the same
+    /// directory and port finds the same data, CA and token, and its clients' kubeconfigs work.
+    pub fn start_in(dir: &Path, port: u16) -> Cp {
+        Cp::launch(dir.to_path_buf(), format!("127.0.0.1:{port}"), &[], None)
+    }
+
+    fn launch(dir: PathBuf, listen: String, extra: &[&str], scratch: Option<Scratch>) -> Cp {
         let mut cp = Cp {
             child: None,
+            data: dir.join("data"),
             kubeconfig: dir.join("kubeconfig"),
+            url: String::new(),
             dir,
+            listen,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            _scratch: scratch,
         };
         cp.spawn();
         cp
     }
 
-    /// Starts the binary and waits until it accepts connections.
+    /// Starts the binary and waits until `/healthz` answers over HTTPS verified with its CA.
     fn spawn(&mut self) {
+        let tokens = self.dir.join("tokens.csv");
+        if !tokens.exists() {
+            std::fs::write(
+                &tokens,
+                format!("{TOKEN},admin,admin-uid,\"system:masters\"\n"),
+            )
+            .expect("token file");
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("cp.log"))
             .expect("log file");
-        let mut cmd = Command::new(BINARY);
-        cmd.arg("--data-dir")
-            .arg(self.dir.join("data"))
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        let child = Command::new(BINARY)
+            .args(["--listen", &self.listen, "--data-dir"])
+            .arg(&self.data)
+            .arg("--token-file")
+            .arg(&tokens)
+            .arg("--write-kubeconfig")
+            .arg(&self.kubeconfig)
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        // HTTPS with a bearer token: the kubeconfig the server writes carries both (without
-        // credentials kubectl would prompt for a username).
-        let tokens = self.dir.join("tokens.csv");
-        std::fs::write(&tokens, "compat-suite-token-7d1e4b,compat,1000\n").expect("tokens");
-        let _ = std::fs::remove_file(&self.kubeconfig);
-        cmd.args(["--listen", "127.0.0.1:0", "--write-kubeconfig"])
-            .arg(&self.kubeconfig)
-            .arg("--token-file")
-            .arg(&tokens);
-        self.child = Some(cmd.spawn().expect("start switchyard-cp"));
+            .stderr(log)
+            .spawn()
+            .expect("start switchyard-cp");
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if self
-                .server_addr()
-                .is_some_and(|a| TcpStream::connect(a).is_ok())
-            {
-                return;
+            if let Some(addr) = self.server_addr() {
+                self.url = format!("https://{addr}");
+                if TcpStream::connect(&addr).is_ok()
+                    && self.curl(&["-f", &format!("{}/healthz", self.url)]).success
+                {
+                    return;
+                }
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("switchyard-cp exited with {status}:\n{}", self.log());
@@ -142,18 +212,16 @@ impl Cp {
         Some(rest.trim_end_matches('/').to_string())
     }
 
-    /// The server's log so far.
+    /// The server's log so far (all of its lives).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("cp.log")).unwrap_or_default()
     }
 
-    /// Stops the server (SIGTERM, then SIGKILL after 5 s).
+    /// Stops the server: SIGTERM, then SIGKILL if it is still running after 10 s.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
+            signal(&child, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
                     return;
@@ -165,47 +233,63 @@ impl Cp {
         }
     }
 
-    /// Stops and starts the server on the same data directory.
+    /// Kills the server with SIGKILL (no chance to clean up) and waits for the exit.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops and starts the server on the same directory and `--listen` address (with
+    /// [`Cp::start`] the new port may differ: the kubeconfig and [`Cp::url`] follow it).
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
     }
 
-    fn env(&self, cmd: &mut Command) {
-        cmd.env("KUBECONFIG", &self.kubeconfig)
-            .env("KUBECACHEDIR", self.dir.join("kube-cache"));
+    /// curl verifying the server with its CA (5 s limit), plus `args`.
+    pub fn curl(&self, args: &[&str]) -> Out {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(ca_file(&self.data))
+            .args(args);
+        run(cmd, None, format!("curl {}", args.join(" ")))
+    }
+
+    /// A [`Client`] of this server.
+    pub fn client(&self) -> Client {
+        Client::new(&self.url, &self.data)
+    }
+
+    /// `method` `path` with the token and an optional JSON body; (HTTP code, body).
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.client().request(method, path, body)
     }
 
     /// `kubectl ARGS`.
     pub fn kubectl(&self, args: &[&str]) -> Out {
-        self.kubectl_in(args, None, &[])
+        kubectl_in(&self.kubeconfig, args, None, &[])
     }
 
     /// `kubectl ARGS` with `input` on standard input (for `-f -`).
     pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Out {
-        self.kubectl_in(args, Some(input), &[])
+        kubectl_in(&self.kubeconfig, args, Some(input), &[])
     }
 
     /// `kubectl ARGS` with extra environment variables.
     pub fn kubectl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
-        self.kubectl_in(args, None, env)
+        kubectl_in(&self.kubeconfig, args, None, env)
     }
 
-    fn kubectl_in(&self, args: &[&str], input: Option<&str>, env: &[(&str, &str)]) -> Out {
-        let mut cmd = Command::new("kubectl");
-        self.env(&mut cmd);
-        cmd.args(args).envs(env.iter().copied());
-        run(cmd, input, format!("kubectl {}", args.join(" ")))
-    }
-
-    /// A `kubectl` child process with piped output (for `get -w`).
+    /// A `kubectl` child process with piped standard output (for `get -w`), without the
+    /// request time limit.
     pub fn kubectl_spawn(&self, args: &[&str]) -> Child {
-        let mut cmd = Command::new("kubectl");
-        self.env(&mut cmd);
-        cmd.args(args)
+        kubectl_command(&self.kubeconfig, &kube_cache(&self.kubeconfig))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .expect("kubectl")
     }
@@ -237,23 +321,13 @@ impl Cp {
 
     /// Runs the Python script at `path` with `args` and the kubeconfig.
     pub fn python(&self, path: &Path, args: &[&str]) -> Out {
-        let mut cmd = Command::new("python3");
-        self.env(&mut cmd);
-        cmd.arg(path).args(args);
-        run(
-            cmd,
-            None,
-            format!("python3 {} {}", path.display(), args.join(" ")),
-        )
+        python(&self.kubeconfig, path, args)
     }
 }
 
 impl Drop for Cp {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill9();
         if std::thread::panicking() {
             eprintln!(
                 "--- switchyard-cp log ({}):\n{}",
@@ -261,11 +335,111 @@ impl Drop for Cp {
                 self.log()
             );
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn run(mut cmd: Command, input: Option<&str>, what: String) -> Out {
+/// Sends `sig` to `child`.
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: signalling the child process this test started and has not waited for yet.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Requests with the token through curl, verified with the CA (usable from any thread).
+pub struct Client {
+    url: String,
+    ca: PathBuf,
+}
+
+impl Client {
+    /// A client of the server at `url` whose data directory is `data`.
+    pub fn new(url: &str, data: &Path) -> Client {
+        Client {
+            url: url.to_string(),
+            ca: ca_file(data),
+        }
+    }
+
+    /// `method` `path` with an optional JSON body (merge patch for PATCH); (HTTP code, body).
+    /// The code is 0 when no answer came.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let url = format!("{}{path}", self.url);
+        let auth = format!("Authorization: Bearer {TOKEN}");
+        let ct = if method == "PATCH" {
+            "Content-Type: application/merge-patch+json"
+        } else {
+            "Content-Type: application/json"
+        };
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(&self.ca)
+            .args(["-X", method, "-H", &auth, "-w", "\n%{http_code}"]);
+        if let Some(b) = body {
+            cmd.args(["-H", ct, "--data-binary", b]);
+        }
+        let out = cmd.arg(&url).output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
+
+/// kubectl's discovery cache for `kubeconfig`: a `kube-cache` directory beside it.
+fn kube_cache(kubeconfig: &Path) -> PathBuf {
+    kubeconfig.with_file_name("kube-cache")
+}
+
+/// A `kubectl` command with `kubeconfig` and the discovery cache `cache`.
+fn kubectl_command(kubeconfig: &Path, cache: &Path) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.env("KUBECONFIG", kubeconfig).env("KUBECACHEDIR", cache);
+    cmd
+}
+
+/// `kubectl ARGS` with `kubeconfig`, its discovery cache beside it (shared by every
+/// kubeconfig in one directory).
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Out {
+    kubectl_in(kubeconfig, args, None, &[])
+}
+
+/// `kubectl ARGS` with `kubeconfig` and a fresh, empty discovery cache.
+pub fn kubectl_cold(kubeconfig: &Path, args: &[&str]) -> Out {
+    let cache = kubeconfig.with_file_name("kube-cache-cold");
+    let _ = std::fs::remove_dir_all(&cache);
+    kubectl_with(kubeconfig, &cache, args, None, &[])
+}
+
+fn kubectl_in(kubeconfig: &Path, args: &[&str], input: Option<&str>, env: &[(&str, &str)]) -> Out {
+    kubectl_with(kubeconfig, &kube_cache(kubeconfig), args, input, env)
+}
+
+/// `kubectl --request-timeout=10s ARGS`, with `input` on standard input and `env` set.
+fn kubectl_with(
+    kubeconfig: &Path,
+    cache: &Path,
+    args: &[&str],
+    input: Option<&str>,
+    env: &[(&str, &str)],
+) -> Out {
+    let mut cmd = kubectl_command(kubeconfig, cache);
+    cmd.arg("--request-timeout=10s")
+        .args(args)
+        .envs(env.iter().copied());
+    run(cmd, input, format!("kubectl {}", args.join(" ")))
+}
+
+/// `python3 PATH ARGS` with `KUBECONFIG` set to `kubeconfig`.
+pub fn python(kubeconfig: &Path, path: &Path, args: &[&str]) -> Out {
+    let mut cmd = Command::new("python3");
+    cmd.env("KUBECONFIG", kubeconfig).arg(path).args(args);
+    run(
+        cmd,
+        None,
+        format!("python3 {} {}", path.display(), args.join(" ")),
+    )
+}
+
+/// Runs `cmd` (described as `what`) with `input` on standard input; what it printed.
+pub fn run(mut cmd: Command, input: Option<&str>, what: String) -> Out {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(if input.is_some() {
