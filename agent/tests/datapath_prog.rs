@@ -336,6 +336,7 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
         uplink_ifindex: 1,
         nodeport_min: 30000,
         nodeport_max: 32767,
+        netns_cookie: 0,
     };
     loaded.config.set(0, config, 0).expect("config");
     loaded

@@ -2,8 +2,10 @@
 //!
 //! 1. Watches Services, EndpointSlices and Nodes ([`crate::watch`]).
 //! 2. Waits for its own Node to have a podCIDR and an InternalIP.
-//! 3. Creates `cbr0` (first address of the podCIDR, MTU 1460) and `vxlan0`, enables forwarding.
-//! 4. Loads the datapath (reusing pinned maps), attaches the overlay and the uplink programs.
+//! 3. Creates `cbr0` (first address of the podCIDR; MTU: the uplink's minus 50) and `vxlan0`
+//!    (routed the cluster CIDR, so the node reaches every pod), enables forwarding.
+//! 4. Loads the datapath (reusing pinned maps), attaches the overlay, uplink and bridge programs
+//!    and the socket load balancing of the node's own clients.
 //! 5. Reconciles ([`reconcile`]): after every watch event (debounced by 10 ms) the Services the
 //!    events name are recomputed by the pure [`crate::model`] and only the differences are written;
 //!    a relist and, as a safety net, every 30 s, the whole desired state is recomputed;
@@ -20,7 +22,7 @@ use anyhow::Context;
 use crate::datapath::{Datapath, NodeSettings};
 use crate::model::{self, nodes::parse_cidr, NodeInfo};
 use crate::netlink::{enable_ip_forward, Netlink};
-use crate::paths::{BRIDGE, POD_MTU};
+use crate::paths::BRIDGE;
 use crate::watch::{self, Stores};
 use reconcile::Reconciler;
 
@@ -54,6 +56,16 @@ pub struct Options {
     /// UDP port of the VXLAN overlay.
     #[arg(long, default_value_t = 8472)]
     pub vxlan_port: u16,
+    /// MTU of pod interfaces, `cbr0` and `vxlan0`; default: the uplink's MTU minus the VXLAN
+    /// overhead (50 bytes), as flannel does, so that a full-size pod packet crosses the overlay
+    /// unfragmented.
+    #[arg(long)]
+    pub pod_mtu: Option<u32>,
+    /// The cgroup v2 directory the socket load balancing programs attach to (clients in the
+    /// node's own namespace); default: the root of the cgroup v2 hierarchy (`/sys/fs/cgroup`,
+    /// or `/sys/fs/cgroup/unified` on a hybrid layout).
+    #[arg(long)]
+    pub cgroup_root: Option<PathBuf>,
 }
 
 fn cidr(flag: &str, value: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
@@ -149,6 +161,36 @@ async fn own_node(stores: &Stores, name: &str) -> NodeInfo {
     }
 }
 
+/// The pod MTU: `requested`, or the uplink's minus the VXLAN overhead.
+fn pod_mtu(requested: Option<u32>, uplink: u32) -> anyhow::Result<u32> {
+    let mtu = requested.unwrap_or(uplink.saturating_sub(VXLAN_OVERHEAD));
+    if mtu < 576 {
+        anyhow::bail!(
+            "pod MTU {mtu} is below IPv4's minimum of 576 (uplink MTU {uplink}; see --pod-mtu)"
+        );
+    }
+    if mtu + VXLAN_OVERHEAD > uplink {
+        tracing::warn!(
+            pod_mtu = mtu,
+            uplink_mtu = uplink,
+            "full-size pod packets will be fragmented on the overlay: lower --pod-mtu"
+        );
+    }
+    Ok(mtu)
+}
+
+/// The root of the cgroup v2 hierarchy: `/sys/fs/cgroup` on a unified layout,
+/// `/sys/fs/cgroup/unified` on a hybrid one.
+fn cgroup2_root() -> Option<PathBuf> {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| {
+            nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
+        })
+}
+
 /// Creates the node's devices and loads the datapath onto them.
 async fn prepare(
     opts: &Options,
@@ -156,7 +198,21 @@ async fn prepare(
     settings: &NodeSettings,
 ) -> anyhow::Result<Datapath> {
     let nl = Netlink::connect().context("opening a netlink socket")?;
-    nl.ensure_bridge(BRIDGE, POD_MTU, info.gateway(), info.pod_cidr.1)
+    let uplink = nl.link(&opts.uplink).await?.with_context(|| {
+        format!(
+            "uplink {:?} not found in this network namespace (see --uplink)",
+            opts.uplink
+        )
+    })?;
+    let pod_mtu = pod_mtu(opts.pod_mtu, uplink.mtu)?;
+    let cgroup = match &opts.cgroup_root {
+        Some(path) => path.clone(),
+        None => cgroup2_root().context(
+            "no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified; socket load \
+             balancing needs one: mount cgroup2 or pass --cgroup-root",
+        )?,
+    };
+    nl.ensure_bridge(BRIDGE, pod_mtu, info.gateway(), info.pod_cidr.1)
         .await
         .context("creating the pod bridge")?;
     enable_ip_forward().context("enabling IPv4 forwarding")?;
@@ -164,23 +220,21 @@ async fn prepare(
         .ensure_vxlan(VXLAN_DEVICE, opts.vxlan_port)
         .await
         .context("creating the overlay device")?;
-    let uplink = nl.link(&opts.uplink).await?.with_context(|| {
-        format!(
-            "uplink {:?} not found in this network namespace (see --uplink)",
-            opts.uplink
-        )
-    })?;
-    if uplink.mtu < POD_MTU + VXLAN_OVERHEAD {
-        tracing::warn!(
-            uplink = %opts.uplink,
-            mtu = uplink.mtu,
-            needed = POD_MTU + VXLAN_OVERHEAD,
-            "full-size pod packets will be fragmented on the overlay: raise the uplink MTU"
-        );
-    }
+    // The node's own traffic to other nodes' pods: routed to the overlay device without
+    // neighbour resolution (`to_overlay` picks the remote node), from the bridge's address so
+    // that replies come back through the overlay; the node's own podCIDR stays on cbr0.
+    nl.set_mtu(vxlan.index, pod_mtu).await?;
+    nl.set_noarp(vxlan.index).await?;
+    let cluster = (settings.cluster_cidr.0, settings.cluster_cidr.1);
+    nl.replace_route(cluster, vxlan.index, info.gateway())
+        .await
+        .context("routing the cluster CIDR to the overlay")?;
+    tracing::info!(uplink_mtu = uplink.mtu, pod_mtu, "MTU");
     let mut dp = Datapath::open(settings)?;
     dp.attach_overlay(VXLAN_DEVICE, vxlan.index)?;
     dp.attach_uplink(&opts.uplink, uplink.index)?;
+    dp.attach_bridge(BRIDGE)?;
+    dp.attach_sockets(&cgroup)?;
     tracing::info!(node = %settings.node, pod_cidr = ?info.pod_cidr, node_ip = %info.internal_ip, "datapath ready");
     Ok(dp)
 }

@@ -9,7 +9,7 @@ use aya::{
     programs::{
         links::{FdLink, LinkError, PinnedLink},
         tc::TcAttachOptions,
-        LinkOrder, TcAttachType,
+        CgroupAttachMode, LinkOrder, TcAttachType,
     },
     sys::SyscallError,
     Ebpf,
@@ -26,19 +26,6 @@ pub fn attach(
     direction: TcAttachType,
     pin: &Path,
 ) -> Result<(), DatapathError> {
-    fn failed<E: Into<AttachError>>(
-        program: &str,
-        ifname: &str,
-        step: String,
-    ) -> impl FnOnce(E) -> DatapathError {
-        let (program, ifname) = (program.to_string(), ifname.to_string());
-        move |e| DatapathError::Attach {
-            program,
-            ifname,
-            step,
-            source: Box::new(e.into()),
-        }
-    }
     let prog = loader::classifier(ebpf, program)?;
     let link_id = match PinnedLink::from_pin(pin) {
         Ok(old) => {
@@ -91,6 +78,21 @@ pub fn attach(
     Ok(())
 }
 
+/// The error of a failed `step` attaching `program` to `ifname`.
+fn failed<E: Into<AttachError>>(
+    program: &str,
+    ifname: &str,
+    step: String,
+) -> impl FnOnce(E) -> DatapathError {
+    let (program, ifname) = (program.to_string(), ifname.to_string());
+    move |e| DatapathError::Attach {
+        program,
+        ifname,
+        step,
+        source: Box::new(e.into()),
+    }
+}
+
 /// Removes the pinned link (the veth is gone or the pod deleted). Missing pins are fine.
 pub fn detach(pin: &Path) -> Result<(), DatapathError> {
     match std::fs::remove_file(pin) {
@@ -98,4 +100,41 @@ pub fn detach(pin: &Path) -> Result<(), DatapathError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(DatapathError::io(pin)(e)),
     }
+}
+
+/// Attaches socket program `program` to the cgroup (v2) directory `cgroup` and pins the link
+/// at `pin`. A link a previous agent pinned there is replaced: the new program is attached
+/// first, so sockets are never without one.
+pub fn attach_cgroup(
+    ebpf: &mut Ebpf,
+    program: &str,
+    cgroup: &Path,
+    pin: &Path,
+) -> Result<(), DatapathError> {
+    let ifname = cgroup.display().to_string();
+    let old = PinnedLink::from_pin(pin).ok();
+    let dir = std::fs::File::open(cgroup).map_err(DatapathError::io(cgroup))?;
+    let prog = loader::socket_program(ebpf, program)?;
+    let id = prog.attach(&dir, CgroupAttachMode::Single).map_err(failed(
+        program,
+        &ifname,
+        "attaching to the cgroup".into(),
+    ))?;
+    let link: FdLink = prog
+        .take_link(id)
+        .map_err(failed(program, &ifname, "taking the new link".into()))?
+        .try_into()
+        .map_err(failed(program, &ifname, "converting the new link".into()))?;
+    if let Some(parent) = pin.parent() {
+        std::fs::create_dir_all(parent).map_err(DatapathError::io(parent))?;
+    }
+    let _ = std::fs::remove_file(pin);
+    link.pin(pin).map_err(failed(
+        program,
+        &ifname,
+        format!("pinning the link at {}", pin.display()),
+    ))?;
+    // The old link's pin is gone; closing its last descriptor detaches it.
+    drop(old);
+    Ok(())
 }

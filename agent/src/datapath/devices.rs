@@ -4,7 +4,7 @@
 //!
 //! Invariant: a restarted agent keeps the overlay and uplink ifindexes a previous agent enabled
 //! until it has re-attached them, so established flows are not cut by the restart.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, MapData};
 use aya::programs::TcAttachType;
@@ -57,6 +57,16 @@ impl Devices {
             TcAttachType::Ingress,
             &pin,
         )?;
+        // The node's own packets to other nodes' pods (routed to the device) get their tunnel
+        // key on the way out.
+        let pin = loader::device_link_pin(&self.pin_dir, &format!("{ifname}-egress"));
+        attach::attach(
+            ebpf,
+            programs::TO_OVERLAY,
+            ifname,
+            TcAttachType::Egress,
+            &pin,
+        )?;
         self.config.vxlan_ifindex = ifindex;
         self.write()?;
         tracing::info!(%ifname, ifindex, "overlay attached");
@@ -107,6 +117,29 @@ impl Devices {
         Ok(())
     }
 
+    /// Reverse NAT of the node stack's replies to local pods: `to_pods` on the egress of the
+    /// pod bridge `ifname`.
+    pub fn attach_bridge(&mut self, ebpf: &mut Ebpf, ifname: &str) -> Result<(), DatapathError> {
+        let pin = loader::device_link_pin(&self.pin_dir, &format!("{ifname}-egress"));
+        attach::attach(ebpf, programs::TO_PODS, ifname, TcAttachType::Egress, &pin)?;
+        tracing::info!(%ifname, "pod bridge attached");
+        Ok(())
+    }
+
+    /// Socket load balancing for the node's own namespace: the socket programs on the cgroup
+    /// (v2) directory `cgroup` (shared with other namespaces: the programs act only on sockets
+    /// whose network namespace has this process's cookie).
+    pub fn attach_sockets(&mut self, ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), DatapathError> {
+        self.config.netns_cookie = netns_cookie().map_err(DatapathError::io("SO_NETNS_COOKIE"))?;
+        self.write()?;
+        for program in programs::SOCKET {
+            let pin = loader::cgroup_link_pin(&self.pin_dir, program);
+            attach::attach_cgroup(ebpf, program, cgroup, &pin)?;
+        }
+        tracing::info!(cgroup = %cgroup.display(), "socket load balancing attached");
+        Ok(())
+    }
+
     fn write(&mut self) -> Result<(), DatapathError> {
         self.map
             .set(0, self.config, 0)
@@ -129,13 +162,47 @@ pub fn node_config(s: &NodeSettings) -> NodeConfig {
         uplink_ifindex: 0,
         nodeport_min: 30000,
         nodeport_max: 32767,
+        netns_cookie: 0,
     }
+}
+
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`).
+pub fn netns_cookie() -> std::io::Result<u64> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain socket(2); the descriptor is owned and closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cookie)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn the_network_namespace_has_a_cookie() {
+        assert_ne!(netns_cookie().unwrap(), 0);
+    }
 
     #[test]
     fn the_node_config_carries_addresses_in_map_byte_order_and_no_devices() {

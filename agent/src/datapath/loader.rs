@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{lpm_trie::LpmTrie, Array, HashMap, MapData},
-    programs::SchedClassifier,
+    programs::{CgroupSockAddr, Program, ProgramError, SchedClassifier},
     Ebpf, EbpfLoader,
 };
 use switchyard_abi::{
@@ -57,13 +57,12 @@ pub fn load(pin_dir: &Path) -> Result<Loaded, DatapathError> {
         .default_map_pin_directory(pin_dir)
         .load(OBJECT)
         .map_err(DatapathError::Load)?;
-    for name in [
-        programs::FROM_POD,
-        programs::FROM_OVERLAY,
-        programs::FROM_NETDEV,
-        programs::TO_NETDEV,
-    ] {
+    for name in programs::CLASSIFIERS {
         let prog = classifier(&mut ebpf, name)?;
+        prog.load().map_err(|e| DatapathError::program(name, e))?;
+    }
+    for name in programs::SOCKET {
+        let prog = socket_program(&mut ebpf, name)?;
         prog.load().map_err(|e| DatapathError::program(name, e))?;
     }
     Ok(Loaded {
@@ -82,6 +81,21 @@ pub fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     name: &str,
 ) -> Result<&'a mut SchedClassifier, DatapathError> {
+    program(ebpf, name)
+}
+
+/// The cgroup socket-address program `name` of the object.
+pub fn socket_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut CgroupSockAddr, DatapathError> {
+    program(ebpf, name)
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, DatapathError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
     let missing = || DatapathError::Missing {
         kind: "program",
         name: name.to_string(),
@@ -109,6 +123,11 @@ where
 /// directory of all of them).
 pub fn pod_link_pin(pin_dir: &Path, container_id: &str) -> PathBuf {
     pin_dir.join("links").join("pods").join(container_id)
+}
+
+/// Path of the pinned cgroup link of socket program `program` (`links/cgroup/<program>`).
+pub fn cgroup_link_pin(pin_dir: &Path, program: &str) -> PathBuf {
+    pin_dir.join("links").join("cgroup").join(program)
 }
 
 /// Path of a pinned TCX link of a node device (`links/dev/<name>`).

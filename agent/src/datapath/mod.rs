@@ -131,6 +131,17 @@ impl Datapath {
         self.devices.attach_overlay(&mut self.ebpf, ifname, ifindex)
     }
 
+    /// Reverse NAT towards local pods on the bridge `ifname` (see
+    /// [`devices::Devices::attach_bridge`]).
+    pub fn attach_bridge(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        self.devices.attach_bridge(&mut self.ebpf, ifname)
+    }
+
+    /// Socket load balancing on the cgroup `cgroup` (see [`devices::Devices::attach_sockets`]).
+    pub fn attach_sockets(&mut self, cgroup: &std::path::Path) -> Result<(), DatapathError> {
+        self.devices.attach_sockets(&mut self.ebpf, cgroup)
+    }
+
     /// Turns on NodePort and masquerade on `ifname` (see [`devices::Devices::attach_uplink`]).
     pub fn attach_uplink(&mut self, ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
         self.devices.attach_uplink(&mut self.ebpf, ifname, ifindex)

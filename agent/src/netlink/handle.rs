@@ -146,6 +146,46 @@ impl Netlink {
             )))
     }
 
+    /// Turns ARP off on a link (`ip link set DEV arp off`): the kernel sends to its on-link
+    /// routes without resolving neighbours (the overlay device, whose peers are chosen by the
+    /// programs' tunnel keys).
+    pub async fn set_noarp(&self, index: u32) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index).arp(false).build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(NetlinkError::request(format!(
+                "set arp off on link #{index}"
+            )))
+    }
+
+    /// Sets (or replaces) the on-link route to `net/prefix` out of link `index`, with `src` as the
+    /// source of the node's own packets (`ip route replace NET/PREFIX dev DEV src SRC`).
+    pub async fn replace_route(
+        &self,
+        (net, prefix): (Ipv4Addr, u8),
+        index: u32,
+        src: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(net, prefix)
+            .output_interface(index)
+            .pref_source(src)
+            .scope(rtnetlink::packet_route::route::RouteScope::Link)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(NetlinkError::request(format!(
+                "route {net}/{prefix} via link #{index} src {src}"
+            )))
+    }
+
     /// Makes a link a port of the bridge with index `bridge`.
     pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).controller(bridge).build();

@@ -27,7 +27,7 @@ pub mod names {
     /// Local pod IP → host veth.
     pub const LOCAL_PODS: &str = "LOCAL_PODS_V1";
     /// Node configuration (array of one).
-    pub const CONFIG: &str = "CONFIG_V1";
+    pub const CONFIG: &str = "CONFIG_V2";
     /// Per-CPU counters, indexed by [`crate::stat`].
     pub const STATS: &str = "STATS_V1";
     /// Source NAT table (masquerade and NodePort SNAT), both directions, LRU.
@@ -35,9 +35,12 @@ pub mod names {
     /// Overlay routes: LPM trie podCIDR → node underlay address. Key: prefix length (`u32`) and
     /// network address (`u32`, network byte order); value: node address (`u32`, network order).
     pub const TUNNEL: &str = "TUNNEL_V1";
+    /// Socket load balancing: (socket, backend) → the frontend the socket asked for, so that
+    /// `recvmsg`/`getpeername` show the frontend (LRU).
+    pub const SOCK_REV: &str = "SOCK_REV_V1";
     /// Every map name, for tooling that pins or removes them all.
-    pub const ALL: [&str; 8] = [
-        SERVICES, BACKENDS, REV_NAT, CT, LOCAL_PODS, CONFIG, STATS, TUNNEL,
+    pub const ALL: [&str; 10] = [
+        SERVICES, BACKENDS, REV_NAT, CT, LOCAL_PODS, CONFIG, STATS, TUNNEL, NAT, SOCK_REV,
     ];
 }
 
@@ -51,6 +54,36 @@ pub mod programs {
     pub const FROM_NETDEV: &str = "from_netdev";
     /// TC egress on the node's uplink: masquerade of pod traffic leaving the cluster.
     pub const TO_NETDEV: &str = "to_netdev";
+    /// TC egress on `cbr0`: what the node's own stack sends to local pods (reverse NAT of
+    /// replies from endpoints in the node's namespace).
+    pub const TO_PODS: &str = "to_pods";
+    /// TC egress on `vxlan0`: the tunnel key of packets the node's own stack sends to other
+    /// nodes' pods.
+    pub const TO_OVERLAY: &str = "to_overlay";
+    /// cgroup `connect4`: socket load balancing for clients in the node's own namespace.
+    pub const SOCK_CONNECT4: &str = "sock_connect4";
+    /// cgroup `sendmsg4`: the same for unconnected UDP.
+    pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
+    /// cgroup `recvmsg4`: replies of unconnected UDP show the frontend as their source.
+    pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
+    /// cgroup `getpeername4`: a balanced socket's peer is the frontend.
+    pub const SOCK_GETPEERNAME4: &str = "sock_getpeername4";
+    /// Every TC classifier.
+    pub const CLASSIFIERS: [&str; 6] = [
+        FROM_POD,
+        FROM_OVERLAY,
+        FROM_NETDEV,
+        TO_NETDEV,
+        TO_PODS,
+        TO_OVERLAY,
+    ];
+    /// Every cgroup socket-address program.
+    pub const SOCKET: [&str; 4] = [
+        SOCK_CONNECT4,
+        SOCK_SENDMSG4,
+        SOCK_RECVMSG4,
+        SOCK_GETPEERNAME4,
+    ];
 }
 
 /// Map capacities (entries). The agent and the programs must agree.
@@ -71,6 +104,8 @@ pub mod capacity {
     pub const TUNNEL: u32 = 8_192;
     /// `NAT`: two entries (both directions) per translated flow.
     pub const NAT: u32 = 131_072;
+    /// `SOCK_REV`: one per balanced socket (and backend, for unconnected UDP).
+    pub const SOCK_REV: u32 = 65_536;
 }
 
 /// IP protocol numbers used in keys.
@@ -276,6 +311,26 @@ pub struct LocalPod {
     pub host_mac: [u8; 6],
 }
 
+/// Key of `SOCK_REV`: a socket (its cookie) and the backend it was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockRevKey {
+    /// `bpf_get_socket_cookie` of the socket.
+    pub cookie: u64,
+    /// Backend address, network byte order.
+    pub addr: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    /// Padding, always zero.
+    pub pad: u16,
+}
+
+/// The source address hairpin connections get (a pod reaching its own Service and balanced
+/// to itself): a link-local address no real peer uses, as Cilium's service loopback address,
+/// so the pod's reply comes back through the datapath (kube-proxy masquerades these to the
+/// node's bridge address instead).
+pub const SERVICE_LOOPBACK: [u8; 4] = [169, 254, 42, 1];
+
 /// The VXLAN network identifier of the overlay.
 pub const OVERLAY_VNI: u32 = 1;
 
@@ -307,6 +362,9 @@ pub struct NodeConfig {
     pub nodeport_min: u16,
     /// Highest NodePort (host byte order).
     pub nodeport_max: u16,
+    /// Cookie of the node's network namespace (`SO_NETNS_COOKIE`): socket programs attached to
+    /// a shared cgroup act only on sockets of this namespace. 0: socket load balancing off.
+    pub netns_cookie: u64,
 }
 
 /// Indexes into `STATS` (per-CPU `u64` counters).
@@ -347,8 +405,19 @@ pub mod stat {
     pub const DROP_NO_LOCAL_BACKEND: u32 = 16;
     /// Dropped: a remote backend's node has no overlay route.
     pub const DROP_NO_ROUTE: u32 = 17;
+    /// Hairpin connections (a pod balanced to itself), source translated to the service
+    /// loopback address.
+    pub const HAIRPIN: u32 = 18;
+    /// Sockets in the node's namespace balanced at connect/sendmsg time.
+    pub const SOCK_LB: u32 = 19;
+    /// Sockets refused at connect time: their frontend has no backend.
+    pub const SOCK_REJECT: u32 = 20;
+    /// Replies from endpoints in the node's namespace reverse-NATed on their way to a pod.
+    pub const HOST_REV_NAT: u32 = 21;
+    /// Packets the node's stack sent into the overlay.
+    pub const HOST_TUNNEL_TX: u32 = 22;
     /// Human-readable names, indexed by counter id.
-    pub const NAMES: [&str; 18] = [
+    pub const NAMES: [&str; 23] = [
         "packets",
         "lb_new",
         "lb_established",
@@ -367,6 +436,11 @@ pub mod stat {
         "nodeport",
         "drop_no_local_backend",
         "drop_no_route",
+        "hairpin",
+        "sock_lb",
+        "sock_reject",
+        "host_rev_nat",
+        "host_tunnel_tx",
     ];
 }
 
@@ -404,6 +478,7 @@ mod pod_impls {
     unsafe impl aya::Pod for super::LocalPod {}
     unsafe impl aya::Pod for super::NodeConfig {}
     unsafe impl aya::Pod for super::NatEntry {}
+    unsafe impl aya::Pod for super::SockRevKey {}
 }
 
 #[cfg(test)]
@@ -421,7 +496,8 @@ mod tests {
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<CtValue>(), 32);
         assert_eq!(size_of::<LocalPod>(), 16);
-        assert_eq!(size_of::<NodeConfig>(), 32);
+        assert_eq!(size_of::<NodeConfig>(), 40);
+        assert_eq!(size_of::<SockRevKey>(), 16);
         assert_eq!(size_of::<NatEntry>(), 16);
     }
 
@@ -443,7 +519,7 @@ mod tests {
 
     #[test]
     fn stat_names_cover_every_counter() {
-        assert_eq!(stat::NAMES.len() as u32, stat::DROP_NO_ROUTE + 1);
+        assert_eq!(stat::NAMES.len() as u32, stat::HOST_TUNNEL_TX + 1);
         assert!(stat::NAMES.len() as u32 <= capacity::STATS);
     }
 }

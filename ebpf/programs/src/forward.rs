@@ -11,7 +11,7 @@ use switchyard_abi::{stat, NodeConfig, RevNat};
 use crate::maps::{LOCAL_PODS, REV_NAT};
 use crate::nat::{self, Side};
 use crate::packet::Flow;
-use crate::{conntrack, stats};
+use crate::{conntrack, snat, stats};
 
 /// Redirects to a local pod, fixing the MACs. `bpf_redirect_peer` hands the packet straight to
 /// the ingress of the pod's `eth0` in its namespace, skipping the host veth's transmit path and
@@ -47,6 +47,26 @@ pub fn reverse_nat(ctx: &mut TcContext, flow: &Flow, len: u32) -> Result<Option<
         .map_err(|_| stat::DROP_REWRITE)?;
     stats::inc(stat::REV_NAT);
     Ok(Some(front))
+}
+
+/// If `flow` answers a flow whose source was translated to `translated` (the router address of
+/// NodePort SNAT, the service loopback address of hairpin connections, the node address of
+/// masquerade), restores the original source as its destination and updates `flow`. `Err`
+/// carries the drop reason.
+#[inline(always)]
+pub fn unsnat(ctx: &mut TcContext, flow: &mut Flow, translated: u32) -> Result<bool, u32> {
+    if flow.daddr != translated {
+        return Ok(false);
+    }
+    let Some(orig) = snat::reverse(flow, flow.tcp_flags(ctx)) else {
+        return Ok(false);
+    };
+    nat::rewrite(ctx, flow, Side::Destination, orig.addr, orig.port)
+        .map_err(|_| stat::DROP_REWRITE)?;
+    stats::inc(stat::SNAT_REVERSE);
+    flow.daddr = orig.addr;
+    flow.dport = orig.port;
+    Ok(true)
 }
 
 /// The loopback device is ifindex 1 in every network namespace.

@@ -13,10 +13,9 @@ use aya_ebpf::{
 };
 use switchyard_abi::stat;
 
-use crate::nat::{self, Side};
 use crate::overlay;
 use crate::packet::{self, Parsed};
-use crate::{forward, snat, stats};
+use crate::{forward, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
@@ -42,15 +41,7 @@ fn try_from_overlay(ctx: &mut TcContext) -> Result<i32, u32> {
     };
     let cfg = overlay::config();
     if let Some(cfg) = &cfg {
-        if flow.daddr == overlay::router_addr(cfg) {
-            if let Some(client) = snat::reverse(&flow, flow.tcp_flags(ctx)) {
-                nat::rewrite(ctx, &flow, Side::Destination, client.addr, client.port)
-                    .map_err(|_| stat::DROP_REWRITE)?;
-                stats::inc(stat::SNAT_REVERSE);
-                flow.daddr = client.addr;
-                flow.dport = client.port;
-            }
-        }
+        forward::unsnat(ctx, &mut flow, overlay::router_addr(cfg))?;
     }
     let len = ctx.len();
     let front = forward::reverse_nat(ctx, &flow, len)?;

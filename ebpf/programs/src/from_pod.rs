@@ -5,6 +5,8 @@
 //! 2. A packet to a frontend in `SERVICES` (a ClusterIP, or this node's NodePort) is DNATed to a
 //!    backend: the one conntrack remembers for this flow, or a random one for a new flow. A
 //!    frontend without backends answers with ICMP port unreachable.
+//!    A pod balanced to itself (hairpin) gets the service loopback address as source, so that
+//!    its reply comes back here and is translated in both directions.
 //! 3. A packet (possibly just rewritten) for a pod on this node is redirected straight to that
 //!    pod; one for a pod on another node goes through the overlay; a NodePort reply to an
 //!    outside client leaves through the uplink. Everything else continues to `cbr0` and the
@@ -14,7 +16,7 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use switchyard_abi::{stat, RevNat, ServiceValue};
+use switchyard_abi::{ip_be, stat, RevNat, ServiceValue, SERVICE_LOOPBACK};
 
 use crate::forward;
 use crate::lb;
@@ -22,7 +24,7 @@ use crate::nat::{self, Side};
 use crate::overlay;
 use crate::packet::{self, Flow, Parsed};
 use crate::reject;
-use crate::{conntrack, stats};
+use crate::{conntrack, snat, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
@@ -39,7 +41,7 @@ pub fn from_pod(mut ctx: TcContext) -> i32 {
 /// `Err` carries the `stat` drop reason.
 #[inline(always)]
 fn try_from_pod(ctx: &mut TcContext) -> Result<i32, u32> {
-    let flow = match packet::parse(ctx).map_err(|_| stat::DROP_MALFORMED)? {
+    let mut flow = match packet::parse(ctx).map_err(|_| stat::DROP_MALFORMED)? {
         Parsed::Other => return Ok(TC_ACT_OK),
         Parsed::L3 { daddr, fragment } => {
             if fragment {
@@ -51,6 +53,8 @@ fn try_from_pod(ctx: &mut TcContext) -> Result<i32, u32> {
     };
     stats::inc(stat::PACKETS);
     let len = ctx.len();
+    // A pod's answer to its own hairpin connection.
+    forward::unsnat(ctx, &mut flow, ip_be(SERVICE_LOOPBACK))?;
     if let Some(front) = forward::reverse_nat(ctx, &flow, len)? {
         return Ok(deliver(ctx, flow.daddr, Some(&front)));
     }
@@ -77,7 +81,27 @@ fn load_balance(
     };
     nat::rewrite(ctx, flow, Side::Destination, backend.addr, backend.port)
         .map_err(|_| stat::DROP_REWRITE)?;
+    if backend.addr == flow.saddr {
+        hairpin(ctx, flow, backend.addr, backend.port)?;
+    }
     Ok(deliver(ctx, backend.addr, None))
+}
+
+/// A pod balanced to itself would receive a packet from its own address, which its stack drops
+/// as a martian: the source becomes the service loopback address (a port of it per flow), and
+/// the reply comes back through [`forward::unsnat`].
+#[inline(always)]
+fn hairpin(ctx: &mut TcContext, flow: &Flow, addr: u32, port: u16) -> Result<(), u32> {
+    let dnat = Flow {
+        daddr: addr,
+        dport: port,
+        ..*flow
+    };
+    let to = snat::translate(&dnat, ip_be(SERVICE_LOOPBACK), true, flow.tcp_flags(ctx))
+        .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
+    nat::rewrite(ctx, &dnat, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
+    stats::inc(stat::HAIRPIN);
+    Ok(())
 }
 
 /// A local pod, else another node's pod through the overlay, else (for a NodePort reply, whose

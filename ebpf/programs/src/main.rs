@@ -12,6 +12,9 @@
 //!   [`reject`]: ICMP port unreachable for services without backends; [`stats`]: counters;
 //!   [`forward`]: delivery to local pods and the uplink; [`overlay`]: VXLAN tunnel keys;
 //!   [`snat`]: the source NAT table of masquerade and NodePort.
+//! - [`to_pods`]: TC egress on `cbr0` (reverse NAT of replies from the node's own namespace).
+//! - [`to_overlay`]: TC egress on `vxlan0` (tunnel keys for the node's own traffic to pods).
+//! - [`sock`]: cgroup socket hooks (socket load balancing for the node's own clients).
 #![no_std]
 #![no_main]
 
@@ -27,7 +30,10 @@ mod overlay;
 mod packet;
 mod reject;
 mod snat;
+mod sock;
 mod stats;
+mod to_overlay;
+mod to_pods;
 
 #[cfg(not(test))]
 #[panic_handler]

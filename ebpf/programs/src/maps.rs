@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use switchyard_abi::{
     capacity, Backend, CtKey, CtValue, LocalPod, NatEntry, NatKey, NodeConfig, RevNat, ServiceKey,
-    ServiceValue,
+    ServiceValue, SockRevKey,
 };
 
 /// Frontend (VIP, port, proto, slot) → service header (slot 0) or backend id (slot n).
@@ -30,7 +30,7 @@ pub static CT: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(capacity::CT, 0);
 pub static LOCAL_PODS: HashMap<u32, LocalPod> = HashMap::pinned(capacity::LOCAL_PODS, 0);
 
 /// Node configuration (one entry).
-#[map(name = "CONFIG_V1")]
+#[map(name = "CONFIG_V2")]
 pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
 
 /// Per-CPU counters, indexed by `switchyard_abi::stat`.
@@ -45,3 +45,7 @@ pub static TUNNEL: LpmTrie<u32, u32> = LpmTrie::pinned(capacity::TUNNEL, 1);
 /// Source NAT translations (masquerade, NodePort SNAT), both directions.
 #[map(name = "NAT_V2")]
 pub static NAT: LruHashMap<NatKey, NatEntry> = LruHashMap::pinned(capacity::NAT, 0);
+
+/// Socket load balancing: (socket cookie, backend) → the frontend the socket addressed.
+#[map(name = "SOCK_REV_V1")]
+pub static SOCK_REV: LruHashMap<SockRevKey, RevNat> = LruHashMap::pinned(capacity::SOCK_REV, 0);

@@ -3,7 +3,9 @@
 //! `from_netdev` (TC ingress of the uplink, and of `lo` so that NodePorts also answer processes
 //! on the node that connect to the node's own address):
 //! 1. A reply to a masqueraded flow (addressed to the node with a port in the SNAT table) gets
-//!    its pod destination back and goes straight to the pod.
+//!    its pod destination back — and, when it answers a Service whose endpoint is outside the
+//!    pod network (a node address, the API server), its frontend as source — and goes straight
+//!    to the pod.
 //! 2. A packet to the node address on a NodePort is load-balanced like a ClusterIP. A local
 //!    backend gets it with the client's address intact. A remote backend
 //!    (`externalTrafficPolicy: Cluster`) gets it through the overlay with the source translated to
@@ -60,11 +62,13 @@ fn try_from_netdev(ctx: &mut TcContext) -> Result<i32, u32> {
     if flow.daddr != cfg.node_addr {
         return Ok(TC_ACT_OK);
     }
-    if let Some(pod) = snat::reverse(&flow, flow.tcp_flags(ctx)) {
-        nat::rewrite(ctx, &flow, Side::Destination, pod.addr, pod.port)
-            .map_err(|_| stat::DROP_REWRITE)?;
-        stats::inc(stat::SNAT_REVERSE);
-        return Ok(forward::to_local_pod(ctx, pod.addr).unwrap_or(TC_ACT_OK));
+    let mut flow = flow;
+    if forward::unsnat(ctx, &mut flow, cfg.node_addr)? {
+        // A reply from a Service endpoint outside the pod network (another node's address, the
+        // API server) came back through masquerade: restore the frontend too.
+        let len = ctx.len();
+        forward::reverse_nat(ctx, &flow, len)?;
+        return Ok(forward::to_local_pod(ctx, flow.daddr).unwrap_or(TC_ACT_OK));
     }
     let port = u16::from_be(flow.dport);
     if port < cfg.nodeport_min || port > cfg.nodeport_max {

@@ -44,7 +44,22 @@ pub fn in_cidr(addr: u32, net: u32, prefix: u8) -> bool {
 #[inline(always)]
 pub fn encap(ctx: &mut TcContext, daddr: u32) -> Option<i32> {
     let cfg = config()?;
-    if cfg.vxlan_ifindex == 0 || !in_cidr(daddr, cfg.cluster_cidr, cfg.cluster_prefix) {
+    if cfg.vxlan_ifindex == 0 {
+        return None;
+    }
+    if let Err(verdict) = set_tunnel_key(ctx, &cfg, daddr)? {
+        return Some(verdict);
+    }
+    stats::inc(stat::TUNNEL_TX);
+    // SAFETY: plain helper call.
+    Some(unsafe { bpf_redirect(cfg.vxlan_ifindex, 0) } as i32)
+}
+
+/// Gives the packet the tunnel key of the node owning `daddr`'s podCIDR. `None` when `daddr` is
+/// not a pod on another node; `Some(Err(verdict))` when the helper failed (counted).
+#[inline(always)]
+pub fn set_tunnel_key(ctx: &mut TcContext, cfg: &NodeConfig, daddr: u32) -> Option<Result<(), i32>> {
+    if !in_cidr(daddr, cfg.cluster_cidr, cfg.cluster_prefix) {
         return None;
     }
     let node = *TUNNEL.get(&Key::new(32, daddr))?;
@@ -67,9 +82,7 @@ pub fn encap(ctx: &mut TcContext, daddr: u32) -> Option<i32> {
     };
     if rc != 0 {
         stats::inc(stat::DROP_REWRITE);
-        return Some(aya_ebpf::bindings::TC_ACT_SHOT);
+        return Some(Err(aya_ebpf::bindings::TC_ACT_SHOT));
     }
-    stats::inc(stat::TUNNEL_TX);
-    // SAFETY: plain helper call.
-    Some(unsafe { bpf_redirect(cfg.vxlan_ifindex, 0) } as i32)
+    Some(Ok(()))
 }
