@@ -27,9 +27,9 @@ pub struct NetConf {
     /// Bridge the host veths join.
     #[serde(default = "default_bridge")]
     pub bridge: String,
-    /// MTU of both veth ends.
-    #[serde(default = "default_mtu")]
-    pub mtu: u32,
+    /// MTU of both veth ends; default: the bridge's (the agent sets it from the uplink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
     /// Address management.
     pub ipam: IpamConf,
     /// Result of the previous ADD (given on CHECK and DEL).
@@ -52,10 +52,6 @@ pub struct IpamConf {
 
 fn default_bridge() -> String {
     crate::paths::BRIDGE.to_string()
-}
-
-fn default_mtu() -> u32 {
-    crate::paths::POD_MTU
 }
 
 impl NetConf {
@@ -99,11 +95,8 @@ impl NetConf {
                 self.bridge
             )));
         }
-        if !(68..=65535).contains(&self.mtu) {
-            return Err(invalid(format!(
-                "mtu {} is out of range 68..=65535",
-                self.mtu
-            )));
+        if let Some(mtu) = self.mtu.filter(|m| !(68..=65535).contains(m)) {
+            return Err(invalid(format!("mtu {mtu} is out of range 68..=65535")));
         }
         if self.ipam.subnet.hosts().next().is_none() {
             return Err(invalid(format!(
@@ -270,19 +263,19 @@ mod tests {
         let c = NetConf::parse(CONF.as_bytes()).unwrap();
         assert_eq!(c.node, "n1");
         assert_eq!(c.bridge, "cbr0");
-        assert_eq!(c.mtu, 1460);
+        assert_eq!(c.mtu, Some(1460));
         assert_eq!(c.ipam.subnet.to_string(), "10.244.1.0/24");
         assert_eq!(c.gateway(), Ipv4Addr::new(10, 244, 1, 1));
     }
 
     #[test]
-    fn defaults_bridge_mtu_and_gateway() {
+    fn defaults_the_bridge_and_gateway_and_leaves_the_mtu_to_the_bridge() {
         let c = NetConf::parse(
             br#"{"cniVersion":"1.0.0","name":"n","type":"switchyard","node":"n2",
                 "ipam":{"type":"host-local","subnet":"10.244.2.0/24"}}"#,
         )
         .unwrap();
-        assert_eq!((c.bridge.as_str(), c.mtu), ("cbr0", 1460));
+        assert_eq!((c.bridge.as_str(), c.mtu), ("cbr0", None));
         assert_eq!(c.gateway(), Ipv4Addr::new(10, 244, 2, 1));
     }
 

@@ -160,7 +160,8 @@ fn wire(
         // A repeated ADD for the same container starts from scratch; removing the host end
         // also removes the old pod end.
         nl.delete_link(host_name).await?;
-        nl.create_veth_into(host_name, &inv.ifname, ns_file, conf.mtu, bridge.index)
+        let mtu = conf.mtu.unwrap_or(bridge.mtu);
+        nl.create_veth_into(host_name, &inv.ifname, ns_file, mtu, bridge.index)
             .await?;
         Ok::<_, CniError>(())
     })?;

@@ -158,7 +158,7 @@ mod tests {
         let parsed = crate::cni::NetConf::parse(conf.as_bytes()).unwrap();
         assert_eq!(parsed.node, "n1");
         assert_eq!(parsed.bridge, "cbr0");
-        assert_eq!(parsed.mtu, 1460);
+        assert_eq!(parsed.mtu, Some(1460));
         assert_eq!(parsed.gateway(), Ipv4Addr::new(10, 244, 1, 1));
         assert_eq!(parsed.ipam.subnet, subnet);
     }

@@ -8,7 +8,8 @@
 //!   otherwise terminating endpoints are kept only for the flows they already have;
 //! - `externalTrafficPolicy: Local` NodePorts use only this node's endpoints;
 //! - endpoints on a node that no longer exists are dropped at once (its pods are gone with it);
-//! - a frontend without endpoints is still programmed, so clients are rejected, not left hanging.
+//! - a frontend without endpoints is still programmed, so clients are rejected, not left hanging;
+//! - a Service labelled `service.kubernetes.io/service-proxy-name` belongs to the proxy it names.
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -21,6 +22,10 @@ use super::{BackendAddr, BackendSpec, Desired, Frontend, FrontendSpec, Proto};
 
 /// Label linking an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Label handing a Service to another proxy (kube-proxy leaves every Service that has it to the
+/// proxy it names; so does switchyard).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 
 /// Default ClientIP affinity timeout (3 hours), as Kubernetes defaults it.
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
@@ -242,6 +247,14 @@ pub fn service_frontends(
     ) else {
         return out;
     };
+    if svc
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL))
+    {
+        return out;
+    }
     let cluster_ip = spec
         .cluster_ip
         .as_deref()
@@ -535,6 +548,20 @@ mod tests {
         assert!(d.frontends[&front([10, 96, 0, 13], 80, Proto::Tcp)]
             .backends
             .is_empty());
+    }
+
+    #[test]
+    fn a_service_handed_to_another_proxy_is_left_alone() {
+        let mut svc = service(
+            "default",
+            "other",
+            "10.96.0.14",
+            vec![port(None, 80, "TCP", None)],
+        );
+        svc.metadata.labels =
+            Some([(SERVICE_PROXY_NAME_LABEL.to_string(), "x".to_string())].into());
+        let d = desired(&[svc], &[] as &[EndpointSlice], &nodes(), "n1", NODE_IP);
+        assert!(d.frontends.is_empty());
     }
 
     #[test]
