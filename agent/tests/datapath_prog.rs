@@ -441,3 +441,172 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
         addr_be(third)
     );
 }
+
+/// Recomputes the IPv4 header checksum of frame `p`.
+fn fix_ip_checksum(p: &mut [u8]) {
+    p[24..26].copy_from_slice(&[0, 0]);
+    let c = fold(sum16(&p[14..34]));
+    p[24..26].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Frame `p` as the first fragment (more fragments follow) of datagram `id`.
+fn first_fragment(mut p: Vec<u8>, id: u16) -> Vec<u8> {
+    p[18..20].copy_from_slice(&id.to_be_bytes());
+    p[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+    fix_ip_checksum(&mut p);
+    p
+}
+
+/// A later fragment (offset 8 bytes, the last one) of datagram `id` with a 16-byte payload.
+fn later_fragment(src: Ipv4Addr, dst: Ipv4Addr, l4: u8, id: u16) -> Vec<u8> {
+    let mut p = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00];
+    let mut ip = vec![0x45, 0, 0, 36, 0, 0, 0, 1, 64, l4, 0, 0];
+    ip[4..6].copy_from_slice(&id.to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(b"0123456789abcdef");
+    fix_ip_checksum(&mut p);
+    p
+}
+
+/// An ICMP error (`kind`/`code`) from `src` to `dst` quoting the IP header and first 8 bytes of
+/// frame `quoted`, with valid checksums.
+fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![kind, code, 0, 0, 0, 0, 0x05, 0xaa];
+    icmp.extend_from_slice(&quoted[14..42]);
+    let c = fold(sum16(&icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut p = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00];
+    let mut ip = vec![0x45, 0xc0, 0, 0, 0, 0, 0, 0, 64, proto::ICMP, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(&icmp);
+    fix_ip_checksum(&mut p);
+    p
+}
+
+/// Asserts an ICMP error's own and quoted IPv4 checksums and its ICMP checksum verify.
+fn assert_icmp_checksums(p: &[u8]) {
+    assert_eq!(fold(sum16(&p[14..34])), 0, "outer IPv4 header checksum");
+    assert_eq!(fold(sum16(&p[34..])), 0, "ICMP checksum");
+    assert_eq!(fold(sum16(&p[42..62])), 0, "quoted IPv4 header checksum");
+}
+
+/// Errors about a load-balanced flow reach its client as errors about the frontend it
+/// addressed (so `ECONNREFUSED` and path-MTU discovery work through a ClusterIP); later
+/// fragments of a datagram follow its first; a pod balanced to itself talks to itself through
+/// the service loopback address.
+#[test]
+#[ignore = "needs root and bpffs: run with cargo xtask test"]
+fn icmp_errors_fragments_and_hairpin_follow_their_translated_flow() {
+    let pins = Pins(switchyard::paths::pin_dir(&format!(
+        "t-icmp-{}",
+        std::process::id()
+    )));
+    let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
+    for (id, p) in [(1u32, proto::TCP), (2, proto::UDP)] {
+        let b = Backend {
+            addr: addr_be(BACKEND),
+            port: port_be(8080),
+            proto: p,
+            state: 0,
+            node_addr: 0,
+        };
+        install(&mut loaded, (VIP, 80), p, (id, b), 1, 0);
+    }
+    let me = Backend {
+        addr: addr_be(CLIENT),
+        port: port_be(8080),
+        proto: proto::TCP,
+        state: 0,
+        node_addr: 0,
+    };
+    install(&mut loaded, (VIP2, 80), proto::TCP, (3, me), 2, 0);
+    let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
+
+    // Port unreachable for a UDP datagram and fragmentation needed for a TCP segment, from the
+    // backend, quoting the packet as the backend got it.
+    for (l4, sport, kind, code) in [(proto::UDP, 41000, 3, 3), (proto::TCP, 41001, 3, 4)] {
+        let (_, sent) = run(prog, &packet((CLIENT, sport), (VIP, 80), l4, true));
+        assert_eq!(addr(&sent, 30), BACKEND);
+        let error = icmp_error(BACKEND, CLIENT, kind, code, &sent);
+        let (_, out) = run(prog, &error);
+        assert_eq!(addr(&out, 26), VIP, "the error comes from the frontend");
+        assert_eq!(addr(&out, 30), CLIENT);
+        assert_eq!(
+            (
+                addr(&out, 42 + 12),
+                addr(&out, 42 + 16),
+                port(&out, 62),
+                port(&out, 64)
+            ),
+            (CLIENT, VIP, sport, 80),
+            "it quotes the packet the client sent"
+        );
+        assert_icmp_checksums(&out);
+    }
+    // TTL exceeded from a router on the way quotes the same packet; its source stays the router.
+    let (_, sent) = run(prog, &packet((CLIENT, 41002), (VIP, 80), proto::UDP, true));
+    let router = Ipv4Addr::new(10, 244, 9, 1);
+    let (_, out) = run(prog, &icmp_error(router, CLIENT, 11, 0, &sent));
+    assert_eq!((addr(&out, 26), addr(&out, 42 + 16)), (router, VIP));
+    assert_icmp_checksums(&out);
+    // An error about a flow nobody translated passes unchanged.
+    let plain = packet((CLIENT, 41003), (BACKEND, 8080), proto::UDP, true);
+    let error = icmp_error(BACKEND, CLIENT, 3, 3, &plain);
+    assert_eq!(run(prog, &error).1, error);
+
+    // A fragmented datagram to the frontend: its later fragment goes to the same backend.
+    let first = first_fragment(packet((CLIENT, 41004), (VIP, 80), proto::UDP, true), 0x4242);
+    let (_, out) = run(prog, &first);
+    assert_eq!(addr(&out, 30), BACKEND);
+    let later = later_fragment(CLIENT, VIP, proto::UDP, 0x4242);
+    let (_, out) = run(prog, &later);
+    assert_eq!((addr(&out, 26), addr(&out, 30)), (CLIENT, BACKEND));
+    assert_eq!(&out[34..], &later[34..], "the payload is untouched");
+    assert_eq!(fold(sum16(&out[14..34])), 0, "IPv4 header checksum");
+    // The reply's later fragment comes from the frontend like its first.
+    let (_, out) = run(
+        prog,
+        &first_fragment(
+            packet((BACKEND, 8080), (CLIENT, 41004), proto::UDP, true),
+            0x99,
+        ),
+    );
+    assert_eq!(addr(&out, 26), VIP);
+    let (_, out) = run(prog, &later_fragment(BACKEND, CLIENT, proto::UDP, 0x99));
+    assert_eq!((addr(&out, 26), addr(&out, 30)), (VIP, CLIENT));
+
+    // Hairpin: the client reaches its own Service and is its only backend.
+    let loopback = Ipv4Addr::from(switchyard_abi::SERVICE_LOOPBACK);
+    let (_, out) = run(prog, &packet((CLIENT, 41005), (VIP2, 80), proto::TCP, true));
+    assert_eq!(
+        (
+            addr(&out, 26),
+            port(&out, 34),
+            addr(&out, 30),
+            port(&out, 36)
+        ),
+        (loopback, 41005, CLIENT, 8080),
+        "from the service loopback address, keeping the port"
+    );
+    assert_checksums(&out);
+    let (_, out) = run(
+        prog,
+        &packet((CLIENT, 8080), (loopback, 41005), proto::TCP, true),
+    );
+    assert_eq!(
+        (
+            addr(&out, 26),
+            port(&out, 34),
+            addr(&out, 30),
+            port(&out, 36)
+        ),
+        (VIP2, 80, CLIENT, 41005),
+        "the answer comes from the frontend, back to the client's port"
+    );
+    assert_checksums(&out);
+}

@@ -38,9 +38,12 @@ pub mod names {
     /// Socket load balancing: (socket, backend) → the frontend the socket asked for, so that
     /// `recvmsg`/`getpeername` show the frontend (LRU).
     pub const SOCK_REV: &str = "SOCK_REV_V1";
+    /// Translated fragmented datagrams: the addresses their later fragments (which carry no
+    /// ports) get, keyed by the datagram as it arrived (LRU).
+    pub const FRAGS: &str = "FRAGS_V1";
     /// Every map name, for tooling that pins or removes them all.
-    pub const ALL: [&str; 10] = [
-        SERVICES, BACKENDS, REV_NAT, CT, LOCAL_PODS, CONFIG, STATS, TUNNEL, NAT, SOCK_REV,
+    pub const ALL: [&str; 11] = [
+        SERVICES, BACKENDS, REV_NAT, CT, LOCAL_PODS, CONFIG, STATS, TUNNEL, NAT, SOCK_REV, FRAGS,
     ];
 }
 
@@ -106,6 +109,8 @@ pub mod capacity {
     pub const NAT: u32 = 131_072;
     /// `SOCK_REV`: one per balanced socket (and backend, for unconnected UDP).
     pub const SOCK_REV: u32 = 65_536;
+    /// `FRAGS`: one per fragmented datagram in flight.
+    pub const FRAGS: u32 = 8_192;
 }
 
 /// IP protocol numbers used in keys.
@@ -325,6 +330,32 @@ pub struct SockRevKey {
     pub pad: u16,
 }
 
+/// Key of `FRAGS`: a fragmented datagram as its first fragment arrived at a hook.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// Source address, network byte order.
+    pub saddr: u32,
+    /// Destination address, network byte order.
+    pub daddr: u32,
+    /// IPv4 identification, network byte order.
+    pub id: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Padding, always zero.
+    pub pad: u8,
+}
+
+/// Value of `FRAGS`: the addresses the first fragment left the hook with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragValue {
+    /// Source address, network byte order.
+    pub saddr: u32,
+    /// Destination address, network byte order.
+    pub daddr: u32,
+}
+
 /// The source address hairpin connections get (a pod reaching its own Service and balanced
 /// to itself): a link-local address no real peer uses, as Cilium's service loopback address,
 /// so the pod's reply comes back through the datapath (kube-proxy masquerades these to the
@@ -387,7 +418,7 @@ pub mod stat {
     pub const DROP_REWRITE: u32 = 7;
     /// Dropped: the packet was too short or malformed.
     pub const DROP_MALFORMED: u32 = 8;
-    /// Non-first IPv4 fragments to a service, passed unchanged.
+    /// Non-first IPv4 fragments seen by `from_pod`.
     pub const FRAGMENT: u32 = 9;
     /// Packets encapsulated towards another node.
     pub const TUNNEL_TX: u32 = 10;
@@ -416,8 +447,12 @@ pub mod stat {
     pub const HOST_REV_NAT: u32 = 21;
     /// Packets the node's stack sent into the overlay.
     pub const HOST_TUNNEL_TX: u32 = 22;
+    /// Later fragments of a translated datagram, translated like its first.
+    pub const FRAG_TRANSLATED: u32 = 23;
+    /// ICMP errors about a translated flow, translated back for its client.
+    pub const ICMP_TRANSLATED: u32 = 24;
     /// Human-readable names, indexed by counter id.
-    pub const NAMES: [&str; 23] = [
+    pub const NAMES: [&str; 25] = [
         "packets",
         "lb_new",
         "lb_established",
@@ -441,6 +476,8 @@ pub mod stat {
         "sock_reject",
         "host_rev_nat",
         "host_tunnel_tx",
+        "frag_translated",
+        "icmp_translated",
     ];
 }
 
@@ -479,6 +516,8 @@ mod pod_impls {
     unsafe impl aya::Pod for super::NodeConfig {}
     unsafe impl aya::Pod for super::NatEntry {}
     unsafe impl aya::Pod for super::SockRevKey {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::FragValue {}
 }
 
 #[cfg(test)]
@@ -498,6 +537,8 @@ mod tests {
         assert_eq!(size_of::<LocalPod>(), 16);
         assert_eq!(size_of::<NodeConfig>(), 40);
         assert_eq!(size_of::<SockRevKey>(), 16);
+        assert_eq!(size_of::<FragKey>(), 12);
+        assert_eq!(size_of::<FragValue>(), 8);
         assert_eq!(size_of::<NatEntry>(), 16);
     }
 
@@ -519,7 +560,7 @@ mod tests {
 
     #[test]
     fn stat_names_cover_every_counter() {
-        assert_eq!(stat::NAMES.len() as u32, stat::HOST_TUNNEL_TX + 1);
+        assert_eq!(stat::NAMES.len() as u32, stat::ICMP_TRANSLATED + 1);
         assert!(stat::NAMES.len() as u32 <= capacity::STATS);
     }
 }

@@ -5,52 +5,52 @@
 //! node's router address: its original client is restored from the SNAT table. A backend's reply
 //! to a client on this node is reverse-NATed here (the conntrack entry lives on the client's
 //! node). Then the packet goes straight to the local pod, or — a NodePort reply — out of the
-//! uplink. Nothing is sent back into the overlay from here, so no packet can loop between nodes.
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::classifier,
-    programs::TcContext,
-};
+//! uplink. Later fragments and ICMP errors of those flows are translated the same way. Nothing
+//! is sent back into the overlay from here, so no packet can loop between nodes.
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use switchyard_abi::stat;
 
 use crate::overlay;
-use crate::packet::{self, Parsed};
-use crate::{forward, stats};
+use crate::packet::Parsed;
+use crate::{forward, frag, hook, icmp, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
 pub fn from_overlay(mut ctx: TcContext) -> i32 {
-    match try_from_overlay(&mut ctx) {
-        Ok(verdict) => verdict,
-        Err(reason) => {
-            stats::inc(reason);
-            TC_ACT_SHOT
-        }
-    }
+    stats::inc(stat::TUNNEL_RX);
+    hook::run(&mut ctx, try_from_overlay)
 }
 
 #[inline(always)]
-fn try_from_overlay(ctx: &mut TcContext) -> Result<i32, u32> {
-    stats::inc(stat::TUNNEL_RX);
-    let mut flow = match packet::parse(ctx).map_err(|_| stat::DROP_MALFORMED)? {
-        Parsed::Other => return Ok(TC_ACT_OK),
-        Parsed::L3 { daddr, .. } => {
-            return Ok(forward::to_local_pod(ctx, daddr).unwrap_or(TC_ACT_OK))
-        }
-        Parsed::L4(flow) => flow,
-    };
+fn try_from_overlay(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     let cfg = overlay::config();
-    if let Some(cfg) = &cfg {
-        forward::unsnat(ctx, &mut flow, overlay::router_addr(cfg))?;
-    }
-    let len = ctx.len();
-    let front = forward::reverse_nat(ctx, &flow, len)?;
-    if let Some(v) = forward::to_local_pod(ctx, flow.daddr) {
+    let router = cfg.as_ref().map_or(0, overlay::router_addr);
+    let (daddr, saddr) = match *parsed {
+        Parsed::Other => return Ok(TC_ACT_OK),
+        Parsed::L3(mut ip) => {
+            if ip.later_fragment() {
+                let daddr = frag::translate(ctx, &mut ip)?;
+                (daddr, ip.saddr)
+            } else if let Some(e) = icmp::translate_error(ctx, &ip, router)? {
+                (e.daddr, e.saddr)
+            } else {
+                (ip.daddr, ip.saddr)
+            }
+        }
+        Parsed::L4(mut flow) => {
+            forward::unsnat(ctx, &mut flow, router)?;
+            let len = ctx.len();
+            let front = forward::reverse_nat(ctx, &flow, len)?;
+            (flow.daddr, front.map_or(flow.saddr, |f| f.addr))
+        }
+    };
+    if let Some(v) = forward::to_local_pod(ctx, daddr) {
         return Ok(v);
     }
-    if let (Some(front), Some(cfg)) = (front, cfg) {
-        if front.addr == cfg.node_addr {
-            return Ok(forward::node_reply(ctx, &cfg, flow.daddr).unwrap_or(TC_ACT_OK));
+    // A NodePort reply (its source restored to the node's address) goes out of the uplink.
+    if let Some(cfg) = cfg {
+        if saddr == cfg.node_addr {
+            return Ok(forward::node_reply(ctx, &cfg, daddr).unwrap_or(TC_ACT_OK));
         }
     }
     Ok(TC_ACT_OK)

@@ -11,52 +11,48 @@
 //!    pod; one for a pod on another node goes through the overlay; a NodePort reply to an
 //!    outside client leaves through the uplink. Everything else continues to `cbr0` and the
 //!    node's stack (and is masqueraded on the way out, see `netdev`).
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::classifier,
-    programs::TcContext,
-};
-use switchyard_abi::{ip_be, stat, RevNat, ServiceValue, SERVICE_LOOPBACK};
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use switchyard_abi::{ip_be, stat, ServiceValue, SERVICE_LOOPBACK};
 
 use crate::forward;
 use crate::lb;
 use crate::nat::{self, Side};
 use crate::overlay;
-use crate::packet::{self, Flow, Parsed};
+use crate::packet::{Flow, Parsed};
 use crate::reject;
-use crate::{conntrack, snat, stats};
+use crate::{conntrack, frag, hook, icmp, snat, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
 pub fn from_pod(mut ctx: TcContext) -> i32 {
-    match try_from_pod(&mut ctx) {
-        Ok(verdict) => verdict,
-        Err(reason) => {
-            stats::inc(reason);
-            TC_ACT_SHOT
-        }
-    }
+    hook::run(&mut ctx, try_from_pod)
 }
 
 /// `Err` carries the `stat` drop reason.
 #[inline(always)]
-fn try_from_pod(ctx: &mut TcContext) -> Result<i32, u32> {
-    let mut flow = match packet::parse(ctx).map_err(|_| stat::DROP_MALFORMED)? {
+fn try_from_pod(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
+    let loopback = ip_be(SERVICE_LOOPBACK);
+    let mut flow = match *parsed {
         Parsed::Other => return Ok(TC_ACT_OK),
-        Parsed::L3 { daddr, fragment } => {
-            if fragment {
+        Parsed::L3(mut ip) => {
+            if ip.later_fragment() {
                 stats::inc(stat::FRAGMENT);
+                let daddr = frag::translate(ctx, &mut ip)?;
+                return Ok(deliver(ctx, daddr, Some(ip.saddr)));
             }
-            return Ok(deliver(ctx, daddr, None));
+            if let Some(e) = icmp::translate_error(ctx, &ip, loopback)? {
+                return Ok(deliver(ctx, e.daddr, Some(e.saddr)));
+            }
+            return Ok(deliver(ctx, ip.daddr, None));
         }
         Parsed::L4(flow) => flow,
     };
     stats::inc(stat::PACKETS);
     let len = ctx.len();
     // A pod's answer to its own hairpin connection.
-    forward::unsnat(ctx, &mut flow, ip_be(SERVICE_LOOPBACK))?;
+    forward::unsnat(ctx, &mut flow, loopback)?;
     if let Some(front) = forward::reverse_nat(ctx, &flow, len)? {
-        return Ok(deliver(ctx, flow.daddr, Some(&front)));
+        return Ok(deliver(ctx, flow.daddr, Some(front.addr)));
     }
     if let Some(svc) = lb::lookup_service(&flow) {
         return load_balance(ctx, &flow, &svc, len);
@@ -105,14 +101,14 @@ fn hairpin(ctx: &mut TcContext, flow: &Flow, addr: u32, port: u16) -> Result<(),
 }
 
 /// A local pod, else another node's pod through the overlay, else (for a NodePort reply, whose
-/// source is now the node address) the uplink, else the node's stack.
+/// source `translated_src` is now the node address) the uplink, else the node's stack.
 #[inline(always)]
-fn deliver(ctx: &mut TcContext, daddr: u32, reply_from: Option<&RevNat>) -> i32 {
+fn deliver(ctx: &mut TcContext, daddr: u32, translated_src: Option<u32>) -> i32 {
     if let Some(v) = forward::to_local_pod(ctx, daddr).or_else(|| overlay::encap(ctx, daddr)) {
         return v;
     }
-    if let (Some(front), Some(cfg)) = (reply_from, overlay::config()) {
-        if front.addr == cfg.node_addr {
+    if let (Some(saddr), Some(cfg)) = (translated_src, overlay::config()) {
+        if saddr == cfg.node_addr {
             if let Some(v) = forward::node_reply(ctx, &cfg, daddr) {
                 return v;
             }

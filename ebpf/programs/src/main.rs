@@ -11,7 +11,9 @@
 //!   [`conntrack`]: flow tracking; [`nat`]: address/port rewrite with checksums;
 //!   [`reject`]: ICMP port unreachable for services without backends; [`stats`]: counters;
 //!   [`forward`]: delivery to local pods and the uplink; [`overlay`]: VXLAN tunnel keys;
-//!   [`snat`]: the source NAT table of masquerade and NodePort.
+//!   [`snat`]: the source NAT table of masquerade and NodePort; [`hook`]: what every TC hook
+//!   does around its decisions; [`frag`]: later fragments of translated datagrams; [`icmp`]:
+//!   ICMP errors about translated flows.
 //! - [`to_pods`]: TC egress on `cbr0` (reverse NAT of replies from the node's own namespace).
 //! - [`to_overlay`]: TC egress on `vxlan0` (tunnel keys for the node's own traffic to pods).
 //! - [`sock`]: cgroup socket hooks (socket load balancing for the node's own clients).
@@ -20,8 +22,11 @@
 
 mod conntrack;
 mod forward;
+mod frag;
 mod from_overlay;
 mod from_pod;
+mod hook;
+mod icmp;
 mod lb;
 mod maps;
 mod nat;

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use switchyard_abi::{
     capacity, Backend, CtKey, CtValue, LocalPod, NatEntry, NatKey, NodeConfig, RevNat, ServiceKey,
-    ServiceValue, SockRevKey,
+    ServiceValue, SockRevKey, FragKey, FragValue,
 };
 
 /// Frontend (VIP, port, proto, slot) → service header (slot 0) or backend id (slot n).
@@ -49,3 +49,7 @@ pub static NAT: LruHashMap<NatKey, NatEntry> = LruHashMap::pinned(capacity::NAT,
 /// Socket load balancing: (socket cookie, backend) → the frontend the socket addressed.
 #[map(name = "SOCK_REV_V1")]
 pub static SOCK_REV: LruHashMap<SockRevKey, RevNat> = LruHashMap::pinned(capacity::SOCK_REV, 0);
+
+/// Translated fragmented datagrams: what their later fragments become.
+#[map(name = "FRAGS_V1")]
+pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(capacity::FRAGS, 0);

@@ -12,12 +12,15 @@
 //!    this node's router address, so the reply comes back here; with `Local` only local backends
 //!    are used and a node without one drops the packet, as kube-proxy does.
 //!
+//! Later fragments of translated datagrams and ICMP errors about translated flows follow their
+//! datagram or flow ([`frag`](crate::frag), [`icmp`](crate::icmp)).
+//!
 //! `to_netdev` (TC egress): the seed rule
 //! `POSTROUTING ! -d CLUSTER_SUBNET -m addrtype ! --dst-type LOCAL -j MASQUERADE` — pod traffic
 //! leaving the cluster CIDR gets the node address and a port of its own as source. (Traffic to
 //! the node's own addresses never reaches the uplink's egress.)
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    bindings::TC_ACT_OK,
     macros::classifier,
     programs::TcContext,
 };
@@ -25,39 +28,30 @@ use switchyard_abi::{stat, NodeConfig, ServiceValue, SVC_FLAG_LOCAL_ONLY};
 
 use crate::nat::{self, Side};
 use crate::overlay::{self, in_cidr};
-use crate::packet::{self, Flow, Parsed};
-use crate::{forward, lb, reject, snat, stats};
+use crate::packet::{Flow, Ip, Parsed};
+use crate::{forward, frag, hook, icmp, lb, reject, snat, stats};
 
 /// Entry point of the uplink's ingress: see the module documentation.
 #[classifier]
 pub fn from_netdev(mut ctx: TcContext) -> i32 {
-    verdict(try_from_netdev(&mut ctx))
+    hook::run(&mut ctx, try_from_netdev)
 }
 
 /// Entry point of the uplink's egress: see the module documentation.
 #[classifier]
 pub fn to_netdev(mut ctx: TcContext) -> i32 {
-    verdict(try_to_netdev(&mut ctx))
+    hook::run(&mut ctx, try_to_netdev)
 }
 
 #[inline(always)]
-fn verdict(r: Result<i32, u32>) -> i32 {
-    match r {
-        Ok(v) => v,
-        Err(reason) => {
-            stats::inc(reason);
-            TC_ACT_SHOT
-        }
-    }
-}
-
-#[inline(always)]
-fn try_from_netdev(ctx: &mut TcContext) -> Result<i32, u32> {
-    let Parsed::L4(flow) = packet::parse(ctx).map_err(|_| stat::DROP_MALFORMED)? else {
-        return Ok(TC_ACT_OK);
-    };
+fn try_from_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     let Some(cfg) = overlay::config() else {
         return Ok(TC_ACT_OK);
+    };
+    let flow = match *parsed {
+        Parsed::L4(flow) => flow,
+        Parsed::L3(ip) if ip.daddr == cfg.node_addr => return no_ports(ctx, ip, &cfg),
+        _ => return Ok(TC_ACT_OK),
     };
     if flow.daddr != cfg.node_addr {
         return Ok(TC_ACT_OK);
@@ -78,6 +72,22 @@ fn try_from_netdev(ctx: &mut TcContext) -> Result<i32, u32> {
         Some(svc) => nodeport(ctx, &flow, &svc, &cfg),
         None => Ok(TC_ACT_OK),
     }
+}
+
+/// A later fragment or an ICMP error addressed to the node: translated like the datagram or flow
+/// it belongs to, then sent where that went.
+#[inline(always)]
+fn no_ports(ctx: &mut TcContext, mut ip: Ip, cfg: &NodeConfig) -> Result<i32, u32> {
+    let daddr = if ip.later_fragment() {
+        frag::translate(ctx, &mut ip)?
+    } else if let Some(e) = icmp::translate_error(ctx, &ip, cfg.node_addr)? {
+        e.daddr
+    } else {
+        return Ok(TC_ACT_OK);
+    };
+    Ok(forward::to_local_pod(ctx, daddr)
+        .or_else(|| overlay::encap(ctx, daddr))
+        .unwrap_or(TC_ACT_OK))
 }
 
 #[inline(always)]
@@ -118,9 +128,14 @@ fn nodeport(
 }
 
 #[inline(always)]
-fn try_to_netdev(ctx: &mut TcContext) -> Result<i32, u32> {
-    let Parsed::L4(flow) = packet::parse(ctx).map_err(|_| stat::DROP_MALFORMED)? else {
-        return Ok(TC_ACT_OK);
+fn try_to_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
+    let flow = match *parsed {
+        Parsed::L4(flow) => flow,
+        Parsed::L3(mut ip) if ip.later_fragment() => {
+            frag::translate(ctx, &mut ip)?;
+            return Ok(TC_ACT_OK);
+        }
+        _ => return Ok(TC_ACT_OK),
     };
     let Some(cfg) = overlay::config() else {
         return Ok(TC_ACT_OK);

@@ -13,6 +13,8 @@ pub const ETH_PROTO_OFF: usize = 12;
 pub const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 /// Offset of the IPv4 header.
 pub const IP_OFF: usize = ETH_HLEN;
+/// Offset of the IPv4 protocol.
+pub const IP_PROTO_OFF: usize = IP_OFF + 9;
 /// Offset of the IPv4 header checksum.
 pub const IP_CSUM_OFF: usize = IP_OFF + 10;
 /// Offset of the IPv4 source address.
@@ -47,9 +49,25 @@ pub struct Flow {
     pub l4_off: usize,
     /// IPv4 header length in bytes.
     pub ihl_len: usize,
+    /// IPv4 identification (network order): names the datagram its fragments belong to.
+    pub id: u16,
+    /// IPv4 flags and fragment offset (host order).
+    pub frag: u16,
 }
 
+/// `Flow::frag`/`Ip::frag`: more fragments follow.
+pub const IP_MF: u16 = 0x2000;
+/// `Flow::frag`/`Ip::frag`: the fragment offset.
+pub const IP_OFFSET: u16 = 0x1fff;
+
 impl Flow {
+    /// Whether this is the first fragment of a fragmented datagram (its later fragments, which
+    /// carry no ports, must be translated the same way).
+    #[inline(always)]
+    pub fn first_fragment(&self) -> bool {
+        self.frag & IP_MF != 0 && self.frag & IP_OFFSET == 0
+    }
+
     /// Offset of the L4 checksum.
     #[inline(always)]
     pub fn l4_csum_off(&self) -> usize {
@@ -88,17 +106,37 @@ impl Flow {
     }
 }
 
+/// An IPv4 packet without ports: not TCP/UDP, or a non-first fragment.
+#[derive(Clone, Copy)]
+pub struct Ip {
+    /// Source address (network order).
+    pub saddr: u32,
+    /// Destination address (network order).
+    pub daddr: u32,
+    /// IP protocol.
+    pub proto: u8,
+    /// IPv4 header length in bytes.
+    pub ihl_len: usize,
+    /// IPv4 identification (network order).
+    pub id: u16,
+    /// IPv4 flags and fragment offset (host order).
+    pub frag: u16,
+}
+
+impl Ip {
+    /// Whether this is a non-first fragment.
+    #[inline(always)]
+    pub fn later_fragment(&self) -> bool {
+        self.frag & IP_OFFSET != 0
+    }
+}
+
 /// What [`parse`] found.
 pub enum Parsed {
     /// An IPv4 TCP or UDP packet (first fragment or unfragmented).
     L4(Flow),
     /// IPv4 but not TCP/UDP, or a non-first fragment: only address-based forwarding applies.
-    L3 {
-        /// Destination address (network order).
-        daddr: u32,
-        /// The packet is a non-first fragment.
-        fragment: bool,
-    },
+    L3(Ip),
     /// Not IPv4.
     Other,
 }
@@ -118,13 +156,20 @@ pub fn parse(ctx: &TcContext) -> Result<Parsed, ()> {
     if ihl_len < IP_HLEN {
         return Err(());
     }
+    let id: u16 = ctx.load(IP_OFF + 4).map_err(|_| ())?;
     let frag: u16 = u16::from_be(ctx.load::<u16>(IP_OFF + 6).map_err(|_| ())?);
     let ip_proto: u8 = ctx.load(IP_OFF + 9).map_err(|_| ())?;
     let saddr: u32 = ctx.load(IP_SADDR_OFF).map_err(|_| ())?;
     let daddr: u32 = ctx.load(IP_DADDR_OFF).map_err(|_| ())?;
-    let fragment = frag & 0x1fff != 0;
-    if fragment || (ip_proto != proto::TCP && ip_proto != proto::UDP) {
-        return Ok(Parsed::L3 { daddr, fragment });
+    if frag & IP_OFFSET != 0 || (ip_proto != proto::TCP && ip_proto != proto::UDP) {
+        return Ok(Parsed::L3(Ip {
+            saddr,
+            daddr,
+            proto: ip_proto,
+            ihl_len,
+            id,
+            frag,
+        }));
     }
     let l4_off = IP_OFF + ihl_len;
     let sport: u16 = ctx.load(l4_off).map_err(|_| ())?;
@@ -137,5 +182,7 @@ pub fn parse(ctx: &TcContext) -> Result<Parsed, ()> {
         dport,
         l4_off,
         ihl_len,
+        id,
+        frag,
     }))
 }

@@ -83,6 +83,8 @@ fn balance(ctx: &SockAddrContext) -> i32 {
         dport: sa.user_port as u16,
         l4_off: 0,
         ihl_len: 0,
+        id: 0,
+        frag: 0,
     };
     let Some(svc) = lb::lookup_service(&flow) else {
         return ALLOW;

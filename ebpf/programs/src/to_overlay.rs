@@ -5,41 +5,32 @@
 //! program gives each the key of the node owning its destination (the `TUNNEL` trie). Packets
 //! `from_pod` and `from_netdev` redirected here already carry one: it is set again, to the
 //! same value. A packet for a pod CIDR no node owns is dropped and counted.
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::classifier,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use switchyard_abi::stat;
 
 use crate::overlay;
-use crate::packet::{self, Parsed};
-use crate::stats;
+use crate::packet::Parsed;
+use crate::{hook, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
 pub fn to_overlay(mut ctx: TcContext) -> i32 {
-    let daddr = match packet::parse(&ctx) {
-        Ok(Parsed::L4(flow)) => flow.daddr,
-        Ok(Parsed::L3 { daddr, .. }) => daddr,
-        Ok(Parsed::Other) => return TC_ACT_OK,
-        Err(()) => {
-            stats::inc(stat::DROP_MALFORMED);
-            return TC_ACT_SHOT;
+    hook::run(&mut ctx, |ctx, parsed| {
+        let daddr = match *parsed {
+            Parsed::L4(flow) => flow.daddr,
+            Parsed::L3(ip) => ip.daddr,
+            Parsed::Other => return Ok(TC_ACT_OK),
+        };
+        let Some(cfg) = overlay::config() else {
+            return Ok(TC_ACT_OK);
+        };
+        match overlay::set_tunnel_key(ctx, &cfg, daddr) {
+            Some(Ok(())) => {
+                stats::inc(stat::HOST_TUNNEL_TX);
+                Ok(TC_ACT_OK)
+            }
+            Some(Err(verdict)) => Ok(verdict),
+            None => Err(stat::DROP_NO_ROUTE),
         }
-    };
-    let Some(cfg) = overlay::config() else {
-        return TC_ACT_OK;
-    };
-    match overlay::set_tunnel_key(&mut ctx, &cfg, daddr) {
-        Some(Ok(())) => {
-            stats::inc(stat::HOST_TUNNEL_TX);
-            TC_ACT_OK
-        }
-        Some(Err(verdict)) => verdict,
-        None => {
-            stats::inc(stat::DROP_NO_ROUTE);
-            TC_ACT_SHOT
-        }
-    }
+    })
 }

@@ -4,38 +4,33 @@
 //! `hostNetwork` pod, a node daemon, the API server on this node) was DNATed by `from_pod` to
 //! the node's address; the stack delivers it locally and its reply leaves through `cbr0` to the
 //! pod, where no other program sees it. Here the reply-direction conntrack entry restores the
-//! frontend as its source. Everything else passes unchanged to the bridge.
-use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    macros::classifier,
-    programs::TcContext,
-};
+//! frontend as its source (and their later fragments and ICMP errors follow). Everything else
+//! passes unchanged to the bridge.
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use switchyard_abi::stat;
 
-use crate::packet::{self, Parsed};
-use crate::{forward, stats};
+use crate::packet::Parsed;
+use crate::{forward, frag, hook, icmp, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
 pub fn to_pods(mut ctx: TcContext) -> i32 {
-    let flow = match packet::parse(&ctx) {
-        Ok(Parsed::L4(flow)) => flow,
-        Ok(_) => return TC_ACT_OK,
-        Err(()) => {
-            stats::inc(stat::DROP_MALFORMED);
-            return TC_ACT_SHOT;
+    hook::run(&mut ctx, |ctx, parsed| match *parsed {
+        Parsed::L4(flow) => {
+            let len = ctx.len();
+            if forward::reverse_nat(ctx, &flow, len)?.is_some() {
+                stats::inc(stat::HOST_REV_NAT);
+            }
+            Ok(TC_ACT_OK)
         }
-    };
-    let len = ctx.len();
-    match forward::reverse_nat(&mut ctx, &flow, len) {
-        Ok(Some(_)) => {
-            stats::inc(stat::HOST_REV_NAT);
-            TC_ACT_OK
+        Parsed::L3(mut ip) => {
+            if ip.later_fragment() {
+                frag::translate(ctx, &mut ip)?;
+            } else {
+                icmp::translate_error(ctx, &ip, 0)?;
+            }
+            Ok(TC_ACT_OK)
         }
-        Ok(None) => TC_ACT_OK,
-        Err(reason) => {
-            stats::inc(reason);
-            TC_ACT_SHOT
-        }
-    }
+        Parsed::Other => Ok(TC_ACT_OK),
+    })
 }
