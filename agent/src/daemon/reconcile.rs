@@ -11,10 +11,8 @@
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use switchyard_abi::{Backend, RevNat, ServiceKey, ServiceValue};
-
 use super::report::ServicesSynced;
-use crate::datapath::services::ServiceSync;
+use crate::datapath::services::{ServiceSync, ServiceWriters};
 use crate::datapath::tunnels::{Cidr, TunnelSync};
 use crate::datapath::{MapWriter, SyncReport};
 use crate::model::{self, DesiredCache, NodeView};
@@ -39,15 +37,13 @@ impl Reconciler {
 
     /// Takes the changes the watches recorded and writes what differs into `services` and
     /// `tunnels`.
-    pub fn run<B, R, S, T>(
+    pub fn run<W, T>(
         &mut self,
-        services: &mut ServiceSync<B, R, S>,
+        services: &mut ServiceSync<W>,
         tunnels: &mut TunnelSync<T>,
         stores: &Stores,
     ) where
-        B: MapWriter<u32, Backend>,
-        R: MapWriter<u16, RevNat>,
-        S: MapWriter<ServiceKey, ServiceValue>,
+        W: ServiceWriters,
         T: MapWriter<Cidr, Ipv4Addr>,
     {
         let span = tracing::info_span!("reconcile", node = %self.node);
@@ -132,8 +128,7 @@ mod tests {
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use serde_json::json;
 
-    type MemSync =
-        ServiceSync<MemMap<u32, Backend>, MemMap<u16, RevNat>, MemMap<ServiceKey, ServiceValue>>;
+    type MemSync = ServiceSync<crate::datapath::services::InMemory>;
 
     struct World {
         stores: Stores,

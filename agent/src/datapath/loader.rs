@@ -11,7 +11,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use switchyard_abi::{
-    names, programs, Backend, LocalPod, NodeConfig, RevNat, ServiceKey, ServiceValue,
+    names, programs, AffinityMatchKey, Backend, LocalPod, NodeConfig, RevNat, ServiceKey,
+    ServiceValue, SourceRangeKey,
 };
 
 use super::maps::Named;
@@ -36,6 +37,10 @@ pub struct Loaded {
     pub config: Array<MapData, NodeConfig>,
     /// `TUNNEL`.
     pub tunnel: Named<LpmTrie<MapData, u32, u32>>,
+    /// `AFFINITY_MATCH`.
+    pub affinity_match: Named<HashMap<MapData, AffinityMatchKey, u8>>,
+    /// `SOURCE_RANGES`.
+    pub source_ranges: Named<LpmTrie<MapData, SourceRangeKey, u8>>,
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -72,6 +77,8 @@ pub fn load(pin_dir: &Path) -> Result<Loaded, DatapathError> {
         local_pods: take(&mut ebpf, names::LOCAL_PODS)?,
         config: take::<Array<MapData, NodeConfig>>(&mut ebpf, names::CONFIG)?.into_inner(),
         tunnel: take(&mut ebpf, names::TUNNEL)?,
+        affinity_match: take(&mut ebpf, names::AFFINITY_MATCH)?,
+        source_ranges: take(&mut ebpf, names::SOURCE_RANGES)?,
         ebpf,
     })
 }

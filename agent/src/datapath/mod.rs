@@ -7,7 +7,7 @@
 //! - [`maps`]: [`MapWriter`], the seam between bookkeeping and the kernel (aya maps, or
 //!   [`maps::MemMap`] in tests).
 //! - [`plan`] and [`partial`]: pure — desired state → map content with stable ids, the ordered
-//!   diff, and the same for a few changed frontends.
+//!   diff, and the same for a few changed frontends; [`maglev`]: consistent-hashing tables.
 //! - [`services`]: `SERVICES`/`BACKENDS`/`REV_NAT` kept equal to the desired state.
 //! - [`tunnels`]: `TUNNEL` kept equal to the overlay routes.
 //! - [`local_pods`]: CNI endpoint records → `LOCAL_PODS` and attached pod veths.
@@ -19,6 +19,7 @@ mod error;
 pub mod inspect;
 pub mod loader;
 pub mod local_pods;
+pub mod maglev;
 pub mod maps;
 pub mod partial;
 pub mod plan;
@@ -30,13 +31,15 @@ use std::net::Ipv4Addr;
 use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{HashMap, MapData};
 use aya::Ebpf;
-use switchyard_abi::{Backend, LocalPod, RevNat, ServiceKey, ServiceValue};
+use switchyard_abi::{
+    AffinityMatchKey, Backend, LocalPod, RevNat, ServiceKey, ServiceValue, SourceRangeKey,
+};
 
 use crate::paths;
 pub use error::{AttachError, DatapathError};
 pub use maps::MapWriter;
 use maps::Named;
-use services::{ServiceMaps, ServiceSync};
+use services::{ServiceMaps, ServiceSync, ServiceWriters};
 use tunnels::TunnelSync;
 
 /// What the datapath must know about its node before it can load.
@@ -66,11 +69,18 @@ pub struct SyncReport {
 }
 
 /// The pinned service maps.
-pub type KernelServices = ServiceSync<
-    Named<HashMap<MapData, u32, Backend>>,
-    Named<HashMap<MapData, u16, RevNat>>,
-    Named<HashMap<MapData, ServiceKey, ServiceValue>>,
->;
+pub struct Kernel;
+
+impl ServiceWriters for Kernel {
+    type Backends = Named<HashMap<MapData, u32, Backend>>;
+    type RevNat = Named<HashMap<MapData, u16, RevNat>>;
+    type Services = Named<HashMap<MapData, ServiceKey, ServiceValue>>;
+    type Affinity = Named<HashMap<MapData, AffinityMatchKey, u8>>;
+    type Ranges = Named<LpmTrie<MapData, SourceRangeKey, u8>>;
+}
+
+/// The service sync of the pinned maps.
+pub type KernelServices = ServiceSync<Kernel>;
 
 /// The pinned overlay route map.
 pub type KernelTunnels = TunnelSync<Named<LpmTrie<MapData, u32, u32>>>;
@@ -97,6 +107,8 @@ impl Datapath {
             backends: loaded.backends,
             rev_nat: loaded.rev_nat,
             services: loaded.services,
+            affinity_match: loaded.affinity_match,
+            source_ranges: loaded.source_ranges,
         })?;
         let tunnels = TunnelSync::open(loaded.tunnel)?;
         let devices = devices::Devices::open(settings, loaded.config, pin_dir)?;

@@ -22,8 +22,8 @@ fn header_key(fk: &FrontKey) -> ServiceKey {
 }
 
 use super::plan::{
-    backend_value, front_key, frontend_entries, identity, BackendIdentity, FrontKey, IdCursor,
-    PlanError, Programmed, Uses,
+    backend_value, front_key, frontend_entries, identity, uses_of, BackendIdentity, Extras,
+    FrontKey, IdCursor, PlanError, Programmed, Uses,
 };
 use crate::model::{Desired, Frontend};
 
@@ -60,15 +60,9 @@ impl Usage {
             if let Some(id) = u.rev_ids.get(&(fk.0, fk.1)) {
                 *u.rev_refs.entry(*id).or_default() += 1;
             }
-            let mut uses: Uses = spec
-                .backends
-                .iter()
-                .filter_map(|b| {
-                    let id = *u.backend_ids.get(&identity(&backend_value(b)))?;
-                    Some((id, !b.terminating))
-                })
-                .collect();
-            uses.sort_unstable();
+            let uses = uses_of(spec, |b| {
+                u.backend_ids.get(&identity(&backend_value(b))).copied()
+            });
             u.add_uses(&uses, 1);
             u.front_backends.insert(fk, uses);
         }
@@ -112,6 +106,14 @@ impl Change {
             programmed.services.remove(k);
         }
         programmed.services.extend(&self.after.services);
+        for k in &self.before.affinity_match {
+            programmed.affinity_match.remove(k);
+        }
+        programmed.affinity_match.extend(&self.after.affinity_match);
+        for r in &self.before.source_ranges {
+            programmed.source_ranges.remove(r);
+        }
+        programmed.source_ranges.extend(&self.after.source_ranges);
         for id in self.before.rev_nat.keys() {
             if let Some(r) = programmed.rev_nat.remove(id) {
                 usage.rev_ids.remove(&(r.addr, r.port));
@@ -216,6 +218,25 @@ pub fn plan_changes(
                 change.before.rev_nat.insert(h.rev_nat_id, *r);
                 *rev_delta.entry(h.rev_nat_id).or_default() -= 1;
             }
+            let mine: BTreeSet<u32> = usage
+                .front_backends
+                .get(&fk)
+                .into_iter()
+                .flatten()
+                .map(|(id, _)| *id)
+                .collect();
+            change
+                .before
+                .affinity_match
+                .extend(current.affinity_match.iter().filter(|k| {
+                    k.rev_nat_id == h.rev_nat_id && k.proto == fk.2 && mine.contains(&k.backend_id)
+                }));
+            change.before.source_ranges.extend(
+                current
+                    .source_ranges
+                    .iter()
+                    .filter(|(k, _)| k.rev_nat_id == h.rev_nat_id.to_be() && k.proto == fk.2),
+            );
         }
         for (id, active) in usage.front_backends.get(&fk).into_iter().flatten() {
             if let Some(b) = current.backends.get(id) {
@@ -254,6 +275,12 @@ pub fn plan_changes(
         );
         *rev_delta.entry(rev_nat_id).or_default() += 1;
 
+        let Programmed {
+            services,
+            affinity_match,
+            source_ranges,
+            ..
+        } = &mut change.after;
         let uses = frontend_entries(
             fk,
             spec,
@@ -282,7 +309,11 @@ pub fn plan_changes(
                 d.1 += i64::from(!b.terminating);
                 id
             },
-            &mut change.after.services,
+            services,
+            Extras {
+                affinity_match,
+                source_ranges,
+            },
         )?;
         change.fronts.push((fk, Some(uses)));
     }
@@ -320,7 +351,7 @@ mod tests {
     use super::*;
     use crate::datapath::plan::tests::{apply, backend};
     use crate::datapath::plan::{diff, plan};
-    use crate::model::{FrontendSpec, Proto};
+    use crate::model::{BackendSpec, FrontendSpec, Proto};
     use rand::{Rng, SeedableRng};
     use std::net::Ipv4Addr;
 
@@ -338,10 +369,26 @@ mod tests {
             .collect();
         backends.sort();
         backends.dedup_by_key(|b| b.addr);
+        let internal = rng.gen_bool(0.2).then(|| {
+            backends
+                .iter()
+                .map(|b| BackendSpec {
+                    terminating: rng.gen_bool(0.3),
+                    ..*b
+                })
+                .collect()
+        });
+        let source_ranges = (0..rng.gen_range(0..3))
+            .map(|i| (Ipv4Addr::new(198, 18, i, 0), 24))
+            .collect();
         FrontendSpec {
             backends,
             service: "t".into(),
             nodeport: rng.gen_bool(0.2),
+            affinity_timeout: rng.gen_bool(0.3).then_some(60),
+            maglev: rng.gen_bool(0.05),
+            internal,
+            source_ranges,
             ..Default::default()
         }
     }
@@ -380,7 +427,12 @@ mod tests {
             change.commit(&mut programmed, &mut usage);
             assert_eq!(reached, programmed, "step {step}: ops and commit agree");
             let full = plan(&desired, &programmed, &mut cursor.clone()).unwrap();
-            assert_eq!(full, programmed, "step {step}: a full plan changes nothing");
+            let ops = diff(&programmed, &full);
+            assert!(
+                ops.is_empty(),
+                "step {step}: a full plan changes nothing, but would apply {:?}",
+                &ops[..ops.len().min(8)]
+            );
             assert_eq!(
                 usage,
                 Usage::build(&desired, &programmed),

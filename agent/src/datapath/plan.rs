@@ -1,19 +1,32 @@
 //! Pure planning of map contents: the model's [`Desired`] state becomes the exact entries of
-//! `SERVICES`, `BACKENDS` and `REV_NAT`, reusing the ids already programmed so that conntrack
-//! entries of established flows keep pointing at the right backend and frontend.
+//! `SERVICES`, `BACKENDS`, `REV_NAT`, `AFFINITY_MATCH` and `SOURCE_RANGES`, reusing the ids
+//! already programmed so that conntrack entries of established flows keep pointing at the right
+//! backend and frontend.
+//!
+//! A frontend is a slot-0 header and one slot per backend taking new connections (or, for
+//! Maglev, a table of [`MAGLEV_TABLE_SIZE`] slots), in [`SCOPE_EXTERNAL`]; when clients inside
+//! the cluster get other backends than outside clients (`externalTrafficPolicy: Local`), the same
+//! again in [`SCOPE_INTERNAL`].
 //!
 //! [`diff`] then lists the writes and deletes in the order that never lets a packet see a
-//! half-written service: backends, rev-NAT, backend slots, headers; removals in reverse.
-use std::collections::{BTreeMap, HashMap, HashSet};
+//! half-written service: backends, rev-NAT, affinity members, source ranges, backend slots,
+//! headers; removals in reverse.
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use switchyard_abi::{
-    addr_be, port_be, Backend, RevNat, ServiceKey, ServiceValue, BACKEND_ACTIVE,
-    BACKEND_TERMINATING, SVC_FLAG_AFFINITY, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_NODEPORT,
+    addr_be, port_be, AffinityMatchKey, Backend, RevNat, ServiceKey, ServiceValue, SourceRangeKey,
+    BACKEND_ACTIVE, BACKEND_TERMINATING, MAGLEV_TABLE_SIZE, SCOPE_EXTERNAL, SCOPE_INTERNAL,
+    SVC_FLAG_AFFINITY, SVC_FLAG_EXTERNAL, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_MAGLEV, SVC_FLAG_NODEPORT,
+    SVC_FLAG_SOURCE_RANGES, SVC_FLAG_TWO_SCOPES,
 };
 
+use super::maglev;
 use crate::model::{BackendSpec, Desired, Frontend, FrontendSpec};
 
-/// The content of the three service maps (what is, or should be, programmed).
+/// A `SOURCE_RANGES` entry: the key data and the network's prefix length.
+pub type SourceRange = (SourceRangeKey, u8);
+
+/// The content of the service maps (what is, or should be, programmed).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Programmed {
     /// `BACKENDS`.
@@ -22,6 +35,18 @@ pub struct Programmed {
     pub rev_nat: BTreeMap<u16, RevNat>,
     /// `SERVICES` (headers and slots).
     pub services: BTreeMap<ServiceKey, ServiceValue>,
+    /// `AFFINITY_MATCH`: the backends of each ClientIP-affinity frontend.
+    pub affinity_match: BTreeSet<AffinityMatchKey>,
+    /// `SOURCE_RANGES`.
+    pub source_ranges: BTreeSet<SourceRange>,
+}
+
+/// The per-frontend entries besides `SERVICES` that [`frontend_entries`] writes.
+pub struct Extras<'a> {
+    /// `AFFINITY_MATCH`.
+    pub affinity_match: &'a mut BTreeSet<AffinityMatchKey>,
+    /// `SOURCE_RANGES`.
+    pub source_ranges: &'a mut BTreeSet<SourceRange>,
 }
 
 /// Id counters that only move forward during a run, so a freed id is not handed to a new backend
@@ -89,47 +114,110 @@ pub fn front_key(f: &Frontend) -> FrontKey {
 /// The backends one frontend references: id, and whether it uses it as active; sorted.
 pub type Uses = Vec<(u32, bool)>;
 
-/// Writes the `SERVICES` entries of one frontend into `out` — a slot per active backend, in the
-/// model's order, then the slot-0 header counting them — and returns the backends it uses.
-/// Terminating backends get an id (their `BACKENDS` entry keeps existing flows going) but no
-/// slot. `backend_id` names (or allocates) the id of each backend.
+/// The backends `spec` uses (in both scopes), each once by id, active if any scope sends it new
+/// connections; sorted. `id_of` gives each backend's id (`None`: not known, left out).
+pub fn uses_of(spec: &FrontendSpec, mut id_of: impl FnMut(&BackendSpec) -> Option<u32>) -> Uses {
+    let mut ids: BTreeMap<u32, bool> = BTreeMap::new();
+    for b in spec.backends.iter().chain(spec.internal.iter().flatten()) {
+        if let Some(id) = id_of(b) {
+            *ids.entry(id).or_insert(false) |= !b.terminating;
+        }
+    }
+    ids.into_iter().collect()
+}
+
+/// Writes the entries of one frontend — its `SERVICES` slots and header in each scope it has,
+/// its `AFFINITY_MATCH` members and `SOURCE_RANGES` networks — and returns the backends it uses
+/// (each once; active if any scope sends it new connections). Terminating backends get an id
+/// (their `BACKENDS` entry keeps existing flows going) but no slot. `backend_id` names (or
+/// allocates) the id of each backend.
 pub fn frontend_entries(
     fk: FrontKey,
     spec: &FrontendSpec,
     rev_nat_id: u16,
     mut backend_id: impl FnMut(&BackendSpec) -> u32,
     out: &mut BTreeMap<ServiceKey, ServiceValue>,
+    extras: Extras<'_>,
 ) -> Result<Uses, PlanError> {
-    let (addr, port, proto) = fk;
-    let mut uses = Uses::new();
-    let mut slot: u16 = 0;
-    for b in spec.backends.iter().filter(|b| !b.terminating) {
-        slot = slot
-            .checked_add(1)
-            .ok_or_else(|| PlanError::TooManyBackends {
-                service: spec.service.clone(),
-                count: spec.backends.len(),
-            })?;
-        let id = backend_id(b);
-        uses.push((id, true));
-        out.insert(
-            ServiceKey::new(addr, port, proto, slot),
-            ServiceValue {
-                backend_id: id,
-                rev_nat_id,
-                ..ServiceValue::default()
+    let uses = uses_of(spec, |b| Some(backend_id(b)));
+    let id_of: HashMap<&BackendSpec, u32> = spec
+        .backends
+        .iter()
+        .chain(spec.internal.iter().flatten())
+        .map(|b| (b, backend_id(b)))
+        .collect();
+    let mut scopes = vec![(SCOPE_EXTERNAL, &spec.backends)];
+    if let Some(internal) = &spec.internal {
+        scopes.push((SCOPE_INTERNAL, internal));
+    }
+    for (scope, backends) in scopes {
+        let active: Vec<(u32, &BackendSpec)> = backends
+            .iter()
+            .filter(|b| !b.terminating)
+            .map(|b| (id_of[b], b))
+            .collect();
+        let slots = slots(spec, &active)?;
+        let (addr, port, proto) = fk;
+        for (i, id) in slots.iter().enumerate() {
+            out.insert(
+                ServiceKey::scoped(addr, port, proto, i as u16 + 1, scope),
+                ServiceValue {
+                    backend_id: *id,
+                    rev_nat_id,
+                    ..ServiceValue::default()
+                },
+            );
+        }
+        let mut value = header(spec, slots.len() as u16, rev_nat_id);
+        if scope == SCOPE_INTERNAL {
+            value.flags &= !(SVC_FLAG_LOCAL_ONLY | SVC_FLAG_TWO_SCOPES);
+        }
+        out.insert(ServiceKey::scoped(addr, port, proto, 0, scope), value);
+        if spec.affinity_timeout.is_some() {
+            for (id, _) in &active {
+                extras.affinity_match.insert(AffinityMatchKey {
+                    backend_id: *id,
+                    rev_nat_id,
+                    proto,
+                    pad: 0,
+                });
+            }
+        }
+    }
+    for (net, prefix) in &spec.source_ranges {
+        extras.source_ranges.insert((
+            SourceRangeKey {
+                rev_nat_id: rev_nat_id.to_be(),
+                proto: fk.2,
+                pad: 0,
+                addr: addr_be(*net),
             },
-        );
+            *prefix,
+        ));
     }
-    for b in spec.backends.iter().filter(|b| b.terminating) {
-        uses.push((backend_id(b), false));
-    }
-    out.insert(
-        ServiceKey::new(addr, port, proto, 0),
-        header(spec, slot, rev_nat_id),
-    );
-    uses.sort_unstable();
     Ok(uses)
+}
+
+/// The backend id of every slot of a frontend with `active` backends: one slot each in the
+/// model's order, or a Maglev table over them.
+fn slots(spec: &FrontendSpec, active: &[(u32, &BackendSpec)]) -> Result<Vec<u32>, PlanError> {
+    if spec.maglev && !active.is_empty() {
+        let names: Vec<Vec<u8>> = active
+            .iter()
+            .map(|(_, b)| format!("{}:{}", b.addr.ip, b.addr.port).into_bytes())
+            .collect();
+        return Ok(maglev::table(&names, usize::from(MAGLEV_TABLE_SIZE))
+            .into_iter()
+            .map(|i| active[i].0)
+            .collect());
+    }
+    if active.len() > usize::from(u16::MAX) {
+        return Err(PlanError::TooManyBackends {
+            service: spec.service.clone(),
+            count: spec.backends.len(),
+        });
+    }
+    Ok(active.iter().map(|(id, _)| *id).collect())
 }
 
 /// Errors of planning.
@@ -192,7 +280,13 @@ pub fn plan(
         };
         next.rev_nat
             .insert(rev_nat_id, RevNat { addr, port, pad: 0 });
-        let backends = &mut next.backends;
+        let Programmed {
+            backends,
+            services,
+            affinity_match,
+            source_ranges,
+            ..
+        } = &mut next;
         frontend_entries(
             fk,
             spec,
@@ -211,7 +305,11 @@ pub fn plan(
                 }
                 id
             },
-            &mut next.services,
+            services,
+            Extras {
+                affinity_match,
+                source_ranges,
+            },
         )?;
     }
     Ok(next)
@@ -244,6 +342,18 @@ pub fn header(spec: &FrontendSpec, count: u16, rev_nat_id: u16) -> ServiceValue 
     if spec.nodeport {
         flags |= SVC_FLAG_NODEPORT;
     }
+    if spec.external {
+        flags |= SVC_FLAG_EXTERNAL;
+    }
+    if spec.maglev {
+        flags |= SVC_FLAG_MAGLEV;
+    }
+    if spec.internal.is_some() {
+        flags |= SVC_FLAG_TWO_SCOPES;
+    }
+    if !spec.source_ranges.is_empty() {
+        flags |= SVC_FLAG_SOURCE_RANGES;
+    }
     ServiceValue {
         backend_id: 0,
         count,
@@ -261,10 +371,18 @@ pub enum Op {
     PutBackend(u32, Backend),
     /// Write a rev-NAT entry.
     PutRevNat(u16, RevNat),
+    /// Add an affinity member.
+    PutAffinityMatch(AffinityMatchKey),
+    /// Add a source range.
+    PutSourceRange(SourceRange),
     /// Write a service slot or header.
     PutService(ServiceKey, ServiceValue),
     /// Delete a service slot or header.
     DeleteService(ServiceKey),
+    /// Delete a source range.
+    DeleteSourceRange(SourceRange),
+    /// Delete an affinity member.
+    DeleteAffinityMatch(AffinityMatchKey),
     /// Delete a rev-NAT entry.
     DeleteRevNat(u16),
     /// Delete a backend.
@@ -283,6 +401,12 @@ pub fn diff(current: &Programmed, next: &Programmed) -> Vec<Op> {
         if current.rev_nat.get(id) != Some(r) {
             ops.push(Op::PutRevNat(*id, *r));
         }
+    }
+    for k in next.affinity_match.difference(&current.affinity_match) {
+        ops.push(Op::PutAffinityMatch(*k));
+    }
+    for r in next.source_ranges.difference(&current.source_ranges) {
+        ops.push(Op::PutSourceRange(*r));
     }
     let changed = |k: &ServiceKey, v: &ServiceValue| current.services.get(k) != Some(v);
     // Slots before headers: a header never counts a slot that is not written yet.
@@ -306,6 +430,12 @@ pub fn diff(current: &Programmed, next: &Programmed) -> Vec<Op> {
         if !next.services.contains_key(k) {
             ops.push(Op::DeleteService(*k));
         }
+    }
+    for r in current.source_ranges.difference(&next.source_ranges) {
+        ops.push(Op::DeleteSourceRange(*r));
+    }
+    for k in current.affinity_match.difference(&next.affinity_match) {
+        ops.push(Op::DeleteAffinityMatch(*k));
     }
     for id in current.rev_nat.keys() {
         if !next.rev_nat.contains_key(id) {
@@ -376,6 +506,18 @@ pub(crate) mod tests {
                 }
                 Op::DeleteBackend(id) => {
                     p.backends.remove(&id);
+                }
+                Op::PutAffinityMatch(k) => {
+                    p.affinity_match.insert(k);
+                }
+                Op::DeleteAffinityMatch(k) => {
+                    p.affinity_match.remove(&k);
+                }
+                Op::PutSourceRange(r) => {
+                    p.source_ranges.insert(r);
+                }
+                Op::DeleteSourceRange(r) => {
+                    p.source_ranges.remove(&r);
                 }
             }
         }
@@ -560,5 +702,86 @@ pub(crate) mod tests {
         let p = plan(&d, &Programmed::default(), &mut cursor).unwrap();
         assert_eq!(p.rev_nat.len(), 1);
         assert_eq!(p.backends.len(), 2);
+    }
+
+    #[test]
+    fn a_maglev_frontend_gets_a_full_table_shared_by_its_backends() {
+        let mut d = desired(vec![backend(2, false), backend(3, false), backend(4, true)]);
+        d.frontends.values_mut().next().unwrap().maglev = true;
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let p = plan(&d, &Programmed::default(), &mut cursor).unwrap();
+        let header = p.services.iter().find(|(k, _)| k.slot == 0).unwrap().1;
+        assert_eq!(header.count, MAGLEV_TABLE_SIZE);
+        assert_ne!(header.flags & SVC_FLAG_MAGLEV, 0);
+        let mut per_backend: BTreeMap<u32, usize> = BTreeMap::new();
+        for (_, v) in p.services.iter().filter(|(k, _)| k.slot != 0) {
+            *per_backend.entry(v.backend_id).or_default() += 1;
+        }
+        assert_eq!(
+            per_backend.len(),
+            2,
+            "the terminating backend owns no entry"
+        );
+        assert!(
+            per_backend.values().all(|n| n.abs_diff(2047) < 30),
+            "{per_backend:?}"
+        );
+    }
+
+    #[test]
+    fn clients_inside_the_cluster_get_their_own_scope_when_backends_differ() {
+        let mut d = desired(vec![backend(2, false), backend(3, true)]);
+        let spec = d.frontends.values_mut().next().unwrap();
+        spec.local_only = true;
+        spec.internal = Some(vec![backend(2, false), backend(3, false)]);
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let p = plan(&d, &Programmed::default(), &mut cursor).unwrap();
+        let head = |scope| {
+            p.services
+                .iter()
+                .find(|(k, _)| k.slot == 0 && k.scope == scope)
+                .unwrap()
+                .1
+        };
+        assert_eq!(head(SCOPE_EXTERNAL).count, 1);
+        assert_ne!(head(SCOPE_EXTERNAL).flags & SVC_FLAG_TWO_SCOPES, 0);
+        assert_eq!(head(SCOPE_INTERNAL).count, 2);
+        assert_eq!(head(SCOPE_INTERNAL).flags & SVC_FLAG_LOCAL_ONLY, 0);
+        assert_eq!(p.backends.len(), 2);
+        assert!(p.backends.values().all(|b| b.state == BACKEND_ACTIVE));
+    }
+
+    #[test]
+    fn affinity_members_and_source_ranges_follow_the_frontend() {
+        let mut d = desired(vec![backend(2, false), backend(3, true)]);
+        let spec = d.frontends.values_mut().next().unwrap();
+        spec.affinity_timeout = Some(30);
+        spec.source_ranges = vec![(Ipv4Addr::new(198, 18, 0, 0), 24)];
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let p = plan(&d, &Programmed::default(), &mut cursor).unwrap();
+        assert_eq!(
+            p.affinity_match.len(),
+            1,
+            "only backends taking new connections"
+        );
+        assert_eq!(p.source_ranges.len(), 1);
+        let (key, prefix) = *p.source_ranges.iter().next().unwrap();
+        assert_eq!((key.addr.to_ne_bytes(), prefix), ([198, 18, 0, 0], 24));
+        let gone = plan(&Desired::default(), &p, &mut cursor).unwrap();
+        let ops = diff(&p, &gone);
+        assert_eq!(apply(&p, &ops), gone);
+        assert!(gone.affinity_match.is_empty() && gone.source_ranges.is_empty());
+        let range_delete = ops
+            .iter()
+            .position(|o| matches!(o, Op::DeleteSourceRange(_)))
+            .unwrap();
+        let header_delete = ops
+            .iter()
+            .position(|o| matches!(o, Op::DeleteService(k) if k.slot == 0))
+            .unwrap();
+        assert!(
+            header_delete < range_delete,
+            "the header goes before what it names"
+        );
     }
 }

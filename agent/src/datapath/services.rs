@@ -9,36 +9,51 @@
 //! and the next sync is a full one, which rewrites whatever differs from the desired state.
 use std::collections::{BTreeMap, BTreeSet};
 
-use switchyard_abi::{Backend, RevNat, ServiceKey, ServiceValue};
+use switchyard_abi::{AffinityMatchKey, Backend, RevNat, ServiceKey, ServiceValue};
 
-use super::maps::MapWriter;
+use super::maps::{MapWriter, MemMap};
 use super::partial::{self, Usage};
-use super::plan::{self, IdCursor, Op, Programmed};
+use super::plan::{self, IdCursor, Op, Programmed, SourceRange};
 use super::{DatapathError, SyncReport};
 use crate::model::{Desired, Frontend};
 
-/// The three service maps.
-pub struct ServiceMaps<B, R, S> {
+/// The map types of one set of service maps (the kernel's, or in-memory ones).
+pub trait ServiceWriters {
     /// `BACKENDS`.
-    pub backends: B,
+    type Backends: MapWriter<u32, Backend>;
     /// `REV_NAT`.
-    pub rev_nat: R,
+    type RevNat: MapWriter<u16, RevNat>;
     /// `SERVICES`.
-    pub services: S,
+    type Services: MapWriter<ServiceKey, ServiceValue>;
+    /// `AFFINITY_MATCH`.
+    type Affinity: MapWriter<AffinityMatchKey, u8>;
+    /// `SOURCE_RANGES`.
+    type Ranges: MapWriter<SourceRange, u8>;
 }
 
-impl<B, R, S> ServiceMaps<B, R, S>
-where
-    B: MapWriter<u32, Backend>,
-    R: MapWriter<u16, RevNat>,
-    S: MapWriter<ServiceKey, ServiceValue>,
-{
+/// The service maps.
+pub struct ServiceMaps<W: ServiceWriters> {
+    /// `BACKENDS`.
+    pub backends: W::Backends,
+    /// `REV_NAT`.
+    pub rev_nat: W::RevNat,
+    /// `SERVICES`.
+    pub services: W::Services,
+    /// `AFFINITY_MATCH`.
+    pub affinity_match: W::Affinity,
+    /// `SOURCE_RANGES`.
+    pub source_ranges: W::Ranges,
+}
+
+impl<W: ServiceWriters> ServiceMaps<W> {
     /// What the maps hold now (a previous agent's work, after a restart).
     pub fn read(&self) -> Result<Programmed, DatapathError> {
         Ok(Programmed {
             backends: read_map(&self.backends)?,
             rev_nat: read_map(&self.rev_nat)?,
             services: read_map(&self.services)?,
+            affinity_match: read_map(&self.affinity_match)?.into_keys().collect(),
+            source_ranges: read_map(&self.source_ranges)?.into_keys().collect(),
         })
     }
 
@@ -51,6 +66,12 @@ where
             Op::DeleteService(k) => (self.services.name(), self.services.remove(&k)),
             Op::DeleteRevNat(id) => (self.rev_nat.name(), self.rev_nat.remove(&id)),
             Op::DeleteBackend(id) => (self.backends.name(), self.backends.remove(&id)),
+            Op::PutAffinityMatch(k) => (self.affinity_match.name(), self.affinity_match.put(k, 0)),
+            Op::DeleteAffinityMatch(k) => {
+                (self.affinity_match.name(), self.affinity_match.remove(&k))
+            }
+            Op::PutSourceRange(r) => (self.source_ranges.name(), self.source_ranges.put(r, 0)),
+            Op::DeleteSourceRange(r) => (self.source_ranges.name(), self.source_ranges.remove(&r)),
         };
         result.map_err(DatapathError::map(map))
     }
@@ -66,8 +87,8 @@ pub fn read_map<K: Ord, V>(map: &impl MapWriter<K, V>) -> Result<BTreeMap<K, V>,
 }
 
 /// The service maps and what is known about their content.
-pub struct ServiceSync<B, R, S> {
-    maps: ServiceMaps<B, R, S>,
+pub struct ServiceSync<W: ServiceWriters> {
+    maps: ServiceMaps<W>,
     programmed: Programmed,
     cursor: IdCursor,
     /// Which frontend uses which id; `None` until the first full sync (a previous agent's maps
@@ -75,14 +96,9 @@ pub struct ServiceSync<B, R, S> {
     usage: Option<Usage>,
 }
 
-impl<B, R, S> ServiceSync<B, R, S>
-where
-    B: MapWriter<u32, Backend>,
-    R: MapWriter<u16, RevNat>,
-    S: MapWriter<ServiceKey, ServiceValue>,
-{
+impl<W: ServiceWriters> ServiceSync<W> {
     /// Takes over `maps` with whatever they hold; ids continue after the highest one found.
-    pub fn open(maps: ServiceMaps<B, R, S>) -> Result<Self, DatapathError> {
+    pub fn open(maps: ServiceMaps<W>) -> Result<Self, DatapathError> {
         let programmed = maps.read()?;
         let cursor = IdCursor::after(&programmed);
         Ok(ServiceSync {
@@ -99,12 +115,12 @@ where
     }
 
     /// The maps (tests look inside).
-    pub fn maps(&self) -> &ServiceMaps<B, R, S> {
+    pub fn maps(&self) -> &ServiceMaps<W> {
         &self.maps
     }
 
     /// The maps, for injecting failures in tests.
-    pub fn maps_mut(&mut self) -> &mut ServiceMaps<B, R, S> {
+    pub fn maps_mut(&mut self) -> &mut ServiceMaps<W> {
         &mut self.maps
     }
 
@@ -161,28 +177,40 @@ where
 impl SyncReport {
     fn count(&mut self, op: &Op) {
         match op {
-            Op::PutBackend(..) | Op::PutRevNat(..) | Op::PutService(..) => self.written += 1,
+            Op::PutBackend(..)
+            | Op::PutRevNat(..)
+            | Op::PutService(..)
+            | Op::PutAffinityMatch(..)
+            | Op::PutSourceRange(..) => self.written += 1,
             _ => self.deleted += 1,
         }
     }
 }
 
 /// Service maps in memory (tests).
-pub type MemServiceMaps = ServiceMaps<
-    super::maps::MemMap<u32, Backend>,
-    super::maps::MemMap<u16, RevNat>,
-    super::maps::MemMap<ServiceKey, ServiceValue>,
->;
+pub struct InMemory;
+
+impl ServiceWriters for InMemory {
+    type Backends = MemMap<u32, Backend>;
+    type RevNat = MemMap<u16, RevNat>;
+    type Services = MemMap<ServiceKey, ServiceValue>;
+    type Affinity = MemMap<AffinityMatchKey, u8>;
+    type Ranges = MemMap<SourceRange, u8>;
+}
+
+/// [`ServiceMaps`] in memory.
+pub type MemServiceMaps = ServiceMaps<InMemory>;
 
 impl MemServiceMaps {
     /// Empty maps with the kernel maps' names and capacities.
     pub fn in_memory() -> Self {
-        use super::maps::MemMap;
         use switchyard_abi::{capacity, names};
         ServiceMaps {
             backends: MemMap::new(names::BACKENDS, capacity::BACKENDS as usize),
             rev_nat: MemMap::new(names::REV_NAT, capacity::REV_NAT as usize),
             services: MemMap::new(names::SERVICES, capacity::SERVICES as usize),
+            affinity_match: MemMap::new(names::AFFINITY_MATCH, capacity::AFFINITY_MATCH as usize),
+            source_ranges: MemMap::new(names::SOURCE_RANGES, capacity::SOURCE_RANGES as usize),
         }
     }
 }

@@ -3,9 +3,11 @@
 //! Services, EndpointSlices and Nodes go in; [`Desired`] frontends/backends and overlay routes
 //! come out. Nothing here touches the kernel or the network, so every rule of the model is a
 //! plain unit test.
-//! - [`services`]: ClusterIP and NodePort frontends with their backends, as kube-proxy computes them.
+//! - [`services`]: ClusterIP, NodePort and external frontends with their backends, as kube-proxy
+//!   computes them; [`endpoints`]: which endpoints take new connections.
 //! - [`nodes`]: the agent's own node (podCIDR, address) and the overlay routes to the others.
 pub mod cache;
+pub mod endpoints;
 mod error;
 pub mod nodes;
 pub mod services;
@@ -14,5 +16,5 @@ mod types;
 pub use cache::{DesiredCache, ObjKey};
 pub use error::ModelError;
 pub use nodes::{node_info, tunnels, NodeInfo};
-pub use services::{desired, service_frontends, slice_owner, NodeView};
+pub use services::{desired, service_frontends, service_notes, slice_owner, NodeView};
 pub use types::*;

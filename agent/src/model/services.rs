@@ -1,24 +1,30 @@
 //! Services and EndpointSlices → frontends and backends, following kube-proxy's rules:
-//! - every port of a Service with an IPv4 ClusterIP is a frontend (TCP and UDP; SCTP is skipped);
-//!   `NodePort`/`LoadBalancer` ports with a `nodePort` are also frontends on the node's address;
-//! - backends are the endpoints of the Service's EndpointSlices (label
-//!   `kubernetes.io/service-name`, same namespace, `addressType: IPv4`) whose slice port has the
-//!   same name as the service port;
-//! - ready endpoints take new connections; if there are none, serving-but-terminating ones do;
-//!   otherwise terminating endpoints are kept only for the flows they already have;
-//! - `externalTrafficPolicy: Local` NodePorts use only this node's endpoints;
-//! - endpoints on a node that no longer exists are dropped at once (its pods are gone with it);
+//! - every port of a Service with an IPv4 ClusterIP is a frontend (TCP and UDP); with
+//!   `internalTrafficPolicy: Local` only this node's endpoints take its new connections, and
+//!   none means clients are refused, never sent elsewhere;
+//! - `NodePort`/`LoadBalancer` ports with a `nodePort` are also frontends on the node's address,
+//!   and `externalIPs` and (for `LoadBalancer`) `status.loadBalancer.ingress[].ip` are frontends
+//!   on the service port, with `loadBalancerSourceRanges` on the latter; with
+//!   `externalTrafficPolicy: Local` these take only this node's endpoints from outside, while
+//!   pods keep reaching every endpoint through them (kube-proxy's short-circuit);
+//! - backends come from the Service's EndpointSlices ([`super::endpoints`]: readiness,
+//!   terminating endpoints, topology hints);
+//! - `sessionAffinity: ClientIP` and the backend choice (`service.switchyard.io/lb-algorithm:
+//!   maglev` for consistent hashing) are carried to the datapath;
 //! - a frontend without endpoints is still programmed, so clients are rejected, not left hanging;
-//! - a Service labelled `service.kubernetes.io/service-proxy-name` belongs to the proxy it names.
+//! - a Service labelled `service.kubernetes.io/service-proxy-name` belongs to the proxy it names;
+//! - what the datapath cannot serve (SCTP, IPv6, unknown annotations…) is listed by
+//!   [`service_notes`] so the agent can report it.
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::{Node, Service, ServicePort};
+use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::nodes::internal_ip;
-use super::{BackendAddr, BackendSpec, Desired, Frontend, FrontendSpec, Proto};
+use super::endpoints::{backends, endpoints, is_local, proto, Endpoint};
+use super::nodes::{internal_ip, parse_cidr};
+use super::{Desired, Frontend, FrontendSpec};
 
 /// Label linking an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -27,26 +33,20 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// proxy it names; so does switchyard).
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 
+/// Annotation choosing how new connections pick a backend: `random` (the default) or `maglev`
+/// (consistent hashing: every node picks the same backend for a flow, and a backend change moves
+/// few flows).
+pub const LB_ALGORITHM_ANNOTATION: &str = "service.switchyard.io/lb-algorithm";
+
+/// Annotation asking for topology-aware routing (value `Auto`), as the EndpointSlice
+/// controller and kube-proxy read it.
+pub const TOPOLOGY_MODE_ANNOTATION: &str = "service.kubernetes.io/topology-mode";
+
+/// Node label naming its zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
 /// Default ClientIP affinity timeout (3 hours), as Kubernetes defaults it.
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
-
-fn proto(p: Option<&str>) -> Option<Proto> {
-    match p.unwrap_or("TCP") {
-        "TCP" => Some(Proto::Tcp),
-        "UDP" => Some(Proto::Udp),
-        _ => None,
-    }
-}
-
-/// One endpoint of a slice, as the model sees it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Endpoint {
-    ip: Ipv4Addr,
-    port: u16,
-    ready: bool,
-    serving_terminating: bool,
-    node: Option<String>,
-}
 
 /// The Service an EndpointSlice belongs to: `(namespace, service name)` from its
 /// `kubernetes.io/service-name` label.
@@ -61,103 +61,7 @@ pub fn slice_owner(slice: &EndpointSlice) -> Option<(String, String)> {
     Some((ns, svc))
 }
 
-/// The endpoints of service `ns/name` for the service port named `port_name` and `proto`, from
-/// the slices `slices` (those of other services or namespaces are ignored).
-fn endpoints(
-    slices: &[&EndpointSlice],
-    ns: &str,
-    name: &str,
-    port_name: &str,
-    proto_: Proto,
-) -> Vec<Endpoint> {
-    let mut out = BTreeSet::new();
-    let owned = slices.iter().filter(|s| {
-        s.address_type == "IPv4"
-            && s.metadata.namespace.as_deref() == Some(ns)
-            && s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .map(String::as_str)
-                == Some(name)
-    });
-    for slice in owned {
-        let port = slice.ports.iter().flatten().find(|p| {
-            p.name.as_deref().unwrap_or("") == port_name
-                && proto(p.protocol.as_deref()) == Some(proto_)
-        });
-        let Some(port) = port
-            .and_then(|p| p.port)
-            .and_then(|p| u16::try_from(p).ok())
-        else {
-            continue;
-        };
-        for ep in slice.endpoints.iter().flatten() {
-            let c = ep.conditions.as_ref();
-            // A nil condition means "unknown", which Kubernetes treats as ready/serving.
-            let ready = c.and_then(|c| c.ready).unwrap_or(true);
-            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
-            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-            for addr in &ep.addresses {
-                let Ok(ip) = addr.parse::<Ipv4Addr>() else {
-                    continue;
-                };
-                out.insert(Endpoint {
-                    ip,
-                    port,
-                    ready: ready && !terminating,
-                    serving_terminating: serving && terminating,
-                    node: ep.node_name.clone(),
-                });
-            }
-        }
-    }
-    // The same address may appear in several slices (e.g. during a slice rebalance): keep the
-    // most usable entry of each.
-    let mut best: BTreeMap<(Ipv4Addr, u16), Endpoint> = BTreeMap::new();
-    for ep in out {
-        let better = |old: &Endpoint| {
-            (ep.ready, ep.serving_terminating) > (old.ready, old.serving_terminating)
-        };
-        match best.get(&(ep.ip, ep.port)) {
-            Some(old) if !better(old) => {}
-            _ => {
-                best.insert((ep.ip, ep.port), ep);
-            }
-        }
-    }
-    best.into_values().collect()
-}
-
-/// Backends from endpoints: ready ones active; serving-terminating ones active only when no
-/// endpoint is ready, otherwise kept as terminating.
-fn backends(eps: &[Endpoint], proto_: Proto, view: &NodeView) -> Vec<BackendSpec> {
-    let alive = |e: &&Endpoint| {
-        e.node
-            .as_ref()
-            .is_none_or(|n| view.known.is_empty() || view.known.contains(n))
-    };
-    let eps: Vec<&Endpoint> = eps.iter().filter(alive).collect();
-    let any_ready = eps.iter().any(|e| e.ready);
-    let mut out: Vec<BackendSpec> = eps
-        .iter()
-        .filter(|e| e.ready || e.serving_terminating)
-        .map(|e| BackendSpec {
-            addr: BackendAddr {
-                ip: e.ip,
-                port: e.port,
-                proto: proto_,
-            },
-            terminating: !e.ready && any_ready,
-            node_ip: e.node.as_ref().and_then(|n| view.node_ips.get(n)).copied(),
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-fn affinity(svc: &Service) -> Option<u32> {
-    let spec = svc.spec.as_ref()?;
+fn affinity(spec: &ServiceSpec) -> Option<u32> {
     if spec.session_affinity.as_deref() != Some("ClientIP") {
         return None;
     }
@@ -182,12 +86,18 @@ pub struct NodeView {
     pub node_name: String,
     /// Its address (NodePorts listen on it).
     pub node_ip: Ipv4Addr,
+    /// Its zone (`topology.kubernetes.io/zone`), if labelled.
+    pub zone: Option<String>,
 }
 
 impl NodeView {
     /// The view of node `node_name` (address `node_ip`) on `nodes`.
     pub fn new<N: Borrow<Node>>(nodes: &[N], node_name: &str, node_ip: Ipv4Addr) -> Self {
         let nodes = nodes.iter().map(Borrow::borrow);
+        let zone = nodes
+            .clone()
+            .find(|n| n.metadata.name.as_deref() == Some(node_name))
+            .and_then(|n| n.metadata.labels.as_ref()?.get(ZONE_LABEL).cloned());
         NodeView {
             node_ips: nodes
                 .clone()
@@ -196,6 +106,7 @@ impl NodeView {
             known: nodes.filter_map(|n| n.metadata.name.clone()).collect(),
             node_name: node_name.to_string(),
             node_ip,
+            zone,
         }
     }
 }
@@ -233,6 +144,76 @@ where
     d
 }
 
+/// Whether switchyard programs this Service at all (kube-proxy's rules: an IPv4 ClusterIP, not
+/// headless, not handed to another proxy).
+fn ours(svc: &Service) -> bool {
+    !svc.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL))
+}
+
+fn annotation<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
+    svc.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+/// Whether new connections use Maglev consistent hashing.
+fn maglev(svc: &Service) -> bool {
+    annotation(svc, LB_ALGORITHM_ANNOTATION) == Some("maglev")
+}
+
+/// Whether topology hints decide which endpoints take new connections.
+fn topology(svc: &Service, spec: &ServiceSpec) -> bool {
+    spec.traffic_distribution.as_deref() == Some("PreferClose")
+        || annotation(svc, TOPOLOGY_MODE_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("auto"))
+}
+
+/// The addresses external clients reach the Service on besides NodePorts: `externalIPs`, and
+/// the load balancer's ingress IPs (the second element says which: true for ingress IPs, which
+/// `loadBalancerSourceRanges` apply to). An ingress in `ipMode: Proxy` is the load balancer's
+/// own address, not one traffic arrives on.
+fn external_ips(svc: &Service) -> Vec<(Ipv4Addr, bool)> {
+    let spec = svc.spec.as_ref();
+    let mut out: Vec<(Ipv4Addr, bool)> = spec
+        .and_then(|s| s.external_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.parse().ok())
+        .map(|ip| (ip, false))
+        .collect();
+    if spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer") {
+        let ingress = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref());
+        for i in ingress.into_iter().flatten() {
+            if i.ip_mode.as_deref() == Some("Proxy") {
+                continue;
+            }
+            if let Some(ip) = i.ip.as_deref().and_then(|ip| ip.parse().ok()) {
+                out.push((ip, true));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `loadBalancerSourceRanges` that parse as IPv4 CIDRs.
+fn source_ranges(spec: &ServiceSpec) -> Vec<(Ipv4Addr, u8)> {
+    spec.load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .filter_map(|r| parse_cidr(r.trim()))
+        .collect()
+}
+
 /// The frontends of one Service with their backends, from its EndpointSlices `slices`.
 pub fn service_frontends(
     svc: &Service,
@@ -247,12 +228,7 @@ pub fn service_frontends(
     ) else {
         return out;
     };
-    if svc
-        .metadata
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL))
-    {
+    if !ours(svc) {
         return out;
     }
     let cluster_ip = spec
@@ -263,41 +239,55 @@ pub fn service_frontends(
         spec.type_.as_deref(),
         Some("NodePort") | Some("LoadBalancer")
     );
-    let local_only = spec.external_traffic_policy.as_deref() == Some("Local");
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let topology = topology(svc, spec);
+    let externals = external_ips(svc);
+    let ranges = source_ranges(spec);
     for port in spec.ports.iter().flatten() {
         let Some(p) = proto(port.protocol.as_deref()) else {
-            tracing::debug!(service = %format!("{ns}/{name}"), protocol = ?port.protocol, "skipping a port with an unsupported protocol");
             continue;
         };
         let port_name = port.name.clone().unwrap_or_default();
         let eps = endpoints(slices, ns, name, &port_name, p);
-        let all = backends(&eps, p, view);
-        let base = FrontendSpec {
-            backends: all.clone(),
-            affinity_timeout: affinity(svc),
-            local_only: false,
-            nodeport: false,
-            service: format!("{ns}/{name}:{port_name}"),
+        let everywhere = |_: &Endpoint| true;
+        let here = |e: &Endpoint| is_local(e, view);
+        let internal = if internal_local {
+            backends(&eps, p, view, false, here)
+        } else {
+            backends(&eps, p, view, topology, everywhere)
         };
-        if let (Some(ip), Some(fport)) = (cluster_ip, u16::try_from(port.port).ok()) {
-            let front = Frontend {
-                ip,
-                port: fport,
-                proto: p,
-            };
-            out.push((front, base.clone()));
+        let base = FrontendSpec {
+            backends: internal.clone(),
+            affinity_timeout: affinity(spec),
+            local_only: internal_local,
+            maglev: maglev(svc),
+            service: format!("{ns}/{name}:{port_name}"),
+            ..FrontendSpec::default()
+        };
+        if let (Some(ip), Ok(fport)) = (cluster_ip, u16::try_from(port.port)) {
+            out.push((
+                Frontend {
+                    ip,
+                    port: fport,
+                    proto: p,
+                },
+                base.clone(),
+            ));
         }
-        if let Some(np) = node_port(port).filter(|_| node_ports) {
-            let backends = if local_only {
-                let local: Vec<Endpoint> = eps
-                    .iter()
-                    .filter(|e| e.node.as_deref() == Some(view.node_name.as_str()))
-                    .cloned()
-                    .collect();
-                backends(&local, p, view)
+        // NodePorts and external addresses: the external policy decides for outside clients;
+        // pods reaching them are served like ClusterIP clients.
+        let outside = FrontendSpec {
+            backends: if external_local {
+                backends(&eps, p, view, false, here)
             } else {
-                all
-            };
+                backends(&eps, p, view, topology, everywhere)
+            },
+            local_only: external_local,
+            internal: external_local.then(|| internal.clone()),
+            ..base.clone()
+        };
+        if let Some(np) = node_port(port).filter(|_| node_ports) {
             let front = Frontend {
                 ip: view.node_ip,
                 port: np,
@@ -306,15 +296,87 @@ pub fn service_frontends(
             out.push((
                 front,
                 FrontendSpec {
-                    backends,
-                    local_only,
                     nodeport: true,
-                    ..base
+                    ..outside.clone()
+                },
+            ));
+        }
+        let Ok(sport) = u16::try_from(port.port) else {
+            continue;
+        };
+        for (ip, ingress) in &externals {
+            let front = Frontend {
+                ip: *ip,
+                port: sport,
+                proto: p,
+            };
+            out.push((
+                front,
+                FrontendSpec {
+                    external: true,
+                    source_ranges: if *ingress { ranges.clone() } else { Vec::new() },
+                    ..outside.clone()
                 },
             ));
         }
     }
     out
+}
+
+/// What the datapath cannot do of a Service, in words for a log line and an Event on it; empty
+/// when everything it asks for is served.
+pub fn service_notes(svc: &Service) -> Vec<String> {
+    let mut notes = Vec::new();
+    let Some(spec) = svc.spec.as_ref() else {
+        return notes;
+    };
+    if !ours(svc) {
+        return notes;
+    }
+    for port in spec.ports.iter().flatten() {
+        if proto(port.protocol.as_deref()).is_none() {
+            notes.push(format!(
+                "port {} uses protocol {}, which switchyard does not load-balance (TCP and UDP only); clients of that port get no answer",
+                port.port,
+                port.protocol.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    let cluster_ip = spec.cluster_ip.as_deref().unwrap_or("");
+    if !cluster_ip.is_empty() && cluster_ip != "None" && cluster_ip.parse::<Ipv4Addr>().is_err() {
+        notes.push(format!(
+            "clusterIP {cluster_ip} is not IPv4; switchyard serves IPv4 only"
+        ));
+    }
+    for ip in spec.external_ips.iter().flatten() {
+        if ip.parse::<Ipv4Addr>().is_err() {
+            notes.push(format!(
+                "externalIP {ip} is not IPv4; switchyard serves IPv4 only"
+            ));
+        }
+    }
+    for r in spec.load_balancer_source_ranges.iter().flatten() {
+        if parse_cidr(r.trim()).is_none() {
+            notes.push(format!(
+                "loadBalancerSourceRanges entry {r:?} is not an IPv4 CIDR; it admits nobody"
+            ));
+        }
+    }
+    if let Some(v) = annotation(svc, LB_ALGORITHM_ANNOTATION) {
+        if v != "maglev" && v != "random" {
+            notes.push(format!(
+                "annotation {LB_ALGORITHM_ANNOTATION}={v:?} is not one of random, maglev; using random"
+            ));
+        }
+    }
+    if let Some(td) = spec.traffic_distribution.as_deref() {
+        if td != "PreferClose" {
+            notes.push(format!(
+                "trafficDistribution {td:?} is not known to switchyard (PreferClose is); endpoints are used without topology"
+            ));
+        }
+    }
+    notes
 }
 
 fn node_port(port: &ServicePort) -> Option<u16> {
@@ -327,6 +389,7 @@ fn node_port(port: &ServicePort) -> Option<u16> {
 mod tests {
     use super::*;
     use crate::model::nodes::tests::node;
+    use crate::model::Proto;
     use k8s_openapi::api::core::v1::{ClientIPConfig, ServiceSpec, SessionAffinityConfig};
     use k8s_openapi::api::discovery::v1::{
         Endpoint as SliceEndpoint, EndpointConditions, EndpointPort,
@@ -736,5 +799,204 @@ mod tests {
             d.frontends.values().next().unwrap().affinity_timeout,
             Some(60)
         );
+    }
+
+    fn with_spec(mut svc: Service, f: impl FnOnce(&mut ServiceSpec)) -> Service {
+        f(svc.spec.as_mut().unwrap());
+        svc
+    }
+
+    fn two_node_slice(svc: &str) -> EndpointSlice {
+        slice(
+            "default",
+            svc,
+            "a",
+            &[(None, 8080, "TCP")],
+            &[
+                ("10.244.1.3", Some(true), None, None, "n1"),
+                ("10.244.2.3", Some(true), None, None, "n2"),
+            ],
+        )
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_keeps_only_this_nodes_endpoints_for_the_cluster_ip() {
+        let svc = with_spec(
+            service(
+                "default",
+                "web",
+                "10.96.0.20",
+                vec![port(None, 80, "TCP", None)],
+            ),
+            |s| s.internal_traffic_policy = Some("Local".into()),
+        );
+        let d = desired(
+            &[svc.clone()],
+            &[two_node_slice("web")],
+            &nodes(),
+            "n1",
+            NODE_IP,
+        );
+        let spec = &d.frontends[&front([10, 96, 0, 20], 80, Proto::Tcp)];
+        assert!(spec.local_only);
+        assert_eq!(ips(spec, false), ["10.244.1.3:8080"]);
+        let only_remote = slice(
+            "default",
+            "web",
+            "a",
+            &[(None, 8080, "TCP")],
+            &[("10.244.2.3", Some(true), None, None, "n2")],
+        );
+        let d = desired(&[svc], &[only_remote], &nodes(), "n1", NODE_IP);
+        let spec = &d.frontends[&front([10, 96, 0, 20], 80, Proto::Tcp)];
+        assert!(
+            ips(spec, false).is_empty(),
+            "nothing local: clients are refused"
+        );
+    }
+
+    #[test]
+    fn external_ips_and_load_balancer_ingress_are_frontends_on_the_service_port() {
+        use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+        let mut svc = with_spec(
+            service(
+                "default",
+                "web",
+                "10.96.0.20",
+                vec![port(None, 80, "TCP", Some(31000))],
+            ),
+            |s| {
+                s.type_ = Some("LoadBalancer".into());
+                s.external_ips = Some(vec!["203.0.113.7".into()]);
+                s.load_balancer_source_ranges = Some(vec!["198.18.0.0/24".into()]);
+                s.external_traffic_policy = Some("Local".into());
+            },
+        );
+        svc.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![
+                    LoadBalancerIngress {
+                        ip: Some("198.18.100.1".into()),
+                        ..Default::default()
+                    },
+                    LoadBalancerIngress {
+                        ip: Some("198.18.100.9".into()),
+                        ip_mode: Some("Proxy".into()),
+                        ..Default::default()
+                    },
+                ]),
+            }),
+            ..Default::default()
+        });
+        let d = desired(&[svc], &[two_node_slice("web")], &nodes(), "n1", NODE_IP);
+        let lb = &d.frontends[&front([198, 18, 100, 1], 80, Proto::Tcp)];
+        assert!(lb.external && lb.local_only);
+        assert_eq!(
+            ips(lb, false),
+            ["10.244.1.3:8080"],
+            "outside clients: local only"
+        );
+        let inside = lb.internal.as_ref().expect("pods get every endpoint");
+        assert_eq!(inside.iter().filter(|b| !b.terminating).count(), 2);
+        assert_eq!(lb.source_ranges, vec![(Ipv4Addr::new(198, 18, 0, 0), 24)]);
+        let eip = &d.frontends[&front([203, 0, 113, 7], 80, Proto::Tcp)];
+        assert!(
+            eip.external && eip.source_ranges.is_empty(),
+            "ranges apply to LB IPs"
+        );
+        assert!(!d
+            .frontends
+            .contains_key(&front([198, 18, 100, 9], 80, Proto::Tcp)));
+        assert!(d
+            .frontends
+            .contains_key(&front([198, 18, 0, 11], 31000, Proto::Tcp)));
+    }
+
+    #[test]
+    fn endpoints_that_are_not_ready_keep_their_flows_but_get_no_new_ones() {
+        let svcs = [service(
+            "default",
+            "echo",
+            "10.96.0.10",
+            vec![port(None, 80, "TCP", None)],
+        )];
+        let slices = [slice(
+            "default",
+            "echo",
+            "a",
+            &[(None, 8080, "TCP")],
+            &[
+                ("10.244.1.3", Some(true), None, None, "n1"),
+                ("10.244.1.4", Some(false), Some(false), Some(true), "n1"),
+                ("10.244.1.5", Some(false), Some(false), Some(false), "n1"),
+            ],
+        )];
+        let d = desired(&svcs, &slices, &nodes(), "n1", NODE_IP);
+        let spec = &d.frontends[&front([10, 96, 0, 10], 80, Proto::Tcp)];
+        assert_eq!(ips(spec, false), ["10.244.1.3:8080"]);
+        assert_eq!(ips(spec, true), ["10.244.1.4:8080", "10.244.1.5:8080"]);
+    }
+
+    #[test]
+    fn topology_hints_prefer_this_zone_and_fall_back_to_all() {
+        use k8s_openapi::api::discovery::v1::{EndpointHints, ForZone};
+        let svc = with_spec(
+            service(
+                "default",
+                "web",
+                "10.96.0.20",
+                vec![port(None, 80, "TCP", None)],
+            ),
+            |s| s.traffic_distribution = Some("PreferClose".into()),
+        );
+        let mut hinted = two_node_slice("web");
+        for (ep, zone) in hinted
+            .endpoints
+            .as_mut()
+            .unwrap()
+            .iter_mut()
+            .zip(["a", "b"])
+        {
+            ep.hints = Some(EndpointHints {
+                for_zones: Some(vec![ForZone { name: zone.into() }]),
+                ..Default::default()
+            });
+        }
+        let mut zoned = nodes();
+        zoned[0].metadata.labels = Some([(ZONE_LABEL.to_string(), "a".to_string())].into());
+        let d = desired(&[svc.clone()], &[hinted.clone()], &zoned, "n1", NODE_IP);
+        let spec = &d.frontends[&front([10, 96, 0, 20], 80, Proto::Tcp)];
+        assert_eq!(ips(spec, false), ["10.244.1.3:8080"], "zone a only");
+        zoned[0].metadata.labels = Some([(ZONE_LABEL.to_string(), "c".to_string())].into());
+        let d = desired(&[svc], &[hinted], &zoned, "n1", NODE_IP);
+        let spec = &d.frontends[&front([10, 96, 0, 20], 80, Proto::Tcp)];
+        assert_eq!(
+            ips(spec, false).len(),
+            2,
+            "no endpoint for zone c: all of them"
+        );
+    }
+
+    #[test]
+    fn what_the_datapath_cannot_serve_is_noted() {
+        let mut svc = service(
+            "default",
+            "odd",
+            "10.96.0.30",
+            vec![port(None, 80, "SCTP", None)],
+        );
+        svc.metadata.annotations =
+            Some([(LB_ALGORITHM_ANNOTATION.to_string(), "ring".to_string())].into());
+        let notes = service_notes(&svc);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("SCTP"));
+        assert!(notes[1].contains("ring"));
+        let fine = service(
+            "default",
+            "ok",
+            "10.96.0.31",
+            vec![port(None, 80, "TCP", None)],
+        );
+        assert!(service_notes(&fine).is_empty());
     }
 }

@@ -62,10 +62,20 @@ pub struct FrontendSpec {
     pub backends: Vec<BackendSpec>,
     /// `sessionAffinity: ClientIP` timeout in seconds.
     pub affinity_timeout: Option<u32>,
-    /// Only node-local backends (externalTrafficPolicy: Local on NodePorts).
+    /// Only node-local backends take new connections (`externalTrafficPolicy: Local` on
+    /// NodePorts and external addresses, `internalTrafficPolicy: Local` on a ClusterIP).
     pub local_only: bool,
     /// The frontend is a NodePort.
     pub nodeport: bool,
+    /// The frontend is an external IP or a load balancer's ingress IP.
+    pub external: bool,
+    /// For a `local_only` NodePort or external frontend: the backends clients inside the cluster
+    /// get instead (kube-proxy short-circuits pods to every endpoint).
+    pub internal: Option<Vec<BackendSpec>>,
+    /// New connections choose by Maglev consistent hashing instead of at random.
+    pub maglev: bool,
+    /// `loadBalancerSourceRanges`: only these client networks may connect (empty: everyone).
+    pub source_ranges: Vec<(Ipv4Addr, u8)>,
     /// `namespace/name:portname` of the Service, for logs and the inspect CLI.
     pub service: String,
 }

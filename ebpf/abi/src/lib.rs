@@ -41,9 +41,29 @@ pub mod names {
     /// Translated fragmented datagrams: the addresses their later fragments (which carry no
     /// ports) get, keyed by the datagram as it arrived (LRU).
     pub const FRAGS: &str = "FRAGS_V1";
+    /// ClientIP session affinity: (client, frontend) → backend and when it was last chosen (LRU).
+    pub const AFFINITY: &str = "AFFINITY_V1";
+    /// Which backends belong to which affinity frontend, so a removed backend releases its
+    /// clients: (backend id, rev-NAT id, protocol) → 0.
+    pub const AFFINITY_MATCH: &str = "AFFINITY_MATCH_V1";
+    /// `loadBalancerSourceRanges`: LPM trie (rev-NAT id, protocol, client network) → 0.
+    pub const SOURCE_RANGES: &str = "SOURCE_RANGES_V1";
     /// Every map name, for tooling that pins or removes them all.
-    pub const ALL: [&str; 11] = [
-        SERVICES, BACKENDS, REV_NAT, CT, LOCAL_PODS, CONFIG, STATS, TUNNEL, NAT, SOCK_REV, FRAGS,
+    pub const ALL: [&str; 14] = [
+        SERVICES,
+        BACKENDS,
+        REV_NAT,
+        CT,
+        LOCAL_PODS,
+        CONFIG,
+        STATS,
+        TUNNEL,
+        NAT,
+        SOCK_REV,
+        FRAGS,
+        AFFINITY,
+        AFFINITY_MATCH,
+        SOURCE_RANGES,
     ];
 }
 
@@ -111,6 +131,12 @@ pub mod capacity {
     pub const SOCK_REV: u32 = 65_536;
     /// `FRAGS`: one per fragmented datagram in flight.
     pub const FRAGS: u32 = 8_192;
+    /// `AFFINITY`: one per (client, affinity frontend).
+    pub const AFFINITY: u32 = 65_536;
+    /// `AFFINITY_MATCH`: one per backend of an affinity frontend.
+    pub const AFFINITY_MATCH: u32 = 65_536;
+    /// `SOURCE_RANGES`: one per allowed network of a load balancer frontend.
+    pub const SOURCE_RANGES: u32 = 16_384;
 }
 
 /// IP protocol numbers used in keys.
@@ -135,7 +161,7 @@ pub struct ServiceKey {
     pub slot: u16,
     /// IP protocol ([`proto`]).
     pub proto: u8,
-    /// Reserved for scope (external / internal); 0 today.
+    /// [`SCOPE_EXTERNAL`] or [`SCOPE_INTERNAL`].
     pub scope: u8,
     /// Padding, always zero.
     pub pad: [u8; 2],
@@ -143,14 +169,19 @@ pub struct ServiceKey {
 
 impl ServiceKey {
     /// The key of `slot` (0: the header) of the frontend `addr:port/proto`, all in map byte
-    /// order (see [`ip_be`], [`port_be`]); reserved bytes zero.
+    /// order (see [`ip_be`], [`port_be`]), in [`SCOPE_EXTERNAL`]; reserved bytes zero.
     pub const fn new(addr: u32, port: u16, proto: u8, slot: u16) -> Self {
+        Self::scoped(addr, port, proto, slot, SCOPE_EXTERNAL)
+    }
+
+    /// The same in `scope`.
+    pub const fn scoped(addr: u32, port: u16, proto: u8, slot: u16, scope: u8) -> Self {
         ServiceKey {
             addr,
             port,
             slot,
             proto,
-            scope: 0,
+            scope,
             pad: [0; 2],
         }
     }
@@ -162,6 +193,24 @@ pub const SVC_FLAG_AFFINITY: u8 = 1 << 0;
 pub const SVC_FLAG_LOCAL_ONLY: u8 = 1 << 1;
 /// `ServiceValue::flags`: the frontend is a NodePort.
 pub const SVC_FLAG_NODEPORT: u8 = 1 << 2;
+/// `ServiceValue::flags`: the frontend is an external IP or a load balancer ingress IP.
+pub const SVC_FLAG_EXTERNAL: u8 = 1 << 3;
+/// `ServiceValue::flags`: slots hold a Maglev table; a flow's hash picks the slot.
+pub const SVC_FLAG_MAGLEV: u8 = 1 << 4;
+/// `ServiceValue::flags` (scope 0 only): clients inside the cluster use the frontend's
+/// [`SCOPE_INTERNAL`] entries (other backends than outside clients get).
+pub const SVC_FLAG_TWO_SCOPES: u8 = 1 << 5;
+/// `ServiceValue::flags`: only clients in `SOURCE_RANGES` may connect.
+pub const SVC_FLAG_SOURCE_RANGES: u8 = 1 << 6;
+
+/// `ServiceKey::scope` of the entries every client uses (outside clients, when two scopes).
+pub const SCOPE_EXTERNAL: u8 = 0;
+/// `ServiceKey::scope` of the entries clients inside the cluster use when the header has
+/// [`SVC_FLAG_TWO_SCOPES`].
+pub const SCOPE_INTERNAL: u8 = 1;
+
+/// Slots of a Maglev frontend: a prime, so every backend's permutation covers the table.
+pub const MAGLEV_TABLE_SIZE: u16 = 4093;
 
 /// Value of `SERVICES`. In slot 0: `count`, `rev_nat_id`, `flags`, `affinity_timeout`.
 /// In slot n: `backend_id` (and `rev_nat_id` repeated, for consistency checks).
@@ -330,6 +379,60 @@ pub struct SockRevKey {
     pub pad: u16,
 }
 
+/// Key of `AFFINITY`: a client of a frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    /// Client address, network byte order.
+    pub client: u32,
+    /// The frontend's rev-NAT id.
+    pub rev_nat_id: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Padding, always zero.
+    pub pad: u8,
+}
+
+/// Value of `AFFINITY`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AffinityValue {
+    /// The backend the client sticks to.
+    pub backend_id: u32,
+    /// Padding, always zero.
+    pub pad: u32,
+    /// `bpf_ktime_get_ns()` of the client's last new connection.
+    pub last_used: u64,
+}
+
+/// Key of `AFFINITY_MATCH`: a backend of an affinity frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AffinityMatchKey {
+    /// Backend id.
+    pub backend_id: u32,
+    /// The frontend's rev-NAT id.
+    pub rev_nat_id: u16,
+    /// The frontend's IP protocol (TCP and UDP frontends on one port share a rev-NAT id).
+    pub proto: u8,
+    /// Padding, always zero.
+    pub pad: u8,
+}
+
+/// The data of a `SOURCE_RANGES` LPM key (its prefix length is 32 plus the network's).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceRangeKey {
+    /// The frontend's rev-NAT id, network byte order (the trie matches bytes in order).
+    pub rev_nat_id: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Padding, always zero.
+    pub pad: u8,
+    /// Client network address, network byte order.
+    pub addr: u32,
+}
+
 /// Key of `FRAGS`: a fragmented datagram as its first fragment arrived at a hook.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -451,8 +554,14 @@ pub mod stat {
     pub const FRAG_TRANSLATED: u32 = 23;
     /// ICMP errors about a translated flow, translated back for its client.
     pub const ICMP_TRANSLATED: u32 = 24;
+    /// New connections sent to the backend their client's affinity names.
+    pub const AFFINITY_HIT: u32 = 25;
+    /// Dropped: the client is outside the frontend's `loadBalancerSourceRanges`.
+    pub const DROP_SOURCE_RANGE: u32 = 26;
+    /// Packets to an external IP or load balancer frontend from outside the node.
+    pub const EXTERNAL: u32 = 27;
     /// Human-readable names, indexed by counter id.
-    pub const NAMES: [&str; 25] = [
+    pub const NAMES: [&str; 28] = [
         "packets",
         "lb_new",
         "lb_established",
@@ -478,6 +587,9 @@ pub mod stat {
         "host_tunnel_tx",
         "frag_translated",
         "icmp_translated",
+        "affinity_hit",
+        "drop_source_range",
+        "external",
     ];
 }
 
@@ -518,6 +630,10 @@ mod pod_impls {
     unsafe impl aya::Pod for super::SockRevKey {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragValue {}
+    unsafe impl aya::Pod for super::AffinityKey {}
+    unsafe impl aya::Pod for super::AffinityValue {}
+    unsafe impl aya::Pod for super::AffinityMatchKey {}
+    unsafe impl aya::Pod for super::SourceRangeKey {}
 }
 
 #[cfg(test)]
@@ -539,6 +655,10 @@ mod tests {
         assert_eq!(size_of::<SockRevKey>(), 16);
         assert_eq!(size_of::<FragKey>(), 12);
         assert_eq!(size_of::<FragValue>(), 8);
+        assert_eq!(size_of::<AffinityKey>(), 8);
+        assert_eq!(size_of::<AffinityValue>(), 16);
+        assert_eq!(size_of::<AffinityMatchKey>(), 8);
+        assert_eq!(size_of::<SourceRangeKey>(), 8);
         assert_eq!(size_of::<NatEntry>(), 16);
     }
 
@@ -560,7 +680,7 @@ mod tests {
 
     #[test]
     fn stat_names_cover_every_counter() {
-        assert_eq!(stat::NAMES.len() as u32, stat::ICMP_TRANSLATED + 1);
+        assert_eq!(stat::NAMES.len() as u32, stat::EXTERNAL + 1);
         assert!(stat::NAMES.len() as u32 <= capacity::STATS);
     }
 }

@@ -12,12 +12,12 @@
 //!    outside client leaves through the uplink. Everything else continues to `cbr0` and the
 //!    node's stack (and is masqueraded on the way out, see `netdev`).
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
-use switchyard_abi::{ip_be, stat, ServiceValue, SERVICE_LOOPBACK};
+use switchyard_abi::{ip_be, stat, SERVICE_LOOPBACK};
 
 use crate::forward;
 use crate::lb;
 use crate::nat::{self, Side};
-use crate::overlay;
+use crate::overlay::{self, in_cidr};
 use crate::packet::{Flow, Parsed};
 use crate::reject;
 use crate::{conntrack, frag, hook, icmp, snat, stats};
@@ -55,7 +55,11 @@ fn try_from_pod(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
         return Ok(deliver(ctx, flow.daddr, Some(front.addr)));
     }
     if let Some(svc) = lb::lookup_service(&flow) {
-        return load_balance(ctx, &flow, &svc, len);
+        if !lb::admitted(&flow, &svc) {
+            return Err(stat::DROP_SOURCE_RANGE);
+        }
+        let front = lb::scoped(&flow, svc, true).ok_or(stat::DROP_STALE_SLOT)?;
+        return load_balance(ctx, &flow, &front, len);
     }
     if flow.proto == switchyard_abi::proto::UDP || flow.is_tcp_syn(ctx) {
         conntrack::forget_stale_reply(&flow);
@@ -68,10 +72,10 @@ fn try_from_pod(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
 fn load_balance(
     ctx: &mut TcContext,
     flow: &Flow,
-    svc: &ServiceValue,
+    front: &lb::Frontend,
     len: u32,
 ) -> Result<i32, u32> {
-    let Some(backend) = lb::pick(flow, svc, len, flow.is_tcp_syn(ctx))? else {
+    let Some(backend) = lb::pick(flow, front, len, flow.is_tcp_syn(ctx))? else {
         stats::inc(stat::DROP_NO_BACKEND);
         return reject::port_unreachable(ctx, flow).map_err(|_| stat::DROP_REWRITE);
     };
@@ -108,7 +112,7 @@ fn deliver(ctx: &mut TcContext, daddr: u32, translated_src: Option<u32>) -> i32 
         return v;
     }
     if let (Some(saddr), Some(cfg)) = (translated_src, overlay::config()) {
-        if saddr == cfg.node_addr {
+        if saddr == cfg.node_addr || !in_cidr(daddr, cfg.cluster_cidr, cfg.cluster_prefix) {
             if let Some(v) = forward::node_reply(ctx, &cfg, daddr) {
                 return v;
             }

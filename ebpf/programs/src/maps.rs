@@ -6,7 +6,8 @@ use aya_ebpf::{
 };
 use switchyard_abi::{
     capacity, Backend, CtKey, CtValue, LocalPod, NatEntry, NatKey, NodeConfig, RevNat, ServiceKey,
-    ServiceValue, SockRevKey, FragKey, FragValue,
+    ServiceValue, SockRevKey, FragKey, FragValue, AffinityKey, AffinityValue, AffinityMatchKey,
+    SourceRangeKey,
 };
 
 /// Frontend (VIP, port, proto, slot) → service header (slot 0) or backend id (slot n).
@@ -53,3 +54,17 @@ pub static SOCK_REV: LruHashMap<SockRevKey, RevNat> = LruHashMap::pinned(capacit
 /// Translated fragmented datagrams: what their later fragments become.
 #[map(name = "FRAGS_V1")]
 pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(capacity::FRAGS, 0);
+
+/// ClientIP affinity: (client, frontend, protocol) → backend and when it was last chosen.
+#[map(name = "AFFINITY_V1")]
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::pinned(capacity::AFFINITY, 0);
+
+/// The backends of each affinity frontend (written by the agent).
+#[map(name = "AFFINITY_MATCH_V1")]
+pub static AFFINITY_MATCH: HashMap<AffinityMatchKey, u8> =
+    HashMap::pinned(capacity::AFFINITY_MATCH, 0);
+
+/// `loadBalancerSourceRanges` (written by the agent). LPM tries need `BPF_F_NO_PREALLOC`.
+#[map(name = "SOURCE_RANGES_V1")]
+pub static SOURCE_RANGES: LpmTrie<SourceRangeKey, u8> = LpmTrie::pinned(capacity::SOURCE_RANGES, 1);

@@ -6,7 +6,9 @@
 //!    its pod destination back — and, when it answers a Service whose endpoint is outside the
 //!    pod network (a node address, the API server), its frontend as source — and goes straight
 //!    to the pod.
-//! 2. A packet to the node address on a NodePort is load-balanced like a ClusterIP. A local
+//! 2. A packet to the node address on a NodePort, or to an external IP or load balancer address
+//!    routed to the node (only from `loadBalancerSourceRanges`, if any), is load-balanced like a
+//!    ClusterIP. A local
 //!    backend gets it with the client's address intact. A remote backend
 //!    (`externalTrafficPolicy: Cluster`) gets it through the overlay with the source translated to
 //!    this node's router address, so the reply comes back here; with `Local` only local backends
@@ -24,7 +26,7 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use switchyard_abi::{stat, NodeConfig, ServiceValue, SVC_FLAG_LOCAL_ONLY};
+use switchyard_abi::{stat, NodeConfig, ServiceValue, SVC_FLAG_EXTERNAL, SVC_FLAG_LOCAL_ONLY};
 
 use crate::nat::{self, Side};
 use crate::overlay::{self, in_cidr};
@@ -54,7 +56,14 @@ fn try_from_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
         _ => return Ok(TC_ACT_OK),
     };
     if flow.daddr != cfg.node_addr {
-        return Ok(TC_ACT_OK);
+        // An external IP or a load balancer's address routed to this node.
+        return match lb::lookup_service(&flow) {
+            Some(svc) if svc.flags & SVC_FLAG_EXTERNAL != 0 => {
+                stats::inc(stat::EXTERNAL);
+                frontend(ctx, &flow, svc, &cfg)
+            }
+            _ => Ok(TC_ACT_OK),
+        };
     }
     let mut flow = flow;
     if forward::unsnat(ctx, &mut flow, cfg.node_addr)? {
@@ -69,7 +78,10 @@ fn try_from_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
         return Ok(TC_ACT_OK);
     }
     match lb::lookup_service(&flow) {
-        Some(svc) => nodeport(ctx, &flow, &svc, &cfg),
+        Some(svc) => {
+            stats::inc(stat::NODEPORT);
+            frontend(ctx, &flow, svc, &cfg)
+        }
         None => Ok(TC_ACT_OK),
     }
 }
@@ -90,17 +102,23 @@ fn no_ports(ctx: &mut TcContext, mut ip: Ip, cfg: &NodeConfig) -> Result<i32, u3
         .unwrap_or(TC_ACT_OK))
 }
 
+/// A NodePort, external IP or load balancer frontend reached from outside (or, through `lo`,
+/// by the node itself, which counts as inside the cluster).
 #[inline(always)]
-fn nodeport(
+fn frontend(
     ctx: &mut TcContext,
     flow: &Flow,
-    svc: &ServiceValue,
+    svc: ServiceValue,
     cfg: &NodeConfig,
 ) -> Result<i32, u32> {
-    stats::inc(stat::NODEPORT);
-    let local_only = svc.flags & SVC_FLAG_LOCAL_ONLY != 0;
+    if !lb::admitted(flow, &svc) {
+        return Err(stat::DROP_SOURCE_RANGE);
+    }
+    let inside = flow.saddr == cfg.node_addr;
+    let front = lb::scoped(flow, svc, inside).ok_or(stat::DROP_STALE_SLOT)?;
+    let local_only = front.svc.flags & SVC_FLAG_LOCAL_ONLY != 0;
     let len = ctx.len();
-    let Some(backend) = lb::pick(flow, svc, len, flow.is_tcp_syn(ctx))? else {
+    let Some(backend) = lb::pick(flow, &front, len, flow.is_tcp_syn(ctx))? else {
         if local_only {
             return Err(stat::DROP_NO_LOCAL_BACKEND);
         }

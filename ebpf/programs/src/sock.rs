@@ -7,7 +7,8 @@
 //! The hooks sit on a cgroup shared by every network namespace of the machine (in the lab, all
 //! nodes), so each node's programs act only on sockets of their own namespace (the netns cookie
 //! in `CONFIG`). NodePort frontends are left to the `lo` ingress path; a frontend without
-//! backends refuses `connect()` with `ECONNREFUSED`, as kube-proxy's REJECT rule does.
+//! backends refuses `connect()` with `ECONNREFUSED`, as kube-proxy's REJECT rule does; one whose
+//! `loadBalancerSourceRanges` leave out the node's address refuses it with `EPERM`.
 use aya_ebpf::{
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
     macros::cgroup_sock_addr,
@@ -25,6 +26,7 @@ const ALLOW: i32 = 1;
 /// Refuse it (with the error set by `bpf_set_retval`).
 const REFUSE: i32 = 0;
 const ECONNREFUSED: i32 = 111;
+const EPERM: i32 = 1;
 
 /// Entry point of `connect()`: see the module documentation.
 #[cgroup_sock_addr(connect4)]
@@ -92,13 +94,32 @@ fn balance(ctx: &SockAddrContext) -> i32 {
     if svc.flags & SVC_FLAG_NODEPORT != 0 {
         return ALLOW;
     }
+    let Some(cfg) = overlay::config() else {
+        return ALLOW;
+    };
+    let client = Flow {
+        saddr: cfg.node_addr,
+        ..flow
+    };
+    if !lb::admitted(&client, &svc) {
+        stats::inc(stat::DROP_SOURCE_RANGE);
+        // SAFETY: plain helper call.
+        unsafe { bpf_set_retval(-EPERM) };
+        return REFUSE;
+    }
+    let Some(front) = lb::scoped(&flow, svc, true) else {
+        return ALLOW;
+    };
+    let svc = front.svc;
     if svc.count == 0 {
         stats::inc(stat::SOCK_REJECT);
         // SAFETY: plain helper call.
         unsafe { bpf_set_retval(-ECONNREFUSED) };
         return REFUSE;
     }
-    let Some((_, backend)) = lb::select_backend(&flow, &svc) else {
+    // The node's sockets have no source yet: affinity goes by the node's address (what
+    // kube-proxy would see as their source), and Maglev frontends choose at random.
+    let Some((_, backend)) = lb::choose(cfg.node_addr, &flow, &front, None) else {
         // A slot being rewritten by the agent: leave the address alone this once.
         stats::inc(stat::DROP_STALE_SLOT);
         return ALLOW;
