@@ -831,7 +831,7 @@ mod tests {
             |s| s.internal_traffic_policy = Some("Local".into()),
         );
         let d = desired(
-            &[svc.clone()],
+            std::slice::from_ref(&svc),
             &[two_node_slice("web")],
             &nodes(),
             "n1",
@@ -964,7 +964,13 @@ mod tests {
         }
         let mut zoned = nodes();
         zoned[0].metadata.labels = Some([(ZONE_LABEL.to_string(), "a".to_string())].into());
-        let d = desired(&[svc.clone()], &[hinted.clone()], &zoned, "n1", NODE_IP);
+        let d = desired(
+            std::slice::from_ref(&svc),
+            std::slice::from_ref(&hinted),
+            &zoned,
+            "n1",
+            NODE_IP,
+        );
         let spec = &d.frontends[&front([10, 96, 0, 20], 80, Proto::Tcp)];
         assert_eq!(ips(spec, false), ["10.244.1.3:8080"], "zone a only");
         zoned[0].metadata.labels = Some([(ZONE_LABEL.to_string(), "c".to_string())].into());
