@@ -17,6 +17,7 @@
 pub mod cni;
 pub mod daemon;
 pub mod datapath;
+pub mod healthcheck;
 pub mod echo;
 pub mod kubelet;
 pub mod logging;

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::services::{service_frontends, slice_owner, NodeView};
+use super::services::{health_check, service_frontends, slice_owner, NodeView};
 use super::{Desired, Frontend, FrontendSpec};
 
 /// `(namespace, name)` of an object.
@@ -26,6 +26,8 @@ pub struct DesiredCache {
     desired: Desired,
     /// Frontends each Service produced.
     fronts_of: HashMap<ObjKey, Vec<Frontend>>,
+    /// The health check port each Service produced.
+    health_of: HashMap<ObjKey, u16>,
     /// Slice names (same namespace) of each Service.
     slices_of: HashMap<ObjKey, BTreeSet<String>>,
     /// Owner Service of each slice.
@@ -50,6 +52,7 @@ impl DesiredCache {
             view,
             desired: Desired::default(),
             fronts_of: HashMap::new(),
+            health_of: HashMap::new(),
             slices_of: HashMap::new(),
             owner_of: HashMap::new(),
         };
@@ -70,6 +73,10 @@ impl DesiredCache {
             let key = key_of(&svc.metadata);
             let slices = owned.get(&key).map_or(&[][..], Vec::as_slice);
             let fronts = service_frontends(svc, slices, &cache.view);
+            if let Some((port, hc)) = health_check(svc, slices, &cache.view) {
+                cache.health_of.insert(key.clone(), port);
+                cache.desired.health_checks.insert(port, hc);
+            }
             cache
                 .fronts_of
                 .insert(key, fronts.iter().map(|(f, _)| *f).collect());
@@ -124,6 +131,9 @@ impl DesiredCache {
         }
         let mut before: BTreeMap<Frontend, Option<FrontendSpec>> = BTreeMap::new();
         for key in &dirty {
+            if let Some(port) = self.health_of.remove(key) {
+                self.desired.health_checks.remove(&port);
+            }
             for f in self.fronts_of.remove(key).unwrap_or_default() {
                 let old = self.desired.frontends.remove(&f);
                 before.entry(f).or_insert(old);
@@ -140,6 +150,10 @@ impl DesiredCache {
                 .collect();
             let refs: Vec<&EndpointSlice> = owned.iter().map(Borrow::borrow).collect();
             let fronts = service_frontends(svc.borrow(), &refs, &self.view);
+            if let Some((port, hc)) = health_check(svc.borrow(), &refs, &self.view) {
+                self.health_of.insert(key.clone(), port);
+                self.desired.health_checks.insert(port, hc);
+            }
             for (f, _) in &fronts {
                 before.entry(*f).or_insert(None);
             }

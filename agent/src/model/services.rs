@@ -24,7 +24,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::endpoints::{backends, endpoints, is_local, proto, Endpoint};
 use super::nodes::{internal_ip, parse_cidr};
-use super::{Desired, Frontend, FrontendSpec};
+use super::{Desired, Frontend, FrontendSpec, HealthCheck};
 
 /// Label linking an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -140,8 +140,53 @@ where
         );
         let owned = by_service.get(&owner).map_or(&[][..], Vec::as_slice);
         d.frontends.extend(service_frontends(svc, owned, &view));
+        d.health_checks.extend(health_check(svc, owned, &view));
     }
     d
+}
+
+/// The `healthCheckNodePort` of a Service with `externalTrafficPolicy: Local` and what it
+/// answers on this node: the count of local endpoints taking new connections (for any port;
+/// kube-proxy's contract: 200 when there is one, 503 otherwise).
+pub fn health_check(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    view: &NodeView,
+) -> Option<(u16, HealthCheck)> {
+    let (ns, name, spec) = (
+        svc.metadata.namespace.as_deref()?,
+        svc.metadata.name.as_deref()?,
+        svc.spec.as_ref()?,
+    );
+    if !ours(svc) || spec.external_traffic_policy.as_deref() != Some("Local") {
+        return None;
+    }
+    let port = spec
+        .health_check_node_port
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)?;
+    let mut local = BTreeSet::new();
+    for sp in spec.ports.iter().flatten() {
+        let Some(p) = proto(sp.protocol.as_deref()) else {
+            continue;
+        };
+        let eps = endpoints(slices, ns, &name, sp.name.as_deref().unwrap_or(""), p);
+        let here = |e: &Endpoint| is_local(e, view);
+        local.extend(
+            backends(&eps, p, view, false, here)
+                .iter()
+                .filter(|b| !b.terminating)
+                .map(|b| b.addr.ip),
+        );
+    }
+    Some((
+        port,
+        HealthCheck {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            local_endpoints: local.len(),
+        },
+    ))
 }
 
 /// Whether switchyard programs this Service at all (kube-proxy's rules: an IPv4 ClusterIP, not

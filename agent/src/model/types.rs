@@ -80,9 +80,22 @@ pub struct FrontendSpec {
     pub service: String,
 }
 
+/// What a Service's `healthCheckNodePort` answers on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// Name of the Service.
+    pub name: String,
+    /// Endpoints on this node taking new connections.
+    pub local_endpoints: usize,
+}
+
 /// The whole desired state of one node's service datapath.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
     /// Every frontend this node must load-balance, in a stable order.
     pub frontends: BTreeMap<Frontend, FrontendSpec>,
+    /// `healthCheckNodePort` → what it answers (`externalTrafficPolicy: Local` Services).
+    pub health_checks: BTreeMap<u16, HealthCheck>,
 }
