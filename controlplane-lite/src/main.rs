@@ -1,7 +1,7 @@
 //! `switchyard-cp`: controlplane-lite's server.
 //!
 //! `switchyard-cp --listen ADDR --data-dir DIR [--token-file FILE] [--tls-san IP_OR_DNS ...]
-//! [--write-kubeconfig PATH] [--insecure-plain-http]`: serves HTTPS with a CA and certificate
+//! [--write-kubeconfig PATH] [--advertise-address IP] [--insecure-plain-http]`: serves HTTPS with a CA and certificate
 //! generated into `DIR/pki/` on first start, bearer tokens from a kube-apiserver token file.
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +46,11 @@ struct Cli {
     /// Cluster pod CIDR; nodes get /24s from it.
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: String,
+    /// The address the `kubernetes` Service's Endpoints and EndpointSlice publish (pods reach
+    /// the API there). Default: the listen IP (127.0.0.1 for a wildcard listen address; a
+    /// loopback address is published with a warning).
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
     /// Seconds without a heartbeat before a node is NotReady.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace: u64,
@@ -110,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         node_monitor_grace: Duration::from_secs(cli.node_monitor_grace),
         tls: pki.map(|p| p.server_config),
         tokens,
+        advertise_address: cli.advertise_address,
     };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -393,17 +393,19 @@ fn get_prints_wide_yaml_json_jsonpath_and_name() {
     assert_eq!(doc["spec"]["ports"][0]["targetPort"].as_u64(), Some(8080));
     let list = cp.get_json(&["svc"]);
     assert_eq!(list["kind"], "List");
-    assert_eq!(list["items"][0]["metadata"]["name"], "web");
+    // The kubernetes Service is listed too, as in every cluster.
+    assert_eq!(list["items"][0]["metadata"]["name"], "kubernetes");
+    assert_eq!(list["items"][1]["metadata"]["name"], "web");
     assert_eq!(
         cp.kubectl(&["get", "svc", "-o", "name"]).ok().trim(),
-        "service/web"
+        "service/kubernetes\nservice/web"
     );
     assert_eq!(
         cp.jsonpath(
             &["svc"],
             "{range .items[*]}{.metadata.name}:{.spec.ports[0].port}{end}"
         ),
-        "web:80"
+        "kubernetes:443web:80"
     );
     let ns = cp.kubectl(&["get", "ns"]).ok();
     assert!(
@@ -415,7 +417,7 @@ fn get_prints_wide_yaml_json_jsonpath_and_name() {
     // `get all` lists the `all` category: pods and services.
     cp.apply(&pod("web-1", "app: web"));
     let all = cp.kubectl(&["get", "all", "-o", "name"]).ok();
-    assert_eq!(all.trim(), "pod/web-1\nservice/web");
+    assert_eq!(all.trim(), "pod/web-1\nservice/kubernetes\nservice/web");
 }
 
 #[test]

@@ -38,6 +38,7 @@ async fn serve(
         node_monitor_grace: Duration::from_secs(40),
         tls: Some(pki.server_config),
         tokens: Some(Arc::new(tokens)),
+        ..Config::default()
     };
     let task = tokio::spawn(async move {
         switchyard_cp::run(listener, config, async move {

@@ -39,6 +39,20 @@ pub struct Ranges {
     pub node_ports: (u16, u16),
 }
 
+impl Ranges {
+    /// The first address of the service CIDR: the `kubernetes` Service's ClusterIP, which no
+    /// other Service may take (10.96.0.1 for 10.96.0.0/16).
+    pub fn first_service_ip(&self) -> Ipv4Addr {
+        let (net, prefix) = self.service_cidr;
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
+        Ipv4Addr::from((u32::from(net) & mask).wrapping_add(1))
+    }
+}
+
 impl Default for Ranges {
     /// kubeadm's defaults: services in 10.96.0.0/16, pods in 10.244.0.0/16 with a /24 per node,
     /// NodePorts 30000-32767.

@@ -1,7 +1,9 @@
 //! In-process controllers, each reacting to store changes (and a slow timer as a safety net):
+//! - [`bootstrap`]: the system namespaces and the `kubernetes` Service, Endpoints and slice;
 //! - [`scheduler`]: binds pods without `spec.nodeName` to a Ready node;
 //! - [`endpoints`]: keeps EndpointSlices and Endpoints equal to the ready pods behind each Service;
 //! - [`lifecycle`]: marks silent nodes NotReady and finishes pod deletions nobody finished.
+pub mod bootstrap;
 pub mod endpoints;
 pub mod lifecycle;
 pub mod scheduler;
@@ -10,12 +12,30 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::admission::Ranges;
 use crate::clock;
 use crate::store::{Key, Store, StoreError};
 
+/// What the controllers are configured with.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Allocation ranges (the `kubernetes` Service's ClusterIP comes from the service CIDR).
+    pub ranges: Ranges,
+    /// How long a node may stay silent before it is NotReady.
+    pub node_monitor_grace: Duration,
+    /// The endpoint the `kubernetes` Service publishes.
+    pub api_endpoint: bootstrap::ApiEndpoint,
+}
+
 /// Starts every controller.
-pub fn spawn_all(store: &Store, node_monitor_grace: Duration) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn_all(store: &Store, settings: &Settings) -> Vec<tokio::task::JoinHandle<()>> {
+    let node_monitor_grace = settings.node_monitor_grace;
     vec![
+        tokio::spawn(bootstrap::run(
+            store.clone(),
+            settings.ranges,
+            settings.api_endpoint,
+        )),
         tokio::spawn(scheduler::run(store.clone())),
         tokio::spawn(endpoints::run(store.clone())),
         tokio::spawn(lifecycle::run(store.clone(), node_monitor_grace)),
