@@ -31,7 +31,8 @@ struct Cli {
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// Extra names (IP addresses or DNS names) for the serving certificate: several after one
-    /// flag, repeated, or comma-separated. The listen IP, 127.0.0.1 and localhost are always in.
+    /// flag, repeated, or comma-separated. The listen IP, 127.0.0.1, localhost, the advertise
+    /// address and the `kubernetes` Service's ClusterIP and DNS names are always in.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     tls_san: Vec<String>,
     /// Write a kubeconfig for this server (URL, CA, the token file's first token) to PATH.
@@ -91,7 +92,12 @@ async fn main() -> anyhow::Result<()> {
         );
         None
     } else {
-        let sans = tls::sans(cli.listen.ip(), &cli.tls_san);
+        let names = tls::ServerNames {
+            listen: cli.listen.ip(),
+            advertise: cli.advertise_address,
+            service_ip: ranges.first_service_ip().into(),
+        };
+        let sans = tls::sans(names, &cli.tls_san);
         Some(tls::Pki::load_or_create(&cli.data_dir.join("pki"), &sans)?)
     };
     let listener = tokio::net::TcpListener::bind(cli.listen)
