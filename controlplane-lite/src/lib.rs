@@ -18,6 +18,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod controllers;
+pub mod events;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;
@@ -54,10 +55,15 @@ pub struct Config {
     /// The address the `kubernetes` Service's endpoint names; `None`: the listen address (a
     /// loopback one when that is unspecified, with a warning either way).
     pub advertise_address: Option<IpAddr>,
+    /// Pools LoadBalancer Services get addresses from (none: they stay pending).
+    pub loadbalancer_pool: controllers::loadbalancer::Pool,
+    /// How long an Event lives after its last write.
+    pub event_ttl: Duration,
 }
 
 impl Default for Config {
-    /// In memory, default ranges, 40 s node grace, plain HTTP, no authentication (tests).
+    /// In memory, default ranges, 40 s node grace, plain HTTP, no authentication, no
+    /// LoadBalancer pool, one hour event TTL (tests).
     fn default() -> Self {
         Config {
             data_dir: None,
@@ -66,6 +72,8 @@ impl Default for Config {
             tls: None,
             tokens: None,
             advertise_address: None,
+            loadbalancer_pool: controllers::loadbalancer::Pool::default(),
+            event_ttl: events::ttl::DEFAULT_TTL,
         }
     }
 }
@@ -120,6 +128,8 @@ pub async fn run(
         ranges: config.ranges,
         node_monitor_grace: config.node_monitor_grace,
         api_endpoint,
+        loadbalancer_pool: config.loadbalancer_pool.clone(),
+        event_ttl: config.event_ttl,
     };
     // The system namespaces and the `kubernetes` Service exist before the first request.
     if let Err(e) = controllers::bootstrap::reconcile(&store, &config.ranges, api_endpoint) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use switchyard_cp::admission::Ranges;
 use switchyard_cp::auth::Tokens;
+use switchyard_cp::controllers::loadbalancer::Pool;
 use switchyard_cp::{kubeconfig, tls};
 
 #[derive(Parser)]
@@ -52,6 +53,14 @@ struct Cli {
     /// loopback address is published with a warning).
     #[arg(long)]
     advertise_address: Option<std::net::IpAddr>,
+    /// Address pools for LoadBalancer Services (IPv4 CIDRs, e.g. 198.18.100.0/24): repeated or
+    /// comma-separated. Without one, LoadBalancer Services stay pending.
+    #[arg(long, value_delimiter = ',')]
+    loadbalancer_pool: Vec<String>,
+    /// How long an Event is kept after its last write, as kube-apiserver's --event-ttl
+    /// (e.g. 1h, 30m, 90s, 1h30m).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    event_ttl: Duration,
     /// Seconds without a heartbeat before a node is NotReady.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace: u64,
@@ -62,6 +71,32 @@ fn cidr(flag: &str, s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
         .split_once('/')
         .and_then(|(a, p)| Some((a.parse().ok()?, p.parse::<u8>().ok().filter(|p| *p <= 32)?)));
     parsed.ok_or_else(|| anyhow::anyhow!("--{flag} {s:?} is not an IPv4 CIDR like 10.96.0.0/16"))
+}
+
+/// A Go-style duration: whole numbers with units h, m, s or ms, e.g. `1h30m`, `90s`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 1h, 30m, 90s or 1h30m");
+    let (mut total, mut rest) = (Duration::ZERO, s.trim());
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let (unit, len) = [("ms", 2), ("h", 1), ("m", 1), ("s", 1)]
+            .into_iter()
+            .find(|(u, _)| rest.starts_with(u))
+            .ok_or_else(bad)?;
+        rest = &rest[len..];
+        total += match unit {
+            "ms" => Duration::from_millis(n),
+            "h" => Duration::from_secs(n * 3600),
+            "m" => Duration::from_secs(n * 60),
+            _ => Duration::from_secs(n),
+        };
+    }
+    Ok(total)
 }
 
 #[tokio::main]
@@ -122,6 +157,13 @@ async fn main() -> anyhow::Result<()> {
         tls: pki.map(|p| p.server_config),
         tokens,
         advertise_address: cli.advertise_address,
+        loadbalancer_pool: Pool(
+            cli.loadbalancer_pool
+                .iter()
+                .map(|p| cidr("loadbalancer-pool", p))
+                .collect::<anyhow::Result<_>>()?,
+        ),
+        event_ttl: cli.event_ttl,
     };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -2,10 +2,13 @@
 //! - [`bootstrap`]: the system namespaces and the `kubernetes` Service, Endpoints and slice;
 //! - [`scheduler`]: binds pods without `spec.nodeName` to a Ready node;
 //! - [`endpoints`]: keeps EndpointSlices and Endpoints equal to the ready pods behind each Service;
+//! - [`loadbalancer`]: LoadBalancer Services get addresses from `--loadbalancer-pool`;
+//! - [`crate::events::ttl`]: Events expire after `--event-ttl`;
 //! - [`lifecycle`]: marks silent nodes NotReady and finishes pod deletions nobody finished.
 pub mod bootstrap;
 pub mod endpoints;
 pub mod lifecycle;
+pub mod loadbalancer;
 pub mod scheduler;
 
 use std::time::Duration;
@@ -25,6 +28,10 @@ pub struct Settings {
     pub node_monitor_grace: Duration,
     /// The endpoint the `kubernetes` Service publishes.
     pub api_endpoint: bootstrap::ApiEndpoint,
+    /// LoadBalancer address pools.
+    pub loadbalancer_pool: loadbalancer::Pool,
+    /// How long an Event lives after its last write.
+    pub event_ttl: Duration,
 }
 
 /// Starts every controller.
@@ -38,6 +45,12 @@ pub fn spawn_all(store: &Store, settings: &Settings) -> Vec<tokio::task::JoinHan
         )),
         tokio::spawn(scheduler::run(store.clone())),
         tokio::spawn(endpoints::run(store.clone())),
+        tokio::spawn(loadbalancer::run(
+            store.clone(),
+            settings.loadbalancer_pool.clone(),
+            crate::events::Recorder::new(store, loadbalancer::CONTROLLER),
+        )),
+        tokio::spawn(crate::events::ttl::run(store.clone(), settings.event_ttl)),
         tokio::spawn(lifecycle::run(store.clone(), node_monitor_grace)),
     ]
 }

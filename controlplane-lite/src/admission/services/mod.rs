@@ -73,10 +73,13 @@ pub(super) fn admit(
     }
     traffic_policies(spec, node_ports, &mut causes);
     validate::label_map(spec.get("selector"), "spec.selector", &mut causes);
+    // kube-apiserver allocates none with `allocateLoadBalancerNodePorts: false` (but keeps
+    // the ones a client asks for).
+    let allocate = node_ports && spec.get("allocateLoadBalancerNodePorts") != Some(&json!(false));
     ports::admit(
         spec,
         &ty,
-        node_ports,
+        (node_ports, allocate),
         &taken.node_ports,
         ranges,
         &mut causes,
