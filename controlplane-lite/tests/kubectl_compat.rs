@@ -5,7 +5,7 @@
 //! Each test runs its own server; the assertions are on what kubectl prints.
 mod harness;
 
-use harness::{rows, Cp};
+use harness::{eventually, rows, Cp};
 
 const WEB: &str = r#"
 apiVersion: v1
@@ -36,6 +36,8 @@ fn api_resources_lists_exactly_the_served_resources_and_others_are_clean_errors(
         [
             "endpoints",
             "endpointslices.discovery.k8s.io",
+            "events",
+            "events.events.k8s.io",
             "namespaces",
             "nodes",
             "pods",
@@ -607,13 +609,22 @@ fn describe_pods_and_services() {
         "Status: Pending",
         "Image: echo",
         "QoS Class: BestEffort",
-        "Events: <none>",
     ] {
         assert!(
             pod.iter().any(|l| l == want),
             "missing {want:?} in:\n{pod:#?}"
         );
     }
+    // No node: the scheduler's Warning is the pod's one Event, as describe lists it.
+    eventually(10, "describe shows the FailedScheduling event", || {
+        let pod = fields(&cp.kubectl(&["describe", "pod", "web-1"]).ok());
+        pod.iter()
+            .any(|l| {
+                l.starts_with("Warning FailedScheduling ")
+                    && l.ends_with(" default-scheduler no nodes available to schedule pods")
+            })
+            .then_some(())
+    });
     // Defaults and the QoS class as kube-apiserver computes them.
     let burstable = "apiVersion: v1\nkind: Pod\nmetadata: {name: web-2}\nspec:\n  containers:\n  - {name: c, image: echo:1.0, resources: {requests: {cpu: 100m}}}\n";
     cp.apply(burstable);

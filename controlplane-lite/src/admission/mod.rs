@@ -17,6 +17,7 @@ use crate::status::{ApiError, Cause};
 use crate::store::Store;
 use crate::validate;
 
+mod events;
 mod metadata;
 mod namespaces;
 mod nodes;
@@ -127,6 +128,7 @@ fn admit(
         "Service" => services::admit(res, obj, old, store, ranges),
         "Node" => nodes::admit(obj, store, ranges),
         "Pod" => pods::admit(res, obj, old),
+        "Event" => events::admit(res, obj),
         "Namespace" => {
             namespaces::admit(obj, old);
             Ok(())

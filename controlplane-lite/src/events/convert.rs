@@ -10,6 +10,9 @@
 //! `null`, empty structs as `{}`, the core form's reporting fields as `""`).
 use serde_json::{json, Map, Value};
 
+use super::GROUP;
+use crate::resources::Resource;
+
 /// (core field, events.k8s.io field) pairs that only change name.
 const RENAMED: [(&str, &str); 6] = [
     ("involvedObject", "regarding"),
@@ -121,6 +124,29 @@ pub fn to_core(events: &Value) -> Value {
         rename(&m, &mut out, false);
     }
     normalize_core(Value::Object(out))
+}
+
+/// Whether objects of `res` are stored in another form than the one its clients see.
+fn converted(res: &Resource) -> bool {
+    res.kind == "Event" && res.group == GROUP
+}
+
+/// The stored form of an object a client sent through `res`.
+pub fn inward(res: &Resource, obj: Value) -> Value {
+    if converted(res) {
+        to_core(&obj)
+    } else {
+        obj
+    }
+}
+
+/// The form the clients of `res` see of a stored object.
+pub fn outward(res: &Resource, obj: &Value) -> Value {
+    if converted(res) {
+        to_events(obj)
+    } else {
+        obj.clone()
+    }
 }
 
 /// An events.k8s.io field selector's field as the stored (core) object names it.
