@@ -35,6 +35,21 @@ impl Resource {
     }
 }
 
+/// Events, served in the core group and in events.k8s.io (one stored object, two forms).
+const fn event(group: &'static str) -> Resource {
+    Resource {
+        group,
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short: &["ev"],
+        status: false,
+        categories: &[],
+    }
+}
+
 /// Every resource, in discovery order.
 pub const RESOURCES: [Resource; 8] = [
     Resource {
@@ -92,17 +107,7 @@ pub const RESOURCES: [Resource; 8] = [
         status: false,
         categories: &[],
     },
-    Resource {
-        group: "",
-        version: "v1",
-        plural: "events",
-        singular: "event",
-        kind: "Event",
-        namespaced: true,
-        short: &["ev"],
-        status: false,
-        categories: &[],
-    },
+    event(""),
     Resource {
         group: "discovery.k8s.io",
         version: "v1",
@@ -114,17 +119,7 @@ pub const RESOURCES: [Resource; 8] = [
         status: false,
         categories: &[],
     },
-    Resource {
-        group: "events.k8s.io",
-        version: "v1",
-        plural: "events",
-        singular: "event",
-        kind: "Event",
-        namespaced: true,
-        short: &["ev"],
-        status: false,
-        categories: &[],
-    },
+    event("events.k8s.io"),
 ];
 
 /// The named API groups, in discovery order.

@@ -8,7 +8,7 @@ mod harness;
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
-use harness::{eventually, rows, Cp, Scratch};
+use harness::{eventually, fields, now, rows, Cp, Scratch};
 
 const CORE_EVENT: &str = "apiVersion: v1
 kind: Event
@@ -36,11 +36,20 @@ note: backend 10.244.1.5 stopped answering
 type: Warning
 ";
 
-/// `describe` output with each line's words joined by single spaces.
-fn fields(text: &str) -> Vec<String> {
-    text.lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect()
+/// Waits until `kubectl describe KIND NAME` lists an Event line starting with `start` and
+/// ending with `end`.
+#[track_caller]
+fn describe_lists(cp: &Cp, kind: &str, name: &str, start: &str, end: &str) {
+    eventually(
+        15,
+        &format!("describe {kind} {name} lists {start}…{end}"),
+        || {
+            let text = fields(&cp.kubectl(&["describe", kind, name]).ok());
+            text.iter()
+                .any(|l| l.starts_with(start) && l.ends_with(end))
+                .then_some(())
+        },
+    );
 }
 
 #[test]
@@ -101,7 +110,7 @@ fn an_event_written_through_one_api_reads_through_the_other() {
 #[test]
 fn describe_lists_the_scheduler_allocator_and_node_events() {
     let cp = Cp::start_with(&["--node-monitor-grace", "2"]);
-    let t = chrono_now();
+    let t = now();
     cp.apply("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n");
     cp.kubectl(&[
         "patch", "node", "n1", "--subresource=status", "--type=merge", "-p",
@@ -109,44 +118,29 @@ fn describe_lists_the_scheduler_allocator_and_node_events() {
     ])
     .ok();
     cp.apply("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: echo}]\n");
-    eventually(10, "describe pod shows Scheduled", || {
-        let pod = fields(&cp.kubectl(&["describe", "pod", "p"]).ok());
-        pod.iter()
-            .any(|l| {
-                l.starts_with("Normal Scheduled ")
-                    && l.ends_with(" default-scheduler Successfully assigned default/p to n1")
-            })
-            .then_some(())
-    });
+    describe_lists(
+        &cp,
+        "pod",
+        "p",
+        "Normal Scheduled ",
+        " default-scheduler Successfully assigned default/p to n1",
+    );
     cp.apply("apiVersion: v1\nkind: Service\nmetadata: {name: lb}\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n");
-    eventually(10, "describe svc shows AllocationFailed", || {
-        let svc = fields(&cp.kubectl(&["describe", "svc", "lb"]).ok());
-        svc.iter()
-            .any(|l| {
-                l.starts_with("Warning AllocationFailed ")
-                    && l.contains("no LoadBalancer address pool is configured")
-            })
-            .then_some(())
-    });
+    describe_lists(
+        &cp,
+        "svc",
+        "lb",
+        "Warning AllocationFailed ",
+        "no LoadBalancer address pool is configured (switchyard-cp --loadbalancer-pool)",
+    );
     // No more heartbeats: NotReady after the 2 s grace.
-    eventually(15, "describe node shows NodeNotReady", || {
-        let node = fields(&cp.kubectl(&["describe", "node", "n1"]).ok());
-        node.iter()
-            .any(|l| {
-                l.starts_with("Normal NodeNotReady ")
-                    && l.ends_with(" node-controller Node n1 status is now: NodeNotReady")
-            })
-            .then_some(())
-    });
-}
-
-/// Now as RFC 3339 UTC (seconds).
-fn chrono_now() -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .expect("date");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    describe_lists(
+        &cp,
+        "node",
+        "n1",
+        "Normal NodeNotReady ",
+        " node-controller Node n1 status is now: NodeNotReady",
+    );
 }
 
 #[test]

@@ -229,16 +229,8 @@ pub async fn run(store: Store, ranges: Ranges, endpoint: ApiEndpoint) {
         if let Err(e) = reconcile(&store, &ranges, endpoint) {
             tracing::warn!(error = %e, "keeping the kubernetes Service failed");
         }
-        loop {
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Ok(e) if concerns(&e.key) => break,
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-                _ = resync.tick() => break,
-            }
+        if !super::next_pass(&mut rx, &mut resync, concerns).await {
+            return;
         }
     }
 }

@@ -228,16 +228,8 @@ pub async fn run(store: Store, pool: Pool, events: Recorder) {
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     loop {
         reconcile(&store, &pool, &events);
-        loop {
-            tokio::select! {
-                ev = rx.recv() => match ev {
-                    Ok(e) if e.key.resource == "services" => break,
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                },
-                _ = resync.tick() => break,
-            }
+        if !super::next_pass(&mut rx, &mut resync, |k| k.resource == "services").await {
+            return;
         }
     }
 }

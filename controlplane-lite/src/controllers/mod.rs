@@ -55,6 +55,27 @@ pub fn spawn_all(store: &Store, settings: &Settings) -> Vec<tokio::task::JoinHan
     ]
 }
 
+/// Waits until a change to a key that `concerns` the caller arrives (or writes were missed), or
+/// `resync` ticks: `true`; `false` once the store is gone.
+pub async fn next_pass(
+    rx: &mut tokio::sync::broadcast::Receiver<crate::store::Event>,
+    resync: &mut tokio::time::Interval,
+    concerns: impl Fn(&Key) -> bool,
+) -> bool {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Ok(e) if concerns(&e.key) => return true,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return true,
+                Err(RecvError::Closed) => return false,
+            },
+            _ = resync.tick() => return true,
+        }
+    }
+}
+
 /// Creates or replaces a controller-owned object (`want` without server metadata), writing
 /// only when its content differs from what is stored.
 pub fn apply_owned(store: &Store, key: Key, mut want: Value) -> Result<bool, StoreError> {
