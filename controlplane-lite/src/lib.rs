@@ -1,14 +1,16 @@
 //! # controlplane-lite
 //!
 //! A small server speaking a real subset of the Kubernetes API — namespaces, nodes, pods,
-//! services, endpoints and endpointslices — so that kubectl, kube-rs and other clients can drive
+//! services, endpoints, endpointslices and events — so that kubectl, kube-rs and other clients can drive
 //! a switchyard lab as they would a cluster.
 //!
 //! # Layout
 //! - [`store`]: objects, the resourceVersion sequence, watch history, the on-disk log.
 //! - [`api`]: HTTP routing and the verbs; [`watch`]: watch streams; [`table`]: `kubectl get` tables.
 //! - [`admission`]: server-set metadata, defaults, validation, ClusterIP/NodePort/podCIDR allocation.
-//! - [`controllers`]: scheduler, EndpointSlice/Endpoints, node and pod lifecycle.
+//! - [`controllers`]: the `kubernetes` Service, scheduler, EndpointSlice/Endpoints, LoadBalancer
+//!   addresses, node and pod lifecycle.
+//! - [`events`]: Events in both API versions, the controllers' recorder, their expiry.
 //! - [`resources`]: what is served and the discovery/OpenAPI documents.
 //! - [`selectors`], [`patch`], [`validate`], [`status`], [`clock`]: the pieces they share.
 //! - [`serve`]: the connection loop (TLS or plain HTTP); [`tls`]: the generated CA and serving
