@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::admission::{self, Ranges};
+use crate::events::convert::{inward, outward};
 use crate::resources::{self, Resource};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
@@ -108,12 +109,13 @@ fn query(uri: &Uri) -> HashMap<String, String> {
 }
 
 fn selected<'a>(
+    res: &Resource,
     items: &'a [Arc<Value>],
     q: &HashMap<String, String>,
 ) -> Result<Vec<&'a Value>, ApiError> {
     let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
         .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-    let fields = FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
+    let fields = FieldSelector::parse_for(res, q.get("fieldSelector").map_or("", String::as_str))
         .map_err(ApiError::bad_request)?;
     let empty = serde_json::Map::new();
     Ok(items
@@ -171,7 +173,7 @@ fn check_fields(
             res.kind, res.version, res.kind
         )
     };
-    let unknown = validate::unknown_fields(res.kind, &typed)
+    let unknown = validate::unknown_fields(res.group, res.kind, &typed)
         .map_err(|e| ApiError::bad_request(format!("{prefix}{e}")))?;
     if directive == FieldValidation::Strict && !unknown.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -256,7 +258,7 @@ impl Api {
         headers: &HeaderMap,
     ) -> Result<Response, ApiError> {
         let (items, rv) = self.store.list(t.res.plural, t.namespace.as_deref());
-        let items = selected(&items, q)?;
+        let items = selected(t.res, &items, q)?;
         if wants_table(headers) {
             return Ok(ok(&table::table(
                 t.res,
@@ -269,7 +271,7 @@ impl Api {
             "kind": format!("{}List", t.res.kind),
             "apiVersion": t.res.api_version(),
             "metadata": {"resourceVersion": rv.to_string()},
-            "items": items,
+            "items": items.iter().map(|o| outward(t.res, o)).collect::<Vec<_>>(),
         })))
     }
 
@@ -292,7 +294,7 @@ impl Api {
                 q.get("includeObject").map_or("", String::as_str),
             )));
         }
-        Ok(ok(&obj))
+        Ok(ok(&outward(t.res, &obj)))
     }
 
     fn create(
@@ -303,6 +305,7 @@ impl Api {
     ) -> Result<Response, ApiError> {
         let mut obj = body_json(body)?;
         let warnings = check_fields(t.res, &mut obj, q, false)?;
+        let mut obj = inward(t.res, obj);
         let ns = t.namespace.clone().unwrap_or_default();
         if t.res.namespaced {
             if let Some(body_ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str) {
@@ -324,7 +327,7 @@ impl Api {
                 return Err(ApiError::already_exists(t.res.plural, t.res.group, &name));
             }
             return Ok(with_warnings(
-                json_response(StatusCode::CREATED, &obj),
+                json_response(StatusCode::CREATED, &outward(t.res, &obj)),
                 &warnings,
             ));
         }
@@ -333,7 +336,7 @@ impl Api {
             .create(self.key(t, &name), obj)
             .map_err(store_err(t.res, &name))?;
         Ok(with_warnings(
-            json_response(StatusCode::CREATED, &stored),
+            json_response(StatusCode::CREATED, &outward(t.res, &stored)),
             &warnings,
         ))
     }
@@ -347,6 +350,7 @@ impl Api {
     ) -> Result<Response, ApiError> {
         let mut obj = body_json(body)?;
         let warnings = check_fields(t.res, &mut obj, q, false)?;
+        let obj = inward(t.res, obj);
         if let Some(n) = obj.pointer("/metadata/name").and_then(Value::as_str) {
             if n != name {
                 return Err(ApiError::bad_request(format!(
@@ -401,7 +405,7 @@ impl Api {
             .store
             .get(&key)
             .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
-        let mut obj = (*old).clone();
+        let mut obj = outward(t.res, &old);
         let bad = |e: patch::PatchError| {
             ApiError::invalid(
                 t.res.kind,
@@ -419,6 +423,7 @@ impl Api {
             other => return Err(ApiError::unsupported_media(other)),
         }
         let warnings = check_fields(t.res, &mut obj, q, true)?;
+        let obj = inward(t.res, obj);
         // A patch carrying a resourceVersion is a precondition.
         let expect = p
             .pointer("/metadata/resourceVersion")
@@ -455,13 +460,13 @@ impl Api {
                 return Err(ApiError::conflict(t.res.plural, t.res.group, name));
             }
             obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-            return Ok(ok(&obj));
+            return Ok(ok(&outward(t.res, &obj)));
         }
         let stored = self
             .store
             .update(key, obj, expect)
             .map_err(store_err(t.res, name))?;
-        Ok(ok(&stored))
+        Ok(ok(&outward(t.res, &stored)))
     }
 
     fn delete(
@@ -502,7 +507,7 @@ impl Api {
             .as_array()
             .is_some_and(|d| d.iter().any(|v| v == "All"));
         if dry_run(q)? || dry_body {
-            return Ok(ok(&obj));
+            return Ok(ok(&outward(t.res, &obj)));
         }
         if t.res.kind == "Pod" {
             if let Some(resp) = self.graceful_pod_delete(&key, &obj, grace)? {
@@ -522,7 +527,7 @@ impl Api {
             }
         }
         let gone = self.store.delete(key).map_err(store_err(t.res, name))?;
-        Ok(ok(&gone))
+        Ok(ok(&outward(t.res, &gone)))
     }
 
     /// A pod on a live node is marked terminating; its kubelet finishes the deletion.
@@ -583,10 +588,10 @@ impl Api {
     ) -> Result<Response, ApiError> {
         let (items, _) = self.store.list(t.res.plural, t.namespace.as_deref());
         let mut deleted = Vec::new();
-        for o in selected(&items, q)? {
+        for o in selected(t.res, &items, q)? {
             let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
             if self.delete(t, &name, q, &Bytes::new()).is_ok() {
-                deleted.push(o.clone());
+                deleted.push(outward(t.res, o));
             }
         }
         Ok(ok(

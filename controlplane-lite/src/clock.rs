@@ -36,6 +36,16 @@ pub fn now() -> String {
     format(now_secs())
 }
 
+/// The current time with microseconds, as Kubernetes writes a `MicroTime`
+/// (`2026-11-24T00:00:00.123456Z`).
+pub fn now_micro() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let secs = format(now.as_secs() as i64);
+    format!("{}.{:06}Z", secs.trim_end_matches('Z'), now.subsec_micros())
+}
+
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fff]Z` (or with a `+00:00` offset) into seconds since the epoch.
 pub fn parse(s: &str) -> Option<i64> {
     let b = s.as_bytes();

@@ -1,14 +1,16 @@
 //! # controlplane-lite
 //!
 //! A small server speaking a real subset of the Kubernetes API — namespaces, nodes, pods,
-//! services, endpoints and endpointslices — so that kubectl, kube-rs and other clients can drive
+//! services, endpoints, endpointslices and events — so that kubectl, kube-rs and other clients can drive
 //! a switchyard lab as they would a cluster.
 //!
 //! # Layout
 //! - [`store`]: objects, the resourceVersion sequence, watch history, the on-disk log.
 //! - [`api`]: HTTP routing and the verbs; [`watch`]: watch streams; [`table`]: `kubectl get` tables.
 //! - [`admission`]: server-set metadata, defaults, validation, ClusterIP/NodePort/podCIDR allocation.
-//! - [`controllers`]: scheduler, EndpointSlice/Endpoints, node and pod lifecycle.
+//! - [`controllers`]: the `kubernetes` Service, scheduler, EndpointSlice/Endpoints, LoadBalancer
+//!   addresses, node and pod lifecycle.
+//! - [`events`]: Events in both API versions, the controllers' recorder, their expiry.
 //! - [`resources`]: what is served and the discovery/OpenAPI documents.
 //! - [`selectors`], [`patch`], [`validate`], [`status`], [`clock`]: the pieces they share.
 //! - [`serve`]: the connection loop (TLS or plain HTTP); [`tls`]: the generated CA and serving
@@ -18,6 +20,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod controllers;
+pub mod events;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod patch;
@@ -33,11 +36,10 @@ pub mod validate;
 pub mod watch;
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-use serde_json::json;
 
 /// Server configuration.
 #[derive(Clone, Debug)]
@@ -52,10 +54,18 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Require one of these bearer tokens (except for health checks); `None` lets everyone in.
     pub tokens: Option<Arc<auth::Tokens>>,
+    /// The address the `kubernetes` Service's endpoint names; `None`: the listen address (a
+    /// loopback one when that is unspecified, with a warning either way).
+    pub advertise_address: Option<IpAddr>,
+    /// Pools LoadBalancer Services get addresses from (none: they stay pending).
+    pub loadbalancer_pool: controllers::loadbalancer::Pool,
+    /// How long an Event lives after its last write.
+    pub event_ttl: Duration,
 }
 
 impl Default for Config {
-    /// In memory, default ranges, 40 s node grace, plain HTTP, no authentication (tests).
+    /// In memory, default ranges, 40 s node grace, plain HTTP, no authentication, no
+    /// LoadBalancer pool, one hour event TTL (tests).
     fn default() -> Self {
         Config {
             data_dir: None,
@@ -63,6 +73,9 @@ impl Default for Config {
             node_monitor_grace: Duration::from_secs(40),
             tls: None,
             tokens: None,
+            advertise_address: None,
+            loadbalancer_pool: controllers::loadbalancer::Pool::default(),
+            event_ttl: events::ttl::DEFAULT_TTL,
         }
     }
 }
@@ -78,6 +91,24 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// The address the `kubernetes` Service publishes: `flag` if given, else the listen IP (a
+/// wildcard one becomes 127.0.0.1); a loopback address is published with a warning, since pods
+/// cannot reach it.
+fn advertised_ip(flag: Option<IpAddr>, listen: IpAddr) -> IpAddr {
+    if let Some(ip) = flag {
+        return ip;
+    }
+    let ip = if listen.is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        listen
+    };
+    if ip.is_loopback() {
+        tracing::warn!(%ip, "the kubernetes Service's endpoint is a loopback address that pods cannot reach; pass --advertise-address with an address of this host they can reach");
+    }
+    ip
+}
+
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: tokio::net::TcpListener,
@@ -88,21 +119,25 @@ pub async fn run(
         Some(dir) => store::Store::open(dir)?,
         None => store::Store::in_memory(),
     };
-    for ns in ["default", "kube-system", "kube-public"] {
-        let key = store::Key {
-            resource: "namespaces".into(),
-            namespace: String::new(),
-            name: ns.into(),
-        };
-        if store.get(&key).is_none() {
-            let mut obj = json!({"metadata": {"name": ns}});
-            let res = resources::find("", "v1", "namespaces").expect("namespaces are served");
-            if admission::on_create(res, "", &mut obj, &store, &config.ranges).is_ok() {
-                let _ = store.create(key, obj);
-            }
-        }
+    let local = listener.local_addr()?;
+    let api_endpoint = controllers::bootstrap::ApiEndpoint {
+        address: SocketAddr::new(
+            advertised_ip(config.advertise_address, local.ip()),
+            local.port(),
+        ),
+    };
+    let settings = controllers::Settings {
+        ranges: config.ranges,
+        node_monitor_grace: config.node_monitor_grace,
+        api_endpoint,
+        loadbalancer_pool: config.loadbalancer_pool.clone(),
+        event_ttl: config.event_ttl,
+    };
+    // The system namespaces and the `kubernetes` Service exist before the first request.
+    if let Err(e) = controllers::bootstrap::reconcile(&store, &config.ranges, api_endpoint) {
+        tracing::warn!(error = %e, "creating the kubernetes Service failed");
     }
-    let controllers = controllers::spawn_all(&store, config.node_monitor_grace);
+    let controllers = controllers::spawn_all(&store, &settings);
     let address = listener
         .local_addr()
         .map(|a| a.to_string())

@@ -1,7 +1,7 @@
 //! `switchyard-cp`: controlplane-lite's server.
 //!
 //! `switchyard-cp --listen ADDR --data-dir DIR [--token-file FILE] [--tls-san IP_OR_DNS ...]
-//! [--write-kubeconfig PATH] [--insecure-plain-http]`: serves HTTPS with a CA and certificate
+//! [--write-kubeconfig PATH] [--advertise-address IP] [--insecure-plain-http]`: serves HTTPS with a CA and certificate
 //! generated into `DIR/pki/` on first start, bearer tokens from a kube-apiserver token file.
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::Parser;
 use switchyard_cp::admission::Ranges;
 use switchyard_cp::auth::Tokens;
+use switchyard_cp::controllers::loadbalancer::Pool;
 use switchyard_cp::{kubeconfig, tls};
 
 #[derive(Parser)]
@@ -31,7 +32,8 @@ struct Cli {
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// Extra names (IP addresses or DNS names) for the serving certificate: several after one
-    /// flag, repeated, or comma-separated. The listen IP, 127.0.0.1 and localhost are always in.
+    /// flag, repeated, or comma-separated. The listen IP, 127.0.0.1, localhost, the advertise
+    /// address and the `kubernetes` Service's ClusterIP and DNS names are always in.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     tls_san: Vec<String>,
     /// Write a kubeconfig for this server (URL, CA, the token file's first token) to PATH.
@@ -46,6 +48,19 @@ struct Cli {
     /// Cluster pod CIDR; nodes get /24s from it.
     #[arg(long, default_value = "10.244.0.0/16")]
     cluster_cidr: String,
+    /// The address the `kubernetes` Service's Endpoints and EndpointSlice publish (pods reach
+    /// the API there). Default: the listen IP (127.0.0.1 for a wildcard listen address; a
+    /// loopback address is published with a warning).
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
+    /// Address pools for LoadBalancer Services (IPv4 CIDRs, e.g. 198.18.100.0/24): repeated or
+    /// comma-separated. Without one, LoadBalancer Services stay pending.
+    #[arg(long, value_delimiter = ',')]
+    loadbalancer_pool: Vec<String>,
+    /// How long an Event is kept after its last write, as kube-apiserver's --event-ttl
+    /// (e.g. 1h, 30m, 90s, 1h30m).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    event_ttl: Duration,
     /// Seconds without a heartbeat before a node is NotReady.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace: u64,
@@ -56,6 +71,32 @@ fn cidr(flag: &str, s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
         .split_once('/')
         .and_then(|(a, p)| Some((a.parse().ok()?, p.parse::<u8>().ok().filter(|p| *p <= 32)?)));
     parsed.ok_or_else(|| anyhow::anyhow!("--{flag} {s:?} is not an IPv4 CIDR like 10.96.0.0/16"))
+}
+
+/// A Go-style duration: whole numbers with units h, m, s or ms, e.g. `1h30m`, `90s`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 1h, 30m, 90s or 1h30m");
+    let (mut total, mut rest) = (Duration::ZERO, s.trim());
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let (unit, len) = [("ms", 2), ("h", 1), ("m", 1), ("s", 1)]
+            .into_iter()
+            .find(|(u, _)| rest.starts_with(u))
+            .ok_or_else(bad)?;
+        rest = &rest[len..];
+        total += match unit {
+            "ms" => Duration::from_millis(n),
+            "h" => Duration::from_secs(n * 3600),
+            "m" => Duration::from_secs(n * 60),
+            _ => Duration::from_secs(n),
+        };
+    }
+    Ok(total)
 }
 
 #[tokio::main]
@@ -86,7 +127,12 @@ async fn main() -> anyhow::Result<()> {
         );
         None
     } else {
-        let sans = tls::sans(cli.listen.ip(), &cli.tls_san);
+        let names = tls::ServerNames {
+            listen: cli.listen.ip(),
+            advertise: cli.advertise_address,
+            service_ip: ranges.first_service_ip().into(),
+        };
+        let sans = tls::sans(names, &cli.tls_san);
         Some(tls::Pki::load_or_create(&cli.data_dir.join("pki"), &sans)?)
     };
     let listener = tokio::net::TcpListener::bind(cli.listen)
@@ -110,6 +156,14 @@ async fn main() -> anyhow::Result<()> {
         node_monitor_grace: Duration::from_secs(cli.node_monitor_grace),
         tls: pki.map(|p| p.server_config),
         tokens,
+        advertise_address: cli.advertise_address,
+        loadbalancer_pool: Pool(
+            cli.loadbalancer_pool
+                .iter()
+                .map(|p| cidr("loadbalancer-pool", p))
+                .collect::<anyhow::Result<_>>()?,
+        ),
+        event_ttl: cli.event_ttl,
     };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -20,6 +20,7 @@ fn openapi_name(message: &str) -> String {
     let prefix = match pkg {
         "core" => "io.k8s.api.core.v1",
         "disc" => "io.k8s.api.discovery.v1",
+        "events" => "io.k8s.api.events.v1",
         "meta" => "io.k8s.apimachinery.pkg.apis.meta.v1",
         "intstr" => "io.k8s.apimachinery.pkg.util.intstr",
         "res" => "io.k8s.apimachinery.pkg.api.resource",
@@ -29,7 +30,11 @@ fn openapi_name(message: &str) -> String {
 }
 
 fn root_message(r: &Resource) -> String {
-    let pkg = if r.group.is_empty() { "core" } else { "disc" };
+    let pkg = match r.group {
+        "" => "core",
+        "events.k8s.io" => "events",
+        _ => "disc",
+    };
     format!("{pkg}.{}", r.kind)
 }
 

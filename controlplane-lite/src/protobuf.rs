@@ -337,6 +337,8 @@ fn root(api_version: &str, kind: &str) -> Option<&'static str> {
         ("v1", "Node") => "core.Node",
         ("v1", "Endpoints") => "core.Endpoints",
         ("discovery.k8s.io/v1", "EndpointSlice") => "disc.EndpointSlice",
+        ("v1", "Event") => "core.Event",
+        ("events.k8s.io/v1", "Event") => "events.Event",
         _ => return None,
     })
 }

@@ -35,8 +35,23 @@ impl Resource {
     }
 }
 
+/// Events, served in the core group and in events.k8s.io (one stored object, two forms).
+const fn event(group: &'static str) -> Resource {
+    Resource {
+        group,
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short: &["ev"],
+        status: false,
+        categories: &[],
+    }
+}
+
 /// Every resource, in discovery order.
-pub const RESOURCES: [Resource; 6] = [
+pub const RESOURCES: [Resource; 8] = [
     Resource {
         group: "",
         version: "v1",
@@ -92,6 +107,7 @@ pub const RESOURCES: [Resource; 6] = [
         status: false,
         categories: &[],
     },
+    event(""),
     Resource {
         group: "discovery.k8s.io",
         version: "v1",
@@ -103,7 +119,11 @@ pub const RESOURCES: [Resource; 6] = [
         status: false,
         categories: &[],
     },
+    event("events.k8s.io"),
 ];
+
+/// The named API groups, in discovery order.
+pub const GROUPS: [&str; 2] = ["discovery.k8s.io", "events.k8s.io"];
 
 /// The resource served at `group/version/plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
@@ -176,11 +196,14 @@ pub fn core_versions(server_address: &str) -> Value {
 
 /// `/apis`: the named groups.
 pub fn groups() -> Value {
-    let gv = json!({"groupVersion": "discovery.k8s.io/v1", "version": "v1"});
-    json!({
-        "kind": "APIGroupList", "apiVersion": "v1",
-        "groups": [{"name": "discovery.k8s.io", "versions": [gv.clone()], "preferredVersion": gv}]
-    })
+    let groups: Vec<Value> = GROUPS
+        .iter()
+        .map(|g| {
+            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/<group>`: one group.
@@ -209,18 +232,22 @@ pub fn version() -> Value {
 
 /// `/openapi/v3`: the index of per-group-version documents.
 pub fn openapi_index() -> Value {
-    json!({"paths": {
-        "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=switchyard1"},
-        "apis/discovery.k8s.io/v1": {"serverRelativeURL": "/openapi/v3/apis/discovery.k8s.io/v1?hash=switchyard1"},
-    }})
+    let mut paths = serde_json::Map::new();
+    for gv in
+        std::iter::once("api/v1".to_string()).chain(GROUPS.iter().map(|g| format!("apis/{g}/v1")))
+    {
+        let url = format!("/openapi/v3/{gv}?hash=switchyard2");
+        paths.insert(gv, json!({"serverRelativeURL": url}));
+    }
+    json!({"paths": paths})
 }
 
 /// `/openapi/v3/<gv path>`: enough of the document for kubectl to see that every resource
 /// accepts server-side field validation (so it validates on the server, not from schemas).
 pub fn openapi_doc(gv_path: &str) -> Option<Value> {
-    let (group, version) = match gv_path {
-        "api/v1" => ("", "v1"),
-        "apis/discovery.k8s.io/v1" => ("discovery.k8s.io", "v1"),
+    let (group, version) = match gv_path.split('/').collect::<Vec<_>>()[..] {
+        ["api", "v1"] => ("", "v1"),
+        ["apis", g, "v1"] => (*GROUPS.iter().find(|k| **k == g)?, "v1"),
         _ => return None,
     };
     let mut paths = serde_json::Map::new();
@@ -276,10 +303,15 @@ mod tests {
                 "pods/status",
                 "services",
                 "services/status",
-                "endpoints"
+                "endpoints",
+                "events"
             ]
         );
         assert!(resource_list("discovery.k8s.io", "v1").is_some());
+        assert_eq!(
+            resource_list("events.k8s.io", "v1").unwrap()["resources"][0]["kind"],
+            "Event"
+        );
         assert!(resource_list("apps", "v1").is_none());
         assert_eq!(find("", "v1", "pods").unwrap().kind, "Pod");
     }
@@ -288,7 +320,8 @@ mod tests {
     fn openapi_documents_advertise_field_validation() {
         let doc = openapi_doc("api/v1").unwrap();
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 5);
+        assert_eq!(paths.len(), 6);
+        assert!(openapi_doc("apis/events.k8s.io/v1").is_some());
         let pod = &paths["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];
         assert_eq!(pod["x-kubernetes-group-version-kind"]["kind"], "Pod");
         assert_eq!(pod["parameters"][0]["name"], "fieldValidation");

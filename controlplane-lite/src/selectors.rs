@@ -1,6 +1,8 @@
 //! Label selectors (equality- and set-based, as `kubectl -l` sends them) and field selectors.
 use serde_json::Value;
 
+use crate::resources::Resource;
+
 /// One requirement of a label selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Requirement {
@@ -103,6 +105,22 @@ impl LabelSelector {
     }
 }
 
+/// The `field=value` / `field!=value` requirements of a field selector, trimmed.
+fn split_fields(s: &str) -> Result<Vec<(String, bool, String)>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, eq, v) = if let Some((k, v)) = part.split_once("!=") {
+            (k, false, v)
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            (k, true, v)
+        } else {
+            return Err(format!("invalid field selector: {part:?}"));
+        };
+        out.push((k.trim().to_string(), eq, v.trim().to_string()));
+    }
+    Ok(out)
+}
+
 /// A field selector: `path=value` / `path!=value` pairs on dotted paths.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector(pub Vec<(String, bool, String)>);
@@ -115,24 +133,62 @@ pub const SUPPORTED_FIELDS: [&str; 4] = [
     "status.phase",
 ];
 
+/// The fields an Event field selector may name, as kube-apiserver's event registry has them
+/// (`source` is `source.component`).
+pub const EVENT_FIELDS: [&str; 13] = [
+    "metadata.name",
+    "metadata.namespace",
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+];
+
 impl FieldSelector {
-    /// Parses `a.b=c,d!=e`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    /// Parses `a.b=c,d!=e` for objects of `res`: Events take [`EVENT_FIELDS`] (through
+    /// events.k8s.io also under their names there, `regarding.name`…), everything else
+    /// [`SUPPORTED_FIELDS`]. Fields are kept as paths into the stored object.
+    pub fn parse_for(res: &Resource, s: &str) -> Result<Self, String> {
+        if res.kind != "Event" {
+            return Self::parse(s);
+        }
         let mut out = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, eq, v) = if let Some((k, v)) = part.split_once("!=") {
-                (k, false, v)
-            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-                (k, true, v)
+        for (field, eq, value) in split_fields(s)? {
+            let core = if res.group == crate::events::GROUP {
+                crate::events::convert::core_field(&field)
             } else {
-                return Err(format!("invalid field selector: {part:?}"));
+                field.clone()
             };
-            if !SUPPORTED_FIELDS.contains(&k.trim()) {
-                return Err(format!("field label not supported: {}", k.trim()));
+            if !EVENT_FIELDS.contains(&core.as_str()) {
+                return Err(format!("field label not supported: {field}"));
             }
-            out.push((k.trim().to_string(), eq, v.trim().to_string()));
+            let path = if core == "source" {
+                "source.component".to_string()
+            } else {
+                core
+            };
+            out.push((path, eq, value));
         }
         Ok(FieldSelector(out))
+    }
+
+    /// Parses `a.b=c,d!=e`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let fields = split_fields(s)?;
+        if let Some((k, _, _)) = fields
+            .iter()
+            .find(|(k, _, _)| !SUPPORTED_FIELDS.contains(&k.as_str()))
+        {
+            return Err(format!("field label not supported: {k}"));
+        }
+        Ok(FieldSelector(fields))
     }
 
     /// Whether `obj` matches.
@@ -199,5 +255,18 @@ mod tests {
                 .matches(&pod)
         );
         assert!(FieldSelector::parse("spec.foo=x").is_err());
+        let event = json!({"involvedObject": {"kind": "Pod", "name": "p", "uid": "u"},
+            "source": {"component": "kubelet"}, "type": "Warning"});
+        let core = crate::resources::find("", "v1", "events").unwrap();
+        let newer = crate::resources::find("events.k8s.io", "v1", "events").unwrap();
+        let sel = "involvedObject.name=p,involvedObject.kind=Pod,involvedObject.uid=u,involvedObject.namespace=,source=kubelet,type=Warning";
+        assert!(FieldSelector::parse_for(core, sel).unwrap().matches(&event));
+        assert!(FieldSelector::parse_for(newer, "regarding.name=p")
+            .unwrap()
+            .matches(&event));
+        assert!(!FieldSelector::parse_for(core, "reason=Scheduled")
+            .unwrap()
+            .matches(&event));
+        assert!(FieldSelector::parse_for(core, "spec.nodeName=n1").is_err());
     }
 }

@@ -47,6 +47,18 @@ fn columns(kind: &str) -> Vec<Value> {
             w("Container-Runtime"),
         ],
         "Namespace" => vec![s("Name"), s("Status"), s("Age")],
+        "Event" => vec![
+            s("Last Seen"),
+            s("Type"),
+            s("Reason"),
+            s("Object"),
+            w("Subobject"),
+            w("Source"),
+            s("Message"),
+            w("First Seen"),
+            col("Count", "string", 1),
+            col("Name", "string", 1),
+        ],
         "Endpoints" => vec![s("Name"), s("Endpoints"), s("Age")],
         "EndpointSlice" => vec![
             s("Name"),
@@ -78,6 +90,61 @@ fn joined(items: Vec<String>, max: usize) -> String {
         shown.push(format!("+ {} more...", n - max));
     }
     or_none(shown.join(","))
+}
+
+/// An Event's row, as kube-apiserver's printEvent: times from the legacy fields or the
+/// `eventTime`/`series` of the newer API, the count 1 for a singleton.
+fn event_cells(o: &Value) -> Vec<Value> {
+    let at = |p: &str| o.pointer(p).and_then(Value::as_str);
+    let first = match at("/firstTimestamp") {
+        Some(t) => clock::age(Some(t)),
+        None => clock::age(at("/eventTime")),
+    };
+    let mut last = match at("/lastTimestamp") {
+        Some(t) => clock::age(Some(t)),
+        None => first.clone(),
+    };
+    let mut count = o["count"].as_i64().unwrap_or(0);
+    if o["series"].is_object() {
+        last = clock::age(at("/series/lastObservedTime"));
+        count = o["series"]["count"].as_i64().unwrap_or(0);
+    } else if count == 0 {
+        count = 1;
+    }
+    let kind = str_at(o, "/involvedObject/kind").to_lowercase();
+    let target = match str_at(o, "/involvedObject/name") {
+        "" => kind,
+        name => format!("{kind}/{name}"),
+    };
+    let or = |a: &str, b: &str| {
+        if a.is_empty() {
+            b.to_string()
+        } else {
+            a.to_string()
+        }
+    };
+    let component = or(
+        str_at(o, "/source/component"),
+        str_at(o, "/reportingComponent"),
+    );
+    let instance = or(str_at(o, "/source/host"), str_at(o, "/reportingInstance"));
+    let source = if instance.is_empty() {
+        component
+    } else {
+        format!("{component}, {instance}")
+    };
+    vec![
+        json!(last),
+        json!(str_at(o, "/type")),
+        json!(str_at(o, "/reason")),
+        json!(target),
+        json!(str_at(o, "/involvedObject/fieldPath")),
+        json!(source),
+        json!(str_at(o, "/message").trim()),
+        json!(first),
+        json!(count),
+        json!(str_at(o, "/metadata/name")),
+    ]
 }
 
 fn cells(kind: &str, o: &Value) -> Vec<Value> {
@@ -263,6 +330,7 @@ fn cells(kind: &str, o: &Value) -> Vec<Value> {
                 json!(age),
             ]
         }
+        "Event" => event_cells(o),
         _ => vec![json!(name), json!(age)],
     }
 }
@@ -395,5 +463,21 @@ mod tests {
         let t = table(find("", "v1", "services").unwrap(), &[&svc], 1, "");
         assert_eq!(t["rows"][0]["cells"][4], "80:31002/TCP");
         assert_eq!(t["rows"][0]["cells"][6], "app=web");
+    }
+
+    #[test]
+    fn event_rows_show_last_seen_type_reason_object_and_message() {
+        let ev = json!({"metadata": {"name": "p.1"}, "involvedObject": {"kind": "Pod", "name": "p"},
+            "type": "Normal", "reason": "Scheduled", "message": "Successfully assigned default/p to n1",
+            "eventTime": clock::now_micro(), "firstTimestamp": null, "lastTimestamp": null,
+            "reportingComponent": "default-scheduler", "reportingInstance": "", "source": {}});
+        let t = table(find("", "v1", "events").unwrap(), &[&ev], 1, "");
+        let cells = &t["rows"][0]["cells"];
+        assert!(cells[0].as_str().unwrap().ends_with('s'), "{cells}");
+        assert_eq!(cells[1], "Normal");
+        assert_eq!(cells[3], "pod/p");
+        assert_eq!(cells[5], "default-scheduler");
+        assert_eq!(cells[6], "Successfully assigned default/p to n1");
+        assert_eq!(cells[8], 1);
     }
 }

@@ -2,9 +2,13 @@
 //! start into `<data-dir>/pki/` (`ca.crt`, `ca.key`, `server.crt`, `server.key`; keys mode 0600)
 //! and reused afterwards, so clients holding the CA keep trusting the server across restarts.
 //!
-//! The serving certificate covers the SANs it was asked for; when a later start asks for others
-//! (a new `--tls-san`, another listen address) it is re-issued by the same CA.
+//! The serving certificate covers the SANs it was asked for — with [`sans`], also every name an
+//! in-cluster client dials (the `kubernetes` Service's ClusterIP and DNS names, the advertised
+//! address). When a later start asks for others (a new `--tls-san`, another listen address), or
+//! the certificate on disk does not verify against the CA for every one of them (one written by
+//! an older version), it is re-issued by the same CA, so existing kubeconfigs stay valid.
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,22 +58,80 @@ const SERVER_KEY: &str = "server.key";
 /// The SANs `server.crt` was issued for, one per line (to know when to re-issue it).
 const SERVER_SANS: &str = "server.sans";
 
-/// The SANs for a server listening on `listen_ip`: that address (unless unspecified), 127.0.0.1,
-/// localhost and every extra name, without duplicates, in that order.
-pub fn sans(listen_ip: std::net::IpAddr, extra: &[String]) -> Vec<String> {
+/// The DNS names in-cluster clients dial for the API server (the `kubernetes` Service's).
+pub const SERVICE_NAMES: [&str; 4] = [
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+];
+
+/// What the serving certificate must name besides the `--tls-san` extras.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerNames {
+    /// The listen IP (left out when unspecified).
+    pub listen: IpAddr,
+    /// The address the `kubernetes` Service publishes, if given.
+    pub advertise: Option<IpAddr>,
+    /// The `kubernetes` Service's ClusterIP (the first address of the service CIDR).
+    pub service_ip: IpAddr,
+}
+
+/// The SANs of the serving certificate: the listen IP (unless unspecified), 127.0.0.1,
+/// localhost, the advertised address, the `kubernetes` Service's ClusterIP and its DNS names
+/// ([`SERVICE_NAMES`]), then every extra name; without duplicates, in that order.
+pub fn sans(names: ServerNames, extra: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut add = |s: String| {
         if !out.contains(&s) {
             out.push(s);
         }
     };
-    if !listen_ip.is_unspecified() {
-        add(listen_ip.to_string());
+    if !names.listen.is_unspecified() {
+        add(names.listen.to_string());
     }
     add("127.0.0.1".into());
     add("localhost".into());
+    if let Some(ip) = names.advertise.filter(|ip| !ip.is_unspecified()) {
+        add(ip.to_string());
+    }
+    add(names.service_ip.to_string());
+    SERVICE_NAMES
+        .iter()
+        .map(|n| n.to_string())
+        .for_each(&mut add);
     extra.iter().cloned().for_each(&mut add);
     out
+}
+
+/// Whether `cert` (PEM) chains to `ca` (PEM) and is valid, now, for every name of `sans`.
+fn covers(ca: &str, cert: &str, sans: &[String]) -> bool {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{ServerName, UnixTime};
+    let (Ok(ca), Ok(cert)) = (
+        CertificateDer::from_pem_slice(ca.as_bytes()),
+        CertificateDer::from_pem_slice(cert.as_bytes()),
+    ) else {
+        return false;
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if roots.add(ca).is_err() {
+        return false;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let Ok(verifier) =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+    else {
+        return false;
+    };
+    sans.iter().all(|name| {
+        ServerName::try_from(name.as_str()).is_ok_and(|server| {
+            verifier
+                .verify_server_cert(&cert, &[], &server, &[], UnixTime::now())
+                .is_ok()
+        })
+    })
 }
 
 /// The CA's parameters. Deterministic, so an issuer rebuilt from them and the stored CA key signs
@@ -188,7 +250,10 @@ impl Pki {
         };
         let wanted = sans.join("\n");
         let current = std::fs::read_to_string(&srv_sans).unwrap_or_default();
-        let reuse = !new_ca && srv_crt.exists() && srv_key.exists() && current.trim() == wanted;
+        let reuse = !new_ca
+            && srv_key.exists()
+            && current.trim() == wanted
+            && std::fs::read_to_string(&srv_crt).is_ok_and(|crt| covers(&ca_pem, &crt, sans));
         if !reuse {
             let key = KeyPair::generate().map_err(|e| TlsError::Generate("server key", e))?;
             let issuer = Issuer::new(ca_params(), &ca_keypair);
@@ -224,17 +289,55 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn names(listen: &str, advertise: Option<&str>) -> ServerNames {
+        ServerNames {
+            listen: listen.parse().unwrap(),
+            advertise: advertise.map(|a| a.parse().unwrap()),
+            service_ip: "10.96.0.1".parse().unwrap(),
+        }
+    }
+
     #[test]
-    fn sans_cover_the_listen_address_loopback_and_extras_once() {
-        let ip = "198.18.0.1".parse().unwrap();
+    fn sans_cover_the_listen_address_loopback_the_service_names_and_extras_once() {
+        let in_cluster = [
+            "10.96.0.1",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ];
+        let mut want = vec!["198.18.0.1", "127.0.0.1", "localhost"];
+        want.extend(in_cluster);
+        want.push("cp.lab");
         assert_eq!(
-            sans(ip, &["cp.lab".into(), "127.0.0.1".into()]),
-            ["198.18.0.1", "127.0.0.1", "localhost", "cp.lab"]
+            sans(
+                names("198.18.0.1", Some("198.18.0.1")),
+                &["cp.lab".into(), "127.0.0.1".into()]
+            ),
+            want
         );
-        assert_eq!(
-            sans("0.0.0.0".parse().unwrap(), &[]),
-            ["127.0.0.1", "localhost"]
-        );
+        let mut want = vec!["127.0.0.1", "localhost", "192.0.2.9"];
+        want.extend(in_cluster);
+        assert_eq!(sans(names("0.0.0.0", Some("192.0.2.9")), &[]), want);
+    }
+
+    #[test]
+    fn a_certificate_lacking_a_required_name_is_reissued_by_the_same_ca() {
+        let dir = std::env::temp_dir().join(format!("sy-cp-pki-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let old_names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let old = Pki::load_or_create(&dir, &old_names).unwrap();
+        let old_crt = std::fs::read_to_string(dir.join(SERVER_CRT)).unwrap();
+        let required = sans(names("127.0.0.1", None), &[]);
+        assert!(!covers(&old.ca_pem, &old_crt, &required));
+        // Even a SAN record claiming the new names does not save a certificate lacking them.
+        std::fs::write(dir.join(SERVER_SANS), required.join("\n")).unwrap();
+        let new = Pki::load_or_create(&dir, &required).unwrap();
+        let new_crt = std::fs::read_to_string(dir.join(SERVER_CRT)).unwrap();
+        assert_eq!(old.ca_pem, new.ca_pem, "the CA is kept");
+        assert!(covers(&new.ca_pem, &new_crt, &required));
+        assert!(!covers(&new.ca_pem, &new_crt, &["other.example".into()]));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -164,10 +164,13 @@ impl FieldPath {
 /// Fields of `obj` that the schema of `kind` does not declare (the typed structs of
 /// k8s-openapi), named as kube-apiserver names them: `spec.ports[0].colour`. `Err` when a
 /// declared field has the wrong type (kube-apiserver refuses those whatever the directive).
-pub fn unknown_fields(kind: &str, obj: &Value) -> Result<Vec<FieldPath>, String> {
+pub fn unknown_fields(group: &str, kind: &str, obj: &Value) -> Result<Vec<FieldPath>, String> {
     use k8s_openapi::api::core::v1 as core;
     use k8s_openapi::api::discovery::v1 as discovery;
+    use k8s_openapi::api::events::v1 as events;
     match kind {
+        "Event" if group == crate::events::GROUP => unknown::<events::Event>(obj),
+        "Event" => unknown::<core::Event>(obj),
         "Namespace" => unknown::<core::Namespace>(obj),
         "Node" => unknown::<core::Node>(obj),
         "Pod" => unknown::<core::Pod>(obj),
@@ -183,7 +186,12 @@ fn unknown<T: serde::de::DeserializeOwned>(obj: &Value) -> Result<Vec<FieldPath>
     let mut found = Vec::new();
     let decoded: Result<T, _> =
         serde_ignored::deserialize(obj.clone(), |path| found.push(field_path(&path)));
-    decoded.map(|_| found).map_err(|e| e.to_string())
+    match decoded {
+        Ok(_) => Ok(found),
+        // A required field left out is for validation to name (a 422), not a decoding error.
+        Err(e) if e.to_string().starts_with("missing field") => Ok(found),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn field_path(p: &serde_ignored::Path<'_>) -> FieldPath {
@@ -224,7 +232,7 @@ mod tests {
     fn unknown_fields_are_named_by_their_path_and_can_be_dropped() {
         let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a", "colour": 1},
             "spec": {"bogus": true, "ports": [{"port": 80}, {"port": 81, "nodeport": 3}], "selector": {"any-key": "x"}}});
-        let found = unknown_fields("Service", &svc).unwrap();
+        let found = unknown_fields("", "Service", &svc).unwrap();
         let names: Vec<String> = found.iter().map(ToString::to_string).collect();
         assert_eq!(
             names,
@@ -232,14 +240,14 @@ mod tests {
         );
         let mut pruned = svc.clone();
         found.iter().for_each(|f| f.remove_from(&mut pruned));
-        assert!(unknown_fields("Service", &pruned).unwrap().is_empty());
+        assert!(unknown_fields("", "Service", &pruned).unwrap().is_empty());
         assert_eq!(pruned["spec"]["ports"][1], json!({"port": 81}));
         let ok = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}},
             "spec": {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80}]}]}, "status": {}});
-        assert!(unknown_fields("Pod", &ok).unwrap().is_empty());
+        assert!(unknown_fields("", "Pod", &ok).unwrap().is_empty());
         let wrong_type =
             json!({"apiVersion": "v1", "kind": "Service", "spec": {"ports": [{"port": "x"}]}});
-        assert!(unknown_fields("Service", &wrong_type).is_err());
+        assert!(unknown_fields("", "Service", &wrong_type).is_err());
         let path = |k: &str| FieldPath(vec![Step::Key("spec".into()), Step::Key(k.into())]);
         assert_eq!(
             strict_decoding_error(&[path("a"), path("b")]),

@@ -53,8 +53,10 @@ impl Filter {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
             table::table(self.res, &[obj], rv, "")
-        } else {
+        } else if kind == "BOOKMARK" || kind == "ERROR" {
             obj.clone()
+        } else {
+            crate::events::convert::outward(self.res, obj)
         };
         Bytes::from(format!("{}\n", json!({"type": kind, "object": object})))
     }
@@ -73,7 +75,7 @@ pub fn serve(
         namespace,
         labels: LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
             .map_err(ApiError::bad_request)?,
-        fields: FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str))
+        fields: FieldSelector::parse_for(res, q.get("fieldSelector").map_or("", String::as_str))
             .map_err(ApiError::bad_request)?,
         table,
     };

@@ -1,7 +1,9 @@
 //! TLS and bearer tokens through the real `switchyard-cp` binary on 127.0.0.1, as a user meets
 //! them: kubectl with the written kubeconfig works; without a token or with a wrong one kubectl
 //! and curl get `401 Unauthorized`; the server is verified with the generated CA and not without
-//! it; a restart keeps the CA and the token, so existing kubeconfigs keep working; a broken token
+//! it; the certificate names what in-cluster clients dial (`kubernetes.default.svc`, 10.96.0.1, the
+//! advertised address), and one an older version left without them is re-issued by the same CA;
+//! a restart keeps the CA and the token, so existing kubeconfigs keep working; a broken token
 //! file stops the start with the line named. Needs kubectl, curl and openssl (no root).
 mod harness;
 
@@ -215,4 +217,62 @@ fn a_watch_streams_over_tls_and_sigterm_ends_it_promptly() {
             .any(|l| l.starts_with("ADDED") && l.contains("seen-by-the-watch")),
         "{lines:?}"
     );
+}
+
+/// curl, verified with the CA in `data`, of `https://HOST:PORT/healthz` where HOST is `host`,
+/// connecting to 127.0.0.1:`port` whatever `host` resolves to (nothing leaves the machine).
+fn healthz_as(data: &std::path::Path, host: &str, port: u16) -> harness::Out {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(ca_file(data))
+        .args(["--connect-to", &format!("{host}:{port}:127.0.0.1:{port}")]);
+    let url = format!("https://{host}:{port}/healthz");
+    cmd.arg(&url);
+    run(cmd, None, format!("curl {url}"))
+}
+
+#[test]
+fn in_cluster_names_of_the_api_server_verify_against_the_ca() {
+    let cp = Cp::start_with(&["--advertise-address", "198.18.0.1"]);
+    let port: u16 = cp.url.rsplit(':').next().unwrap().parse().unwrap();
+    for host in [
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "10.96.0.1",
+        "198.18.0.1",
+    ] {
+        assert_eq!(healthz_as(&cp.data, host, port).ok(), "ok", "{host}");
+    }
+    let err = healthz_as(&cp.data, "elsewhere.example", port).fails();
+    assert!(err.contains("SSL"), "a name not in the certificate: {err}");
+}
+
+#[test]
+fn a_data_dir_with_an_old_certificate_gets_the_new_names_from_the_same_ca() {
+    let scratch = Scratch::new("old-pki");
+    let pki = scratch.0.join("data").join("pki");
+    // What an older switchyard-cp left: a CA and a certificate for 127.0.0.1 and localhost.
+    let old = switchyard_cp::tls::Pki::load_or_create(
+        &pki,
+        &["127.0.0.1".to_string(), "localhost".to_string()],
+    )
+    .unwrap();
+    let port = free_port();
+    let before = fingerprint(&pki.join("ca.crt"));
+    let old_server = fingerprint(&pki.join("server.crt"));
+    let cp = Cp::start_in(&scratch.0, port);
+    assert_eq!(fingerprint(&pki.join("ca.crt")), before, "the CA is kept");
+    assert_ne!(fingerprint(&pki.join("server.crt")), old_server);
+    assert_eq!(
+        std::fs::read_to_string(ca_file(&cp.data)).unwrap(),
+        old.ca_pem
+    );
+    assert_eq!(
+        healthz_as(&cp.data, "kubernetes.default.svc", port).ok(),
+        "ok"
+    );
+    // A kubeconfig holding the old CA still works.
+    kubectl(&cp.kubeconfig, &["get", "ns", "default"]).ok();
 }

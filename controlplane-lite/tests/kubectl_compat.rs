@@ -5,7 +5,7 @@
 //! Each test runs its own server; the assertions are on what kubectl prints.
 mod harness;
 
-use harness::{rows, Cp};
+use harness::{eventually, rows, Cp};
 
 const WEB: &str = r#"
 apiVersion: v1
@@ -36,6 +36,8 @@ fn api_resources_lists_exactly_the_served_resources_and_others_are_clean_errors(
         [
             "endpoints",
             "endpointslices.discovery.k8s.io",
+            "events",
+            "events.events.k8s.io",
             "namespaces",
             "nodes",
             "pods",
@@ -393,17 +395,19 @@ fn get_prints_wide_yaml_json_jsonpath_and_name() {
     assert_eq!(doc["spec"]["ports"][0]["targetPort"].as_u64(), Some(8080));
     let list = cp.get_json(&["svc"]);
     assert_eq!(list["kind"], "List");
-    assert_eq!(list["items"][0]["metadata"]["name"], "web");
+    // The kubernetes Service is listed too, as in every cluster.
+    assert_eq!(list["items"][0]["metadata"]["name"], "kubernetes");
+    assert_eq!(list["items"][1]["metadata"]["name"], "web");
     assert_eq!(
         cp.kubectl(&["get", "svc", "-o", "name"]).ok().trim(),
-        "service/web"
+        "service/kubernetes\nservice/web"
     );
     assert_eq!(
         cp.jsonpath(
             &["svc"],
             "{range .items[*]}{.metadata.name}:{.spec.ports[0].port}{end}"
         ),
-        "web:80"
+        "kubernetes:443web:80"
     );
     let ns = cp.kubectl(&["get", "ns"]).ok();
     assert!(
@@ -415,7 +419,7 @@ fn get_prints_wide_yaml_json_jsonpath_and_name() {
     // `get all` lists the `all` category: pods and services.
     cp.apply(&pod("web-1", "app: web"));
     let all = cp.kubectl(&["get", "all", "-o", "name"]).ok();
-    assert_eq!(all.trim(), "pod/web-1\nservice/web");
+    assert_eq!(all.trim(), "pod/web-1\nservice/kubernetes\nservice/web");
 }
 
 #[test]
@@ -605,13 +609,22 @@ fn describe_pods_and_services() {
         "Status: Pending",
         "Image: echo",
         "QoS Class: BestEffort",
-        "Events: <none>",
     ] {
         assert!(
             pod.iter().any(|l| l == want),
             "missing {want:?} in:\n{pod:#?}"
         );
     }
+    // No node: the scheduler's Warning is the pod's one Event, as describe lists it.
+    eventually(10, "describe shows the FailedScheduling event", || {
+        let pod = fields(&cp.kubectl(&["describe", "pod", "web-1"]).ok());
+        pod.iter()
+            .any(|l| {
+                l.starts_with("Warning FailedScheduling ")
+                    && l.ends_with(" default-scheduler no nodes available to schedule pods")
+            })
+            .then_some(())
+    });
     // Defaults and the QoS class as kube-apiserver computes them.
     let burstable = "apiVersion: v1\nkind: Pod\nmetadata: {name: web-2}\nspec:\n  containers:\n  - {name: c, image: echo:1.0, resources: {requests: {cpu: 100m}}}\n";
     cp.apply(burstable);

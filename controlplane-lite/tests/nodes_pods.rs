@@ -6,16 +6,8 @@
 //! per pod.
 mod harness;
 
-use harness::{eventually, rows, Cp};
+use harness::{eventually, now, rows, Cp};
 use serde_json::Value;
-
-fn now() -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .expect("date");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn register(cp: &Cp, node: &str, ip: &str) {
     cp.apply(&format!(

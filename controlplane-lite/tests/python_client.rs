@@ -29,7 +29,18 @@ async fn serve(
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let pki = tls::Pki::load_or_create(&data.join("pki"), &tls::sans(addr.ip(), &[])).expect("pki");
+    let pki = tls::Pki::load_or_create(
+        &data.join("pki"),
+        &tls::sans(
+            tls::ServerNames {
+                listen: addr.ip(),
+                advertise: None,
+                service_ip: Ranges::default().first_service_ip().into(),
+            },
+            &[],
+        ),
+    )
+    .expect("pki");
     let tokens = Tokens::parse(&format!("{TOKEN},py,1\n"), Path::new("tokens")).expect("tokens");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let config = Config {
@@ -38,6 +49,7 @@ async fn serve(
         node_monitor_grace: Duration::from_secs(40),
         tls: Some(pki.server_config),
         tokens: Some(Arc::new(tokens)),
+        ..Config::default()
     };
     let task = tokio::spawn(async move {
         switchyard_cp::run(listener, config, async move {

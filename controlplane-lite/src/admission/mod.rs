@@ -17,6 +17,7 @@ use crate::status::{ApiError, Cause};
 use crate::store::Store;
 use crate::validate;
 
+mod events;
 mod metadata;
 mod namespaces;
 mod nodes;
@@ -37,6 +38,20 @@ pub struct Ranges {
     pub node_prefix: u8,
     /// NodePort range, inclusive.
     pub node_ports: (u16, u16),
+}
+
+impl Ranges {
+    /// The first address of the service CIDR: the `kubernetes` Service's ClusterIP, which no
+    /// other Service may take (10.96.0.1 for 10.96.0.0/16).
+    pub fn first_service_ip(&self) -> Ipv4Addr {
+        let (net, prefix) = self.service_cidr;
+        let mask = if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        };
+        Ipv4Addr::from((u32::from(net) & mask).wrapping_add(1))
+    }
 }
 
 impl Default for Ranges {
@@ -113,6 +128,7 @@ fn admit(
         "Service" => services::admit(res, obj, old, store, ranges),
         "Node" => nodes::admit(obj, store, ranges),
         "Pod" => pods::admit(res, obj, old),
+        "Event" => events::admit(res, obj),
         "Namespace" => {
             namespaces::admit(obj, old);
             Ok(())

@@ -1,5 +1,6 @@
 //! Node and pod lifecycle: a node whose kubelet stopped heartbeating becomes NotReady (Ready
-//! condition `Unknown`); pods bound to a node that no longer exists are removed (as
+//! condition `Unknown`, and a `NodeNotReady` Event from `node-controller`, as
+//! kube-controller-manager's node lifecycle controller reports it); pods bound to a node that no longer exists are removed (as
 //! kube-controller-manager's pod GC does), and a pod deletion its kubelet did not finish within
 //! the grace period plus 30 s is completed here.
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::clock;
+use crate::events::{Recorder, Reference};
 use crate::store::{Key, Store};
 
 /// Extra time a kubelet gets past a pod's grace period before the deletion is forced.
@@ -34,7 +36,7 @@ pub fn silent(node: &Value, now: i64, grace: i64) -> bool {
     beat.is_some_and(|t| now - t > grace)
 }
 
-fn tick(store: &Store, grace: i64) {
+fn tick(store: &Store, grace: i64, events: &Recorder) {
     let now = clock::now_secs();
     let (nodes, _) = store.list("nodes", None);
     for node in nodes.iter().filter(|n| silent(n, now, grace)) {
@@ -61,6 +63,12 @@ fn tick(store: &Store, grace: i64) {
             Some(n)
         });
         tracing::warn!(node = %name, "node stopped heartbeating: NotReady");
+        events.normal(
+            &Reference::node(&name),
+            "NodeNotReady",
+            "",
+            &format!("Node {name} status is now: NodeNotReady"),
+        );
     }
     let names: std::collections::BTreeSet<String> = nodes
         .iter()
@@ -91,10 +99,11 @@ fn tick(store: &Store, grace: i64) {
 
 /// Runs until the task is aborted.
 pub async fn run(store: Store, grace: Duration) {
+    let events = Recorder::legacy(&store, "node-controller");
     let mut every = tokio::time::interval(Duration::from_secs(2));
     loop {
         every.tick().await;
-        tick(&store, grace.as_secs() as i64);
+        tick(&store, grace.as_secs() as i64, &events);
     }
 }
 

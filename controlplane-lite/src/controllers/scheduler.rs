@@ -3,11 +3,14 @@
 //! (`matchExpressions` In/NotIn/Exists/DoesNotExist/Gt/Lt, `matchFields` on `metadata.name`)
 //! and the node's NoSchedule/NoExecute taints against its tolerations. A pod no node fits stays
 //! Pending with `PodScheduled=False`, reason `Unschedulable`. Pods naming another
-//! `schedulerName` are left to it.
+//! `schedulerName` are left to it. As kube-scheduler, it reports `Scheduled` ("Successfully
+//! assigned NS/POD to NODE") and, when a pod's reason to wait changes, a Warning
+//! `FailedScheduling` Event (events.k8s.io style, repeats counted in `series`).
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::events::{Recorder, Reference};
 use crate::store::{Key, Store};
 
 /// Whether a node's Ready condition is True.
@@ -182,7 +185,7 @@ fn unscheduled(p: &Value) -> bool {
             .is_none_or(|s| s == SCHEDULER_NAME)
 }
 
-fn schedule_all(store: &Store) {
+fn schedule_all(store: &Store, events: &Recorder) {
     let (pods, _) = store.list("pods", None);
     if !pods.iter().any(|p| unscheduled(p)) {
         return;
@@ -208,7 +211,14 @@ fn schedule_all(store: &Store) {
         let node = match choose(&all[i], &node_refs, &pod_refs) {
             Ok(node) => node,
             Err(why) => {
-                mark_unschedulable(store, &key, &why);
+                if mark_unschedulable(store, &key, &why) {
+                    events.warning(
+                        &Reference::to(&all[i]),
+                        "FailedScheduling",
+                        "Scheduling",
+                        &why,
+                    );
+                }
                 continue;
             }
         };
@@ -223,6 +233,15 @@ fn schedule_all(store: &Store) {
         match bound {
             Ok(Some(_)) => {
                 tracing::info!(pod = %format!("{}/{}", key.namespace, key.name), %node, "scheduled");
+                events.normal(
+                    &Reference::to(&all[i]),
+                    "Scheduled",
+                    "Binding",
+                    &format!(
+                        "Successfully assigned {}/{} to {node}",
+                        key.namespace, key.name
+                    ),
+                );
                 all[i]["spec"]["nodeName"] = json!(node);
             }
             Ok(None) => {}
@@ -231,8 +250,9 @@ fn schedule_all(store: &Store) {
     }
 }
 
-/// Records why a pod waits (`PodScheduled=False`, `Unschedulable`), writing only on change.
-fn mark_unschedulable(store: &Store, key: &Key, why: &str) {
+/// Records why a pod waits (`PodScheduled=False`, `Unschedulable`), writing only on change;
+/// whether it wrote.
+fn mark_unschedulable(store: &Store, key: &Key, why: &str) -> bool {
     let result = store.modify(key, |p| {
         let current = p
             .pointer("/status/conditions")
@@ -246,13 +266,18 @@ fn mark_unschedulable(store: &Store, key: &Key, why: &str) {
             "reason": "Unschedulable", "message": why, "lastTransitionTime": crate::clock::now()}]);
         Some(p)
     });
-    if let Err(e) = result {
-        tracing::warn!(error = %e, "recording an unschedulable pod failed");
+    match result {
+        Ok(written) => written.is_some(),
+        Err(e) => {
+            tracing::warn!(error = %e, "recording an unschedulable pod failed");
+            false
+        }
     }
 }
 
 /// Runs until the store closes.
 pub async fn run(store: Store) {
+    let events = Recorder::new(&store, SCHEDULER_NAME);
     let mut rx = store.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
@@ -264,7 +289,7 @@ pub async fn run(store: Store) {
             },
             _ = tick.tick() => {}
         }
-        schedule_all(&store);
+        schedule_all(&store, &events);
     }
 }
 

@@ -477,6 +477,22 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
+/// Now, as RFC 3339 UTC with seconds (what a kubelet writes in heartbeats).
+pub fn now() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `text` with each line's words joined by single spaces (for `describe` output).
+pub fn fields(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
 /// Whitespace-separated words of each line (for table output).
 pub fn rows(table: &str) -> Vec<Vec<String>> {
     table

@@ -23,6 +23,9 @@ use crate::validate;
 mod cluster_ip;
 mod ports;
 
+/// `namespace/name` of the API server's own Service, the only one given the first address.
+const KUBERNETES: &str = "default/kubernetes";
+
 /// The Service types served.
 const TYPES: [&str; 4] = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
 
@@ -39,7 +42,11 @@ pub(super) fn admit(
         obj["metadata"]["namespace"].as_str().unwrap_or(""),
         name_of(obj)
     );
-    let taken = Taken::by_others(store, &id);
+    let mut taken = Taken::by_others(store, &id);
+    // The first address is the `kubernetes` Service's, even while it is being re-created.
+    if id != KUBERNETES {
+        taken.ips.insert(ranges.first_service_ip());
+    }
     let mut causes = Vec::new();
     if !obj["spec"].is_object() {
         obj["spec"] = json!({});
@@ -66,10 +73,13 @@ pub(super) fn admit(
     }
     traffic_policies(spec, node_ports, &mut causes);
     validate::label_map(spec.get("selector"), "spec.selector", &mut causes);
+    // kube-apiserver allocates none with `allocateLoadBalancerNodePorts: false` (but keeps
+    // the ones a client asks for).
+    let allocate = node_ports && spec.get("allocateLoadBalancerNodePorts") != Some(&json!(false));
     ports::admit(
         spec,
         &ty,
-        node_ports,
+        (node_ports, allocate),
         &taken.node_ports,
         ranges,
         &mut causes,

@@ -4,7 +4,8 @@
 //! set); names are DNS-1123 labels, unique, and required when there is more than one port;
 //! `port` and a numeric `targetPort` are in 1-65535, a named `targetPort` is at most 15 lowercase
 //! letters, digits and hyphens. Where the type has node ports every port gets a `nodePort` in
-//! the configured range held by no other Service: the one requested, or a random free one;
+//! the configured range held by no other Service: the one requested, or a random free one (none
+//! for a LoadBalancer with `allocateLoadBalancerNodePorts: false`);
 //! elsewhere a non-zero `nodePort` is refused. `ports` may only be absent on headless and
 //! ExternalName Services.
 use std::collections::BTreeSet;
@@ -15,12 +16,13 @@ use super::super::{str_field, Ranges};
 use crate::status::{ApiError, Cause};
 use crate::validate;
 
-/// Defaults and checks every port of `spec` (of type `ty`), allocating node ports if
-/// `node_ports`; `taken` are the node ports of the other Services.
+/// Defaults and checks every port of `spec` (of type `ty`); `(node_ports, allocate)`: whether
+/// the type has node ports, and whether ports without one get one; `taken` are the node ports
+/// of the other Services.
 pub(super) fn admit(
     spec: &mut Value,
     ty: &str,
-    node_ports: bool,
+    (node_ports, allocate): (bool, bool),
     taken: &BTreeSet<u16>,
     ranges: &Ranges,
     causes: &mut Vec<Cause>,
@@ -52,8 +54,10 @@ pub(super) fn admit(
             None => causes.push(Cause::required(field("port"))),
         }
         target_port(p, port, field("targetPort"), causes);
-        if node_ports {
+        if node_ports && (allocate || p.get("nodePort").is_some_and(|n| !n.is_null())) {
             allocator.assign(p, field("nodePort"), causes)?;
+        } else if node_ports {
+            // No node port wanted for this one.
         } else if p.get("nodePort").is_some_and(|n| n.as_i64() != Some(0)) {
             causes.push(Cause {
                 reason: "FieldValueForbidden",

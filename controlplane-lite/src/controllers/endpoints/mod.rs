@@ -4,7 +4,8 @@
 //! slices. Ready = Ready condition True and not terminating; terminating pods stay listed with
 //! `ready: false, serving: <Ready>, terminating: true`. The Endpoints object, as Kubernetes'
 //! endpoints controller writes it, leaves terminating pods out; `publishNotReadyAddresses`
-//! makes every endpoint ready in both.
+//! makes every endpoint ready in both. Slices hold at most 100 endpoints and change as little as
+//! they can ([`slices`]); the Endpoints object at most 1000 addresses ([`legacy`]).
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::selectors::{LabelSelector, Requirement};
+
+pub mod legacy;
+pub mod slices;
+
 use crate::store::{Key, Store};
+use legacy::Subset;
 
 /// Label naming the Service a slice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -22,7 +28,7 @@ pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 
 /// (name, port, protocol) of each service port, resolved for one pod.
-type PortSet = Vec<(String, i64, String)>;
+pub type PortSet = Vec<(String, i64, String)>;
 
 fn pod_ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
@@ -78,23 +84,31 @@ fn selector(svc: &Value) -> Option<LabelSelector> {
     ))
 }
 
-fn short_hash(s: &str) -> String {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in s.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!("{:05x}", h & 0xfffff)
+/// `ports` as EndpointSlice and Endpoints ports.
+fn port_json(ports: &PortSet) -> Vec<Value> {
+    ports
+        .iter()
+        .map(|(n, p, pr)| json!({"name": n, "port": p, "protocol": pr}))
+        .collect()
 }
 
-/// The EndpointSlices and the Endpoints object `svc` should have, given the pods of its namespace.
-pub fn desired(svc: &Value, pods: &[Arc<Value>]) -> (Vec<Value>, Value) {
+/// What a Service's pods make of it.
+#[derive(Debug)]
+pub struct Desired {
+    /// Slice endpoints per resolved port set, in pod-name order.
+    pub slices: BTreeMap<PortSet, Vec<Value>>,
+    /// The ports of the placeholder slice a Service without endpoints keeps.
+    pub placeholder: PortSet,
+    /// The Endpoints object.
+    pub endpoints: Value,
+}
+
+/// The endpoints `svc` should have, given the pods of its namespace.
+pub fn desired(svc: &Value, pods: &[Arc<Value>]) -> Desired {
     let ns = svc["metadata"]["namespace"].as_str().unwrap_or("");
     let name = svc["metadata"]["name"].as_str().unwrap_or("");
-    let uid = svc["metadata"]["uid"].clone();
-    let owner = json!([{"apiVersion": "v1", "kind": "Service", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true}]);
     let mut groups: BTreeMap<PortSet, Vec<Value>> = BTreeMap::new();
-    let mut subsets: BTreeMap<PortSet, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    let mut subsets: BTreeMap<PortSet, Subset> = BTreeMap::new();
     if let Some(sel) = selector(svc) {
         let empty = serde_json::Map::new();
         let mut selected: Vec<&Arc<Value>> = pods
@@ -140,57 +154,17 @@ pub fn desired(svc: &Value, pods: &[Arc<Value>]) -> (Vec<Value>, Value) {
             }
             let s = subsets.entry(ports).or_default();
             if ready {
-                s.0.push(addr);
+                s.ready.push(addr);
             } else {
-                s.1.push(addr);
+                s.not_ready.push(addr);
             }
         }
     }
-    let port_json = |ports: &PortSet| {
-        ports
-            .iter()
-            .map(|(n, p, pr)| json!({"name": n, "port": p, "protocol": pr}))
-            .collect::<Vec<_>>()
-    };
-    // A service with a selector but no pods still gets one (empty) slice, as Kubernetes does.
-    if groups.is_empty() && selector(svc).is_some() {
-        groups.insert(resolve(svc, &json!({})), Vec::new());
+    Desired {
+        slices: groups,
+        placeholder: resolve(svc, &json!({})),
+        endpoints: legacy::endpoints(ns, name, subsets),
     }
-    let slices = groups
-        .iter()
-        .map(|(ports, endpoints)| {
-            let key = format!("{ns}/{name}/{ports:?}");
-            json!({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {
-                    "name": format!("{name}-{}", short_hash(&key)), "namespace": ns,
-                    "labels": {SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY},
-                    "ownerReferences": owner,
-                },
-                "addressType": "IPv4",
-                "endpoints": endpoints,
-                "ports": port_json(ports),
-            })
-        })
-        .collect();
-    let subsets: Vec<Value> = subsets
-        .into_iter()
-        .map(|(ports, (ready, not_ready))| {
-            let mut s = json!({"ports": port_json(&ports)});
-            if !ready.is_empty() {
-                s["addresses"] = json!(ready);
-            }
-            if !not_ready.is_empty() {
-                s["notReadyAddresses"] = json!(not_ready);
-            }
-            s
-        })
-        .collect();
-    let mut endpoints = json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": ns, "labels": {SERVICE_NAME_LABEL: name}}});
-    if !subsets.is_empty() {
-        endpoints["subsets"] = json!(subsets);
-    }
-    (slices, endpoints)
 }
 
 fn key(resource: &str, ns: &str, name: &str) -> Key {
@@ -201,51 +175,76 @@ fn key(resource: &str, ns: &str, name: &str) -> Key {
     }
 }
 
+/// Whether `labels` of a stored object say `key: value`.
+fn labelled(obj: &Value, key: &str, value: &str) -> bool {
+    obj.pointer("/metadata/labels")
+        .and_then(|l| l.get(key))
+        .and_then(Value::as_str)
+        == Some(value)
+}
+
 /// Brings the slices and Endpoints of namespace `ns` to their desired state.
 pub fn reconcile_namespace(store: &Store, ns: &str) {
     let span = tracing::info_span!("endpoints", namespace = ns);
     let _enter = span.enter();
     let (services, _) = store.list("services", Some(ns));
     let (pods, _) = store.list("pods", Some(ns));
-    let mut wanted_slices = BTreeSet::new();
-    let mut wanted_eps = BTreeSet::new();
+    let (stored_slices, _) = store.list("endpointslices", Some(ns));
+    let ours: Vec<&Value> = stored_slices
+        .iter()
+        .map(|s| s.as_ref())
+        .filter(|s| labelled(s, MANAGED_BY_LABEL, MANAGED_BY))
+        .collect();
+    let mut taken: BTreeSet<String> = stored_slices
+        .iter()
+        .filter_map(|s| s["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    let mut served = BTreeSet::new();
     for svc in services.iter().filter(|s| selector(s).is_some()) {
-        let (slices, eps) = desired(svc, &pods);
-        for s in slices {
+        let name = svc["metadata"]["name"].as_str().unwrap_or("");
+        served.insert(name.to_string());
+        let want = desired(svc, &pods);
+        let existing: Vec<&Value> = ours
+            .iter()
+            .copied()
+            .filter(|s| labelled(s, SERVICE_NAME_LABEL, name))
+            .collect();
+        let plan = slices::plan(
+            svc,
+            &want.slices,
+            &existing,
+            &want.placeholder,
+            &mut taken,
+            slices::MAX_ENDPOINTS_PER_SLICE,
+        );
+        for s in plan.write {
             let n = s["metadata"]["name"].as_str().unwrap_or("").to_string();
-            wanted_slices.insert(n.clone());
             if let Err(e) = super::apply_owned(store, key("endpointslices", ns, &n), s) {
                 tracing::warn!(error = %e, slice = %n, "writing an EndpointSlice failed");
             }
         }
-        let n = eps["metadata"]["name"].as_str().unwrap_or("").to_string();
-        wanted_eps.insert(n.clone());
-        if let Err(e) = super::apply_owned(store, key("endpoints", ns, &n), eps) {
-            tracing::warn!(error = %e, endpoints = %n, "writing Endpoints failed");
+        for n in plan.delete {
+            let _ = store.delete(key("endpointslices", ns, &n));
+        }
+        if let Err(e) = super::apply_owned(store, key("endpoints", ns, name), want.endpoints) {
+            tracing::warn!(error = %e, endpoints = %name, "writing Endpoints failed");
         }
     }
-    for s in store.list("endpointslices", Some(ns)).0 {
-        let n = s["metadata"]["name"].as_str().unwrap_or("");
-        if s.pointer(&format!(
-            "/metadata/labels/{}",
-            MANAGED_BY_LABEL.replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
-            == Some(MANAGED_BY)
-            && !wanted_slices.contains(n)
-        {
+    // Slices and Endpoints of Services that are gone or lost their selector.
+    for s in &ours {
+        let service = s
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !served.contains(service) {
+            let n = s["metadata"]["name"].as_str().unwrap_or("");
             let _ = store.delete(key("endpointslices", ns, n));
         }
     }
     for e in store.list("endpoints", Some(ns)).0 {
         let n = e["metadata"]["name"].as_str().unwrap_or("");
-        let ours = e
-            .pointer(&format!(
-                "/metadata/labels/{}",
-                SERVICE_NAME_LABEL.replace('/', "~1")
-            ))
-            .is_some();
-        if ours && !wanted_eps.contains(n) {
+        if labelled(&e, SERVICE_NAME_LABEL, n) && !served.contains(n) {
             let _ = store.delete(key("endpoints", ns, n));
         }
     }
@@ -302,6 +301,20 @@ mod tests {
         }))
     }
 
+    /// The slices (planned from none) and the Endpoints object for `pods`.
+    fn fresh(svc: &Value, pods: &[Arc<Value>]) -> (Vec<Value>, Value) {
+        let d = desired(svc, pods);
+        let plan = slices::plan(
+            svc,
+            &d.slices,
+            &[],
+            &d.placeholder,
+            &mut BTreeSet::new(),
+            slices::MAX_ENDPOINTS_PER_SLICE,
+        );
+        (plan.write, d.endpoints)
+    }
+
     fn svc(target: Value) -> Value {
         json!({"metadata": {"name": "echo", "namespace": "default", "uid": "s1"},
                "spec": {"selector": {"app": "echo"}, "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": target}]}})
@@ -314,7 +327,7 @@ mod tests {
             pod("b", "10.244.1.3", true, "http", 9090),
             pod("c", "10.244.1.4", false, "http", 8080),
         ];
-        let (slices, eps) = desired(&svc(json!("http")), &pods);
+        let (slices, eps) = fresh(&svc(json!("http")), &pods);
         assert_eq!(slices.len(), 2, "8080 and 9090 pods in different slices");
         let s8080 = slices
             .iter()
@@ -343,7 +356,7 @@ mod tests {
     fn numeric_targets_and_terminating_pods() {
         let mut p = (*pod("a", "10.244.1.2", true, "http", 8080)).clone();
         p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        let (slices, _) = desired(&svc(json!(8080)), &[Arc::new(p)]);
+        let (slices, _) = fresh(&svc(json!(8080)), &[Arc::new(p)]);
         let c = &slices[0]["endpoints"][0]["conditions"];
         assert_eq!(
             (
@@ -357,11 +370,16 @@ mod tests {
     }
 
     #[test]
-    fn names_are_stable_and_pods_without_ips_are_left_out() {
+    fn pods_without_ips_are_left_out_and_a_placeholder_slice_remains() {
         let pods = [pod("a", "", true, "http", 8080)];
-        let (s1, _) = desired(&svc(json!(8080)), &pods);
-        let (s2, _) = desired(&svc(json!(8080)), &pods);
-        assert_eq!(s1[0]["metadata"]["name"], s2[0]["metadata"]["name"]);
-        assert!(s1[0]["endpoints"].as_array().unwrap().is_empty());
+        let (slices, eps) = fresh(&svc(json!(8080)), &pods);
+        assert_eq!(slices.len(), 1);
+        assert!(slices[0]["endpoints"].as_array().unwrap().is_empty());
+        assert_eq!(slices[0]["ports"][0]["port"], 8080);
+        assert!(slices[0]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("echo-"));
+        assert!(eps.get("subsets").is_none());
     }
 }
