@@ -58,8 +58,10 @@ impl HealthChecks {
             {
                 Ok(listener) => {
                     tracing::info!(port, service = %format!("{}/{}", hc.namespace, hc.name), "health check port open");
-                    self.listeners
-                        .insert(*port, tokio::spawn(serve(listener, *port, self.state.clone())));
+                    self.listeners.insert(
+                        *port,
+                        tokio::spawn(serve(listener, *port, self.state.clone())),
+                    );
                 }
                 Err(e) => tracing::warn!(
                     port,

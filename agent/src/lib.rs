@@ -17,8 +17,8 @@
 pub mod cni;
 pub mod daemon;
 pub mod datapath;
-pub mod healthcheck;
 pub mod echo;
+pub mod healthcheck;
 pub mod kubelet;
 pub mod logging;
 pub mod model;

@@ -20,12 +20,16 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::datapath::{Datapath, NodeSettings};
+use crate::healthcheck::HealthChecks;
 use crate::model::{self, nodes::parse_cidr, NodeInfo};
 use crate::netlink::{enable_ip_forward, Netlink};
 use crate::paths::BRIDGE;
 use crate::watch::{self, Stores};
+use events::Events;
 use reconcile::Reconciler;
 
+pub mod events;
+mod notes;
 mod reconcile;
 pub mod report;
 
@@ -113,8 +117,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let mut reconciler = Reconciler::new(&opts.node, dp.settings().node_ip);
-    reconciler.run(&mut dp.services, &mut dp.tunnels, &stores);
+    let mut work = Work {
+        reconciler: Reconciler::new(&opts.node, dp.settings().node_ip),
+        events: Events::new(client.clone(), &opts.node),
+        health: HealthChecks::new(Ipv4Addr::UNSPECIFIED),
+    };
+    work.reconcile(&mut dp, &stores);
     let mut pods = tokio::time::interval(Duration::from_millis(200));
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     loop {
@@ -127,7 +135,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = stores.changed.notified() => {
                 // Let a burst of events land before recomputing.
                 tokio::time::sleep(Duration::from_millis(10)).await;
-                reconciler.run(&mut dp.services, &mut dp.tunnels, &stores);
+                work.reconcile(&mut dp, &stores);
             }
             _ = pods.tick() => {
                 if let Err(e) = dp.sync_local_pods() {
@@ -136,12 +144,34 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
             _ = resync.tick() => {
                 stores.mark_full();
-                reconciler.run(&mut dp.services, &mut dp.tunnels, &stores);
+                work.reconcile(&mut dp, &stores);
             }
         }
     }
     tasks.iter().for_each(|t| t.abort());
     Ok(())
+}
+
+/// What follows each reconcile: Events about what the datapath does not serve, and the health
+/// check ports.
+struct Work {
+    reconciler: Reconciler,
+    events: Events,
+    health: HealthChecks,
+}
+
+impl Work {
+    fn reconcile(&mut self, dp: &mut Datapath, stores: &Stores) {
+        let found = self
+            .reconciler
+            .run(&mut dp.services, &mut dp.tunnels, stores);
+        for (svc, note) in found.unsupported {
+            self.events.unsupported(&svc, note);
+        }
+        if let Some(checks) = self.reconciler.health_checks() {
+            self.health.sync(checks);
+        }
+    }
 }
 
 /// Waits until the agent's own Node has a podCIDR and an InternalIP.

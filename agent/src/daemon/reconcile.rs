@@ -8,21 +8,34 @@
 //!
 //! The loop only decides; the maps are [`MapWriter`]s, so the tests below run it against
 //! in-memory maps.
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Instant;
 
+use k8s_openapi::api::core::v1::Service;
+
+use super::notes::Notes;
 use super::report::ServicesSynced;
 use crate::datapath::services::{ServiceSync, ServiceWriters};
 use crate::datapath::tunnels::{Cidr, TunnelSync};
 use crate::datapath::{MapWriter, SyncReport};
-use crate::model::{self, DesiredCache, NodeView};
-use crate::watch::Stores;
+use crate::model::{self, DesiredCache, HealthCheck, NodeView, ObjKey};
+use crate::watch::{Dirty, Stores};
 
 /// The reconcile loop's memory between runs.
 pub struct Reconciler {
     node: String,
     node_ip: Ipv4Addr,
     cache: Option<DesiredCache>,
+    notes: Notes,
+}
+
+/// What a run found that the agent must tell users about.
+#[derive(Default)]
+pub struct Findings {
+    /// Services asking for something the datapath does not do, each note new since last said.
+    pub unsupported: Vec<(Arc<Service>, String)>,
 }
 
 impl Reconciler {
@@ -32,7 +45,13 @@ impl Reconciler {
             node: node.to_string(),
             node_ip,
             cache: None,
+            notes: Notes::default(),
         }
+    }
+
+    /// The health check ports of the last computed desired state.
+    pub fn health_checks(&self) -> Option<&BTreeMap<u16, HealthCheck>> {
+        self.cache.as_ref().map(|c| &c.desired().health_checks)
     }
 
     /// Takes the changes the watches recorded and writes what differs into `services` and
@@ -42,7 +61,8 @@ impl Reconciler {
         services: &mut ServiceSync<W>,
         tunnels: &mut TunnelSync<T>,
         stores: &Stores,
-    ) where
+    ) -> Findings
+    where
         W: ServiceWriters,
         T: MapWriter<Cidr, Ipv4Addr>,
     {
@@ -55,6 +75,7 @@ impl Reconciler {
         let nodes = stores.nodes.state();
         let view = NodeView::new(&nodes, &self.node, self.node_ip);
         let stale = self.cache.as_ref().is_none_or(|c| c.view() != &view);
+        let findings = self.findings(&dirty, stale, stores);
         let (mode, result) = match self.cache.as_mut() {
             Some(cache) if !dirty.full && !stale => {
                 let changed = cache.update(
@@ -115,6 +136,37 @@ impl Reconciler {
                 }
             }
         }
+        findings
+    }
+
+    /// The new notes of the Services this run recomputes (all of them on a full run).
+    fn findings(&mut self, dirty: &Dirty, full: bool, stores: &Stores) -> Findings {
+        let keys: Vec<ObjKey> = if dirty.full || full || self.cache.is_none() {
+            stores
+                .services
+                .state()
+                .iter()
+                .map(|s| {
+                    (
+                        s.metadata.namespace.clone().unwrap_or_default(),
+                        s.metadata.name.clone().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        } else {
+            dirty.services.iter().cloned().collect()
+        };
+        let mut out = Findings::default();
+        for key in keys {
+            let svc = stores.service(&key);
+            for note in self.notes.update(&key, svc.as_deref()) {
+                tracing::warn!(service = %format!("{}/{}", key.0, key.1), "{note}");
+                if let Some(svc) = &svc {
+                    out.unsupported.push((svc.clone(), note));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -190,9 +242,9 @@ mod tests {
             }
         }
 
-        fn run(&mut self) {
+        fn run(&mut self) -> Findings {
             self.reconciler
-                .run(&mut self.services, &mut self.tunnels, &self.stores);
+                .run(&mut self.services, &mut self.tunnels, &self.stores)
         }
 
         fn map_ops(&self) -> usize {
@@ -294,5 +346,26 @@ mod tests {
             .tunnels
             .routes()
             .contains_key(&(Ipv4Addr::new(10, 244, 3, 0), 24)));
+    }
+
+    #[test]
+    fn an_unsupported_port_is_reported_once_and_the_rest_is_programmed() {
+        let mut w = World::new();
+        let mut svc = service("a", "10.96.0.10");
+        svc.spec.as_mut().unwrap().ports.as_mut().unwrap().push(
+            serde_json::from_value(json!({"name": "sctp", "port": 9, "protocol": "SCTP"})).unwrap(),
+        );
+        w.feed.service(svc.clone());
+        w.feed.slice(slice("a", &[2]));
+        let found = w.run();
+        assert_eq!(found.unsupported.len(), 1);
+        assert!(found.unsupported[0].1.contains("SCTP"));
+        assert_eq!(
+            w.backends_of([10, 96, 0, 10]),
+            vec![2],
+            "the TCP port works"
+        );
+        w.feed.service(svc);
+        assert!(w.run().unsupported.is_empty(), "said once");
     }
 }

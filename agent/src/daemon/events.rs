@@ -1,0 +1,44 @@
+//! Events the agent writes on the objects they concern (events.k8s.io/v1, through kube-runtime's
+//! recorder, which aggregates repeats into a series), so `kubectl describe svc` shows what the
+//! datapath did not do and why. Publishing runs in the background: the API server being slow or
+//! away never holds up programming the datapath.
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::Resource;
+
+/// The agent's event writer.
+#[derive(Clone)]
+pub struct Events {
+    recorder: Recorder,
+}
+
+impl Events {
+    /// Events reported as `switchyard` on node `node`.
+    pub fn new(client: kube::Client, node: &str) -> Self {
+        let reporter = Reporter {
+            controller: "switchyard".into(),
+            instance: Some(node.to_string()),
+        };
+        Events {
+            recorder: Recorder::new(client, reporter),
+        }
+    }
+
+    /// A Warning on `svc` that the datapath does not serve something it asks for.
+    pub fn unsupported(&self, svc: &Service, note: String) {
+        let reference: ObjectReference = svc.object_ref(&());
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "Unsupported".into(),
+                note: Some(note),
+                action: "Programming".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "cannot write an Event");
+            }
+        });
+    }
+}
