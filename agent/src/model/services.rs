@@ -170,7 +170,7 @@ pub fn health_check(
         let Some(p) = proto(sp.protocol.as_deref()) else {
             continue;
         };
-        let eps = endpoints(slices, ns, &name, sp.name.as_deref().unwrap_or(""), p);
+        let eps = endpoints(slices, ns, name, sp.name.as_deref().unwrap_or(""), p);
         let here = |e: &Endpoint| is_local(e, view);
         local.extend(
             backends(&eps, p, view, false, here)
