@@ -40,10 +40,11 @@ impl LabOptions {
     }
 }
 
-/// The workspace root (parent of this crate's directory).
+/// The workspace root (this crate is `tests/lab/`, two levels below it).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
 }
