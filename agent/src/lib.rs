@@ -18,6 +18,7 @@ pub mod cni;
 pub mod daemon;
 pub mod datapath;
 pub mod echo;
+pub mod kubeclient;
 pub mod kubelet;
 pub mod model;
 pub mod netlink;

@@ -32,7 +32,6 @@ use crate::cni::Subnet;
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,19 +74,6 @@ pub struct Ctx {
     pub exe_dir: PathBuf,
 }
 
-/// Builds an API client from a kubeconfig file.
-pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
-    let err = |message: String| Error::Kubeconfig {
-        path: path.to_path_buf(),
-        message,
-    };
-    let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    kube::Client::try_from(config).map_err(|e| err(e.to_string()))
-}
-
 /// Runs the node runtime until SIGTERM/SIGINT; pods keep running after it exits.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     if !crate::cni::config::is_safe_name(&opts.node) {
@@ -104,7 +90,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
-    let client = client_from_kubeconfig(&opts.kubeconfig).await?;
+    let client = crate::kubeclient::client_from_kubeconfig(&opts.kubeconfig).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let id = node::NodeIdentity {
         name: opts.node.clone(),
