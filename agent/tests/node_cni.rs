@@ -18,6 +18,15 @@ const POD_B: &str = "sy-t-node-pb";
 /// Node name of the test: its state lives in `/run/switchyard/sy-t-node/`.
 const NODE: &str = "sy-t-node";
 
+/// The echo workload: `switchyard-labnode echo`, another package's binary (see
+/// `switchyard_lab::bins`).
+fn echo_bin() -> String {
+    switchyard_lab::bins::cargo_bin("switchyard-labnode")
+        .expect("switchyard-labnode")
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -345,7 +354,7 @@ fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() 
 
     // echo in pod B, curl from pod A: the echo sees pod A's address.
     let _echo = Proc(
-        pb.exec(&[BIN, "echo", "--port", "8080"])
+        pb.exec(&[&echo_bin(), "echo", "--port", "8080"])
             .env("HOSTNAME", "pb")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -143,18 +143,15 @@ impl Scratch {
         rec
     }
 
-    /// Starts `switchyard echo` on port 8080 (TCP and UDP) in `ns`, answering as pod `name`:
+    /// Starts `switchyard-labnode echo` on port 8080 (TCP and UDP) in `ns`, answering as pod `name`:
     /// `pod=<name> peer=<ip>:<port>` (HTTP) or `… line=<line>` (TCP lines, UDP).
     pub fn serve(&mut self, ns: &str, name: &str) {
-        let child = in_ns(
-            ns,
-            &[env!("CARGO_BIN_EXE_switchyard"), "echo", "--port", "8080"],
-        )
-        .env("HOSTNAME", name)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("switchyard echo");
+        let child = in_ns(ns, &[&echo_bin(), "echo", "--port", "8080"])
+            .env("HOSTNAME", name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("switchyard-labnode echo");
         self.children.push(child);
         // Wait until it listens, so the first request of a test never races its start.
         for _ in 0..100 {
@@ -166,7 +163,7 @@ impl Scratch {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        panic!("switchyard echo did not start listening in {ns}");
+        panic!("switchyard-labnode echo did not start listening in {ns}");
     }
 }
 
@@ -184,6 +181,16 @@ impl Drop for Scratch {
             let _ = std::fs::remove_dir_all(paths::state_dir(node));
         }
     }
+}
+
+/// The echo workload's executable: the lab node runtime's binary. It belongs to another package,
+/// so cargo does not hand it to this test; `switchyard_lab::bins` builds it (a no-op after
+/// `cargo build --workspace`) in this test's profile.
+pub fn echo_bin() -> String {
+    switchyard_lab::bins::cargo_bin("switchyard-labnode")
+        .expect("switchyard-labnode")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Runs `f` on a thread that has entered network namespace `ns`.

@@ -86,7 +86,11 @@ impl Lab {
             }
             Ok(p.to_string_lossy().into_owned())
         };
-        let (cp, sy) = (bin("switchyard-cp")?, bin("switchyard")?);
+        let (cp, sy, labnode) = (
+            bin("switchyard-cp")?,
+            bin("switchyard")?,
+            bin("switchyard-labnode")?,
+        );
         let kubeconfig = dir.join("kubeconfig");
         let lab = Lab {
             kubectl: Kubectl {
@@ -153,7 +157,7 @@ impl Lab {
                 &format!("kubelet-{name}"),
                 Some(&ns),
                 &[
-                    &sy,
+                    &labnode,
                     "kubelet",
                     "--node",
                     &name,
@@ -189,7 +193,14 @@ impl Lab {
             &dirs,
             "outside",
             Some(topology::EXT),
-            &["env", "HOSTNAME=outside", &sy, "echo", "--port", "8080"],
+            &[
+                "env",
+                "HOSTNAME=outside",
+                &labnode,
+                "echo",
+                "--port",
+                "8080",
+            ],
         )?;
         for n in 1..=opts.nodes {
             lab.kubectl

@@ -11,6 +11,8 @@
 //! - [`procs`]: background processes with logs and pid files.
 //! - [`kube`]: kubectl, the kubeconfig, waits.
 //! - [`cleanup`]: `lab down`.
+//! - [`bins`]: other packages' binaries for tests (cargo only hands a test its own package's).
+pub mod bins;
 pub mod cleanup;
 pub mod cmd;
 mod error;

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchyard::paths;
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard-labnode");
 const NODE: &str = "sy-t-node-k";
 const POD_NS: &str = "sy-t-node";
 const POD_UID: &str = "5ee1a1b2-c3d4-4e5f-8a9b-0c1d2e3f4a5b";
@@ -427,6 +427,8 @@ fn start_kubelet(node_ns: &Netns, kubeconfig: &Path, log: &Path) -> Proc {
                 "--heartbeat-seconds",
                 "1",
             ])
+            .arg("--cni-plugin")
+            .arg(switchyard_lab::bins::cargo_bin("switchyard").expect("the CNI plugin"))
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .env("RUST_LOG", "info")
@@ -491,7 +493,7 @@ fn pod_pids(container_id_prefix: &str) -> Vec<i32> {
 }
 
 fn alive(pid: i32) -> bool {
-    switchyard::kubelet::process::start_ticks_of(pid).is_some()
+    switchyard_labnode::kubelet::process::start_ticks_of(pid).is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,7 +566,7 @@ async fn kubelet_runs_reports_adopts_and_deletes_a_pod() {
     })
     .await;
 
-    // A pod running `switchyard echo`.
+    // A pod running `switchyard-labnode echo`.
     api.put_pod(
         json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -572,7 +574,7 @@ async fn kubelet_runs_reports_adopts_and_deletes_a_pod() {
             "spec": {
                 "nodeName": NODE,
                 "terminationGracePeriodSeconds": 5,
-                "containers": [{"name": "echo", "image": "switchyard", "command": ["switchyard", "echo"], "args": ["--port", "8080"]}]
+                "containers": [{"name": "echo", "image": "switchyard", "command": ["switchyard-labnode", "echo"], "args": ["--port", "8080"]}]
             }
         }),
         "ADDED",
@@ -687,7 +689,7 @@ async fn kubelet_runs_reports_adopts_and_deletes_a_pod() {
         pod_spec(
             "orphan",
             "0rphan00-0000-4000-8000-000000000001",
-            &["switchyard", "echo"],
+            &["switchyard-labnode", "echo"],
         ),
         "ADDED",
     );
