@@ -1,36 +1,17 @@
-//! Scratch network namespaces for the datapath tests: nodes with `cbr0`, pods wired to it by hand,
-//! and a guard that removes everything the test made, also when it fails.
+//! Agent-specific helpers of the datapath tests: nodes with `cbr0` and pods wired to it by hand in
+//! scratch namespaces ([`ScratchExt`], on the lab's [`Scratch`] guard, which removes everything the
+//! test made, also when it fails), the echo workload, and frontend builders.
+//!
+//! The generic network-namespace helpers live in `switchyard_lab::netns` (a dev-dependency).
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 use switchyard::cni::EndpointRecord;
 use switchyard::model::{BackendAddr, BackendSpec, Frontend, FrontendSpec, Proto};
 use switchyard::paths;
-
-/// Runs a command, panicking with its stderr if it fails; returns stdout.
-pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}",
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A command run inside netns `ns`.
-pub fn in_ns(ns: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).args(args);
-    c
-}
+pub use switchyard_lab::netns::{in_ns, sh, Scratch};
 
 /// `ip -j link show` of one interface.
 pub fn link_json(ns: &str, ifname: &str) -> serde_json::Value {
@@ -39,31 +20,33 @@ pub fn link_json(ns: &str, ifname: &str) -> serde_json::Value {
     v[0].clone()
 }
 
-/// Everything a test made: namespaces, processes, node state. Removed on drop.
-#[derive(Default)]
-pub struct Scratch {
-    namespaces: Vec<String>,
-    nodes: Vec<String>,
-    children: Vec<Child>,
+/// What the datapath tests add to the lab's [`Scratch`].
+pub trait ScratchExt {
+    /// A node namespace with `cbr0` holding `gateway/24`; `node` names its pins and state (both
+    /// removed now and on drop).
+    fn node(&mut self, ns: &str, node: &str, gateway: Ipv4Addr);
+
+    /// A pod namespace `pod_ns` with `eth0` = `ip/24` on node `node_ns`'s `cbr0` through host veth
+    /// `host_if`; records it for node `node` as the CNI plugin would.
+    fn pod(
+        &mut self,
+        node_ns: &str,
+        node: &str,
+        pod_ns: &str,
+        host_if: &str,
+        ip: Ipv4Addr,
+        gateway: Ipv4Addr,
+    ) -> EndpointRecord;
+
+    /// Starts `switchyard-labnode echo` on port 8080 (TCP and UDP) in `ns`, answering as pod
+    /// `name`: `pod=<name> peer=<ip>:<port>` (HTTP) or `… line=<line>` (TCP lines, UDP).
+    fn serve(&mut self, ns: &str, name: &str);
 }
 
-impl Scratch {
-    /// Creates netns `ns` (removing a leftover of the same name first) with `lo` up.
-    pub fn netns(&mut self, ns: &str) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", ns])
-            .stderr(Stdio::null())
-            .status();
-        sh(&["ip", "netns", "add", ns]);
-        self.namespaces.push(ns.to_string());
-        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-    }
-
-    /// A node namespace with `cbr0` holding `gateway/24`; `node` names its pins and state.
-    pub fn node(&mut self, ns: &str, node: &str, gateway: Ipv4Addr) {
-        let _ = std::fs::remove_dir_all(paths::pin_dir(node));
-        let _ = std::fs::remove_dir_all(paths::state_dir(node));
-        self.nodes.push(node.to_string());
+impl ScratchExt for Scratch {
+    fn node(&mut self, ns: &str, node: &str, gateway: Ipv4Addr) {
+        self.dir(paths::pin_dir(node));
+        self.dir(paths::state_dir(node));
         self.netns(ns);
         sh(&["ip", "-n", ns, "link", "add", "cbr0", "type", "bridge"]);
         sh(&[
@@ -79,9 +62,7 @@ impl Scratch {
         sh(&["ip", "-n", ns, "link", "set", "cbr0", "up"]);
     }
 
-    /// A pod namespace `pod_ns` with `eth0` = `ip/24` on node `node_ns`'s `cbr0` through host veth
-    /// `host_if`; records it for node `node` as the CNI plugin would.
-    pub fn pod(
+    fn pod(
         &mut self,
         node_ns: &str,
         node: &str,
@@ -143,16 +124,14 @@ impl Scratch {
         rec
     }
 
-    /// Starts `switchyard-labnode echo` on port 8080 (TCP and UDP) in `ns`, answering as pod `name`:
-    /// `pod=<name> peer=<ip>:<port>` (HTTP) or `… line=<line>` (TCP lines, UDP).
-    pub fn serve(&mut self, ns: &str, name: &str) {
+    fn serve(&mut self, ns: &str, name: &str) {
         let child = in_ns(ns, &[&echo_bin(), "echo", "--port", "8080"])
             .env("HOSTNAME", name)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("switchyard-labnode echo");
-        self.children.push(child);
+        self.child(child);
         // Wait until it listens, so the first request of a test never races its start.
         for _ in 0..100 {
             if in_ns(ns, &["ss", "-Hltn", "sport = :8080"])
@@ -164,22 +143,6 @@ impl Scratch {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         panic!("switchyard-labnode echo did not start listening in {ns}");
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        for node in &self.nodes {
-            let _ = std::fs::remove_dir_all(paths::pin_dir(node));
-            let _ = std::fs::remove_dir_all(paths::state_dir(node));
-        }
     }
 }
 
@@ -195,14 +158,7 @@ pub fn echo_bin() -> String {
 
 /// Runs `f` on a thread that has entered network namespace `ns`.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("netns");
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread")
+    switchyard_lab::netns::run_in(ns, f).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// An HTTP GET from `ns`; the answer body, or curl's error.
@@ -234,7 +190,6 @@ pub fn udp(ns: &str, ip: Ipv4Addr, port: u16) -> String {
     let out = child.wait_with_output().expect("socat udp");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
-
 /// A frontend on port 80 with backends on port 8080.
 pub fn frontend(ip: Ipv4Addr, proto: Proto, backends: &[Ipv4Addr]) -> (Frontend, FrontendSpec) {
     frontend_at(ip, 80, proto, backends)

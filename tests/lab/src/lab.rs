@@ -1,6 +1,6 @@
 //! A running lab: topology, controlplane-lite, and per node the kubelet and the agent.
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::cmd::{output, run};
 use crate::kube::{self, Kubectl};
 use crate::procs::{self, Dirs};
-use crate::{cleanup, topology, LabError};
+use crate::{cleanup, netns, topology, LabError};
 
 /// How to build the lab.
 #[derive(Clone, Debug)]
@@ -262,9 +262,13 @@ impl Lab {
 
     /// Runs `argv` inside network namespace `netns`.
     pub fn exec_in(&self, netns: &str, argv: &[&str]) -> Result<Output, LabError> {
-        let mut a = vec!["ip", "netns", "exec", netns];
-        a.extend_from_slice(argv);
-        output(&a)
+        netns::in_ns(netns, argv)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| LabError::Spawn {
+                cmd: format!("ip netns exec {netns} {}", argv.join(" ")),
+                source,
+            })
     }
 
     /// Stops node `n`'s kubelet (its pods keep running; the node stops heartbeating).

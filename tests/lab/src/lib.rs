@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`lab`]: [`Lab`] — up, down, helpers for tests.
 //! - [`topology`]: namespaces, links and addresses.
+//! - [`netns`]: network namespaces for the lab, the benchmark and the tests: made and removed
+//!   (`sy-*` only), a guard that removes what a test made, commands and closures run inside one.
 //! - [`procs`]: background processes with logs and pid files.
 //! - [`kube`]: kubectl, the kubeconfig, waits.
 //! - [`cleanup`]: `lab down`.
@@ -18,6 +20,7 @@ pub mod cmd;
 mod error;
 pub mod kube;
 pub mod lab;
+pub mod netns;
 pub mod procs;
 pub mod topology;
 
