@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{curl, frontend, in_netns, in_ns, pod_of, udp, Scratch, ScratchExt};
+use common::{curl, frontend, in_netns, in_ns, pod_of, udp, Scratch};
 use switchyard::datapath::{Datapath, NodeSettings};
 use switchyard::model::{Desired, Proto};
 use switchyard::paths;

@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use common::{curl, frontend, frontend_at, in_netns, link_json, sh, udp, Scratch, ScratchExt};
+use common::{curl, frontend, frontend_at, in_netns, link_json, sh, udp, Scratch};
 use switchyard::cni::EndpointRecord;
 use switchyard::datapath::{Datapath, NodeSettings};
 use switchyard::model::{Desired, Frontend, FrontendSpec, Proto};

@@ -28,10 +28,6 @@ fn echo_bin() -> String {
         .into_owned()
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// A child process killed on drop.
 struct Proc(Child);
 
@@ -195,7 +191,7 @@ fn ip_of(result: &serde_json::Value) -> Ipv4Addr {
 
 #[test]
 fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() {
-    if !is_root() {
+    if !switchyard_lab::lab::is_root() {
         eprintln!("skipped: needs root");
         return;
     }

@@ -1,6 +1,6 @@
 //! Agent-specific helpers of the datapath tests: nodes with `cbr0` and pods wired to it by hand in
-//! scratch namespaces ([`ScratchExt`], on the lab's [`Scratch`] guard, which removes everything the
-//! test made, also when it fails), the echo workload, and frontend builders.
+//! scratch namespaces ([`Scratch`], around the lab's guard, which removes everything the test made,
+//! also when it fails), the echo workload, and frontend builders.
 //!
 //! The generic network-namespace helpers live in `switchyard_lab::netns` (a dev-dependency).
 #![allow(dead_code)] // each test binary uses a different subset
@@ -11,7 +11,8 @@ use std::process::Stdio;
 use switchyard::cni::EndpointRecord;
 use switchyard::model::{BackendAddr, BackendSpec, Frontend, FrontendSpec, Proto};
 use switchyard::paths;
-pub use switchyard_lab::netns::{in_ns, sh, Scratch};
+use switchyard_lab::netns::Scratch as LabScratch;
+pub use switchyard_lab::netns::{in_ns, sh};
 
 /// `ip -j link show` of one interface.
 pub fn link_json(ns: &str, ifname: &str) -> serde_json::Value {
@@ -20,31 +21,28 @@ pub fn link_json(ns: &str, ifname: &str) -> serde_json::Value {
     v[0].clone()
 }
 
-/// What the datapath tests add to the lab's [`Scratch`].
-pub trait ScratchExt {
-    /// A node namespace with `cbr0` holding `gateway/24`; `node` names its pins and state (both
-    /// removed now and on drop).
-    fn node(&mut self, ns: &str, node: &str, gateway: Ipv4Addr);
+/// The lab's [`Scratch`](LabScratch) guard with what the datapath tests add: nodes with `cbr0`,
+/// pods wired to them by hand, the echo workload. Everything is removed on drop.
+#[derive(Default)]
+pub struct Scratch(LabScratch);
 
-    /// A pod namespace `pod_ns` with `eth0` = `ip/24` on node `node_ns`'s `cbr0` through host veth
-    /// `host_if`; records it for node `node` as the CNI plugin would.
-    fn pod(
-        &mut self,
-        node_ns: &str,
-        node: &str,
-        pod_ns: &str,
-        host_if: &str,
-        ip: Ipv4Addr,
-        gateway: Ipv4Addr,
-    ) -> EndpointRecord;
-
-    /// Starts `switchyard-labnode echo` on port 8080 (TCP and UDP) in `ns`, answering as pod
-    /// `name`: `pod=<name> peer=<ip>:<port>` (HTTP) or `… line=<line>` (TCP lines, UDP).
-    fn serve(&mut self, ns: &str, name: &str);
+impl std::ops::Deref for Scratch {
+    type Target = LabScratch;
+    fn deref(&self) -> &LabScratch {
+        &self.0
+    }
 }
 
-impl ScratchExt for Scratch {
-    fn node(&mut self, ns: &str, node: &str, gateway: Ipv4Addr) {
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut LabScratch {
+        &mut self.0
+    }
+}
+
+impl Scratch {
+    /// A node namespace with `cbr0` holding `gateway/24`; `node` names its pins and state (both
+    /// removed now and on drop).
+    pub fn node(&mut self, ns: &str, node: &str, gateway: Ipv4Addr) {
         self.dir(paths::pin_dir(node));
         self.dir(paths::state_dir(node));
         self.netns(ns);
@@ -62,7 +60,9 @@ impl ScratchExt for Scratch {
         sh(&["ip", "-n", ns, "link", "set", "cbr0", "up"]);
     }
 
-    fn pod(
+    /// A pod namespace `pod_ns` with `eth0` = `ip/24` on node `node_ns`'s `cbr0` through host veth
+    /// `host_if`; records it for node `node` as the CNI plugin would.
+    pub fn pod(
         &mut self,
         node_ns: &str,
         node: &str,
@@ -124,7 +124,9 @@ impl ScratchExt for Scratch {
         rec
     }
 
-    fn serve(&mut self, ns: &str, name: &str) {
+    /// Starts `switchyard-labnode echo` on port 8080 (TCP and UDP) in `ns`, answering as pod
+    /// `name`: `pod=<name> peer=<ip>:<port>` (HTTP) or `… line=<line>` (TCP lines, UDP).
+    pub fn serve(&mut self, ns: &str, name: &str) {
         let child = in_ns(ns, &[&echo_bin(), "echo", "--port", "8080"])
             .env("HOSTNAME", name)
             .stdout(Stdio::null())

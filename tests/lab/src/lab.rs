@@ -64,7 +64,8 @@ pub struct Lab {
     keep: bool,
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (the lab and the netns tests need it).
+pub fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }
 }

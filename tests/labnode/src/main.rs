@@ -1,5 +1,6 @@
 //! `switchyard-labnode`: the lab's node runtime and echo workload.
 use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -20,36 +21,20 @@ enum Command {
     Echo(switchyard_labnode::echo::Options),
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-}
-
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    init_tracing();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("switchyard-labnode: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+    let result = match cli.command {
+        Command::Kubelet(o) => switchyard_labnode::kubelet::run(o).await,
+        Command::Echo(o) => switchyard_labnode::echo::run(o).await,
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Kubelet(o) => switchyard_labnode::kubelet::run(o).await,
-            Command::Echo(o) => switchyard_labnode::echo::run(o).await,
-        }
-    });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("switchyard-labnode: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+    if let Err(e) = result {
+        eprintln!("switchyard-labnode: {e:#}");
+        return std::process::ExitCode::FAILURE;
     }
+    std::process::ExitCode::SUCCESS
 }

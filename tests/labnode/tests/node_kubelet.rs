@@ -20,10 +20,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchyard-labnode");
 const NODE: &str = "sy-t-node-k";
 const POD_NS: &str = "sy-t-node";
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Removes what the test's node leaves behind, also on failure: processes still running in
 /// pod namespaces of the test and those namespaces (the node namespace and state directory are
 /// the [`Scratch`]'s).
@@ -219,7 +215,7 @@ fn container_id_of(name: &str, uid: &str) -> String {
 
 #[test]
 fn kubelet_runs_reports_adopts_and_deletes_a_pod() {
-    if !is_root() {
+    if !switchyard_lab::lab::is_root() {
         eprintln!("skipped: needs root");
         return;
     }
