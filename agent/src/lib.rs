@@ -6,20 +6,20 @@
 //!   creates `cbr0` ([`netlink`]).
 //! - `switchyard cni`: the CNI 1.0 plugin with host-local IPAM ([`cni`]); also selected automatically
 //!   when `CNI_COMMAND` is set, as a container runtime invokes it.
-//! - `switchyard kubelet`: the lab node runtime ([`kubelet`]): registers the Node, runs the pods
-//!   scheduled to it in their own network namespaces, reports their status.
-//! - `switchyard echo`: a tiny TCP/UDP/HTTP echo server used as the demo and test workload ([`echo`]).
+//!
+//! The lab's node runtime and echo workload are not part of the product: they are the
+//! `switchyard-labnode` crate (`tests/labnode/`), which uses this one.
 //!
 //! # Layout
 //! - [`paths`]: every file-system and naming convention shared by the roles.
 //! - [`model`]: Kubernetes objects in, desired frontends/backends out. No I/O.
 //! - [`datapath`]: aya loader, program attachment, pinned maps and the diffing map sync.
+//! - [`kubeclient`]: the API client from a kubeconfig.
 pub mod cni;
 pub mod daemon;
 pub mod datapath;
-pub mod echo;
 pub mod healthcheck;
-pub mod kubelet;
+pub mod kubeclient;
 pub mod logging;
 pub mod model;
 pub mod netlink;

@@ -1,4 +1,4 @@
-//! `switchyard`: the node agent, CNI plugin, node runtime and echo workload in one binary.
+//! `switchyard`: the node agent, CNI plugin and inspect CLI in one binary.
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -19,12 +19,8 @@ struct Cli {
 enum Command {
     /// Run the node agent: watch the API, program the eBPF datapath.
     Agent(switchyard::daemon::Options),
-    /// Run the lab node runtime: register the Node, run its pods.
-    Kubelet(switchyard::kubelet::Options),
     /// Run as a CNI plugin (also selected when CNI_COMMAND is set).
     Cni,
-    /// Run the echo workload.
-    Echo(switchyard::echo::Options),
     /// Show what the datapath of a node holds (reads the pinned maps).
     Inspect(switchyard::datapath::inspect::Options),
 }
@@ -59,8 +55,6 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Agent(o) => switchyard::daemon::run(o).await,
-            Command::Kubelet(o) => switchyard::kubelet::run(o).await,
-            Command::Echo(o) => switchyard::echo::run(o).await,
             Command::Cni | Command::Inspect(_) => Ok(()),
         }
     });

@@ -13,9 +13,6 @@ pub const STATE_ROOT: &str = "/run/switchyard";
 /// Name of the per-node pod bridge.
 pub const BRIDGE: &str = "cbr0";
 
-/// MTU of `cbr0` and of pod interfaces, as in the seed notes.
-pub const POD_MTU: u32 = 1460;
-
 /// Name of the pod's interface inside its namespace.
 pub const POD_IFNAME: &str = "eth0";
 

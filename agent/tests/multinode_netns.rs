@@ -16,6 +16,7 @@ use common::{curl, frontend, frontend_at, in_netns, link_json, sh, udp, Scratch}
 use switchyard::cni::EndpointRecord;
 use switchyard::datapath::{Datapath, NodeSettings};
 use switchyard::model::{Desired, Frontend, FrontendSpec, Proto};
+use switchyard_lab::netns;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 8, 10);
 const EXT: Ipv4Addr = Ipv4Addr::new(198, 18, 99, 100);
@@ -84,15 +85,7 @@ impl Cluster {
                 "8472",
             ]);
             sh(&["ip", "-n", &ns, "link", "set", "vxlan0", "up"]);
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ]);
+            netns::sysctl(&ns, &["net.ipv4.ip_forward=1"]).expect("ip_forward");
         }
         let ext = c.ns("ext");
         c.lab.netns(&ext);

@@ -2,14 +2,15 @@
 //! the `switchyard` binary as a CNI plugin, traffic between them, then DEL.
 //!
 //! Needs root; skipped otherwise. Every namespace, process and file it makes is removed by Drop
-//! guards, also when an assertion fails.
+//! guards (the lab's `Scratch`), also when an assertion fails.
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use switchyard::cni::EndpointRecord;
 use switchyard::paths;
+use switchyard_lab::netns::{self, in_ns, Scratch};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const NODE_NS: &str = "sy-t-node-n";
@@ -18,48 +19,13 @@ const POD_B: &str = "sy-t-node-pb";
 /// Node name of the test: its state lives in `/run/switchyard/sy-t-node/`.
 const NODE: &str = "sy-t-node";
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// A network namespace made with `ip netns add`, deleted on drop.
-struct Netns(&'static str);
-
-impl Netns {
-    fn new(name: &'static str) -> Netns {
-        let _ = Command::new("ip")
-            .args(["netns", "del", name])
-            .stderr(Stdio::null())
-            .status();
-        run(Command::new("ip").args(["netns", "add", name]));
-        Netns(name)
-    }
-
-    fn path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(self.0)
-    }
-
-    /// `ip netns exec <ns> <args…>`.
-    fn exec(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", self.0]).args(args);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", self.0]).status();
-    }
-}
-
-/// The node's state directory, removed on drop.
-struct StateDir;
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(paths::state_dir(NODE));
-    }
+/// The echo workload: `switchyard-labnode echo`, another package's binary (see
+/// `switchyard_lab::bins`).
+fn echo_bin() -> String {
+    switchyard_lab::bins::cargo_bin("switchyard-labnode")
+        .expect("switchyard-labnode")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A child process killed on drop.
@@ -96,7 +62,7 @@ fn container_id(pod: &str) -> String {
 
 /// Runs the plugin inside the node namespace; returns (exit ok, parsed stdout).
 fn cni(command: &str, pod: &str, netns: Option<&Path>) -> (bool, serde_json::Value) {
-    let node_ns = PathBuf::from("/run/netns").join(NODE_NS);
+    let node_ns = netns::path(NODE_NS);
     let mut cmd = Command::new("nsenter");
     cmd.arg(format!("--net={}", node_ns.display()))
         .arg(BIN)
@@ -149,12 +115,10 @@ fn link_exists(ns: &str, name: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Sends one ICMP echo request from inside the namespace at `netns` to `dst` and waits up to
-/// two seconds for the reply (a raw socket: the machine has no `ping` binary).
-fn ping(netns: &Path, dst: Ipv4Addr) -> bool {
-    let ns = std::fs::File::open(netns).expect("open netns");
-    std::thread::spawn(move || {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+/// Sends one ICMP echo request from inside namespace `ns` to `dst` and waits up to two seconds
+/// for the reply (a raw socket: the machine has no `ping` binary).
+fn ping(ns: &str, dst: Ipv4Addr) -> bool {
+    netns::run_in(ns, move || {
         // SAFETY: plain socket calls on a descriptor this thread owns; buffers outlive the calls.
         unsafe {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
@@ -215,7 +179,6 @@ fn ping(netns: &Path, dst: Ipv4Addr) -> bool {
             ok
         }
     })
-    .join()
     .expect("ping thread")
 }
 
@@ -228,18 +191,19 @@ fn ip_of(result: &serde_json::Value) -> Ipv4Addr {
 
 #[test]
 fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() {
-    if !is_root() {
+    if !switchyard_lab::lab::is_root() {
         eprintln!("skipped: needs root");
         return;
     }
-    let _state = StateDir;
-    let _ = std::fs::remove_dir_all(paths::state_dir(NODE));
-    let node = Netns::new(NODE_NS);
-    let pa = Netns::new(POD_A);
-    let pb = Netns::new(POD_B);
+    let mut scratch = Scratch::default();
+    scratch.dir(paths::state_dir(NODE));
+    // As `ip netns add` makes them (lo down): the plugin brings the pods' lo up.
+    for ns in [NODE_NS, POD_A, POD_B] {
+        scratch.bare_netns(ns);
+    }
 
     // Without cbr0 the plugin asks to be called again later.
-    let (ok, err) = cni("ADD", "pa", Some(&pa.path()));
+    let (ok, err) = cni("ADD", "pa", Some(&netns::path(POD_A)));
     assert!(!ok);
     assert_eq!(err["code"], 11, "{err}");
     assert!(!paths::endpoints_dir(NODE)
@@ -249,7 +213,7 @@ fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() 
     // cbr0 made by the same function the agent calls, run inside the node namespace; twice, to
     // show it is idempotent.
     for _ in 0..2 {
-        let link = switchyard::netlink::block_on_in_netns(&node.path(), || async {
+        let link = switchyard::netlink::block_on_in_netns(&netns::path(NODE_NS), || async {
             switchyard::netlink::ensure_bridge("cbr0", 1460, Ipv4Addr::new(10, 244, 1, 1), 24).await
         })
         .expect("enter node netns")
@@ -259,47 +223,53 @@ fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() 
             ("cbr0", 1460, true)
         );
     }
-    let addrs = run(&mut node.exec(&["ip", "-4", "-o", "addr", "show", "dev", "cbr0"]));
+    let addrs = run(&mut in_ns(
+        NODE_NS,
+        &["ip", "-4", "-o", "addr", "show", "dev", "cbr0"],
+    ));
     let addrs = String::from_utf8_lossy(&addrs.stdout);
     assert_eq!(addrs.matches("inet ").count(), 1, "{addrs}");
     assert!(addrs.contains("inet 10.244.1.1/24"), "{addrs}");
-    switchyard::netlink::block_on_in_netns(&node.path(), || async {
+    switchyard::netlink::block_on_in_netns(&netns::path(NODE_NS), || async {
         switchyard::netlink::enable_ip_forward()
     })
     .expect("enter node netns")
     .expect("ip_forward");
-    let fwd = run(&mut node.exec(&["cat", "/proc/sys/net/ipv4/ip_forward"]));
+    let fwd = run(&mut in_ns(
+        NODE_NS,
+        &["cat", "/proc/sys/net/ipv4/ip_forward"],
+    ));
     assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "1");
 
     // ADD both pods.
-    let (ok, ra) = cni("ADD", "pa", Some(&pa.path()));
+    let (ok, ra) = cni("ADD", "pa", Some(&netns::path(POD_A)));
     assert!(ok, "{ra}");
-    let (ok, rb) = cni("ADD", "pb", Some(&pb.path()));
+    let (ok, rb) = cni("ADD", "pb", Some(&netns::path(POD_B)));
     assert!(ok, "{rb}");
     let (ip_a, ip_b) = (ip_of(&ra), ip_of(&rb));
     assert_ne!(ip_a, ip_b);
-    for (r, ip, ns) in [(&ra, ip_a, &pa), (&rb, ip_b, &pb)] {
+    for (r, ip, ns) in [(&ra, ip_a, POD_A), (&rb, ip_b, POD_B)] {
         assert_eq!(r["cniVersion"], "1.0.0");
         assert_eq!(r["ips"][0]["gateway"], "10.244.1.1");
         assert_eq!(r["ips"][0]["interface"], 1);
         assert_eq!(r["interfaces"][1]["name"], "eth0");
         assert_eq!(
             r["interfaces"][1]["sandbox"],
-            ns.path().display().to_string()
+            netns::path(ns).display().to_string()
         );
         assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
         let subnet: switchyard::cni::Subnet = "10.244.1.0/24".parse().unwrap();
         assert!(subnet.contains(ip) && ip != Ipv4Addr::new(10, 244, 1, 1));
         assert!(paths::ipam_dir(NODE).join(ip.to_string()).exists());
         // Pod side: eth0 with MTU 1460, the address, default route via the gateway, lo up.
-        let eth = run(&mut ns.exec(&["ip", "-o", "addr", "show", "dev", "eth0"]));
+        let eth = run(&mut in_ns(ns, &["ip", "-o", "addr", "show", "dev", "eth0"]));
         let eth = String::from_utf8_lossy(&eth.stdout);
         assert!(eth.contains(&format!("inet {ip}/24")), "{eth}");
-        let link = run(&mut ns.exec(&["ip", "-o", "link", "show", "dev", "eth0"]));
+        let link = run(&mut in_ns(ns, &["ip", "-o", "link", "show", "dev", "eth0"]));
         assert!(String::from_utf8_lossy(&link.stdout).contains("mtu 1460"));
-        let route = run(&mut ns.exec(&["ip", "route", "show", "default"]));
+        let route = run(&mut in_ns(ns, &["ip", "route", "show", "default"]));
         assert!(String::from_utf8_lossy(&route.stdout).contains("default via 10.244.1.1 dev eth0"));
-        let lo = run(&mut ns.exec(&["ip", "-o", "link", "show", "dev", "lo"]));
+        let lo = run(&mut in_ns(ns, &["ip", "-o", "link", "show", "dev", "lo"]));
         assert!(
             String::from_utf8_lossy(&lo.stdout).contains("UP"),
             "lo is up"
@@ -318,7 +288,10 @@ fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() 
     assert_eq!(rec.prefix_len, 24);
     assert_eq!(rec.host_mac, ra["interfaces"][0]["mac"].as_str().unwrap());
     assert_eq!(rec.pod_mac, ra["interfaces"][1]["mac"].as_str().unwrap());
-    let host = run(&mut node.exec(&["ip", "-o", "link", "show", "dev", &rec.host_ifname]));
+    let host = run(&mut in_ns(
+        NODE_NS,
+        &["ip", "-o", "link", "show", "dev", &rec.host_ifname],
+    ));
     let host = String::from_utf8_lossy(&host.stdout);
     assert!(
         host.starts_with(&format!("{}:", rec.host_ifindex)),
@@ -330,22 +303,22 @@ fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() 
     );
 
     // ADD again for the same container: same address, still one record.
-    let (ok, ra2) = cni("ADD", "pa", Some(&pa.path()));
+    let (ok, ra2) = cni("ADD", "pa", Some(&netns::path(POD_A)));
     assert!(ok, "{ra2}");
     assert_eq!(ip_of(&ra2), ip_a);
-    let (ok, chk) = cni("CHECK", "pa", Some(&pa.path()));
+    let (ok, chk) = cni("CHECK", "pa", Some(&netns::path(POD_A)));
     assert!(ok, "CHECK: {chk}");
 
     // Pod A reaches pod B through cbr0.
-    assert!(ping(&pa.path(), ip_b), "pod A pings pod B");
+    assert!(ping(POD_A, ip_b), "pod A pings pod B");
     assert!(
-        !ping(&pa.path(), Ipv4Addr::new(10, 244, 1, 250)),
+        !ping(POD_A, Ipv4Addr::new(10, 244, 1, 250)),
         "no answer from an unused address"
     );
 
     // echo in pod B, curl from pod A: the echo sees pod A's address.
     let _echo = Proc(
-        pb.exec(&[BIN, "echo", "--port", "8080"])
+        in_ns(POD_B, &[&echo_bin(), "echo", "--port", "8080"])
             .env("HOSTNAME", "pb")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -355,8 +328,7 @@ fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() 
     let url = format!("http://{ip_b}:8080/");
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
-        let out = pa
-            .exec(&["curl", "-s", "--max-time", "2", &url])
+        let out = in_ns(POD_A, &["curl", "-s", "--max-time", "2", &url])
             .output()
             .expect("curl");
         if out.status.success() {
@@ -371,10 +343,10 @@ fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() 
     let marker = paths::attached_dir(NODE).join(container_id("pa"));
     std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
     std::fs::write(&marker, b"").unwrap();
-    let (ok, out) = cni("DEL", "pa", Some(&pa.path()));
+    let (ok, out) = cni("DEL", "pa", Some(&netns::path(POD_A)));
     assert!(ok, "{out}");
     drop(_echo);
-    drop(pb);
+    scratch.del_netns(POD_B);
     let (ok, out) = cni("DEL", "pb", None);
     assert!(ok, "{out}");
     for pod in ["pa", "pb"] {
@@ -398,7 +370,7 @@ fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() 
             "{ip} released"
         );
     }
-    let (ok, out) = cni("DEL", "pa", Some(&pa.path()));
+    let (ok, out) = cni("DEL", "pa", Some(&netns::path(POD_A)));
     assert!(ok, "repeated DEL: {out}");
     let (ok, out) = cni("DEL", "pb", Some(Path::new("/run/netns/sy-t-node-gone")));
     assert!(ok, "DEL with a vanished netns: {out}");

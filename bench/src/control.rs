@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use switchyard_lab::netns;
 
 use crate::report::{Better, Scenario};
 use crate::run::Ctx;
 use crate::workload::{CLIENT_NS, RR_PORT};
-use crate::{load, netns, stats};
+use crate::{load, stats};
 
 /// The scenario this module fills.
 pub fn scenario() -> Scenario {

@@ -3,13 +3,15 @@
 //! that drift of the shared machine hits every mode alike.
 use std::time::Duration;
 
+use switchyard_lab::netns;
+
+use crate::iperf;
 use crate::load;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::report::{Better, Scenario};
 use crate::stats::percentile;
 use crate::workload::{Via, Workload};
-use crate::{iperf, netns};
 
 /// The scenarios this module fills.
 pub fn scenarios() -> Vec<Scenario> {

@@ -1,8 +1,8 @@
 //! Bulk TCP throughput with iperf3, run from a lab namespace against an iperf3 server pod.
 use std::net::SocketAddr;
-use std::process::Command;
 
 use serde_json::Value;
+use switchyard_lab::netns::in_ns;
 
 /// Errors of an iperf3 run.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +32,7 @@ pub fn throughput(netns: &str, addr: SocketAddr, secs: u32) -> Result<f64, Iperf
         addr,
         msg,
     };
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "iperf3", "-J", "-c"])
+    let out = in_ns(netns, &["iperf3", "-J", "-c"])
         .arg(addr.ip().to_string())
         .args(["-p", &addr.port().to_string(), "-t", &secs.to_string()])
         .args(["--connect-timeout", "2000"])

@@ -57,25 +57,14 @@ fn echo(mut s: TcpStream) -> std::io::Result<()> {
 
 /// Lets the clients in lab namespace `netns` reuse ports in TIME_WAIT for new outgoing
 /// connections (timestamps keep that safe) over the whole port range, as load generators do.
-pub fn tune_client(netns: &str) -> std::io::Result<()> {
-    if !netns.starts_with("sy-") {
-        return Err(std::io::Error::other(format!(
-            "{netns} is not a lab namespace"
-        )));
-    }
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", netns, "sysctl", "-qw"])
-        .args([
+pub fn tune_client(netns: &str) -> Result<(), switchyard_lab::LabError> {
+    switchyard_lab::netns::sysctl(
+        netns,
+        &[
             "net.ipv4.tcp_tw_reuse=1",
             "net.ipv4.ip_local_port_range=1024 65535",
-        ])
-        .output()?;
-    if !out.status.success() {
-        return Err(std::io::Error::other(
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ));
-    }
-    Ok(())
+        ],
+    )
 }
 
 /// Errors of a load run.

@@ -9,8 +9,9 @@
 //! # Layout
 //! - [`run`]: the order of a run, the shared context.
 //! - [`workload`]: pods and Services measured. [`datapath`], [`control`], [`scale`]: scenarios.
-//! - [`load`], [`iperf`], [`netns`]: traffic. [`kproxy`]: kube-proxy's rules. [`switch`]:
-//!   attaching and detaching dataplanes. [`agent`]: the agent's log and footprint.
+//! - [`load`], [`iperf`]: traffic, run in lab namespaces with `switchyard_lab::netns`.
+//!   [`kproxy`]: kube-proxy's rules. [`switch`]: attaching and detaching dataplanes. [`agent`]: the
+//!   agent's log and footprint.
 //! - [`report`], [`stats`], [`plot`], [`progress`]: output.
 mod agent;
 mod cluster;
@@ -19,7 +20,6 @@ mod datapath;
 mod iperf;
 mod kproxy;
 mod load;
-mod netns;
 mod plan;
 mod plot;
 mod progress;

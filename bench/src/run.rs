@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use switchyard_lab::{cmd, lab, Lab, LabOptions};
+use switchyard_lab::{cmd, lab, netns, Lab, LabOptions};
 
 use crate::agent::Agent;
 use crate::cluster::Cluster;
@@ -16,7 +16,7 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::report::{Host, Report, Scenario};
 use crate::workload::{self, Via, Workload};
-use crate::{control, datapath, load, netns, plot, scale, switch};
+use crate::{control, datapath, load, plot, scale, switch};
 
 /// Everything a scenario needs while the run goes on.
 pub struct Ctx {

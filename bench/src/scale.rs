@@ -5,12 +5,13 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use switchyard_lab::netns;
 
 use crate::kproxy::{apply, iptables, nftables, Svc};
 use crate::report::{Better, Scenario};
 use crate::run::Ctx;
 use crate::workload::{Via, CLIENT_NS, RR_PORT};
-use crate::{agent, cluster, datapath, load, netns, stats, switch};
+use crate::{agent, cluster, datapath, load, stats, switch};
 
 /// The node every scale figure is taken on (client pod, server pod and rules all on n1).
 const NODE_NS: &str = "sy-n1";

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use switchyard_lab::cmd::run;
 use switchyard_lab::procs::{self, Dirs};
-use switchyard_lab::{lab, topology, Lab, LabError};
+use switchyard_lab::{lab, netns, topology, Lab, LabError};
 
 /// Where node `n`'s agent pins its maps and links.
 pub fn pin_dir(n: usize) -> String {
@@ -127,15 +127,7 @@ pub fn kernel_overlay(lab: &Lab) -> Result<(), LabError> {
                 &topology::node_addr(r),
             ])?;
         }
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
-            "net.bridge.bridge-nf-call-iptables=1",
-        ])?;
+        netns::sysctl(&ns, &["net.bridge.bridge-nf-call-iptables=1"])?;
     }
     Ok(())
 }

@@ -98,6 +98,8 @@ fn build_lab_release() -> Result<()> {
         "switchyard",
         "-p",
         "switchyard-cp",
+        "-p",
+        "switchyard-labnode",
     ])
 }
 

@@ -127,7 +127,7 @@ impl NetConf {
 }
 
 /// Whether `s` can be used as a single file-name component.
-pub(crate) fn is_safe_name(s: &str) -> bool {
+pub fn is_safe_name(s: &str) -> bool {
     !s.is_empty()
         && s != "."
         && s != ".."

@@ -81,7 +81,7 @@ fn cidr(flag: &str, value: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let cluster_cidr = cidr("cluster-cidr", &opts.cluster_cidr)?;
     let service_cidr = cidr("service-cidr", &opts.service_cidr)?;
-    let client = crate::kubelet::client_from_kubeconfig(&opts.kubeconfig).await?;
+    let client = crate::kubeclient::client_from_kubeconfig(&opts.kubeconfig).await?;
     let (stores, tasks) = watch::start(&client);
     let shutdown = crate::signals::shutdown();
     tokio::pin!(shutdown);

@@ -1,36 +1,18 @@
-//! Scratch network namespaces for the datapath tests: nodes with `cbr0`, pods wired to it by hand,
-//! and a guard that removes everything the test made, also when it fails.
+//! Agent-specific helpers of the datapath tests: nodes with `cbr0` and pods wired to it by hand in
+//! scratch namespaces ([`Scratch`], around the lab's guard, which removes everything the test made,
+//! also when it fails), the echo workload, and frontend builders.
+//!
+//! The generic network-namespace helpers live in `switchyard_lab::netns` (a dev-dependency).
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 use switchyard::cni::EndpointRecord;
 use switchyard::model::{BackendAddr, BackendSpec, Frontend, FrontendSpec, Proto};
 use switchyard::paths;
-
-/// Runs a command, panicking with its stderr if it fails; returns stdout.
-pub fn sh(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}",
-        args,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A command run inside netns `ns`.
-pub fn in_ns(ns: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).args(args);
-    c
-}
+use switchyard_lab::netns::Scratch as LabScratch;
+pub use switchyard_lab::netns::{in_ns, sh};
 
 /// `ip -j link show` of one interface.
 pub fn link_json(ns: &str, ifname: &str) -> serde_json::Value {
@@ -39,31 +21,30 @@ pub fn link_json(ns: &str, ifname: &str) -> serde_json::Value {
     v[0].clone()
 }
 
-/// Everything a test made: namespaces, processes, node state. Removed on drop.
+/// The lab's [`Scratch`](LabScratch) guard with what the datapath tests add: nodes with `cbr0`,
+/// pods wired to them by hand, the echo workload. Everything is removed on drop.
 #[derive(Default)]
-pub struct Scratch {
-    namespaces: Vec<String>,
-    nodes: Vec<String>,
-    children: Vec<Child>,
+pub struct Scratch(LabScratch);
+
+impl std::ops::Deref for Scratch {
+    type Target = LabScratch;
+    fn deref(&self) -> &LabScratch {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut LabScratch {
+        &mut self.0
+    }
 }
 
 impl Scratch {
-    /// Creates netns `ns` (removing a leftover of the same name first) with `lo` up.
-    pub fn netns(&mut self, ns: &str) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", ns])
-            .stderr(Stdio::null())
-            .status();
-        sh(&["ip", "netns", "add", ns]);
-        self.namespaces.push(ns.to_string());
-        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-    }
-
-    /// A node namespace with `cbr0` holding `gateway/24`; `node` names its pins and state.
+    /// A node namespace with `cbr0` holding `gateway/24`; `node` names its pins and state (both
+    /// removed now and on drop).
     pub fn node(&mut self, ns: &str, node: &str, gateway: Ipv4Addr) {
-        let _ = std::fs::remove_dir_all(paths::pin_dir(node));
-        let _ = std::fs::remove_dir_all(paths::state_dir(node));
-        self.nodes.push(node.to_string());
+        self.dir(paths::pin_dir(node));
+        self.dir(paths::state_dir(node));
         self.netns(ns);
         sh(&["ip", "-n", ns, "link", "add", "cbr0", "type", "bridge"]);
         sh(&[
@@ -143,19 +124,16 @@ impl Scratch {
         rec
     }
 
-    /// Starts `switchyard echo` on port 8080 (TCP and UDP) in `ns`, answering as pod `name`:
-    /// `pod=<name> peer=<ip>:<port>` (HTTP) or `… line=<line>` (TCP lines, UDP).
+    /// Starts `switchyard-labnode echo` on port 8080 (TCP and UDP) in `ns`, answering as pod
+    /// `name`: `pod=<name> peer=<ip>:<port>` (HTTP) or `… line=<line>` (TCP lines, UDP).
     pub fn serve(&mut self, ns: &str, name: &str) {
-        let child = in_ns(
-            ns,
-            &[env!("CARGO_BIN_EXE_switchyard"), "echo", "--port", "8080"],
-        )
-        .env("HOSTNAME", name)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("switchyard echo");
-        self.children.push(child);
+        let child = in_ns(ns, &[&echo_bin(), "echo", "--port", "8080"])
+            .env("HOSTNAME", name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("switchyard-labnode echo");
+        self.child(child);
         // Wait until it listens, so the first request of a test never races its start.
         for _ in 0..100 {
             if in_ns(ns, &["ss", "-Hltn", "sport = :8080"])
@@ -166,36 +144,23 @@ impl Scratch {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        panic!("switchyard echo did not start listening in {ns}");
+        panic!("switchyard-labnode echo did not start listening in {ns}");
     }
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        for node in &self.nodes {
-            let _ = std::fs::remove_dir_all(paths::pin_dir(node));
-            let _ = std::fs::remove_dir_all(paths::state_dir(node));
-        }
-    }
+/// The echo workload's executable: the lab node runtime's binary. It belongs to another package,
+/// so cargo does not hand it to this test; `switchyard_lab::bins` builds it (a no-op after
+/// `cargo build --workspace`) in this test's profile.
+pub fn echo_bin() -> String {
+    switchyard_lab::bins::cargo_bin("switchyard-labnode")
+        .expect("switchyard-labnode")
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Runs `f` on a thread that has entered network namespace `ns`.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("netns");
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread")
+    switchyard_lab::netns::run_in(ns, f).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// An HTTP GET from `ns`; the answer body, or curl's error.
@@ -227,7 +192,6 @@ pub fn udp(ns: &str, ip: Ipv4Addr, port: u16) -> String {
     let out = child.wait_with_output().expect("socat udp");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
-
 /// A frontend on port 80 with backends on port 8080.
 pub fn frontend(ip: Ipv4Addr, proto: Proto, backends: &[Ipv4Addr]) -> (Frontend, FrontendSpec) {
     frontend_at(ip, 80, proto, backends)

@@ -1,7 +1,9 @@
 //! Loading rule sets into a node namespace with the real tools, timed.
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use switchyard_lab::netns::in_ns;
 
 /// Errors loading rules.
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +34,7 @@ pub fn load(netns: &str, argv: &[&str], input: &str) -> Result<Duration, ApplyEr
         stderr,
     };
     let start = Instant::now();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", netns])
-        .args(argv)
+    let mut child = in_ns(netns, argv)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

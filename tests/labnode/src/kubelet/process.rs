@@ -34,7 +34,7 @@ pub struct PodContext<'a> {
     pub host_ip: Ipv4Addr,
     /// Node name.
     pub node: &'a str,
-    /// Directory of the `switchyard` executable, put first on `PATH`.
+    /// Directory of the `switchyard-labnode` executable, put first on `PATH`.
     pub exe_dir: &'a Path,
 }
 
@@ -44,7 +44,7 @@ const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 /// Works out how to start `container`: its argv (images are not pulled, so `command` is
 /// required), and its environment: the container's `env` (plain values and the common
 /// `fieldRef`s), plus `HOSTNAME`, `POD_NAME`, `POD_NAMESPACE`, `POD_IP` and a `PATH` that
-/// starts with the directory of the `switchyard` executable.
+/// starts with the directory of the `switchyard-labnode` executable.
 pub fn launch(container: &Container, ctx: &PodContext<'_>) -> Result<Launch, String> {
     let meta = &ctx.pod.metadata;
     let name = meta.name.clone().unwrap_or_default();
@@ -327,7 +327,7 @@ mod tests {
         let pod = pod();
         let c = Container {
             name: "echo".into(),
-            command: Some(vec!["switchyard".into(), "echo".into()]),
+            command: Some(vec!["switchyard-labnode".into(), "echo".into()]),
             args: Some(vec!["--port".into(), "$(PORT)".into(), "$$(PORT)".into()]),
             env: Some(vec![
                 EnvVar {
@@ -352,7 +352,7 @@ mod tests {
         let l = launch(&c, &ctx(&pod)).unwrap();
         assert_eq!(
             l.argv,
-            vec!["switchyard", "echo", "--port", "9090", "$(PORT)"]
+            vec!["switchyard-labnode", "echo", "--port", "9090", "$(PORT)"]
         );
         assert_eq!(get(&l, "HOSTNAME"), Some("echo-1"));
         assert_eq!(get(&l, "POD_NAME"), Some("echo-1"));

@@ -1,11 +1,11 @@
 //! Running the CNI plugin as a separate process, the way a container runtime does.
 use super::error::Error;
-use crate::cni::result::CniResult;
-use crate::cni::Subnet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+use switchyard::cni::result::CniResult;
+use switchyard::cni::Subnet;
 use tokio::io::AsyncWriteExt;
 
 /// How long one plugin invocation may take.
@@ -36,15 +36,14 @@ pub fn network_config(node: &str, subnet: Subnet, gateway: Ipv4Addr) -> String {
         "name": "switchyard",
         "type": "switchyard",
         "node": node,
-        "bridge": crate::paths::BRIDGE,
-        "mtu": crate::paths::POD_MTU,
+        "bridge": switchyard::paths::BRIDGE,
         "ipam": {"type": "host-local", "subnet": subnet.to_string(), "gateway": gateway.to_string()},
     })
     .to_string()
 }
 
 impl CniRunner {
-    /// A runner for `exe` (normally the `switchyard` executable itself) with configuration `conf`.
+    /// A runner for `exe` (normally the `switchyard` executable) with configuration `conf`.
     pub fn new(exe: PathBuf, conf: String) -> CniRunner {
         CniRunner { exe, conf }
     }
@@ -58,7 +57,7 @@ impl CniRunner {
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", pod.container_id)
-            .env("CNI_IFNAME", crate::paths::POD_IFNAME)
+            .env("CNI_IFNAME", switchyard::paths::POD_IFNAME)
             .env(
                 "CNI_PATH",
                 self.exe.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -155,10 +154,10 @@ mod tests {
     fn config_matches_the_contract() {
         let subnet: Subnet = "10.244.1.0/24".parse().unwrap();
         let conf = network_config("n1", subnet, Ipv4Addr::new(10, 244, 1, 1));
-        let parsed = crate::cni::NetConf::parse(conf.as_bytes()).unwrap();
+        let parsed = switchyard::cni::NetConf::parse(conf.as_bytes()).unwrap();
         assert_eq!(parsed.node, "n1");
         assert_eq!(parsed.bridge, "cbr0");
-        assert_eq!(parsed.mtu, Some(1460));
+        assert_eq!(parsed.mtu, None, "the pods follow cbr0, whose MTU follows the uplink");
         assert_eq!(parsed.gateway(), Ipv4Addr::new(10, 244, 1, 1));
         assert_eq!(parsed.ipam.subnet, subnet);
     }

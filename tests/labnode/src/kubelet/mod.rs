@@ -1,11 +1,11 @@
 //! The lab node runtime ("kubelet"): registers the Node, runs its pods, reports their status.
 //!
-//! `switchyard kubelet --node n1 --kubeconfig PATH --node-ip 198.18.0.11`, run inside the node's
+//! `switchyard-labnode kubelet --node n1 --kubeconfig PATH --node-ip 198.18.0.11`, run inside the node's
 //! network namespace (with `nsenter --net=…`, see [`netns`]):
 //! 1. registers Node `n1` ([`node`]) and heartbeats its Ready condition;
 //! 2. waits for the control plane to assign `spec.podCIDR`;
 //! 3. watches the pods bound to the node ([`pods`]); for each one a [`worker`] creates the pod
-//!    namespace, runs the CNI plugin (this executable, as a separate process: [`cni_exec`]),
+//!    namespace, runs the CNI plugin (the `switchyard` executable beside this one: [`cni_exec`]),
 //!    starts the containers' commands inside the namespace ([`process`]), and reports status
 //!    ([`status`]): Ready only once the agent marked the pod's veth as attached;
 //! 4. on deletion stops the processes (SIGTERM, SIGKILL after the grace period), runs CNI DEL,
@@ -28,17 +28,16 @@ pub mod worker;
 
 pub use error::Error;
 
-use crate::cni::Subnet;
 use anyhow::Context;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard::cni::Subnet;
 
-/// Command-line options of `switchyard kubelet`.
+/// Command-line options of `switchyard-labnode kubelet`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// Node name (e.g. `n1`).
@@ -56,10 +55,14 @@ pub struct Options {
     /// Seconds between node heartbeats.
     #[arg(long, default_value_t = 10)]
     pub heartbeat_seconds: u64,
-    /// CNI plugin executable (default: this executable).
+    /// CNI plugin executable (default: `switchyard` in this executable's directory).
     #[arg(long)]
     pub cni_plugin: Option<PathBuf>,
 }
+
+/// The CNI plugin's executable name: the agent's binary, which acts as the plugin when
+/// `CNI_COMMAND` is set.
+pub const CNI_PLUGIN: &str = "switchyard";
 
 /// Shared by the pod manager and its workers.
 pub struct Ctx {
@@ -71,26 +74,14 @@ pub struct Ctx {
     pub node_ip: Ipv4Addr,
     /// The CNI plugin with this node's configuration.
     pub cni: cni_exec::CniRunner,
-    /// Directory of the `switchyard` executable, first on the containers' `PATH`.
+    /// Directory of the `switchyard-labnode` (and `switchyard`) executables, first on the
+    /// containers' `PATH`.
     pub exe_dir: PathBuf,
-}
-
-/// Builds an API client from a kubeconfig file.
-pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
-    let err = |message: String| Error::Kubeconfig {
-        path: path.to_path_buf(),
-        message,
-    };
-    let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    kube::Client::try_from(config).map_err(|e| err(e.to_string()))
 }
 
 /// Runs the node runtime until SIGTERM/SIGINT; pods keep running after it exits.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
-    if !crate::cni::config::is_safe_name(&opts.node) {
+    if !switchyard::cni::config::is_safe_name(&opts.node) {
         anyhow::bail!(
             "node name {:?} must be letters, digits, '-', '_' or '.'",
             opts.node
@@ -99,12 +90,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if let Some(w) = netns::mount_namespace_warning() {
         tracing::warn!("{w}");
     }
-    let exe = std::env::current_exe().context("cannot find the switchyard executable")?;
+    let exe = std::env::current_exe().context("cannot find the switchyard-labnode executable")?;
     let exe_dir = exe
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
-    let client = client_from_kubeconfig(&opts.kubeconfig).await?;
+    let cni_plugin = opts
+        .cni_plugin
+        .clone()
+        .unwrap_or_else(|| exe_dir.join(CNI_PLUGIN));
+    let client = switchyard::kubeclient::client_from_kubeconfig(&opts.kubeconfig).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let id = node::NodeIdentity {
         name: opts.node.clone(),
@@ -133,7 +128,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             client: client.clone(),
             node: opts.node.clone(),
             node_ip: opts.node_ip,
-            cni: cni_exec::CniRunner::new(opts.cni_plugin.clone().unwrap_or(exe.clone()), conf),
+            cni: cni_exec::CniRunner::new(cni_plugin, conf),
             exe_dir,
         });
         let result = pods::Manager::new(ctx).run().await;
@@ -143,7 +138,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     tokio::select! {
         r = main => r,
-        r = crate::signals::shutdown() => {
+        r = switchyard::signals::shutdown() => {
             r.context("cannot install signal handlers")?;
             tracing::info!("kubelet stopping; pods keep running");
             Ok(())

@@ -148,7 +148,7 @@ impl Worker {
             netns: if self.host_network {
                 String::new()
             } else {
-                crate::paths::pod_netns(&self.namespace, &self.name)
+                switchyard::paths::pod_netns(&self.namespace, &self.name)
             },
             pod_ip: None,
             start_time: now_rfc3339(),
@@ -543,7 +543,7 @@ impl Worker {
             })
             .collect();
         let attached = self.host_network
-            || crate::paths::attached_dir(&self.ctx.node)
+            || switchyard::paths::attached_dir(&self.ctx.node)
                 .join(&self.rec.container_id)
                 .exists();
         PodView {

@@ -46,4 +46,13 @@ pub enum LabError {
     /// Unexpected output.
     #[error("{0}")]
     Unexpected(String),
+    /// Refused: only the project's own `sy-*` network namespaces are made or entered.
+    #[error("refusing to use network namespace {0:?}: only the lab's sy-* namespaces are used")]
+    NotLabNamespace(String),
+    /// setns into a network namespace failed.
+    #[error("setns into {0}: {1} (needs root)")]
+    Setns(String, std::io::Error),
+    /// A closure run inside a network namespace panicked.
+    #[error("the thread run in network namespace {0} panicked")]
+    Panicked(String),
 }

@@ -3,6 +3,7 @@
 //! 198.18.0.(10+N), and an external client `sy-ext` (198.18.0.100) that also holds the
 //! "outside the cluster" address 203.0.113.10. Made with iproute2.
 use crate::cmd::run;
+use crate::netns;
 use crate::LabError;
 
 /// Underlay namespace.
@@ -33,12 +34,6 @@ pub fn node_name(n: usize) -> String {
 /// Underlay address of node `n`.
 pub fn node_addr(n: usize) -> String {
     format!("198.18.0.{}", 10 + n)
-}
-
-fn netns(name: &str) -> Result<(), LabError> {
-    run(&["ip", "netns", "add", name])?;
-    run(&["ip", "-n", name, "link", "set", "lo", "up"])?;
-    Ok(())
 }
 
 /// A veth from `ns` (`ifname`, `addr/24`) to the underlay bridge (port `port`).
@@ -82,7 +77,7 @@ fn attach(ns: Option<&str>, ifname: &str, port: &str, addr: &str) -> Result<(), 
 
 /// Creates the underlay, the root link, `nodes` node namespaces and the external client.
 pub fn create(nodes: usize) -> Result<(), LabError> {
-    netns(UNDERLAY)?;
+    netns::add(UNDERLAY)?;
     run(&[
         "ip",
         "-n",
@@ -99,7 +94,7 @@ pub fn create(nodes: usize) -> Result<(), LabError> {
     attach(None, ROOT_LINK, "cp", CP_ADDR)?;
     for n in 1..=nodes {
         let ns = node_ns(n);
-        netns(&ns)?;
+        netns::add(&ns)?;
         attach(Some(&ns), "eth0", &node_name(n), &node_addr(n))?;
         run(&[
             "ip",
@@ -111,17 +106,9 @@ pub fn create(nodes: usize) -> Result<(), LabError> {
             "via",
             EXT_ADDR,
         ])?;
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ])?;
+        netns::sysctl(&ns, &["net.ipv4.ip_forward=1"])?;
     }
-    netns(EXT)?;
+    netns::add(EXT)?;
     attach(Some(EXT), "eth0", "ext", EXT_ADDR)?;
     run(&[
         "ip",

@@ -10,12 +10,12 @@ use std::path::PathBuf;
 
 /// Directory of the kubelet's pod records for `node`.
 pub fn dir(node: &str) -> PathBuf {
-    crate::paths::state_dir(node).join("kubelet")
+    switchyard::paths::state_dir(node).join("kubelet")
 }
 
 /// Directory of container logs for `node`: `/run/switchyard/<node>/logs`.
 pub fn log_dir(node: &str) -> PathBuf {
-    crate::paths::state_dir(node).join("logs")
+    switchyard::paths::state_dir(node).join("logs")
 }
 
 /// Log file of one container: `<log_dir>/<ns>_<pod>_<container>.log`.

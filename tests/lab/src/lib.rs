@@ -8,14 +8,19 @@
 //! # Layout
 //! - [`lab`]: [`Lab`] — up, down, helpers for tests.
 //! - [`topology`]: namespaces, links and addresses.
+//! - [`netns`]: network namespaces for the lab, the benchmark and the tests: made and removed
+//!   (`sy-*` only), a guard that removes what a test made, commands and closures run inside one.
 //! - [`procs`]: background processes with logs and pid files.
 //! - [`kube`]: kubectl, the kubeconfig, waits.
 //! - [`cleanup`]: `lab down`.
+//! - [`bins`]: other packages' binaries for tests (cargo only hands a test its own package's).
+pub mod bins;
 pub mod cleanup;
 pub mod cmd;
 mod error;
 pub mod kube;
 pub mod lab;
+pub mod netns;
 pub mod procs;
 pub mod topology;
 

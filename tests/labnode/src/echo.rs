@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-/// Command-line options of `switchyard echo`.
+/// Command-line options of `switchyard-labnode echo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
     /// Port to listen on (TCP and UDP).

@@ -2,7 +2,7 @@
 //!
 //! The namespace is bind-mounted at `/run/netns/<name>` so the CNI plugin, the tests and an
 //! operator can all open it by name. Bind mounts live in a mount namespace: run the kubelet in the
-//! machine's mount namespace (`nsenter --net=/run/netns/sy-nN switchyard kubelet …`), not under
+//! machine's mount namespace (`nsenter --net=/run/netns/sy-nN switchyard-labnode kubelet …`), not under
 //! `ip netns exec`, whose private mount namespace would hide the pod namespaces from everyone
 //! else. [`mount_namespace_warning`] detects that case.
 use super::error::Error;

@@ -4,14 +4,6 @@ use std::path::PathBuf;
 /// What can go wrong running pods on this node.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The kubeconfig could not be read or used.
-    #[error("kubeconfig {path}: {message}")]
-    Kubeconfig {
-        /// The file given with `--kubeconfig`.
-        path: PathBuf,
-        /// Why it is unusable.
-        message: String,
-    },
     /// An API request failed.
     #[error("API request to {what} failed: {source}")]
     Api {

@@ -1,6 +1,6 @@
 //! A running lab: topology, controlplane-lite, and per node the kubelet and the agent.
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::cmd::{output, run};
 use crate::kube::{self, Kubectl};
 use crate::procs::{self, Dirs};
-use crate::{cleanup, topology, LabError};
+use crate::{cleanup, netns, topology, LabError};
 
 /// How to build the lab.
 #[derive(Clone, Debug)]
@@ -40,10 +40,11 @@ impl LabOptions {
     }
 }
 
-/// The workspace root (parent of this crate's directory).
+/// The workspace root (this crate is `tests/lab/`, two levels below it).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
 }
@@ -63,7 +64,8 @@ pub struct Lab {
     keep: bool,
 }
 
-fn is_root() -> bool {
+/// Whether this process runs as root (the lab and the netns tests need it).
+pub fn is_root() -> bool {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
@@ -85,7 +87,11 @@ impl Lab {
             }
             Ok(p.to_string_lossy().into_owned())
         };
-        let (cp, sy) = (bin("switchyard-cp")?, bin("switchyard")?);
+        let (cp, sy, labnode) = (
+            bin("switchyard-cp")?,
+            bin("switchyard")?,
+            bin("switchyard-labnode")?,
+        );
         let kubeconfig = dir.join("kubeconfig");
         let lab = Lab {
             kubectl: Kubectl {
@@ -152,7 +158,7 @@ impl Lab {
                 &format!("kubelet-{name}"),
                 Some(&ns),
                 &[
-                    &sy,
+                    &labnode,
                     "kubelet",
                     "--node",
                     &name,
@@ -188,7 +194,14 @@ impl Lab {
             &dirs,
             "outside",
             Some(topology::EXT),
-            &["env", "HOSTNAME=outside", &sy, "echo", "--port", "8080"],
+            &[
+                "env",
+                "HOSTNAME=outside",
+                &labnode,
+                "echo",
+                "--port",
+                "8080",
+            ],
         )?;
         for n in 1..=opts.nodes {
             lab.kubectl
@@ -250,9 +263,13 @@ impl Lab {
 
     /// Runs `argv` inside network namespace `netns`.
     pub fn exec_in(&self, netns: &str, argv: &[&str]) -> Result<Output, LabError> {
-        let mut a = vec!["ip", "netns", "exec", netns];
-        a.extend_from_slice(argv);
-        output(&a)
+        netns::in_ns(netns, argv)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| LabError::Spawn {
+                cmd: format!("ip netns exec {netns} {}", argv.join(" ")),
+                source,
+            })
     }
 
     /// Stops node `n`'s kubelet (its pods keep running; the node stops heartbeating).

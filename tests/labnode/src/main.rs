@@ -1,0 +1,40 @@
+//! `switchyard-labnode`: the lab's node runtime and echo workload.
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard-labnode",
+    version,
+    about = "The switchyard lab's node runtime and echo workload"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the lab node runtime: register the Node, run its pods.
+    Kubelet(switchyard_labnode::kubelet::Options),
+    /// Run the echo workload.
+    Echo(switchyard_labnode::echo::Options),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Kubelet(o) => switchyard_labnode::kubelet::run(o).await,
+        Command::Echo(o) => switchyard_labnode::echo::run(o).await,
+    };
+    if let Err(e) = result {
+        eprintln!("switchyard-labnode: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}

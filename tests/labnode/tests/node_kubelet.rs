@@ -1,0 +1,491 @@
+//! The kubelet for real, against the real controlplane-lite run in-process: node registration and
+//! heartbeat, a pod run in its own namespace through the real CNI plugin, the readiness gate on
+//! the agent's marker, adoption after a kubelet restart, and deletion with full cleanup.
+//!
+//! Needs root; skipped otherwise. Everything runs in the scratch namespace `sy-t-node-k`: the API
+//! server listens on its loopback, and the test's own runtime (server and client) runs inside it.
+//! Guards remove namespaces, processes and files, also when an assertion fails.
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
+use serde_json::{json, Value};
+use switchyard::paths;
+use switchyard_lab::netns::{self, Scratch};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard-labnode");
+const NODE: &str = "sy-t-node-k";
+const POD_NS: &str = "sy-t-node";
+
+/// Removes what the test's node leaves behind, also on failure: processes still running in
+/// pod namespaces of the test and those namespaces (the node namespace and state directory are
+/// the [`Scratch`]'s).
+struct Cleanup;
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = paths::state_dir(NODE).join("test").join("kubelet.log");
+            eprintln!(
+                "--- kubelet log ---\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        for pod in ["echo", "orphan", "quits"] {
+            let ns = paths::pod_netns(POD_NS, pod);
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            netns::del(&ns);
+        }
+    }
+}
+
+/// A child process, SIGKILLed on drop.
+struct Proc(Child);
+
+impl Proc {
+    fn terminate(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// How the kubelets of the test start.
+struct Kubelet {
+    kubeconfig: PathBuf,
+    log: PathBuf,
+    cni_plugin: PathBuf,
+}
+
+impl Kubelet {
+    fn start(&self) -> Proc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        Proc(
+            Command::new("nsenter")
+                .arg(format!("--net={}", netns::path(NODE).display()))
+                .args([
+                    BIN,
+                    "kubelet",
+                    "--node",
+                    NODE,
+                    "--node-ip",
+                    "198.18.0.250",
+                    "--heartbeat-seconds",
+                    "1",
+                ])
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .arg("--cni-plugin")
+                .arg(&self.cni_plugin)
+                .env("RUST_LOG", "info")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start kubelet"),
+        )
+    }
+}
+
+/// The test's view of the API: objects as the server returns them (raw JSON).
+struct Cluster {
+    nodes: Api<DynamicObject>,
+    pods: Api<DynamicObject>,
+}
+
+fn json_of(obj: DynamicObject) -> Value {
+    serde_json::to_value(obj).expect("object as JSON")
+}
+
+impl Cluster {
+    async fn node(&self) -> Option<Value> {
+        self.nodes
+            .get_opt(NODE)
+            .await
+            .expect("get node")
+            .map(json_of)
+    }
+
+    async fn pod(&self, name: &str) -> Option<Value> {
+        self.pods.get_opt(name).await.expect("get pod").map(json_of)
+    }
+
+    /// Creates a pod; its uid (the server assigns it).
+    async fn create_pod(&self, pod: Value) -> String {
+        let pod: DynamicObject = serde_json::from_value(pod).expect("pod");
+        let created = self
+            .pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+        created.metadata.uid.expect("uid")
+    }
+
+    async fn delete_pod(&self, name: &str, grace_seconds: u32) {
+        self.pods
+            .delete(name, &DeleteParams::default().grace_period(grace_seconds))
+            .await
+            .expect("delete pod");
+    }
+}
+
+async fn wait_for<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn condition(obj: &Value, kind: &str) -> Option<String> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)?["status"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn curl_in(ns: &str, url: &str) -> Option<String> {
+    let out = netns::in_ns(ns, &["curl", "-s", "--max-time", "2", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn pod_pids(container_id_prefix: &str) -> Vec<i32> {
+    let dir = paths::state_dir(NODE).join("kubelet");
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    rd.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .filter_map(|raw| serde_json::from_slice::<Value>(&raw).ok())
+        .filter(|rec| {
+            rec["container_id"]
+                .as_str()
+                .is_some_and(|c| c.starts_with(container_id_prefix))
+        })
+        .flat_map(|rec| {
+            rec["containers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|c| c["pid"].as_i64().map(|p| p as i32))
+        })
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    switchyard_labnode::kubelet::process::start_ticks_of(pid).is_some()
+}
+
+/// The container id the kubelet gives a pod: `<namespace>-<name>-<first 8 hex digits of uid>`.
+fn container_id_of(name: &str, uid: &str) -> String {
+    format!("{POD_NS}-{name}-{}", &uid.replace('-', "")[..8])
+}
+
+#[test]
+fn kubelet_runs_reports_adopts_and_deletes_a_pod() {
+    if !switchyard_lab::lab::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut scratch = Scratch::default();
+    scratch.dir(paths::state_dir(NODE));
+    scratch.netns(NODE);
+    let _cleanup = Cleanup;
+    switchyard::netlink::block_on_in_netns(&netns::path(NODE), || async {
+        switchyard::netlink::ensure_bridge("cbr0", 1460, Ipv4Addr::new(10, 244, 1, 1), 24).await
+    })
+    .unwrap()
+    .unwrap();
+    let cni_plugin = switchyard_lab::bins::cargo_bin("switchyard").expect("the CNI plugin");
+    // The kubelet reaches the API server on the node namespace's loopback, so the server and the
+    // test's client run on a runtime whose threads are in that namespace.
+    netns::run_in(NODE, move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(scenario(cni_plugin))
+    })
+    .expect("the test, run in the node namespace");
+}
+
+async fn scenario(cni_plugin: PathBuf) {
+    // controlplane-lite: in memory, plain HTTP, no authentication, with its scheduler and
+    // controllers; a node stays Ready for 40 s without a heartbeat, longer than the kubelet is
+    // ever down here.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(switchyard_cp::run(
+        listener,
+        switchyard_cp::Config::default(),
+        std::future::pending(),
+    ));
+    let dir = paths::state_dir(NODE).join("test");
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    let server = switchyard_cp::kubeconfig::server_url(addr, false);
+    switchyard_cp::kubeconfig::write(
+        &kubeconfig,
+        &switchyard_cp::kubeconfig::render(&server, None, None),
+    )
+    .unwrap();
+    // The test reads the API through the same kubeconfig and client code the kubelet uses.
+    let client = switchyard::kubeclient::client_from_kubeconfig(&kubeconfig)
+        .await
+        .expect("client");
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": POD_NS}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("create namespace");
+    let api = Cluster {
+        nodes: Api::all_with(client.clone(), &ApiResource::erase::<Node>(&())),
+        pods: Api::namespaced_with(client, POD_NS, &ApiResource::erase::<Pod>(&())),
+    };
+    let log = dir.join("kubelet.log");
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let kubelets = Kubelet {
+        kubeconfig,
+        log: log.clone(),
+        cni_plugin,
+    };
+    let kubelet = kubelets.start();
+
+    // Registration and heartbeat; the server allocates the node's podCIDR (the first one,
+    // 10.244.1.0/24, whose gateway cbr0 holds).
+    let node = wait_for("node registration", 20, async || {
+        api.node().await.filter(|n| condition(n, "Ready").is_some())
+    })
+    .await;
+    assert_eq!(condition(&node, "Ready").as_deref(), Some("True"));
+    let addrs = node["status"]["addresses"].as_array().unwrap();
+    assert!(
+        addrs.contains(&json!({"type": "InternalIP", "address": "198.18.0.250"})),
+        "{node}"
+    );
+    assert_eq!(
+        node["status"]["nodeInfo"]["kubeletVersion"],
+        "v1.32.0-switchyard"
+    );
+    assert_eq!(node["spec"]["podCIDR"], "10.244.1.0/24", "{node}");
+    let beat = |n: &Value| n["status"]["conditions"][0]["lastHeartbeatTime"].clone();
+    let first = beat(&node);
+    wait_for("a heartbeat", 10, async || {
+        api.node().await.filter(|n| beat(n) != first)
+    })
+    .await;
+
+    // A pod running `switchyard-labnode echo`.
+    let uid = api
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "echo", "namespace": POD_NS},
+            "spec": {
+                "nodeName": NODE,
+                "terminationGracePeriodSeconds": 5,
+                "containers": [{"name": "echo", "image": "switchyard", "command": ["switchyard-labnode", "echo"], "args": ["--port", "8080"]}]
+            }
+        }))
+        .await;
+    let pod = wait_for("pod running", 30, async || {
+        api.pod("echo").await.filter(|p| {
+            p["status"]["phase"] == "Running"
+                && condition(p, "ContainersReady").as_deref() == Some("True")
+        })
+    })
+    .await;
+    assert_eq!(
+        condition(&pod, "Ready").as_deref(),
+        Some("False"),
+        "not Ready before the datapath marker: {pod}"
+    );
+    let ip: Ipv4Addr = pod["status"]["podIP"].as_str().unwrap().parse().unwrap();
+    assert_eq!(pod["status"]["podIPs"][0]["ip"], ip.to_string());
+    assert_eq!(pod["status"]["hostIP"], "198.18.0.250");
+    assert!(pod["status"]["startTime"].is_string());
+    let cs = &pod["status"]["containerStatuses"][0];
+    assert_eq!(
+        (
+            cs["name"].as_str(),
+            cs["started"].as_bool(),
+            cs["restartCount"].as_i64()
+        ),
+        (Some("echo"), Some(true), Some(0))
+    );
+    assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
+    let container_id = container_id_of("echo", &uid);
+    let record = paths::endpoints_dir(NODE).join(format!("{container_id}.json"));
+    assert!(record.exists(), "CNI left the endpoint record");
+
+    // The agent's marker makes it Ready.
+    let marker = paths::attached_dir(NODE).join(&container_id);
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(&marker, b"").unwrap();
+    wait_for("pod ready", 10, async || {
+        api.pod("echo")
+            .await
+            .filter(|p| condition(p, "Ready").as_deref() == Some("True"))
+    })
+    .await;
+    let body = curl_in(NODE, &format!("http://{ip}:8080/")).unwrap_or_default();
+    assert!(
+        body.starts_with("pod=echo peer=10.244.1.1:"),
+        "echo answers as the pod: {body:?}\n{}",
+        show_log()
+    );
+    let log_file = paths::state_dir(NODE)
+        .join("logs")
+        .join(format!("{POD_NS}_echo_echo.log"));
+    assert!(log_file.exists(), "container log at {}", log_file.display());
+
+    // Kubelet restart: the pod keeps running and is adopted, not started again.
+    let pids = pod_pids(&container_id);
+    assert_eq!(pids.len(), 1);
+    kubelet.terminate();
+    assert!(alive(pids[0]), "the pod outlives the kubelet");
+    let kubelet = kubelets.start();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        pod_pids(&container_id),
+        pids,
+        "same process after the restart"
+    );
+    let pod = api.pod("echo").await.unwrap();
+    assert_eq!(
+        condition(&pod, "Ready").as_deref(),
+        Some("True"),
+        "{pod}\n{}",
+        show_log()
+    );
+    assert!(curl_in(NODE, &format!("http://{ip}:8080/")).is_some());
+
+    // Deletion: the API marks the pod terminating (a graceful delete, as `kubectl delete`
+    // does); the kubelet stops it, cleans up and removes the object.
+    api.delete_pod("echo", 5).await;
+    let deleting = api.pod("echo").await;
+    assert!(
+        deleting.is_none()
+            || deleting.as_ref().unwrap()["metadata"]["deletionTimestamp"].is_string(),
+        "a graceful delete only marks the pod: {deleting:?}"
+    );
+    wait_for("pod object deleted", 20, async || {
+        api.pod("echo").await.is_none().then_some(())
+    })
+    .await;
+    assert!(!alive(pids[0]), "the echo process was stopped");
+    assert!(
+        !netns::path(&paths::pod_netns(POD_NS, "echo")).exists(),
+        "pod netns removed"
+    );
+    assert!(!record.exists(), "endpoint record removed");
+    assert!(!marker.exists(), "attached marker removed");
+    let veth = paths::host_veth_name(&container_id);
+    let veth_left = Command::new("ip")
+        .args(["-n", NODE, "link", "show", &veth])
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(!veth_left, "host veth removed");
+    assert!(
+        !paths::ipam_dir(NODE).join(ip.to_string()).exists(),
+        "address released"
+    );
+    assert!(pod_pids(&container_id).is_empty(), "kubelet record removed");
+
+    // A pod deleted while the kubelet is down is cleaned up when it comes back; a container
+    // that exits ends its pod.
+    let orphan_uid = api
+        .create_pod(pod_spec("orphan", &["switchyard-labnode", "echo"]))
+        .await;
+    api.create_pod(pod_spec("quits", &["sh", "-c", "exit 3"]))
+        .await;
+    wait_for("orphan running", 30, async || {
+        api.pod("orphan")
+            .await
+            .filter(|p| p["status"]["phase"] == "Running")
+    })
+    .await;
+    let failed = wait_for("quits failed", 30, async || {
+        api.pod("quits")
+            .await
+            .filter(|p| p["status"]["phase"] == "Failed")
+    })
+    .await;
+    let term = &failed["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(term["exitCode"], 3, "{failed}");
+    assert_eq!(condition(&failed, "Ready").as_deref(), Some("False"));
+    let orphan_id = container_id_of("orphan", &orphan_uid);
+    let orphan_pids = pod_pids(&orphan_id);
+    assert_eq!(orphan_pids.len(), 1);
+    kubelet.terminate();
+    // Gone from the API at once (a forced delete, grace period 0): only the kubelet's own
+    // records still know the pod.
+    api.delete_pod("orphan", 0).await;
+    assert!(api.pod("orphan").await.is_none(), "forced delete");
+    let kubelet = kubelets.start();
+    let orphan_ns = netns::path(&paths::pod_netns(POD_NS, "orphan"));
+    wait_for("orphan cleaned up", 20, async || {
+        (!orphan_ns.exists()).then_some(())
+    })
+    .await;
+    wait_for("orphan process stopped", 10, async || {
+        (!alive(orphan_pids[0])).then_some(())
+    })
+    .await;
+    assert!(pod_pids(&orphan_id).is_empty());
+    assert!(!paths::endpoints_dir(NODE)
+        .join(format!("{orphan_id}.json"))
+        .exists());
+    // The finished pod is left alone (not started again) until deleted.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(api.pod("quits").await.unwrap()["status"]["phase"], "Failed");
+    drop(kubelet);
+}
+
+fn pod_spec(name: &str, command: &[&str]) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": POD_NS},
+        "spec": {
+            "nodeName": NODE,
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": "switchyard", "command": command}]
+        }
+    })
+}
