@@ -1,58 +1,17 @@
-//! Watching a node's switchyard agent from outside: its "services synced" log lines (with the
-//! `took_us` the agent measures around each sync), its pid, and its RSS and CPU time.
+//! Watching a node's switchyard agent from outside: its services-synced records (with the
+//! `took_us` the agent measures around each sync; a declared interface of the agent, see
+//! `switchyard::daemon::report`), its pid, and its RSS and CPU time.
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// One "services synced" line of the agent log.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Sync {
-    /// Frontends in the desired state.
-    pub frontends: u64,
-    /// Map entries written.
-    pub written: u64,
-    /// Map entries deleted.
-    pub deleted: u64,
-    /// Agent work for the sync, microseconds.
-    pub took_us: u64,
-}
+use switchyard::daemon::report::ServicesSynced;
 
-/// Removes ANSI escape sequences (the agent logs in colour).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+/// One services sync, as the agent declares it in its JSON log (`--log-format json`, which the
+/// benchmark's lab turns on): [`ServicesSynced`].
+pub type Sync = ServicesSynced;
 
-/// Parses a "services synced" log line.
-pub fn parse_sync(line: &str) -> Option<Sync> {
-    let line = strip_ansi(line);
-    if !line.contains("services synced") {
-        return None;
-    }
-    let field = |k: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Some(Sync {
-        frontends: field("frontends"),
-        written: field("written"),
-        deleted: field("deleted"),
-        took_us: field("took_us"),
-    })
-}
+/// The agent's arguments that make its log carry [`Sync`] records.
+pub const LOG_ARGS: [&str; 2] = ["--log-format", "json"];
 
 /// A node agent of the lab.
 #[derive(Clone, Debug)]
@@ -104,7 +63,7 @@ impl Agent {
         text.get(from..)
             .unwrap_or("")
             .lines()
-            .filter_map(parse_sync)
+            .filter_map(ServicesSynced::from_json_line)
             .collect()
     }
 
@@ -118,7 +77,7 @@ impl Agent {
     ) -> Result<Sync, AgentError> {
         let start = Instant::now();
         loop {
-            if let Some(s) = self.syncs_after(mark).into_iter().find(|s| pred(s)) {
+            if let Some(s) = self.syncs_after(mark).into_iter().find(&pred) {
                 return Ok(s);
             }
             if start.elapsed() > timeout {
@@ -205,21 +164,6 @@ pub fn cpu_secs(stat: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_the_agents_coloured_sync_line() {
-        let line = "\u{1b}[2m2026-12-01T19:34:58.714548Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[1mreconcile\u{1b}[0m: services synced \u{1b}[3mfrontends\u{1b}[0m\u{1b}[2m=\u{1b}[0m2 \u{1b}[3mwritten\u{1b}[0m\u{1b}[2m=\u{1b}[0m4 \u{1b}[3mdeleted\u{1b}[0m\u{1b}[2m=\u{1b}[0m0 \u{1b}[3mtook_us\u{1b}[0m\u{1b}[2m=\u{1b}[0m812";
-        assert_eq!(
-            parse_sync(line),
-            Some(Sync {
-                frontends: 2,
-                written: 4,
-                deleted: 0,
-                took_us: 812
-            })
-        );
-        assert_eq!(parse_sync("overlay routes synced written=1"), None);
-    }
 
     #[test]
     fn reads_rss_and_cpu_time_from_proc() {

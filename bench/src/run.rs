@@ -100,7 +100,12 @@ pub fn run(quick: bool, out: &Path) -> Result<Report> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let host = host();
     eprintln!("==> starting a three-node lab");
-    let lab = Lab::up(LabOptions::new(3).release()).context("lab up")?;
+    let lab = Lab::up(
+        LabOptions::new(3)
+            .release()
+            .agent_args(crate::agent::LOG_ARGS),
+    )
+    .context("lab up")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

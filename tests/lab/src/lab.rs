@@ -19,6 +19,8 @@ pub struct LabOptions {
     pub root: PathBuf,
     /// Where the binaries are taken from: `target/debug` unless [`LabOptions::release`].
     pub bin_dir: PathBuf,
+    /// Extra arguments of every `switchyard agent` (see [`LabOptions::agent_args`]).
+    pub agent_args: Vec<String>,
 }
 
 impl LabOptions {
@@ -29,7 +31,14 @@ impl LabOptions {
             nodes,
             bin_dir: root.join("target/debug"),
             root,
+            agent_args: Vec::new(),
         }
+    }
+
+    /// Starts every agent with `args` besides the lab's own (e.g. `--log-format json`).
+    pub fn agent_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.agent_args = args.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Runs the optimised binaries of `target/release` instead (the benchmark does: the
@@ -87,11 +96,9 @@ impl Lab {
             }
             Ok(p.to_string_lossy().into_owned())
         };
-        let (cp, sy, labnode) = (
-            bin("switchyard-cp")?,
-            bin("switchyard")?,
-            bin("switchyard-labnode")?,
-        );
+        // Checked before anything starts: a missing binary is a clear error, not a dead process.
+        bin("switchyard")?;
+        let (cp, labnode) = (bin("switchyard-cp")?, bin("switchyard-labnode")?);
         let kubeconfig = dir.join("kubeconfig");
         let lab = Lab {
             kubectl: Kubectl {
@@ -182,12 +189,9 @@ impl Lab {
                         .is_ok_and(|c| !c.trim().is_empty()))
                 },
             )?;
-            procs::start(
-                &dirs,
-                &format!("agent-{name}"),
-                Some(&ns),
-                &[&sy, "agent", "--node", &name, "--kubeconfig", &kc],
-            )?;
+            let argv = lab.agent_argv(n);
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            procs::start(&dirs, &format!("agent-{name}"), Some(&ns), &argv)?;
         }
         // The "outside the cluster" server masquerade checks talk to (203.0.113.10:8080).
         procs::start(
@@ -277,25 +281,28 @@ impl Lab {
         procs::stop(&self.dirs, &format!("kubelet-n{n}"));
     }
 
+    /// The command line of node `n`'s agent.
+    pub fn agent_argv(&self, n: usize) -> Vec<String> {
+        let mut argv = vec![
+            self.switchyard(),
+            "agent".into(),
+            "--node".into(),
+            topology::node_name(n),
+            "--kubeconfig".into(),
+            self.kubectl.kubeconfig.to_string_lossy().into_owned(),
+        ];
+        argv.extend(self.opts.agent_args.iter().cloned());
+        argv
+    }
+
     /// Restarts node `n`'s agent (SIGTERM, then start again) and waits for its datapath.
     pub fn restart_agent(&self, n: usize) -> Result<(), LabError> {
         let name = format!("agent-n{n}");
         procs::stop(&self.dirs, &name);
-        let kc = self.kubectl.kubeconfig.to_string_lossy().into_owned();
         let node = topology::node_name(n);
-        procs::start(
-            &self.dirs,
-            &name,
-            Some(&topology::node_ns(n)),
-            &[
-                &self.switchyard(),
-                "agent",
-                "--node",
-                &node,
-                "--kubeconfig",
-                &kc,
-            ],
-        )?;
+        let argv = self.agent_argv(n);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        procs::start(&self.dirs, &name, Some(&topology::node_ns(n)), &argv)?;
         let log = self.dirs.log(&name);
         kube::wait(
             &format!("the restarted agent of {node}"),

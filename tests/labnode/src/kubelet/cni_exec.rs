@@ -157,7 +157,10 @@ mod tests {
         let parsed = switchyard::cni::NetConf::parse(conf.as_bytes()).unwrap();
         assert_eq!(parsed.node, "n1");
         assert_eq!(parsed.bridge, "cbr0");
-        assert_eq!(parsed.mtu, None, "the pods follow cbr0, whose MTU follows the uplink");
+        assert_eq!(
+            parsed.mtu, None,
+            "the pods follow cbr0, whose MTU follows the uplink"
+        );
         assert_eq!(parsed.gateway(), Ipv4Addr::new(10, 244, 1, 1));
         assert_eq!(parsed.ipam.subnet, subnet);
     }
