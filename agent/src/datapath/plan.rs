@@ -468,7 +468,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn desired(backends: Vec<BackendSpec>) -> Desired {
+    pub(crate) fn desired(backends: Vec<BackendSpec>) -> Desired {
         let mut d = Desired::default();
         d.frontends.insert(
             Frontend {

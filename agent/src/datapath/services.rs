@@ -219,24 +219,9 @@ impl MemServiceMaps {
 mod tests {
     use super::*;
     use crate::datapath::plan::tests::backend;
-    use crate::model::{FrontendSpec, Proto};
-    use std::net::Ipv4Addr;
 
     fn desired(backends: &[u8]) -> Desired {
-        let mut d = Desired::default();
-        d.frontends.insert(
-            Frontend {
-                ip: Ipv4Addr::new(10, 96, 0, 10),
-                port: 80,
-                proto: Proto::Tcp,
-            },
-            FrontendSpec {
-                backends: backends.iter().map(|b| backend(*b, false)).collect(),
-                service: "default/echo:http".into(),
-                ..Default::default()
-            },
-        );
-        d
+        crate::datapath::plan::tests::desired(backends.iter().map(|b| backend(*b, false)).collect())
     }
 
     #[test]

@@ -125,25 +125,24 @@ impl Netlink {
     /// Sets a link administratively up.
     pub async fn set_up(&self, index: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).up().build();
+        self.set_link(msg, format!("set link #{index} up")).await
+    }
+
+    /// Applies a link change message; `op` says what it does, for the error.
+    async fn set_link(&self, msg: LinkMessage, op: String) -> Result<(), NetlinkError> {
         self.handle
             .link()
             .set(msg)
             .execute()
             .await
-            .map_err(NetlinkError::request(format!("set link #{index} up")))
+            .map_err(NetlinkError::request(op))
     }
 
     /// Sets the MTU of a link.
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("set mtu {mtu} on link #{index}"))
             .await
-            .map_err(NetlinkError::request(format!(
-                "set mtu {mtu} on link #{index}"
-            )))
     }
 
     /// Turns ARP off on a link (`ip link set DEV arp off`): the kernel sends to its on-link
@@ -175,28 +174,33 @@ impl Netlink {
             .pref_source(src)
             .scope(rtnetlink::packet_route::route::RouteScope::Link)
             .build();
+        self.replace(
+            msg,
+            format!("route {net}/{prefix} via link #{index} src {src}"),
+        )
+        .await
+    }
+
+    /// Adds or replaces a route; `op` says which, for the error.
+    async fn replace(
+        &self,
+        msg: rtnetlink::packet_route::route::RouteMessage,
+        op: String,
+    ) -> Result<(), NetlinkError> {
         self.handle
             .route()
             .add(msg)
             .replace()
             .execute()
             .await
-            .map_err(NetlinkError::request(format!(
-                "route {net}/{prefix} via link #{index} src {src}"
-            )))
+            .map_err(NetlinkError::request(op))
     }
 
     /// Makes a link a port of the bridge with index `bridge`.
     pub async fn set_controller(&self, index: u32, bridge: u32) -> Result<(), NetlinkError> {
         let msg = LinkUnspec::new_with_index(index).controller(bridge).build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("attach link #{index} to bridge #{bridge}"))
             .await
-            .map_err(NetlinkError::request(format!(
-                "attach link #{index} to bridge #{bridge}"
-            )))
     }
 
     /// Deletes the link `name`; returns whether it existed. Deleting one end of a veth pair
@@ -331,15 +335,8 @@ impl Netlink {
             .gateway(gateway)
             .output_interface(index)
             .build();
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
+        self.replace(msg, format!("set default route via {gateway}"))
             .await
-            .map_err(NetlinkError::request(format!(
-                "set default route via {gateway}"
-            )))
     }
 
     /// See [`super::ensure_bridge`].
