@@ -18,8 +18,9 @@ pub const EXT: &str = "sy-ext";
 pub const EXT_ADDR: &str = "198.18.0.100";
 /// The "outside the cluster" server address, held by `sy-ext`.
 pub const OUTSIDE_ADDR: &str = "203.0.113.10";
-/// MTU of the underlay: pods' 1460-byte packets plus 50 bytes of VXLAN cross it unfragmented.
-pub const UNDERLAY_MTU: &str = "1510";
+/// MTU of the underlay: what real networks have. The agents give pods 50 bytes less, so their
+/// full-size packets plus VXLAN's 50 bytes cross it unfragmented.
+pub const UNDERLAY_MTU: &str = "1500";
 
 /// Namespace of node `n` (1-based).
 pub fn node_ns(n: usize) -> String {
