@@ -7,7 +7,9 @@
 //! node). Then the packet goes straight to the local pod, or — a NodePort reply — out of the
 //! uplink. Later fragments and ICMP errors of those flows are translated the same way. Nothing
 //! is sent back into the overlay from here, so no packet can loop between nodes.
-use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    bindings::TC_ACT_OK, helpers::bpf_skb_change_type, macros::classifier, programs::TcContext,
+};
 use switchyard_abi::stat;
 
 use crate::overlay;
@@ -53,5 +55,12 @@ fn try_from_overlay(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
             return Ok(forward::node_reply(ctx, &cfg, daddr).unwrap_or(TC_ACT_OK));
         }
     }
+    // For the node itself (e.g. a pod's answer to the node's own connection): the inner frame
+    // still carries the sending node's MACs, so the stack would drop it as another host's.
+    // SAFETY: plain helper call on our own skb.
+    unsafe { bpf_skb_change_type(ctx.skb.skb, PACKET_HOST) };
     Ok(TC_ACT_OK)
 }
+
+/// `skb->pkt_type` of a frame addressed to this host.
+const PACKET_HOST: u32 = 0;

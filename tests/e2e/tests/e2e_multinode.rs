@@ -5,57 +5,25 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switchyard_lab::{cmd, kube, lab, topology, Lab, LabOptions};
+use switchyard_lab::probe::{self, Echo};
+use switchyard_lab::{cmd, kube, topology, Lab};
 
 /// A three-node lab with the multi-node example applied and every pod Ready.
 fn cluster() -> Lab {
-    let lab = Lab::up(LabOptions::new(3)).expect("lab up");
-    lab.kubectl
-        .apply_file(&lab::workspace_root().join("examples/multinode.yaml"))
-        .expect("kubectl apply");
-    lab.kubectl
-        .wait_pods_ready("app=echo", 3, Duration::from_secs(60))
-        .expect("echo pods Ready");
-    lab.kubectl
-        .wait_pods_ready("!app", 2, Duration::from_secs(60))
-        .expect("client pods Ready");
-    lab
+    probe::example_lab(3, "multinode.yaml", &[("app=echo", 3), ("!app", 2)]).expect("lab up")
 }
 
 fn pod_ip(lab: &Lab, name: &str) -> String {
-    let pod = lab.kubectl.get_json(&["pod", name]).expect("pod");
-    pod.pointer("/status/podIP")
-        .and_then(Value::as_str)
-        .expect("podIP")
-        .to_string()
+    probe::pod_ip(lab, name).expect("podIP")
 }
 
-/// `curl` from a network namespace; the echo answer (`pod=… peer=ip:port`) or the error.
 fn curl_from(lab: &Lab, netns: &str, url: &str) -> Result<String, String> {
-    let out = lab
-        .exec_in(netns, &["curl", "-sS", "--max-time", "2", url])
-        .expect("curl");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+    probe::curl(lab, netns, url)
 }
 
 fn pod_and_peer(answer: &str) -> (String, String) {
-    let field = |key: &str| {
-        answer
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .unwrap_or_default()
-            .to_string()
-    };
-    let peer = field("peer=");
-    (
-        field("pod="),
-        peer.rsplit_once(':')
-            .map_or(peer.clone(), |(ip, _)| ip.to_string()),
-    )
+    let e = Echo::parse(answer).unwrap_or_else(|| panic!("not an echo answer: {answer}"));
+    (e.pod, e.peer)
 }
 
 fn packets(lab: &Lab, netns: &str, dev: &str) -> (u64, u64) {
@@ -339,8 +307,8 @@ fn a_full_size_bulk_transfer_crosses_the_overlay_unfragmented() {
         .expect("mtu");
     assert_eq!(
         String::from_utf8_lossy(&mtu.stdout).trim(),
-        "1460",
-        "pods get the seed notes' MTU"
+        "1450",
+        "pods get the 1500-byte underlay's MTU minus VXLAN's 50 bytes"
     );
     assert_eq!(
         frag("sy-n1"),

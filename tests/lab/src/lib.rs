@@ -12,6 +12,7 @@
 //!   (`sy-*` only), a guard that removes what a test made, commands and closures run inside one.
 //! - [`procs`]: background processes with logs and pid files.
 //! - [`kube`]: kubectl, the kubeconfig, waits.
+//! - [`probe`]: curl and Python clients in a namespace, echo answers.
 //! - [`cleanup`]: `lab down`.
 //! - [`bins`]: other packages' binaries for tests (cargo only hands a test its own package's).
 pub mod bins;
@@ -21,6 +22,7 @@ mod error;
 pub mod kube;
 pub mod lab;
 pub mod netns;
+pub mod probe;
 pub mod procs;
 pub mod topology;
 
