@@ -103,8 +103,49 @@ pub struct Desired {
     pub endpoints: Value,
 }
 
-/// The endpoints `svc` should have, given the pods of its namespace.
-pub fn desired(svc: &Value, pods: &[Arc<Value>]) -> Desired {
+/// Label naming a node's zone.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// Node name → zone, for the nodes that have one.
+pub type Zones = BTreeMap<String, String>;
+
+/// The zones of the stored nodes.
+pub fn zones(store: &Store) -> Zones {
+    store
+        .list("nodes", None)
+        .0
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n["metadata"]["name"].as_str()?.to_string(),
+                n.pointer("/metadata/labels")?
+                    .get(ZONE_LABEL)?
+                    .as_str()?
+                    .to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Each endpoint's `zone`, and with `trafficDistribution: PreferClose` its hint for its own
+/// zone, as kube-controller-manager writes them — hints only when every endpoint's zone is
+/// known (a consumer ignores hints unless all endpoints have them).
+fn zone_endpoints(svc: &Value, endpoints: &mut [Value], zones: &Zones) {
+    let zone_of = |ep: &Value| ep["nodeName"].as_str().and_then(|n| zones.get(n)).cloned();
+    let all_known = endpoints.iter().all(|ep| zone_of(ep).is_some());
+    let prefer_close = svc.pointer("/spec/trafficDistribution") == Some(&json!("PreferClose"));
+    for ep in endpoints.iter_mut() {
+        if let Some(zone) = zone_of(ep) {
+            ep["zone"] = json!(zone);
+            if prefer_close && all_known {
+                ep["hints"] = json!({"forZones": [{"name": zone}]});
+            }
+        }
+    }
+}
+
+/// The endpoints `svc` should have, given the pods of its namespace and the nodes' zones.
+pub fn desired(svc: &Value, pods: &[Arc<Value>], zones: &Zones) -> Desired {
     let ns = svc["metadata"]["namespace"].as_str().unwrap_or("");
     let name = svc["metadata"]["name"].as_str().unwrap_or("");
     let mut groups: BTreeMap<PortSet, Vec<Value>> = BTreeMap::new();
@@ -160,6 +201,9 @@ pub fn desired(svc: &Value, pods: &[Arc<Value>]) -> Desired {
             }
         }
     }
+    for eps in groups.values_mut() {
+        zone_endpoints(svc, eps, zones);
+    }
     Desired {
         slices: groups,
         placeholder: resolve(svc, &json!({})),
@@ -187,6 +231,7 @@ fn labelled(obj: &Value, key: &str, value: &str) -> bool {
 pub fn reconcile_namespace(store: &Store, ns: &str) {
     let span = tracing::info_span!("endpoints", namespace = ns);
     let _enter = span.enter();
+    let zones = zones(store);
     let (services, _) = store.list("services", Some(ns));
     let (pods, _) = store.list("pods", Some(ns));
     let (stored_slices, _) = store.list("endpointslices", Some(ns));
@@ -203,7 +248,7 @@ pub fn reconcile_namespace(store: &Store, ns: &str) {
     for svc in services.iter().filter(|s| selector(s).is_some()) {
         let name = svc["metadata"]["name"].as_str().unwrap_or("");
         served.insert(name.to_string());
-        let want = desired(svc, &pods);
+        let want = desired(svc, &pods, &zones);
         let existing: Vec<&Value> = ours
             .iter()
             .copied()
@@ -260,6 +305,7 @@ pub async fn run(store: Store) {
         .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
         .collect();
     let mut resync = tokio::time::interval(Duration::from_secs(30));
+    let mut known_zones = zones(&store);
     loop {
         for ns in std::mem::take(&mut dirty) {
             reconcile_namespace(&store, &ns);
@@ -274,6 +320,14 @@ pub async fn run(store: Store) {
                         if e.key.resource == "pods" || e.key.resource == "services" {
                             dirty.insert(e.key.namespace);
                         }
+                    }
+                }
+                Ok(e) if e.key.resource == "nodes" => {
+                    // Heartbeats are frequent: only a change of zones concerns the slices.
+                    let now = zones(&store);
+                    if now != known_zones {
+                        known_zones = now;
+                        dirty.extend(store.list("namespaces", None).0.iter().filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string)));
                     }
                 }
                 Ok(_) => {}
@@ -303,7 +357,7 @@ mod tests {
 
     /// The slices (planned from none) and the Endpoints object for `pods`.
     fn fresh(svc: &Value, pods: &[Arc<Value>]) -> (Vec<Value>, Value) {
-        let d = desired(svc, pods);
+        let d = desired(svc, pods, &Zones::new());
         let plan = slices::plan(
             svc,
             &d.slices,
@@ -381,5 +435,24 @@ mod tests {
             .unwrap()
             .starts_with("echo-"));
         assert!(eps.get("subsets").is_none());
+    }
+
+    #[test]
+    fn prefer_close_hints_each_endpoint_for_its_zone_when_every_zone_is_known() {
+        let mut service = svc(json!(8080));
+        service["spec"]["trafficDistribution"] = json!("PreferClose");
+        let pods = [pod("a", "10.244.1.5", true, "http", 8080)];
+        let zones: Zones = [("n1".to_string(), "zone-a".to_string())].into();
+        let d = desired(&service, &pods, &zones);
+        let ep = &d.slices.values().next().unwrap()[0];
+        assert_eq!(ep["zone"], "zone-a");
+        assert_eq!(ep["hints"]["forZones"][0]["name"], "zone-a");
+        let d = desired(&service, &pods, &Zones::new());
+        let ep = &d.slices.values().next().unwrap()[0];
+        assert!(ep.get("hints").is_none(), "no zone, no hint: {ep}");
+        let plain = desired(&svc(json!(8080)), &pods, &zones);
+        let ep = &plain.slices.values().next().unwrap()[0];
+        assert_eq!(ep["zone"], "zone-a");
+        assert!(ep.get("hints").is_none(), "hints only for PreferClose");
     }
 }
