@@ -131,6 +131,8 @@ impl Lab {
                 &token_file.to_string_lossy(),
                 "--tls-san",
                 topology::CP_ADDR,
+                "--loadbalancer-pool",
+                topology::LB_POOL,
                 "--write-kubeconfig",
                 &kubeconfig.to_string_lossy(),
             ],

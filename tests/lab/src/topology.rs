@@ -18,6 +18,9 @@ pub const EXT: &str = "sy-ext";
 pub const EXT_ADDR: &str = "198.18.0.100";
 /// The "outside the cluster" server address, held by `sy-ext`.
 pub const OUTSIDE_ADDR: &str = "203.0.113.10";
+/// The pool controlplane-lite gives `type: LoadBalancer` Services their addresses from (as
+/// MetalLB would); the external host routes it to a node (tests choose which).
+pub const LB_POOL: &str = "198.18.100.0/24";
 /// MTU of the underlay: what real networks have. The agents give pods 50 bytes less, so their
 /// full-size packets plus VXLAN's 50 bytes cross it unfragmented.
 pub const UNDERLAY_MTU: &str = "1500";

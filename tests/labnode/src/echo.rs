@@ -8,6 +8,11 @@
 //! - TCP, anything else: line mode; each line gets `pod=<name> peer=<ip>:<port> line=<line>\n`
 //!   on the same connection until the client closes it.
 //! - UDP: each datagram gets `pod=<name> peer=<ip>:<port> line=<payload>\n`.
+//!
+//! With `--drain-seconds N` it shuts down as a well-behaved server behind a Service does (the
+//! `preStop: sleep` pattern): on SIGTERM it keeps accepting for N seconds — while the Service
+//! stops sending it new connections —, then stops accepting and exits once its open
+//! connections have ended. Without it, SIGTERM ends it at once.
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -22,6 +27,9 @@ pub struct Options {
     /// Name to report; defaults to env `HOSTNAME` (the pod name).
     #[arg(long)]
     pub name: Option<String>,
+    /// On SIGTERM, keep serving new connections this long, then finish the open ones and exit.
+    #[arg(long)]
+    pub drain_seconds: Option<u64>,
 }
 
 /// Longest line (or HTTP header block line) accepted before the connection is dropped.
@@ -44,12 +52,44 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on udp {addr}: {e}"))?;
     tracing::info!(%addr, pod = %name, "echo listening on tcp and udp");
-    serve(tcp, udp, name).await
+    let Some(drain) = opts.drain_seconds else {
+        return serve(tcp, udp, name).await;
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // The listeners live in their own task; each connection in one of its own, so aborting the
+    // listeners' task after the drain leaves the accepted connections running.
+    let mut serving = tokio::spawn(serve_with(tcp, udp, name, Some(open.clone())));
+    tokio::select! {
+        r = &mut serving => return r.map_err(|e| anyhow::anyhow!("echo task failed: {e}"))?,
+        _ = term.recv() => {}
+    }
+    tracing::info!(
+        drain,
+        "SIGTERM: serving on while the Service lets go of this pod"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(drain)).await;
+    serving.abort();
+    tracing::info!("no longer accepting; waiting for the open connections");
+    while open.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// Serves TCP connections from `tcp` and datagrams on `udp` as pod `name`, until an I/O error
 /// on a listening socket.
 pub async fn serve(tcp: TcpListener, udp: UdpSocket, name: String) -> anyhow::Result<()> {
+    serve_with(tcp, udp, name, None).await
+}
+
+async fn serve_with(
+    tcp: TcpListener,
+    udp: UdpSocket,
+    name: String,
+    open: Option<Arc<std::sync::atomic::AtomicUsize>>,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
     let name: Arc<str> = name.into();
     let udp_name = name.clone();
     let udp_task = tokio::spawn(async move { serve_udp(udp, &udp_name).await });
@@ -57,11 +97,18 @@ pub async fn serve(tcp: TcpListener, udp: UdpSocket, name: String) -> anyhow::Re
         loop {
             let (stream, peer) = tcp.accept().await?;
             let name = name.clone();
+            let open = open.clone();
+            if let Some(open) = &open {
+                open.fetch_add(1, Ordering::SeqCst);
+            }
             tokio::spawn(async move {
                 let span = tracing::debug_span!("echo_conn", %peer);
                 let _e = span.enter();
                 if let Err(e) = handle_tcp(stream, peer, &name).await {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                if let Some(open) = open {
+                    open.fetch_sub(1, Ordering::SeqCst);
                 }
             });
         }
