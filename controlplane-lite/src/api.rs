@@ -131,23 +131,6 @@ fn selected<'a>(
         .collect())
 }
 
-fn body_json(body: &Bytes) -> Result<Value, ApiError> {
-    if body.starts_with(crate::protobuf::MAGIC) {
-        return crate::protobuf::decode(body).map_err(|e| ApiError {
-            code: 415,
-            reason: "UnsupportedMediaType",
-            message: e.to_string(),
-            details: None,
-        });
-    }
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        return Ok(v);
-    }
-    serde_yaml::from_slice::<Value>(body).map_err(|e| {
-        ApiError::bad_request(format!("the request body is neither JSON nor YAML: {e}"))
-    })
-}
-
 /// Applies the request's `fieldValidation` directive to `obj`: unknown fields fail a Strict
 /// request with kube-apiserver's "strict decoding error"; otherwise they are dropped (as
 /// decoding into the API types drops them) and, under Warn, returned as warnings. `patch`
@@ -303,7 +286,7 @@ impl Api {
         body: &Bytes,
         q: &HashMap<String, String>,
     ) -> Result<Response, ApiError> {
-        let mut obj = body_json(body)?;
+        let mut obj = crate::body::decode(body)?;
         let warnings = check_fields(t.res, &mut obj, q, false)?;
         let mut obj = inward(t.res, obj);
         let ns = t.namespace.clone().unwrap_or_default();
@@ -348,7 +331,7 @@ impl Api {
         body: &Bytes,
         q: &HashMap<String, String>,
     ) -> Result<Response, ApiError> {
-        let mut obj = body_json(body)?;
+        let mut obj = crate::body::decode(body)?;
         let warnings = check_fields(t.res, &mut obj, q, false)?;
         let obj = inward(t.res, obj);
         if let Some(n) = obj.pointer("/metadata/name").and_then(Value::as_str) {
@@ -407,6 +390,10 @@ impl Api {
             .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
         let mut obj = outward(t.res, &old);
         let bad = |e: patch::PatchError| {
+            if let patch::PatchError::TooManyOperations(_) = e {
+                // kube-apiserver: errors.NewRequestEntityTooLargeError (413).
+                return ApiError::too_large(&e);
+            }
             ApiError::invalid(
                 t.res.kind,
                 t.res.group,
@@ -421,6 +408,11 @@ impl Api {
             }
             "application/json-patch+json" => patch::json_patch(&mut obj, &p).map_err(bad)?,
             other => return Err(ApiError::unsupported_media(other)),
+        }
+        // What a patch may build is bounded by what a body may carry (kube-apiserver refuses a
+        // too large result with the same 413).
+        if serde_json::to_vec(&obj).map_or(0, |b| b.len()) > crate::body::MAX_BODY {
+            return Err(crate::body::too_large());
         }
         let warnings = check_fields(t.res, &mut obj, q, true)?;
         let obj = inward(t.res, obj);
@@ -479,7 +471,7 @@ impl Api {
         let opts: Value = if body.is_empty() {
             json!({})
         } else {
-            body_json(body)?
+            crate::body::decode(body)?
         };
         let grace = q
             .get("gracePeriodSeconds")
@@ -674,8 +666,15 @@ pub async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = match crate::body::read(body).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(%method, %uri, code = e.code, reason = e.reason, "request body refused");
+            return e.into_response();
+        }
+    };
     let req = Request {
         method,
         uri,

@@ -12,12 +12,14 @@
 //!   addresses, node and pod lifecycle.
 //! - [`events`]: Events in both API versions, the controllers' recorder, their expiry.
 //! - [`resources`]: what is served and the discovery/OpenAPI documents.
-//! - [`selectors`], [`patch`], [`validate`], [`status`], [`clock`]: the pieces they share.
+//! - [`selectors`], [`patch`], [`validate`], [`status`], [`clock`]: the pieces they share;
+//!   [`body`]: reading and decoding request bodies within their limits.
 //! - [`serve`]: the connection loop (TLS or plain HTTP); [`tls`]: the generated CA and serving
 //!   certificate; [`auth`]: bearer tokens from a token file; [`kubeconfig`]: the file clients use.
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod clock;
 pub mod controllers;
 pub mod events;
