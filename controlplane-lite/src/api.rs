@@ -209,7 +209,7 @@ fn store_err<'a>(res: &'a Resource, name: &'a str) -> impl Fn(StoreError) -> Api
         StoreError::AlreadyExists => ApiError::already_exists(res.plural, res.group, name),
         StoreError::NotFound => ApiError::not_found(res.plural, res.group, name),
         StoreError::Conflict => ApiError::conflict(res.plural, res.group, name),
-        StoreError::Io(..) => ApiError::internal(e.to_string()),
+        StoreError::Io(..) | StoreError::Damaged { .. } => ApiError::internal(e.to_string()),
     }
 }
 
@@ -610,13 +610,16 @@ impl Api {
         let _enter = span.enter();
         let watching = matches!(q.get("watch").map(String::as_str), Some("1") | Some("true"));
         match (method.as_str(), &t.name) {
-            ("GET", None) if watching => watch::serve(
-                &self.store,
-                t.res,
-                t.namespace.clone(),
-                &q,
-                wants_table(headers),
-            ),
+            ("GET", None) if watching => {
+                watch::serve(
+                    &self.store,
+                    t.res,
+                    t.namespace.clone(),
+                    &q,
+                    wants_table(headers),
+                )
+                .await
+            }
             ("GET", Some(name)) if watching => {
                 let mut q = q.clone();
                 let sel = q.get("fieldSelector").cloned().unwrap_or_default();
@@ -635,6 +638,7 @@ impl Api {
                     &q,
                     wants_table(headers),
                 )
+                .await
             }
             ("GET", None) => self.list(&t, &q, headers),
             ("GET", Some(name)) => self.get(&t, name, headers, &q),
