@@ -63,6 +63,10 @@ pub struct Config {
     pub loadbalancer_pool: controllers::loadbalancer::Pool,
     /// How long an Event lives after its last write.
     pub event_ttl: Duration,
+    /// Connection cap and timeouts.
+    pub serve: serve::Limits,
+    /// Watch history and log compaction bounds.
+    pub store: store::Limits,
 }
 
 impl Default for Config {
@@ -78,6 +82,8 @@ impl Default for Config {
             advertise_address: None,
             loadbalancer_pool: controllers::loadbalancer::Pool::default(),
             event_ttl: events::ttl::DEFAULT_TTL,
+            serve: serve::Limits::default(),
+            store: store::Limits::default(),
         }
     }
 }
@@ -118,8 +124,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let store = match &config.data_dir {
-        Some(dir) => store::Store::open(dir)?,
-        None => store::Store::in_memory(),
+        Some(dir) => store::Store::open_with(dir, config.store)?,
+        None => store::Store::in_memory_with(config.store),
     };
     let local = listener.local_addr()?;
     let api_endpoint = controllers::bootstrap::ApiEndpoint {
@@ -162,7 +168,7 @@ pub async fn run(
         "http"
     };
     tracing::info!(%address, scheme, authentication = config.tokens.is_some(), "controlplane-lite serving");
-    serve::serve(listener, app, config.tls.clone(), shutdown).await;
+    serve::serve(listener, app, config.tls.clone(), config.serve, shutdown).await;
     controllers.iter().for_each(|c| c.abort());
     Ok(())
 }
