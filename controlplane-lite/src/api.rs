@@ -11,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::admission::{self, Ranges};
+use crate::auth::User;
+use crate::authz;
 use crate::events::convert::{inward, outward};
 use crate::resources::{self, Resource};
 use crate::selectors::{FieldSelector, LabelSelector};
@@ -591,6 +593,79 @@ impl Api {
         ))
     }
 
+    /// Refuses the request with kube-apiserver's 403 unless `user` may make it.
+    fn authorize(
+        &self,
+        user: &User,
+        t: &Target,
+        req: &Request,
+        watching: bool,
+    ) -> Result<(), ApiError> {
+        let verb = match (req.method.as_str(), t.name.is_some()) {
+            ("GET", _) if watching => "watch",
+            ("GET", true) => "get",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "delete",
+            ("DELETE", false) => "deletecollection",
+            (other, _) => other,
+        };
+        let mut name = t.name.clone().unwrap_or_default();
+        let mut facts = authz::Facts::default();
+        if authz::node_of(user).is_some() {
+            if verb == "create" && t.res.plural == "nodes" {
+                // A node's create is about the Node it carries.
+                if let Ok(obj) = crate::body::decode(&req.body) {
+                    name = obj
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                }
+            }
+            if t.res.plural == "pods" && !name.is_empty() {
+                facts.pod_node = self.store.get(&self.key(t, &name)).and_then(|p| {
+                    p.pointer("/spec/nodeName")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                });
+            }
+        }
+        let a = authz::Attributes {
+            verb: verb.to_lowercase(),
+            group: t.res.group.to_string(),
+            resource: t.res.plural.to_string(),
+            subresource: if t.status {
+                "status".into()
+            } else {
+                String::new()
+            },
+            namespace: t.namespace.clone().unwrap_or_default(),
+            name,
+        };
+        authz::decide(user, &a, &facts).map_err(|d| {
+            tracing::debug!(user = %user.name, verb = %a.verb, resource = %a.resource, name = %a.name, "forbidden");
+            authz::forbidden(user, &a, &d)
+        })
+    }
+
+    /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (`kubectl auth can-i`).
+    fn self_review(&self, req: &Request) -> Result<Response, ApiError> {
+        if req.method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let review = crate::body::decode(&req.body)?;
+        let admin = User {
+            name: "admin".into(),
+            uid: String::new(),
+            groups: vec![authz::MASTERS.into()],
+        };
+        let answered = authz::self_review(req.user.as_ref().unwrap_or(&admin), review)?;
+        Ok(json_response(StatusCode::CREATED, &answered))
+    }
+
     async fn resource(
         &self,
         req: &Request,
@@ -609,6 +684,9 @@ impl Api {
         let span = tracing::debug_span!("request", %method, resource = t.res.plural, namespace = ?t.namespace, name = ?t.name);
         let _enter = span.enter();
         let watching = matches!(q.get("watch").map(String::as_str), Some("1") | Some("true"));
+        if let Some(user) = &req.user {
+            self.authorize(user, &t, req, watching)?;
+        }
         match (method.as_str(), &t.name) {
             ("GET", None) if watching => {
                 watch::serve(
@@ -662,11 +740,14 @@ struct Request {
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+    /// Who sent it (`None`: the server runs without authentication).
+    user: Option<User>,
 }
 
 /// The single entry point: routes by path.
 pub async fn handle(
     State(api): State<Arc<Api>>,
+    user: Option<axum::Extension<User>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -684,6 +765,7 @@ pub async fn handle(
         uri,
         headers,
         body,
+        user: user.map(|u| u.0),
     };
     let path = req.uri.path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -699,6 +781,7 @@ pub async fn handle(
         ["openapi", "v3", rest @ ..] => resources::openapi_doc(&rest.join("/"))
             .map(|d| ok(&d))
             .ok_or_else(ApiError::no_route),
+        ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] => api.self_review(&req),
         ["api", version, rest @ ..] => api.resource(&req, "", version, rest).await,
         ["apis", group, version, rest @ ..] => api.resource(&req, group, version, rest).await,
         _ => Err(ApiError::no_route()),

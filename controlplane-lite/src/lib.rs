@@ -15,10 +15,12 @@
 //! - [`selectors`], [`patch`], [`validate`], [`status`], [`clock`]: the pieces they share;
 //!   [`body`]: reading and decoding request bodies within their limits.
 //! - [`serve`]: the connection loop (TLS or plain HTTP); [`tls`]: the generated CA and serving
-//!   certificate; [`auth`]: bearer tokens from a token file; [`kubeconfig`]: the file clients use.
+//!   certificate; [`auth`]: bearer tokens from a token file; [`authz`]: who may do what;
+//!   [`kubeconfig`]: the file clients use.
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod body;
 pub mod clock;
 pub mod controllers;

@@ -433,6 +433,11 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Out {
     kubectl_in(kubeconfig, args, None, &[])
 }
 
+/// `kubectl ARGS` with `kubeconfig` and `input` on standard input (for `-f -`).
+pub fn kubectl_stdin_as(kubeconfig: &Path, args: &[&str], input: &str) -> Out {
+    kubectl_in(kubeconfig, args, Some(input), &[])
+}
+
 /// `kubectl ARGS` with `kubeconfig` and a fresh, empty discovery cache.
 pub fn kubectl_cold(kubeconfig: &Path, args: &[&str]) -> Out {
     let cache = kubeconfig.with_file_name("kube-cache-cold");
