@@ -19,7 +19,11 @@ use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{Key, Store, StoreError};
 use crate::validate::{self, FieldValidation};
-use crate::{clock, patch, table, watch};
+use crate::{clock, paging, patch, table, versions, watch};
+
+/// The longest grace period a deletion gets: larger `gracePeriodSeconds` count as this (ten
+/// years), so deletion timestamps stay representable.
+pub const MAX_GRACE_SECONDS: i64 = 10 * 365 * 86_400;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -110,27 +114,58 @@ fn query(uri: &Uri) -> HashMap<String, String> {
         .collect()
 }
 
+/// The request's label and field selectors as one predicate; 400 when one does not parse.
+fn selector(
+    res: &Resource,
+    q: &HashMap<String, String>,
+) -> Result<impl Fn(&Value) -> bool, ApiError> {
+    let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let fields = FieldSelector::parse_for(res, q.get("fieldSelector").map_or("", String::as_str))
+        .map_err(ApiError::bad_request)?;
+    Ok(move |o: &Value| {
+        let empty = serde_json::Map::new();
+        labels.matches(
+            o.pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty),
+        ) && fields.matches(o)
+    })
+}
+
 fn selected<'a>(
     res: &Resource,
     items: &'a [Arc<Value>],
     q: &HashMap<String, String>,
 ) -> Result<Vec<&'a Value>, ApiError> {
-    let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
-        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-    let fields = FieldSelector::parse_for(res, q.get("fieldSelector").map_or("", String::as_str))
-        .map_err(ApiError::bad_request)?;
-    let empty = serde_json::Map::new();
+    let matches = selector(res, q)?;
     Ok(items
         .iter()
         .map(|o| o.as_ref())
-        .filter(|o| {
-            labels.matches(
-                o.pointer("/metadata/labels")
-                    .and_then(Value::as_object)
-                    .unwrap_or(&empty),
-            ) && fields.matches(o)
-        })
+        .filter(|o| matches(o))
         .collect())
+}
+
+/// kube-apiserver's 410 for a continue token older than the history, whose own continue token
+/// goes on from the current state.
+fn expired_continue(cont: Option<&paging::Continue>) -> Response {
+    let mut status = ApiError {
+        code: 410,
+        reason: "Expired",
+        message: paging::TOO_OLD.into(),
+        details: None,
+    }
+    .to_status();
+    if let Some(c) = cont {
+        let (namespace, name) = c.position();
+        let last = Key {
+            resource: String::new(),
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        status["metadata"] = json!({"continue": paging::Continue::after(None, &last).encode()});
+    }
+    json_response(StatusCode::GONE, &status)
 }
 
 /// Applies the request's `fieldValidation` directive to `obj`: unknown fields fail a Strict
@@ -242,21 +277,57 @@ impl Api {
         q: &HashMap<String, String>,
         headers: &HeaderMap,
     ) -> Result<Response, ApiError> {
-        let (items, rv) = self.store.list(t.res.plural, t.namespace.as_deref());
-        let items = selected(t.res, &items, q)?;
+        let limit = paging::limit(q);
+        let cont = match q.get("continue").filter(|c| !c.is_empty()) {
+            Some(token) => Some(paging::Continue::decode(token)?),
+            None => None,
+        };
+        let snapshot = cont.as_ref().and_then(paging::Continue::snapshot);
+        let ns = t.namespace.as_deref();
+        let Some((all, rv)) = self.store.list_at(t.res.plural, ns, snapshot) else {
+            return Ok(expired_continue(cont.as_ref()));
+        };
+        let matches = selector(t.res, q)?;
+        let matching: Vec<&(Key, Arc<Value>)> = all
+            .iter()
+            .filter(|(k, o)| cont.as_ref().is_none_or(|c| paging::is_after(k, c)) && matches(o))
+            .collect();
+        let filtered = q.contains_key("labelSelector") || q.contains_key("fieldSelector");
+        let total = matching.len();
+        let page = &matching[..total.min(limit.unwrap_or(usize::MAX))];
+        // Later pages continue in the same snapshot (or, after a too old token, in the
+        // current state, as kube-apiserver's inconsistent continuation).
+        let token_rv = match &cont {
+            Some(c) if c.snapshot().is_none() => None,
+            _ => Some(rv),
+        };
+        let next = page
+            .last()
+            .filter(|_| page.len() < total)
+            .map(|(k, _)| paging::Continue::after(token_rv, k).encode());
+        let page: Vec<&Value> = page.iter().map(|(_, o)| o.as_ref()).collect();
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if let Some(token) = &next {
+            meta["continue"] = json!(token);
+            if !filtered {
+                meta["remainingItemCount"] = json!(total - page.len());
+            }
+        }
         if wants_table(headers) {
-            return Ok(ok(&table::table(
+            let mut table = table::table(
                 t.res,
-                &items,
+                &page,
                 rv,
                 q.get("includeObject").map_or("", String::as_str),
-            )));
+            );
+            table["metadata"] = meta;
+            return Ok(ok(&table));
         }
         Ok(ok(&json!({
             "kind": format!("{}List", t.res.kind),
             "apiVersion": t.res.api_version(),
-            "metadata": {"resourceVersion": rv.to_string()},
-            "items": items.iter().map(|o| outward(t.res, o)).collect::<Vec<_>>(),
+            "metadata": meta,
+            "items": page.iter().map(|o| outward(t.res, o)).collect::<Vec<_>>(),
         })))
     }
 
@@ -348,12 +419,22 @@ impl Api {
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok());
         let key = self.key(t, name);
-        let old = self
-            .store
-            .get(&key)
-            .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
-        let resp = self.replace(t, name, &old, obj, expect, dry_run(q)?)?;
-        Ok(with_warnings(resp, &warnings))
+        let dry = dry_run(q)?;
+        // Without a resourceVersion the update applies to whatever is stored when it is
+        // written, as kube-apiserver's GuaranteedUpdate: admitted against the object read, and
+        // tried again when that changed meanwhile; never re-creating one deleted meanwhile.
+        let mut tries = 0;
+        loop {
+            let old = self
+                .store
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
+            let read = expect.or_else(|| Some(crate::store::rv_of(&old)));
+            match self.replace(t, name, &old, obj.clone(), read, dry) {
+                Err(e) if e.code == 409 && expect.is_none() && tries < 10 => tries += 1,
+                resp => return Ok(with_warnings(resp?, &warnings)),
+            }
+        }
     }
 
     fn patch(
@@ -478,7 +559,8 @@ impl Api {
         let grace = q
             .get("gracePeriodSeconds")
             .and_then(|g| g.parse::<i64>().ok())
-            .or_else(|| opts["gracePeriodSeconds"].as_i64());
+            .or_else(|| opts["gracePeriodSeconds"].as_i64())
+            .map(|g| g.min(MAX_GRACE_SECONDS));
         let key = self.key(t, name);
         let obj = self
             .store
@@ -549,7 +631,8 @@ impl Api {
                 pod.pointer("/spec/terminationGracePeriodSeconds")
                     .and_then(Value::as_i64)
             })
-            .unwrap_or(30);
+            .unwrap_or(30)
+            .min(MAX_GRACE_SECONDS);
         if !node_exists || grace <= 0 {
             return Ok(None);
         }
@@ -559,7 +642,7 @@ impl Api {
                 let mut p = p.clone();
                 if p.pointer("/metadata/deletionTimestamp").is_none() {
                     p["metadata"]["deletionTimestamp"] =
-                        json!(clock::format(clock::now_secs() + grace));
+                        json!(clock::format(clock::now_secs().saturating_add(grace)));
                     p["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
                 }
                 Some(p)
@@ -666,9 +749,12 @@ impl Api {
         Ok(json_response(StatusCode::CREATED, &answered))
     }
 
+    /// Serves a request under `/api/<version>` or `/apis/<group>/<version>`: authorization,
+    /// then watches on the async workers and every other verb — which may wait for locks and
+    /// the disk — on the blocking pool.
     async fn resource(
-        &self,
-        req: &Request,
+        self: Arc<Self>,
+        req: Arc<Request>,
         group: &str,
         version: &str,
         rest: &[&str],
@@ -678,28 +764,18 @@ impl Api {
                 .map(|v| ok(&v))
                 .ok_or_else(ApiError::no_route);
         }
-        let (method, uri, headers, body) = (&req.method, &req.uri, &req.headers, &req.body);
         let t = parse_target(group, version, rest)?;
-        let q = query(uri);
-        let span = tracing::debug_span!("request", %method, resource = t.res.plural, namespace = ?t.namespace, name = ?t.name);
-        let _enter = span.enter();
+        let q = query(&req.uri);
         let watching = matches!(q.get("watch").map(String::as_str), Some("1") | Some("true"));
         if let Some(user) = &req.user {
-            self.authorize(user, &t, req, watching)?;
+            self.authorize(user, &t, &req, watching)?;
         }
-        match (method.as_str(), &t.name) {
-            ("GET", None) if watching => {
-                watch::serve(
-                    &self.store,
-                    t.res,
-                    t.namespace.clone(),
-                    &q,
-                    wants_table(headers),
-                )
-                .await
-            }
-            ("GET", Some(name)) if watching => {
-                let mut q = q.clone();
+        if req.method == Method::GET {
+            versions::await_requested(&self.store, &q).await?;
+        }
+        if req.method == Method::GET && watching {
+            let mut q = q;
+            if let Some(name) = &t.name {
                 let sel = q.get("fieldSelector").cloned().unwrap_or_default();
                 q.insert(
                     "fieldSelector".into(),
@@ -709,25 +785,34 @@ impl Api {
                         format!("{sel},metadata.name={name}")
                     },
                 );
-                watch::serve(
-                    &self.store,
-                    t.res,
-                    t.namespace.clone(),
-                    &q,
-                    wants_table(headers),
-                )
-                .await
             }
-            ("GET", None) => self.list(&t, &q, headers),
-            ("GET", Some(name)) => self.get(&t, name, headers, &q),
-            ("POST", None) if t.namespace.is_some() || !t.res.namespaced => {
-                self.create(&t, body, &q)
-            }
-            ("PUT", Some(name)) => self.update(&t, name, body, &q),
-            ("PATCH", Some(name)) => self.patch(&t, name, req, &q),
-            ("DELETE", Some(name)) if !t.status => self.delete(&t, name, &q, body),
+            let table = wants_table(&req.headers);
+            return watch::serve(&self.store, t.res, t.namespace.clone(), &q, table).await;
+        }
+        tokio::task::spawn_blocking(move || self.verb(&req, &t, &q))
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(format!("the request failed: {e}"))))
+    }
+
+    /// Every verb but watch.
+    fn verb(
+        &self,
+        req: &Request,
+        t: &Target,
+        q: &HashMap<String, String>,
+    ) -> Result<Response, ApiError> {
+        let (method, headers, body) = (&req.method, &req.headers, &req.body);
+        let span = tracing::debug_span!("request", %method, resource = t.res.plural, namespace = ?t.namespace, name = ?t.name);
+        let _enter = span.enter();
+        match (method.as_str(), &t.name) {
+            ("GET", None) => self.list(t, q, headers),
+            ("GET", Some(name)) => self.get(t, name, headers, q),
+            ("POST", None) if t.namespace.is_some() || !t.res.namespaced => self.create(t, body, q),
+            ("PUT", Some(name)) => self.update(t, name, body, q),
+            ("PATCH", Some(name)) => self.patch(t, name, req, q),
+            ("DELETE", Some(name)) if !t.status => self.delete(t, name, q, body),
             ("DELETE", None) if t.namespace.is_some() || !t.res.namespaced => {
-                self.delete_collection(&t, &q)
+                self.delete_collection(t, q)
             }
             _ => Err(ApiError::method_not_allowed()),
         }
@@ -760,13 +845,13 @@ pub async fn handle(
             return e.into_response();
         }
     };
-    let req = Request {
-        method,
-        uri,
+    let req = Arc::new(Request {
+        method: method.clone(),
+        uri: uri.clone(),
         headers,
         body,
         user: user.map(|u| u.0),
-    };
+    });
     let path = req.uri.path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let result = match parts.as_slice() {
@@ -782,12 +867,14 @@ pub async fn handle(
             .map(|d| ok(&d))
             .ok_or_else(ApiError::no_route),
         ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] => api.self_review(&req),
-        ["api", version, rest @ ..] => api.resource(&req, "", version, rest).await,
-        ["apis", group, version, rest @ ..] => api.resource(&req, group, version, rest).await,
+        ["api", version, rest @ ..] => api.clone().resource(req, "", version, rest).await,
+        ["apis", group, version, rest @ ..] => {
+            api.clone().resource(req, group, version, rest).await
+        }
         _ => Err(ApiError::no_route()),
     };
     result.unwrap_or_else(|e| {
-        tracing::debug!(method = %req.method, uri = %req.uri, code = e.code, reason = e.reason, "request failed");
+        tracing::debug!(%method, %uri, code = e.code, reason = e.reason, "request failed");
         e.into_response()
     })
 }

@@ -13,7 +13,8 @@
 //! - [`events`]: Events in both API versions, the controllers' recorder, their expiry.
 //! - [`resources`]: what is served and the discovery/OpenAPI documents.
 //! - [`selectors`], [`patch`], [`validate`], [`status`], [`clock`]: the pieces they share;
-//!   [`body`]: reading and decoding request bodies within their limits.
+//!   [`body`]: reading and decoding request bodies within their limits; [`paging`]: chunked
+//!   lists; [`versions`]: the resourceVersions clients ask for.
 //! - [`serve`]: the connection loop (TLS or plain HTTP); [`tls`]: the generated CA and serving
 //!   certificate; [`auth`]: bearer tokens from a token file; [`authz`]: who may do what;
 //!   [`kubeconfig`]: the file clients use.
@@ -27,6 +28,7 @@ pub mod controllers;
 pub mod events;
 pub mod kubeconfig;
 pub mod openapi;
+pub mod paging;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
@@ -37,6 +39,7 @@ pub mod store;
 pub mod table;
 pub mod tls;
 pub mod validate;
+pub mod versions;
 pub mod watch;
 
 use std::future::Future;

@@ -74,6 +74,9 @@ struct Cli {
     /// Time a response may wait for its client to read before the connection is closed.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     write_timeout: Duration,
+    /// Tests only: keep at most this many events in the watch history.
+    #[arg(long, hide = true, default_value_t = switchyard_cp::store::HISTORY)]
+    test_history_events: usize,
     /// Tests only: sleep this long before every fsync of the log (a slow disk).
     #[arg(long, hide = true, default_value = "0s", value_parser = parse_duration)]
     test_fsync_delay: Duration,
@@ -186,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
         },
         store: switchyard_cp::store::Limits {
             fsync_delay: cli.test_fsync_delay,
+            history_events: cli.test_history_events,
             ..Default::default()
         },
     };

@@ -99,7 +99,7 @@ pub fn apply_owned(store: &Store, key: Key, mut want: Value) -> Result<bool, Sto
             if key.resource == "endpointslices" {
                 let g = cur["metadata"]["generation"].as_i64().unwrap_or(1);
                 let bump = crate::admission::generation_changes(&cur, &want);
-                want["metadata"]["generation"] = json!(if bump { g + 1 } else { g });
+                want["metadata"]["generation"] = json!(if bump { g.saturating_add(1) } else { g });
             }
             store.update(key, want, None)?;
         }

@@ -10,8 +10,8 @@
 //!   [`Limits::compact_min_bytes`]).
 //! - Writers are serialised by one writer lock, held through the disk work; readers (get, list,
 //!   watch history) take only the state lock, which no one holds across disk work, so a slow
-//!   fsync never stalls them. Disk work called from an async worker hands the worker over first
-//!   ([`tokio::task::block_in_place`]).
+//!   fsync never stalls them. A write called from an async worker hands the worker over first
+//!   ([`tokio::task::block_in_place`]) before it waits for the writer lock or the disk.
 //! - The history holds at most [`Limits::history_events`] events and
 //!   [`Limits::history_bytes`] bytes of objects; a watch from before it gets 410 Gone.
 mod log;
@@ -64,6 +64,9 @@ pub struct Event {
     pub key: Key,
     /// The object after the change (before it, for deletions, with the deletion's RV).
     pub object: Arc<Value>,
+    /// The object before the change (none for creations): what lists at an older
+    /// resourceVersion see.
+    pub prev: Option<Arc<Value>>,
     /// The size of `object` as JSON, what the history counts.
     pub size: usize,
 }
@@ -186,7 +189,8 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-pub(crate) fn rv_of(v: &Value) -> u64 {
+/// The resourceVersion in an object's metadata (0 without one).
+pub fn rv_of(v: &Value) -> u64 {
     v.pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .and_then(|s| s.parse().ok())
@@ -319,6 +323,49 @@ impl Store {
         (items, st.rv)
     }
 
+    /// Every object of `resource` (in `namespace` if given) as it was at resourceVersion `rv`
+    /// (`None`: now), in key order, with that resourceVersion; `None` when the history no
+    /// longer reaches back to `rv` (or `rv` is in the future).
+    pub fn list_at(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        rv: Option<u64>,
+    ) -> Option<(Vec<(Key, Arc<Value>)>, u64)> {
+        let st = self.shared.state();
+        let rv = rv.unwrap_or(st.rv);
+        let oldest = st.history.front().map_or(st.rv.saturating_add(1), |e| e.rv);
+        if rv > st.rv || (rv.saturating_add(1) < oldest && rv < st.rv) {
+            return None;
+        }
+        let scoped =
+            |k: &Key| k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns);
+        let mut objects: BTreeMap<Key, Arc<Value>> = st
+            .objects
+            .iter()
+            .filter(|(k, _)| scoped(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        // Undo, newest first, every change made after `rv`.
+        for e in st.history.iter().rev().take_while(|e| e.rv > rv) {
+            if !scoped(&e.key) {
+                continue;
+            }
+            match &e.prev {
+                Some(p) => objects.insert(e.key.clone(), p.clone()),
+                None => objects.remove(&e.key),
+            };
+        }
+        Some((objects.into_iter().collect(), rv))
+    }
+
+    /// Waits up to `within` for the store to reach resourceVersion `rv`; whether it did.
+    pub async fn wait_for(&self, rv: u64, within: Duration) -> bool {
+        let mut published = self.shared.published.subscribe();
+        let reached = tokio::time::timeout(within, published.wait_for(|now| *now >= rv)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+
     /// Events after `rv` (for a resuming watch) and a subscription for what follows, or `None`
     /// when `rv` is older than the kept history (the client must relist: 410 Gone).
     pub fn since(&self, rv: u64) -> Option<(Vec<Event>, Subscription)> {
@@ -363,16 +410,18 @@ impl Store {
         key: &Key,
         f: impl FnOnce(&Value) -> Option<Value>,
     ) -> Result<Option<Arc<Value>>, StoreError> {
-        let mut w = self.writer();
-        let Some(current) = self.get(key) else {
-            return Err(StoreError::NotFound);
-        };
-        match f(&current) {
-            Some(next) if next != *current => {
-                self.commit(&mut w, key.clone(), Some(next)).map(Some)
+        blocking(|| {
+            let mut w = self.writer();
+            let Some(current) = self.get(key) else {
+                return Err(StoreError::NotFound);
+            };
+            match f(&current) {
+                Some(next) if next != *current => {
+                    self.commit(&mut w, key.clone(), Some(next)).map(Some)
+                }
+                _ => Ok(None),
             }
-            _ => Ok(None),
-        }
+        })
     }
 
     fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
@@ -380,6 +429,17 @@ impl Store {
     }
 
     fn write(
+        &self,
+        key: Key,
+        obj: Option<Value>,
+        expect_rv: Option<u64>,
+        create: bool,
+    ) -> Result<Arc<Value>, StoreError> {
+        // Waiting for the writer lock is blocking too: another writer may be in an fsync.
+        blocking(|| self.write_locked(key, obj, expect_rv, create))
+    }
+
+    fn write_locked(
         &self,
         key: Key,
         obj: Option<Value>,
@@ -422,7 +482,7 @@ impl Store {
         let json = serde_json::to_vec(&record).unwrap_or_default();
         let line = log::line(&json);
         if let Some(log) = &mut w.log {
-            blocking(|| log.append(&line))?;
+            log.append(&line)?;
         }
         let stored = record.object;
         let old_size = match &stored {
@@ -434,23 +494,21 @@ impl Store {
         let event = {
             let mut st = self.shared.state();
             st.rv = rv;
-            let (kind, object) = match stored {
+            let (kind, object, prev) = match stored {
                 Some(o) => {
                     let o = Arc::new(o);
-                    let kind = match st.objects.insert(key.clone(), o.clone()) {
+                    let prev = st.objects.insert(key.clone(), o.clone());
+                    let kind = match prev {
                         Some(_) => EventType::Modified,
                         None => EventType::Added,
                     };
-                    (kind, o)
+                    (kind, o, prev)
                 }
                 None => {
-                    let mut old = st
-                        .objects
-                        .remove(&key)
-                        .map(|o| (*o).clone())
-                        .unwrap_or(Value::Null);
+                    let prev = st.objects.remove(&key);
+                    let mut old = prev.as_deref().cloned().unwrap_or(Value::Null);
                     set_rv(&mut old, rv);
-                    (EventType::Deleted, Arc::new(old))
+                    (EventType::Deleted, Arc::new(old), prev)
                 }
             };
             let event = Event {
@@ -458,6 +516,7 @@ impl Store {
                 kind,
                 key,
                 object,
+                prev,
                 size: json.len(),
             };
             st.history_bytes += event.size;
@@ -493,14 +552,14 @@ impl Store {
         };
         let before = log.len;
         let path = log.path.clone();
-        let (tmp, sizes) = match blocking(|| log::write_compacted(&path, rv, &objects)) {
+        let (tmp, sizes) = match log::write_compacted(&path, rv, &objects) {
             Ok(done) => done,
             Err(e) => {
                 tracing::warn!(error = %e, "compacting the log failed; it keeps growing until a later try works");
                 return;
             }
         };
-        match blocking(|| log::install(&tmp, &path)) {
+        match log::install(&tmp, &path) {
             Ok((file, len)) => {
                 log.reopened(file, len);
                 w.live = sizes.values().sum();
@@ -600,6 +659,25 @@ mod tests {
         assert_eq!(sub.recv().await.unwrap_err(), RecvError::Lagged);
         s.create(key("next"), pod("next")).unwrap();
         assert_eq!(sub.recv().await.unwrap().key, key("next"));
+    }
+
+    #[test]
+    fn lists_at_an_older_version_undo_the_changes_made_since() {
+        let s = Store::in_memory();
+        s.create(key("a"), pod("a")).unwrap();
+        s.create(key("b"), pod("b")).unwrap();
+        let at = s.rv();
+        s.delete(key("a")).unwrap();
+        s.create(key("c"), pod("c")).unwrap();
+        s.update(key("b"), json!({"metadata": {"name": "b"}, "x": 1}), None)
+            .unwrap();
+        let (then, rv) = s.list_at("pods", None, Some(at)).unwrap();
+        assert_eq!(rv, at);
+        let names: Vec<&str> = then.iter().map(|(k, _)| k.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(then[1].1.get("x").is_none(), "b as it was");
+        assert!(s.list_at("pods", None, Some(s.rv() + 1)).is_none());
+        assert_eq!(s.list_at("pods", None, None).unwrap().0.len(), 2);
     }
 
     #[test]
