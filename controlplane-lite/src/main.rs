@@ -1,6 +1,7 @@
 //! `switchyard-cp`: controlplane-lite's server.
 //!
 //! `switchyard-cp --listen ADDR --data-dir DIR [--token-file FILE] [--tls-san IP_OR_DNS ...]
+//! [--max-connections N] [--header-timeout 10s] [--write-timeout 60s]
 //! [--write-kubeconfig PATH] [--advertise-address IP] [--insecure-plain-http]`: serves HTTPS with a CA and certificate
 //! generated into `DIR/pki/` on first start, bearer tokens from a kube-apiserver token file.
 use std::net::SocketAddr;

@@ -108,14 +108,7 @@ fn a_node_may_register_and_modify_only_itself_and_its_pods() {
         );
     }
     // Reads.
-    for what in [
-        "nodes",
-        "pods",
-        "services",
-        "endpoints",
-        "endpointslices",
-        "namespaces",
-    ] {
+    for what in switchyard_cp::authz::NODE_READS {
         ok(&n1, &["get", what, "-A"]);
     }
     let e = refused(&n1, &["create", "service", "clusterip", "web", "--tcp=80"]);

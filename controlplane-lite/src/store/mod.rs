@@ -126,6 +126,9 @@ impl Default for Limits {
     }
 }
 
+/// Objects with their keys, in key order.
+pub type Snapshot = Vec<(Key, Arc<Value>)>;
+
 /// Watch events kept for resuming watches, at most.
 pub const HISTORY: usize = 20_000;
 
@@ -331,7 +334,7 @@ impl Store {
         resource: &str,
         namespace: Option<&str>,
         rv: Option<u64>,
-    ) -> Option<(Vec<(Key, Arc<Value>)>, u64)> {
+    ) -> Option<(Snapshot, u64)> {
         let st = self.shared.state();
         let rv = rv.unwrap_or(st.rv);
         let oldest = st.history.front().map_or(st.rv.saturating_add(1), |e| e.rv);
@@ -680,15 +683,20 @@ mod tests {
         assert_eq!(s.list_at("pods", None, None).unwrap().0.len(), 2);
     }
 
+    /// A fresh log in a scratch directory `name` holding pods `a` and `b`.
+    fn log_with_a_and_b(name: &str) -> (PathBuf, Store) {
+        let dir = scratch(name);
+        let s = Store::open(&dir).unwrap();
+        s.create(key("a"), pod("a")).unwrap();
+        s.create(key("b"), pod("b")).unwrap();
+        (dir, s)
+    }
+
     #[test]
     fn restart_keeps_objects_and_the_sequence() {
-        let dir = scratch("restart");
-        {
-            let s = Store::open(&dir).unwrap();
-            s.create(key("a"), pod("a")).unwrap();
-            s.create(key("b"), pod("b")).unwrap();
-            s.delete(key("b")).unwrap();
-        }
+        let (dir, s) = log_with_a_and_b("restart");
+        s.delete(key("b")).unwrap();
+        drop(s);
         let s = Store::open(&dir).unwrap();
         assert!(s.get(&key("a")).is_some() && s.get(&key("b")).is_none());
         assert_eq!(s.rv(), 3, "the sequence continues after the deletion");
@@ -708,12 +716,8 @@ mod tests {
 
     #[test]
     fn a_damaged_record_in_the_middle_stops_the_start_naming_file_and_offset() {
-        let dir = scratch("damaged");
-        {
-            let s = Store::open(&dir).unwrap();
-            s.create(key("a"), pod("a")).unwrap();
-            s.create(key("b"), pod("b")).unwrap();
-        }
+        let (dir, s) = log_with_a_and_b("damaged");
+        drop(s);
         let path = dir.join("objects.log");
         let mut bytes = std::fs::read(&path).unwrap();
         // Flip one byte inside the second line (the record of "a").
