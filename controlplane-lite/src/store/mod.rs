@@ -439,29 +439,21 @@ impl Store {
         create: bool,
     ) -> Result<Arc<Value>, StoreError> {
         // Waiting for the writer lock is blocking too: another writer may be in an fsync.
-        blocking(|| self.write_locked(key, obj, expect_rv, create))
-    }
-
-    fn write_locked(
-        &self,
-        key: Key,
-        obj: Option<Value>,
-        expect_rv: Option<u64>,
-        create: bool,
-    ) -> Result<Arc<Value>, StoreError> {
-        let mut w = self.writer();
-        let existing = self.get(&key);
-        match (&existing, create) {
-            (Some(_), true) => return Err(StoreError::AlreadyExists),
-            (None, false) => return Err(StoreError::NotFound),
-            _ => {}
-        }
-        if let (Some(expect), Some(cur)) = (expect_rv, &existing) {
-            if rv_of(cur) != expect {
-                return Err(StoreError::Conflict);
+        blocking(|| {
+            let mut w = self.writer();
+            let existing = self.get(&key);
+            match (&existing, create) {
+                (Some(_), true) => return Err(StoreError::AlreadyExists),
+                (None, false) => return Err(StoreError::NotFound),
+                _ => {}
             }
-        }
-        self.commit(&mut w, key, obj)
+            if let (Some(expect), Some(cur)) = (expect_rv, &existing) {
+                if rv_of(cur) != expect {
+                    return Err(StoreError::Conflict);
+                }
+            }
+            self.commit(&mut w, key, obj)
+        })
     }
 
     /// Makes one change durable, then visible. Only writers change the state, and the caller
