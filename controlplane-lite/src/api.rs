@@ -11,13 +11,19 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::admission::{self, Ranges};
+use crate::auth::User;
+use crate::authz;
 use crate::events::convert::{inward, outward};
 use crate::resources::{self, Resource};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{Key, Store, StoreError};
 use crate::validate::{self, FieldValidation};
-use crate::{clock, patch, table, watch};
+use crate::{clock, paging, patch, table, versions, watch};
+
+/// The longest grace period a deletion gets: larger `gracePeriodSeconds` count as this (ten
+/// years), so deletion timestamps stay representable.
+pub const MAX_GRACE_SECONDS: i64 = 10 * 365 * 86_400;
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -108,44 +114,58 @@ fn query(uri: &Uri) -> HashMap<String, String> {
         .collect()
 }
 
+/// The request's label and field selectors as one predicate; 400 when one does not parse.
+fn selector(
+    res: &Resource,
+    q: &HashMap<String, String>,
+) -> Result<impl Fn(&Value) -> bool, ApiError> {
+    let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+    let fields = FieldSelector::parse_for(res, q.get("fieldSelector").map_or("", String::as_str))
+        .map_err(ApiError::bad_request)?;
+    Ok(move |o: &Value| {
+        let empty = serde_json::Map::new();
+        labels.matches(
+            o.pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .unwrap_or(&empty),
+        ) && fields.matches(o)
+    })
+}
+
 fn selected<'a>(
     res: &Resource,
     items: &'a [Arc<Value>],
     q: &HashMap<String, String>,
 ) -> Result<Vec<&'a Value>, ApiError> {
-    let labels = LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
-        .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
-    let fields = FieldSelector::parse_for(res, q.get("fieldSelector").map_or("", String::as_str))
-        .map_err(ApiError::bad_request)?;
-    let empty = serde_json::Map::new();
+    let matches = selector(res, q)?;
     Ok(items
         .iter()
         .map(|o| o.as_ref())
-        .filter(|o| {
-            labels.matches(
-                o.pointer("/metadata/labels")
-                    .and_then(Value::as_object)
-                    .unwrap_or(&empty),
-            ) && fields.matches(o)
-        })
+        .filter(|o| matches(o))
         .collect())
 }
 
-fn body_json(body: &Bytes) -> Result<Value, ApiError> {
-    if body.starts_with(crate::protobuf::MAGIC) {
-        return crate::protobuf::decode(body).map_err(|e| ApiError {
-            code: 415,
-            reason: "UnsupportedMediaType",
-            message: e.to_string(),
-            details: None,
-        });
+/// kube-apiserver's 410 for a continue token older than the history, whose own continue token
+/// goes on from the current state.
+fn expired_continue(cont: Option<&paging::Continue>) -> Response {
+    let mut status = ApiError {
+        code: 410,
+        reason: "Expired",
+        message: paging::TOO_OLD.into(),
+        details: None,
     }
-    if let Ok(v) = serde_json::from_slice::<Value>(body) {
-        return Ok(v);
+    .to_status();
+    if let Some(c) = cont {
+        let (namespace, name) = c.position();
+        let last = Key {
+            resource: String::new(),
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        status["metadata"] = json!({"continue": paging::Continue::after(None, &last).encode()});
     }
-    serde_yaml::from_slice::<Value>(body).map_err(|e| {
-        ApiError::bad_request(format!("the request body is neither JSON nor YAML: {e}"))
-    })
+    json_response(StatusCode::GONE, &status)
 }
 
 /// Applies the request's `fieldValidation` directive to `obj`: unknown fields fail a Strict
@@ -226,7 +246,7 @@ fn store_err<'a>(res: &'a Resource, name: &'a str) -> impl Fn(StoreError) -> Api
         StoreError::AlreadyExists => ApiError::already_exists(res.plural, res.group, name),
         StoreError::NotFound => ApiError::not_found(res.plural, res.group, name),
         StoreError::Conflict => ApiError::conflict(res.plural, res.group, name),
-        StoreError::Io(..) => ApiError::internal(e.to_string()),
+        StoreError::Io(..) | StoreError::Damaged { .. } => ApiError::internal(e.to_string()),
     }
 }
 
@@ -257,21 +277,57 @@ impl Api {
         q: &HashMap<String, String>,
         headers: &HeaderMap,
     ) -> Result<Response, ApiError> {
-        let (items, rv) = self.store.list(t.res.plural, t.namespace.as_deref());
-        let items = selected(t.res, &items, q)?;
+        let limit = paging::limit(q);
+        let cont = match q.get("continue").filter(|c| !c.is_empty()) {
+            Some(token) => Some(paging::Continue::decode(token)?),
+            None => None,
+        };
+        let snapshot = cont.as_ref().and_then(paging::Continue::snapshot);
+        let ns = t.namespace.as_deref();
+        let Some((all, rv)) = self.store.list_at(t.res.plural, ns, snapshot) else {
+            return Ok(expired_continue(cont.as_ref()));
+        };
+        let matches = selector(t.res, q)?;
+        let matching: Vec<&(Key, Arc<Value>)> = all
+            .iter()
+            .filter(|(k, o)| cont.as_ref().is_none_or(|c| paging::is_after(k, c)) && matches(o))
+            .collect();
+        let filtered = q.contains_key("labelSelector") || q.contains_key("fieldSelector");
+        let total = matching.len();
+        let page = &matching[..total.min(limit.unwrap_or(usize::MAX))];
+        // Later pages continue in the same snapshot (or, after a too old token, in the
+        // current state, as kube-apiserver's inconsistent continuation).
+        let token_rv = match &cont {
+            Some(c) if c.snapshot().is_none() => None,
+            _ => Some(rv),
+        };
+        let next = page
+            .last()
+            .filter(|_| page.len() < total)
+            .map(|(k, _)| paging::Continue::after(token_rv, k).encode());
+        let page: Vec<&Value> = page.iter().map(|(_, o)| o.as_ref()).collect();
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if let Some(token) = &next {
+            meta["continue"] = json!(token);
+            if !filtered {
+                meta["remainingItemCount"] = json!(total - page.len());
+            }
+        }
         if wants_table(headers) {
-            return Ok(ok(&table::table(
+            let mut table = table::table(
                 t.res,
-                &items,
+                &page,
                 rv,
                 q.get("includeObject").map_or("", String::as_str),
-            )));
+            );
+            table["metadata"] = meta;
+            return Ok(ok(&table));
         }
         Ok(ok(&json!({
             "kind": format!("{}List", t.res.kind),
             "apiVersion": t.res.api_version(),
-            "metadata": {"resourceVersion": rv.to_string()},
-            "items": items.iter().map(|o| outward(t.res, o)).collect::<Vec<_>>(),
+            "metadata": meta,
+            "items": page.iter().map(|o| outward(t.res, o)).collect::<Vec<_>>(),
         })))
     }
 
@@ -303,7 +359,7 @@ impl Api {
         body: &Bytes,
         q: &HashMap<String, String>,
     ) -> Result<Response, ApiError> {
-        let mut obj = body_json(body)?;
+        let mut obj = crate::body::decode(body)?;
         let warnings = check_fields(t.res, &mut obj, q, false)?;
         let mut obj = inward(t.res, obj);
         let ns = t.namespace.clone().unwrap_or_default();
@@ -348,7 +404,7 @@ impl Api {
         body: &Bytes,
         q: &HashMap<String, String>,
     ) -> Result<Response, ApiError> {
-        let mut obj = body_json(body)?;
+        let mut obj = crate::body::decode(body)?;
         let warnings = check_fields(t.res, &mut obj, q, false)?;
         let obj = inward(t.res, obj);
         if let Some(n) = obj.pointer("/metadata/name").and_then(Value::as_str) {
@@ -363,12 +419,22 @@ impl Api {
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok());
         let key = self.key(t, name);
-        let old = self
-            .store
-            .get(&key)
-            .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
-        let resp = self.replace(t, name, &old, obj, expect, dry_run(q)?)?;
-        Ok(with_warnings(resp, &warnings))
+        let dry = dry_run(q)?;
+        // Without a resourceVersion the update applies to whatever is stored when it is
+        // written, as kube-apiserver's GuaranteedUpdate: admitted against the object read, and
+        // tried again when that changed meanwhile; never re-creating one deleted meanwhile.
+        let mut tries = 0;
+        loop {
+            let old = self
+                .store
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
+            let read = expect.or_else(|| Some(crate::store::rv_of(&old)));
+            match self.replace(t, name, &old, obj.clone(), read, dry) {
+                Err(e) if e.code == 409 && expect.is_none() && tries < 10 => tries += 1,
+                resp => return Ok(with_warnings(resp?, &warnings)),
+            }
+        }
     }
 
     fn patch(
@@ -407,6 +473,10 @@ impl Api {
             .ok_or_else(|| ApiError::not_found(t.res.plural, t.res.group, name))?;
         let mut obj = outward(t.res, &old);
         let bad = |e: patch::PatchError| {
+            if let patch::PatchError::TooManyOperations(_) = e {
+                // kube-apiserver: errors.NewRequestEntityTooLargeError (413).
+                return ApiError::too_large(&e);
+            }
             ApiError::invalid(
                 t.res.kind,
                 t.res.group,
@@ -421,6 +491,11 @@ impl Api {
             }
             "application/json-patch+json" => patch::json_patch(&mut obj, &p).map_err(bad)?,
             other => return Err(ApiError::unsupported_media(other)),
+        }
+        // What a patch may build is bounded by what a body may carry (kube-apiserver refuses a
+        // too large result with the same 413).
+        if serde_json::to_vec(&obj).map_or(0, |b| b.len()) > crate::body::MAX_BODY {
+            return Err(crate::body::too_large());
         }
         let warnings = check_fields(t.res, &mut obj, q, true)?;
         let obj = inward(t.res, obj);
@@ -479,12 +554,13 @@ impl Api {
         let opts: Value = if body.is_empty() {
             json!({})
         } else {
-            body_json(body)?
+            crate::body::decode(body)?
         };
         let grace = q
             .get("gracePeriodSeconds")
             .and_then(|g| g.parse::<i64>().ok())
-            .or_else(|| opts["gracePeriodSeconds"].as_i64());
+            .or_else(|| opts["gracePeriodSeconds"].as_i64())
+            .map(|g| g.min(MAX_GRACE_SECONDS));
         let key = self.key(t, name);
         let obj = self
             .store
@@ -555,7 +631,8 @@ impl Api {
                 pod.pointer("/spec/terminationGracePeriodSeconds")
                     .and_then(Value::as_i64)
             })
-            .unwrap_or(30);
+            .unwrap_or(30)
+            .min(MAX_GRACE_SECONDS);
         if !node_exists || grace <= 0 {
             return Ok(None);
         }
@@ -565,7 +642,7 @@ impl Api {
                 let mut p = p.clone();
                 if p.pointer("/metadata/deletionTimestamp").is_none() {
                     p["metadata"]["deletionTimestamp"] =
-                        json!(clock::format(clock::now_secs() + grace));
+                        json!(clock::format(clock::now_secs().saturating_add(grace)));
                     p["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
                 }
                 Some(p)
@@ -599,9 +676,85 @@ impl Api {
         ))
     }
 
-    async fn resource(
+    /// Refuses the request with kube-apiserver's 403 unless `user` may make it.
+    fn authorize(
         &self,
+        user: &User,
+        t: &Target,
         req: &Request,
+        watching: bool,
+    ) -> Result<(), ApiError> {
+        let verb = match (req.method.as_str(), t.name.is_some()) {
+            ("GET", _) if watching => "watch",
+            ("GET", true) => "get",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", true) => "delete",
+            ("DELETE", false) => "deletecollection",
+            (other, _) => other,
+        };
+        let mut name = t.name.clone().unwrap_or_default();
+        let mut facts = authz::Facts::default();
+        if authz::node_of(user).is_some() {
+            if verb == "create" && t.res.plural == "nodes" {
+                // A node's create is about the Node it carries.
+                if let Ok(obj) = crate::body::decode(&req.body) {
+                    name = obj
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                }
+            }
+            if t.res.plural == "pods" && !name.is_empty() {
+                facts.pod_node = self.store.get(&self.key(t, &name)).and_then(|p| {
+                    p.pointer("/spec/nodeName")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                });
+            }
+        }
+        let a = authz::Attributes {
+            verb: verb.to_lowercase(),
+            group: t.res.group.to_string(),
+            resource: t.res.plural.to_string(),
+            subresource: if t.status {
+                "status".into()
+            } else {
+                String::new()
+            },
+            namespace: t.namespace.clone().unwrap_or_default(),
+            name,
+        };
+        authz::decide(user, &a, &facts).map_err(|d| {
+            tracing::debug!(user = %user.name, verb = %a.verb, resource = %a.resource, name = %a.name, "forbidden");
+            authz::forbidden(user, &a, &d)
+        })
+    }
+
+    /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (`kubectl auth can-i`).
+    fn self_review(&self, req: &Request) -> Result<Response, ApiError> {
+        if req.method != Method::POST {
+            return Err(ApiError::method_not_allowed());
+        }
+        let review = crate::body::decode(&req.body)?;
+        let admin = User {
+            name: "admin".into(),
+            uid: String::new(),
+            groups: vec![authz::MASTERS.into()],
+        };
+        let answered = authz::self_review(req.user.as_ref().unwrap_or(&admin), review)?;
+        Ok(json_response(StatusCode::CREATED, &answered))
+    }
+
+    /// Serves a request under `/api/<version>` or `/apis/<group>/<version>`: authorization,
+    /// then watches on the async workers and every other verb — which may wait for locks and
+    /// the disk — on the blocking pool.
+    async fn resource(
+        self: Arc<Self>,
+        req: Arc<Request>,
         group: &str,
         version: &str,
         rest: &[&str],
@@ -611,22 +764,18 @@ impl Api {
                 .map(|v| ok(&v))
                 .ok_or_else(ApiError::no_route);
         }
-        let (method, uri, headers, body) = (&req.method, &req.uri, &req.headers, &req.body);
         let t = parse_target(group, version, rest)?;
-        let q = query(uri);
-        let span = tracing::debug_span!("request", %method, resource = t.res.plural, namespace = ?t.namespace, name = ?t.name);
-        let _enter = span.enter();
+        let q = query(&req.uri);
         let watching = matches!(q.get("watch").map(String::as_str), Some("1") | Some("true"));
-        match (method.as_str(), &t.name) {
-            ("GET", None) if watching => watch::serve(
-                &self.store,
-                t.res,
-                t.namespace.clone(),
-                &q,
-                wants_table(headers),
-            ),
-            ("GET", Some(name)) if watching => {
-                let mut q = q.clone();
+        if let Some(user) = &req.user {
+            self.authorize(user, &t, &req, watching)?;
+        }
+        if req.method == Method::GET {
+            versions::await_requested(&self.store, &q).await?;
+        }
+        if req.method == Method::GET && watching {
+            let mut q = q;
+            if let Some(name) = &t.name {
                 let sel = q.get("fieldSelector").cloned().unwrap_or_default();
                 q.insert(
                     "fieldSelector".into(),
@@ -636,24 +785,34 @@ impl Api {
                         format!("{sel},metadata.name={name}")
                     },
                 );
-                watch::serve(
-                    &self.store,
-                    t.res,
-                    t.namespace.clone(),
-                    &q,
-                    wants_table(headers),
-                )
             }
-            ("GET", None) => self.list(&t, &q, headers),
-            ("GET", Some(name)) => self.get(&t, name, headers, &q),
-            ("POST", None) if t.namespace.is_some() || !t.res.namespaced => {
-                self.create(&t, body, &q)
-            }
-            ("PUT", Some(name)) => self.update(&t, name, body, &q),
-            ("PATCH", Some(name)) => self.patch(&t, name, req, &q),
-            ("DELETE", Some(name)) if !t.status => self.delete(&t, name, &q, body),
+            let table = wants_table(&req.headers);
+            return watch::serve(&self.store, t.res, t.namespace.clone(), &q, table).await;
+        }
+        tokio::task::spawn_blocking(move || self.verb(&req, &t, &q))
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(format!("the request failed: {e}"))))
+    }
+
+    /// Every verb but watch.
+    fn verb(
+        &self,
+        req: &Request,
+        t: &Target,
+        q: &HashMap<String, String>,
+    ) -> Result<Response, ApiError> {
+        let (method, headers, body) = (&req.method, &req.headers, &req.body);
+        let span = tracing::debug_span!("request", %method, resource = t.res.plural, namespace = ?t.namespace, name = ?t.name);
+        let _enter = span.enter();
+        match (method.as_str(), &t.name) {
+            ("GET", None) => self.list(t, q, headers),
+            ("GET", Some(name)) => self.get(t, name, headers, q),
+            ("POST", None) if t.namespace.is_some() || !t.res.namespaced => self.create(t, body, q),
+            ("PUT", Some(name)) => self.update(t, name, body, q),
+            ("PATCH", Some(name)) => self.patch(t, name, req, q),
+            ("DELETE", Some(name)) if !t.status => self.delete(t, name, q, body),
             ("DELETE", None) if t.namespace.is_some() || !t.res.namespaced => {
-                self.delete_collection(&t, &q)
+                self.delete_collection(t, q)
             }
             _ => Err(ApiError::method_not_allowed()),
         }
@@ -666,22 +825,33 @@ struct Request {
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
+    /// Who sent it (`None`: the server runs without authentication).
+    user: Option<User>,
 }
 
 /// The single entry point: routes by path.
 pub async fn handle(
     State(api): State<Arc<Api>>,
+    user: Option<axum::Extension<User>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let req = Request {
-        method,
-        uri,
+    let body = match crate::body::read(body).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(%method, %uri, code = e.code, reason = e.reason, "request body refused");
+            return e.into_response();
+        }
+    };
+    let req = Arc::new(Request {
+        method: method.clone(),
+        uri: uri.clone(),
         headers,
         body,
-    };
+        user: user.map(|u| u.0),
+    });
     let path = req.uri.path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let result = match parts.as_slice() {
@@ -696,12 +866,15 @@ pub async fn handle(
         ["openapi", "v3", rest @ ..] => resources::openapi_doc(&rest.join("/"))
             .map(|d| ok(&d))
             .ok_or_else(ApiError::no_route),
-        ["api", version, rest @ ..] => api.resource(&req, "", version, rest).await,
-        ["apis", group, version, rest @ ..] => api.resource(&req, group, version, rest).await,
+        ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] => api.self_review(&req),
+        ["api", version, rest @ ..] => api.clone().resource(req, "", version, rest).await,
+        ["apis", group, version, rest @ ..] => {
+            api.clone().resource(req, group, version, rest).await
+        }
         _ => Err(ApiError::no_route()),
     };
     result.unwrap_or_else(|e| {
-        tracing::debug!(method = %req.method, uri = %req.uri, code = e.code, reason = e.reason, "request failed");
+        tracing::debug!(%method, %uri, code = e.code, reason = e.reason, "request failed");
         e.into_response()
     })
 }

@@ -1,7 +1,8 @@
 //! Bearer-token authentication from a static token file, as kube-apiserver's `--token-file`:
 //! a CSV of `token,user,uid[,"group1,group2"]`. With it, every request except the health checks
 //! (`/healthz`, `/livez`, `/readyz`) needs `Authorization: Bearer <token>` naming a listed token,
-//! or it gets `401 Unauthorized` with a Kubernetes `Status`.
+//! or it gets `401 Unauthorized` with a Kubernetes `Status`. The user it names travels with the
+//! request (an extension) to [`crate::authz`].
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -193,7 +194,7 @@ pub fn unauthorized() -> ApiError {
 /// health check), answers 401 otherwise.
 pub async fn require_token(
     State(tokens): State<Arc<Tokens>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     if is_open(req.uri().path()) {
@@ -203,10 +204,13 @@ pub async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| tokens.authenticate(v));
+        .and_then(|v| tokens.authenticate(v))
+        .cloned();
     match user {
         Some(u) => {
             tracing::trace!(user = %u.name, method = %req.method(), uri = %req.uri(), "authenticated");
+            // The verbs authorize this user (crate::authz).
+            req.extensions_mut().insert(u);
             next.run(req).await
         }
         None => {

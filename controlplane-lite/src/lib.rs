@@ -12,17 +12,23 @@
 //!   addresses, node and pod lifecycle.
 //! - [`events`]: Events in both API versions, the controllers' recorder, their expiry.
 //! - [`resources`]: what is served and the discovery/OpenAPI documents.
-//! - [`selectors`], [`patch`], [`validate`], [`status`], [`clock`]: the pieces they share.
+//! - [`selectors`], [`patch`], [`validate`], [`status`], [`clock`]: the pieces they share;
+//!   [`body`]: reading and decoding request bodies within their limits; [`paging`]: chunked
+//!   lists; [`versions`]: the resourceVersions clients ask for.
 //! - [`serve`]: the connection loop (TLS or plain HTTP); [`tls`]: the generated CA and serving
-//!   certificate; [`auth`]: bearer tokens from a token file; [`kubeconfig`]: the file clients use.
+//!   certificate; [`auth`]: bearer tokens from a token file; [`authz`]: who may do what;
+//!   [`kubeconfig`]: the file clients use.
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod authz;
+pub mod body;
 pub mod clock;
 pub mod controllers;
 pub mod events;
 pub mod kubeconfig;
 pub mod openapi;
+pub mod paging;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
@@ -33,6 +39,7 @@ pub mod store;
 pub mod table;
 pub mod tls;
 pub mod validate;
+pub mod versions;
 pub mod watch;
 
 use std::future::Future;
@@ -61,6 +68,10 @@ pub struct Config {
     pub loadbalancer_pool: controllers::loadbalancer::Pool,
     /// How long an Event lives after its last write.
     pub event_ttl: Duration,
+    /// Connection cap and timeouts.
+    pub serve: serve::Limits,
+    /// Watch history and log compaction bounds.
+    pub store: store::Limits,
 }
 
 impl Default for Config {
@@ -76,6 +87,8 @@ impl Default for Config {
             advertise_address: None,
             loadbalancer_pool: controllers::loadbalancer::Pool::default(),
             event_ttl: events::ttl::DEFAULT_TTL,
+            serve: serve::Limits::default(),
+            store: store::Limits::default(),
         }
     }
 }
@@ -116,8 +129,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let store = match &config.data_dir {
-        Some(dir) => store::Store::open(dir)?,
-        None => store::Store::in_memory(),
+        Some(dir) => store::Store::open_with(dir, config.store)?,
+        None => store::Store::in_memory_with(config.store),
     };
     let local = listener.local_addr()?;
     let api_endpoint = controllers::bootstrap::ApiEndpoint {
@@ -160,7 +173,7 @@ pub async fn run(
         "http"
     };
     tracing::info!(%address, scheme, authentication = config.tokens.is_some(), "controlplane-lite serving");
-    serve::serve(listener, app, config.tls.clone(), shutdown).await;
+    serve::serve(listener, app, config.tls.clone(), config.serve, shutdown).await;
     controllers.iter().for_each(|c| c.abort());
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `switchyard-cp`: controlplane-lite's server.
 //!
 //! `switchyard-cp --listen ADDR --data-dir DIR [--token-file FILE] [--tls-san IP_OR_DNS ...]
+//! [--max-connections N] [--header-timeout 10s] [--write-timeout 60s]
 //! [--write-kubeconfig PATH] [--advertise-address IP] [--insecure-plain-http]`: serves HTTPS with a CA and certificate
 //! generated into `DIR/pki/` on first start, bearer tokens from a kube-apiserver token file.
 use std::net::SocketAddr;
@@ -64,6 +65,22 @@ struct Cli {
     /// Seconds without a heartbeat before a node is NotReady.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace: u64,
+    /// Connections served at once; further ones wait in the listen backlog until one closes.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Time a client has for its TLS handshake and for each request's headers; an idle
+    /// keep-alive connection is closed after it too (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Time a response may wait for its client to read before the connection is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    write_timeout: Duration,
+    /// Tests only: keep at most this many events in the watch history.
+    #[arg(long, hide = true, default_value_t = switchyard_cp::store::HISTORY)]
+    test_history_events: usize,
+    /// Tests only: sleep this long before every fsync of the log (a slow disk).
+    #[arg(long, hide = true, default_value = "0s", value_parser = parse_duration)]
+    test_fsync_delay: Duration,
 }
 
 fn cidr(flag: &str, s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
@@ -83,18 +100,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let secs = |unit: u64| n.checked_mul(unit).map(Duration::from_secs).ok_or_else(bad);
         rest = &rest[digits..];
         let (unit, len) = [("ms", 2), ("h", 1), ("m", 1), ("s", 1)]
             .into_iter()
             .find(|(u, _)| rest.starts_with(u))
             .ok_or_else(bad)?;
         rest = &rest[len..];
-        total += match unit {
+        let d = match unit {
             "ms" => Duration::from_millis(n),
-            "h" => Duration::from_secs(n * 3600),
-            "m" => Duration::from_secs(n * 60),
-            _ => Duration::from_secs(n),
+            "h" => secs(3600)?,
+            "m" => secs(60)?,
+            _ => secs(1)?,
         };
+        total = total.checked_add(d).ok_or_else(bad)?;
     }
     Ok(total)
 }
@@ -164,6 +183,16 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<anyhow::Result<_>>()?,
         ),
         event_ttl: cli.event_ttl,
+        serve: switchyard_cp::serve::Limits {
+            max_connections: cli.max_connections.max(1),
+            header_timeout: cli.header_timeout,
+            write_timeout: cli.write_timeout,
+        },
+        store: switchyard_cp::store::Limits {
+            fsync_delay: cli.test_fsync_delay,
+            history_events: cli.test_history_events,
+            ..Default::default()
+        },
     };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -1,7 +1,22 @@
 //! The three PATCH flavours kubectl sends: JSON merge patch (RFC 7386), JSON patch (RFC 6902) and
 //! strategic merge patch (merge patch plus lists of objects merged by their patch merge key and
 //! the `$patch` directives).
+//!
+//! Bounds (kube-apiserver's, against CVE-2019-1002100): a JSON patch has at most
+//! [`MAX_JSON_PATCH_OPERATIONS`] operations, its `copy` operations add at most
+//! [`MAX_COPY_BYTES`] in all, and no operation nests the document deeper than [`MAX_DEPTH`]; so a
+//! patched object is never much larger than the object and the patch together.
 use serde_json::{Map, Value};
+
+/// kube-apiserver's `maxJSONPatchOperations`.
+pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// kube-apiserver's `JSONPatchMaxCopyBytes` (its request body limit, 3 MiB): what the `copy`
+/// operations of one patch may add up to, counted as JSON bytes as evanphx/json-patch counts.
+pub const MAX_COPY_BYTES: usize = crate::body::MAX_BODY;
+
+/// How deep a patched document may nest: serde_json's own limit when parsing.
+pub const MAX_DEPTH: usize = 128;
 
 /// Errors applying a patch.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -12,6 +27,30 @@ pub enum PatchError {
     /// A JSON patch `test` failed or a path did not exist.
     #[error("the JSON patch could not be applied: {0}")]
     Failed(String),
+    /// More operations than [`MAX_JSON_PATCH_OPERATIONS`].
+    #[error(
+        "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {0}"
+    )]
+    TooManyOperations(usize),
+}
+
+/// How deeply `v` nests (a scalar is 0, `[]` and `{}` are 1), computed without recursion.
+pub fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(m) => Box::new(m.values()),
+            _ => {
+                deepest = deepest.max(d);
+                continue;
+            }
+        };
+        deepest = deepest.max(d + 1);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
 }
 
 /// RFC 7386 merge patch.
@@ -239,6 +278,13 @@ fn parent_and_last<'a>(
 }
 
 fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), PatchError> {
+    // The new value sits one level below each of the path's tokens.
+    let at = path.matches('/').count();
+    if at.saturating_add(depth(&value)) > MAX_DEPTH {
+        return Err(PatchError::Failed(format!(
+            "adding at {path:?} would nest the object deeper than {MAX_DEPTH} levels"
+        )));
+    }
     let (parent, last) = parent_and_last(doc, path)?;
     match parent {
         Value::Object(m) => {
@@ -280,11 +326,15 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value, PatchError> {
     }
 }
 
-/// RFC 6902 JSON patch.
+/// RFC 6902 JSON patch, within the bounds of the module doc.
 pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), PatchError> {
     let ops = ops
         .as_array()
         .ok_or_else(|| PatchError::Invalid("a JSON patch must be an array of operations".into()))?;
+    if ops.len() > MAX_JSON_PATCH_OPERATIONS {
+        return Err(PatchError::TooManyOperations(ops.len()));
+    }
+    let mut copied = 0usize;
     for op in ops {
         let name = op["op"]
             .as_str()
@@ -313,9 +363,15 @@ pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), PatchError> {
                 let v = if name == "move" {
                     remove(doc, from)?
                 } else {
-                    doc.pointer(from)
-                        .cloned()
-                        .ok_or_else(|| PatchError::Failed(format!("{from:?} does not exist")))?
+                    let v = doc
+                        .pointer(from)
+                        .ok_or_else(|| PatchError::Failed(format!("{from:?} does not exist")))?;
+                    // evanphx/json-patch's words, which kube-apiserver returns (422).
+                    copied = copied.saturating_add(json_len(v));
+                    if copied > MAX_COPY_BYTES {
+                        return Err(PatchError::Failed(format!("Unable to complete the copy, the accumulated size increase of copy is {copied}, exceeding the limit {MAX_COPY_BYTES}")));
+                    }
+                    v.clone()
                 };
                 add(doc, path, v)?;
             }
@@ -325,10 +381,53 @@ pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), PatchError> {
     Ok(())
 }
 
+/// The length of `v` as compact JSON, counted without building the text.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(b.len());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    let _ = serde_json::to_writer(&mut n, v);
+    n.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn chained_copies_that_double_the_object_stop_at_the_copy_limit() {
+        let mut v = json!({"spec": {"a": "x".repeat(1000)}});
+        let ops: Vec<Value> = (0..40)
+            .map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/spec/c{i}")}))
+            .collect();
+        let e = json_patch(&mut v, &Value::Array(ops)).unwrap_err();
+        assert!(e.to_string().contains("exceeding the limit 3145728"), "{e}");
+        assert!(json_len(&v) < 2 * MAX_COPY_BYTES);
+    }
+
+    #[test]
+    fn too_many_operations_and_too_deep_nesting_are_refused() {
+        let ops = Value::Array(vec![json!({"op": "test", "path": "", "value": 1}); 10_001]);
+        assert_eq!(
+            json_patch(&mut json!({}), &ops).unwrap_err().to_string(),
+            "The allowed maximum operations in a JSON patch is 10000, got 10001"
+        );
+        let mut v = json!({"a": {"b": {}}});
+        let copy_root = json!({"op": "copy", "from": "", "path": "/a/b/c"});
+        let ops = Value::Array(vec![copy_root; 100]);
+        let e = json_patch(&mut v, &ops).unwrap_err();
+        assert!(e.to_string().contains("deeper than 128"), "{e}");
+        assert!(depth(&v) <= MAX_DEPTH);
+    }
 
     #[test]
     fn merge_patch_sets_and_removes_keys() {

@@ -339,6 +339,7 @@ fn root(api_version: &str, kind: &str) -> Option<&'static str> {
         ("discovery.k8s.io/v1", "EndpointSlice") => "disc.EndpointSlice",
         ("v1", "Event") => "core.Event",
         ("events.k8s.io/v1", "Event") => "events.Event",
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => "authz.SelfSubjectAccessReview",
         _ => return None,
     })
 }

@@ -201,6 +201,20 @@ impl ApiError {
         Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct})"))
     }
 
+    /// 413 RequestEntityTooLarge, as kube-apiserver words it: `Request entity too large: <why>`.
+    pub fn too_large(why: impl std::fmt::Display) -> Self {
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: {why}"),
+        )
+    }
+
+    /// 504 Timeout, as kube-apiserver words it: `Timeout: <why>`.
+    pub fn timeout(why: impl std::fmt::Display) -> Self {
+        Self::new(504, "Timeout", format!("Timeout: {why}"))
+    }
+
     /// 500 for failures of the server itself (e.g. the disk).
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(500, "InternalError", message.into())

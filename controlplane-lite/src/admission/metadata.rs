@@ -100,7 +100,7 @@ pub(super) fn on_update(res: &Resource, old: &Value, obj: &mut Value) {
     match old.pointer("/metadata/generation").and_then(Value::as_i64) {
         Some(g) if tracks_generation(res) => {
             let bump = i64::from(generation_changes(old, obj));
-            obj["metadata"]["generation"] = json!(g + bump);
+            obj["metadata"]["generation"] = json!(g.saturating_add(bump));
         }
         _ => remove_keys(&mut obj["metadata"], &["generation"]),
     }

@@ -126,7 +126,7 @@ fn admit(
     }
     match res.kind {
         "Service" => services::admit(res, obj, old, store, ranges),
-        "Node" => nodes::admit(obj, store, ranges),
+        "Node" => nodes::admit(res, obj, old, store, ranges),
         "Pod" => pods::admit(res, obj, old),
         "Event" => events::admit(res, obj),
         "Namespace" => {

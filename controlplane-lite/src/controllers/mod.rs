@@ -58,17 +58,17 @@ pub fn spawn_all(store: &Store, settings: &Settings) -> Vec<tokio::task::JoinHan
 /// Waits until a change to a key that `concerns` the caller arrives (or writes were missed), or
 /// `resync` ticks: `true`; `false` once the store is gone.
 pub async fn next_pass(
-    rx: &mut tokio::sync::broadcast::Receiver<crate::store::Event>,
+    rx: &mut crate::store::Subscription,
     resync: &mut tokio::time::Interval,
     concerns: impl Fn(&Key) -> bool,
 ) -> bool {
-    use tokio::sync::broadcast::error::RecvError;
+    use crate::store::RecvError;
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Ok(e) if concerns(&e.key) => return true,
                 Ok(_) => {}
-                Err(RecvError::Lagged(_)) => return true,
+                Err(RecvError::Lagged) => return true,
                 Err(RecvError::Closed) => return false,
             },
             _ = resync.tick() => return true,
@@ -99,7 +99,7 @@ pub fn apply_owned(store: &Store, key: Key, mut want: Value) -> Result<bool, Sto
             if key.resource == "endpointslices" {
                 let g = cur["metadata"]["generation"].as_i64().unwrap_or(1);
                 let bump = crate::admission::generation_changes(&cur, &want);
-                want["metadata"]["generation"] = json!(if bump { g + 1 } else { g });
+                want["metadata"]["generation"] = json!(if bump { g.saturating_add(1) } else { g });
             }
             store.update(key, want, None)?;
         }

@@ -284,7 +284,7 @@ pub async fn run(store: Store) {
         tokio::select! {
             ev = rx.recv() => match ev {
                 Ok(e) if e.key.resource != "pods" && e.key.resource != "nodes" => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Err(crate::store::RecvError::Closed) => return,
                 _ => {}
             },
             _ = tick.tick() => {}

@@ -69,7 +69,7 @@ pub async fn run(store: Store, ttl: Duration) {
                 },
                 Ok(_) => {}
                 // Writes were missed: count every Event as written now rather than lose one early.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                Err(crate::store::RecvError::Lagged) => {
                     let now = clock::now_secs();
                     for e in store.list(RESOURCE, None).0 {
                         let key = Key {
@@ -80,7 +80,7 @@ pub async fn run(store: Store, ttl: Duration) {
                         written.insert(key, now);
                     }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Err(crate::store::RecvError::Closed) => return,
             },
             _ = tick.tick() => sweep(&store, &mut written, clock::now_secs(), ttl.as_secs() as i64),
         }

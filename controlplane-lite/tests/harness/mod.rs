@@ -212,6 +212,38 @@ impl Cp {
         Some(rest.trim_end_matches('/').to_string())
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `method` `path` with the token, `content_type` and `body` sent from a file (bodies of any
+    /// size); (HTTP code, body).
+    pub fn send(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let file = self.dir.join(format!("body-{n}"));
+        std::fs::write(&file, body).expect("body file");
+        let auth = format!("Authorization: Bearer {TOKEN}");
+        let ct = format!("Content-Type: {content_type}");
+        let data = format!("@{}", file.display());
+        let out = self.curl(&[
+            "-X",
+            method,
+            "-H",
+            &auth,
+            "-H",
+            &ct,
+            "--data-binary",
+            &data,
+            "-w",
+            "\n%{http_code}",
+            &format!("{}{path}", self.url),
+        ]);
+        let _ = std::fs::remove_file(&file);
+        let (body, code) = out.stdout.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
     /// The server's log so far (all of its lives).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("cp.log")).unwrap_or_default()
@@ -401,6 +433,11 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Out {
     kubectl_in(kubeconfig, args, None, &[])
 }
 
+/// `kubectl ARGS` with `kubeconfig` and `input` on standard input (for `-f -`).
+pub fn kubectl_stdin_as(kubeconfig: &Path, args: &[&str], input: &str) -> Out {
+    kubectl_in(kubeconfig, args, Some(input), &[])
+}
+
 /// `kubectl ARGS` with `kubeconfig` and a fresh, empty discovery cache.
 pub fn kubectl_cold(kubeconfig: &Path, args: &[&str]) -> Out {
     let cache = kubeconfig.with_file_name("kube-cache-cold");
@@ -475,6 +512,31 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The resident set size of process `pid` in bytes (VmRSS of /proc/PID/status), if it runs.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Runs `f` while sampling the RSS of `pid` every 5 ms; `f`'s result and the largest sample.
+pub fn peak_rss_during<T>(pid: u32, f: impl FnOnce() -> T) -> (T, u64) {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while !flag.load(Ordering::SeqCst) {
+            peak = peak.max(rss_bytes(pid).unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        peak.max(rss_bytes(pid).unwrap_or(0))
+    });
+    let out = f();
+    done.store(true, Ordering::SeqCst);
+    (out, sampler.join().expect("sampler"))
 }
 
 /// Now, as RFC 3339 UTC with seconds (what a kubelet writes in heartbeats).

@@ -331,10 +331,10 @@ pub async fn run(store: Store) {
                     }
                 }
                 Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                Err(crate::store::RecvError::Lagged) => {
                     dirty.extend(store.list("namespaces", None).0.iter().filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string)));
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Err(crate::store::RecvError::Closed) => return,
             },
             _ = resync.tick() => {
                 dirty.extend(store.list("namespaces", None).0.iter().filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string)));

@@ -1,23 +1,55 @@
 //! Watch streams: newline-delimited JSON events (`ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK`,
 //! `ERROR`) flushed one by one, resumable from a resourceVersion, with selector semantics as
 //! kube-apiserver has them (an object that stops matching is reported as `DELETED`).
+//!
+//! Invariant: each watch reads the store's shared history at its own pace into its own
+//! [`outbox`] (at most [`BUFFER_LINES`] lines and [`BUFFER_BYTES`] bytes); a client that leaves
+//! that buffer full for [`STALL_GRACE`] has its watch closed, as does one that falls behind the
+//! history (with a 410 `Expired` event), so a client that stops reading never holds back
+//! writers or other watchers, and every watch ends at its `timeoutSeconds` (1800 s by default,
+//! at most a year).
+pub mod outbox;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::response::Response;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
 
 use crate::api::stream_body;
 use crate::resources::Resource;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
-use crate::store::{Event, EventType, Key, Store};
+use crate::store::{Event, EventType, Key, RecvError, Store, Subscription};
 use crate::table;
+use outbox::{Outbox, Sent};
 
 /// How often bookmarks are sent to watchers that allow them.
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
+
+/// Lines a watch may have waiting for its client.
+pub const BUFFER_LINES: usize = 1024;
+
+/// Bytes a watch may have waiting for its client.
+pub const BUFFER_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a watch waits for its client to make room in a full buffer before closing.
+pub const STALL_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest watch: a larger `timeoutSeconds` counts as this.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The watch's `timeoutSeconds` (1800 s without it, as kube-apiserver's minimum request
+/// timeout; capped at [`MAX_TIMEOUT`]).
+pub fn timeout_of(q: &HashMap<String, String>) -> Duration {
+    q.get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map_or(Duration::from_secs(1800), |s| {
+            Duration::from_secs(s).min(MAX_TIMEOUT)
+        })
+}
 
 struct Filter {
     res: &'static Resource,
@@ -63,7 +95,7 @@ impl Filter {
 }
 
 /// Starts a watch response.
-pub fn serve(
+pub async fn serve(
     store: &Store,
     res: &'static Resource,
     namespace: Option<String>,
@@ -82,11 +114,7 @@ pub fn serve(
     let bookmarks = q
         .get("allowWatchBookmarks")
         .is_some_and(|v| v == "true" || v == "1");
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(1800));
+    let timeout = timeout_of(q);
     let from = q
         .get("resourceVersion")
         .filter(|v| !v.is_empty() && v.as_str() != "0")
@@ -113,7 +141,7 @@ pub fn serve(
     }
     let from = if initial_events { None } else { from };
 
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
+    let (tx, body) = outbox::outbox(BUFFER_LINES, BUFFER_BYTES);
     let mut pending = VecDeque::new();
     let mut matched = HashSet::new();
     let (receiver, start_rv) = match from {
@@ -158,15 +186,13 @@ pub fn serve(
             None => {
                 let status = ApiError::gone(rv).to_status();
                 let line = Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": status})));
-                let _ = tx.try_send(Ok(line));
-                drop(tx);
-                return Ok(stream_body(tokio_stream::wrappers::ReceiverStream::new(rx)));
+                let _ = tx.send(line, Instant::now() + STALL_GRACE).await;
+                return Ok(stream_body(body));
             }
         },
     };
     let state = Pump {
         tx,
-        rx: receiver,
         filter,
         pending,
         matched,
@@ -174,8 +200,8 @@ pub fn serve(
         bookmarks,
         timeout,
     };
-    tokio::spawn(state.run());
-    Ok(stream_body(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    tokio::spawn(state.run(receiver));
+    Ok(stream_body(body))
 }
 
 fn key_of(res: &Resource, o: &Value) -> Key {
@@ -232,8 +258,7 @@ fn translate(filter: &Filter, matched: &mut HashSet<Key>, e: &Event) -> Option<B
 
 /// A running watch: the events it still owes the client and how it follows the store.
 struct Pump {
-    tx: mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
-    rx: broadcast::Receiver<Event>,
+    tx: Outbox,
     filter: Filter,
     pending: VecDeque<Bytes>,
     matched: HashSet<Key>,
@@ -243,64 +268,75 @@ struct Pump {
 }
 
 impl Pump {
-    async fn run(self) {
-        let Pump {
-            tx,
-            mut rx,
-            filter,
-            mut pending,
-            mut matched,
-            mut last_rv,
-            bookmarks,
-            timeout,
-        } = self;
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
+    fn bookmark(&self) -> Bytes {
+        let obj = json!({"kind": self.filter.res.kind, "apiVersion": self.filter.res.api_version(), "metadata": {"resourceVersion": self.last_rv.to_string()}});
+        Bytes::from(format!("{}\n", json!({"type": "BOOKMARK", "object": obj})))
+    }
+
+    /// Queues `line`; `false` when the watch must end (client gone, stalled, or its time up).
+    async fn send(&self, line: Bytes, deadline: Instant) -> bool {
+        let until = deadline.min(Instant::now() + STALL_GRACE);
+        match self.tx.send(line, until).await {
+            Sent::Queued => true,
+            Sent::Gone => false,
+            Sent::Stalled => {
+                if Instant::now() < deadline {
+                    tracing::info!(
+                        resource = self.filter.res.plural,
+                        "closing a watch whose client does not read (its buffer stayed full)"
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    async fn run(mut self, mut rx: Subscription) {
+        let deadline = Instant::now()
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| Instant::now() + MAX_TIMEOUT);
         let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
         bookmark.tick().await;
-        while let Some(line) = pending.pop_front() {
-            if tx.send(Ok(line)).await.is_err() {
+        while let Some(line) = self.pending.pop_front() {
+            if !self.send(line, deadline).await {
                 return;
             }
         }
         loop {
             tokio::select! {
-                _ = &mut deadline => break,
-                _ = bookmark.tick(), if bookmarks => {
-                    let obj = json!({"kind": filter.res.kind, "apiVersion": filter.res.api_version(), "metadata": {"resourceVersion": last_rv.to_string()}});
-                    if tx.send(Ok(Bytes::from(format!("{}\n", json!({"type": "BOOKMARK", "object": obj}))))).await.is_err() {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = self.tx.closed() => return,
+                _ = bookmark.tick(), if self.bookmarks => {
+                    if !self.send(self.bookmark(), deadline).await {
                         return;
                     }
                 }
                 ev = rx.recv() => match ev {
                     Ok(e) => {
-                        if e.rv <= last_rv {
+                        if e.rv <= self.last_rv {
                             continue;
                         }
-                        last_rv = e.rv;
-                        if let Some(line) = translate(&filter, &mut matched, &e) {
-                            if tx.send(Ok(line)).await.is_err() {
+                        self.last_rv = e.rv;
+                        if let Some(line) = translate(&self.filter, &mut self.matched, &e) {
+                            if !self.send(line, deadline).await {
                                 return;
                             }
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Too slow to follow: end with 410 so the client relists.
-                        let status = ApiError::gone(last_rv).to_status();
-                        let _ = tx.send(Ok(Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": status}))))).await;
+                    Err(RecvError::Lagged) => {
+                        // Fell behind the history: end with 410 so the client relists.
+                        let status = ApiError::gone(self.last_rv).to_status();
+                        let line = Bytes::from(format!("{}\n", json!({"type": "ERROR", "object": status})));
+                        let _ = self.send(line, deadline).await;
                         return;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(RecvError::Closed) => return,
                 },
             }
         }
-        if bookmarks {
-            let obj = json!({"kind": filter.res.kind, "apiVersion": filter.res.api_version(), "metadata": {"resourceVersion": last_rv.to_string()}});
-            let _ = tx
-                .send(Ok(Bytes::from(format!(
-                    "{}\n",
-                    json!({"type": "BOOKMARK", "object": obj})
-                ))))
+        if self.bookmarks {
+            let _ = self
+                .send(self.bookmark(), Instant::now() + STALL_GRACE)
                 .await;
         }
     }
