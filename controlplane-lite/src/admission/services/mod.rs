@@ -84,6 +84,7 @@ pub(super) fn admit(
         ranges,
         &mut causes,
     )?;
+    ports::health_check_port(spec, &ty, old_spec, &taken.node_ports, ranges, &mut causes)?;
     cluster_ip::assign(spec, &ty, old_spec, &taken.ips, ranges, &mut causes)?;
     if causes.is_empty() && (old.is_none() || obj.get("status").is_none()) {
         obj["status"] = json!({"loadBalancer": {}});
@@ -119,9 +120,14 @@ impl Taken {
             let ip: Option<Ipv4Addr> = ip.and_then(|s| s.parse().ok());
             taken.ips.extend(ip);
             let ports = svc.pointer("/spec/ports").and_then(Value::as_array);
-            for p in ports.into_iter().flatten() {
-                let np = p.get("nodePort").and_then(Value::as_u64);
-                let np: Option<u16> = np.and_then(|n| n.try_into().ok());
+            let health = svc.pointer("/spec/healthCheckNodePort");
+            for np in ports
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.get("nodePort"))
+                .chain(health)
+            {
+                let np: Option<u16> = np.as_u64().and_then(|n| n.try_into().ok());
                 taken.node_ports.extend(np);
             }
         }
@@ -259,6 +265,30 @@ mod tests {
             err.message.contains("provided IP is already allocated"),
             "{}",
             err.message
+        );
+    }
+
+    #[test]
+    fn a_local_load_balancer_gets_a_health_check_port_that_is_released_with_the_policy() {
+        let s = Store::in_memory();
+        let lb = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]}});
+        let a = create(&s, "services", lb).unwrap();
+        let hc = a["spec"]["healthCheckNodePort"]
+            .as_u64()
+            .expect("allocated");
+        assert!((30000..=32767).contains(&hc));
+        assert_ne!(Some(hc), a["spec"]["ports"][0]["nodePort"].as_u64());
+        let clash = json!({"metadata": {"name": "b"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": hc}]}});
+        let err = create(&s, "services", clash).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("provided port is already allocated"),
+            "{err:?}"
+        );
+        let misplaced = json!({"metadata": {"name": "c"}, "spec": {"type": "NodePort", "healthCheckNodePort": 31999, "ports": [{"port": 80}]}});
+        let err = create(&s, "services", misplaced).unwrap_err();
+        assert!(
+            format!("{err:?}").contains("healthCheckNodePort"),
+            "{err:?}"
         );
     }
 

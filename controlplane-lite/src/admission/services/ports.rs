@@ -69,6 +69,59 @@ pub(super) fn admit(
     Ok(())
 }
 
+/// `spec.healthCheckNodePort` of a Service of type `ty`: a `LoadBalancer` with
+/// `externalTrafficPolicy: Local` gets one (the requested one if free, else a free one from the
+/// node port range, never one of its own node ports), as kube-apiserver allocates it; elsewhere
+/// one the client left unchanged from `old_spec` is released, one it sets is refused.
+pub(super) fn health_check_port(
+    spec: &mut Value,
+    ty: &str,
+    old_spec: Option<&Value>,
+    taken: &BTreeSet<u16>,
+    ranges: &Ranges,
+    causes: &mut Vec<Cause>,
+) -> Result<(), ApiError> {
+    const FIELD: &str = "spec.healthCheckNodePort";
+    let wanted = ty == "LoadBalancer"
+        && spec.get("externalTrafficPolicy").and_then(Value::as_str) == Some("Local");
+    let requested = spec.get(FIELD_NAME).filter(|v| !v.is_null()).cloned();
+    if !wanted {
+        match requested {
+            Some(v) if old_spec.and_then(|o| o.get(FIELD_NAME)) == Some(&v) => {
+                if let Some(m) = spec.as_object_mut() {
+                    m.remove(FIELD_NAME);
+                }
+            }
+            Some(v) if v.as_i64() != Some(0) => causes.push(Cause::invalid(
+                FIELD,
+                v,
+                "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
+            )),
+            _ => {}
+        }
+        return Ok(());
+    }
+    let own: BTreeSet<u16> = spec["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("nodePort")?.as_u64()?.try_into().ok())
+        .collect();
+    let taken: BTreeSet<u16> = taken.union(&own).copied().collect();
+    let mut allocator = NodePorts {
+        range: ranges.node_ports,
+        taken: &taken,
+        claimed: BTreeSet::new(),
+    };
+    let mut port = json!({"nodePort": requested});
+    allocator.assign(&mut port, FIELD.to_string(), causes)?;
+    spec[FIELD_NAME] = port["nodePort"].clone();
+    Ok(())
+}
+
+/// The key of [`health_check_port`]'s field.
+const FIELD_NAME: &str = "healthCheckNodePort";
+
 /// Checks a port's name: required with `many` ports, a DNS-1123 label, not in `names` yet.
 fn name(p: &Value, many: bool, names: &mut BTreeSet<String>, field: String, c: &mut Vec<Cause>) {
     let name = str_field(p, "name");
