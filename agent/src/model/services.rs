@@ -387,10 +387,16 @@ pub fn service_notes(svc: &Service) -> Vec<String> {
             ));
         }
     }
-    let cluster_ip = spec.cluster_ip.as_deref().unwrap_or("");
-    if !cluster_ip.is_empty() && cluster_ip != "None" && cluster_ip.parse::<Ipv4Addr>().is_err() {
+    let cluster_ips = spec.cluster_ips.iter().flatten().chain(spec.cluster_ip.as_ref());
+    let mut v6 = BTreeSet::new();
+    for ip in cluster_ips {
+        if ip != "None" && !ip.is_empty() && ip.parse::<Ipv4Addr>().is_err() {
+            v6.insert(ip.clone());
+        }
+    }
+    for ip in v6 {
         notes.push(format!(
-            "clusterIP {cluster_ip} is not IPv4; switchyard serves IPv4 only"
+            "clusterIP {ip} is not IPv4; switchyard serves IPv4 only (the Service's IPv4 address, if any, works)"
         ));
     }
     for ip in spec.external_ips.iter().flatten() {
