@@ -20,6 +20,7 @@ mod datapath;
 mod iperf;
 mod kproxy;
 mod load;
+mod maglev;
 mod plan;
 mod plot;
 mod progress;

@@ -117,7 +117,18 @@ pub fn run(quick: bool, out: &Path) -> Result<Report> {
     for ns in [workload::CLIENT_NS, switchyard_lab::topology::EXT] {
         load::tune_client(ns).with_context(|| format!("tuning the client namespace {ns}"))?;
     }
-    check_routes(&workload, &[Via::Direct, Via::ClusterIp, Via::NodePort])?;
+    // The node's own namespace only reuses TIME_WAIT ports: its port range stays below the
+    // masquerade range.
+    switchyard_lab::netns::sysctl(workload::HOST_NS, &["net.ipv4.tcp_tw_reuse=1"])
+        .context("tuning the node namespace")?;
+    let switchyard_vias = [
+        Via::Direct,
+        Via::ClusterIp,
+        Via::NodePort,
+        Via::HostDirect,
+        Via::HostClusterIp,
+    ];
+    check_routes(&workload, &switchyard_vias)?;
     let base_frontends = agent
         .syncs_after(0)
         .last()
@@ -125,8 +136,9 @@ pub fn run(quick: bool, out: &Path) -> Result<Report> {
         .context("the n1 agent logged no services sync")?;
     let mut scenarios = datapath::scenarios();
     scenarios.push(control::scenario());
+    scenarios.push(crate::maglev::scenario());
     scenarios.extend(scale::scenarios());
-    let steps = datapath::steps(3, &plan) + datapath::steps(5, &plan) + 1 + scale::steps(&plan);
+    let steps = datapath::steps(5, &plan) + datapath::steps(5, &plan) + 1 + scale::steps(&plan);
     let mut ctx = Ctx {
         plan: plan.clone(),
         lab,
@@ -145,6 +157,8 @@ pub fn run(quick: bool, out: &Path) -> Result<Report> {
         ("direct", Via::Direct),
         ("switchyard-clusterip", Via::ClusterIp),
         ("switchyard-nodeport", Via::NodePort),
+        ("host-direct", Via::HostDirect),
+        ("switchyard-host-clusterip", Via::HostClusterIp),
     ];
     let mut warnings = Vec::new();
     datapath::measure(

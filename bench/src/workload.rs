@@ -10,6 +10,9 @@ use switchyard_lab::{topology, Lab, LabError};
 
 use crate::kproxy::{Svc, SvcPort};
 
+/// The namespace of node 1, where host clients (`hostNetwork` pods, node daemons) run.
+pub const HOST_NS: &str = "sy-n1";
+
 /// Port of the echo server.
 pub const RR_PORT: u16 = 9000;
 /// Port of iperf3.
@@ -172,6 +175,10 @@ pub enum Via {
     ClusterIp,
     /// Node 1's NodePort from `sy-ext`.
     NodePort,
+    /// The pod IP from node 1's own namespace (the limit for clients on the node).
+    HostDirect,
+    /// The ClusterIP from node 1's own namespace (socket load balancing).
+    HostClusterIp,
 }
 
 impl Backend {
@@ -192,6 +199,16 @@ impl Backend {
                 topology::EXT,
                 SocketAddr::from((node1(), self.np_rr)),
                 SocketAddr::from((node1(), self.np_iperf)),
+            ),
+            Via::HostDirect => (
+                HOST_NS,
+                SocketAddr::from((self.pod_ip, RR_PORT)),
+                SocketAddr::from((self.pod_ip, IPERF_PORT)),
+            ),
+            Via::HostClusterIp => (
+                HOST_NS,
+                SocketAddr::from((self.cluster_ip, RR_PORT)),
+                SocketAddr::from((self.cluster_ip, IPERF_PORT)),
             ),
         }
     }

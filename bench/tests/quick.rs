@@ -8,10 +8,12 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const DATA_PATH_MODES: [&str; 8] = [
+const DATA_PATH_MODES: [&str; 10] = [
     "direct",
     "switchyard-clusterip",
     "switchyard-nodeport",
+    "host-direct",
+    "switchyard-host-clusterip",
     "direct-kernel",
     "iptables-clusterip",
     "iptables-nodeport",
