@@ -83,7 +83,9 @@ pub fn kernel_overlay(lab: &Lab) -> Result<(), LabError> {
             "8473",
             "nolearning",
         ])?;
-        ip(&["link", "set", "flannel.1", "mtu", "1460", "up"])?;
+        // As flannel: the underlay's MTU minus VXLAN's 50 bytes (what the pods already have).
+        let mtu = topology::UNDERLAY_MTU.parse::<u32>().unwrap_or(1500) - 50;
+        ip(&["link", "set", "flannel.1", "mtu", &mtu.to_string(), "up"])?;
         ip(&[
             "addr",
             "add",
