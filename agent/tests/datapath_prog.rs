@@ -304,12 +304,13 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
     assert_eq!(out, other);
 }
 
-/// NodePort SNAT for a backend on another node keeps the client's port when the reply tuple is
-/// free, takes a port of the SNAT range when it is not, and hands a reply tuple whose flow is
+/// NodePort SNAT for a backend on another node keeps the client's port when it lies in the SNAT
+/// range and the reply tuple is free, takes a port of the SNAT range when it is not (or when the
+/// client's port is one the node's own sockets may use), and hands a reply tuple whose flow is
 /// over (reset, quiet past the timeout) to the next flow instead of running out of ports.
 #[test]
 #[ignore = "needs root and bpffs: run with cargo xtask test"]
-fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
+fn nodeport_snat_keeps_a_client_port_of_its_range_and_reclaims_finished_flows() {
     use aya::maps::HashMap;
     use switchyard_abi::{
         NatEntry, NatKey, NodeConfig, CT_DIR_FORWARD, CT_DIR_REPLY, NAT_FLAG_RST,
@@ -365,7 +366,7 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
     let syn_from = |client: Ipv4Addr| {
         let (_, out) = run(
             prog,
-            &packet((client, 40000), (NODE, 31002), proto::TCP, true),
+            &packet((client, 62000), (NODE, 31002), proto::TCP, true),
         );
         assert_eq!((addr(&out, 30), port(&out, 36)), (REMOTE, 8080), "DNAT");
         assert_eq!(addr(&out, 26), ROUTER, "SNAT to the router address");
@@ -374,16 +375,30 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
     };
 
     let first = Ipv4Addr::new(198, 18, 0, 100);
-    assert_eq!(syn_from(first), 40000, "the client's own port is kept");
+    assert_eq!(syn_from(first), 62000, "the client's own port is kept");
     assert_eq!(
         syn_from(first),
-        40000,
+        62000,
         "a retransmitted SYN keeps its translation"
     );
     let second = syn_from(Ipv4Addr::new(198, 18, 0, 101));
     assert!(
-        second >= switchyard_abi::SNAT_PORT_MIN,
-        "port 40000 is taken: another one from the SNAT range, got {second}"
+        second >= switchyard_abi::SNAT_PORT_MIN && second != 62000,
+        "port 62000 is taken: another one from the SNAT range, got {second}"
+    );
+    let (_, out) = run(
+        prog,
+        &packet(
+            (Ipv4Addr::new(198, 18, 0, 103), 40000),
+            (NODE, 31002),
+            proto::TCP,
+            true,
+        ),
+    );
+    assert!(
+        port(&out, 34) >= switchyard_abi::SNAT_PORT_MIN,
+        "a port of the node's own range is never kept: got {}",
+        port(&out, 34)
     );
 
     // The first flow was reset long ago: its reply tuple goes to the next client.
@@ -398,7 +413,7 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
         saddr: addr_be(REMOTE),
         daddr: addr_be(ROUTER),
         sport: port_be(8080),
-        dport: port_be(40000),
+        dport: port_be(62000),
         proto: proto::TCP,
         dir: CT_DIR_REPLY,
         pad: [0; 2],
@@ -406,7 +421,7 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
     let forward = NatKey {
         saddr: addr_be(first),
         daddr: addr_be(REMOTE),
-        sport: port_be(40000),
+        sport: port_be(62000),
         dport: port_be(8080),
         proto: proto::TCP,
         dir: CT_DIR_FORWARD,
@@ -422,11 +437,11 @@ fn nodeport_snat_keeps_the_client_port_and_reclaims_finished_flows() {
     let prog = classifier(&loaded, switchyard_abi::programs::FROM_NETDEV);
     let (_, out) = run(
         prog,
-        &packet((third, 40000), (NODE, 31002), proto::TCP, true),
+        &packet((third, 62000), (NODE, 31002), proto::TCP, true),
     );
     assert_eq!(
         (addr(&out, 26), port(&out, 34)),
-        (ROUTER, 40000),
+        (ROUTER, 62000),
         "the finished flow's port is reused"
     );
     let nat: HashMap<_, NatKey, NatEntry> =

@@ -387,7 +387,11 @@ pub fn service_notes(svc: &Service) -> Vec<String> {
             ));
         }
     }
-    let cluster_ips = spec.cluster_ips.iter().flatten().chain(spec.cluster_ip.as_ref());
+    let cluster_ips = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.as_ref());
     let mut v6 = BTreeSet::new();
     for ip in cluster_ips {
         if ip != "None" && !ip.is_empty() && ip.parse::<Ipv4Addr>().is_err() {

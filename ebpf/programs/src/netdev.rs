@@ -139,7 +139,7 @@ fn frontend(
         ..*flow
     };
     let router = overlay::router_addr(cfg);
-    let to = snat::translate(&dnat, router, true, flow.tcp_flags(ctx))
+    let to = snat::translate(&dnat, router, snat::may_keep(flow), flow.tcp_flags(ctx))
         .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
     nat::rewrite(ctx, &dnat, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
     overlay::encap(ctx, backend.addr).ok_or(stat::DROP_NO_ROUTE)

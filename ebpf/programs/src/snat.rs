@@ -2,9 +2,10 @@
 //! (original tuple → translated source) and a reply entry (reply tuple → original source).
 //!
 //! A new flow's translated port is claimed atomically with `BPF_NOEXIST` on the reply entry, so
-//! two live flows never share a translated tuple. NodePort SNAT first tries to keep the client's
-//! own port (as netfilter does), masquerade takes ports from `SNAT_PORT_MIN..=SNAT_PORT_MAX`
-//! (outside the node's own ephemeral range) at random. Every packet refreshes its entry and
+//! two live flows never share a translated tuple. Callers may ask to keep the client's own port
+//! first (as netfilter does) where that cannot clash with the node's own sockets; otherwise
+//! ports come from `SNAT_PORT_MIN..=SNAT_PORT_MAX` (outside the node's own ephemeral range) at
+//! random. Every packet refreshes its entry and
 //! records a FIN or RST, so a reply tuple whose flow is over — closed and quiet for netfilter's
 //! timeouts, idle for longer, or whose forward entry is gone — is handed to a new flow instead
 //! of exhausting the port range. A TCP SYN reuses a remembered translation only while its reply
@@ -84,6 +85,15 @@ pub fn translate(flow: &Flow, to_addr: u32, keep_port: bool, tcp: u8) -> Option<
     let to = allocate(flow, to_addr, keep_port)?;
     stats::inc(stat::SNAT_NEW);
     Some(to)
+}
+
+/// Whether NodePort SNAT to the router address may keep `flow`'s source port: only when it lies
+/// in the SNAT range. The router address is also the source of the node's own connections to
+/// other nodes' pods, whose ports come from below that range; keeping one of those could make a
+/// NodePort flow and a node connection share a reply tuple.
+#[inline(always)]
+pub fn may_keep(flow: &Flow) -> bool {
+    (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&u16::from_be(flow.sport))
 }
 
 /// Whether the reply tuple of `flow` translated to `to` still leads back to `flow`'s source.
