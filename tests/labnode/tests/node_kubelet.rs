@@ -19,10 +19,14 @@ use switchyard_lab::netns::{self, Scratch};
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard-labnode");
 const NODE: &str = "sy-t-node-k";
 const POD_NS: &str = "sy-t-node";
+/// The node's address (`--node-ip`), put on the node namespace's loopback so that
+/// `hostNetwork` pods listen on it.
+const NODE_IP: &str = "198.18.0.250";
 
-/// Removes what the test's node leaves behind, also on failure: processes still running in
-/// pod namespaces of the test and those namespaces (the node namespace and state directory are
-/// the [`Scratch`]'s).
+/// Removes what the test's node leaves behind, also on failure: the process groups of every pod
+/// the kubelet recorded (`hostNetwork` pods included), processes still running in pod namespaces
+/// of the test and those namespaces (the node namespace and state directory are the
+/// [`Scratch`]'s).
 struct Cleanup;
 
 impl Drop for Cleanup {
@@ -33,6 +37,14 @@ impl Drop for Cleanup {
                 "--- kubelet log ---\n{}",
                 std::fs::read_to_string(log).unwrap_or_default()
             );
+        }
+        for (pid, ticks) in recorded_processes() {
+            if switchyard_labnode::kubelet::process::start_ticks_of(pid) == Some(ticks) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
         for pod in ["echo", "orphan", "quits"] {
             let ns = paths::pod_netns(POD_NS, pod);
@@ -93,7 +105,7 @@ impl Kubelet {
                     "--node",
                     NODE,
                     "--node-ip",
-                    "198.18.0.250",
+                    NODE_IP,
                     "--heartbeat-seconds",
                     "1",
                 ])
@@ -181,13 +193,29 @@ fn curl_in(ns: &str, url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-fn pod_pids(container_id_prefix: &str) -> Vec<i32> {
+/// The kubelet's pod records.
+fn records() -> Vec<Value> {
     let dir = paths::state_dir(NODE).join("kubelet");
     let Ok(rd) = std::fs::read_dir(dir) else {
         return vec![];
     };
     rd.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
         .filter_map(|raw| serde_json::from_slice::<Value>(&raw).ok())
+        .collect()
+}
+
+/// Pid and start time of every container process the kubelet recorded.
+fn recorded_processes() -> Vec<(i32, u64)> {
+    records()
+        .iter()
+        .flat_map(|rec| rec["containers"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| Some((c["pid"].as_i64()? as i32, c["start_ticks"].as_u64()?)))
+        .collect()
+}
+
+fn pod_pids(container_id_prefix: &str) -> Vec<i32> {
+    records()
+        .into_iter()
         .filter(|rec| {
             rec["container_id"]
                 .as_str()
@@ -228,6 +256,16 @@ fn kubelet_runs_reports_adopts_and_deletes_a_pod() {
     })
     .unwrap()
     .unwrap();
+    netns::sh(&[
+        "ip",
+        "-n",
+        NODE,
+        "addr",
+        "add",
+        &format!("{NODE_IP}/32"),
+        "dev",
+        "lo",
+    ]);
     let cni_plugin = switchyard_lab::bins::cargo_bin("switchyard").expect("the CNI plugin");
     // The kubelet reaches the API server on the node namespace's loopback, so the server and the
     // test's client run on a runtime whose threads are in that namespace.
@@ -294,7 +332,7 @@ async fn scenario(cni_plugin: PathBuf) {
     assert_eq!(condition(&node, "Ready").as_deref(), Some("True"));
     let addrs = node["status"]["addresses"].as_array().unwrap();
     assert!(
-        addrs.contains(&json!({"type": "InternalIP", "address": "198.18.0.250"})),
+        addrs.contains(&json!({"type": "InternalIP", "address": NODE_IP})),
         "{node}"
     );
     assert_eq!(
@@ -335,7 +373,7 @@ async fn scenario(cni_plugin: PathBuf) {
     );
     let ip: Ipv4Addr = pod["status"]["podIP"].as_str().unwrap().parse().unwrap();
     assert_eq!(pod["status"]["podIPs"][0]["ip"], ip.to_string());
-    assert_eq!(pod["status"]["hostIP"], "198.18.0.250");
+    assert_eq!(pod["status"]["hostIP"], NODE_IP);
     assert!(pod["status"]["startTime"].is_string());
     let cs = &pod["status"]["containerStatuses"][0];
     assert_eq!(
@@ -428,6 +466,8 @@ async fn scenario(cni_plugin: PathBuf) {
     );
     assert!(pod_pids(&container_id).is_empty(), "kubelet record removed");
 
+    host_network_pod(&api).await;
+
     // A pod deleted while the kubelet is down is cleaned up when it comes back; a container
     // that exits ends its pod.
     let orphan_uid = api
@@ -488,4 +528,69 @@ fn pod_spec(name: &str, command: &[&str]) -> Value {
             "containers": [{"name": "main", "image": "switchyard", "command": command}]
         }
     })
+}
+
+/// A `hostNetwork` pod: no namespace and no CNI, the node's address as podIP and hostIP, Ready
+/// without the agent's marker once its readiness probe (on the node address) passes, its
+/// process in the node's namespace serving on the node address, stopped on deletion.
+async fn host_network_pod(api: &Cluster) {
+    let uid = api
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "hostnet", "namespace": POD_NS},
+            "spec": {
+                "nodeName": NODE,
+                "hostNetwork": true,
+                "terminationGracePeriodSeconds": 2,
+                "containers": [{
+                    "name": "echo", "image": "switchyard",
+                    "command": ["switchyard-labnode", "echo", "--port", "8081"],
+                    "ports": [{"name": "echo", "containerPort": 8081}],
+                    "readinessProbe": {"tcpSocket": {"port": "echo"}, "periodSeconds": 1}
+                }]
+            }
+        }))
+        .await;
+    let pod = wait_for("hostNetwork pod ready", 30, async || {
+        api.pod("hostnet")
+            .await
+            .filter(|p| condition(p, "Ready").as_deref() == Some("True"))
+    })
+    .await;
+    assert_eq!(pod["status"]["podIP"], NODE_IP, "{pod}");
+    assert_eq!(pod["status"]["podIPs"], json!([{"ip": NODE_IP}]));
+    assert_eq!(pod["status"]["hostIP"], NODE_IP);
+    assert!(
+        !netns::path(&paths::pod_netns(POD_NS, "hostnet")).exists(),
+        "no pod namespace"
+    );
+    let id = container_id_of("hostnet", &uid);
+    assert!(
+        !paths::endpoints_dir(NODE)
+            .join(format!("{id}.json"))
+            .exists(),
+        "no CNI ADD"
+    );
+    let pids = pod_pids(&id);
+    assert_eq!(pids.len(), 1);
+    let node_ns = std::fs::metadata(netns::path(NODE)).unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/ns/net", pids[0]))
+            .unwrap()
+            .to_string_lossy(),
+        format!("net:[{}]", std::os::unix::fs::MetadataExt::ino(&node_ns)),
+        "the container runs in the node's network namespace"
+    );
+    let body = curl_in(NODE, &format!("http://{NODE_IP}:8081/")).unwrap_or_default();
+    assert!(
+        body.starts_with(&format!("pod=hostnet peer={NODE_IP}:")),
+        "the pod answers on the node address: {body:?}"
+    );
+    api.delete_pod("hostnet", 2).await;
+    wait_for("hostNetwork pod deleted", 20, async || {
+        api.pod("hostnet").await.is_none().then_some(())
+    })
+    .await;
+    assert!(!alive(pids[0]), "the process was stopped");
+    assert!(pod_pids(&id).is_empty(), "kubelet record removed");
 }

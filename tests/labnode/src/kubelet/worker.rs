@@ -279,6 +279,9 @@ impl Worker {
                 .containers
                 .iter()
                 .all(|c| c.pid.is_some() || c.error.is_some());
+        // A pod known only from its record (deleted while the kubelet was down) has no spec:
+        // the record says whether it had a namespace of its own.
+        self.host_network = rec.netns.is_empty();
         self.rec = rec;
         self.procs = self.rec.containers.iter().map(|_| None).collect();
         self.probe_ok = vec![false; self.rec.containers.len()];
