@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use serde_json::{json, Value};
 use switchyard::paths;
@@ -46,7 +46,7 @@ impl Drop for Cleanup {
                 );
             }
         }
-        for pod in ["echo", "orphan", "quits"] {
+        for pod in ["echo", "orphan", "quits", "envs", "nolinks"] {
             let ns = paths::pod_netns(POD_NS, pod);
             if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
                 for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
@@ -126,6 +126,7 @@ impl Kubelet {
 struct Cluster {
     nodes: Api<DynamicObject>,
     pods: Api<DynamicObject>,
+    services: Api<DynamicObject>,
 }
 
 fn json_of(obj: DynamicObject) -> Value {
@@ -312,7 +313,8 @@ async fn scenario(cni_plugin: PathBuf) {
         .expect("create namespace");
     let api = Cluster {
         nodes: Api::all_with(client.clone(), &ApiResource::erase::<Node>(&())),
-        pods: Api::namespaced_with(client, POD_NS, &ApiResource::erase::<Pod>(&())),
+        pods: Api::namespaced_with(client.clone(), POD_NS, &ApiResource::erase::<Pod>(&())),
+        services: Api::namespaced_with(client, POD_NS, &ApiResource::erase::<Service>(&())),
     };
     let log = dir.join("kubelet.log");
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -467,6 +469,7 @@ async fn scenario(cni_plugin: PathBuf) {
     assert!(pod_pids(&container_id).is_empty(), "kubelet record removed");
 
     host_network_pod(&api).await;
+    service_variables(&api).await;
 
     // A pod deleted while the kubelet is down is cleaned up when it comes back; a container
     // that exits ends its pod.
@@ -593,4 +596,84 @@ async fn host_network_pod(api: &Cluster) {
     .await;
     assert!(!alive(pids[0]), "the process was stopped");
     assert!(pod_pids(&id).is_empty(), "kubelet record removed");
+}
+
+/// The environment a pod's command saw (it runs `env`), once the pod has finished.
+async fn env_of(api: &Cluster, name: &str) -> Vec<String> {
+    let pod = wait_for(&format!("pod {name} to finish"), 30, async || {
+        api.pod(name)
+            .await
+            .filter(|p| p["status"]["phase"] == "Succeeded" || p["status"]["phase"] == "Failed")
+    })
+    .await;
+    assert_eq!(pod["status"]["phase"], "Succeeded", "{pod}");
+    let log = paths::state_dir(NODE)
+        .join("logs")
+        .join(format!("{POD_NS}_{name}_main.log"));
+    std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Service variables: `default/kubernetes` always; the Services of the pod's namespace unless
+/// `enableServiceLinks: false`; the container's own `env` wins.
+async fn service_variables(api: &Cluster) {
+    let svc: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "my-web", "namespace": POD_NS},
+        "spec": {"selector": {"app": "none"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap();
+    let svc = api
+        .services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create service");
+    let ip = json_of(svc)["spec"]["clusterIP"]
+        .as_str()
+        .expect("a ClusterIP")
+        .to_string();
+    let mut envs = pod_spec("envs", &["env"]);
+    envs["spec"]["containers"][0]["env"] =
+        json!([{"name": "MY_WEB_SERVICE_PORT", "value": "8080"}]);
+    api.create_pod(envs).await;
+    let mut nolinks = pod_spec("nolinks", &["env"]);
+    nolinks["spec"]["enableServiceLinks"] = json!(false);
+    api.create_pod(nolinks).await;
+
+    let env = env_of(api, "envs").await;
+    for var in [
+        "KUBERNETES_SERVICE_HOST=10.96.0.1",
+        "KUBERNETES_SERVICE_PORT=443",
+        "KUBERNETES_SERVICE_PORT_HTTPS=443",
+        "KUBERNETES_PORT=tcp://10.96.0.1:443",
+        "KUBERNETES_PORT_443_TCP=tcp://10.96.0.1:443",
+        "KUBERNETES_PORT_443_TCP_PROTO=tcp",
+        "KUBERNETES_PORT_443_TCP_PORT=443",
+        "KUBERNETES_PORT_443_TCP_ADDR=10.96.0.1",
+        &format!("MY_WEB_SERVICE_HOST={ip}"),
+        "MY_WEB_SERVICE_PORT=8080",
+        "MY_WEB_SERVICE_PORT_HTTP=80",
+        &format!("MY_WEB_PORT_80_TCP_ADDR={ip}"),
+        &format!("POD_NAMESPACE={POD_NS}"),
+    ] {
+        assert!(env.iter().any(|l| l == var), "{var} missing from {env:#?}");
+    }
+    let env = env_of(api, "nolinks").await;
+    assert!(env.iter().any(|l| l == "KUBERNETES_SERVICE_HOST=10.96.0.1"));
+    assert!(
+        !env.iter().any(|l| l.starts_with("MY_WEB_")),
+        "no links: {env:#?}"
+    );
+    for name in ["envs", "nolinks"] {
+        api.delete_pod(name, 0).await;
+    }
+    for name in ["envs", "nolinks"] {
+        wait_for(&format!("pod {name} deleted"), 20, async || {
+            api.pod(name).await.is_none().then_some(())
+        })
+        .await;
+    }
 }

@@ -6,7 +6,8 @@
 //! 2. waits for the control plane to assign `spec.podCIDR`;
 //! 3. watches the pods bound to the node ([`pods`]); for each one a [`worker`] creates the pod
 //!    namespace, runs the CNI plugin (the `switchyard` executable beside this one: [`cni_exec`]),
-//!    starts the containers' commands inside the namespace ([`process`]), and reports status
+//!    starts the containers' commands inside the namespace ([`process`]) with the Service
+//!    variables of the Services that exist then ([`envvars`]), and reports status
 //!    ([`status`]): Ready only once the agent marked the pod's veth as attached. A `hostNetwork`
 //!    pod skips the namespace, CNI and the marker: its containers run in the kubelet's own
 //!    network namespace (the node's) and its podIP is the node's InternalIP;
@@ -18,6 +19,7 @@
 //! (`restartPolicy`), image pulling (commands run from the host filesystem), volumes, exec probes.
 mod api;
 pub mod cni_exec;
+pub mod envvars;
 mod error;
 pub mod netns;
 pub mod node;
@@ -31,8 +33,11 @@ pub mod worker;
 pub use error::Error;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::Node;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -79,6 +84,24 @@ pub struct Ctx {
     /// Directory of the `switchyard-labnode` (and `switchyard`) executables, first on the
     /// containers' `PATH`.
     pub exe_dir: PathBuf,
+    /// Every Service of the cluster, for the containers' Service variables ([`envvars`]).
+    pub services: Store<Service>,
+}
+
+/// Keeps `services` equal to the cluster's Services until dropped (a watch, relisting after
+/// errors).
+fn watch_services(client: kube::Client) -> (Store<Service>, tokio::task::JoinHandle<()>) {
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<Service>::all(client), watcher::Config::default()).default_backoff(),
+    );
+    let task = tokio::spawn(stream.for_each(|ev| async move {
+        if let Err(e) = ev {
+            tracing::warn!(error = %e, "service watch failed; retrying");
+        }
+    }));
+    (store, task)
 }
 
 /// Runs the node runtime until SIGTERM/SIGINT; pods keep running after it exits.
@@ -126,15 +149,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .first_host()
             .with_context(|| format!("podCIDR {subnet} is too small for pods"))?;
         let conf = cni_exec::network_config(&opts.node, subnet, gateway);
+        let (services, service_watch) = watch_services(client.clone());
         let ctx = Arc::new(Ctx {
             client: client.clone(),
             node: opts.node.clone(),
             node_ip: opts.node_ip,
             cni: cni_exec::CniRunner::new(cni_plugin, conf),
             exe_dir,
+            services,
         });
         let result = pods::Manager::new(ctx).run().await;
         heartbeat.abort();
+        service_watch.abort();
         result?;
         anyhow::Ok(())
     };

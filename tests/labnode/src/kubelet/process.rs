@@ -36,15 +36,18 @@ pub struct PodContext<'a> {
     pub node: &'a str,
     /// Directory of the `switchyard-labnode` executable, put first on `PATH`.
     pub exe_dir: &'a Path,
+    /// The Service variables of the pod ([`super::envvars::service_env`]).
+    pub service_env: &'a [(String, String)],
 }
 
 /// Default `PATH` after the executable's directory.
 const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Works out how to start `container`: its argv (images are not pulled, so `command` is
-/// required), and its environment: the container's `env` (plain values and the common
-/// `fieldRef`s), plus `HOSTNAME`, `POD_NAME`, `POD_NAMESPACE`, `POD_IP` and a `PATH` that
-/// starts with the directory of the `switchyard-labnode` executable.
+/// required), and its environment, later entries winning: a `PATH` that starts with the
+/// directory of the `switchyard-labnode` executable, `HOSTNAME`, `POD_NAME`, `POD_NAMESPACE`,
+/// `POD_IP`, `NODE_NAME`; the Service variables; the container's `env` (plain values, with
+/// `$(VAR)` references to variables defined before expanded, and the common `fieldRef`s).
 pub fn launch(container: &Container, ctx: &PodContext<'_>) -> Result<Launch, String> {
     let meta = &ctx.pod.metadata;
     let name = meta.name.clone().unwrap_or_default();
@@ -69,9 +72,13 @@ pub fn launch(container: &Container, ctx: &PodContext<'_>) -> Result<Launch, Str
         ("POD_IP".into(), ctx.pod_ip.to_string()),
         ("NODE_NAME".into(), ctx.node.to_string()),
     ];
+    for (k, v) in ctx.service_env {
+        env.retain(|(n, _)| n != k);
+        env.push((k.clone(), v.clone()));
+    }
     for var in container.env.clone().unwrap_or_default() {
         let value = match (&var.value, &var.value_from) {
-            (Some(v), _) => v.clone(),
+            (Some(v), _) => expand(v, &env),
             (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
                 Some("metadata.name") => name.clone(),
                 Some("metadata.namespace") => namespace.clone(),
@@ -315,6 +322,7 @@ mod tests {
             host_ip: Ipv4Addr::new(198, 18, 0, 11),
             node: "n1",
             exe_dir: Path::new("/opt/sy/bin"),
+            service_env: &[],
         }
     }
 
@@ -361,6 +369,50 @@ mod tests {
         assert_eq!(get(&l, "MY_IP"), Some("10.244.1.5"));
         assert!(get(&l, "PATH").unwrap().starts_with("/opt/sy/bin:"));
         assert_eq!(l.working_dir, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn service_variables_yield_to_the_containers_env() {
+        let pod = pod();
+        let service_env = vec![
+            (
+                "KUBERNETES_SERVICE_HOST".to_string(),
+                "10.96.0.1".to_string(),
+            ),
+            ("KUBERNETES_SERVICE_PORT".to_string(), "443".to_string()),
+        ];
+        let ctx = PodContext {
+            service_env: &service_env,
+            ..ctx(&pod)
+        };
+        let var = |name: &str, value: &str| EnvVar {
+            name: name.into(),
+            value: Some(value.into()),
+            value_from: None,
+        };
+        let c = Container {
+            name: "c".into(),
+            command: Some(vec!["env".into()]),
+            env: Some(vec![
+                var("KUBERNETES_SERVICE_PORT", "6443"),
+                var(
+                    "API",
+                    "https://$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)",
+                ),
+            ]),
+            ..Default::default()
+        };
+        let l = launch(&c, &ctx).unwrap();
+        assert_eq!(get(&l, "KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get(&l, "KUBERNETES_SERVICE_PORT"), Some("6443"));
+        assert_eq!(get(&l, "API"), Some("https://10.96.0.1:6443"));
+        assert_eq!(
+            l.env
+                .iter()
+                .filter(|(k, _)| k == "KUBERNETES_SERVICE_PORT")
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -338,9 +338,55 @@ impl Worker {
         };
         self.rec.pod_ip = Some(ip);
         self.save();
-        self.start_containers(ip);
+        let service_env = match self.service_env(rx).await {
+            Ok(env) => env,
+            Err(next) => return next,
+        };
+        self.start_containers(ip, &service_env);
         self.save();
         Next::Continue
+    }
+
+    /// The pod's Service variables, once the kubelet has listed the Services (or the pod goes
+    /// away meanwhile).
+    async fn service_env(
+        &mut self,
+        rx: &mut UnboundedReceiver<Cmd>,
+    ) -> Result<Vec<(String, String)>, Next> {
+        let services = self.ctx.services.clone();
+        let mut logged = false;
+        loop {
+            tokio::select! {
+                ready = services.wait_until_ready() => {
+                    if ready.is_err() {
+                        tracing::warn!("the service watch has stopped; using the services known so far");
+                    }
+                    break;
+                }
+                cmd = rx.recv() => {
+                    let next = self.on_cmd(cmd);
+                    if next != Next::Continue {
+                        return Err(next);
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_secs(5)), if !logged => {
+                    tracing::info!("waiting for the first list of services");
+                    logged = true;
+                }
+            }
+        }
+        let all = services.state();
+        let enable_links = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        Ok(super::envvars::service_env(
+            all.iter().map(|s| s.as_ref()),
+            &self.namespace,
+            enable_links,
+        ))
     }
 
     /// Creates the namespace and runs CNI ADD until it succeeds (or the pod goes away).
@@ -409,7 +455,7 @@ impl Worker {
         }
     }
 
-    fn start_containers(&mut self, ip: Ipv4Addr) {
+    fn start_containers(&mut self, ip: Ipv4Addr, service_env: &[(String, String)]) {
         let spec = self.pod.spec.clone().unwrap_or_default();
         let ctx = process::PodContext {
             pod: &self.pod,
@@ -417,6 +463,7 @@ impl Worker {
             host_ip: self.ctx.node_ip,
             node: &self.ctx.node,
             exe_dir: &self.ctx.exe_dir,
+            service_env,
         };
         let ns_path = self.netns_path();
         for (i, container) in spec.containers.iter().enumerate() {
