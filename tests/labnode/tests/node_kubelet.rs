@@ -1,6 +1,7 @@
 //! The kubelet for real, against the real controlplane-lite run in-process: node registration and
 //! heartbeat, a pod run in its own namespace through the real CNI plugin, the readiness gate on
-//! the agent's marker, adoption after a kubelet restart, and deletion with full cleanup.
+//! the agent's marker, adoption after a kubelet restart, deletion with full cleanup, `hostNetwork`
+//! pods, Service environment variables and the service-account directory.
 //!
 //! Needs root; skipped otherwise. Everything runs in the scratch namespace `sy-t-node-k`: the API
 //! server listens on its loopback, and the test's own runtime (server and client) runs inside it.
@@ -26,8 +27,18 @@ const NODE_IP: &str = "198.18.0.250";
 /// Removes what the test's node leaves behind, also on failure: the process groups of every pod
 /// the kubelet recorded (`hostNetwork` pods included), processes still running in pod namespaces
 /// of the test and those namespaces (the node namespace and state directory are the
-/// [`Scratch`]'s).
-struct Cleanup;
+/// [`Scratch`]'s); and the service-account mount point the kubelet makes on the host, if the
+/// host had no `/var/run/secrets` before (empty directories only).
+struct Cleanup {
+    remove_mount_point: bool,
+}
+
+/// The service-account mount point and its parents up to the first that may have existed.
+const MOUNT_POINT_CHAIN: [&str; 3] = [
+    "/var/run/secrets/kubernetes.io/serviceaccount",
+    "/var/run/secrets/kubernetes.io",
+    "/var/run/secrets",
+];
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -46,7 +57,9 @@ impl Drop for Cleanup {
                 );
             }
         }
-        for pod in ["echo", "orphan", "quits", "envs", "nolinks"] {
+        for pod in [
+            "echo", "orphan", "quits", "envs", "nolinks", "sa-ns", "sa-all", "sa-off",
+        ] {
             let ns = paths::pod_netns(POD_NS, pod);
             if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
                 for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
@@ -54,6 +67,11 @@ impl Drop for Cleanup {
                 }
             }
             netns::del(&ns);
+        }
+        if self.remove_mount_point {
+            for dir in MOUNT_POINT_CHAIN {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
     }
 }
@@ -87,6 +105,7 @@ struct Kubelet {
     kubeconfig: PathBuf,
     log: PathBuf,
     cni_plugin: PathBuf,
+    token_file: PathBuf,
 }
 
 impl Kubelet {
@@ -113,6 +132,8 @@ impl Kubelet {
                 .arg(&self.kubeconfig)
                 .arg("--cni-plugin")
                 .arg(&self.cni_plugin)
+                .arg("--service-account-token-file")
+                .arg(&self.token_file)
                 .env("RUST_LOG", "info")
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
@@ -251,7 +272,9 @@ fn kubelet_runs_reports_adopts_and_deletes_a_pod() {
     let mut scratch = Scratch::default();
     scratch.dir(paths::state_dir(NODE));
     scratch.netns(NODE);
-    let _cleanup = Cleanup;
+    let _cleanup = Cleanup {
+        remove_mount_point: !std::path::Path::new(MOUNT_POINT_CHAIN[2]).exists(),
+    };
     switchyard::netlink::block_on_in_netns(&netns::path(NODE), || async {
         switchyard::netlink::ensure_bridge("cbr0", 1460, Ipv4Addr::new(10, 244, 1, 1), 24).await
     })
@@ -296,11 +319,16 @@ async fn scenario(cni_plugin: PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
     let server = switchyard_cp::kubeconfig::server_url(addr, false);
+    // The server speaks plain HTTP, so the CA is never used to verify it; the kubelet still
+    // hands it to the pods (any certificate will do: one of the machine's).
+    let ca = some_ca_certificate();
     switchyard_cp::kubeconfig::write(
         &kubeconfig,
-        &switchyard_cp::kubeconfig::render(&server, None, None),
+        &switchyard_cp::kubeconfig::render(&server, Some(&ca), None),
     )
     .unwrap();
+    let token_file = dir.join("sa-token");
+    std::fs::write(&token_file, "sy-test-sa-token\n").unwrap();
     // The test reads the API through the same kubeconfig and client code the kubelet uses.
     let client = switchyard::kubeclient::client_from_kubeconfig(&kubeconfig)
         .await
@@ -322,6 +350,7 @@ async fn scenario(cni_plugin: PathBuf) {
         kubeconfig,
         log: log.clone(),
         cni_plugin,
+        token_file,
     };
     let kubelet = kubelets.start();
 
@@ -470,6 +499,7 @@ async fn scenario(cni_plugin: PathBuf) {
 
     host_network_pod(&api).await;
     service_variables(&api).await;
+    service_account(&api, &ca).await;
 
     // A pod deleted while the kubelet is down is cleaned up when it comes back; a container
     // that exits ends its pod.
@@ -596,6 +626,105 @@ async fn host_network_pod(api: &Cluster) {
     .await;
     assert!(!alive(pids[0]), "the process was stopped");
     assert!(pod_pids(&id).is_empty(), "kubelet record removed");
+}
+
+/// A PEM certificate of the machine's trust store.
+fn some_ca_certificate() -> String {
+    let dir = std::fs::read_dir("/etc/ssl/certs").expect("/etc/ssl/certs");
+    dir.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pem"))
+        .find_map(|e| std::fs::read_to_string(e.path()).ok())
+        .expect("a certificate in /etc/ssl/certs")
+}
+
+/// What a finished pod's container printed.
+async fn output_of(api: &Cluster, name: &str) -> String {
+    let pod = wait_for(&format!("pod {name} to finish"), 30, async || {
+        api.pod(name)
+            .await
+            .filter(|p| p["status"]["phase"] == "Succeeded" || p["status"]["phase"] == "Failed")
+    })
+    .await;
+    let log = paths::state_dir(NODE)
+        .join("logs")
+        .join(format!("{POD_NS}_{name}_main.log"));
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(pod["status"]["phase"], "Succeeded", "{pod}\n{out}");
+    out
+}
+
+/// Mount points of this (the host's) mount namespace under `dir`.
+fn host_mounts_under(dir: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The service-account directory: namespace, token and CA at the usual path, read-only, in a
+/// mount namespace of the container's own (the host sees none of it), not for pods that opt
+/// out.
+async fn service_account(api: &Cluster, ca: &str) {
+    const SA: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let listing = || -> Option<Vec<String>> {
+        let mut v: Vec<String> = std::fs::read_dir(SA)
+            .ok()?
+            .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+            .collect();
+        v.sort();
+        Some(v)
+    };
+    let before = listing();
+    api.create_pod(pod_spec("sa-ns", &["cat", &format!("{SA}/namespace")]))
+        .await;
+    let script = format!(
+        "cd {SA} && ls && cat token && echo && cmp -s ca.crt $CA_FILE && echo ca-ok; \
+         touch x 2>/dev/null && echo writable || echo read-only"
+    );
+    let mut all = pod_spec("sa-all", &["sh", "-c", &script]);
+    let ca_file = paths::state_dir(NODE).join("test").join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    all["spec"]["containers"][0]["env"] =
+        json!([{"name": "CA_FILE", "value": ca_file.to_string_lossy()}]);
+    api.create_pod(all).await;
+    let mut off = pod_spec("sa-off", &["sh", "-c", &format!("test ! -e {SA}/token")]);
+    off["spec"]["automountServiceAccountToken"] = json!(false);
+    api.create_pod(off).await;
+
+    assert_eq!(output_of(api, "sa-ns").await, POD_NS);
+    assert_eq!(
+        output_of(api, "sa-all").await,
+        "ca.crt\nnamespace\ntoken\nsy-test-sa-token\nca-ok\nread-only\n"
+    );
+    output_of(api, "sa-off").await;
+    for name in ["sa-ns", "sa-all", "sa-off"] {
+        api.delete_pod(name, 0).await;
+    }
+    for name in ["sa-ns", "sa-all", "sa-off"] {
+        wait_for(&format!("pod {name} deleted"), 20, async || {
+            api.pod(name).await.is_none().then_some(())
+        })
+        .await;
+    }
+    // The host keeps at most the (empty) mount point, and no mount.
+    let after = listing();
+    assert!(
+        after == before || after == Some(vec![]),
+        "the host's {SA} changed: {before:?} -> {after:?}"
+    );
+    assert_eq!(host_mounts_under("/run/secrets"), Vec::<String>::new());
+    assert_eq!(host_mounts_under("/var/run/secrets"), Vec::<String>::new());
+    // A forced delete removes the object at once; the kubelet tears the pod down after.
+    let pods_dir = paths::state_dir(NODE).join("pods");
+    wait_for("the pods' directories removed", 20, async || {
+        std::fs::read_dir(&pods_dir)
+            .map_or(true, |mut d| d.next().is_none())
+            .then_some(())
+    })
+    .await;
 }
 
 /// The environment a pod's command saw (it runs `env`), once the pod has finished.

@@ -7,7 +7,8 @@
 //! 3. watches the pods bound to the node ([`pods`]); for each one a [`worker`] creates the pod
 //!    namespace, runs the CNI plugin (the `switchyard` executable beside this one: [`cni_exec`]),
 //!    starts the containers' commands inside the namespace ([`process`]) with the Service
-//!    variables of the Services that exist then ([`envvars`]), and reports status
+//!    variables of the Services that exist then ([`envvars`]) and the service-account token,
+//!    CA and namespace at the usual path ([`serviceaccount`]), and reports status
 //!    ([`status`]): Ready only once the agent marked the pod's veth as attached. A `hostNetwork`
 //!    pod skips the namespace, CNI and the marker: its containers run in the kubelet's own
 //!    network namespace (the node's) and its podIP is the node's InternalIP;
@@ -16,7 +17,8 @@
 //!
 //! Pods outlive the kubelet: on SIGTERM it exits and leaves them running; a restarted kubelet
 //! adopts them from its records ([`state`]). Not implemented: container restarts
-//! (`restartPolicy`), image pulling (commands run from the host filesystem), volumes, exec probes.
+//! (`restartPolicy`), image pulling (commands run from the host filesystem), volumes (but the
+//! service-account one), exec probes.
 mod api;
 pub mod cni_exec;
 pub mod envvars;
@@ -26,6 +28,7 @@ pub mod node;
 pub mod pods;
 pub mod probe;
 pub mod process;
+pub mod serviceaccount;
 pub mod state;
 pub mod status;
 pub mod worker;
@@ -65,6 +68,10 @@ pub struct Options {
     /// CNI plugin executable (default: `switchyard` in this executable's directory).
     #[arg(long)]
     pub cni_plugin: Option<PathBuf>,
+    /// File whose first line is the bearer token pods get at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/token` (without it they get no token).
+    #[arg(long)]
+    pub service_account_token_file: Option<PathBuf>,
 }
 
 /// The CNI plugin's executable name: the agent's binary, which acts as the plugin when
@@ -86,6 +93,8 @@ pub struct Ctx {
     pub exe_dir: PathBuf,
     /// Every Service of the cluster, for the containers' Service variables ([`envvars`]).
     pub services: Store<Service>,
+    /// Token and CA for the pods' service-account directories ([`serviceaccount`]).
+    pub credentials: serviceaccount::Credentials,
 }
 
 /// Keeps `services` equal to the cluster's Services until dropped (a watch, relisting after
@@ -124,6 +133,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .cni_plugin
         .clone()
         .unwrap_or_else(|| exe_dir.join(CNI_PLUGIN));
+    let credentials = serviceaccount::Credentials::load(
+        &opts.kubeconfig,
+        opts.service_account_token_file.as_deref(),
+    )?;
+    if credentials.token.is_none() {
+        tracing::warn!("no --service-account-token-file: pods get no service-account token");
+    }
     let client = switchyard::kubeclient::client_from_kubeconfig(&opts.kubeconfig).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let id = node::NodeIdentity {
@@ -157,6 +173,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             cni: cni_exec::CniRunner::new(cni_plugin, conf),
             exe_dir,
             services,
+            credentials,
         });
         let result = pods::Manager::new(ctx).run().await;
         heartbeat.abort();

@@ -1,11 +1,14 @@
-//! Container processes: started from the host filesystem inside the pod's network namespace,
-//! each in its own session and process group, and stopped by signalling that group.
+//! Container processes: started from the host filesystem inside the pod's network namespace and
+//! a mount namespace of their own, each in its own session and process group, and stopped by
+//! signalling that group.
 use super::error::Error;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -150,10 +153,33 @@ pub fn expand(s: &str, env: &[(String, String)]) -> String {
 
 /// Starts `launch` inside the network namespace at `netns`, in a new session (so its process
 /// group id is its pid), with stdout and stderr appended to `log`.
-pub fn spawn(launch: &Launch, netns: &Path, log: &Path) -> Result<tokio::process::Child, Error> {
+///
+/// The process also gets a mount namespace of its own, whose mounts are made slaves of the
+/// host's: mounts made on the host (pod network namespaces under `/run/netns`…) still appear in
+/// it, nothing mounted in it reaches the host. The directory `service_account`, if given, is
+/// bind-mounted read-only at [`super::serviceaccount::MOUNT_PATH`] there (the mount point must
+/// exist). `/sys` stays the host's (as before): the process sees its own interfaces through
+/// netlink, not through `/sys/class/net`.
+pub fn spawn(
+    launch: &Launch,
+    netns: &Path,
+    service_account: Option<&Path>,
+    log: &Path,
+) -> Result<tokio::process::Child, Error> {
     let start_err = |message: String| Error::Start {
         container: launch.name.clone(),
         message,
+    };
+    let c_path = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| start_err(format!("{} contains a NUL byte", p.display())))
+    };
+    let bind = match service_account {
+        Some(dir) => Some((
+            c_path(dir)?,
+            c_path(Path::new(super::serviceaccount::MOUNT_PATH))?,
+        )),
+        None => None,
     };
     let ns = File::open(netns)
         .map_err(|e| start_err(format!("cannot open {}: {e}", netns.display())))?;
@@ -180,15 +206,48 @@ pub fn spawn(launch: &Launch, netns: &Path, log: &Path) -> Result<tokio::process
         .kill_on_drop(false);
     let ns_fd = ns.as_raw_fd();
     // SAFETY: runs in the forked child before exec; only async-signal-safe syscalls are made
-    // (setns, setsid), on a descriptor kept open by `ns` until spawn returns.
+    // (setns, unshare, mount, setsid), on a descriptor kept open by `ns` until spawn returns and
+    // on strings allocated before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
-                return Err(io::Error::last_os_error());
+            let check = |rc: libc::c_int| {
+                if rc < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            check(libc::setns(ns_fd, libc::CLONE_NEWNET))?;
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            ))?;
+            if let Some((src, dst)) = &bind {
+                check(libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+                check(libc::mount(
+                    std::ptr::null(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ))?;
             }
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            check(libc::setsid())?;
             Ok(())
         });
     }

@@ -4,6 +4,7 @@ use super::cni_exec::{pod_ip, PodRef};
 use super::error::{is_status, Error};
 use super::probe::{self, Readiness};
 use super::process::{self, Proc};
+use super::serviceaccount;
 use super::state::{self, ContainerRecord, PodRecord};
 use super::status::{self, ContainerPhase, ContainerView, PodView, Transitions};
 use super::{netns, Ctx};
@@ -342,9 +343,23 @@ impl Worker {
             Ok(env) => env,
             Err(next) => return next,
         };
-        self.start_containers(ip, &service_env);
+        let service_account = self.write_service_account();
+        self.start_containers(ip, &service_env, service_account);
         self.save();
         Next::Continue
+    }
+
+    /// Writes the pod's service-account directory, unless the pod opted out; the directory
+    /// to mount, or why there is none.
+    fn write_service_account(&self) -> Result<Option<PathBuf>, String> {
+        if !serviceaccount::wanted(&self.pod) {
+            return Ok(None);
+        }
+        let dir = serviceaccount::pod_dir(&self.ctx.node, &self.uid);
+        serviceaccount::write(&dir, &self.namespace, &self.ctx.credentials)
+            .and_then(|()| serviceaccount::ensure_mount_point())
+            .map(|()| Some(dir))
+            .map_err(|e| format!("cannot prepare the service-account volume: {e}"))
     }
 
     /// The pod's Service variables, once the kubelet has listed the Services (or the pod goes
@@ -455,7 +470,12 @@ impl Worker {
         }
     }
 
-    fn start_containers(&mut self, ip: Ipv4Addr, service_env: &[(String, String)]) {
+    fn start_containers(
+        &mut self,
+        ip: Ipv4Addr,
+        service_env: &[(String, String)],
+        service_account: Result<Option<PathBuf>, String>,
+    ) {
         let spec = self.pod.spec.clone().unwrap_or_default();
         let ctx = process::PodContext {
             pod: &self.pod,
@@ -470,11 +490,12 @@ impl Worker {
             let rec = &mut self.rec.containers[i];
             let log = state::log_path(&self.ctx.node, &self.namespace, &self.name, &container.name);
             let spawned = process::launch(container, &ctx)
+                .and_then(|l| Ok((l, service_account.clone()?)))
                 .map_err(|message| Error::Start {
                     container: container.name.clone(),
                     message,
                 })
-                .and_then(|l| process::spawn(&l, &ns_path, &log));
+                .and_then(|(l, sa)| process::spawn(&l, &ns_path, sa.as_deref(), &log));
             match spawned.map(Proc::child) {
                 Ok(Some(proc)) => {
                     let pid = proc.pid();
@@ -684,6 +705,9 @@ impl Worker {
         tracing::info!(?grace, delete_object, "stopping pod");
         self.stop_processes(grace).await;
         self.cleanup_network().await;
+        if let Err(e) = serviceaccount::remove(&self.ctx.node, &self.uid) {
+            tracing::warn!(error = %e, "cannot remove the pod's files");
+        }
         if let Err(e) = state::remove(&self.ctx.node, &self.uid) {
             tracing::warn!(error = %e, "cannot remove pod record");
         }
