@@ -112,10 +112,15 @@ impl Lab {
         let data = dir.join("cp-data");
         let _ = std::fs::remove_dir_all(&data);
         let _ = std::fs::remove_file(&kubeconfig);
-        // A fresh random token per lab; switchyard-cp writes it into the kubeconfig together
-        // with the CA it generates (the serving certificate covers 198.18.0.1).
+        // Fresh random tokens per lab: switchyard-cp writes the first (admin) into the kubeconfig
+        // together with the CA it generates (the serving certificate covers 198.18.0.1 and the
+        // kubernetes Service's ClusterIP and names); the second, a service account's, is what
+        // the kubelets give every pod.
         let token_file = dir.join("token.csv");
-        kube::write_token_file(&token_file)?;
+        let tokens = kube::write_token_file(&token_file)?;
+        let sa_token_file = dir.join("sa-token");
+        kube::write_private(&sa_token_file, &format!("{}\n", tokens.service_account))?;
+        let sa_token_file = sa_token_file.to_string_lossy().into_owned();
         let listen = format!("{}:6443", topology::CP_ADDR);
         procs::start(
             &dirs,
@@ -130,6 +135,9 @@ impl Lab {
                 "--token-file",
                 &token_file.to_string_lossy(),
                 "--tls-san",
+                topology::CP_ADDR,
+                // default/kubernetes (10.96.0.1:443) leads pods here.
+                "--advertise-address",
                 topology::CP_ADDR,
                 "--write-kubeconfig",
                 &kubeconfig.to_string_lossy(),
@@ -173,6 +181,8 @@ impl Lab {
                     &kc,
                     "--node-ip",
                     &addr,
+                    "--service-account-token-file",
+                    &sa_token_file,
                 ],
             )?;
             // One registration at a time: podCIDRs go out in registration order, so node N gets
