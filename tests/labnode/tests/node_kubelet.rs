@@ -353,6 +353,8 @@ async fn scenario(cni_plugin: PathBuf) {
         token_file,
     };
     let kubelet = kubelets.start();
+    // The agent's part: every other pod's veth is marked attached as soon as CNI wired it.
+    let agent = fake_agent(format!("{POD_NS}-echo-"));
 
     // Registration and heartbeat; the server allocates the node's podCIDR (the first one,
     // 10.244.1.0/24, whose gateway cbr0 holds).
@@ -378,7 +380,7 @@ async fn scenario(cni_plugin: PathBuf) {
     })
     .await;
 
-    // A pod running `switchyard-labnode echo`.
+    // A pod running `switchyard-labnode echo`; the test plays the agent for it.
     let uid = api
         .create_pod(json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -390,18 +392,40 @@ async fn scenario(cni_plugin: PathBuf) {
             }
         }))
         .await;
-    let pod = wait_for("pod running", 30, async || {
+    // Wired by CNI, but its containers wait for the agent's marker: their first packets are
+    // load-balanced already.
+    let pod = wait_for("pod network set up", 30, async || {
+        api.pod("echo")
+            .await
+            .filter(|p| p["status"]["podIP"].is_string())
+    })
+    .await;
+    let container_id = container_id_of("echo", &uid);
+    let record = paths::endpoints_dir(NODE).join(format!("{container_id}.json"));
+    assert!(record.exists(), "CNI left the endpoint record");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pod = api.pod("echo").await.unwrap_or(pod);
+    assert_eq!(pod["status"]["phase"], "Pending", "{pod}");
+    assert_eq!(condition(&pod, "Ready").as_deref(), Some("False"));
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "DatapathNotAttached",
+        "{pod}"
+    );
+    assert!(
+        pod_pids(&container_id).is_empty(),
+        "no container started before the datapath marker"
+    );
+
+    // The agent's marker starts the containers and makes the pod Ready.
+    let marker = paths::attached_dir(NODE).join(&container_id);
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(&marker, b"").unwrap();
+    let pod = wait_for("pod running and ready", 10, async || {
         api.pod("echo").await.filter(|p| {
-            p["status"]["phase"] == "Running"
-                && condition(p, "ContainersReady").as_deref() == Some("True")
+            p["status"]["phase"] == "Running" && condition(p, "Ready").as_deref() == Some("True")
         })
     })
     .await;
-    assert_eq!(
-        condition(&pod, "Ready").as_deref(),
-        Some("False"),
-        "not Ready before the datapath marker: {pod}"
-    );
     let ip: Ipv4Addr = pod["status"]["podIP"].as_str().unwrap().parse().unwrap();
     assert_eq!(pod["status"]["podIPs"][0]["ip"], ip.to_string());
     assert_eq!(pod["status"]["hostIP"], NODE_IP);
@@ -416,20 +440,6 @@ async fn scenario(cni_plugin: PathBuf) {
         (Some("echo"), Some(true), Some(0))
     );
     assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
-    let container_id = container_id_of("echo", &uid);
-    let record = paths::endpoints_dir(NODE).join(format!("{container_id}.json"));
-    assert!(record.exists(), "CNI left the endpoint record");
-
-    // The agent's marker makes it Ready.
-    let marker = paths::attached_dir(NODE).join(&container_id);
-    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
-    std::fs::write(&marker, b"").unwrap();
-    wait_for("pod ready", 10, async || {
-        api.pod("echo")
-            .await
-            .filter(|p| condition(p, "Ready").as_deref() == Some("True"))
-    })
-    .await;
     let body = curl_in(NODE, &format!("http://{ip}:8080/")).unwrap_or_default();
     assert!(
         body.starts_with("pod=echo peer=10.244.1.1:"),
@@ -549,6 +559,31 @@ async fn scenario(cni_plugin: PathBuf) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(api.pod("quits").await.unwrap()["status"]["phase"], "Failed");
     drop(kubelet);
+    agent.abort();
+}
+
+/// Stands in for the agent: marks every pod CNI wired (its endpoint record exists) as attached,
+/// once, except those whose container id starts with `hold`.
+fn fake_agent(hold: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut marked = std::collections::HashSet::new();
+        loop {
+            let records = std::fs::read_dir(paths::endpoints_dir(NODE));
+            for entry in records.into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_suffix(".json") else {
+                    continue;
+                };
+                if id.starts_with(&hold) || !marked.insert(id.to_string()) {
+                    continue;
+                }
+                let marker = paths::attached_dir(NODE).join(id);
+                let _ = std::fs::create_dir_all(paths::attached_dir(NODE));
+                let _ = std::fs::write(marker, b"");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
 }
 
 fn pod_spec(name: &str, command: &[&str]) -> Value {

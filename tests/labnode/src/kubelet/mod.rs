@@ -6,12 +6,14 @@
 //! 2. waits for the control plane to assign `spec.podCIDR`;
 //! 3. watches the pods bound to the node ([`pods`]); for each one a [`worker`] creates the pod
 //!    namespace, runs the CNI plugin (the `switchyard` executable beside this one: [`cni_exec`]),
-//!    starts the containers' commands inside the namespace ([`process`]) with the Service
-//!    variables of the Services that exist then ([`envvars`]) and the service-account token,
-//!    CA and namespace at the usual path ([`serviceaccount`]), and reports status
-//!    ([`status`]): Ready only once the agent marked the pod's veth as attached. A `hostNetwork`
-//!    pod skips the namespace, CNI and the marker: its containers run in the kubelet's own
-//!    network namespace (the node's) and its podIP is the node's InternalIP;
+//!    waits until the agent marked the pod's veth as attached (so the containers' first packets
+//!    are load-balanced already, as behind a CNI plugin that returns once the datapath is
+//!    programmed), starts the containers' commands inside the namespace ([`process`]) with the
+//!    Service variables of the Services that exist then ([`envvars`]) and the service-account
+//!    token, CA and namespace at the usual path ([`serviceaccount`]), and reports status
+//!    ([`status`]). A `hostNetwork` pod skips the namespace, CNI and the marker: its containers
+//!    run in the kubelet's own network namespace (the node's) and its podIP is the node's
+//!    InternalIP;
 //! 4. on deletion stops the processes (SIGTERM, SIGKILL after the grace period), runs CNI DEL,
 //!    removes the namespace and deletes the object.
 //!

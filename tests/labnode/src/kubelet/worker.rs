@@ -31,6 +31,8 @@ pub enum Cmd {
 const TICK: Duration = Duration::from_millis(500);
 /// Wait between CNI ADD attempts.
 const CNI_RETRY: Duration = Duration::from_secs(1);
+/// How often the agent's attached marker is looked for before the containers start.
+const ATTACH_POLL: Duration = Duration::from_millis(20);
 /// Grace period when the spec gives none.
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// Extra wait for processes after SIGKILL.
@@ -339,6 +341,9 @@ impl Worker {
         };
         self.rec.pod_ip = Some(ip);
         self.save();
+        if let Err(next) = self.wait_attached(rx).await {
+            return next;
+        }
         let service_env = match self.service_env(rx).await {
             Ok(env) => env,
             Err(next) => return next,
@@ -360,6 +365,38 @@ impl Worker {
             .and_then(|()| serviceaccount::ensure_mount_point())
             .map(|()| Some(dir))
             .map_err(|e| format!("cannot prepare the service-account volume: {e}"))
+    }
+
+    /// Whether the agent has attached the datapath to the pod's veth (its marker file exists);
+    /// always for a `hostNetwork` pod.
+    fn attached(&self) -> bool {
+        self.host_network
+            || switchyard::paths::attached_dir(&self.ctx.node)
+                .join(&self.rec.container_id)
+                .exists()
+    }
+
+    /// Waits until the agent has attached the datapath to the pod's veth (or the pod goes
+    /// away), as a CNI plugin that returns only once the datapath is programmed would: the
+    /// containers' first packets (to a ClusterIP, say) are then load-balanced already.
+    async fn wait_attached(&mut self, rx: &mut UnboundedReceiver<Cmd>) -> Result<(), Next> {
+        let started = Instant::now();
+        let mut logged = false;
+        while !self.attached() {
+            if !logged && started.elapsed() >= Duration::from_secs(5) {
+                tracing::info!("waiting for the agent to attach the datapath to the pod");
+                logged = true;
+            }
+            if self.waiting.0 != "DatapathNotAttached" {
+                self.waiting = (
+                    "DatapathNotAttached".into(),
+                    Some("waiting for the switchyard agent to attach the pod's datapath".into()),
+                );
+                self.report().await;
+            }
+            self.pause(rx, ATTACH_POLL).await?;
+        }
+        Ok(())
     }
 
     /// The pod's Service variables, once the kubelet has listed the Services (or the pod goes
@@ -613,10 +650,7 @@ impl Worker {
                 }
             })
             .collect();
-        let attached = self.host_network
-            || switchyard::paths::attached_dir(&self.ctx.node)
-                .join(&self.rec.container_id)
-                .exists();
+        let attached = self.attached();
         PodView {
             pod_ip: self.rec.pod_ip,
             host_ip: self.ctx.node_ip,
