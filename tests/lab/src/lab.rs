@@ -225,14 +225,26 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Waits until node `n`'s agent has loaded its datapath (its counters are readable).
+    /// Waits until node `n`'s agent has its datapath attached and programmed: its counters are
+    /// readable, and its log says `datapath ready` (every program attached, socket load
+    /// balancing included) and then `services synced` (its first sync: a fresh lab always has
+    /// the `kubernetes` Service to write). Counters alone come too early: the maps are pinned
+    /// before the programs are attached, and a pod or node process started then could not yet
+    /// reach a ClusterIP.
     pub fn wait_datapath(&self, n: usize) -> Result<(), LabError> {
-        let log = format!("see {}", self.dirs.log(&format!("agent-n{n}")).display());
+        let path = self.dirs.log(&format!("agent-n{n}"));
+        let log = format!("see {}", path.display());
         kube::wait(
             &format!("the datapath of node n{n}"),
             Duration::from_secs(60),
             Some(&log),
-            || Ok(self.stats(n).is_ok()),
+            || {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let synced = text
+                    .find("datapath ready")
+                    .is_some_and(|at| text[at..].contains("services synced"));
+                Ok(synced && self.stats(n).is_ok())
+            },
         )
     }
 
