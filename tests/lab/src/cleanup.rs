@@ -1,6 +1,6 @@
 //! `lab down`: removes everything a lab (or a half-made one) left — processes, every `sy-*`
-//! network namespace (nodes, pods, underlay, external client), root links named `sy-*`, BPF pins
-//! and runtime state. Idempotent.
+//! network namespace (nodes, pods, underlay, external client), root links named `sy-*`, BPF pins,
+//! runtime state and the (empty) service-account mount point. Idempotent.
 use std::time::Duration;
 
 use crate::cmd::{output, quiet};
@@ -56,4 +56,13 @@ pub fn down(dirs: Option<&Dirs>) {
     }
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/switchyard");
     let _ = std::fs::remove_dir_all("/run/switchyard");
+    // The kubelets' mount point for pods' service-account directories (made on the host when
+    // missing); removed only while empty, so nothing of anyone else's goes.
+    for dir in [
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+        "/var/run/secrets/kubernetes.io",
+        "/var/run/secrets",
+    ] {
+        let _ = std::fs::remove_dir(dir);
+    }
 }

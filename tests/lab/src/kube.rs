@@ -14,17 +14,33 @@ pub struct Kubectl {
     pub kubeconfig: PathBuf,
 }
 
-/// Writes a token file (kube-apiserver's CSV: `token,user,uid,"groups"`) for user `admin` with
-/// a fresh random token to `path`, readable by root only.
-pub fn write_token_file(path: &Path) -> Result<(), LabError> {
-    use std::io::{Read, Write};
+/// The identity of the token pods get (the kubelet's `--service-account-token-file`).
+pub const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:default:default";
+
+/// The bearer tokens of a lab.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokens {
+    /// User `admin` (group `system:masters`): kubectl, the agents and the kubelets.
+    pub admin: String,
+    /// [`SERVICE_ACCOUNT_USER`] (groups `system:serviceaccounts`,
+    /// `system:serviceaccounts:default`): what every pod finds at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/token`.
+    pub service_account: String,
+}
+
+/// A fresh random token (48 hex digits).
+fn random_token() -> Result<String, std::io::Error> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `text` to `path`, readable by root only.
+pub fn write_private(path: &Path, text: &str) -> Result<(), LabError> {
+    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |e| LabError::Io(path.to_path_buf(), e);
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(io)?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -32,7 +48,28 @@ pub fn write_token_file(path: &Path) -> Result<(), LabError> {
         .mode(0o600)
         .open(path)
         .map_err(io)?;
-    writeln!(f, "{token},admin,admin,\"system:masters\"").map_err(io)
+    f.write_all(text.as_bytes()).map_err(io)
+}
+
+/// The token file text (kube-apiserver's CSV: `token,user,uid,"groups"`): `admin` first (the
+/// token switchyard-cp writes into its kubeconfig), then the pods' service account.
+pub fn token_file_text(tokens: &Tokens) -> String {
+    format!(
+        "{},admin,admin,\"system:masters\"\n{},{SERVICE_ACCOUNT_USER},serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default\"\n",
+        tokens.admin, tokens.service_account
+    )
+}
+
+/// Writes a token file with fresh random tokens for `admin` and the pods' service account
+/// ([`token_file_text`]) to `path`, readable by root only; returns the tokens.
+pub fn write_token_file(path: &Path) -> Result<Tokens, LabError> {
+    let io = |e| LabError::Io(path.to_path_buf(), e);
+    let tokens = Tokens {
+        admin: random_token().map_err(io)?,
+        service_account: random_token().map_err(io)?,
+    };
+    write_private(path, &token_file_text(&tokens))?;
+    Ok(tokens)
 }
 
 impl Kubectl {
@@ -149,5 +186,26 @@ pub fn wait(
             });
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_lists_admin_first_then_the_service_account() {
+        let text = token_file_text(&Tokens {
+            admin: "a1".into(),
+            service_account: "s2".into(),
+        });
+        assert_eq!(
+            text,
+            "a1,admin,admin,\"system:masters\"\n\
+             s2,system:serviceaccount:default:default,serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default\"\n"
+        );
+        let t = random_token().unwrap();
+        assert_eq!(t.len(), 48);
+        assert!(t.bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }

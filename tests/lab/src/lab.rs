@@ -112,10 +112,15 @@ impl Lab {
         let data = dir.join("cp-data");
         let _ = std::fs::remove_dir_all(&data);
         let _ = std::fs::remove_file(&kubeconfig);
-        // A fresh random token per lab; switchyard-cp writes it into the kubeconfig together
-        // with the CA it generates (the serving certificate covers 198.18.0.1).
+        // Fresh random tokens per lab: switchyard-cp writes the first (admin) into the kubeconfig
+        // together with the CA it generates (the serving certificate covers 198.18.0.1 and the
+        // kubernetes Service's ClusterIP and names); the second, a service account's, is what
+        // the kubelets give every pod.
         let token_file = dir.join("token.csv");
-        kube::write_token_file(&token_file)?;
+        let tokens = kube::write_token_file(&token_file)?;
+        let sa_token_file = dir.join("sa-token");
+        kube::write_private(&sa_token_file, &format!("{}\n", tokens.service_account))?;
+        let sa_token_file = sa_token_file.to_string_lossy().into_owned();
         let listen = format!("{}:6443", topology::CP_ADDR);
         procs::start(
             &dirs,
@@ -133,6 +138,9 @@ impl Lab {
                 topology::CP_ADDR,
                 "--loadbalancer-pool",
                 topology::LB_POOL,
+                // default/kubernetes (10.96.0.1:443) leads pods here.
+                "--advertise-address",
+                topology::CP_ADDR,
                 "--write-kubeconfig",
                 &kubeconfig.to_string_lossy(),
             ],
@@ -175,6 +183,8 @@ impl Lab {
                     &kc,
                     "--node-ip",
                     &addr,
+                    "--service-account-token-file",
+                    &sa_token_file,
                 ],
             )?;
             // One registration at a time: podCIDRs go out in registration order, so node N gets
@@ -217,14 +227,26 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Waits until node `n`'s agent has loaded its datapath (its counters are readable).
+    /// Waits until node `n`'s agent has its datapath attached and programmed: its counters are
+    /// readable, and its log says `datapath ready` (every program attached, socket load
+    /// balancing included) and then `services synced` (its first sync: a fresh lab always has
+    /// the `kubernetes` Service to write). Counters alone come too early: the maps are pinned
+    /// before the programs are attached, and a pod or node process started then could not yet
+    /// reach a ClusterIP.
     pub fn wait_datapath(&self, n: usize) -> Result<(), LabError> {
-        let log = format!("see {}", self.dirs.log(&format!("agent-n{n}")).display());
+        let path = self.dirs.log(&format!("agent-n{n}"));
+        let log = format!("see {}", path.display());
         kube::wait(
             &format!("the datapath of node n{n}"),
             Duration::from_secs(60),
             Some(&log),
-            || Ok(self.stats(n).is_ok()),
+            || {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let synced = text
+                    .find("datapath ready")
+                    .is_some_and(|at| text[at..].contains("services synced"));
+                Ok(synced && self.stats(n).is_ok())
+            },
         )
     }
 

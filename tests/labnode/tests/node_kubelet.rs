@@ -1,6 +1,7 @@
 //! The kubelet for real, against the real controlplane-lite run in-process: node registration and
 //! heartbeat, a pod run in its own namespace through the real CNI plugin, the readiness gate on
-//! the agent's marker, adoption after a kubelet restart, and deletion with full cleanup.
+//! the agent's marker, adoption after a kubelet restart, deletion with full cleanup, `hostNetwork`
+//! pods, Service environment variables and the service-account directory.
 //!
 //! Needs root; skipped otherwise. Everything runs in the scratch namespace `sy-t-node-k`: the API
 //! server listens on its loopback, and the test's own runtime (server and client) runs inside it.
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use serde_json::{json, Value};
 use switchyard::paths;
@@ -19,11 +20,25 @@ use switchyard_lab::netns::{self, Scratch};
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard-labnode");
 const NODE: &str = "sy-t-node-k";
 const POD_NS: &str = "sy-t-node";
+/// The node's address (`--node-ip`), put on the node namespace's loopback so that
+/// `hostNetwork` pods listen on it.
+const NODE_IP: &str = "198.18.0.250";
 
-/// Removes what the test's node leaves behind, also on failure: processes still running in
-/// pod namespaces of the test and those namespaces (the node namespace and state directory are
-/// the [`Scratch`]'s).
-struct Cleanup;
+/// Removes what the test's node leaves behind, also on failure: the process groups of every pod
+/// the kubelet recorded (`hostNetwork` pods included), processes still running in pod namespaces
+/// of the test and those namespaces (the node namespace and state directory are the
+/// [`Scratch`]'s); and the service-account mount point the kubelet makes on the host, if the
+/// host had no `/var/run/secrets` before (empty directories only).
+struct Cleanup {
+    remove_mount_point: bool,
+}
+
+/// The service-account mount point and its parents up to the first that may have existed.
+const MOUNT_POINT_CHAIN: [&str; 3] = [
+    "/var/run/secrets/kubernetes.io/serviceaccount",
+    "/var/run/secrets/kubernetes.io",
+    "/var/run/secrets",
+];
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
@@ -34,7 +49,17 @@ impl Drop for Cleanup {
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
-        for pod in ["echo", "orphan", "quits"] {
+        for (pid, ticks) in recorded_processes() {
+            if switchyard_labnode::kubelet::process::start_ticks_of(pid) == Some(ticks) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        for pod in [
+            "echo", "orphan", "quits", "envs", "nolinks", "sa-ns", "sa-all", "sa-off",
+        ] {
             let ns = paths::pod_netns(POD_NS, pod);
             if let Ok(out) = Command::new("ip").args(["netns", "pids", &ns]).output() {
                 for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
@@ -42,6 +67,11 @@ impl Drop for Cleanup {
                 }
             }
             netns::del(&ns);
+        }
+        if self.remove_mount_point {
+            for dir in MOUNT_POINT_CHAIN {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
     }
 }
@@ -75,6 +105,7 @@ struct Kubelet {
     kubeconfig: PathBuf,
     log: PathBuf,
     cni_plugin: PathBuf,
+    token_file: PathBuf,
 }
 
 impl Kubelet {
@@ -93,7 +124,7 @@ impl Kubelet {
                     "--node",
                     NODE,
                     "--node-ip",
-                    "198.18.0.250",
+                    NODE_IP,
                     "--heartbeat-seconds",
                     "1",
                 ])
@@ -101,6 +132,8 @@ impl Kubelet {
                 .arg(&self.kubeconfig)
                 .arg("--cni-plugin")
                 .arg(&self.cni_plugin)
+                .arg("--service-account-token-file")
+                .arg(&self.token_file)
                 .env("RUST_LOG", "info")
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
@@ -114,6 +147,7 @@ impl Kubelet {
 struct Cluster {
     nodes: Api<DynamicObject>,
     pods: Api<DynamicObject>,
+    services: Api<DynamicObject>,
 }
 
 fn json_of(obj: DynamicObject) -> Value {
@@ -181,13 +215,29 @@ fn curl_in(ns: &str, url: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-fn pod_pids(container_id_prefix: &str) -> Vec<i32> {
+/// The kubelet's pod records.
+fn records() -> Vec<Value> {
     let dir = paths::state_dir(NODE).join("kubelet");
     let Ok(rd) = std::fs::read_dir(dir) else {
         return vec![];
     };
     rd.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
         .filter_map(|raw| serde_json::from_slice::<Value>(&raw).ok())
+        .collect()
+}
+
+/// Pid and start time of every container process the kubelet recorded.
+fn recorded_processes() -> Vec<(i32, u64)> {
+    records()
+        .iter()
+        .flat_map(|rec| rec["containers"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| Some((c["pid"].as_i64()? as i32, c["start_ticks"].as_u64()?)))
+        .collect()
+}
+
+fn pod_pids(container_id_prefix: &str) -> Vec<i32> {
+    records()
+        .into_iter()
         .filter(|rec| {
             rec["container_id"]
                 .as_str()
@@ -222,12 +272,24 @@ fn kubelet_runs_reports_adopts_and_deletes_a_pod() {
     let mut scratch = Scratch::default();
     scratch.dir(paths::state_dir(NODE));
     scratch.netns(NODE);
-    let _cleanup = Cleanup;
+    let _cleanup = Cleanup {
+        remove_mount_point: !std::path::Path::new(MOUNT_POINT_CHAIN[2]).exists(),
+    };
     switchyard::netlink::block_on_in_netns(&netns::path(NODE), || async {
         switchyard::netlink::ensure_bridge("cbr0", 1460, Ipv4Addr::new(10, 244, 1, 1), 24).await
     })
     .unwrap()
     .unwrap();
+    netns::sh(&[
+        "ip",
+        "-n",
+        NODE,
+        "addr",
+        "add",
+        &format!("{NODE_IP}/32"),
+        "dev",
+        "lo",
+    ]);
     let cni_plugin = switchyard_lab::bins::cargo_bin("switchyard").expect("the CNI plugin");
     // The kubelet reaches the API server on the node namespace's loopback, so the server and the
     // test's client run on a runtime whose threads are in that namespace.
@@ -257,11 +319,16 @@ async fn scenario(cni_plugin: PathBuf) {
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
     let server = switchyard_cp::kubeconfig::server_url(addr, false);
+    // The server speaks plain HTTP, so the CA is never used to verify it; the kubelet still
+    // hands it to the pods (any certificate will do: one of the machine's).
+    let ca = some_ca_certificate();
     switchyard_cp::kubeconfig::write(
         &kubeconfig,
-        &switchyard_cp::kubeconfig::render(&server, None, None),
+        &switchyard_cp::kubeconfig::render(&server, Some(&ca), None),
     )
     .unwrap();
+    let token_file = dir.join("sa-token");
+    std::fs::write(&token_file, "sy-test-sa-token\n").unwrap();
     // The test reads the API through the same kubeconfig and client code the kubelet uses.
     let client = switchyard::kubeclient::client_from_kubeconfig(&kubeconfig)
         .await
@@ -274,7 +341,8 @@ async fn scenario(cni_plugin: PathBuf) {
         .expect("create namespace");
     let api = Cluster {
         nodes: Api::all_with(client.clone(), &ApiResource::erase::<Node>(&())),
-        pods: Api::namespaced_with(client, POD_NS, &ApiResource::erase::<Pod>(&())),
+        pods: Api::namespaced_with(client.clone(), POD_NS, &ApiResource::erase::<Pod>(&())),
+        services: Api::namespaced_with(client, POD_NS, &ApiResource::erase::<Service>(&())),
     };
     let log = dir.join("kubelet.log");
     let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -282,8 +350,11 @@ async fn scenario(cni_plugin: PathBuf) {
         kubeconfig,
         log: log.clone(),
         cni_plugin,
+        token_file,
     };
     let kubelet = kubelets.start();
+    // The agent's part: every other pod's veth is marked attached as soon as CNI wired it.
+    let agent = fake_agent(format!("{POD_NS}-echo-"));
 
     // Registration and heartbeat; the server allocates the node's podCIDR (the first one,
     // 10.244.1.0/24, whose gateway cbr0 holds).
@@ -294,7 +365,7 @@ async fn scenario(cni_plugin: PathBuf) {
     assert_eq!(condition(&node, "Ready").as_deref(), Some("True"));
     let addrs = node["status"]["addresses"].as_array().unwrap();
     assert!(
-        addrs.contains(&json!({"type": "InternalIP", "address": "198.18.0.250"})),
+        addrs.contains(&json!({"type": "InternalIP", "address": NODE_IP})),
         "{node}"
     );
     assert_eq!(
@@ -309,7 +380,7 @@ async fn scenario(cni_plugin: PathBuf) {
     })
     .await;
 
-    // A pod running `switchyard-labnode echo`.
+    // A pod running `switchyard-labnode echo`; the test plays the agent for it.
     let uid = api
         .create_pod(json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -321,21 +392,43 @@ async fn scenario(cni_plugin: PathBuf) {
             }
         }))
         .await;
-    let pod = wait_for("pod running", 30, async || {
+    // Wired by CNI, but its containers wait for the agent's marker: their first packets are
+    // load-balanced already.
+    let pod = wait_for("pod network set up", 30, async || {
+        api.pod("echo")
+            .await
+            .filter(|p| p["status"]["podIP"].is_string())
+    })
+    .await;
+    let container_id = container_id_of("echo", &uid);
+    let record = paths::endpoints_dir(NODE).join(format!("{container_id}.json"));
+    assert!(record.exists(), "CNI left the endpoint record");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pod = api.pod("echo").await.unwrap_or(pod);
+    assert_eq!(pod["status"]["phase"], "Pending", "{pod}");
+    assert_eq!(condition(&pod, "Ready").as_deref(), Some("False"));
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "DatapathNotAttached",
+        "{pod}"
+    );
+    assert!(
+        pod_pids(&container_id).is_empty(),
+        "no container started before the datapath marker"
+    );
+
+    // The agent's marker starts the containers and makes the pod Ready.
+    let marker = paths::attached_dir(NODE).join(&container_id);
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(&marker, b"").unwrap();
+    let pod = wait_for("pod running and ready", 10, async || {
         api.pod("echo").await.filter(|p| {
-            p["status"]["phase"] == "Running"
-                && condition(p, "ContainersReady").as_deref() == Some("True")
+            p["status"]["phase"] == "Running" && condition(p, "Ready").as_deref() == Some("True")
         })
     })
     .await;
-    assert_eq!(
-        condition(&pod, "Ready").as_deref(),
-        Some("False"),
-        "not Ready before the datapath marker: {pod}"
-    );
     let ip: Ipv4Addr = pod["status"]["podIP"].as_str().unwrap().parse().unwrap();
     assert_eq!(pod["status"]["podIPs"][0]["ip"], ip.to_string());
-    assert_eq!(pod["status"]["hostIP"], "198.18.0.250");
+    assert_eq!(pod["status"]["hostIP"], NODE_IP);
     assert!(pod["status"]["startTime"].is_string());
     let cs = &pod["status"]["containerStatuses"][0];
     assert_eq!(
@@ -347,20 +440,6 @@ async fn scenario(cni_plugin: PathBuf) {
         (Some("echo"), Some(true), Some(0))
     );
     assert!(cs["state"]["running"]["startedAt"].is_string(), "{cs}");
-    let container_id = container_id_of("echo", &uid);
-    let record = paths::endpoints_dir(NODE).join(format!("{container_id}.json"));
-    assert!(record.exists(), "CNI left the endpoint record");
-
-    // The agent's marker makes it Ready.
-    let marker = paths::attached_dir(NODE).join(&container_id);
-    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
-    std::fs::write(&marker, b"").unwrap();
-    wait_for("pod ready", 10, async || {
-        api.pod("echo")
-            .await
-            .filter(|p| condition(p, "Ready").as_deref() == Some("True"))
-    })
-    .await;
     let body = curl_in(NODE, &format!("http://{ip}:8080/")).unwrap_or_default();
     assert!(
         body.starts_with("pod=echo peer=10.244.1.1:"),
@@ -428,6 +507,10 @@ async fn scenario(cni_plugin: PathBuf) {
     );
     assert!(pod_pids(&container_id).is_empty(), "kubelet record removed");
 
+    host_network_pod(&api).await;
+    service_variables(&api).await;
+    service_account(&api, &ca).await;
+
     // A pod deleted while the kubelet is down is cleaned up when it comes back; a container
     // that exits ends its pod.
     let orphan_uid = api
@@ -476,6 +559,31 @@ async fn scenario(cni_plugin: PathBuf) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(api.pod("quits").await.unwrap()["status"]["phase"], "Failed");
     drop(kubelet);
+    agent.abort();
+}
+
+/// Stands in for the agent: marks every pod CNI wired (its endpoint record exists) as attached,
+/// once, except those whose container id starts with `hold`.
+fn fake_agent(hold: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut marked = std::collections::HashSet::new();
+        loop {
+            let records = std::fs::read_dir(paths::endpoints_dir(NODE));
+            for entry in records.into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_suffix(".json") else {
+                    continue;
+                };
+                if id.starts_with(&hold) || !marked.insert(id.to_string()) {
+                    continue;
+                }
+                let marker = paths::attached_dir(NODE).join(id);
+                let _ = std::fs::create_dir_all(paths::attached_dir(NODE));
+                let _ = std::fs::write(marker, b"");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
 }
 
 fn pod_spec(name: &str, command: &[&str]) -> Value {
@@ -488,4 +596,248 @@ fn pod_spec(name: &str, command: &[&str]) -> Value {
             "containers": [{"name": "main", "image": "switchyard", "command": command}]
         }
     })
+}
+
+/// A `hostNetwork` pod: no namespace and no CNI, the node's address as podIP and hostIP, Ready
+/// without the agent's marker once its readiness probe (on the node address) passes, its
+/// process in the node's namespace serving on the node address, stopped on deletion.
+async fn host_network_pod(api: &Cluster) {
+    let uid = api
+        .create_pod(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "hostnet", "namespace": POD_NS},
+            "spec": {
+                "nodeName": NODE,
+                "hostNetwork": true,
+                "terminationGracePeriodSeconds": 2,
+                "containers": [{
+                    "name": "echo", "image": "switchyard",
+                    "command": ["switchyard-labnode", "echo", "--port", "8081"],
+                    "ports": [{"name": "echo", "containerPort": 8081}],
+                    "readinessProbe": {"tcpSocket": {"port": "echo"}, "periodSeconds": 1}
+                }]
+            }
+        }))
+        .await;
+    let pod = wait_for("hostNetwork pod ready", 30, async || {
+        api.pod("hostnet")
+            .await
+            .filter(|p| condition(p, "Ready").as_deref() == Some("True"))
+    })
+    .await;
+    assert_eq!(pod["status"]["podIP"], NODE_IP, "{pod}");
+    assert_eq!(pod["status"]["podIPs"], json!([{"ip": NODE_IP}]));
+    assert_eq!(pod["status"]["hostIP"], NODE_IP);
+    assert!(
+        !netns::path(&paths::pod_netns(POD_NS, "hostnet")).exists(),
+        "no pod namespace"
+    );
+    let id = container_id_of("hostnet", &uid);
+    assert!(
+        !paths::endpoints_dir(NODE)
+            .join(format!("{id}.json"))
+            .exists(),
+        "no CNI ADD"
+    );
+    let pids = pod_pids(&id);
+    assert_eq!(pids.len(), 1);
+    let node_ns = std::fs::metadata(netns::path(NODE)).unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/ns/net", pids[0]))
+            .unwrap()
+            .to_string_lossy(),
+        format!("net:[{}]", std::os::unix::fs::MetadataExt::ino(&node_ns)),
+        "the container runs in the node's network namespace"
+    );
+    let body = curl_in(NODE, &format!("http://{NODE_IP}:8081/")).unwrap_or_default();
+    assert!(
+        body.starts_with(&format!("pod=hostnet peer={NODE_IP}:")),
+        "the pod answers on the node address: {body:?}"
+    );
+    api.delete_pod("hostnet", 2).await;
+    wait_for("hostNetwork pod deleted", 20, async || {
+        api.pod("hostnet").await.is_none().then_some(())
+    })
+    .await;
+    assert!(!alive(pids[0]), "the process was stopped");
+    assert!(pod_pids(&id).is_empty(), "kubelet record removed");
+}
+
+/// A PEM certificate of the machine's trust store.
+fn some_ca_certificate() -> String {
+    let dir = std::fs::read_dir("/etc/ssl/certs").expect("/etc/ssl/certs");
+    dir.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pem"))
+        .find_map(|e| std::fs::read_to_string(e.path()).ok())
+        .expect("a certificate in /etc/ssl/certs")
+}
+
+/// What a finished pod's container printed.
+async fn output_of(api: &Cluster, name: &str) -> String {
+    let pod = wait_for(&format!("pod {name} to finish"), 30, async || {
+        api.pod(name)
+            .await
+            .filter(|p| p["status"]["phase"] == "Succeeded" || p["status"]["phase"] == "Failed")
+    })
+    .await;
+    let log = paths::state_dir(NODE)
+        .join("logs")
+        .join(format!("{POD_NS}_{name}_main.log"));
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(pod["status"]["phase"], "Succeeded", "{pod}\n{out}");
+    out
+}
+
+/// Mount points of this (the host's) mount namespace under `dir`.
+fn host_mounts_under(dir: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The service-account directory: namespace, token and CA at the usual path, read-only, in a
+/// mount namespace of the container's own (the host sees none of it), not for pods that opt
+/// out.
+async fn service_account(api: &Cluster, ca: &str) {
+    const SA: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let listing = || -> Option<Vec<String>> {
+        let mut v: Vec<String> = std::fs::read_dir(SA)
+            .ok()?
+            .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+            .collect();
+        v.sort();
+        Some(v)
+    };
+    let before = listing();
+    api.create_pod(pod_spec("sa-ns", &["cat", &format!("{SA}/namespace")]))
+        .await;
+    let script = format!(
+        "cd {SA} && ls && cat token && echo && cmp -s ca.crt $CA_FILE && echo ca-ok; \
+         touch x 2>/dev/null && echo writable || echo read-only"
+    );
+    let mut all = pod_spec("sa-all", &["sh", "-c", &script]);
+    let ca_file = paths::state_dir(NODE).join("test").join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    all["spec"]["containers"][0]["env"] =
+        json!([{"name": "CA_FILE", "value": ca_file.to_string_lossy()}]);
+    api.create_pod(all).await;
+    let mut off = pod_spec("sa-off", &["sh", "-c", &format!("test ! -e {SA}/token")]);
+    off["spec"]["automountServiceAccountToken"] = json!(false);
+    api.create_pod(off).await;
+
+    assert_eq!(output_of(api, "sa-ns").await, POD_NS);
+    assert_eq!(
+        output_of(api, "sa-all").await,
+        "ca.crt\nnamespace\ntoken\nsy-test-sa-token\nca-ok\nread-only\n"
+    );
+    output_of(api, "sa-off").await;
+    for name in ["sa-ns", "sa-all", "sa-off"] {
+        api.delete_pod(name, 0).await;
+    }
+    for name in ["sa-ns", "sa-all", "sa-off"] {
+        wait_for(&format!("pod {name} deleted"), 20, async || {
+            api.pod(name).await.is_none().then_some(())
+        })
+        .await;
+    }
+    // The host keeps at most the (empty) mount point, and no mount.
+    let after = listing();
+    assert!(
+        after == before || after == Some(vec![]),
+        "the host's {SA} changed: {before:?} -> {after:?}"
+    );
+    assert_eq!(host_mounts_under("/run/secrets"), Vec::<String>::new());
+    assert_eq!(host_mounts_under("/var/run/secrets"), Vec::<String>::new());
+    // A forced delete removes the object at once; the kubelet tears the pod down after.
+    let pods_dir = paths::state_dir(NODE).join("pods");
+    wait_for("the pods' directories removed", 20, async || {
+        std::fs::read_dir(&pods_dir)
+            .map_or(true, |mut d| d.next().is_none())
+            .then_some(())
+    })
+    .await;
+}
+
+/// The environment a pod's command saw (it runs `env`), once the pod has finished.
+async fn env_of(api: &Cluster, name: &str) -> Vec<String> {
+    let pod = wait_for(&format!("pod {name} to finish"), 30, async || {
+        api.pod(name)
+            .await
+            .filter(|p| p["status"]["phase"] == "Succeeded" || p["status"]["phase"] == "Failed")
+    })
+    .await;
+    assert_eq!(pod["status"]["phase"], "Succeeded", "{pod}");
+    let log = paths::state_dir(NODE)
+        .join("logs")
+        .join(format!("{POD_NS}_{name}_main.log"));
+    std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Service variables: `default/kubernetes` always; the Services of the pod's namespace unless
+/// `enableServiceLinks: false`; the container's own `env` wins.
+async fn service_variables(api: &Cluster) {
+    let svc: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "my-web", "namespace": POD_NS},
+        "spec": {"selector": {"app": "none"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+    }))
+    .unwrap();
+    let svc = api
+        .services
+        .create(&PostParams::default(), &svc)
+        .await
+        .expect("create service");
+    let ip = json_of(svc)["spec"]["clusterIP"]
+        .as_str()
+        .expect("a ClusterIP")
+        .to_string();
+    let mut envs = pod_spec("envs", &["env"]);
+    envs["spec"]["containers"][0]["env"] =
+        json!([{"name": "MY_WEB_SERVICE_PORT", "value": "8080"}]);
+    api.create_pod(envs).await;
+    let mut nolinks = pod_spec("nolinks", &["env"]);
+    nolinks["spec"]["enableServiceLinks"] = json!(false);
+    api.create_pod(nolinks).await;
+
+    let env = env_of(api, "envs").await;
+    for var in [
+        "KUBERNETES_SERVICE_HOST=10.96.0.1",
+        "KUBERNETES_SERVICE_PORT=443",
+        "KUBERNETES_SERVICE_PORT_HTTPS=443",
+        "KUBERNETES_PORT=tcp://10.96.0.1:443",
+        "KUBERNETES_PORT_443_TCP=tcp://10.96.0.1:443",
+        "KUBERNETES_PORT_443_TCP_PROTO=tcp",
+        "KUBERNETES_PORT_443_TCP_PORT=443",
+        "KUBERNETES_PORT_443_TCP_ADDR=10.96.0.1",
+        &format!("MY_WEB_SERVICE_HOST={ip}"),
+        "MY_WEB_SERVICE_PORT=8080",
+        "MY_WEB_SERVICE_PORT_HTTP=80",
+        &format!("MY_WEB_PORT_80_TCP_ADDR={ip}"),
+        &format!("POD_NAMESPACE={POD_NS}"),
+    ] {
+        assert!(env.iter().any(|l| l == var), "{var} missing from {env:#?}");
+    }
+    let env = env_of(api, "nolinks").await;
+    assert!(env.iter().any(|l| l == "KUBERNETES_SERVICE_HOST=10.96.0.1"));
+    assert!(
+        !env.iter().any(|l| l.starts_with("MY_WEB_")),
+        "no links: {env:#?}"
+    );
+    for name in ["envs", "nolinks"] {
+        api.delete_pod(name, 0).await;
+    }
+    for name in ["envs", "nolinks"] {
+        wait_for(&format!("pod {name} deleted"), 20, async || {
+            api.pod(name).await.is_none().then_some(())
+        })
+        .await;
+    }
 }

@@ -6,22 +6,31 @@
 //! 2. waits for the control plane to assign `spec.podCIDR`;
 //! 3. watches the pods bound to the node ([`pods`]); for each one a [`worker`] creates the pod
 //!    namespace, runs the CNI plugin (the `switchyard` executable beside this one: [`cni_exec`]),
-//!    starts the containers' commands inside the namespace ([`process`]), and reports status
-//!    ([`status`]): Ready only once the agent marked the pod's veth as attached;
+//!    waits until the agent marked the pod's veth as attached (so the containers' first packets
+//!    are load-balanced already, as behind a CNI plugin that returns once the datapath is
+//!    programmed), starts the containers' commands inside the namespace ([`process`]) with the
+//!    Service variables of the Services that exist then ([`envvars`]) and the service-account
+//!    token, CA and namespace at the usual path ([`serviceaccount`]), and reports status
+//!    ([`status`]). A `hostNetwork` pod skips the namespace, CNI and the marker: its containers
+//!    run in the kubelet's own network namespace (the node's) and its podIP is the node's
+//!    InternalIP;
 //! 4. on deletion stops the processes (SIGTERM, SIGKILL after the grace period), runs CNI DEL,
 //!    removes the namespace and deletes the object.
 //!
 //! Pods outlive the kubelet: on SIGTERM it exits and leaves them running; a restarted kubelet
 //! adopts them from its records ([`state`]). Not implemented: container restarts
-//! (`restartPolicy`), image pulling (commands run from the host filesystem), volumes, exec probes.
+//! (`restartPolicy`), image pulling (commands run from the host filesystem), volumes (but the
+//! service-account one), exec probes.
 mod api;
 pub mod cni_exec;
+pub mod envvars;
 mod error;
 pub mod netns;
 pub mod node;
 pub mod pods;
 pub mod probe;
 pub mod process;
+pub mod serviceaccount;
 pub mod state;
 pub mod status;
 pub mod worker;
@@ -29,8 +38,11 @@ pub mod worker;
 pub use error::Error;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::Node;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,6 +70,10 @@ pub struct Options {
     /// CNI plugin executable (default: `switchyard` in this executable's directory).
     #[arg(long)]
     pub cni_plugin: Option<PathBuf>,
+    /// File whose first line is the bearer token pods get at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount/token` (without it they get no token).
+    #[arg(long)]
+    pub service_account_token_file: Option<PathBuf>,
 }
 
 /// The CNI plugin's executable name: the agent's binary, which acts as the plugin when
@@ -77,6 +93,26 @@ pub struct Ctx {
     /// Directory of the `switchyard-labnode` (and `switchyard`) executables, first on the
     /// containers' `PATH`.
     pub exe_dir: PathBuf,
+    /// Every Service of the cluster, for the containers' Service variables ([`envvars`]).
+    pub services: Store<Service>,
+    /// Token and CA for the pods' service-account directories ([`serviceaccount`]).
+    pub credentials: serviceaccount::Credentials,
+}
+
+/// Keeps `services` equal to the cluster's Services until dropped (a watch, relisting after
+/// errors).
+fn watch_services(client: kube::Client) -> (Store<Service>, tokio::task::JoinHandle<()>) {
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<Service>::all(client), watcher::Config::default()).default_backoff(),
+    );
+    let task = tokio::spawn(stream.for_each(|ev| async move {
+        if let Err(e) = ev {
+            tracing::warn!(error = %e, "service watch failed; retrying");
+        }
+    }));
+    (store, task)
 }
 
 /// Runs the node runtime until SIGTERM/SIGINT; pods keep running after it exits.
@@ -99,6 +135,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .cni_plugin
         .clone()
         .unwrap_or_else(|| exe_dir.join(CNI_PLUGIN));
+    let credentials = serviceaccount::Credentials::load(
+        &opts.kubeconfig,
+        opts.service_account_token_file.as_deref(),
+    )?;
+    if credentials.token.is_none() {
+        tracing::warn!("no --service-account-token-file: pods get no service-account token");
+    }
     let client = switchyard::kubeclient::client_from_kubeconfig(&opts.kubeconfig).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let id = node::NodeIdentity {
@@ -124,15 +167,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .first_host()
             .with_context(|| format!("podCIDR {subnet} is too small for pods"))?;
         let conf = cni_exec::network_config(&opts.node, subnet, gateway);
+        let (services, service_watch) = watch_services(client.clone());
         let ctx = Arc::new(Ctx {
             client: client.clone(),
             node: opts.node.clone(),
             node_ip: opts.node_ip,
             cni: cni_exec::CniRunner::new(cni_plugin, conf),
             exe_dir,
+            services,
+            credentials,
         });
         let result = pods::Manager::new(ctx).run().await;
         heartbeat.abort();
+        service_watch.abort();
         result?;
         anyhow::Ok(())
     };

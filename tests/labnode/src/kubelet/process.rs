@@ -1,11 +1,14 @@
-//! Container processes: started from the host filesystem inside the pod's network namespace,
-//! each in its own session and process group, and stopped by signalling that group.
+//! Container processes: started from the host filesystem inside the pod's network namespace and
+//! a mount namespace of their own, each in its own session and process group, and stopped by
+//! signalling that group.
 use super::error::Error;
 use k8s_openapi::api::core::v1::{Container, Pod};
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -36,15 +39,18 @@ pub struct PodContext<'a> {
     pub node: &'a str,
     /// Directory of the `switchyard-labnode` executable, put first on `PATH`.
     pub exe_dir: &'a Path,
+    /// The Service variables of the pod ([`super::envvars::service_env`]).
+    pub service_env: &'a [(String, String)],
 }
 
 /// Default `PATH` after the executable's directory.
 const BASE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Works out how to start `container`: its argv (images are not pulled, so `command` is
-/// required), and its environment: the container's `env` (plain values and the common
-/// `fieldRef`s), plus `HOSTNAME`, `POD_NAME`, `POD_NAMESPACE`, `POD_IP` and a `PATH` that
-/// starts with the directory of the `switchyard-labnode` executable.
+/// required), and its environment, later entries winning: a `PATH` that starts with the
+/// directory of the `switchyard-labnode` executable, `HOSTNAME`, `POD_NAME`, `POD_NAMESPACE`,
+/// `POD_IP`, `NODE_NAME`; the Service variables; the container's `env` (plain values, with
+/// `$(VAR)` references to variables defined before expanded, and the common `fieldRef`s).
 pub fn launch(container: &Container, ctx: &PodContext<'_>) -> Result<Launch, String> {
     let meta = &ctx.pod.metadata;
     let name = meta.name.clone().unwrap_or_default();
@@ -69,9 +75,13 @@ pub fn launch(container: &Container, ctx: &PodContext<'_>) -> Result<Launch, Str
         ("POD_IP".into(), ctx.pod_ip.to_string()),
         ("NODE_NAME".into(), ctx.node.to_string()),
     ];
+    for (k, v) in ctx.service_env {
+        env.retain(|(n, _)| n != k);
+        env.push((k.clone(), v.clone()));
+    }
     for var in container.env.clone().unwrap_or_default() {
         let value = match (&var.value, &var.value_from) {
-            (Some(v), _) => v.clone(),
+            (Some(v), _) => expand(v, &env),
             (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
                 Some("metadata.name") => name.clone(),
                 Some("metadata.namespace") => namespace.clone(),
@@ -143,10 +153,33 @@ pub fn expand(s: &str, env: &[(String, String)]) -> String {
 
 /// Starts `launch` inside the network namespace at `netns`, in a new session (so its process
 /// group id is its pid), with stdout and stderr appended to `log`.
-pub fn spawn(launch: &Launch, netns: &Path, log: &Path) -> Result<tokio::process::Child, Error> {
+///
+/// The process also gets a mount namespace of its own, whose mounts are made slaves of the
+/// host's: mounts made on the host (pod network namespaces under `/run/netns`…) still appear in
+/// it, nothing mounted in it reaches the host. The directory `service_account`, if given, is
+/// bind-mounted read-only at [`super::serviceaccount::MOUNT_PATH`] there (the mount point must
+/// exist). `/sys` stays the host's (as before): the process sees its own interfaces through
+/// netlink, not through `/sys/class/net`.
+pub fn spawn(
+    launch: &Launch,
+    netns: &Path,
+    service_account: Option<&Path>,
+    log: &Path,
+) -> Result<tokio::process::Child, Error> {
     let start_err = |message: String| Error::Start {
         container: launch.name.clone(),
         message,
+    };
+    let c_path = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| start_err(format!("{} contains a NUL byte", p.display())))
+    };
+    let bind = match service_account {
+        Some(dir) => Some((
+            c_path(dir)?,
+            c_path(Path::new(super::serviceaccount::MOUNT_PATH))?,
+        )),
+        None => None,
     };
     let ns = File::open(netns)
         .map_err(|e| start_err(format!("cannot open {}: {e}", netns.display())))?;
@@ -173,15 +206,48 @@ pub fn spawn(launch: &Launch, netns: &Path, log: &Path) -> Result<tokio::process
         .kill_on_drop(false);
     let ns_fd = ns.as_raw_fd();
     // SAFETY: runs in the forked child before exec; only async-signal-safe syscalls are made
-    // (setns, setsid), on a descriptor kept open by `ns` until spawn returns.
+    // (setns, unshare, mount, setsid), on a descriptor kept open by `ns` until spawn returns and
+    // on strings allocated before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
-                return Err(io::Error::last_os_error());
+            let check = |rc: libc::c_int| {
+                if rc < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            check(libc::setns(ns_fd, libc::CLONE_NEWNET))?;
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_SLAVE,
+                std::ptr::null(),
+            ))?;
+            if let Some((src, dst)) = &bind {
+                check(libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+                check(libc::mount(
+                    std::ptr::null(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV
+                        | libc::MS_NOEXEC,
+                    std::ptr::null(),
+                ))?;
             }
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
+            check(libc::setsid())?;
             Ok(())
         });
     }
@@ -315,6 +381,7 @@ mod tests {
             host_ip: Ipv4Addr::new(198, 18, 0, 11),
             node: "n1",
             exe_dir: Path::new("/opt/sy/bin"),
+            service_env: &[],
         }
     }
 
@@ -361,6 +428,50 @@ mod tests {
         assert_eq!(get(&l, "MY_IP"), Some("10.244.1.5"));
         assert!(get(&l, "PATH").unwrap().starts_with("/opt/sy/bin:"));
         assert_eq!(l.working_dir, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn service_variables_yield_to_the_containers_env() {
+        let pod = pod();
+        let service_env = vec![
+            (
+                "KUBERNETES_SERVICE_HOST".to_string(),
+                "10.96.0.1".to_string(),
+            ),
+            ("KUBERNETES_SERVICE_PORT".to_string(), "443".to_string()),
+        ];
+        let ctx = PodContext {
+            service_env: &service_env,
+            ..ctx(&pod)
+        };
+        let var = |name: &str, value: &str| EnvVar {
+            name: name.into(),
+            value: Some(value.into()),
+            value_from: None,
+        };
+        let c = Container {
+            name: "c".into(),
+            command: Some(vec!["env".into()]),
+            env: Some(vec![
+                var("KUBERNETES_SERVICE_PORT", "6443"),
+                var(
+                    "API",
+                    "https://$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)",
+                ),
+            ]),
+            ..Default::default()
+        };
+        let l = launch(&c, &ctx).unwrap();
+        assert_eq!(get(&l, "KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get(&l, "KUBERNETES_SERVICE_PORT"), Some("6443"));
+        assert_eq!(get(&l, "API"), Some("https://10.96.0.1:6443"));
+        assert_eq!(
+            l.env
+                .iter()
+                .filter(|(k, _)| k == "KUBERNETES_SERVICE_PORT")
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub struct PodRecord {
     pub name: String,
     /// CNI container id.
     pub container_id: String,
-    /// Name of the pod's network namespace.
+    /// Name of the pod's network namespace; empty for a `hostNetwork` pod.
     pub netns: String,
     /// Pod address, once CNI ADD succeeded.
     pub pod_ip: Option<Ipv4Addr>,

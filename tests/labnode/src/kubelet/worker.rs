@@ -4,6 +4,7 @@ use super::cni_exec::{pod_ip, PodRef};
 use super::error::{is_status, Error};
 use super::probe::{self, Readiness};
 use super::process::{self, Proc};
+use super::serviceaccount;
 use super::state::{self, ContainerRecord, PodRecord};
 use super::status::{self, ContainerPhase, ContainerView, PodView, Transitions};
 use super::{netns, Ctx};
@@ -30,6 +31,8 @@ pub enum Cmd {
 const TICK: Duration = Duration::from_millis(500);
 /// Wait between CNI ADD attempts.
 const CNI_RETRY: Duration = Duration::from_secs(1);
+/// How often the agent's attached marker is looked for before the containers start.
+const ATTACH_POLL: Duration = Duration::from_millis(20);
 /// Grace period when the spec gives none.
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// Extra wait for processes after SIGKILL.
@@ -279,6 +282,9 @@ impl Worker {
                 .containers
                 .iter()
                 .all(|c| c.pid.is_some() || c.error.is_some());
+        // A pod known only from its record (deleted while the kubelet was down) has no spec:
+        // the record says whether it had a namespace of its own.
+        self.host_network = rec.netns.is_empty();
         self.rec = rec;
         self.procs = self.rec.containers.iter().map(|_| None).collect();
         self.probe_ok = vec![false; self.rec.containers.len()];
@@ -335,9 +341,104 @@ impl Worker {
         };
         self.rec.pod_ip = Some(ip);
         self.save();
-        self.start_containers(ip);
+        if let Err(next) = self.wait_attached(rx).await {
+            return next;
+        }
+        let service_env = match self.service_env(rx).await {
+            Ok(env) => env,
+            Err(next) => return next,
+        };
+        let service_account = self.write_service_account();
+        self.start_containers(ip, &service_env, service_account);
         self.save();
         Next::Continue
+    }
+
+    /// Writes the pod's service-account directory, unless the pod opted out; the directory
+    /// to mount, or why there is none.
+    fn write_service_account(&self) -> Result<Option<PathBuf>, String> {
+        if !serviceaccount::wanted(&self.pod) {
+            return Ok(None);
+        }
+        let dir = serviceaccount::pod_dir(&self.ctx.node, &self.uid);
+        serviceaccount::write(&dir, &self.namespace, &self.ctx.credentials)
+            .and_then(|()| serviceaccount::ensure_mount_point())
+            .map(|()| Some(dir))
+            .map_err(|e| format!("cannot prepare the service-account volume: {e}"))
+    }
+
+    /// Whether the agent has attached the datapath to the pod's veth (its marker file exists);
+    /// always for a `hostNetwork` pod.
+    fn attached(&self) -> bool {
+        self.host_network
+            || switchyard::paths::attached_dir(&self.ctx.node)
+                .join(&self.rec.container_id)
+                .exists()
+    }
+
+    /// Waits until the agent has attached the datapath to the pod's veth (or the pod goes
+    /// away), as a CNI plugin that returns only once the datapath is programmed would: the
+    /// containers' first packets (to a ClusterIP, say) are then load-balanced already.
+    async fn wait_attached(&mut self, rx: &mut UnboundedReceiver<Cmd>) -> Result<(), Next> {
+        let started = Instant::now();
+        let mut logged = false;
+        while !self.attached() {
+            if !logged && started.elapsed() >= Duration::from_secs(5) {
+                tracing::info!("waiting for the agent to attach the datapath to the pod");
+                logged = true;
+            }
+            if self.waiting.0 != "DatapathNotAttached" {
+                self.waiting = (
+                    "DatapathNotAttached".into(),
+                    Some("waiting for the switchyard agent to attach the pod's datapath".into()),
+                );
+                self.report().await;
+            }
+            self.pause(rx, ATTACH_POLL).await?;
+        }
+        Ok(())
+    }
+
+    /// The pod's Service variables, once the kubelet has listed the Services (or the pod goes
+    /// away meanwhile).
+    async fn service_env(
+        &mut self,
+        rx: &mut UnboundedReceiver<Cmd>,
+    ) -> Result<Vec<(String, String)>, Next> {
+        let services = self.ctx.services.clone();
+        let mut logged = false;
+        loop {
+            tokio::select! {
+                ready = services.wait_until_ready() => {
+                    if ready.is_err() {
+                        tracing::warn!("the service watch has stopped; using the services known so far");
+                    }
+                    break;
+                }
+                cmd = rx.recv() => {
+                    let next = self.on_cmd(cmd);
+                    if next != Next::Continue {
+                        return Err(next);
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_secs(5)), if !logged => {
+                    tracing::info!("waiting for the first list of services");
+                    logged = true;
+                }
+            }
+        }
+        let all = services.state();
+        let enable_links = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        Ok(super::envvars::service_env(
+            all.iter().map(|s| s.as_ref()),
+            &self.namespace,
+            enable_links,
+        ))
     }
 
     /// Creates the namespace and runs CNI ADD until it succeeds (or the pod goes away).
@@ -406,7 +507,12 @@ impl Worker {
         }
     }
 
-    fn start_containers(&mut self, ip: Ipv4Addr) {
+    fn start_containers(
+        &mut self,
+        ip: Ipv4Addr,
+        service_env: &[(String, String)],
+        service_account: Result<Option<PathBuf>, String>,
+    ) {
         let spec = self.pod.spec.clone().unwrap_or_default();
         let ctx = process::PodContext {
             pod: &self.pod,
@@ -414,17 +520,19 @@ impl Worker {
             host_ip: self.ctx.node_ip,
             node: &self.ctx.node,
             exe_dir: &self.ctx.exe_dir,
+            service_env,
         };
         let ns_path = self.netns_path();
         for (i, container) in spec.containers.iter().enumerate() {
             let rec = &mut self.rec.containers[i];
             let log = state::log_path(&self.ctx.node, &self.namespace, &self.name, &container.name);
             let spawned = process::launch(container, &ctx)
+                .and_then(|l| Ok((l, service_account.clone()?)))
                 .map_err(|message| Error::Start {
                     container: container.name.clone(),
                     message,
                 })
-                .and_then(|l| process::spawn(&l, &ns_path, &log));
+                .and_then(|(l, sa)| process::spawn(&l, &ns_path, sa.as_deref(), &log));
             match spawned.map(Proc::child) {
                 Ok(Some(proc)) => {
                     let pid = proc.pid();
@@ -542,10 +650,7 @@ impl Worker {
                 }
             })
             .collect();
-        let attached = self.host_network
-            || switchyard::paths::attached_dir(&self.ctx.node)
-                .join(&self.rec.container_id)
-                .exists();
+        let attached = self.attached();
         PodView {
             pod_ip: self.rec.pod_ip,
             host_ip: self.ctx.node_ip,
@@ -634,6 +739,9 @@ impl Worker {
         tracing::info!(?grace, delete_object, "stopping pod");
         self.stop_processes(grace).await;
         self.cleanup_network().await;
+        if let Err(e) = serviceaccount::remove(&self.ctx.node, &self.uid) {
+            tracing::warn!(error = %e, "cannot remove the pod's files");
+        }
         if let Err(e) = state::remove(&self.ctx.node, &self.uid) {
             tracing::warn!(error = %e, "cannot remove pod record");
         }
