@@ -15,6 +15,9 @@
 //! - the switchyard agent — group `switchyard:agents` or user
 //!   `system:serviceaccount:kube-system:switchyard` — may get/list/watch services,
 //!   endpointslices, nodes and pods, and create and patch events;
+//! - viewers — group `switchyard:viewers`, what a ClusterRoleBinding to the `view` ClusterRole
+//!   gives on a cluster (controlplane-lite has no RBAC objects) — may get/list/watch every
+//!   resource;
 //! - everybody else authenticated: discovery, health checks and access reviews only.
 use serde_json::Value;
 
@@ -29,6 +32,8 @@ pub const NODES: &str = "system:nodes";
 pub const NODE_PREFIX: &str = "system:node:";
 /// The group of switchyard agents.
 pub const AGENTS: &str = "switchyard:agents";
+/// The group that may read everything (the `view` ClusterRole's stand-in).
+pub const VIEWERS: &str = "switchyard:viewers";
 /// The service account switchyard agents run as in a cluster.
 pub const AGENT_ACCOUNT: &str = "system:serviceaccount:kube-system:switchyard";
 
@@ -90,6 +95,9 @@ pub fn decide(user: &User, a: &Attributes, facts: &Facts) -> Result<(), Denied> 
     }
     if let Some(node) = node_of(user) {
         return decide_node(node, a, facts);
+    }
+    if user.groups.iter().any(|g| g == VIEWERS) && READ.contains(&a.verb.as_str()) {
+        return Ok(());
     }
     if is_agent(user) {
         let reads = ["services", "endpointslices", "nodes", "pods"];
@@ -305,5 +313,16 @@ mod tests {
             forbidden(&bob, &a, &d).message,
             "pods is forbidden: User \"bob\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
         );
+    }
+
+    #[test]
+    fn a_viewer_reads_everything_and_writes_nothing() {
+        let sa = user("system:serviceaccount:default:default", &[VIEWERS]);
+        let none = Facts::default();
+        for verb in READ {
+            assert!(decide(&sa, &attrs(verb, "services", "", ""), &none).is_ok());
+        }
+        assert!(decide(&sa, &attrs("create", "services", "default", "x"), &none).is_err());
+        assert!(decide(&sa, &attrs("delete", "pods", "default", "x"), &none).is_err());
     }
 }

@@ -360,3 +360,37 @@ fn a_1500_byte_underlay_carries_full_size_tcp_fragmented_udp_and_icmp_errors_thr
     );
     assert!(lab.counter(1, "icmp_translated").expect("stats") >= 1);
 }
+
+#[test]
+#[ignore = "needs root and the netns lab: run with cargo xtask test"]
+fn a_pod_lists_services_through_the_kubernetes_service_with_in_cluster_settings() {
+    let lab = cluster();
+    // The pod runs from the host filesystem, so what it writes lands in the lab directory.
+    let out = lab::lab_dir(&lab.opts.root).join("incluster.txt");
+    let _ = std::fs::remove_file(&out);
+    probe::apply(
+        &lab,
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: incluster}}\nspec:\n  nodeName: n2\n  restartPolicy: Never\n  containers:\n  - {{name: kubectl, image: kubectl, command: [sh, -c, 'env | grep ^KUBERNETES_SERVICE > {0}.tmp; kubectl get svc -A -o wide >> {0}.tmp 2>&1; mv {0}.tmp {0}']}}\n",
+            out.display()
+        ),
+    )
+    .expect("apply");
+    kube::wait(
+        "the in-cluster kubectl",
+        Duration::from_secs(30),
+        None,
+        || Ok(out.exists()),
+    )
+    .expect("kubectl ran");
+    let text = std::fs::read_to_string(&out).expect("output");
+    let _ = std::fs::remove_file(&out);
+    assert!(text.contains("KUBERNETES_SERVICE_HOST=10.96.0.1"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("default")
+            && l.contains("kubernetes")
+            && l.contains("10.96.0.1")),
+        "kubectl with in-cluster config listed the Services through 10.96.0.1:\n{text}"
+    );
+    assert!(text.contains("echo-np"), "{text}");
+}

@@ -23,7 +23,8 @@ pub struct Tokens {
     /// User `admin` (group `system:masters`): kubectl, the agents and the kubelets.
     pub admin: String,
     /// [`SERVICE_ACCOUNT_USER`] (groups `system:serviceaccounts`,
-    /// `system:serviceaccounts:default`): what every pod finds at
+    /// `system:serviceaccounts:default`, and `switchyard:viewers`, which reads everything, as a
+    /// binding to the `view` ClusterRole would): what every pod finds at
     /// `/var/run/secrets/kubernetes.io/serviceaccount/token`.
     pub service_account: String,
 }
@@ -55,7 +56,7 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), LabError> {
 /// token switchyard-cp writes into its kubeconfig), then the pods' service account.
 pub fn token_file_text(tokens: &Tokens) -> String {
     format!(
-        "{},admin,admin,\"system:masters\"\n{},{SERVICE_ACCOUNT_USER},serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default\"\n",
+        "{},admin,admin,\"system:masters\"\n{},{SERVICE_ACCOUNT_USER},serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default,switchyard:viewers\"\n",
         tokens.admin, tokens.service_account
     )
 }
