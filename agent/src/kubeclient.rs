@@ -26,3 +26,14 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Kubecon
         .map_err(|e| err(e.to_string()))?;
     kube::Client::try_from(config).map_err(|e| err(e.to_string()))
 }
+
+/// Builds an API client from a pod's in-cluster configuration (service-account token and CA
+/// under `/var/run/secrets/kubernetes.io/serviceaccount`, `KUBERNETES_SERVICE_HOST`/`_PORT`).
+pub async fn in_cluster() -> Result<kube::Client, KubeconfigError> {
+    let err = |message: String| KubeconfigError {
+        path: PathBuf::from("(in-cluster)"),
+        message: format!("{message}; outside a pod pass --kubeconfig (or set KUBECONFIG)"),
+    };
+    let config = kube::Config::incluster().map_err(|e| err(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| err(e.to_string()))
+}

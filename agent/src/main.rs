@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node agent: watch the API, program the eBPF datapath.
-    Agent(switchyard::daemon::Options),
+    Agent(Box<switchyard::daemon::Options>),
     /// Run as a CNI plugin (also selected when CNI_COMMAND is set).
     Cni,
     /// Show what the datapath of a node holds (reads the pinned maps).
@@ -54,7 +54,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Agent(o) => switchyard::daemon::run(o).await,
+            Command::Agent(o) => switchyard::daemon::run(*o).await,
             Command::Cni | Command::Inspect(_) => Ok(()),
         }
     });

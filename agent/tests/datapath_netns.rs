@@ -26,6 +26,7 @@ fn settings() -> NodeSettings {
         pod_cidr: (Ipv4Addr::new(10, 244, 9, 0), 24),
         cluster_cidr: (Ipv4Addr::new(10, 244, 0, 0), 16),
         service_cidr: (Ipv4Addr::new(10, 96, 0, 0), 16),
+        ..NodeSettings::defaults()
     }
 }
 

@@ -338,6 +338,10 @@ fn nodeport_snat_keeps_a_client_port_of_its_range_and_reclaims_finished_flows() 
         nodeport_min: 30000,
         nodeport_max: 32767,
         netns_cookie: 0,
+        snat_port_min: switchyard_abi::SNAT_PORT_MIN,
+        snat_port_max: switchyard_abi::SNAT_PORT_MAX,
+        snat_attempts: 16,
+        pad2: 0,
     };
     loaded.config.set(0, config, 0).expect("config");
     loaded

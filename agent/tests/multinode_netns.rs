@@ -124,12 +124,19 @@ impl Cluster {
             pod_cidr: (Ipv4Addr::new(10, 244, 80 + n, 0), 24),
             cluster_cidr: (Ipv4Addr::new(10, 244, 0, 0), 16),
             service_cidr: (Ipv4Addr::new(10, 96, 0, 0), 16),
+            ..NodeSettings::defaults()
         };
         in_netns(&ns, move || {
             let mut dp = Datapath::open(&settings).expect("open datapath");
             dp.sync_local_pods().expect("local pods");
             dp.attach_overlay("vxlan0", vxlan).expect("overlay");
-            dp.attach_uplink("eth0", eth0).expect("uplink");
+            let uplink = switchyard::datapath::devices::Uplink {
+                name: "eth0".into(),
+                ifindex: eth0,
+                addr: node_ip(n),
+                primary: true,
+            };
+            dp.attach_uplink(&uplink).expect("uplink");
             assert_eq!(dp.tunnels.sync(&routes).expect("tunnels").written, 1);
             assert_eq!(dp.tunnels.sync(&routes).expect("tunnels again").written, 0);
             dp.services.sync_all(&desired).expect("services");

@@ -27,6 +27,7 @@ use crate::watch::{Dirty, Stores};
 pub struct Reconciler {
     node: String,
     node_ip: Ipv4Addr,
+    nodeport_networks: Vec<(Ipv4Addr, u8)>,
     cache: Option<DesiredCache>,
     notes: Notes,
 }
@@ -39,11 +40,13 @@ pub struct Findings {
 }
 
 impl Reconciler {
-    /// For node `node` whose address is `node_ip`.
-    pub fn new(node: &str, node_ip: Ipv4Addr) -> Self {
+    /// For node `node` whose address is `node_ip`, serving NodePorts on its addresses inside
+    /// `nodeport_networks` (all when empty).
+    pub fn new(node: &str, node_ip: Ipv4Addr, nodeport_networks: Vec<(Ipv4Addr, u8)>) -> Self {
         Reconciler {
             node: node.to_string(),
             node_ip,
+            nodeport_networks,
             cache: None,
             notes: Notes::default(),
         }
@@ -73,7 +76,12 @@ impl Reconciler {
         let started = Instant::now();
         let dirty = stores.take_dirty();
         let nodes = stores.nodes.state();
-        let view = NodeView::new(&nodes, &self.node, self.node_ip);
+        let view = NodeView::with_nodeport_networks(
+            &nodes,
+            &self.node,
+            self.node_ip,
+            &self.nodeport_networks,
+        );
         let stale = self.cache.as_ref().is_none_or(|c| c.view() != &view);
         let findings = self.findings(&dirty, stale, stores);
         let (mode, result) = match self.cache.as_mut() {
@@ -238,7 +246,7 @@ mod tests {
                 feed,
                 services: ServiceSync::open(MemServiceMaps::in_memory()).unwrap(),
                 tunnels: TunnelSync::open(MemMap::new("TUNNEL_V1", 64)).unwrap(),
-                reconciler: Reconciler::new("n1", Ipv4Addr::new(198, 18, 0, 11)),
+                reconciler: Reconciler::new("n1", Ipv4Addr::new(198, 18, 0, 11), Vec::new()),
             }
         }
 

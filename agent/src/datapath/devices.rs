@@ -6,18 +6,35 @@
 //! until it has re-attached them, so established flows are not cut by the restart.
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, MapData};
+use std::net::Ipv4Addr;
+
+use aya::maps::{Array, HashMap, MapData};
 use aya::programs::TcAttachType;
 use aya::Ebpf;
 use switchyard_abi::{addr_be, names, programs, NodeConfig};
 
+use super::maps::{MapWriter, Named};
 use super::{attach, loader, DatapathError, NodeSettings};
 
-/// `CONFIG[0]` and the pinned device links.
+/// `CONFIG[0]`, `UPLINKS` and the pinned device links.
 pub struct Devices {
     pin_dir: PathBuf,
     map: Array<MapData, NodeConfig>,
+    uplinks: Named<HashMap<MapData, u32, u32>>,
     config: NodeConfig,
+}
+
+/// An uplink device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uplink {
+    /// Its name.
+    pub name: String,
+    /// Its ifindex.
+    pub ifindex: u32,
+    /// The address traffic leaving through it is masqueraded to (its own).
+    pub addr: Ipv4Addr,
+    /// Whether replies to outside clients leave through it (the first uplink).
+    pub primary: bool,
 }
 
 impl Devices {
@@ -25,6 +42,7 @@ impl Devices {
     pub fn open(
         settings: &NodeSettings,
         map: Array<MapData, NodeConfig>,
+        uplinks: Named<HashMap<MapData, u32, u32>>,
         pin_dir: PathBuf,
     ) -> Result<Self, DatapathError> {
         let mut config = node_config(settings);
@@ -35,6 +53,7 @@ impl Devices {
         let mut devices = Devices {
             pin_dir,
             map,
+            uplinks,
             config,
         };
         devices.write()?;
@@ -73,15 +92,14 @@ impl Devices {
         Ok(())
     }
 
-    /// Turns on NodePort and masquerade on the node's uplink `ifname` (ifindex `ifindex`):
-    /// `from_netdev` on its ingress and on `lo`'s (NodePorts for the node's own processes),
-    /// `to_netdev` on its egress.
-    pub fn attach_uplink(
-        &mut self,
-        ebpf: &mut Ebpf,
-        ifname: &str,
-        ifindex: u32,
-    ) -> Result<(), DatapathError> {
+    /// Turns on NodePort and masquerade on an uplink: `from_netdev` on its ingress and on `lo`'s
+    /// (NodePorts for the node's own processes), `to_netdev` on its egress, and its address in
+    /// `UPLINKS`.
+    pub fn attach_uplink(&mut self, ebpf: &mut Ebpf, uplink: &Uplink) -> Result<(), DatapathError> {
+        let (ifname, ifindex) = (uplink.name.as_str(), uplink.ifindex);
+        self.uplinks
+            .put(ifindex, addr_be(uplink.addr))
+            .map_err(DatapathError::map(names::UPLINKS))?;
         let hooks = [
             (
                 programs::FROM_NETDEV,
@@ -111,9 +129,11 @@ impl Devices {
         // martian unless lo accepts local sources.
         let sysctl = PathBuf::from("/proc/sys/net/ipv4/conf/lo/accept_local");
         std::fs::write(&sysctl, b"1").map_err(DatapathError::io(&sysctl))?;
-        self.config.uplink_ifindex = ifindex;
-        self.write()?;
-        tracing::info!(%ifname, ifindex, "uplink attached: NodePort and masquerade active");
+        if uplink.primary {
+            self.config.uplink_ifindex = ifindex;
+            self.write()?;
+        }
+        tracing::info!(%ifname, ifindex, addr = %uplink.addr, "uplink attached: NodePort and masquerade active");
         Ok(())
     }
 
@@ -160,9 +180,13 @@ pub fn node_config(s: &NodeSettings) -> NodeConfig {
         pad: 0,
         vxlan_ifindex: 0,
         uplink_ifindex: 0,
-        nodeport_min: 30000,
-        nodeport_max: 32767,
+        nodeport_min: s.nodeport_range.0,
+        nodeport_max: s.nodeport_range.1,
         netns_cookie: 0,
+        snat_port_min: s.masquerade_ports.0,
+        snat_port_max: s.masquerade_ports.1,
+        snat_attempts: s.masquerade_attempts,
+        pad2: 0,
     }
 }
 
@@ -197,7 +221,6 @@ pub fn netns_cookie() -> std::io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     #[test]
     fn the_network_namespace_has_a_cookie() {
@@ -210,8 +233,7 @@ mod tests {
             node: "n1".into(),
             node_ip: Ipv4Addr::new(198, 18, 0, 11),
             pod_cidr: (Ipv4Addr::new(10, 244, 1, 0), 24),
-            cluster_cidr: (Ipv4Addr::new(10, 244, 0, 0), 16),
-            service_cidr: (Ipv4Addr::new(10, 96, 0, 0), 16),
+            ..NodeSettings::defaults()
         });
         assert_eq!(c.node_addr.to_ne_bytes(), [198, 18, 0, 11]);
         assert_eq!(
@@ -219,5 +241,10 @@ mod tests {
             (24, 16, 16)
         );
         assert_eq!((c.vxlan_ifindex, c.uplink_ifindex), (0, 0));
+        assert_eq!((c.nodeport_min, c.nodeport_max), (30000, 32767));
+        assert_eq!(
+            (c.snat_port_min, c.snat_port_max, c.snat_attempts),
+            (61000, 65535, 16)
+        );
     }
 }

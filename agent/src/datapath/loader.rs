@@ -41,6 +41,68 @@ pub struct Loaded {
     pub affinity_match: Named<HashMap<MapData, AffinityMatchKey, u8>>,
     /// `SOURCE_RANGES`.
     pub source_ranges: Named<LpmTrie<MapData, SourceRangeKey, u8>>,
+    /// `UPLINKS`.
+    pub uplinks: Named<HashMap<MapData, u32, u32>>,
+}
+
+/// Sizes of the maps a node's load decides (`switchyard agent --ct-max …`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// `CT`.
+    pub ct: u32,
+    /// `NAT`.
+    pub nat: u32,
+    /// `SERVICES`.
+    pub services: u32,
+    /// `BACKENDS`.
+    pub backends: u32,
+}
+
+impl Default for MapSizes {
+    /// The sizes the programs declare.
+    fn default() -> Self {
+        use switchyard_abi::capacity;
+        MapSizes {
+            ct: capacity::CT,
+            nat: capacity::NAT,
+            services: capacity::SERVICES,
+            backends: capacity::BACKENDS,
+        }
+    }
+}
+
+impl MapSizes {
+    fn by_name(&self) -> [(&'static str, u32); 4] {
+        [
+            (names::CT, self.ct),
+            (names::NAT, self.nat),
+            (names::SERVICES, self.services),
+            (names::BACKENDS, self.backends),
+        ]
+    }
+}
+
+/// Removes the pin of every sized map whose pinned size differs from the wanted one, so the
+/// load creates it anew at that size (a map cannot be resized in place). What the old map held
+/// is lost: conntrack entries of a resized `CT` or `NAT` (their connections are balanced anew),
+/// the agent rewrites `SERVICES` and `BACKENDS` from the API.
+fn drop_resized(pin_dir: &Path, sizes: &MapSizes) -> Result<(), DatapathError> {
+    for (name, wanted) in sizes.by_name() {
+        let path = pin_dir.join(name);
+        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
+            continue;
+        };
+        if info.max_entries() != wanted {
+            tracing::warn!(
+                map = name,
+                pinned = info.max_entries(),
+                wanted,
+                "resizing a pinned map: its entries are dropped"
+            );
+            std::fs::remove_file(&path).map_err(DatapathError::io(&path))?;
+        }
+    }
+    Ok(())
 }
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -54,14 +116,23 @@ pub fn check_bpffs() -> Result<(), DatapathError> {
     Ok(())
 }
 
-/// Loads the object with maps pinned in `pin_dir` (created if missing) and loads its programs.
+/// Loads the object with maps pinned in `pin_dir` (created if missing), at the programs' own
+/// sizes, and loads its programs.
 pub fn load(pin_dir: &Path) -> Result<Loaded, DatapathError> {
+    load_sized(pin_dir, &MapSizes::default())
+}
+
+/// [`load`] with the sized maps at `sizes`.
+pub fn load_sized(pin_dir: &Path, sizes: &MapSizes) -> Result<Loaded, DatapathError> {
     check_bpffs()?;
     std::fs::create_dir_all(pin_dir).map_err(DatapathError::io(pin_dir))?;
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(pin_dir)
-        .load(OBJECT)
-        .map_err(DatapathError::Load)?;
+    drop_resized(pin_dir, sizes)?;
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(pin_dir);
+    for (name, size) in sizes.by_name() {
+        loader.map_max_entries(name, size);
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(DatapathError::Load)?;
     for name in programs::CLASSIFIERS {
         let prog = classifier(&mut ebpf, name)?;
         prog.load().map_err(|e| DatapathError::program(name, e))?;
@@ -79,6 +150,7 @@ pub fn load(pin_dir: &Path) -> Result<Loaded, DatapathError> {
         tunnel: take(&mut ebpf, names::TUNNEL)?,
         affinity_match: take(&mut ebpf, names::AFFINITY_MATCH)?,
         source_ranges: take(&mut ebpf, names::SOURCE_RANGES)?,
+        uplinks: take(&mut ebpf, names::UPLINKS)?,
         ebpf,
     })
 }

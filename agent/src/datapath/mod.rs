@@ -55,6 +55,32 @@ pub struct NodeSettings {
     pub cluster_cidr: (Ipv4Addr, u8),
     /// The service CIDR (10.96.0.0/16 in the lab).
     pub service_cidr: (Ipv4Addr, u8),
+    /// NodePort range, inclusive.
+    pub nodeport_range: (u16, u16),
+    /// Ports SNAT allocates, inclusive.
+    pub masquerade_ports: (u16, u16),
+    /// Ports SNAT tries per new flow.
+    pub masquerade_attempts: u16,
+    /// Sizes of the maps the node decides.
+    pub map_sizes: loader::MapSizes,
+}
+
+impl NodeSettings {
+    /// Settings of a lab node `n0` at 198.18.0.10 with the defaults of `switchyard agent`; the
+    /// base for tests (`..NodeSettings::defaults()`).
+    pub fn defaults() -> Self {
+        NodeSettings {
+            node: "n0".into(),
+            node_ip: Ipv4Addr::new(198, 18, 0, 10),
+            pod_cidr: (Ipv4Addr::new(10, 244, 0, 0), 24),
+            cluster_cidr: (Ipv4Addr::new(10, 244, 0, 0), 16),
+            service_cidr: (Ipv4Addr::new(10, 96, 0, 0), 16),
+            nodeport_range: (30000, 32767),
+            masquerade_ports: (switchyard_abi::SNAT_PORT_MIN, switchyard_abi::SNAT_PORT_MAX),
+            masquerade_attempts: 16,
+            map_sizes: loader::MapSizes::default(),
+        }
+    }
 }
 
 /// What one sync changed.
@@ -102,7 +128,7 @@ impl Datapath {
     /// programmed and writes the node config.
     pub fn open(settings: &NodeSettings) -> Result<Self, DatapathError> {
         let pin_dir = paths::pin_dir(&settings.node);
-        let loaded = loader::load(&pin_dir)?;
+        let loaded = loader::load_sized(&pin_dir, &settings.map_sizes)?;
         let services = ServiceSync::open(ServiceMaps {
             backends: loaded.backends,
             rev_nat: loaded.rev_nat,
@@ -111,7 +137,7 @@ impl Datapath {
             source_ranges: loaded.source_ranges,
         })?;
         let tunnels = TunnelSync::open(loaded.tunnel)?;
-        let devices = devices::Devices::open(settings, loaded.config, pin_dir)?;
+        let devices = devices::Devices::open(settings, loaded.config, loaded.uplinks, pin_dir)?;
         tracing::info!(
             node = %settings.node,
             frontends = services.programmed().rev_nat.len(),
@@ -154,8 +180,9 @@ impl Datapath {
         self.devices.attach_sockets(&mut self.ebpf, cgroup)
     }
 
-    /// Turns on NodePort and masquerade on `ifname` (see [`devices::Devices::attach_uplink`]).
-    pub fn attach_uplink(&mut self, ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
-        self.devices.attach_uplink(&mut self.ebpf, ifname, ifindex)
+    /// Turns on NodePort and masquerade on the uplink `ifname` (see
+    /// [`devices::Devices::attach_uplink`]).
+    pub fn attach_uplink(&mut self, uplink: &devices::Uplink) -> Result<(), DatapathError> {
+        self.devices.attach_uplink(&mut self.ebpf, uplink)
     }
 }

@@ -84,8 +84,11 @@ pub struct NodeView {
     pub known: BTreeSet<String>,
     /// The node the datapath runs on.
     pub node_name: String,
-    /// Its address (NodePorts listen on it).
+    /// Its address.
     pub node_ip: Ipv4Addr,
+    /// The addresses its NodePorts listen on: its InternalIP and ExternalIPs, those of them in
+    /// the `--nodeport-addresses` networks when any are given.
+    pub nodeport_ips: Vec<Ipv4Addr>,
     /// Its zone (`topology.kubernetes.io/zone`), if labelled.
     pub zone: Option<String>,
 }
@@ -93,11 +96,40 @@ pub struct NodeView {
 impl NodeView {
     /// The view of node `node_name` (address `node_ip`) on `nodes`.
     pub fn new<N: Borrow<Node>>(nodes: &[N], node_name: &str, node_ip: Ipv4Addr) -> Self {
+        Self::with_nodeport_networks(nodes, node_name, node_ip, &[])
+    }
+
+    /// [`NodeView::new`], NodePorts only on the node's addresses inside `networks` (all when
+    /// empty).
+    pub fn with_nodeport_networks<N: Borrow<Node>>(
+        nodes: &[N],
+        node_name: &str,
+        node_ip: Ipv4Addr,
+        networks: &[(Ipv4Addr, u8)],
+    ) -> Self {
         let nodes = nodes.iter().map(Borrow::borrow);
-        let zone = nodes
+        let own = nodes
             .clone()
-            .find(|n| n.metadata.name.as_deref() == Some(node_name))
-            .and_then(|n| n.metadata.labels.as_ref()?.get(ZONE_LABEL).cloned());
+            .find(|n| n.metadata.name.as_deref() == Some(node_name));
+        let zone = own.and_then(|n| n.metadata.labels.as_ref()?.get(ZONE_LABEL).cloned());
+        let mut addrs: Vec<Ipv4Addr> = vec![node_ip];
+        addrs.extend(
+            own.and_then(|n| n.status.as_ref()?.addresses.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+                .filter_map(|a| a.address.parse::<Ipv4Addr>().ok()),
+        );
+        addrs.sort();
+        addrs.dedup();
+        let inside = |ip: &Ipv4Addr| {
+            networks.is_empty()
+                || networks.iter().any(|(net, prefix)| {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+                    u32::from(*ip) & mask == u32::from(*net) & mask
+                })
+        };
+        let nodeport_ips = addrs.into_iter().filter(inside).collect();
         NodeView {
             node_ips: nodes
                 .clone()
@@ -106,6 +138,7 @@ impl NodeView {
             known: nodes.filter_map(|n| n.metadata.name.clone()).collect(),
             node_name: node_name.to_string(),
             node_ip,
+            nodeport_ips,
             zone,
         }
     }
@@ -333,18 +366,20 @@ pub fn service_frontends(
             ..base.clone()
         };
         if let Some(np) = node_port(port).filter(|_| node_ports) {
-            let front = Frontend {
-                ip: view.node_ip,
-                port: np,
-                proto: p,
-            };
-            out.push((
-                front,
-                FrontendSpec {
-                    nodeport: true,
-                    ..outside.clone()
-                },
-            ));
+            for ip in &view.nodeport_ips {
+                let front = Frontend {
+                    ip: *ip,
+                    port: np,
+                    proto: p,
+                };
+                out.push((
+                    front,
+                    FrontendSpec {
+                        nodeport: true,
+                        ..outside.clone()
+                    },
+                ));
+            }
         }
         let Ok(sport) = u16::try_from(port.port) else {
             continue;
@@ -1059,5 +1094,47 @@ mod tests {
             vec![port(None, 80, "TCP", None)],
         );
         assert!(service_notes(&fine).is_empty());
+    }
+
+    #[test]
+    fn nodeports_listen_on_every_node_address_or_those_the_networks_pick() {
+        use k8s_openapi::api::core::v1::NodeAddress;
+        let mut ns = nodes();
+        ns[0]
+            .status
+            .as_mut()
+            .unwrap()
+            .addresses
+            .as_mut()
+            .unwrap()
+            .push(NodeAddress {
+                type_: "ExternalIP".into(),
+                address: "203.0.113.50".into(),
+            });
+        let svc = with_spec(
+            service(
+                "default",
+                "web",
+                "10.96.0.20",
+                vec![port(None, 80, "TCP", Some(31002))],
+            ),
+            |s| s.type_ = Some("NodePort".into()),
+        );
+        let both = NodeView::new(&ns, "n1", NODE_IP);
+        let fronts = service_frontends(&svc, &[], &both);
+        let ips: BTreeSet<Ipv4Addr> = fronts
+            .iter()
+            .filter(|(_, s)| s.nodeport)
+            .map(|(f, _)| f.ip)
+            .collect();
+        assert_eq!(ips, [NODE_IP, Ipv4Addr::new(203, 0, 113, 50)].into());
+        let picked = NodeView::with_nodeport_networks(
+            &ns,
+            "n1",
+            NODE_IP,
+            &[(Ipv4Addr::new(198, 18, 0, 0), 24)],
+        );
+        let fronts = service_frontends(&svc, &[], &picked);
+        assert_eq!(fronts.iter().filter(|(_, s)| s.nodeport).count(), 1);
     }
 }

@@ -27,7 +27,7 @@ pub mod names {
     /// Local pod IP → host veth.
     pub const LOCAL_PODS: &str = "LOCAL_PODS_V1";
     /// Node configuration (array of one).
-    pub const CONFIG: &str = "CONFIG_V2";
+    pub const CONFIG: &str = "CONFIG_V3";
     /// Per-CPU counters, indexed by [`crate::stat`].
     pub const STATS: &str = "STATS_V1";
     /// Source NAT table (masquerade and NodePort SNAT), both directions, LRU.
@@ -48,8 +48,10 @@ pub mod names {
     pub const AFFINITY_MATCH: &str = "AFFINITY_MATCH_V1";
     /// `loadBalancerSourceRanges`: LPM trie (rev-NAT id, protocol, client network) → 0.
     pub const SOURCE_RANGES: &str = "SOURCE_RANGES_V1";
+    /// The node's uplinks: ifindex → the address masquerade gives traffic leaving through it.
+    pub const UPLINKS: &str = "UPLINKS_V1";
     /// Every map name, for tooling that pins or removes them all.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
@@ -64,6 +66,7 @@ pub mod names {
         AFFINITY,
         AFFINITY_MATCH,
         SOURCE_RANGES,
+        UPLINKS,
     ];
 }
 
@@ -137,6 +140,8 @@ pub mod capacity {
     pub const AFFINITY_MATCH: u32 = 65_536;
     /// `SOURCE_RANGES`: one per allowed network of a load balancer frontend.
     pub const SOURCE_RANGES: u32 = 16_384;
+    /// `UPLINKS`: one per uplink device.
+    pub const UPLINKS: u32 = 16;
 }
 
 /// IP protocol numbers used in keys.
@@ -346,11 +351,11 @@ pub const NAT_TIMEOUT_TCP_NS: u64 = 2 * 3600 * 1_000_000_000;
 /// … and for an idle UDP flow.
 pub const NAT_TIMEOUT_UDP_NS: u64 = 120 * 1_000_000_000;
 
-/// First port (host order) masquerade allocates (NodePort SNAT first tries to keep the client's
-/// port); above the kernel's default ephemeral range (32768–60999), so translated flows never
-/// collide with the node's own sockets.
+/// Default first port (host order) masquerade allocates (NodePort SNAT first tries to keep the
+/// client's port); above the kernel's default ephemeral range (32768–60999), so translated flows
+/// never collide with the node's own sockets. The agent's `--masquerade-ports` sets the range.
 pub const SNAT_PORT_MIN: u16 = 61_000;
-/// Last port (host order) SNAT allocates.
+/// Default last port (host order) SNAT allocates.
 pub const SNAT_PORT_MAX: u16 = 65_535;
 
 /// Value of `LOCAL_PODS` (key: pod IPv4 address, network byte order `u32`).
@@ -499,7 +504,18 @@ pub struct NodeConfig {
     /// Cookie of the node's network namespace (`SO_NETNS_COOKIE`): socket programs attached to
     /// a shared cgroup act only on sockets of this namespace. 0: socket load balancing off.
     pub netns_cookie: u64,
+    /// First port (host byte order) masquerade and NodePort SNAT allocate.
+    pub snat_port_min: u16,
+    /// Last port (host byte order) they allocate.
+    pub snat_port_max: u16,
+    /// Ports tried before a new translated flow is dropped (at most [`SNAT_MAX_ATTEMPTS`]).
+    pub snat_attempts: u16,
+    /// Padding, always zero.
+    pub pad2: u16,
 }
+
+/// The most ports SNAT tries for one new flow.
+pub const SNAT_MAX_ATTEMPTS: u16 = 64;
 
 /// Indexes into `STATS` (per-CPU `u64` counters).
 pub mod stat {
@@ -651,7 +667,7 @@ mod tests {
         assert_eq!(size_of::<CtKey>(), 16);
         assert_eq!(size_of::<CtValue>(), 32);
         assert_eq!(size_of::<LocalPod>(), 16);
-        assert_eq!(size_of::<NodeConfig>(), 40);
+        assert_eq!(size_of::<NodeConfig>(), 48);
         assert_eq!(size_of::<SockRevKey>(), 16);
         assert_eq!(size_of::<FragKey>(), 12);
         assert_eq!(size_of::<FragValue>(), 8);

@@ -31,7 +31,7 @@ pub static CT: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(capacity::CT, 0);
 pub static LOCAL_PODS: HashMap<u32, LocalPod> = HashMap::pinned(capacity::LOCAL_PODS, 0);
 
 /// Node configuration (one entry).
-#[map(name = "CONFIG_V2")]
+#[map(name = "CONFIG_V3")]
 pub static CONFIG: Array<NodeConfig> = Array::pinned(1, 0);
 
 /// Per-CPU counters, indexed by `switchyard_abi::stat`.
@@ -68,3 +68,7 @@ pub static AFFINITY_MATCH: HashMap<AffinityMatchKey, u8> =
 /// `loadBalancerSourceRanges` (written by the agent). LPM tries need `BPF_F_NO_PREALLOC`.
 #[map(name = "SOURCE_RANGES_V1")]
 pub static SOURCE_RANGES: LpmTrie<SourceRangeKey, u8> = LpmTrie::pinned(capacity::SOURCE_RANGES, 1);
+
+/// The node's uplinks: ifindex → the address traffic leaving through it is masqueraded to.
+#[map(name = "UPLINKS_V1")]
+pub static UPLINKS: HashMap<u32, u32> = HashMap::pinned(capacity::UPLINKS, 0);

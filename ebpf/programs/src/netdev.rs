@@ -26,8 +26,11 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use switchyard_abi::{stat, NodeConfig, ServiceValue, SVC_FLAG_EXTERNAL, SVC_FLAG_LOCAL_ONLY};
+use switchyard_abi::{
+    stat, NodeConfig, ServiceValue, SVC_FLAG_EXTERNAL, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_NODEPORT,
+};
 
+use crate::maps::UPLINKS;
 use crate::nat::{self, Side};
 use crate::overlay::{self, in_cidr};
 use crate::packet::{Flow, Ip, Parsed};
@@ -50,28 +53,30 @@ fn try_from_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     let Some(cfg) = overlay::config() else {
         return Ok(TC_ACT_OK);
     };
+    let local = uplink_addr(ctx, &cfg);
     let flow = match *parsed {
         Parsed::L4(flow) => flow,
-        Parsed::L3(ip) if ip.daddr == cfg.node_addr => return no_ports(ctx, ip, &cfg),
+        Parsed::L3(ip) if ip.daddr == local => return no_ports(ctx, ip, local),
         _ => return Ok(TC_ACT_OK),
     };
-    if flow.daddr != cfg.node_addr {
-        // An external IP or a load balancer's address routed to this node.
-        return match lb::lookup_service(&flow) {
-            Some(svc) if svc.flags & SVC_FLAG_EXTERNAL != 0 => {
-                stats::inc(stat::EXTERNAL);
-                frontend(ctx, &flow, svc, &cfg)
-            }
-            _ => Ok(TC_ACT_OK),
-        };
-    }
     let mut flow = flow;
-    if forward::unsnat(ctx, &mut flow, cfg.node_addr)? {
+    if flow.daddr == local && forward::unsnat(ctx, &mut flow, local)? {
         // A reply from a Service endpoint outside the pod network (another node's address, the
         // API server) came back through masquerade: restore the frontend too.
         let len = ctx.len();
         forward::reverse_nat(ctx, &flow, len)?;
         return Ok(forward::to_local_pod(ctx, flow.daddr).unwrap_or(TC_ACT_OK));
+    }
+    if flow.daddr != cfg.node_addr {
+        // An external IP or a load balancer's address routed to this node, or a NodePort on
+        // another of the node's addresses.
+        return match lb::lookup_service(&flow) {
+            Some(svc) if svc.flags & (SVC_FLAG_EXTERNAL | SVC_FLAG_NODEPORT) != 0 => {
+                stats::inc(stat::EXTERNAL);
+                frontend(ctx, &flow, svc, &cfg)
+            }
+            _ => Ok(TC_ACT_OK),
+        };
     }
     let port = u16::from_be(flow.dport);
     if port < cfg.nodeport_min || port > cfg.nodeport_max {
@@ -86,13 +91,25 @@ fn try_from_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     }
 }
 
+/// The address masquerade gives traffic leaving through the device this packet is on (the
+/// uplink's own address), else the node's.
+#[inline(always)]
+fn uplink_addr(ctx: &TcContext, cfg: &NodeConfig) -> u32 {
+    // SAFETY: reading the ifindex of the skb we run on.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: copied out at once.
+    unsafe { UPLINKS.get(&ifindex) }
+        .copied()
+        .unwrap_or(cfg.node_addr)
+}
+
 /// A later fragment or an ICMP error addressed to the node: translated like the datagram or flow
 /// it belongs to, then sent where that went.
 #[inline(always)]
-fn no_ports(ctx: &mut TcContext, mut ip: Ip, cfg: &NodeConfig) -> Result<i32, u32> {
+fn no_ports(ctx: &mut TcContext, mut ip: Ip, local: u32) -> Result<i32, u32> {
     let daddr = if ip.later_fragment() {
         frag::translate(ctx, &mut ip)?
-    } else if let Some(e) = icmp::translate_error(ctx, &ip, cfg.node_addr)? {
+    } else if let Some(e) = icmp::translate_error(ctx, &ip, local)? {
         e.daddr
     } else {
         return Ok(TC_ACT_OK);
@@ -139,7 +156,13 @@ fn frontend(
         ..*flow
     };
     let router = overlay::router_addr(cfg);
-    let to = snat::translate(&dnat, router, snat::may_keep(flow), flow.tcp_flags(ctx))
+    let to = snat::translate(
+        &dnat,
+        router,
+        snat::may_keep(flow, cfg),
+        flow.tcp_flags(ctx),
+        cfg,
+    )
         .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
     nat::rewrite(ctx, &dnat, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
     overlay::encap(ctx, backend.addr).ok_or(stat::DROP_NO_ROUTE)
@@ -163,7 +186,7 @@ fn try_to_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     {
         return Ok(TC_ACT_OK);
     }
-    let to = snat::translate(&flow, cfg.node_addr, false, flow.tcp_flags(ctx))
+    let to = snat::translate(&flow, uplink_addr(ctx, &cfg), false, flow.tcp_flags(ctx), &cfg)
         .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
     nat::rewrite(ctx, &flow, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
     Ok(TC_ACT_OK)

@@ -12,9 +12,9 @@
 //! entry still belongs to it (the client may reuse a port after its reply entry was reclaimed).
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use switchyard_abi::{
-    proto, stat, NatEntry, NatKey, CT_DIR_FORWARD, CT_DIR_REPLY, NAT_FLAG_FIN, NAT_FLAG_RST,
-    NAT_TIMEOUT_FIN_NS, NAT_TIMEOUT_RST_NS, NAT_TIMEOUT_TCP_NS, NAT_TIMEOUT_UDP_NS, SNAT_PORT_MAX,
-    SNAT_PORT_MIN,
+    proto, stat, NatEntry, NatKey, NodeConfig, CT_DIR_FORWARD, CT_DIR_REPLY, NAT_FLAG_FIN,
+    NAT_FLAG_RST, NAT_TIMEOUT_FIN_NS, NAT_TIMEOUT_RST_NS, NAT_TIMEOUT_TCP_NS, NAT_TIMEOUT_UDP_NS,
+    SNAT_MAX_ATTEMPTS, SNAT_PORT_MAX, SNAT_PORT_MIN,
 };
 
 use crate::conntrack::key;
@@ -23,8 +23,6 @@ use crate::packet::{Flow, TCP_FIN, TCP_RST, TCP_SYN};
 use crate::stats;
 
 const BPF_NOEXIST: u64 = 1;
-/// Ports tried before giving up on a destination.
-const ATTEMPTS: u32 = 16;
 
 /// The `NAT_FLAG_*` bits TCP flags `tcp` set.
 #[inline(always)]
@@ -76,13 +74,19 @@ pub fn reverse(flow: &Flow, tcp: u8) -> Option<NatEntry> {
 /// with address `to_addr` (keeping the flow's own source port when `keep_port` and it is free;
 /// counted as `SNAT_NEW`). `None` when no port was free.
 #[inline(always)]
-pub fn translate(flow: &Flow, to_addr: u32, keep_port: bool, tcp: u8) -> Option<NatEntry> {
+pub fn translate(
+    flow: &Flow,
+    to_addr: u32,
+    keep_port: bool,
+    tcp: u8,
+    cfg: &NodeConfig,
+) -> Option<NatEntry> {
     if let Some(to) = touch(&key(flow, CT_DIR_FORWARD), tcp) {
         if tcp & TCP_SYN == 0 || owns(flow, &to) {
             return Some(to);
         }
     }
-    let to = allocate(flow, to_addr, keep_port)?;
+    let to = allocate(flow, to_addr, keep_port, cfg)?;
     stats::inc(stat::SNAT_NEW);
     Some(to)
 }
@@ -92,8 +96,8 @@ pub fn translate(flow: &Flow, to_addr: u32, keep_port: bool, tcp: u8) -> Option<
 /// other nodes' pods, whose ports come from below that range; keeping one of those could make a
 /// NodePort flow and a node connection share a reply tuple.
 #[inline(always)]
-pub fn may_keep(flow: &Flow) -> bool {
-    (SNAT_PORT_MIN..=SNAT_PORT_MAX).contains(&u16::from_be(flow.sport))
+pub fn may_keep(flow: &Flow, cfg: &NodeConfig) -> bool {
+    (cfg.snat_port_min..=cfg.snat_port_max).contains(&u16::from_be(flow.sport))
 }
 
 /// Whether the reply tuple of `flow` translated to `to` still leads back to `flow`'s source.
@@ -105,10 +109,16 @@ fn owns(flow: &Flow, to: &NatEntry) -> bool {
 }
 
 #[inline(always)]
-fn allocate(flow: &Flow, to_addr: u32, keep_port: bool) -> Option<NatEntry> {
+fn allocate(flow: &Flow, to_addr: u32, keep_port: bool, cfg: &NodeConfig) -> Option<NatEntry> {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
-    let span = u32::from(SNAT_PORT_MAX - SNAT_PORT_MIN) + 1;
+    let (lo, hi) = if cfg.snat_port_min != 0 && cfg.snat_port_min <= cfg.snat_port_max {
+        (cfg.snat_port_min, cfg.snat_port_max)
+    } else {
+        (SNAT_PORT_MIN, SNAT_PORT_MAX)
+    };
+    let span = u32::from(hi - lo) + 1;
+    let attempts = u32::from(cfg.snat_attempts.clamp(1, SNAT_MAX_ATTEMPTS));
     let original = NatEntry {
         addr: flow.saddr,
         port: flow.sport,
@@ -116,12 +126,15 @@ fn allocate(flow: &Flow, to_addr: u32, keep_port: bool) -> Option<NatEntry> {
         pad: 0,
         last_seen: now,
     };
-    for attempt in 0..ATTEMPTS {
+    for attempt in 0..u32::from(SNAT_MAX_ATTEMPTS) {
+        if attempt >= attempts {
+            break;
+        }
         let port = if attempt == 0 && keep_port {
             flow.sport
         } else {
             // SAFETY: plain helper call.
-            (SNAT_PORT_MIN + (unsafe { bpf_get_prandom_u32() } % span) as u16).to_be()
+            (lo + (unsafe { bpf_get_prandom_u32() } % span) as u16).to_be()
         };
         if claim(flow, to_addr, port, &original, now) {
             let translated = NatEntry {
@@ -194,6 +207,11 @@ fn over(
     } else {
         fwd.last_seen
     };
+    // Both ends sent FIN: the flow is over, and a new one may take its tuple at once, as a SYN
+    // may reopen a TIME_WAIT connection in netfilter.
+    if reply.flags & fwd.flags & NAT_FLAG_FIN != 0 {
+        return true;
+    }
     let flags = reply.flags | fwd.flags;
     let timeout = if flags & NAT_FLAG_RST != 0 {
         NAT_TIMEOUT_RST_NS
