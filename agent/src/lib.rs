@@ -21,6 +21,7 @@ pub mod datapath;
 pub mod healthcheck;
 pub mod kubeclient;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod netlink;
 pub mod paths;

@@ -8,15 +8,20 @@
 //!    a relist and, as a safety net, every 30 s, the whole desired state is recomputed;
 //!    every 200 ms the CNI endpoint records are rescanned so new pods are attached at once.
 //!
+//! From the start, `/metrics`, `/healthz` and `/readyz` are served ([`crate::metrics`]); the
+//! agent is ready once its first full sync is written and while every watch is followed.
+//!
 //! SIGTERM/SIGINT stop the loop without detaching anything: programs stay attached through their
 //! pinned links and maps stay pinned, so established connections survive an agent restart.
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::datapath::{Datapath, NodeSettings};
 use crate::healthcheck::HealthChecks;
+use crate::metrics::{self, datapath::DatapathCollector};
 use crate::model::{self, NodeInfo};
 use crate::watch::{self, Stores};
 use events::Events;
@@ -37,7 +42,25 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         Some(path) => crate::kubeclient::client_from_kubeconfig(path).await?,
         None => crate::kubeclient::in_cluster().await?,
     };
-    let (stores, tasks) = watch::start(&client);
+    let mut registry = prometheus_client::registry::Registry::with_prefix("switchyard");
+    let measured = metrics::Agent::new(&mut registry);
+    registry.register_collector(Box::new(DatapathCollector::new(
+        &opts.node,
+        measured.frontends.clone(),
+    )));
+    let listener = metrics::http::bind(opts.metrics_address).await?;
+    let server = tokio::spawn(metrics::http::serve(
+        listener,
+        Arc::new(registry),
+        measured.clone(),
+    ));
+    measured.set_ready(Some("waiting for the API server's first lists"));
+    let (stores, mut tasks) = watch::start(&client);
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "the metrics endpoint stopped");
+        }
+    }));
     let shutdown = crate::signals::shutdown();
     tokio::pin!(shutdown);
 
@@ -46,6 +69,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = stores.wait_ready() => {}
             r = &mut shutdown => return r.map(|_| None).context("signal handling"),
         }
+        measured.set_ready(Some(&format!(
+            "waiting for node {} to have a podCIDR and an InternalIP",
+            opts.node
+        )));
         let info = tokio::select! {
             info = own_node(&stores, &opts.node) => info,
             r = &mut shutdown => return r.map(|_| None).context("signal handling"),
@@ -84,11 +111,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         ),
         events: Events::new(client.clone(), &opts.node),
         health: HealthChecks::new(Ipv4Addr::UNSPECIFIED),
+        measured,
     };
     work.reconcile(&mut dp, &stores);
     let mut pods = tokio::time::interval(Duration::from_millis(200));
     let mut resync = tokio::time::interval(Duration::from_secs(30));
     loop {
+        work.measured.beat();
         tokio::select! {
             r = &mut shutdown => {
                 r.context("signal handling")?;
@@ -115,12 +144,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What follows each reconcile: Events about what the datapath does not serve, and the health
-/// check ports.
+/// What follows each reconcile: Events about what the datapath does not serve, the health
+/// check ports, and the measurements and readiness the metrics endpoint shows.
 struct Work {
     reconciler: Reconciler,
     events: Events,
     health: HealthChecks,
+    measured: metrics::Agent,
 }
 
 impl Work {
@@ -134,6 +164,28 @@ impl Work {
         if let Some(checks) = self.reconciler.health_checks() {
             self.health.sync(checks);
         }
+        if let Some(took) = found.synced_after {
+            self.measured.sync_seconds.observe(took.as_secs_f64());
+        }
+        for kind in &found.errors {
+            self.measured.error(kind);
+        }
+        if let Some(desired) = self.reconciler.desired() {
+            let names = metrics::frontend_names(dp.services.programmed(), desired);
+            *self
+                .measured
+                .frontends
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = names;
+        }
+        let why_not = match (stores.problem(), self.reconciler.desired()) {
+            (Some(p), _) => Some(p),
+            (None, None) => {
+                Some("the service maps are not written yet (see the agent's log)".into())
+            }
+            (None, Some(_)) => None,
+        };
+        self.measured.set_ready(why_not.as_deref());
     }
 }
 

@@ -37,6 +37,10 @@ pub struct Reconciler {
 pub struct Findings {
     /// Services asking for something the datapath does not do, each note new since last said.
     pub unsupported: Vec<(Arc<Service>, String)>,
+    /// Time from the oldest watch event of this run to its service maps written, when they were.
+    pub synced_after: Option<std::time::Duration>,
+    /// Steps that failed and will be retried: `services`, `tunnels`.
+    pub errors: Vec<&'static str>,
 }
 
 impl Reconciler {
@@ -50,6 +54,11 @@ impl Reconciler {
             cache: None,
             notes: Notes::default(),
         }
+    }
+
+    /// The last computed desired state, if the last run wrote it.
+    pub fn desired(&self) -> Option<&model::Desired> {
+        self.cache.as_ref().map(|c| c.desired())
     }
 
     /// The health check ports of the last computed desired state.
@@ -83,7 +92,7 @@ impl Reconciler {
             &self.nodeport_networks,
         );
         let stale = self.cache.as_ref().is_none_or(|c| c.view() != &view);
-        let findings = self.findings(&dirty, stale, stores);
+        let mut findings = self.findings(&dirty, stale, stores);
         let (mode, result) = match self.cache.as_mut() {
             Some(cache) if !dirty.full && !stale => {
                 let changed = cache.update(
@@ -113,6 +122,9 @@ impl Reconciler {
             .cache
             .as_ref()
             .map_or(0, |c| c.desired().frontends.len());
+        if result.is_ok() {
+            findings.synced_after = dirty.since.map(|t| t.elapsed());
+        }
         match result {
             Ok(r) if r.written + r.deleted > 0 => ServicesSynced {
                 mode: mode.to_string(),
@@ -127,6 +139,7 @@ impl Reconciler {
                 // Recompute everything next time: the maps may hold part of this change.
                 self.cache = None;
                 stores.mark_full();
+                findings.errors.push("services");
                 tracing::warn!(error = %e, "programming services failed; retrying on the next change")
             }
         }
@@ -140,6 +153,7 @@ impl Reconciler {
                 Ok(_) => {}
                 Err(e) => {
                     stores.mark_full();
+                    findings.errors.push("tunnels");
                     tracing::warn!(error = %e, "programming overlay routes failed; retrying on the next change")
                 }
             }

@@ -33,6 +33,8 @@ pub struct Stores {
     pub changed: Arc<Notify>,
     /// What the events since the last [`Stores::take_dirty`] touched.
     dirty: Arc<Mutex<Dirty>>,
+    /// Watches failing now: kind → the last error.
+    failing: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 /// What changed since the reconcile loop last looked.
@@ -46,6 +48,8 @@ pub struct Dirty {
     pub slices: BTreeSet<ObjKey>,
     /// Some Node changed.
     pub nodes: bool,
+    /// When the oldest event of this batch arrived (what a sync's latency is measured from).
+    pub since: Option<std::time::Instant>,
 }
 
 /// Which of [`Dirty`]'s sets an object kind goes to.
@@ -59,6 +63,7 @@ enum Kind {
 impl Dirty {
     /// Records one watch event of an object of `kind`.
     fn note<K: Resource>(&mut self, kind: Kind, event: &watcher::Event<K>) {
+        self.since.get_or_insert_with(std::time::Instant::now);
         let obj = match event {
             watcher::Event::Apply(o) | watcher::Event::Delete(o) => o,
             watcher::Event::InitDone => {
@@ -97,6 +102,15 @@ impl Stores {
         std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Why the API server is not being followed right now (a failing watch), if it is not.
+    pub fn problem(&self) -> Option<String> {
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        failing
+            .iter()
+            .next()
+            .map(|(kind, e)| format!("watching {kind} fails: {e}"))
+    }
+
     /// Asks the next reconcile for a full recompute (the periodic safety net, or after a failed
     /// write).
     pub fn mark_full(&self) {
@@ -130,10 +144,12 @@ pub fn start(client: &Client) -> (Stores, Vec<JoinHandle<()>>) {
         full: true,
         ..Dirty::default()
     }));
+    let failing = Arc::default();
     let tap = |kind| Tap {
         kind,
         changed: changed.clone(),
         dirty: dirty.clone(),
+        failing: Arc::clone(&failing),
     };
     let (services, t1) = reflect::<Service>(Api::all(client.clone()), tap(Kind::Services));
     let (slices, t2) = reflect::<EndpointSlice>(Api::all(client.clone()), tap(Kind::Slices));
@@ -145,6 +161,7 @@ pub fn start(client: &Client) -> (Stores, Vec<JoinHandle<()>>) {
             nodes,
             changed,
             dirty,
+            failing,
         },
         vec![t1, t2, t3],
     )
@@ -155,11 +172,16 @@ struct Tap {
     kind: Kind,
     changed: Arc<Notify>,
     dirty: Arc<Mutex<Dirty>>,
+    failing: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
 }
 
 impl Tap {
     /// Notes `event` in the dirty list and wakes the reconcile loop.
     fn record<K: Resource>(&self, event: &watcher::Event<K>) {
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&format!("{:?}", self.kind));
         self.dirty
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -181,10 +203,12 @@ impl Feed {
     pub fn new() -> (Stores, Feed) {
         let changed = Arc::new(Notify::new());
         let dirty = Arc::new(Mutex::new(Dirty::default()));
+        let failing: Arc<Mutex<std::collections::BTreeMap<String, String>>> = Arc::default();
         let tap = |kind| Tap {
             kind,
             changed: changed.clone(),
             dirty: dirty.clone(),
+            failing: failing.clone(),
         };
         let (services, ws) = reflector::store();
         let (slices, wl) = reflector::store();
@@ -196,6 +220,7 @@ impl Feed {
                 nodes,
                 changed: changed.clone(),
                 dirty: dirty.clone(),
+                failing: failing.clone(),
             },
             Feed {
                 services: (ws, tap(Kind::Services)),
@@ -252,7 +277,12 @@ where
             match event {
                 Ok(ev) => tap.record(&ev),
                 Err(e) => {
-                    tracing::warn!(kind = ?tap.kind, error = %e, "watch failed; retrying with backoff")
+                    tracing::warn!(kind = ?tap.kind, error = %e, "watch failed; retrying with backoff");
+                    tap.failing
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(format!("{:?}", tap.kind), e.to_string());
+                    tap.changed.notify_one();
                 }
             }
         }

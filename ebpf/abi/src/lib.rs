@@ -50,8 +50,10 @@ pub mod names {
     pub const SOURCE_RANGES: &str = "SOURCE_RANGES_V1";
     /// The node's uplinks: ifindex → the address masquerade gives traffic leaving through it.
     pub const UPLINKS: &str = "UPLINKS_V1";
+    /// Per-CPU counters of each frontend, indexed by rev-NAT id ([`crate::SvcCounters`]).
+    pub const SVC_STATS: &str = "SVC_STATS_V1";
     /// Every map name, for tooling that pins or removes them all.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
@@ -67,6 +69,7 @@ pub mod names {
         AFFINITY_MATCH,
         SOURCE_RANGES,
         UPLINKS,
+        SVC_STATS,
     ];
 }
 
@@ -303,7 +306,7 @@ pub struct CtValue {
     pub backend_id: u32,
     /// Reverse-NAT id of the frontend.
     pub rev_nat_id: u16,
-    /// Reserved flags.
+    /// `CT_FLAG_*`: how the flow is closing in this entry's direction (a SYN clears them).
     pub flags: u8,
     /// Padding, always zero.
     pub pad: u8,
@@ -314,6 +317,11 @@ pub struct CtValue {
     /// Bytes seen in this direction.
     pub bytes: u64,
 }
+
+/// `CtValue::flags`: a TCP FIN went through in this entry's direction.
+pub const CT_FLAG_FIN: u8 = 1 << 0;
+/// `CtValue::flags`: a TCP RST went through in this entry's direction.
+pub const CT_FLAG_RST: u8 = 1 << 1;
 
 /// Key of `NAT`: a flow as seen on the wire before translation (`CT_DIR_FORWARD`: the original
 /// packet, inside → outside) or as the reply arrives (`CT_DIR_REPLY`: outside → translated address).
@@ -340,6 +348,9 @@ pub struct NatEntry {
 pub const NAT_FLAG_FIN: u8 = 1 << 0;
 /// `NatEntry::flags`: a TCP RST went through in this direction.
 pub const NAT_FLAG_RST: u8 = 1 << 1;
+
+// The datapath records closing flags the same way in both tables.
+const _: () = assert!(CT_FLAG_FIN == NAT_FLAG_FIN && CT_FLAG_RST == NAT_FLAG_RST);
 
 /// How long a translation outlives the last packet of its flow before its port may be given to
 /// another flow (nanoseconds), after netfilter's conntrack timeouts: after an RST …
@@ -382,6 +393,19 @@ pub struct SockRevKey {
     pub port: u16,
     /// Padding, always zero.
     pub pad: u16,
+}
+
+/// Value of `SVC_STATS` (per CPU, index: the frontend's rev-NAT id; TCP and UDP frontends on one
+/// address and port share it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SvcCounters {
+    /// Packets to the frontend and replies from its backends.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// New connections (flows, and sockets balanced at connect time).
+    pub connections: u64,
 }
 
 /// Key of `AFFINITY`: a client of a frontend.
@@ -650,6 +674,7 @@ mod pod_impls {
     unsafe impl aya::Pod for super::AffinityValue {}
     unsafe impl aya::Pod for super::AffinityMatchKey {}
     unsafe impl aya::Pod for super::SourceRangeKey {}
+    unsafe impl aya::Pod for super::SvcCounters {}
 }
 
 #[cfg(test)]
@@ -675,6 +700,7 @@ mod tests {
         assert_eq!(size_of::<AffinityValue>(), 16);
         assert_eq!(size_of::<AffinityMatchKey>(), 8);
         assert_eq!(size_of::<SourceRangeKey>(), 8);
+        assert_eq!(size_of::<SvcCounters>(), 24);
         assert_eq!(size_of::<NatEntry>(), 16);
     }
 

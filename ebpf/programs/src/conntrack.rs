@@ -8,7 +8,7 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use switchyard_abi::{Backend, CtKey, CtValue, CT_DIR_FORWARD, CT_DIR_REPLY};
 
 use crate::maps::{CT, REV_NAT};
-use crate::packet::Flow;
+use crate::packet::{Flow, TCP_SYN};
 
 /// The key of `flow` in direction `dir` (also the key layout of the SNAT table).
 #[inline(always)]
@@ -36,13 +36,20 @@ pub fn reply_key(flow: &Flow) -> CtKey {
     key(flow, CT_DIR_REPLY)
 }
 
-/// Looks up `key` and, on a hit, counts the packet and refreshes the timestamp.
+/// Looks up `key` and, on a hit, counts the packet, refreshes the timestamp and records the
+/// closing flags of TCP flags `tcp` (a SYN starts over: the tuple begins a new connection).
+/// The agent's sweeper expires entries by these flags and the timestamp.
 #[inline(always)]
-pub fn touch(key: &CtKey, len: u32) -> Option<CtValue> {
+pub fn touch(key: &CtKey, len: u32, tcp: u8) -> Option<CtValue> {
     let entry = CT.get_ptr_mut(key)?;
     // SAFETY: the pointer is valid for this program run; racing updates of counters on other CPUs
     // only lose increments, never corrupt the entry.
     unsafe {
+        if tcp & TCP_SYN != 0 {
+            (*entry).flags = Flow::closing(tcp);
+        } else {
+            (*entry).flags |= Flow::closing(tcp);
+        }
         (*entry).last_seen = bpf_ktime_get_ns();
         (*entry).packets += 1;
         (*entry).bytes += u64::from(len);

@@ -36,7 +36,7 @@ pub fn to_local_pod(ctx: &mut TcContext, daddr: u32) -> Option<i32> {
 /// and returns it. `Err` carries the drop reason.
 #[inline(always)]
 pub fn reverse_nat(ctx: &mut TcContext, flow: &Flow, len: u32) -> Result<Option<RevNat>, u32> {
-    let Some(ct) = conntrack::touch(&conntrack::reply_key(flow), len) else {
+    let Some(ct) = conntrack::touch(&conntrack::reply_key(flow), len, flow.tcp_flags(ctx)) else {
         return Ok(None);
     };
     // SAFETY: copied out at once.
@@ -46,6 +46,7 @@ pub fn reverse_nat(ctx: &mut TcContext, flow: &Flow, len: u32) -> Result<Option<
     nat::rewrite(ctx, flow, Side::Source, front.addr, front.port)
         .map_err(|_| stat::DROP_REWRITE)?;
     stats::inc(stat::REV_NAT);
+    stats::service(ct.rev_nat_id, len, false);
     Ok(Some(front))
 }
 

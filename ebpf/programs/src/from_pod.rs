@@ -75,7 +75,7 @@ fn load_balance(
     front: &lb::Frontend,
     len: u32,
 ) -> Result<i32, u32> {
-    let Some(backend) = lb::pick(flow, front, len, flow.is_tcp_syn(ctx))? else {
+    let Some(backend) = lb::pick(flow, front, len, flow.tcp_flags(ctx))? else {
         stats::inc(stat::DROP_NO_BACKEND);
         return reject::port_unreachable(ctx, flow).map_err(|_| stat::DROP_REWRITE);
     };

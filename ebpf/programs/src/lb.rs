@@ -8,13 +8,13 @@
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use aya_ebpf::maps::lpm_trie::Key;
 use switchyard_abi::{
-    stat, AffinityKey, AffinityMatchKey, AffinityValue, Backend, ServiceKey, ServiceValue,
+    proto, stat, AffinityKey, AffinityMatchKey, AffinityValue, Backend, ServiceKey, ServiceValue,
     SourceRangeKey, BACKEND_ACTIVE, SCOPE_EXTERNAL, SCOPE_INTERNAL, SVC_FLAG_AFFINITY,
     SVC_FLAG_MAGLEV, SVC_FLAG_SOURCE_RANGES, SVC_FLAG_TWO_SCOPES,
 };
 
 use crate::maps::{AFFINITY, AFFINITY_MATCH, BACKENDS, SERVICES, SOURCE_RANGES};
-use crate::packet::Flow;
+use crate::packet::{Flow, TCP_ACK, TCP_SYN};
 use crate::{conntrack, stats};
 
 /// A frontend header and the scope its slots are in.
@@ -179,19 +179,21 @@ pub fn choose(client: u32, flow: &Flow, front: &Frontend, hash: Option<u32>) -> 
 }
 
 /// The backend for a packet to a frontend: the one conntrack remembers for this flow, else a new
-/// choice (recorded in conntrack). A TCP SYN (`syn`) reuses a remembered backend only
+/// choice (recorded in conntrack). A TCP SYN (TCP flags `tcp`) reuses a remembered backend only
 /// while the flow's reply entry is still its own: clients reuse source ports, and a new
 /// connection must not inherit a flow whose replies would no longer be translated (or would be
 /// translated to another frontend). `Ok(None)` when the frontend has no backend at all; `Err`
 /// carries a drop reason.
 #[inline(always)]
-pub fn pick(flow: &Flow, front: &Frontend, len: u32, syn: bool) -> Result<Option<Backend>, u32> {
+pub fn pick(flow: &Flow, front: &Frontend, len: u32, tcp: u8) -> Result<Option<Backend>, u32> {
     let svc = &front.svc;
-    if let Some((ct, b)) = conntrack::touch(&conntrack::forward_key(flow), len)
+    let syn = flow.proto == proto::TCP && tcp & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if let Some((ct, b)) = conntrack::touch(&conntrack::forward_key(flow), len, tcp)
         .and_then(|ct| backend(ct.backend_id).map(|b| (ct, b)))
     {
         if !syn || conntrack::reply_matches(flow, &b, ct.rev_nat_id) {
             stats::inc(stat::LB_ESTABLISHED);
+            stats::service(svc.rev_nat_id, len, false);
             return Ok(Some(b));
         }
     }
@@ -202,5 +204,6 @@ pub fn pick(flow: &Flow, front: &Frontend, len: u32, syn: bool) -> Result<Option
         choose(flow.saddr, flow, front, Some(flow_hash(flow))).ok_or(stat::DROP_STALE_SLOT)?;
     conntrack::create(flow, id, &b, svc.rev_nat_id, len);
     stats::inc(stat::LB_NEW);
+    stats::service(svc.rev_nat_id, len, true);
     Ok(Some(b))
 }

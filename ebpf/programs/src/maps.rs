@@ -7,7 +7,7 @@ use aya_ebpf::{
 use switchyard_abi::{
     capacity, Backend, CtKey, CtValue, LocalPod, NatEntry, NatKey, NodeConfig, RevNat, ServiceKey,
     ServiceValue, SockRevKey, FragKey, FragValue, AffinityKey, AffinityValue, AffinityMatchKey,
-    SourceRangeKey,
+    SourceRangeKey, SvcCounters,
 };
 
 /// Frontend (VIP, port, proto, slot) → service header (slot 0) or backend id (slot n).
@@ -72,3 +72,7 @@ pub static SOURCE_RANGES: LpmTrie<SourceRangeKey, u8> = LpmTrie::pinned(capacity
 /// The node's uplinks: ifindex → the address traffic leaving through it is masqueraded to.
 #[map(name = "UPLINKS_V1")]
 pub static UPLINKS: HashMap<u32, u32> = HashMap::pinned(capacity::UPLINKS, 0);
+
+/// Per-CPU counters of each frontend, indexed by rev-NAT id.
+#[map(name = "SVC_STATS_V1")]
+pub static SVC_STATS: PerCpuArray<SvcCounters> = PerCpuArray::pinned(65_536, 0);

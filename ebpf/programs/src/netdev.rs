@@ -135,7 +135,7 @@ fn frontend(
     let front = lb::scoped(flow, svc, inside).ok_or(stat::DROP_STALE_SLOT)?;
     let local_only = front.svc.flags & SVC_FLAG_LOCAL_ONLY != 0;
     let len = ctx.len();
-    let Some(backend) = lb::pick(flow, &front, len, flow.is_tcp_syn(ctx))? else {
+    let Some(backend) = lb::pick(flow, &front, len, flow.tcp_flags(ctx))? else {
         if local_only {
             return Err(stat::DROP_NO_LOCAL_BACKEND);
         }

@@ -93,6 +93,19 @@ impl Flow {
         ctx.load::<u8>(self.l4_off + 13).unwrap_or(0)
     }
 
+    /// The closing flags (`CT_FLAG_*`, equal to `NAT_FLAG_*`) TCP flags `tcp` carry.
+    #[inline(always)]
+    pub fn closing(tcp: u8) -> u8 {
+        let mut f = 0;
+        if tcp & TCP_FIN != 0 {
+            f |= switchyard_abi::CT_FLAG_FIN;
+        }
+        if tcp & TCP_RST != 0 {
+            f |= switchyard_abi::CT_FLAG_RST;
+        }
+        f
+    }
+
     /// Whether this is a TCP SYN without ACK (the first packet of a connection).
     #[inline(always)]
     pub fn is_tcp_syn(&self, ctx: &TcContext) -> bool {

@@ -19,23 +19,10 @@ use switchyard_abi::{
 
 use crate::conntrack::key;
 use crate::maps::NAT;
-use crate::packet::{Flow, TCP_FIN, TCP_RST, TCP_SYN};
+use crate::packet::{Flow, TCP_SYN};
 use crate::stats;
 
 const BPF_NOEXIST: u64 = 1;
-
-/// The `NAT_FLAG_*` bits TCP flags `tcp` set.
-#[inline(always)]
-fn closing_flags(tcp: u8) -> u8 {
-    let mut f = 0;
-    if tcp & TCP_FIN != 0 {
-        f |= NAT_FLAG_FIN;
-    }
-    if tcp & TCP_RST != 0 {
-        f |= NAT_FLAG_RST;
-    }
-    f
-}
 
 /// Looks up `key`; on a hit refreshes it and records FIN/RST from `tcp`.
 #[inline(always)]
@@ -44,7 +31,7 @@ fn touch(key: &NatKey, tcp: u8) -> Option<NatEntry> {
     // SAFETY: valid for this program run; a racing update on another CPU only loses a refresh.
     unsafe {
         (*entry).last_seen = bpf_ktime_get_ns();
-        (*entry).flags |= closing_flags(tcp);
+        (*entry).flags |= Flow::closing(tcp);
         Some(*entry)
     }
 }

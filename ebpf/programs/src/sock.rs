@@ -141,6 +141,7 @@ fn balance(ctx: &SockAddrContext) -> i32 {
     sa.user_ip4 = backend.addr;
     sa.user_port = u32::from(backend.port);
     stats::inc(stat::SOCK_LB);
+    stats::socket_connection(svc.rev_nat_id);
     ALLOW
 }
 
