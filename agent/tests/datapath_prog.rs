@@ -629,3 +629,134 @@ fn icmp_errors_fragments_and_hairpin_follow_their_translated_flow() {
     );
     assert_checksums(&out);
 }
+
+/// `p` (a TCP packet from [`packet`]) with TCP flags `flags`, checksum recomputed.
+fn with_tcp_flags(mut p: Vec<u8>, flags: u8) -> Vec<u8> {
+    p[47] = flags;
+    p[50..52].copy_from_slice(&[0, 0]);
+    let c = l4_checksum(addr(&p, 26), addr(&p, 30), proto::TCP, &p[34..]);
+    p[50..52].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// The conntrack table is an LRU map: full, it evicts the least recently used entry, and an
+/// idle connection is exactly that. The agent's sweeper removes flows that are over, so a table
+/// through which many more short connections pass than it can hold never reaches the idle one;
+/// the same load without the sweeper evicts it.
+#[test]
+#[ignore = "needs root and bpffs: run with cargo xtask test"]
+fn an_idle_open_flow_keeps_its_backend_while_more_closed_flows_than_the_table_holds_pass() {
+    use switchyard::datapath::aging::Timeouts;
+    use switchyard::datapath::tables;
+    use switchyard_abi::CtKey;
+
+    const CAPACITY: u32 = 1024;
+    const ROUND: u16 = 150;
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    const FIN_ACK: u8 = 0x11;
+    let pins = Pins(switchyard::paths::pin_dir(&format!(
+        "t-age-{}",
+        std::process::id()
+    )));
+    let sizes = loader::MapSizes {
+        ct: CAPACITY,
+        ..loader::MapSizes::default()
+    };
+    let mut loaded = loader::load_sized(&pins.0, &sizes).expect("load the eBPF object");
+    // One frontend, eight backends: a flow that lost its entry would be balanced anew.
+    let rev = RevNat {
+        addr: addr_be(VIP),
+        port: port_be(80),
+        pad: 0,
+    };
+    loaded.rev_nat.put(1, rev).expect("rev nat");
+    let key = |slot| ServiceKey::new(addr_be(VIP), port_be(80), proto::TCP, slot);
+    for id in 1..=8u16 {
+        let b = Backend {
+            addr: addr_be(Ipv4Addr::new(10, 244, 9, 10 + id as u8)),
+            port: port_be(8080),
+            proto: proto::TCP,
+            state: 0,
+            node_addr: 0,
+        };
+        loaded.backends.put(u32::from(id), b).expect("backend");
+        let slot = ServiceValue {
+            backend_id: u32::from(id),
+            rev_nat_id: 1,
+            ..Default::default()
+        };
+        loaded.services.put(key(id), slot).expect("slot");
+    }
+    let header = ServiceValue {
+        count: 8,
+        rev_nat_id: 1,
+        ..Default::default()
+    };
+    loaded.services.put(key(0), header).expect("header");
+    let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
+    let tcp = |src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags| {
+        with_tcp_flags(packet(src, dst, proto::TCP, true), flags)
+    };
+
+    // The idle connection: opened, answered, then quiet.
+    let idle = (CLIENT, 20000);
+    let (_, out) = run(prog, &tcp(idle, (VIP, 80), SYN));
+    let chosen = addr(&out, 30);
+    let (_, out) = run(prog, &tcp((chosen, 8080), idle, SYN | ACK));
+    assert_eq!(addr(&out, 26), VIP, "the answer comes from the frontend");
+
+    // Short connections, each opened and closed both ways.
+    let mut next_port = 30000u16;
+    let mut closed_flows = |count: u16| {
+        for _ in 0..count {
+            let client = (CLIENT, next_port);
+            next_port += 1;
+            let (_, out) = run(prog, &tcp(client, (VIP, 80), SYN));
+            let backend = (addr(&out, 30), 8080);
+            run(prog, &tcp(backend, client, SYN | ACK));
+            run(prog, &tcp(client, (VIP, 80), FIN_ACK));
+            run(prog, &tcp(backend, client, FIN_ACK));
+        }
+    };
+    let forward = CtKey {
+        saddr: addr_be(CLIENT),
+        daddr: addr_be(VIP),
+        sport: port_be(idle.1),
+        dport: port_be(80),
+        proto: proto::TCP,
+        dir: switchyard_abi::CT_DIR_FORWARD,
+        pad: [0; 2],
+    };
+    let rounds = 4 * CAPACITY / u32::from(ROUND) / 2;
+    for _ in 0..rounds {
+        closed_flows(ROUND);
+        // The sweeper's turn, 11 s later: closed flows are over, the idle one is not.
+        let swept = tables::sweep(
+            &pins.0,
+            tables::monotonic_now() + 11_000_000_000,
+            &Timeouts::default(),
+        )
+        .expect("sweep");
+        assert!(
+            swept.conntrack.removed >= 2 * usize::from(ROUND),
+            "every closed flow's two entries go: {swept:?}"
+        );
+    }
+    let ct = tables::conntrack(&pins.0).expect("read CT");
+    assert!(
+        ct.contains_key(&forward),
+        "{} short flows later the idle connection is still tracked",
+        u32::from(ROUND) * rounds
+    );
+    let (_, out) = run(prog, &tcp(idle, (VIP, 80), ACK));
+    assert_eq!(addr(&out, 30), chosen, "and keeps its backend");
+
+    // The same load without sweeps: the idle connection is what the LRU map evicts.
+    closed_flows(CAPACITY as u16);
+    let ct = tables::conntrack(&pins.0).expect("read CT");
+    assert!(
+        !ct.contains_key(&forward),
+        "without the sweeper the load is enough to evict it"
+    );
+}

@@ -8,6 +8,8 @@
 //!    a relist and, as a safety net, every 30 s, the whole desired state is recomputed;
 //!    every 200 ms the CNI endpoint records are rescanned so new pods are attached at once.
 //!
+//! Every 10 s the conntrack and NAT tables are swept of flows that are over ([`sweeper`]).
+//!
 //! From the start, `/metrics`, `/healthz` and `/readyz` are served ([`crate::metrics`]); the
 //! agent is ready once its first full sync is written and while every watch is followed.
 //!
@@ -34,6 +36,7 @@ mod notes;
 pub mod options;
 mod reconcile;
 pub mod report;
+pub mod sweeper;
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -103,6 +106,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    tasks.push(tokio::spawn(sweeper::run(
+        crate::paths::pin_dir(&opts.node),
+        measured.clone(),
+    )));
     let mut work = Work {
         reconciler: Reconciler::new(
             &opts.node,

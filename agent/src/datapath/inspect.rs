@@ -1,12 +1,15 @@
 //! Read-only views of a node's pinned maps, for `switchyard inspect` and the tests.
 //!
 //! Works without the agent running: it opens the pins directly.
+use std::net::Ipv4Addr;
+
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
 use switchyard_abi::{addr_from_be, names, stat, Backend, ServiceKey, ServiceValue};
 
+use super::flows::{self, Filter, FlowRow};
 use super::maps::Named;
 use super::services::read_map;
-use super::DatapathError;
+use super::{tables, DatapathError};
 use crate::paths;
 
 /// Command-line options of `switchyard inspect`.
@@ -16,8 +19,32 @@ pub struct Options {
     #[arg(value_enum)]
     pub what: What,
     /// Node whose pinned maps to read.
-    #[arg(long)]
+    #[arg(long, env = "NODE_NAME")]
     pub node: String,
+    /// Output: `text`, or `json` (conntrack and nat: an array of rows).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Conntrack and nat: only flows with this address (either end or the translation).
+    #[arg(long)]
+    pub addr: Option<Ipv4Addr>,
+    /// Conntrack and nat: only flows with this port (either end or the translation).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Conntrack and nat: only flows of this protocol (`tcp`, `udp`).
+    #[arg(long)]
+    pub proto: Option<String>,
+    /// Conntrack: only flows to this frontend (`ip:port`).
+    #[arg(long)]
+    pub frontend: Option<String>,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Lines for people.
+    Text,
+    /// JSON for programs.
+    Json,
 }
 
 /// The views `inspect` offers.
@@ -29,6 +56,10 @@ pub enum What {
     Services,
     /// Overlay routes: podCIDR → node address.
     Tunnels,
+    /// Connection-tracking entries of load-balanced flows.
+    Conntrack,
+    /// Source NAT translations (masquerade, NodePort SNAT).
+    Nat,
 }
 
 /// The map pinned as `name` for `node`, as the aya type `T`.
@@ -36,15 +67,34 @@ fn open<T>(node: &str, name: &'static str) -> Result<T, DatapathError>
 where
     T: TryFrom<Map, Error = MapError>,
 {
-    let path = paths::pin_dir(node).join(name);
-    let data = MapData::from_pin(&path).map_err(|source| DatapathError::OpenPin {
-        path: path.clone(),
-        node: node.to_string(),
-        source: Box::new(source),
-    })?;
-    Map::from_map_data(data)
-        .and_then(T::try_from)
-        .map_err(DatapathError::map(name))
+    tables::open_pinned(&paths::pin_dir(node), name)
+}
+
+/// Node `node`'s conntrack entries that pass `filter`.
+pub fn conntrack(node: &str, filter: &Filter) -> Result<Vec<FlowRow>, DatapathError> {
+    let dir = paths::pin_dir(node);
+    let (backends, fronts) = (tables::backends(&dir)?, tables::fronts(&dir)?);
+    let entries = tables::conntrack(&dir)?;
+    let now = tables::monotonic_now();
+    Ok(flows::conntrack_rows(
+        &entries, &backends, &fronts, now, filter,
+    ))
+}
+
+/// Node `node`'s NAT entries that pass `filter`.
+pub fn nat(node: &str, filter: &Filter) -> Result<Vec<FlowRow>, DatapathError> {
+    let entries = tables::nat(&paths::pin_dir(node))?;
+    Ok(flows::nat_rows(&entries, tables::monotonic_now(), filter))
+}
+
+fn print_rows(rows: &[FlowRow], output: Output) {
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(rows).unwrap_or_else(|_| "[]".into())
+        ),
+        Output::Text => rows.iter().for_each(|r| println!("{}", flows::line(r))),
+    }
 }
 
 /// Counters summed over CPUs, by name (`switchyard_abi::stat::NAMES`).
@@ -61,7 +111,7 @@ pub fn stats(node: &str) -> Result<Vec<(&'static str, u64)>, DatapathError> {
 }
 
 /// One programmed frontend.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FrontendRow {
     /// `ip:port/proto`.
     pub frontend: String,
@@ -115,22 +165,45 @@ pub fn tunnels(node: &str) -> Result<Vec<String>, DatapathError> {
 
 /// Runs `switchyard inspect`.
 pub fn run(opts: &Options) -> Result<(), DatapathError> {
+    let filter = Filter {
+        addr: opts.addr,
+        port: opts.port,
+        proto: opts.proto.clone(),
+        frontend: opts.frontend.clone(),
+    };
     match opts.what {
+        What::Conntrack => print_rows(&conntrack(&opts.node, &filter)?, opts.output),
+        What::Nat => print_rows(&nat(&opts.node, &filter)?, opts.output),
         What::Stats => {
-            let obj: serde_json::Map<String, serde_json::Value> = stats(&opts.node)?
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.into()))
-                .collect();
-            println!("{}", serde_json::Value::Object(obj));
+            let counters = stats(&opts.node)?;
+            match opts.output {
+                Output::Json => {
+                    let obj: serde_json::Map<String, serde_json::Value> = counters
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v.into()))
+                        .collect();
+                    println!("{}", serde_json::Value::Object(obj));
+                }
+                Output::Text => counters.iter().for_each(|(k, v)| println!("{k:<24} {v}")),
+            }
         }
         What::Tunnels => {
-            for route in tunnels(&opts.node)? {
-                println!("{route}");
+            let routes = tunnels(&opts.node)?;
+            match opts.output {
+                Output::Json => println!("{}", serde_json::json!(routes)),
+                Output::Text => routes.iter().for_each(|r| println!("{r}")),
             }
         }
         What::Services => {
-            for row in services(&opts.node)? {
-                println!("{} -> [{}]", row.frontend, row.backends.join(", "));
+            let rows = services(&opts.node)?;
+            match opts.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into())
+                ),
+                Output::Text => rows
+                    .iter()
+                    .for_each(|r| println!("{} -> [{}]", r.frontend, r.backends.join(", "))),
             }
         }
     }

@@ -13,9 +13,11 @@
 //! - [`local_pods`]: CNI endpoint records → `LOCAL_PODS` and attached pod veths.
 //! - [`devices`]: the overlay and uplink programs and `CONFIG`.
 //! - [`inspect`]: read-only views of the pinned maps for the `inspect` CLI and tests.
+pub mod aging;
 pub mod attach;
 pub mod devices;
 mod error;
+pub mod flows;
 pub mod inspect;
 pub mod loader;
 pub mod local_pods;
@@ -24,6 +26,7 @@ pub mod maps;
 pub mod partial;
 pub mod plan;
 pub mod services;
+pub mod tables;
 pub mod tunnels;
 
 use std::net::Ipv4Addr;

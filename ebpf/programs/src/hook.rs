@@ -1,13 +1,16 @@
 //! What every TC hook does around its own decisions: parse the headers, count a drop reason
 //! instead of returning it, and remember what a translated first fragment became so that the
 //! datagram's later fragments follow it ([`frag`](crate::frag)).
-use aya_ebpf::{bindings::TC_ACT_SHOT, programs::TcContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
 use switchyard_abi::stat;
 
 use crate::packet::{self, Parsed};
 use crate::{frag, stats};
 
-/// Runs `hook` on the parsed packet. `hook` returns a TC verdict, or `Err` with the `stat` drop
+/// Runs `hook` on the parsed packet (non-IPv4 packets pass untouched). `hook` returns a TC verdict, or `Err` with the `stat` drop
 /// reason (the packet is then dropped and the reason counted).
 #[inline(always)]
 pub fn run(
@@ -15,6 +18,10 @@ pub fn run(
     hook: impl FnOnce(&mut TcContext, &Parsed) -> Result<i32, u32>,
 ) -> i32 {
     let parsed = match packet::parse(ctx) {
+        // Not IPv4: no hook touches it. Returning here also keeps the compiler from spilling
+        // the enum's unset fields, which the verifier rejects as reads of uninitialised
+        // registers.
+        Ok(Parsed::Other) => return TC_ACT_OK,
         Ok(p) => p,
         Err(()) => {
             stats::inc(stat::DROP_MALFORMED);

@@ -270,6 +270,8 @@ impl Lab {
             &self.switchyard(),
             "inspect",
             "stats",
+            "-o",
+            "json",
             "--node",
             &topology::node_name(n),
         ])?;

@@ -1,0 +1,201 @@
+//! The node's flow tables — conntrack (`CT`) and source NAT (`NAT`) — read and swept through
+//! their pins, so this works with or without the agent running.
+//!
+//! Invariant: only entries [`super::aging`] judges over are removed; a table is read once per
+//! sweep (bounded, even while the datapath changes it) and decided on as a whole, so a flow's
+//! two entries go together.
+use std::collections::HashMap as StdHashMap;
+use std::path::Path;
+
+use aya::maps::{HashMap, Map, MapData, MapError};
+use aya::Pod;
+use switchyard_abi::{names, Backend, CtKey, CtValue, NatEntry, NatKey, RevNat};
+
+use super::aging::{self, Timeouts};
+use super::DatapathError;
+
+/// Opens the map pinned as `name` in `pin_dir` as the aya type `T`.
+pub fn open_pinned<T>(pin_dir: &Path, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|source| DatapathError::OpenPin {
+        path: path.clone(),
+        node: node_of(pin_dir),
+        source: Box::new(source),
+    })?;
+    Map::from_map_data(data)
+        .and_then(T::try_from)
+        .map_err(DatapathError::map(name))
+}
+
+/// Every entry of a pinned hash map. The walk is bounded by twice the map's capacity: a key
+/// deleted under the walk makes the kernel start over, and a busy datapath must not keep the
+/// reader going forever.
+pub fn read<K, V>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+    capacity: u32,
+) -> Result<StdHashMap<K, V>, DatapathError>
+where
+    K: Pod + Eq + std::hash::Hash,
+    V: Pod,
+{
+    let limit = capacity as usize * 2;
+    let mut out = StdHashMap::new();
+    for entry in map.iter().take(limit) {
+        match entry {
+            Ok((k, v)) => {
+                out.insert(k, v);
+            }
+            // Deleted between listing and reading: gone, which is what a reader sees anyway.
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(DatapathError::map(name)(e)),
+        }
+    }
+    Ok(out)
+}
+
+/// The conntrack table pinned in `pin_dir`.
+pub fn conntrack(pin_dir: &Path) -> Result<StdHashMap<CtKey, CtValue>, DatapathError> {
+    load(pin_dir, names::CT).map(|(_, entries, _)| entries)
+}
+
+/// The NAT table pinned in `pin_dir`.
+pub fn nat(pin_dir: &Path) -> Result<StdHashMap<NatKey, NatEntry>, DatapathError> {
+    load(pin_dir, names::NAT).map(|(_, entries, _)| entries)
+}
+
+/// The backends pinned in `pin_dir`, by id.
+pub fn backends(pin_dir: &Path) -> Result<StdHashMap<u32, Backend>, DatapathError> {
+    load(pin_dir, names::BACKENDS).map(|(_, entries, _)| entries)
+}
+
+/// The frontends pinned in `pin_dir`, by rev-NAT id.
+pub fn fronts(pin_dir: &Path) -> Result<StdHashMap<u16, RevNat>, DatapathError> {
+    load(pin_dir, names::REV_NAT).map(|(_, entries, _)| entries)
+}
+
+/// One table's sweep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableSweep {
+    /// Entries before the sweep.
+    pub entries: usize,
+    /// Entries removed.
+    pub removed: usize,
+    /// The table's capacity.
+    pub capacity: u32,
+}
+
+/// What a sweep of both tables did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// `CT`.
+    pub conntrack: TableSweep,
+    /// `NAT`.
+    pub nat: TableSweep,
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns()` stamps entries with.
+pub fn monotonic_now() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
+/// Removes the flows of `pin_dir`'s tables that are over at `now` ([`monotonic_now`], or a
+/// later time in tests).
+pub fn sweep(pin_dir: &Path, now: u64, timeouts: &Timeouts) -> Result<Sweep, DatapathError> {
+    let (backends, fronts) = (backends(pin_dir)?, fronts(pin_dir)?);
+
+    let (mut ct, entries, ct_cap) = load::<CtKey, CtValue>(pin_dir, names::CT)?;
+    let gone = aging::expired(
+        &entries,
+        |k, v| {
+            aging::ct_partner(
+                k,
+                v,
+                |id| backends.get(&id).copied(),
+                |id| fronts.get(&id).copied(),
+            )
+        },
+        aging::ct_state,
+        now,
+        timeouts,
+    );
+    let conntrack = TableSweep {
+        entries: entries.len(),
+        removed: remove(&mut ct, names::CT, &gone)?,
+        capacity: ct_cap,
+    };
+
+    let (mut nat, entries, nat_cap) = load::<NatKey, NatEntry>(pin_dir, names::NAT)?;
+    let gone = aging::expired(
+        &entries,
+        aging::nat_partner,
+        aging::nat_state,
+        now,
+        timeouts,
+    );
+    let nat_sweep = TableSweep {
+        entries: entries.len(),
+        removed: remove(&mut nat, names::NAT, &gone)?,
+        capacity: nat_cap,
+    };
+    Ok(Sweep {
+        conntrack,
+        nat: nat_sweep,
+    })
+}
+
+/// The capacity of the map pinned as `name` in `pin_dir`.
+pub fn capacity(pin_dir: &Path, name: &'static str) -> Result<u32, DatapathError> {
+    let path = pin_dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|source| DatapathError::OpenPin {
+        path: path.clone(),
+        node: node_of(pin_dir),
+        source: Box::new(source),
+    })?;
+    data.info()
+        .map(|i| i.max_entries())
+        .map_err(DatapathError::map(name))
+}
+
+fn node_of(pin_dir: &Path) -> String {
+    pin_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A pinned hash map, what it held when read, and its capacity.
+type Loaded<K, V> = (HashMap<MapData, K, V>, StdHashMap<K, V>, u32);
+
+/// Opens and reads the hash map pinned as `name` in `pin_dir`.
+fn load<K, V>(pin_dir: &Path, name: &'static str) -> Result<Loaded<K, V>, DatapathError>
+where
+    K: Pod + Eq + std::hash::Hash,
+    V: Pod,
+{
+    let cap = capacity(pin_dir, name)?;
+    let map: HashMap<MapData, K, V> = open_pinned(pin_dir, name)?;
+    let entries = read(&map, name, cap)?;
+    Ok((map, entries, cap))
+}
+
+/// Removes `keys` (a key already gone counts as removed: the goal is reached).
+fn remove<K: Pod, V: Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    keys: &[K],
+) -> Result<usize, DatapathError> {
+    for key in keys {
+        match map.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(DatapathError::map(name)(e)),
+        }
+    }
+    Ok(keys.len())
+}
