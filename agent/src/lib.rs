@@ -15,6 +15,7 @@
 //! - [`model`]: Kubernetes objects in, desired frontends/backends out. No I/O.
 //! - [`datapath`]: aya loader, program attachment, pinned maps and the diffing map sync.
 //! - [`kubeclient`]: the API client from a kubeconfig.
+pub mod cleanup;
 pub mod cni;
 pub mod daemon;
 pub mod datapath;

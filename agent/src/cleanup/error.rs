@@ -1,0 +1,70 @@
+//! What can go wrong finding and removing kube-proxy's rules and switchyard's own state. Every
+//! variant keeps the tool's, the kernel's or the file system's answer, so `{:#}` chains show it.
+use std::path::PathBuf;
+
+/// Errors of `switchyard cleanup` and of the agent's kube-proxy check.
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    /// A tool (`iptables-nft-save`, `nft`, …) could not be started.
+    #[error("cannot run {tool}")]
+    Spawn {
+        /// The command line.
+        tool: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tool ran and failed.
+    #[error("{tool} failed ({status}): {stderr}")]
+    Tool {
+        /// The command line.
+        tool: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it printed on stderr (first lines).
+        stderr: String,
+    },
+    /// `iptables-save` printed something this parser does not know.
+    #[error("{tool}: line {line}: {reason}: {text:?}")]
+    Parse {
+        /// The tool whose output it was.
+        tool: String,
+        /// Line number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+        /// The line.
+        text: String,
+    },
+    /// A file or directory could not be read or removed.
+    #[error("{}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CleanupError {
+    /// An I/O error about `path`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CleanupError {
+        let path = path.into();
+        move |source| CleanupError::Io { path, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn an_io_error_keeps_the_file_systems_answer_as_its_source() {
+        let e =
+            CleanupError::io("/run/switchyard/n1")(std::io::Error::from_raw_os_error(libc::EBUSY));
+        assert_eq!(e.to_string(), "/run/switchyard/n1");
+        assert!(e.source().is_some());
+    }
+}
