@@ -45,6 +45,9 @@ pub enum CleanupError {
         #[source]
         source: std::io::Error,
     },
+    /// Some removals failed (each was reported as it failed); the rest were done.
+    #[error("{0} removal(s) failed; see above")]
+    Incomplete(usize),
 }
 
 impl CleanupError {
