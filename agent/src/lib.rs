@@ -6,7 +6,7 @@
 //!   creates `cbr0` ([`netlink`]).
 //! - `switchyard cni`: the CNI 1.0 plugin with host-local IPAM ([`cni`]); also selected automatically
 //!   when `CNI_COMMAND` is set, as a container runtime invokes it.
-//! - `switchyard cleanup`: removes kube-proxy's rules ([`cleanup`]).
+//! - `switchyard cleanup`: removes kube-proxy's rules or switchyard's own state ([`cleanup`]).
 //!
 //! The lab's node runtime and echo workload are not part of the product: they are the
 //! `switchyard-labnode` crate (`tests/labnode/`), which uses this one.

@@ -23,7 +23,7 @@ enum Command {
     Cni,
     /// Show what the datapath of a node holds (reads the pinned maps).
     Inspect(switchyard::datapath::inspect::Options),
-    /// Remove kube-proxy's rules (--kube-proxy).
+    /// Remove kube-proxy's rules (--kube-proxy) or switchyard's own state (--switchyard).
     Cleanup(switchyard::cleanup::Options),
 }
 

@@ -2,6 +2,8 @@
 //! variant keeps the tool's, the kernel's or the file system's answer, so `{:#}` chains show it.
 use std::path::PathBuf;
 
+use crate::netlink::NetlinkError;
+
 /// Errors of `switchyard cleanup` and of the agent's kube-proxy check.
 #[derive(Debug, thiserror::Error)]
 pub enum CleanupError {
@@ -36,6 +38,18 @@ pub enum CleanupError {
         /// The line.
         text: String,
     },
+    /// The node's agent still runs: removing its pins would not detach what it holds open.
+    #[error(
+        "the agent of node {node} is running (pid {}): stop it first — it holds the datapath's \
+         links open, so they would stay attached, and it would recreate cbr0 and vxlan0",
+        pids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    AgentRunning {
+        /// Node name.
+        node: String,
+        /// Its processes.
+        pids: Vec<i32>,
+    },
     /// A file or directory could not be read or removed.
     #[error("{}", path.display())]
     Io {
@@ -45,6 +59,12 @@ pub enum CleanupError {
         #[source]
         source: std::io::Error,
     },
+    /// A link could not be looked up or deleted.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// The single-threaded runtime for the netlink requests could not start.
+    #[error("cannot start the async runtime for netlink")]
+    Runtime(#[source] std::io::Error),
     /// Some removals failed (each was reported as it failed); the rest were done.
     #[error("{0} removal(s) failed; see above")]
     Incomplete(usize),

@@ -1,22 +1,25 @@
 //! `switchyard cleanup`: switching a node between kube-proxy and switchyard.
 //!
-//! Each scope is asked for by name, never implied: `--kube-proxy` removes kube-proxy's iptables
-//! chains and nftables tables, as `kube-proxy --cleanup` does ([`remove_kube_proxy`]), in the
-//! network namespace the command runs in. `--dry-run` prints what would go and changes nothing.
+//! Two scopes, each asked for by name, never implied: `--kube-proxy` removes kube-proxy's
+//! iptables chains and nftables tables, as `kube-proxy --cleanup` does ([`remove_kube_proxy`]);
+//! `--switchyard` removes what switchyard installed for one node ([`remove_switchyard`]). Both act
+//! on the network namespace the command runs in. `--dry-run` prints what would go and changes
+//! nothing.
 //!
 //! One concern per module:
 //! - [`chains`]: which chains and tables are kube-proxy's (the list, and where it comes from).
 //! - [`save`]: `iptables-save` output, parsed (pure).
 //! - [`tools`]: running the iptables backends and `nft`.
 //! - [`detect`]: finding kube-proxy's rules.
-//! - [`remove_kube_proxy`]: the removal.
-//! - [`procs`]: kube-proxy among the running processes.
+//! - [`remove_kube_proxy`], [`remove_switchyard`]: the two removals.
+//! - [`procs`]: the node's agent and kube-proxy among the running processes.
 //! - [`report`]: one printed line per thing removed, kept or failed.
 pub mod chains;
 pub mod detect;
 mod error;
 pub mod procs;
 pub mod remove_kube_proxy;
+pub mod remove_switchyard;
 pub mod report;
 pub mod save;
 pub mod tools;
@@ -31,7 +34,7 @@ use report::Report;
     clap::ArgGroup::new("scope")
         .required(true)
         .multiple(true)
-        .args(["kube_proxy"])
+        .args(["kube_proxy", "switchyard"])
 ))]
 pub struct Options {
     /// Remove kube-proxy's iptables chains (nat, filter, mangle; IPv4 and IPv6; nf_tables and
@@ -39,6 +42,14 @@ pub struct Options {
     /// `kube-proxy --cleanup` does. Stop kube-proxy first, or it writes them again.
     #[arg(long)]
     pub kube_proxy: bool,
+    /// Remove what switchyard installed for --node: its pinned maps and links (detaching its
+    /// programs), cbr0, vxlan0 and their routes, and its state under /run/switchyard. Stop the
+    /// node's agent first.
+    #[arg(long, requires = "node")]
+    pub switchyard: bool,
+    /// The node whose switchyard state to remove.
+    #[arg(long, env = "NODE_NAME")]
+    pub node: Option<String>,
     /// Print what would be removed; remove nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -59,6 +70,11 @@ pub fn run(opts: &Options) -> Result<(), CleanupError> {
             report.note(note);
         }
         remove_kube_proxy::Plan::new(&snap).apply(&mut report);
+    }
+    if opts.switchyard {
+        if let Some(node) = &opts.node {
+            remove_switchyard::remove(node, &mut report)?;
+        }
     }
     report.finish()
 }
