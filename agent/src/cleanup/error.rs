@@ -38,6 +38,22 @@ pub enum CleanupError {
         /// The line.
         text: String,
     },
+    /// kube-proxy's rules are present and the agent was not told to start beside them.
+    #[error(
+        "kube-proxy's rules are on this node: {}. kube-proxy and switchyard would both translate \
+         the same Service packets (switchyard in eBPF, kube-proxy in netfilter): a connection can \
+         be load-balanced or masqueraded twice, and a Service removed from one stays in the \
+         other. Stop kube-proxy on this node, then remove its rules with `switchyard cleanup \
+         --kube-proxy`; or start the agent with --allow-kube-proxy to run beside them anyway",
+        found.join("; ")
+    )]
+    KubeProxyPresent {
+        /// What was found, e.g. `iptables-nft (IPv4) nat chain KUBE-SERVICES`.
+        found: Vec<String>,
+    },
+    /// kube-proxy's rules could not be looked for at the agent's start.
+    #[error("cannot check for kube-proxy's rules (--allow-kube-proxy starts the agent without the check)")]
+    Check(#[source] Box<CleanupError>),
     /// The node's agent still runs: removing its pins would not detach what it holds open.
     #[error(
         "the agent of node {node} is running (pid {}): stop it first — it holds the datapath's \
@@ -82,6 +98,21 @@ impl CleanupError {
 mod tests {
     use super::*;
     use std::error::Error;
+
+    #[test]
+    fn the_refusal_names_what_was_found_and_both_ways_forward() {
+        let e = CleanupError::KubeProxyPresent {
+            found: vec![
+                "iptables-nft (IPv4) nat chain KUBE-SERVICES".into(),
+                "nftables table ip kube-proxy".into(),
+            ],
+        };
+        let msg = e.to_string();
+        assert!(msg
+            .contains("iptables-nft (IPv4) nat chain KUBE-SERVICES; nftables table ip kube-proxy"));
+        assert!(msg.contains("switchyard cleanup --kube-proxy"));
+        assert!(msg.contains("--allow-kube-proxy"));
+    }
 
     #[test]
     fn an_io_error_keeps_the_file_systems_answer_as_its_source() {

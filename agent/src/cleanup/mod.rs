@@ -4,7 +4,7 @@
 //! iptables chains and nftables tables, as `kube-proxy --cleanup` does ([`remove_kube_proxy`]);
 //! `--switchyard` removes what switchyard installed for one node ([`remove_switchyard`]). Both act
 //! on the network namespace the command runs in. `--dry-run` prints what would go and changes
-//! nothing.
+//! nothing. The agent refuses to start beside kube-proxy's rules ([`guard`]).
 //!
 //! One concern per module:
 //! - [`chains`]: which chains and tables are kube-proxy's (the list, and where it comes from).
@@ -17,6 +17,7 @@
 pub mod chains;
 pub mod detect;
 mod error;
+pub mod guard;
 pub mod procs;
 pub mod remove_kube_proxy;
 pub mod remove_switchyard;

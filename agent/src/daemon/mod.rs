@@ -70,6 +70,11 @@ pub struct Options {
     /// or `/sys/fs/cgroup/unified` on a hybrid layout).
     #[arg(long)]
     pub cgroup_root: Option<PathBuf>,
+    /// Start even though kube-proxy's rules are on the node (by default the agent refuses:
+    /// both would translate the same Service packets). Remove them with `switchyard cleanup
+    /// --kube-proxy` instead where you can.
+    #[arg(long)]
+    pub allow_kube_proxy: bool,
 }
 
 fn cidr(flag: &str, value: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
@@ -79,6 +84,7 @@ fn cidr(flag: &str, value: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
 
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
+    crate::cleanup::guard::check_kube_proxy(opts.allow_kube_proxy)?;
     let cluster_cidr = cidr("cluster-cidr", &opts.cluster_cidr)?;
     let service_cidr = cidr("service-cidr", &opts.service_cidr)?;
     let client = crate::kubeclient::client_from_kubeconfig(&opts.kubeconfig).await?;
