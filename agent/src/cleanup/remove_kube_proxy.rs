@@ -189,54 +189,48 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cleanup::save;
+    use crate::cleanup::save::{self, Chain};
 
     const V4: Backend = Backend::ALL[0];
 
-    /// A kube-proxy nat table (as its iptables mode writes it) beside rules of others.
-    const NAT: &str = r#"*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:CNI-HOSTPORT-DNAT - [0:0]
-:KUBE-KUBELET-CANARY - [0:0]
-:KUBE-MARK-MASQ - [0:0]
-:KUBE-NODEPORTS - [0:0]
-:KUBE-POSTROUTING - [0:0]
-:KUBE-SEP-IT2ZTR26TO4XFPTO - [0:0]
-:KUBE-SERVICES - [0:0]
-:KUBE-SVC-TCOU7JCQXEZGVUNU - [0:0]
--A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
--A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT
--A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
--A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
--A POSTROUTING -s 10.244.0.0/16 ! -d 10.244.0.0/16 -j MASQUERADE
--A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
--A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
--A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully
--A KUBE-SEP-IT2ZTR26TO4XFPTO -s 10.244.1.5/32 -m comment --comment "default/echo:http" -j KUBE-MARK-MASQ
--A KUBE-SEP-IT2ZTR26TO4XFPTO -p tcp -m comment --comment "default/echo:http" -m tcp -j DNAT --to-destination 10.244.1.5:8080
--A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment "default/echo:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-TCOU7JCQXEZGVUNU
--A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
--A KUBE-SVC-TCOU7JCQXEZGVUNU -m comment --comment "default/echo:http -> 10.244.1.5:8080" -j KUBE-SEP-IT2ZTR26TO4XFPTO
-COMMIT
-"#;
+    /// A table of the fixture the netns tests load: kube-proxy's iptables mode (one NodePort
+    /// Service with two endpoints) beside the kubelet's chains and a site's own.
+    fn fixture(name: &str) -> Table {
+        let text = include_str!("../../tests/fixtures/kube-proxy/iptables.rules");
+        save::parse(text)
+            .expect("parses")
+            .into_iter()
+            .find(|t| t.name == name)
+            .expect("the table")
+    }
 
-    fn plan_of(text: &str) -> TablePlan {
-        TablePlan::new(V4, &save::parse(text).expect("parses")[0])
+    /// `table` with a chain `chain` of someone else's holding `-A <chain> <spec>`.
+    fn with_foreign(mut table: Table, chain: &str, spec: &str, target: &str) -> Table {
+        table.chains.push(Chain {
+            name: chain.into(),
+            builtin: false,
+        });
+        table.rules.push(Rule {
+            chain: chain.into(),
+            spec: spec.into(),
+            target: Some(target.into()),
+        });
+        table
     }
 
     #[test]
     fn kube_proxys_chains_and_the_jumps_to_them_go_and_nothing_else() {
-        let p = plan_of(NAT);
+        let p = TablePlan::new(V4, &fixture("nat"));
         assert_eq!(
             p.chains,
             [
+                "KUBE-EXT-7EJNTS7AENER2WX5",
                 "KUBE-MARK-MASQ",
                 "KUBE-NODEPORTS",
                 "KUBE-POSTROUTING",
+                "KUBE-PROXY-CANARY",
                 "KUBE-SEP-IT2ZTR26TO4XFPTO",
+                "KUBE-SEP-N4G2XR5TDX7PQE7P",
                 "KUBE-SERVICES",
                 "KUBE-SVC-TCOU7JCQXEZGVUNU"
             ]
@@ -255,10 +249,9 @@ COMMIT
 
     #[test]
     fn the_restore_input_flushes_then_unlinks_then_deletes() {
-        let p = plan_of(NAT);
-        let input = p.restore_input();
+        let input = TablePlan::new(V4, &fixture("nat")).restore_input();
         assert!(
-            input.starts_with("*nat\n:KUBE-MARK-MASQ - [0:0]\n"),
+            input.starts_with("*nat\n:KUBE-EXT-7EJNTS7AENER2WX5 - [0:0]\n"),
             "{input}"
         );
         assert!(input.contains(
@@ -268,26 +261,20 @@ COMMIT
         let delete_chain = input.find("-X KUBE-POSTROUTING").expect("chain deleted");
         assert!(delete_jump < delete_chain);
         assert!(input.ends_with("-X KUBE-SVC-TCOU7JCQXEZGVUNU\nCOMMIT\n"));
-        assert!(!input.contains("CNI-HOSTPORT-DNAT") && !input.contains("MASQUERADE\n"));
+        assert!(!input.contains("SITE-SNAT") && !input.contains("KUBE-KUBELET-CANARY"));
     }
 
     #[test]
     fn a_kube_proxy_chain_another_chain_still_jumps_to_is_kept_with_the_reason() {
-        let text = NAT.replace(
-            ":KUBE-SERVICES - [0:0]\n",
-            ":KUBE-SERVICES - [0:0]\n:MY-HOSTPORTS - [0:0]\n",
-        );
-        let text = text.replace(
-            "COMMIT\n",
-            "-A MY-HOSTPORTS -p tcp --dport 8080 -j KUBE-MARK-MASQ\nCOMMIT\n",
-        );
-        let p = plan_of(&text);
+        let spec = "-p tcp --dport 8080 -j KUBE-MARK-MASQ";
+        let nat = with_foreign(fixture("nat"), "MY-HOSTPORTS", spec, "KUBE-MARK-MASQ");
+        let p = TablePlan::new(V4, &nat);
         assert!(!p.chains.iter().any(|c| c == "KUBE-MARK-MASQ"));
         assert_eq!(
             p.kept,
             [(
                 "KUBE-MARK-MASQ".to_string(),
-                "-A MY-HOSTPORTS -p tcp --dport 8080 -j KUBE-MARK-MASQ".to_string()
+                format!("-A MY-HOSTPORTS {spec}")
             )]
         );
         assert!(p.chains.iter().any(|c| c == "KUBE-SERVICES"));
@@ -295,22 +282,18 @@ COMMIT
 
     #[test]
     fn a_kept_chain_keeps_the_chains_it_jumps_to() {
-        let text = NAT.replace(
-            ":KUBE-SERVICES - [0:0]\n",
-            ":KUBE-SERVICES - [0:0]\n:MY-CHAIN - [0:0]\n",
-        );
-        let text = text.replace(
-            "COMMIT\n",
-            "-A MY-CHAIN -j KUBE-SVC-TCOU7JCQXEZGVUNU\nCOMMIT\n",
-        );
-        let p = plan_of(&text);
-        let kept: Vec<_> = p.kept.iter().map(|(c, _)| c.as_str()).collect();
+        let svc = "KUBE-SVC-TCOU7JCQXEZGVUNU";
+        let nat = with_foreign(fixture("nat"), "MY-CHAIN", &format!("-j {svc}"), svc);
+        let p = TablePlan::new(V4, &nat);
+        let mut kept: Vec<_> = p.kept.iter().map(|(c, _)| c.as_str()).collect();
+        kept.sort_unstable();
         assert_eq!(
             kept,
             [
-                "KUBE-SVC-TCOU7JCQXEZGVUNU",
+                "KUBE-MARK-MASQ",
                 "KUBE-SEP-IT2ZTR26TO4XFPTO",
-                "KUBE-MARK-MASQ"
+                "KUBE-SEP-N4G2XR5TDX7PQE7P",
+                svc
             ]
         );
         assert!(p.chains.iter().any(|c| c == "KUBE-SERVICES"));
@@ -318,28 +301,29 @@ COMMIT
 
     #[test]
     fn a_table_without_kube_proxy_chains_plans_nothing() {
-        let p = plan_of(
-            "*filter\n:INPUT ACCEPT [0:0]\n:KUBE-FIREWALL - [0:0]\n\
-             -A INPUT -j KUBE-FIREWALL\n-A KUBE-FIREWALL -j DROP\nCOMMIT\n",
-        );
+        let text = "*filter\n:INPUT ACCEPT [0:0]\n:KUBE-FIREWALL - [0:0]\n\
+                    -A INPUT -j KUBE-FIREWALL\n-A KUBE-FIREWALL -j DROP\nCOMMIT\n";
+        let p = TablePlan::new(V4, &save::parse(text).expect("parses")[0]);
         assert!(p.is_empty() && p.kept.is_empty());
     }
 
     #[test]
-    fn the_filter_tables_forward_and_firewall_chains_go_with_their_jumps() {
-        let p = plan_of(
-            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:KUBE-FORWARD - [0:0]\n\
-             :KUBE-PROXY-FIREWALL - [0:0]\n:KUBE-FIREWALL - [0:0]\n\
-             -A INPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes load balancer firewall\" -j KUBE-PROXY-FIREWALL\n\
-             -A INPUT -j KUBE-FIREWALL\n\
-             -A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD\n\
-             COMMIT\n",
+    fn the_filter_tables_chains_go_with_their_jumps_and_the_kubelets_stay() {
+        let p = TablePlan::new(V4, &fixture("filter"));
+        assert_eq!(
+            p.chains,
+            [
+                "KUBE-EXTERNAL-SERVICES",
+                "KUBE-FORWARD",
+                "KUBE-NODEPORTS",
+                "KUBE-PROXY-CANARY",
+                "KUBE-PROXY-FIREWALL",
+                "KUBE-SERVICES"
+            ]
         );
-        assert_eq!(p.chains, ["KUBE-FORWARD", "KUBE-PROXY-FIREWALL"]);
-        assert_eq!(p.jumps.len(), 2);
-        assert!(p
-            .jumps
-            .iter()
-            .all(|r| r.target.as_deref() != Some("KUBE-FIREWALL")));
+        assert_eq!(p.jumps.len(), 9);
+        assert!(p.jumps.iter().all(
+            |r| r.text().contains("kubernetes") && r.target.as_deref() != Some("KUBE-FIREWALL")
+        ));
     }
 }
