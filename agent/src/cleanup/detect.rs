@@ -67,13 +67,13 @@ impl Snapshot {
 
     /// What makes kube-proxy present (see the module docs), for people; empty when absent.
     pub fn presence(&self) -> Vec<String> {
-        let chains = self
+        let iptables = self
             .iptables
             .iter()
             .filter(|(_, t)| t.name == "nat" && t.has_chain(chains::SERVICES))
             .map(|(b, _)| format!("{} nat chain {}", b.label(), chains::SERVICES));
         let tables = self.nft.iter().map(|t| format!("nftables {t}"));
-        chains.chain(tables).collect()
+        iptables.chain(tables).collect()
     }
 }
 
