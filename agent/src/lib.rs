@@ -6,6 +6,7 @@
 //!   creates `cbr0` ([`netlink`]).
 //! - `switchyard cni`: the CNI 1.0 plugin with host-local IPAM ([`cni`]); also selected automatically
 //!   when `CNI_COMMAND` is set, as a container runtime invokes it.
+//! - `switchyard cleanup`: removes kube-proxy's rules or switchyard's own state ([`cleanup`]).
 //!
 //! The lab's node runtime and echo workload are not part of the product: they are the
 //! `switchyard-labnode` crate (`tests/labnode/`), which uses this one.
@@ -15,6 +16,7 @@
 //! - [`model`]: Kubernetes objects in, desired frontends/backends out. No I/O.
 //! - [`datapath`]: aya loader, program attachment, pinned maps and the diffing map sync.
 //! - [`kubeclient`]: the API client from a kubeconfig.
+pub mod cleanup;
 pub mod cni;
 pub mod daemon;
 pub mod datapath;

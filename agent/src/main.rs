@@ -23,6 +23,8 @@ enum Command {
     Cni,
     /// Show what the datapath of a node holds (reads the pinned maps).
     Inspect(switchyard::datapath::inspect::Options),
+    /// Remove kube-proxy's rules (--kube-proxy) or switchyard's own state (--switchyard).
+    Cleanup(switchyard::cleanup::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +44,18 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }
+        Command::Cleanup(o) => {
+            return match switchyard::cleanup::run(o) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!(
+                        "switchyard cleanup: {}",
+                        switchyard::cleanup::report::chain(&e)
+                    );
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
         _ => {}
     }
     switchyard::logging::init(cli.log_format);
@@ -55,7 +69,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Agent(o) => switchyard::daemon::run(*o).await,
-            Command::Cni | Command::Inspect(_) => Ok(()),
+            Command::Cni | Command::Inspect(_) | Command::Cleanup(_) => Ok(()),
         }
     });
     match result {

@@ -41,6 +41,7 @@ pub mod sweeper;
 /// Runs the agent until SIGTERM/SIGINT.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let checked = opts.settings()?;
+    crate::cleanup::guard::check_kube_proxy(opts.allow_kube_proxy)?;
     let client = match &opts.kubeconfig {
         Some(path) => crate::kubeclient::client_from_kubeconfig(path).await?,
         None => crate::kubeclient::in_cluster().await?,
