@@ -24,12 +24,11 @@ fn echo_lab() -> (Lab, String) {
     lab.kubectl
         .apply_file(&lab::workspace_root().join("examples/echo.yaml"))
         .expect("kubectl apply");
-    lab.kubectl
-        .wait_pods_ready("app=echo", 3, Duration::from_secs(60))
-        .expect("echo pods Ready");
-    lab.kubectl
-        .wait_pods_ready("!app", 1, Duration::from_secs(60))
-        .expect("client pod Ready");
+    for (pods, count) in [("app=echo", 3), ("!app", 1)] {
+        lab.kubectl
+            .wait_pods_ready(pods, count, Duration::from_secs(60))
+            .expect("echo and client pods Ready");
+    }
     (lab, host)
 }
 

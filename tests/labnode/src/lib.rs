@@ -12,3 +12,4 @@
 pub mod dns;
 pub mod echo;
 pub mod kubelet;
+pub mod reflect;

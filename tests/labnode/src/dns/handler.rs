@@ -78,29 +78,45 @@ fn record(zone: &Zone, r: &lookup::Record) -> Record {
     }
 }
 
-/// The response code and sections of `answer`: (code, answers, additionals, SOA for the
-/// authority section).
-fn sections(zone: &Zone, answer: &Answer) -> (ResponseCode, Vec<Record>, Vec<Record>, Vec<Record>) {
+/// A response's code, AA flag and records.
+#[derive(Default)]
+struct Reply {
+    code: ResponseCode,
+    authoritative: bool,
+    answers: Vec<Record>,
+    additionals: Vec<Record>,
+    /// The zone's SOA, for NXDOMAIN and NODATA.
+    authority: Vec<Record>,
+}
+
+/// The reply that says `answer`.
+fn reply(zone: &Zone, answer: &Answer) -> Reply {
     let convert = |rs: &[lookup::Record]| rs.iter().map(|r| record(zone, r)).collect::<Vec<_>>();
     match answer {
-        Answer::Refused => (ResponseCode::Refused, vec![], vec![], vec![]),
-        Answer::NxDomain => (ResponseCode::NXDomain, vec![], vec![], vec![soa(zone)]),
+        Answer::Refused => Reply {
+            code: ResponseCode::Refused,
+            ..Reply::default()
+        },
+        Answer::NxDomain => Reply {
+            code: ResponseCode::NXDomain,
+            authoritative: true,
+            authority: vec![soa(zone)],
+            ..Reply::default()
+        },
         Answer::Found {
             answers,
             additionals,
-        } => {
-            let authority = if answers.is_empty() {
+        } => Reply {
+            code: ResponseCode::NoError,
+            authoritative: true,
+            answers: convert(answers),
+            additionals: convert(additionals),
+            authority: if answers.is_empty() {
                 vec![soa(zone)]
             } else {
                 vec![]
-            };
-            (
-                ResponseCode::NoError,
-                convert(answers),
-                convert(additionals),
-                authority,
-            )
-        }
+            },
+        },
     }
 }
 
@@ -120,75 +136,48 @@ impl<S: Source> RequestHandler for Handler<S> {
         });
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let mut meta = Metadata::response_from_request(&request.metadata);
-        let query = match request.request_info() {
-            Ok(info) if request.metadata.message_type == MessageType::Query => info.query,
-            _ => {
-                meta.response_code = ResponseCode::FormErr;
-                return send(
-                    &mut response_handle,
-                    request,
-                    builder.build_no_records(meta),
-                )
-                .await;
+        let query = match (request.request_info(), request.metadata.op_code) {
+            (Ok(info), OpCode::Query) if request.metadata.message_type == MessageType::Query => {
+                Ok(info.query)
             }
+            (Ok(_), OpCode::Query) | (Err(_), _) => Err(ResponseCode::FormErr),
+            (Ok(_), _) => Err(ResponseCode::NotImp),
         };
-        if request.metadata.op_code != OpCode::Query {
-            meta.response_code = ResponseCode::NotImp;
-            return send(
-                &mut response_handle,
-                request,
-                builder.build_no_records(meta),
-            )
-            .await;
-        }
-        let answer = if query.query_class() == DNSClass::IN {
-            lookup::lookup(
-                &self.source.snapshot(),
-                &self.zone,
-                &query.name().to_string(),
-                query.query_type(),
-            )
-        } else {
-            Answer::Refused
+        let reply = match query {
+            Ok(q) if q.query_class() == DNSClass::IN => {
+                let snapshot = self.source.snapshot();
+                let name = q.name().to_string();
+                reply(
+                    &self.zone,
+                    &lookup::lookup(&snapshot, &self.zone, &name, q.query_type()),
+                )
+            }
+            Ok(_) => reply(&self.zone, &Answer::Refused),
+            Err(code) => Reply {
+                code,
+                ..Reply::default()
+            },
         };
-        let (code, answers, additionals, authority) = sections(&self.zone, &answer);
-        meta.response_code = code;
-        meta.authoritative = answer != Answer::Refused;
+        meta.response_code = reply.code;
+        meta.authoritative = reply.authoritative;
         let response = builder.build(
             meta,
-            answers.iter(),
+            reply.answers.iter(),
             std::iter::empty(),
-            authority.iter(),
-            additionals.iter(),
+            reply.authority.iter(),
+            reply.additionals.iter(),
         );
-        send(&mut response_handle, request, response).await
-    }
-}
-
-/// Sends `response`; on failure reports a SERVFAIL as sent (nothing more can be done).
-async fn send<'a, R: ResponseHandler>(
-    handle: &mut R,
-    request: &Request,
-    response: hickory_server::zone_handler::MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-) -> ResponseInfo {
-    match handle.send_response(response).await {
-        Ok(info) => info,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot send a DNS response");
-            let mut meta = Metadata::response_from_request(&request.metadata);
-            meta.response_code = ResponseCode::ServFail;
-            hickory_proto::op::Header {
-                metadata: meta,
-                counts: Default::default(),
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot send a DNS response");
+                meta.response_code = ResponseCode::ServFail;
+                hickory_proto::op::Header {
+                    metadata: meta,
+                    counts: Default::default(),
+                }
+                .into()
             }
-            .into()
         }
     }
 }

@@ -440,33 +440,20 @@ mod tests {
 
     #[test]
     fn a_named_port_answers_srv_pointing_at_the_service_or_at_each_endpoint() {
-        assert_eq!(
-            ask(
-                "_http._tcp.echo.default.svc.cluster.local.",
-                RecordType::SRV
-            ),
-            found(
-                vec![srv(
-                    "_http._tcp.echo.default.svc.cluster.local.",
-                    100,
-                    80,
-                    "echo.default.svc.cluster.local."
-                )],
-                vec![a("echo.default.svc.cluster.local.", "10.96.0.20")]
-            )
-        );
-        assert_eq!(
-            ask("_udp._udp.echo.default.svc.cluster.local.", RecordType::SRV),
-            found(
-                vec![srv(
-                    "_udp._udp.echo.default.svc.cluster.local.",
-                    100,
-                    5353,
-                    "echo.default.svc.cluster.local."
-                )],
-                vec![a("echo.default.svc.cluster.local.", "10.96.0.20")]
-            )
-        );
+        let target = "echo.default.svc.cluster.local.";
+        for (owner, port) in [
+            ("_http._tcp.echo.default.svc.cluster.local.", 80),
+            ("_udp._udp.echo.default.svc.cluster.local.", 5353),
+        ] {
+            assert_eq!(
+                ask(owner, RecordType::SRV),
+                found(
+                    vec![srv(owner, 100, port, target)],
+                    vec![a(target, "10.96.0.20")]
+                ),
+                "{owner}"
+            );
+        }
         assert_eq!(
             ask("_pg._tcp.db.default.svc.cluster.local.", RecordType::SRV),
             found(

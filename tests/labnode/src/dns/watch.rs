@@ -6,14 +6,11 @@
 //! watch event arrives (watches relist after errors, with backoff).
 use super::handler::Source;
 use super::snapshot::Snapshot;
-use futures::StreamExt;
+use crate::reflect;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use kube::Resource;
-use std::fmt::Debug;
+use kube::runtime::reflector::store::WriterDropped;
+use kube::runtime::reflector::Store;
 
 /// The stores the watches fill.
 #[derive(Clone)]
@@ -22,41 +19,17 @@ pub struct Stores {
     slices: Store<EndpointSlice>,
 }
 
-/// Keeps a store of every `K` until the returned task is aborted.
-fn reflect<K>(client: kube::Client) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<K>::all(client), watcher::Config::default()).default_backoff(),
-    );
-    let task = tokio::spawn(stream.for_each(|ev| async move {
-        if let Err(e) = ev {
-            tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying");
-        }
-    }));
-    (store, task)
-}
-
 impl Stores {
     /// Starts watching Services and EndpointSlices; the watches run until the tasks are
     /// aborted.
     pub fn watch(client: kube::Client) -> (Stores, Vec<tokio::task::JoinHandle<()>>) {
-        let (services, a) = reflect::<Service>(client.clone());
-        let (slices, b) = reflect::<EndpointSlice>(client);
+        let (services, a) = reflect::all::<Service>(client.clone());
+        let (slices, b) = reflect::all::<EndpointSlice>(client);
         (Stores { services, slices }, vec![a, b])
     }
 
     /// Waits for both initial lists; an error if a watch ended first.
-    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+    pub async fn wait_until_ready(&self) -> Result<(), WriterDropped> {
         self.services.wait_until_ready().await?;
         self.slices.wait_until_ready().await
     }

@@ -76,16 +76,13 @@ pub fn write(
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::pod;
     use super::*;
 
     #[test]
     fn writes_the_files_a_pod_gets_and_mounts_them_over_etc() {
         let dir = std::env::temp_dir().join(format!("sy-etc-test-{}", std::process::id()));
-        let pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "client", "namespace": "default"},
-            "spec": {"containers": []}
-        }))
-        .unwrap();
+        let pod = pod("default", "client", serde_json::json!({}));
         let settings = Settings {
             cluster: ClusterDns {
                 servers: vec![Ipv4Addr::new(10, 96, 0, 10)],

@@ -79,21 +79,13 @@ fn aliases(pod: &Pod) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::pod;
     use super::*;
     use serde_json::json;
 
-    fn pod(spec: serde_json::Value) -> Pod {
-        let mut spec = spec;
-        spec["containers"] = json!([]);
-        serde_json::from_value(
-            json!({"metadata": {"name": "web-1", "namespace": "shop"}, "spec": spec}),
-        )
-        .unwrap()
-    }
-
     fn hosts(spec: serde_json::Value) -> Option<String> {
         for_pod(
-            &pod(spec),
+            &pod("shop", "web-1", spec),
             Ipv4Addr::new(10, 244, 1, 5),
             "cluster.local",
             || "127.0.0.1\tlocalhost\n198.18.0.11\tn1".into(),

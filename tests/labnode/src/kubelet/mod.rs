@@ -28,6 +28,8 @@ pub mod cni_exec;
 pub mod envvars;
 mod error;
 pub mod etc;
+#[cfg(test)]
+mod fixtures;
 pub mod hosts;
 pub mod netns;
 pub mod node;
@@ -43,11 +45,9 @@ pub mod worker;
 pub use error::Error;
 
 use anyhow::Context;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,22 +120,6 @@ pub struct Ctx {
     pub etc: etc::Settings,
 }
 
-/// Keeps `services` equal to the cluster's Services until dropped (a watch, relisting after
-/// errors).
-fn watch_services(client: kube::Client) -> (Store<Service>, tokio::task::JoinHandle<()>) {
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<Service>::all(client), watcher::Config::default()).default_backoff(),
-    );
-    let task = tokio::spawn(stream.for_each(|ev| async move {
-        if let Err(e) = ev {
-            tracing::warn!(error = %e, "service watch failed; retrying");
-        }
-    }));
-    (store, task)
-}
-
 /// Runs the node runtime until SIGTERM/SIGINT; pods keep running after it exits.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     if !switchyard::cni::config::is_safe_name(&opts.node) {
@@ -189,7 +173,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .first_host()
             .with_context(|| format!("podCIDR {subnet} is too small for pods"))?;
         let conf = cni_exec::network_config(&opts.node, subnet, gateway);
-        let (services, service_watch) = watch_services(client.clone());
+        let (services, service_watch) = crate::reflect::all::<Service>(client.clone());
         let ctx = Arc::new(Ctx {
             client: client.clone(),
             node: opts.node.clone(),

@@ -188,17 +188,9 @@ pub fn for_pod(pod: &Pod, cluster: &ClusterDns, host: impl FnOnce() -> String) -
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::pod;
     use super::*;
     use serde_json::json;
-
-    fn pod(spec: serde_json::Value) -> Pod {
-        let mut spec = spec;
-        spec["containers"] = json!([]);
-        serde_json::from_value(
-            json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec}),
-        )
-        .unwrap()
-    }
 
     fn lab() -> ClusterDns {
         ClusterDns {
@@ -210,7 +202,7 @@ mod tests {
     const HOST: &str = "# generated\nnameserver 192.0.2.53\nsearch corp.example\noptions edns0\n";
 
     fn resolver(spec: serde_json::Value, cluster: &ClusterDns) -> Resolver {
-        for_pod(&pod(spec), cluster, || HOST.to_string())
+        for_pod(&pod("shop", "p", spec), cluster, || HOST.to_string())
     }
 
     #[test]

@@ -179,6 +179,7 @@ pub fn remove(node: &str, uid: &str) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::pod;
     use super::*;
 
     #[test]
@@ -209,13 +210,6 @@ mod tests {
         )));
     }
 
-    fn pod_in(namespace: &str, spec: serde_json::Value) -> Pod {
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": "p", "namespace": namespace}, "spec": spec}),
-        )
-        .unwrap()
-    }
-
     #[test]
     fn a_pod_gets_its_service_accounts_token_else_the_default_one() {
         let creds = Credentials {
@@ -223,7 +217,7 @@ mod tests {
             accounts: BTreeMap::from([("kube-system/kube-dns".into(), "dns-token".into())]),
             ca_pem: None,
         };
-        let token = |ns: &str, spec| creds.token_for(&pod_in(ns, spec)).map(str::to_string);
+        let token = |ns: &str, spec| creds.token_for(&pod(ns, "p", spec)).map(str::to_string);
         let dns = serde_json::json!({"containers": [], "serviceAccountName": "kube-dns"});
         assert_eq!(
             token("kube-system", dns.clone()).as_deref(),
@@ -236,7 +230,7 @@ mod tests {
             Some("default-token")
         );
         assert_eq!(
-            Credentials::default().token_for(&pod_in("d", serde_json::json!({}))),
+            Credentials::default().token_for(&pod("d", "p", serde_json::json!({}))),
             None
         );
     }
@@ -270,7 +264,7 @@ mod tests {
             ca_pem: Some(b"PEM".to_vec()),
         };
         let sa = dir.join("serviceaccount");
-        let pod = pod_in("demo", serde_json::json!({"containers": []}));
+        let pod = pod("demo", "p", serde_json::json!({}));
         let result = write(&sa, &pod, &creds);
         let read = |f: &str| std::fs::read_to_string(sa.join(f)).unwrap_or_default();
         let (ns, token, ca) = (read("namespace"), read("token"), read("ca.crt"));
