@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Debian packages the lab, the tests and the benchmarks use.
-pub const PACKAGES: [&str; 15] = [
+pub const PACKAGES: [&str; 16] = [
     "iproute2",
     "bpftool",
     "iperf3",
@@ -16,6 +16,8 @@ pub const PACKAGES: [&str; 15] = [
     "conntrack",
     "curl",
     "socat",
+    // dig: the lab waits for its cluster DNS with it, the DNS tests ask it for SRV records.
+    "dnsutils",
     "tcpdump",
     "clang-19",
     "python3-pip",

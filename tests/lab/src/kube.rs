@@ -16,6 +16,13 @@ pub struct Kubectl {
 
 /// The identity of the token pods get (the kubelet's `--service-account-token-file`).
 pub const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:default:default";
+/// The identity of the cluster DNS's token ([`crate::dns::SERVICE_ACCOUNT`]).
+pub const DNS_USER: &str = "system:serviceaccount:kube-system:kube-dns";
+/// The groups of [`DNS_USER`]: besides its service-account groups, `switchyard:agents`, whose
+/// read-only rules (get/list/watch Services, EndpointSlices, Nodes, Pods) are what CoreDNS's
+/// ClusterRole `system:coredns` grants — controlplane-lite has no RBAC objects to bind one.
+pub const DNS_GROUPS: &str =
+    "system:serviceaccounts,system:serviceaccounts:kube-system,switchyard:agents";
 
 /// The bearer tokens of a lab.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +34,8 @@ pub struct Tokens {
     /// binding to the `view` ClusterRole would): what every pod finds at
     /// `/var/run/secrets/kubernetes.io/serviceaccount/token`.
     pub service_account: String,
+    /// [`DNS_USER`]: what the cluster DNS pod finds there instead.
+    pub dns: String,
 }
 
 /// A fresh random token (48 hex digits).
@@ -53,21 +62,23 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), LabError> {
 }
 
 /// The token file text (kube-apiserver's CSV: `token,user,uid,"groups"`): `admin` first (the
-/// token switchyard-cp writes into its kubeconfig), then the pods' service account.
+/// token switchyard-cp writes into its kubeconfig), then the pods' service account, then the
+/// cluster DNS's.
 pub fn token_file_text(tokens: &Tokens) -> String {
     format!(
-        "{},admin,admin,\"system:masters\"\n{},{SERVICE_ACCOUNT_USER},serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default,switchyard:viewers\"\n",
-        tokens.admin, tokens.service_account
+        "{},admin,admin,\"system:masters\"\n{},{SERVICE_ACCOUNT_USER},serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default,switchyard:viewers\"\n{},{DNS_USER},serviceaccount-kube-system-kube-dns,\"{DNS_GROUPS}\"\n",
+        tokens.admin, tokens.service_account, tokens.dns
     )
 }
 
-/// Writes a token file with fresh random tokens for `admin` and the pods' service account
-/// ([`token_file_text`]) to `path`, readable by root only; returns the tokens.
+/// Writes a token file with fresh random tokens for `admin`, the pods' service account and the
+/// cluster DNS ([`token_file_text`]) to `path`, readable by root only; returns the tokens.
 pub fn write_token_file(path: &Path) -> Result<Tokens, LabError> {
     let io = |e| LabError::Io(path.to_path_buf(), e);
     let tokens = Tokens {
         admin: random_token().map_err(io)?,
         service_account: random_token().map_err(io)?,
+        dns: random_token().map_err(io)?,
     };
     write_private(path, &token_file_text(&tokens))?;
     Ok(tokens)
@@ -195,15 +206,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_file_lists_admin_first_then_the_service_account() {
+    fn token_file_lists_admin_first_then_the_service_accounts() {
         let text = token_file_text(&Tokens {
             admin: "a1".into(),
             service_account: "s2".into(),
+            dns: "d3".into(),
         });
         assert_eq!(
             text,
             "a1,admin,admin,\"system:masters\"\n\
-             s2,system:serviceaccount:default:default,serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default\"\n"
+             s2,system:serviceaccount:default:default,serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default\"\n\
+             d3,system:serviceaccount:kube-system:kube-dns,serviceaccount-kube-system-kube-dns,\"system:serviceaccounts,system:serviceaccounts:kube-system,switchyard:agents\"\n"
         );
         let t = random_token().unwrap();
         assert_eq!(t.len(), 48);

@@ -81,7 +81,8 @@ pub fn is_root() -> bool {
 
 impl Lab {
     /// Builds the lab: removes leftovers, creates the network, starts controlplane-lite, the
-    /// kubelets and agents, and waits for every node to be Ready.
+    /// kubelets and agents, waits for every node to be Ready, then starts the cluster DNS
+    /// ([`crate::dns`]) and waits until it resolves a name.
     pub fn up(opts: LabOptions) -> Result<Lab, LabError> {
         if !is_root() {
             return Err(LabError::NotRoot);
@@ -121,6 +122,9 @@ impl Lab {
         let sa_token_file = dir.join("sa-token");
         kube::write_private(&sa_token_file, &format!("{}\n", tokens.service_account))?;
         let sa_token_file = sa_token_file.to_string_lossy().into_owned();
+        let dns_token_file = dir.join("dns-token");
+        kube::write_private(&dns_token_file, &format!("{}\n", tokens.dns))?;
+        let dns_args = crate::dns::kubelet_args(&dns_token_file);
         let listen = format!("{}:6443", topology::CP_ADDR);
         procs::start(
             &dirs,
@@ -170,23 +174,20 @@ impl Lab {
                 topology::node_name(n),
                 topology::node_addr(n),
             );
-            procs::start(
-                &dirs,
-                &format!("kubelet-{name}"),
-                Some(&ns),
-                &[
-                    &labnode,
-                    "kubelet",
-                    "--node",
-                    &name,
-                    "--kubeconfig",
-                    &kc,
-                    "--node-ip",
-                    &addr,
-                    "--service-account-token-file",
-                    &sa_token_file,
-                ],
-            )?;
+            let mut argv = vec![
+                labnode.as_str(),
+                "kubelet",
+                "--node",
+                &name,
+                "--kubeconfig",
+                &kc,
+                "--node-ip",
+                &addr,
+                "--service-account-token-file",
+                &sa_token_file,
+            ];
+            argv.extend(dns_args.iter().map(String::as_str));
+            procs::start(&dirs, &format!("kubelet-{name}"), Some(&ns), &argv)?;
             // One registration at a time: podCIDRs go out in registration order, so node N gets
             // 10.244.N.0/24 as the lab's address plan says.
             let hint = format!("see {}", dirs.log(&format!("kubelet-{name}")).display());
@@ -224,6 +225,11 @@ impl Lab {
                 .wait_node_ready(&topology::node_name(n), Duration::from_secs(60))?;
             lab.wait_datapath(n)?;
         }
+        crate::dns::start(
+            &lab.kubectl,
+            &dir,
+            "see /run/switchyard/n*/logs/kube-system_cluster-dns_dns.log and target/lab/logs/kubelet-n*.log",
+        )?;
         Ok(lab)
     }
 

@@ -11,13 +11,15 @@
 //! - [`netns`]: network namespaces for the lab, the benchmark and the tests: made and removed
 //!   (`sy-*` only), a guard that removes what a test made, commands and closures run inside one.
 //! - [`procs`]: background processes with logs and pid files.
-//! - [`kube`]: kubectl, the kubeconfig, waits.
+//! - [`kube`]: kubectl, the kubeconfig, tokens, waits.
+//! - [`dns`]: the cluster DNS (`kube-system/kube-dns`) every lab runs, and `dig` against it.
 //! - [`probe`]: curl and Python clients in a namespace, echo answers.
 //! - [`cleanup`]: `lab down`.
 //! - [`bins`]: other packages' binaries for tests (cargo only hands a test its own package's).
 pub mod bins;
 pub mod cleanup;
 pub mod cmd;
+pub mod dns;
 mod error;
 pub mod kube;
 pub mod lab;

@@ -8,5 +8,8 @@
 //!   plugin), reports their status.
 //! - `switchyard-labnode echo`: a tiny TCP/UDP/HTTP echo server, the demo and test workload
 //!   ([`echo`]).
+//! - `switchyard-labnode dns`: the cluster DNS the lab runs as a pod behind `kube-dns` ([`dns`]).
+pub mod dns;
 pub mod echo;
 pub mod kubelet;
+pub mod reflect;

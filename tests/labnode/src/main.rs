@@ -19,6 +19,8 @@ enum Command {
     Kubelet(switchyard_labnode::kubelet::Options),
     /// Run the echo workload.
     Echo(switchyard_labnode::echo::Options),
+    /// Run the cluster DNS (in a pod behind the kube-dns Service).
+    Dns(switchyard_labnode::dns::Options),
 }
 
 #[tokio::main]
@@ -31,6 +33,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Kubelet(o) => switchyard_labnode::kubelet::run(o).await,
         Command::Echo(o) => switchyard_labnode::echo::run(o).await,
+        Command::Dns(o) => switchyard_labnode::dns::run(o).await.map_err(Into::into),
     };
     if let Err(e) = result {
         eprintln!("switchyard-labnode: {e:#}");

@@ -9,8 +9,10 @@
 //!    waits until the agent marked the pod's veth as attached (so the containers' first packets
 //!    are load-balanced already, as behind a CNI plugin that returns once the datapath is
 //!    programmed), starts the containers' commands inside the namespace ([`process`]) with the
-//!    Service variables of the Services that exist then ([`envvars`]) and the service-account
-//!    token, CA and namespace at the usual path ([`serviceaccount`]), and reports status
+//!    Service variables of the Services that exist then ([`envvars`]), the service-account
+//!    token, CA and namespace at the usual path ([`serviceaccount`]) and the pod's own
+//!    `/etc/resolv.conf` (the cluster DNS: [`resolvconf`]) and `/etc/hosts` ([`hosts`]),
+//!    mounted over the host's in the container only ([`etc`]), and reports status
 //!    ([`status`]). A `hostNetwork` pod skips the namespace, CNI and the marker: its containers
 //!    run in the kubelet's own network namespace (the node's) and its podIP is the node's
 //!    InternalIP;
@@ -25,11 +27,16 @@ mod api;
 pub mod cni_exec;
 pub mod envvars;
 mod error;
+pub mod etc;
+#[cfg(test)]
+mod fixtures;
+pub mod hosts;
 pub mod netns;
 pub mod node;
 pub mod pods;
 pub mod probe;
 pub mod process;
+pub mod resolvconf;
 pub mod serviceaccount;
 pub mod state;
 pub mod status;
@@ -38,11 +45,9 @@ pub mod worker;
 pub use error::Error;
 
 use anyhow::Context;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::Store;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,6 +79,20 @@ pub struct Options {
     /// `/var/run/secrets/kubernetes.io/serviceaccount/token` (without it they get no token).
     #[arg(long)]
     pub service_account_token_file: Option<PathBuf>,
+    /// A service account's own token, `NAMESPACE/NAME=FILE` (repeatable): its pods get the
+    /// first line of FILE instead of the default token.
+    #[arg(long = "service-account-token", value_name = "NAMESPACE/NAME=FILE")]
+    pub service_account_tokens: Vec<String>,
+    /// The cluster DNS address(es) `dnsPolicy: ClusterFirst` pods get as nameservers (without
+    /// it they keep the host's resolver).
+    #[arg(long, value_delimiter = ',')]
+    pub cluster_dns: Vec<Ipv4Addr>,
+    /// The cluster domain pods search.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The host's resolver configuration, which `dnsPolicy: Default` pods get.
+    #[arg(long, default_value = etc::RESOLV_CONF)]
+    pub resolv_conf: PathBuf,
 }
 
 /// The CNI plugin's executable name: the agent's binary, which acts as the plugin when
@@ -97,22 +116,8 @@ pub struct Ctx {
     pub services: Store<Service>,
     /// Token and CA for the pods' service-account directories ([`serviceaccount`]).
     pub credentials: serviceaccount::Credentials,
-}
-
-/// Keeps `services` equal to the cluster's Services until dropped (a watch, relisting after
-/// errors).
-fn watch_services(client: kube::Client) -> (Store<Service>, tokio::task::JoinHandle<()>) {
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<Service>::all(client), watcher::Config::default()).default_backoff(),
-    );
-    let task = tokio::spawn(stream.for_each(|ev| async move {
-        if let Err(e) = ev {
-            tracing::warn!(error = %e, "service watch failed; retrying");
-        }
-    }));
-    (store, task)
+    /// What the pods' `/etc/resolv.conf` and `/etc/hosts` are made of ([`etc`]).
+    pub etc: etc::Settings,
 }
 
 /// Runs the node runtime until SIGTERM/SIGINT; pods keep running after it exits.
@@ -138,6 +143,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let credentials = serviceaccount::Credentials::load(
         &opts.kubeconfig,
         opts.service_account_token_file.as_deref(),
+        &opts.service_account_tokens,
     )?;
     if credentials.token.is_none() {
         tracing::warn!("no --service-account-token-file: pods get no service-account token");
@@ -167,7 +173,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .first_host()
             .with_context(|| format!("podCIDR {subnet} is too small for pods"))?;
         let conf = cni_exec::network_config(&opts.node, subnet, gateway);
-        let (services, service_watch) = watch_services(client.clone());
+        let (services, service_watch) = crate::reflect::all::<Service>(client.clone());
         let ctx = Arc::new(Ctx {
             client: client.clone(),
             node: opts.node.clone(),
@@ -176,6 +182,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             exe_dir,
             services,
             credentials,
+            etc: etc::Settings {
+                cluster: resolvconf::ClusterDns {
+                    servers: opts.cluster_dns.clone(),
+                    domain: opts.cluster_domain.clone(),
+                },
+                host_resolv_conf: opts.resolv_conf.clone(),
+            },
         });
         let result = pods::Manager::new(ctx).run().await;
         heartbeat.abort();

@@ -26,6 +26,16 @@ pub struct Launch {
     pub working_dir: PathBuf,
 }
 
+/// A file or directory of the host bind-mounted read-only into a container's mount namespace
+/// (the target must exist on the host: a bind mount needs a mount point).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// What is mounted.
+    pub source: PathBuf,
+    /// Where the container sees it.
+    pub target: PathBuf,
+}
+
 /// Values the environment of a container may refer to.
 #[derive(Clone, Debug)]
 pub struct PodContext<'a> {
@@ -156,14 +166,14 @@ pub fn expand(s: &str, env: &[(String, String)]) -> String {
 ///
 /// The process also gets a mount namespace of its own, whose mounts are made slaves of the
 /// host's: mounts made on the host (pod network namespaces under `/run/netns`…) still appear in
-/// it, nothing mounted in it reaches the host. The directory `service_account`, if given, is
-/// bind-mounted read-only at [`super::serviceaccount::MOUNT_PATH`] there (the mount point must
-/// exist). `/sys` stays the host's (as before): the process sees its own interfaces through
-/// netlink, not through `/sys/class/net`.
+/// it, nothing mounted in it reaches the host. `mounts` are made there, read-only, in order (the
+/// service-account directory at [`super::serviceaccount::MOUNT_PATH`], the pod's
+/// `/etc/resolv.conf` and `/etc/hosts`: [`super::etc`]). `/sys` stays the host's (as before):
+/// the process sees its own interfaces through netlink, not through `/sys/class/net`.
 pub fn spawn(
     launch: &Launch,
     netns: &Path,
-    service_account: Option<&Path>,
+    mounts: &[Mount],
     log: &Path,
 ) -> Result<tokio::process::Child, Error> {
     let start_err = |message: String| Error::Start {
@@ -174,13 +184,10 @@ pub fn spawn(
         CString::new(p.as_os_str().as_bytes())
             .map_err(|_| start_err(format!("{} contains a NUL byte", p.display())))
     };
-    let bind = match service_account {
-        Some(dir) => Some((
-            c_path(dir)?,
-            c_path(Path::new(super::serviceaccount::MOUNT_PATH))?,
-        )),
-        None => None,
-    };
+    let binds = mounts
+        .iter()
+        .map(|m| Ok((c_path(&m.source)?, c_path(&m.target)?)))
+        .collect::<Result<Vec<_>, Error>>()?;
     let ns = File::open(netns)
         .map_err(|e| start_err(format!("cannot open {}: {e}", netns.display())))?;
     if let Some(dir) = log.parent() {
@@ -226,7 +233,7 @@ pub fn spawn(
                 libc::MS_REC | libc::MS_SLAVE,
                 std::ptr::null(),
             ))?;
-            if let Some((src, dst)) = &bind {
+            for (src, dst) in &binds {
                 check(libc::mount(
                     src.as_ptr(),
                     dst.as_ptr(),

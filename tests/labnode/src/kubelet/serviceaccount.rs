@@ -1,6 +1,7 @@
 //! The service-account credentials every container finds at [`MOUNT_PATH`], as in a real
-//! cluster: `token` (the bearer token given with `--service-account-token-file`), `ca.crt` (the
-//! CA of the kubelet's kubeconfig) and `namespace` (the pod's).
+//! cluster: `token` (the bearer token of the pod's service account given with
+//! `--service-account-token NS/NAME=FILE`, else the one of `--service-account-token-file`),
+//! `ca.crt` (the CA of the kubelet's kubeconfig) and `namespace` (the pod's).
 //!
 //! The files are written into a per-pod directory on the host ([`pod_dir`]:
 //! `/run/switchyard/<node>/pods/<uid>/serviceaccount`), which each container process
@@ -11,6 +12,7 @@ use super::error::Error;
 use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;
 use kube::config::Kubeconfig;
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -20,32 +22,69 @@ pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// What every pod's directory holds besides its namespace.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Credentials {
-    /// The bearer token (`token`), if the kubelet was given one.
+    /// The bearer token (`token`) of pods whose service account has none of its own, if the
+    /// kubelet was given one.
     pub token: Option<String>,
+    /// The tokens of particular service accounts, by `namespace/name`.
+    pub accounts: BTreeMap<String, String>,
     /// The API server's CA in PEM (`ca.crt`), if the kubeconfig names one.
     pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Credentials {
-    /// The token of `token_file` (its first line; white space trimmed) and the CA of the
-    /// kubeconfig at `kubeconfig`.
-    pub fn load(kubeconfig: &Path, token_file: Option<&Path>) -> anyhow::Result<Credentials> {
-        let token = match token_file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(Error::io(p))?;
-                let token = text.lines().next().unwrap_or("").trim().to_string();
-                anyhow::ensure!(!token.is_empty(), "{}: no token", p.display());
-                Some(token)
-            }
-            None => None,
-        };
+    /// The token of `token_file`, those of `accounts` (`NAMESPACE/NAME=FILE`), each a file's
+    /// first line (white space trimmed), and the CA of the kubeconfig at `kubeconfig`.
+    pub fn load(
+        kubeconfig: &Path,
+        token_file: Option<&Path>,
+        accounts: &[String],
+    ) -> anyhow::Result<Credentials> {
+        let token = token_file.map(read_token).transpose()?;
+        let accounts = accounts
+            .iter()
+            .map(|a| {
+                let (account, file) = a
+                    .split_once('=')
+                    .filter(|(acc, _)| acc.split('/').filter(|p| !p.is_empty()).count() == 2)
+                    .ok_or_else(|| anyhow::anyhow!("{a:?} is not NAMESPACE/NAME=FILE"))?;
+                Ok((account.to_string(), read_token(Path::new(file))?))
+            })
+            .collect::<anyhow::Result<_>>()?;
         let kc = Kubeconfig::read_from(kubeconfig)
             .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", kubeconfig.display()))?;
         Ok(Credentials {
             token,
+            accounts,
             ca_pem: ca_of(&kc)?,
         })
     }
+
+    /// The token `pod` gets: its service account's (`serviceAccountName`, else `default`, in
+    /// its namespace), else the default one.
+    pub fn token_for(&self, pod: &Pod) -> Option<&str> {
+        let spec = pod.spec.as_ref();
+        let account = spec
+            .and_then(|s| {
+                s.service_account_name
+                    .as_deref()
+                    .or(s.service_account.as_deref())
+            })
+            .filter(|a| !a.is_empty())
+            .unwrap_or("default");
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        self.accounts
+            .get(&format!("{ns}/{account}"))
+            .or(self.token.as_ref())
+            .map(String::as_str)
+    }
+}
+
+/// The first line of `path`, white space trimmed; an error if empty.
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(!token.is_empty(), "{}: no token", path.display());
+    Ok(token)
 }
 
 /// The CA (PEM) of the current context's cluster: `certificate-authority-data`, else the file
@@ -101,12 +140,14 @@ pub fn pod_dir(node: &str, uid: &str) -> PathBuf {
     pod_root(node, uid).join("serviceaccount")
 }
 
-/// Writes `dir` afresh: `namespace`, and `token` and `ca.crt` as far as `creds` has them.
-pub fn write(dir: &Path, namespace: &str, creds: &Credentials) -> Result<(), Error> {
+/// Writes `dir` afresh for `pod`: `namespace`, and `token` and `ca.crt` as far as `creds` has
+/// them.
+pub fn write(dir: &Path, pod: &Pod, creds: &Credentials) -> Result<(), Error> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut files: Vec<(&str, &[u8], u32)> = vec![("namespace", namespace.as_bytes(), 0o644)];
-    if let Some(t) = &creds.token {
+    if let Some(t) = creds.token_for(pod) {
         files.push(("token", t.as_bytes(), 0o600));
     }
     if let Some(ca) = &creds.ca_pem {
@@ -138,6 +179,7 @@ pub fn remove(node: &str, uid: &str) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::pod;
     use super::*;
 
     #[test]
@@ -169,17 +211,64 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_gets_its_service_accounts_token_else_the_default_one() {
+        let creds = Credentials {
+            token: Some("default-token".into()),
+            accounts: BTreeMap::from([("kube-system/kube-dns".into(), "dns-token".into())]),
+            ca_pem: None,
+        };
+        let token = |ns: &str, spec| creds.token_for(&pod(ns, "p", spec)).map(str::to_string);
+        let dns = serde_json::json!({"containers": [], "serviceAccountName": "kube-dns"});
+        assert_eq!(
+            token("kube-system", dns.clone()).as_deref(),
+            Some("dns-token")
+        );
+        assert_eq!(token("default", dns).as_deref(), Some("default-token"));
+        let plain = serde_json::json!({"containers": []});
+        assert_eq!(
+            token("kube-system", plain).as_deref(),
+            Some("default-token")
+        );
+        assert_eq!(
+            Credentials::default().token_for(&pod("d", "p", serde_json::json!({}))),
+            None
+        );
+    }
+
+    #[test]
+    fn service_account_tokens_are_named_namespace_slash_name() {
+        let dir = std::env::temp_dir().join(format!("sy-sa-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        let token = dir.join("t");
+        std::fs::write(
+            &kubeconfig,
+            "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n",
+        )
+        .unwrap();
+        std::fs::write(&token, "tok\n").unwrap();
+        let load = |a: &str| Credentials::load(&kubeconfig, None, &[a.to_string()]);
+        let good = load(&format!("kube-system/kube-dns={}", token.display()));
+        let bad = load(&format!("kube-dns={}", token.display()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(good.unwrap().accounts["kube-system/kube-dns"], "tok");
+        assert!(bad.unwrap_err().to_string().contains("NAMESPACE/NAME=FILE"));
+    }
+
+    #[test]
     fn writes_the_pod_directory() {
         let dir = std::env::temp_dir().join(format!("sy-sa-test-{}", std::process::id()));
         let creds = Credentials {
             token: Some("abc".into()),
+            accounts: BTreeMap::new(),
             ca_pem: Some(b"PEM".to_vec()),
         };
         let sa = dir.join("serviceaccount");
-        let result = write(&sa, "demo", &creds);
+        let pod = pod("demo", "p", serde_json::json!({}));
+        let result = write(&sa, &pod, &creds);
         let read = |f: &str| std::fs::read_to_string(sa.join(f)).unwrap_or_default();
         let (ns, token, ca) = (read("namespace"), read("token"), read("ca.crt"));
-        let again = write(&sa, "demo", &Credentials::default());
+        let again = write(&sa, &pod, &Credentials::default());
         let token_left = sa.join("token").exists();
         let _ = std::fs::remove_dir_all(&dir);
         result.unwrap();

@@ -4,9 +4,9 @@ use super::cni_exec::{pod_ip, PodRef};
 use super::error::{is_status, Error};
 use super::probe::{self, Readiness};
 use super::process::{self, Proc};
-use super::serviceaccount;
 use super::state::{self, ContainerRecord, PodRecord};
 use super::status::{self, ContainerPhase, ContainerView, PodView, Transitions};
+use super::{etc, serviceaccount};
 use super::{netns, Ctx};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::jiff::Timestamp;
@@ -348,23 +348,32 @@ impl Worker {
             Ok(env) => env,
             Err(next) => return next,
         };
-        let service_account = self.write_service_account();
-        self.start_containers(ip, &service_env, service_account);
+        let mounts = self.write_pod_files(ip);
+        self.start_containers(ip, &service_env, mounts);
         self.save();
         Next::Continue
     }
 
-    /// Writes the pod's service-account directory, unless the pod opted out; the directory
-    /// to mount, or why there is none.
-    fn write_service_account(&self) -> Result<Option<PathBuf>, String> {
-        if !serviceaccount::wanted(&self.pod) {
-            return Ok(None);
+    /// Writes the pod's service-account directory (unless the pod opted out), resolv.conf and
+    /// hosts files; what to mount in its containers, or why that cannot be.
+    fn write_pod_files(&self, ip: Ipv4Addr) -> Result<Vec<process::Mount>, String> {
+        let mut mounts = Vec::new();
+        if serviceaccount::wanted(&self.pod) {
+            let dir = serviceaccount::pod_dir(&self.ctx.node, &self.uid);
+            serviceaccount::write(&dir, &self.pod, &self.ctx.credentials)
+                .and_then(|()| serviceaccount::ensure_mount_point())
+                .map_err(|e| format!("cannot prepare the service-account volume: {e}"))?;
+            mounts.push(process::Mount {
+                source: dir,
+                target: PathBuf::from(serviceaccount::MOUNT_PATH),
+            });
         }
-        let dir = serviceaccount::pod_dir(&self.ctx.node, &self.uid);
-        serviceaccount::write(&dir, &self.namespace, &self.ctx.credentials)
-            .and_then(|()| serviceaccount::ensure_mount_point())
-            .map(|()| Some(dir))
-            .map_err(|e| format!("cannot prepare the service-account volume: {e}"))
+        let dir = etc::pod_dir(&self.ctx.node, &self.uid);
+        mounts.extend(
+            etc::write(&dir, &self.pod, ip, &self.ctx.etc)
+                .map_err(|e| format!("cannot write the pod's resolv.conf and hosts: {e}"))?,
+        );
+        Ok(mounts)
     }
 
     /// Whether the agent has attached the datapath to the pod's veth (its marker file exists);
@@ -511,7 +520,7 @@ impl Worker {
         &mut self,
         ip: Ipv4Addr,
         service_env: &[(String, String)],
-        service_account: Result<Option<PathBuf>, String>,
+        mounts: Result<Vec<process::Mount>, String>,
     ) {
         let spec = self.pod.spec.clone().unwrap_or_default();
         let ctx = process::PodContext {
@@ -527,12 +536,12 @@ impl Worker {
             let rec = &mut self.rec.containers[i];
             let log = state::log_path(&self.ctx.node, &self.namespace, &self.name, &container.name);
             let spawned = process::launch(container, &ctx)
-                .and_then(|l| Ok((l, service_account.clone()?)))
+                .and_then(|l| Ok((l, mounts.clone()?)))
                 .map_err(|message| Error::Start {
                     container: container.name.clone(),
                     message,
                 })
-                .and_then(|(l, sa)| process::spawn(&l, &ns_path, sa.as_deref(), &log));
+                .and_then(|(l, m)| process::spawn(&l, &ns_path, &m, &log));
             match spawned.map(Proc::child) {
                 Ok(Some(proc)) => {
                     let pid = proc.pid();
