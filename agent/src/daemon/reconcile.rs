@@ -6,6 +6,10 @@
 //! the common case of one Service or EndpointSlice changing — recomputes only the Services it
 //! names and writes only the frontends whose spec changed.
 //!
+//! A frontend the maps cannot take (a full map) is left out of a sync while the rest is written;
+//! it is named in the [`Findings`] (as an Event once per distinct failure, see [`Failing`]) and
+//! the next run is a full one, which tries it again.
+//!
 //! The loop only decides; the maps are [`MapWriter`]s, so the tests below run it against
 //! in-memory maps.
 use std::collections::BTreeMap;
@@ -15,11 +19,13 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Service;
 
+use super::failing::{self, Failing, Unprogrammed};
 use super::notes::Notes;
 use super::report::ServicesSynced;
+use crate::datapath::apply::ServiceReport;
 use crate::datapath::services::{ServiceSync, ServiceWriters};
 use crate::datapath::tunnels::{Cidr, TunnelSync};
-use crate::datapath::{MapWriter, SyncReport};
+use crate::datapath::MapWriter;
 use crate::model::{self, DesiredCache, HealthCheck, NodeView, ObjKey};
 use crate::watch::{Dirty, Stores};
 
@@ -30,6 +36,7 @@ pub struct Reconciler {
     nodeport_networks: Vec<(Ipv4Addr, u8)>,
     cache: Option<DesiredCache>,
     notes: Notes,
+    failing: Failing,
 }
 
 /// What a run found that the agent must tell users about.
@@ -41,6 +48,10 @@ pub struct Findings {
     pub synced_after: Option<std::time::Duration>,
     /// Steps that failed and will be retried: `services`, `tunnels`.
     pub errors: Vec<&'static str>,
+    /// Every frontend the service maps could not take as of this run (retried by the next).
+    pub unprogrammed: Vec<Unprogrammed>,
+    /// Of those, the ones failing anew, with their Service: `(service, frontend, error)`.
+    pub sync_failed: Vec<(Arc<Service>, String, String)>,
 }
 
 impl Reconciler {
@@ -53,6 +64,7 @@ impl Reconciler {
             nodeport_networks,
             cache: None,
             notes: Notes::default(),
+            failing: Failing::default(),
         }
     }
 
@@ -102,7 +114,7 @@ impl Reconciler {
                     |k| stores.slice(k),
                 );
                 if changed.is_empty() {
-                    ("incremental", Ok(SyncReport::default()))
+                    ("incremental", Ok(ServiceReport::default()))
                 } else {
                     (
                         "incremental",
@@ -126,23 +138,39 @@ impl Reconciler {
             findings.synced_after = dirty.since.map(|t| t.elapsed());
         }
         match result {
-            Ok(r) if r.written + r.deleted > 0 => ServicesSynced {
-                mode: mode.to_string(),
-                frontends: frontends as u64,
-                written: r.written as u64,
-                deleted: r.deleted as u64,
-                took_us: started.elapsed().as_micros() as u64,
+            Ok(r) => {
+                if r.written + r.deleted > 0 {
+                    ServicesSynced {
+                        mode: mode.to_string(),
+                        frontends: frontends as u64,
+                        written: r.written as u64,
+                        deleted: r.deleted as u64,
+                        took_us: started.elapsed().as_micros() as u64,
+                    }
+                    .log();
+                }
+                if !r.complete() {
+                    // Try again with everything: the next sync is a full one anyway.
+                    stores.mark_full();
+                }
+                let now = r.unprogrammed.iter().map(failing::describe).collect();
+                for (service, frontend, error) in self.failing.update(now) {
+                    tracing::warn!(%service, %frontend, %error, "frontend not programmed; retrying with every change and resync");
+                    let svc = failing::service_key(&service).and_then(|k| stores.service(&k));
+                    if let Some(svc) = svc {
+                        findings.sync_failed.push((svc, frontend, error));
+                    }
+                }
             }
-            .log(),
-            Ok(_) => {}
             Err(e) => {
-                // Recompute everything next time: the maps may hold part of this change.
+                // Recompute everything next time.
                 self.cache = None;
                 stores.mark_full();
                 findings.errors.push("services");
                 tracing::warn!(error = %e, "programming services failed; retrying on the next change")
             }
         }
+        findings.unprogrammed = self.failing.current();
         if dirty.full || dirty.nodes || stale {
             match tunnels.sync(&model::tunnels(&nodes, &self.node)) {
                 Ok(r) if r.written + r.deleted > 0 => tracing::info!(

@@ -156,6 +156,12 @@ impl<K: Ord + Clone, V: Clone> MemMap<K, V> {
         }
     }
 
+    /// Holds at most `capacity` entries from now on: entries beyond it stay, but a put of a
+    /// new key fails as in a full kernel map.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+    }
+
     /// Lets the next `n` operations succeed and every later one fail with `EIO`, until
     /// [`MemMap::heal`].
     pub fn fail_after(&mut self, n: usize) {
