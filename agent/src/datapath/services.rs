@@ -437,6 +437,12 @@ pub(crate) mod tests {
                 (2 + 1 + 3, 2 + 1 + 3),
                 "incremental: {incremental}: c written and a deleted, nothing tried twice"
             );
+            let m = sync.maps();
+            assert_eq!(
+                (m.services.refused, m.backends.refused, m.rev_nat.refused),
+                (0, 0, 0),
+                "incremental: {incremental}: the room was made before c was written"
+            );
             assert_eq!(sync.programmed(), &sync.maps().read().unwrap());
             let expected = fresh(&after);
             for f in [front(1), front(2), front(3)] {
@@ -501,6 +507,58 @@ pub(crate) mod tests {
         assert_eq!(view(sync.programmed(), front_key(&front(2))), old);
         assert_eq!(sync.programmed(), &sync.maps().read().unwrap());
         assert_eq!(orphans(sync.programmed()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_frontend_refused_for_room_that_a_later_one_frees_is_written_in_the_same_sync() {
+        let mut d = Desired::default();
+        service(&mut d, "a", 1, [2, 3]);
+        service(&mut d, "b", 2, 4..8);
+        let mut sync = ServiceSync::open(MemServiceMaps::in_memory()).unwrap();
+        assert!(sync.sync_all(&d).unwrap().complete());
+        sync.maps_mut().backends.set_capacity(6);
+        // a (first in order) grows by two; b, after it, shrinks by three.
+        service(&mut d, "a", 1, [2, 3, 8, 9]);
+        service(&mut d, "b", 2, [4]);
+        let report = sync
+            .sync_changes(&d, &[front(1), front(2)].into())
+            .unwrap();
+        assert!(report.complete(), "{report:?}");
+        assert!(sync.maps().backends.refused > 0, "a was refused at first");
+        let expected = fresh(&d);
+        for f in [front(1), front(2)] {
+            assert_eq!(
+                view(sync.programmed(), front_key(&f)),
+                view(&expected, front_key(&f))
+            );
+        }
+        assert_eq!(orphans(sync.programmed()), Vec::<String>::new());
+    }
+
+    /// An incremental change removes 10.96.0.1:80/UDP and adds a TCP frontend on the same
+    /// address and port, which would take over its rev-NAT id but does not fit (SERVICES):
+    /// nothing it was to take over stays behind.
+    #[test]
+    fn an_incremental_sync_that_leaves_a_frontend_out_keeps_nothing_only_it_would_use() {
+        let mut d = Desired::default();
+        service(&mut d, "a", 1, [2, 3]);
+        let udp = Frontend {
+            proto: Proto::Udp,
+            ..front(1)
+        };
+        let mut spec = d.frontends.remove(&front(1)).unwrap();
+        spec.backends.iter_mut().for_each(|b| b.addr.proto = Proto::Udp);
+        d.frontends.insert(udp, spec);
+        let mut sync = ServiceSync::open(MemServiceMaps::in_memory()).unwrap();
+        assert!(sync.sync_all(&d).unwrap().complete());
+        sync.maps_mut().services.set_capacity(2);
+        d.frontends.remove(&udp);
+        service(&mut d, "a", 1, [2, 3]);
+        let report = sync.sync_changes(&d, &[udp, front(1)].into()).unwrap();
+        assert_eq!(report.unprogrammed.len(), 1, "{report:?}");
+        assert_eq!(sync.programmed(), &sync.maps().read().unwrap());
+        assert_eq!(orphans(sync.programmed()), Vec::<String>::new());
+        assert_eq!(sync.programmed(), &Programmed::default());
     }
 
     #[test]
