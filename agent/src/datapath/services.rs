@@ -520,9 +520,7 @@ pub(crate) mod tests {
         // a (first in order) grows by two; b, after it, shrinks by three.
         service(&mut d, "a", 1, [2, 3, 8, 9]);
         service(&mut d, "b", 2, [4]);
-        let report = sync
-            .sync_changes(&d, &[front(1), front(2)].into())
-            .unwrap();
+        let report = sync.sync_all(&d).unwrap();
         assert!(report.complete(), "{report:?}");
         assert!(sync.maps().backends.refused > 0, "a was refused at first");
         let expected = fresh(&d);
