@@ -373,6 +373,52 @@ mod tests {
     }
 
     #[test]
+    fn a_service_the_maps_cannot_take_is_named_once_and_retried_and_the_others_are_programmed() {
+        let mut w = World::new();
+        w.services.maps_mut().backends.set_capacity(6);
+        for (name, ip, pods) in [
+            ("a", "10.96.0.10", vec![2, 3]),
+            ("b", "10.96.0.11", (10..15).collect()),
+            ("c", "10.96.0.12", vec![4]),
+        ] {
+            w.feed.service(service(name, ip));
+            w.feed.slice(slice(name, &pods));
+        }
+        let found = w.run();
+        let [(svc, frontend, error)] = &found.unprogrammed[..] else {
+            panic!("b is left out: {:?}", found.unprogrammed);
+        };
+        assert_eq!(
+            (svc.as_str(), frontend.as_str()),
+            ("default/b:http", "10.96.0.11:80/TCP")
+        );
+        assert!(error.contains("--backends-max"), "{error}");
+        let [(event_on, _, _)] = &found.sync_failed[..] else {
+            panic!("one Event: {:?}", found.sync_failed.len());
+        };
+        assert_eq!(event_on.metadata.name.as_deref(), Some("b"));
+        assert!(found.errors.is_empty(), "the rest was programmed");
+        assert_eq!(w.backends_of([10, 96, 0, 10]), vec![2, 3]);
+        assert_eq!(w.backends_of([10, 96, 0, 12]), vec![4]);
+        assert!(w.backends_of([10, 96, 0, 11]).is_empty());
+        assert_eq!(
+            w.services.programmed(),
+            &w.services.maps().read().unwrap(),
+            "the bookkeeping matches the maps"
+        );
+
+        let again = w.run();
+        assert_eq!(again.unprogrammed.len(), 1, "tried again, still failing");
+        assert!(again.sync_failed.is_empty(), "and not said again");
+
+        // No new event: the failure alone brings the next run to try b again.
+        w.services.maps_mut().backends.set_capacity(64);
+        let healed = w.run();
+        assert!(healed.unprogrammed.is_empty());
+        assert_eq!(w.backends_of([10, 96, 0, 11]), vec![10, 11, 12, 13, 14]);
+    }
+
+    #[test]
     fn a_deleted_service_leaves_the_maps_and_its_backends_go_with_it() {
         let mut w = World::new();
         w.feed.service(service("a", "10.96.0.10"));
