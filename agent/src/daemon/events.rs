@@ -33,8 +33,8 @@ impl Events {
     /// because of `error` (which says what to do about a full map).
     pub fn sync_failed(&self, svc: &Service, frontend: &str, error: &str) {
         let note = format!(
-            "frontend {frontend} is not programmed: {error}. Whatever it had before stays in \
-             place; switchyard retries with every change and at least every 30 s"
+            "frontend {frontend} is not programmed: {error}. Its previous entries, if any, stay \
+             in place; switchyard retries with every change and at least every 30 s"
         );
         self.warn(svc, "SyncFailed", note);
     }

@@ -23,9 +23,9 @@ pub struct Failing {
 }
 
 impl Failing {
-    /// Records the failures of a sync that wrote every frontend it could; a sync only leaves
-    /// out frontends of Services that changed after one that left out none, so `now` is every
-    /// frontend failing. Returns the failures not reported before.
+    /// Records the failures of a sync. A sync that leaves something out is, or ends with, a
+    /// full one, and the next sync is full too, so `now` is every frontend failing. Returns the
+    /// failures not reported before.
     pub fn update(&mut self, now: Vec<Unprogrammed>) -> Vec<Unprogrammed> {
         let before = std::mem::take(&mut self.reported);
         let mut new = Vec::new();

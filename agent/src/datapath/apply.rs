@@ -2,7 +2,7 @@
 //! maps cannot take — a full map, a failing write — is skipped and reported while everything
 //! else is still written.
 //!
-//! [`write`] takes what the touched entries must become (a [`Target`]) in three steps:
+//! [`write()`] takes what the touched entries must become (a [`Target`]) in three steps:
 //!
 //! 1. **Make room.** Each frontend that goes away is deleted (its header before its slots and
 //!    extras); then every backend and rev-NAT entry the target no longer has and no entry in the
@@ -11,15 +11,20 @@
 //!    uses and its rev-NAT entry, affinity members, source ranges, slots, the header, then the
 //!    slots and extras it no longer has. A frontend being replaced serves its old entries until
 //!    its new header is written.
-//! 3. **Leftovers.** Backends and rev-NAT entries that step 2 left unused are deleted, and
-//!    backends whose state changed without a frontend of step 2 writing them are updated. If
-//!    room was made after a frontend failed, the failed ones are tried once more.
+//! 3. **Leftovers.** Backends and rev-NAT entries that step 2 left unused are deleted; in a
+//!    full sync also those only a failed frontend was to use (a removed frontend's, say), save a
+//!    terminating backend, which may still carry that frontend's old connections. Backends whose
+//!    state changed without a frontend of step 2 writing them are updated; after a failure in a
+//!    full sync a backend is active exactly while a slot in the maps names it. If room was made
+//!    after a frontend failed, the failed ones are tried once more.
 //!
 //! When a write of a frontend fails, its entries are put back as they were before its step —
 //! the diff from what was written back to what was there, in the same safe order — so the
 //! backends and rev-NAT entry it created go too; it is reported as [`Unprogrammed`] and the next
 //! frontend goes on. A full map only ever refuses new keys, and putting back only overwrites and
-//! deletes, so after a full map nothing is left that no programmed frontend names.
+//! deletes, so after a full map every entry left belongs to a programmed frontend. An
+//! incremental target cannot see which backends the frontends left out were to share, so
+//! [`super::services::ServiceSync`] follows one that left something out with a full sync.
 //!
 //! Invariants: per frontend the order of [`plan::diff`] holds, so no packet sees a header
 //! counting a slot that is not written or a slot naming a backend that is not written;

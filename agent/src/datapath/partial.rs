@@ -3,10 +3,10 @@
 //! [`super::plan::plan`] rebuilds the content of every map from the whole desired state: right
 //! after start and after a relist, but linear in the cluster. When the model reports that only
 //! some frontends changed, [`plan_changes`] computes the entries of just those frontends — and of
-//! the backends and rev-NAT entries they touch — before and after, and the ordinary
-//! [`super::plan::diff`] turns the two into ordered operations. [`Usage`] remembers which
-//! frontend references which backend and rev-NAT id, so a backend shared with an unchanged
-//! frontend is neither deleted nor given another id.
+//! the backends and rev-NAT entries they touch — before and after, which
+//! [`super::apply::write`] writes frontend by frontend ([`Change::target`]). [`Usage`] remembers
+//! which frontend references which backend and rev-NAT id, so a backend shared with an
+//! unchanged frontend is neither deleted nor given another id.
 //!
 //! The result is exactly what a full plan would produce (the tests check that a full plan of the
 //! outcome changes nothing).
@@ -157,7 +157,7 @@ impl Change {
         }
     }
 
-    /// The change as [`apply::write`] takes it: one step per changed frontend, named by its
+    /// The change as [`super::apply::write`] takes it: one step per changed frontend, named by its
     /// Service in `desired`; `changed` are the frontends it was planned for.
     pub fn target<'a>(&'a self, desired: &Desired, changed: &BTreeSet<Frontend>) -> Target<'a> {
         let service_of: HashMap<FrontKey, &str> = changed

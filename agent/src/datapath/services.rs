@@ -545,7 +545,9 @@ pub(crate) mod tests {
             ..front(1)
         };
         let mut spec = d.frontends.remove(&front(1)).unwrap();
-        spec.backends.iter_mut().for_each(|b| b.addr.proto = Proto::Udp);
+        spec.backends
+            .iter_mut()
+            .for_each(|b| b.addr.proto = Proto::Udp);
         d.frontends.insert(udp, spec);
         let mut sync = ServiceSync::open(MemServiceMaps::in_memory()).unwrap();
         assert!(sync.sync_all(&d).unwrap().complete());
