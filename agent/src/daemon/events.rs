@@ -26,12 +26,27 @@ impl Events {
 
     /// A Warning on `svc` that the datapath does not serve something it asks for.
     pub fn unsupported(&self, svc: &Service, note: String) {
+        self.warn(svc, "Unsupported", note);
+    }
+
+    /// A Warning on `svc` that its `frontend` could not be written into the service maps
+    /// because of `error` (which says what to do about a full map).
+    pub fn sync_failed(&self, svc: &Service, frontend: &str, error: &str) {
+        let note = format!(
+            "frontend {frontend} is not programmed: {error}. Its previous entries, if any, stay \
+             in place; switchyard retries with every change and at least every 30 s"
+        );
+        self.warn(svc, "SyncFailed", note);
+    }
+
+    fn warn(&self, svc: &Service, reason: &str, note: String) {
         let reference: ObjectReference = svc.object_ref(&());
         let recorder = self.recorder.clone();
+        let reason = reason.to_string();
         tokio::spawn(async move {
             let event = Event {
                 type_: EventType::Warning,
-                reason: "Unsupported".into(),
+                reason,
                 note: Some(note),
                 action: "Programming".into(),
                 secondary: None,

@@ -31,6 +31,7 @@ pub use options::{Options, Settings};
 use reconcile::Reconciler;
 
 pub mod events;
+mod failing;
 pub mod node;
 mod notes;
 pub mod options;
@@ -152,8 +153,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What follows each reconcile: Events about what the datapath does not serve, the health
-/// check ports, and the measurements and readiness the metrics endpoint shows.
+/// What follows each reconcile: Events about what the datapath does not serve or could not
+/// program, the health check ports, and the measurements and readiness the metrics endpoint
+/// shows.
 struct Work {
     reconciler: Reconciler,
     events: Events,
@@ -169,6 +171,12 @@ impl Work {
         for (svc, note) in found.unsupported {
             self.events.unsupported(&svc, note);
         }
+        for (svc, frontend, error) in found.sync_failed {
+            self.events.sync_failed(&svc, &frontend, &error);
+        }
+        self.measured
+            .services_failed
+            .set(found.unprogrammed.len() as i64);
         if let Some(checks) = self.reconciler.health_checks() {
             self.health.sync(checks);
         }

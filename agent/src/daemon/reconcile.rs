@@ -6,6 +6,10 @@
 //! the common case of one Service or EndpointSlice changing — recomputes only the Services it
 //! names and writes only the frontends whose spec changed.
 //!
+//! A frontend the maps cannot take (a full map) is left out of a sync while the rest is written;
+//! it is named in the [`Findings`] (as an Event once per distinct failure, see [`Failing`]) and
+//! the next run is a full one, which tries it again.
+//!
 //! The loop only decides; the maps are [`MapWriter`]s, so the tests below run it against
 //! in-memory maps.
 use std::collections::BTreeMap;
@@ -15,11 +19,13 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Service;
 
+use super::failing::{self, Failing, Unprogrammed};
 use super::notes::Notes;
 use super::report::ServicesSynced;
+use crate::datapath::apply::ServiceReport;
 use crate::datapath::services::{ServiceSync, ServiceWriters};
 use crate::datapath::tunnels::{Cidr, TunnelSync};
-use crate::datapath::{MapWriter, SyncReport};
+use crate::datapath::MapWriter;
 use crate::model::{self, DesiredCache, HealthCheck, NodeView, ObjKey};
 use crate::watch::{Dirty, Stores};
 
@@ -30,6 +36,7 @@ pub struct Reconciler {
     nodeport_networks: Vec<(Ipv4Addr, u8)>,
     cache: Option<DesiredCache>,
     notes: Notes,
+    failing: Failing,
 }
 
 /// What a run found that the agent must tell users about.
@@ -41,6 +48,10 @@ pub struct Findings {
     pub synced_after: Option<std::time::Duration>,
     /// Steps that failed and will be retried: `services`, `tunnels`.
     pub errors: Vec<&'static str>,
+    /// Every frontend the service maps could not take as of this run (retried by the next).
+    pub unprogrammed: Vec<Unprogrammed>,
+    /// Of those, the ones failing anew, with their Service: `(service, frontend, error)`.
+    pub sync_failed: Vec<(Arc<Service>, String, String)>,
 }
 
 impl Reconciler {
@@ -53,6 +64,7 @@ impl Reconciler {
             nodeport_networks,
             cache: None,
             notes: Notes::default(),
+            failing: Failing::default(),
         }
     }
 
@@ -102,7 +114,7 @@ impl Reconciler {
                     |k| stores.slice(k),
                 );
                 if changed.is_empty() {
-                    ("incremental", Ok(SyncReport::default()))
+                    ("incremental", Ok(ServiceReport::default()))
                 } else {
                     (
                         "incremental",
@@ -126,23 +138,39 @@ impl Reconciler {
             findings.synced_after = dirty.since.map(|t| t.elapsed());
         }
         match result {
-            Ok(r) if r.written + r.deleted > 0 => ServicesSynced {
-                mode: mode.to_string(),
-                frontends: frontends as u64,
-                written: r.written as u64,
-                deleted: r.deleted as u64,
-                took_us: started.elapsed().as_micros() as u64,
+            Ok(r) => {
+                if r.written + r.deleted > 0 {
+                    ServicesSynced {
+                        mode: mode.to_string(),
+                        frontends: frontends as u64,
+                        written: r.written as u64,
+                        deleted: r.deleted as u64,
+                        took_us: started.elapsed().as_micros() as u64,
+                    }
+                    .log();
+                }
+                if !r.complete() {
+                    // Try again with everything: the next sync is a full one anyway.
+                    stores.mark_full();
+                }
+                let now = r.unprogrammed.iter().map(failing::describe).collect();
+                for (service, frontend, error) in self.failing.update(now) {
+                    tracing::warn!(%service, %frontend, %error, "frontend not programmed; retrying with every change and resync");
+                    let svc = failing::service_key(&service).and_then(|k| stores.service(&k));
+                    if let Some(svc) = svc {
+                        findings.sync_failed.push((svc, frontend, error));
+                    }
+                }
             }
-            .log(),
-            Ok(_) => {}
             Err(e) => {
-                // Recompute everything next time: the maps may hold part of this change.
+                // Recompute everything next time.
                 self.cache = None;
                 stores.mark_full();
                 findings.errors.push("services");
                 tracing::warn!(error = %e, "programming services failed; retrying on the next change")
             }
         }
+        findings.unprogrammed = self.failing.current();
         if dirty.full || dirty.nodes || stale {
             match tunnels.sync(&model::tunnels(&nodes, &self.node)) {
                 Ok(r) if r.written + r.deleted > 0 => tracing::info!(
@@ -342,6 +370,52 @@ mod tests {
             &w.services.maps().read().unwrap(),
             "the bookkeeping matches the maps"
         );
+    }
+
+    #[test]
+    fn a_service_the_maps_cannot_take_is_named_once_and_retried_and_the_others_are_programmed() {
+        let mut w = World::new();
+        w.services.maps_mut().backends.set_capacity(6);
+        for (name, ip, pods) in [
+            ("a", "10.96.0.10", vec![2, 3]),
+            ("b", "10.96.0.11", (10..15).collect()),
+            ("c", "10.96.0.12", vec![4]),
+        ] {
+            w.feed.service(service(name, ip));
+            w.feed.slice(slice(name, &pods));
+        }
+        let found = w.run();
+        let [(svc, frontend, error)] = &found.unprogrammed[..] else {
+            panic!("b is left out: {:?}", found.unprogrammed);
+        };
+        assert_eq!(
+            (svc.as_str(), frontend.as_str()),
+            ("default/b:http", "10.96.0.11:80/TCP")
+        );
+        assert!(error.contains("--backends-max"), "{error}");
+        let [(event_on, _, _)] = &found.sync_failed[..] else {
+            panic!("one Event: {:?}", found.sync_failed.len());
+        };
+        assert_eq!(event_on.metadata.name.as_deref(), Some("b"));
+        assert!(found.errors.is_empty(), "the rest was programmed");
+        assert_eq!(w.backends_of([10, 96, 0, 10]), vec![2, 3]);
+        assert_eq!(w.backends_of([10, 96, 0, 12]), vec![4]);
+        assert!(w.backends_of([10, 96, 0, 11]).is_empty());
+        assert_eq!(
+            w.services.programmed(),
+            &w.services.maps().read().unwrap(),
+            "the bookkeeping matches the maps"
+        );
+
+        let again = w.run();
+        assert_eq!(again.unprogrammed.len(), 1, "tried again, still failing");
+        assert!(again.sync_failed.is_empty(), "and not said again");
+
+        // No new event: the failure alone brings the next run to try b again.
+        w.services.maps_mut().backends.set_capacity(64);
+        let healed = w.run();
+        assert!(healed.unprogrammed.is_empty());
+        assert_eq!(w.backends_of([10, 96, 0, 11]), vec![10, 11, 12, 13, 14]);
     }
 
     #[test]

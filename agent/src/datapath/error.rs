@@ -137,6 +137,18 @@ impl DatapathError {
         }
     }
 
+    /// The pinned name of the map, when this is a map refusing a new key because it is full
+    /// (`E2BIG` from a hash map, `ENOSPC` from an LPM trie).
+    pub fn full_map(&self) -> Option<&'static str> {
+        let DatapathError::Map { map, source } = self else {
+            return None;
+        };
+        let MapError::SyscallError(e) = source.as_ref() else {
+            return None;
+        };
+        matches!(e.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC)).then_some(*map)
+    }
+
     /// An I/O error about `path`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> DatapathError {
         let path = path.into();
@@ -164,5 +176,22 @@ mod tests {
         assert!(e.to_string().starts_with("BPF map SERVICES_V1"));
         let source = e.source().expect("a source");
         assert_eq!(source.to_string(), MapError::KeyNotFound.to_string());
+    }
+
+    #[test]
+    fn a_full_map_is_told_apart_from_other_map_errors() {
+        let errno = |n| {
+            DatapathError::map("BACKENDS_V1")(MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_update_elem",
+                io_error: std::io::Error::from_raw_os_error(n),
+            }))
+        };
+        assert_eq!(errno(libc::E2BIG).full_map(), Some("BACKENDS_V1"));
+        assert_eq!(errno(libc::ENOSPC).full_map(), Some("BACKENDS_V1"));
+        assert_eq!(errno(libc::EIO).full_map(), None);
+        assert_eq!(
+            DatapathError::map("BACKENDS_V1")(MapError::KeyNotFound).full_map(),
+            None
+        );
     }
 }

@@ -142,6 +142,8 @@ pub struct MemMap<K, V> {
     fail_after: Option<usize>,
     /// Puts and removes applied so far.
     pub ops: usize,
+    /// Puts refused so far because the map was full.
+    pub refused: usize,
 }
 
 impl<K: Ord + Clone, V: Clone> MemMap<K, V> {
@@ -153,7 +155,14 @@ impl<K: Ord + Clone, V: Clone> MemMap<K, V> {
             capacity,
             fail_after: None,
             ops: 0,
+            refused: 0,
         }
+    }
+
+    /// Holds at most `capacity` entries from now on: entries beyond it stay, but a put of a
+    /// new key fails as in a full kernel map.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
     }
 
     /// Lets the next `n` operations succeed and every later one fail with `EIO`, until
@@ -199,6 +208,7 @@ impl<K: Ord + Clone, V: Clone> MapWriter<K, V> for MemMap<K, V> {
     fn put(&mut self, key: K, value: V) -> Result<(), MapError> {
         self.admit()?;
         if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
+            self.refused += 1;
             return Err(syscall_error("bpf_map_update_elem", libc::E2BIG));
         }
         self.entries.insert(key, value);
@@ -233,6 +243,7 @@ mod tests {
         m.put(1, 11).unwrap();
         let err = m.put(2, 20).unwrap_err();
         assert!(err.to_string().contains("bpf_map_update_elem"), "{err}");
+        assert_eq!(m.refused, 1);
         m.remove(&1).unwrap();
         m.put(2, 20).unwrap();
         assert_eq!(m.entries().unwrap(), vec![(2, 20)]);

@@ -8,12 +8,14 @@
 //!   [`maps::MemMap`] in tests).
 //! - [`plan`] and [`partial`]: pure — desired state → map content with stable ids, the ordered
 //!   diff, and the same for a few changed frontends; [`maglev`]: consistent-hashing tables.
-//! - [`services`]: `SERVICES`/`BACKENDS`/`REV_NAT` kept equal to the desired state.
+//! - [`services`]: `SERVICES`/`BACKENDS`/`REV_NAT` kept equal to the desired state;
+//!   [`apply`]: writing a planned change frontend by frontend, skipping one the maps refuse.
 //! - [`tunnels`]: `TUNNEL` kept equal to the overlay routes.
 //! - [`local_pods`]: CNI endpoint records → `LOCAL_PODS` and attached pod veths.
 //! - [`devices`]: the overlay and uplink programs and `CONFIG`.
 //! - [`inspect`]: read-only views of the pinned maps for the `inspect` CLI and tests.
 pub mod aging;
+pub mod apply;
 pub mod attach;
 pub mod devices;
 mod error;

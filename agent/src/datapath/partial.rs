@@ -3,10 +3,10 @@
 //! [`super::plan::plan`] rebuilds the content of every map from the whole desired state: right
 //! after start and after a relist, but linear in the cluster. When the model reports that only
 //! some frontends changed, [`plan_changes`] computes the entries of just those frontends — and of
-//! the backends and rev-NAT entries they touch — before and after, and the ordinary
-//! [`super::plan::diff`] turns the two into ordered operations. [`Usage`] remembers which
-//! frontend references which backend and rev-NAT id, so a backend shared with an unchanged
-//! frontend is neither deleted nor given another id.
+//! the backends and rev-NAT entries they touch — before and after, which
+//! [`super::apply::write`] writes frontend by frontend ([`Change::target`]). [`Usage`] remembers
+//! which frontend references which backend and rev-NAT id, so a backend shared with an
+//! unchanged frontend is neither deleted nor given another id.
 //!
 //! The result is exactly what a full plan would produce (the tests check that a full plan of the
 //! outcome changes nothing).
@@ -21,6 +21,7 @@ fn header_key(fk: &FrontKey) -> ServiceKey {
     ServiceKey::new(fk.0, fk.1, fk.2, 0)
 }
 
+use super::apply::{Front, Target};
 use super::plan::{
     backend_value, front_key, frontend_entries, identity, uses_of, BackendIdentity, Extras,
     FrontKey, IdCursor, PlanError, Programmed, Uses,
@@ -115,21 +116,28 @@ impl Change {
         }
         programmed.source_ranges.extend(&self.after.source_ranges);
         for id in self.before.rev_nat.keys() {
-            if let Some(r) = programmed.rev_nat.remove(id) {
-                usage.rev_ids.remove(&(r.addr, r.port));
-            }
+            programmed.rev_nat.remove(id);
+        }
+        programmed.rev_nat.extend(&self.after.rev_nat);
+        for id in self.before.backends.keys() {
+            programmed.backends.remove(id);
+        }
+        programmed.backends.extend(&self.after.backends);
+        self.commit_usage(usage);
+    }
+
+    /// Applies the change to `usage` alone, once the maps hold all of it.
+    pub fn commit_usage(&self, usage: &mut Usage) {
+        for r in self.before.rev_nat.values() {
+            usage.rev_ids.remove(&(r.addr, r.port));
         }
         for (id, r) in &self.after.rev_nat {
-            programmed.rev_nat.insert(*id, *r);
             usage.rev_ids.insert((r.addr, r.port), *id);
         }
-        for id in self.before.backends.keys() {
-            if let Some(b) = programmed.backends.remove(id) {
-                usage.backend_ids.remove(&identity(&b));
-            }
+        for b in self.before.backends.values() {
+            usage.backend_ids.remove(&identity(b));
         }
         for (id, b) in &self.after.backends {
-            programmed.backends.insert(*id, *b);
             usage.backend_ids.insert(identity(b), *id);
         }
         for (fk, uses) in &self.fronts {
@@ -146,6 +154,42 @@ impl Change {
                 }
                 usage.front_backends.insert(*fk, new.clone());
             }
+        }
+    }
+
+    /// The change as [`super::apply::write`] takes it: one step per changed frontend, named by its
+    /// Service in `desired`; `changed` are the frontends it was planned for.
+    pub fn target<'a>(&'a self, desired: &Desired, changed: &BTreeSet<Frontend>) -> Target<'a> {
+        let service_of: HashMap<FrontKey, &str> = changed
+            .iter()
+            .filter_map(|f| Some((front_key(f), desired.frontends.get(f)?.service.as_str())))
+            .collect();
+        Target {
+            after: &self.after,
+            fronts: self
+                .fronts
+                .iter()
+                .map(|(fk, uses)| Front {
+                    key: *fk,
+                    service: service_of.get(fk).map(|s| s.to_string()),
+                    uses: uses.as_ref().map(|u| u.iter().map(|(id, _)| *id).collect()),
+                })
+                .collect(),
+            unused_backends: self
+                .before
+                .backends
+                .keys()
+                .filter(|id| !self.after.backends.contains_key(id))
+                .copied()
+                .collect(),
+            unused_rev_nat: self
+                .before
+                .rev_nat
+                .keys()
+                .filter(|id| !self.after.rev_nat.contains_key(id))
+                .copied()
+                .collect(),
+            whole: false,
         }
     }
 
@@ -174,7 +218,7 @@ fn decrement(refs: &mut HashMap<u16, u32>, id: u16) {
 }
 
 /// The programmed entries of one frontend in `SERVICES` (header and slots).
-fn programmed_entries(
+pub fn programmed_entries(
     services: &BTreeMap<ServiceKey, ServiceValue>,
     fk: FrontKey,
 ) -> impl Iterator<Item = (&ServiceKey, &ServiceValue)> {
@@ -259,7 +303,9 @@ pub fn plan_changes(
             None => {
                 let taken: BTreeSet<u16> = new_revs.values().copied().collect();
                 let id = cursor
-                    .next_rev_nat(|id| current.rev_nat.contains_key(&id) || taken.contains(&id))
+                    .rev_nat_for((fk.0, fk.1), |id| {
+                        current.rev_nat.contains_key(&id) || taken.contains(&id)
+                    })
                     .ok_or(PlanError::TooManyFrontends(desired.frontends.len()))?;
                 new_revs.insert((fk.0, fk.1), id);
                 id
@@ -295,7 +341,7 @@ pub fn plan_changes(
                 {
                     Some(id) => *id,
                     None => {
-                        let id = cursor.next_backend(|id| {
+                        let id = cursor.backend_for(ident, |id| {
                             current.backends.contains_key(&id)
                                 || new_backends.values().any(|v| *v == id)
                         });

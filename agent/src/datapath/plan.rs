@@ -41,6 +41,44 @@ pub struct Programmed {
     pub source_ranges: BTreeSet<SourceRange>,
 }
 
+impl Programmed {
+    /// Records `op` as applied to the maps.
+    pub fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::PutBackend(id, b) => {
+                self.backends.insert(id, b);
+            }
+            Op::PutRevNat(id, r) => {
+                self.rev_nat.insert(id, r);
+            }
+            Op::PutService(k, v) => {
+                self.services.insert(k, v);
+            }
+            Op::DeleteService(k) => {
+                self.services.remove(&k);
+            }
+            Op::DeleteRevNat(id) => {
+                self.rev_nat.remove(&id);
+            }
+            Op::DeleteBackend(id) => {
+                self.backends.remove(&id);
+            }
+            Op::PutAffinityMatch(k) => {
+                self.affinity_match.insert(k);
+            }
+            Op::DeleteAffinityMatch(k) => {
+                self.affinity_match.remove(&k);
+            }
+            Op::PutSourceRange(r) => {
+                self.source_ranges.insert(r);
+            }
+            Op::DeleteSourceRange(r) => {
+                self.source_ranges.remove(&r);
+            }
+        }
+    }
+}
+
 /// The per-frontend entries besides `SERVICES` that [`frontend_entries`] writes.
 pub struct Extras<'a> {
     /// `AFFINITY_MATCH`.
@@ -50,13 +88,20 @@ pub struct Extras<'a> {
 }
 
 /// Id counters that only move forward during a run, so a freed id is not handed to a new backend
-/// while stale conntrack entries may still name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// while stale conntrack entries may still name it; and the ids last planned for entries that a
+/// failed write left out of the maps, so that planning the same backend or frontend again gives
+/// it the same id instead of using up a new one on every retry (a stale conntrack entry naming
+/// such an id can only mean that same backend or frontend).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdCursor {
     /// Next backend id to try (never 0).
     pub backend: u32,
     /// Next rev-NAT id to try (never 0).
     pub rev_nat: u16,
+    unwritten_backends: HashMap<BackendIdentity, u32>,
+    unwritten_backend_ids: HashSet<u32>,
+    unwritten_rev_nat: HashMap<(u32, u16), u16>,
+    unwritten_rev_nat_ids: HashSet<u16>,
 }
 
 impl IdCursor {
@@ -72,7 +117,14 @@ impl IdCursor {
             .keys()
             .max()
             .map_or(1, |m| m.wrapping_add(1).max(1));
-        IdCursor { backend, rev_nat }
+        IdCursor {
+            backend,
+            rev_nat,
+            unwritten_backends: HashMap::new(),
+            unwritten_backend_ids: HashSet::new(),
+            unwritten_rev_nat: HashMap::new(),
+            unwritten_rev_nat_ids: HashSet::new(),
+        }
     }
 
     /// A fresh backend id: the first at or after the cursor that `used` does not claim (never
@@ -100,6 +152,53 @@ impl IdCursor {
                 return None;
             }
         }
+    }
+
+    /// The id of the backend `ident`, which the maps do not hold: the one last planned for it
+    /// if a failed write left it out, else a fresh one (never one kept for another backend).
+    pub fn backend_for(&mut self, ident: BackendIdentity, used: impl Fn(u32) -> bool) -> u32 {
+        match self.unwritten_backends.get(&ident) {
+            Some(id) if !used(*id) => *id,
+            _ => {
+                let kept = std::mem::take(&mut self.unwritten_backend_ids);
+                let id = self.next_backend(|id| used(id) || kept.contains(&id));
+                self.unwritten_backend_ids = kept;
+                id
+            }
+        }
+    }
+
+    /// The rev-NAT id of the frontend address `(addr, port)`, which the maps do not hold, as
+    /// [`IdCursor::backend_for`]; `None` when all 65,535 are taken.
+    pub fn rev_nat_for(&mut self, at: (u32, u16), used: impl Fn(u16) -> bool) -> Option<u16> {
+        match self.unwritten_rev_nat.get(&at) {
+            Some(id) if !used(*id) => Some(*id),
+            _ => {
+                let kept = std::mem::take(&mut self.unwritten_rev_nat_ids);
+                let id = self.next_rev_nat(|id| used(id) || kept.contains(&id));
+                self.unwritten_rev_nat_ids = kept;
+                id
+            }
+        }
+    }
+
+    /// Remembers the ids `planned` gives that `written` (what the maps hold after the writes)
+    /// lacks, in place of those remembered before.
+    pub fn keep_unwritten(&mut self, planned: &Programmed, written: &Programmed) {
+        self.unwritten_backends = planned
+            .backends
+            .iter()
+            .filter(|(id, _)| !written.backends.contains_key(id))
+            .map(|(id, b)| (identity(b), *id))
+            .collect();
+        self.unwritten_backend_ids = self.unwritten_backends.values().copied().collect();
+        self.unwritten_rev_nat = planned
+            .rev_nat
+            .iter()
+            .filter(|(id, _)| !written.rev_nat.contains_key(id))
+            .map(|(id, r)| ((r.addr, r.port), *id))
+            .collect();
+        self.unwritten_rev_nat_ids = self.unwritten_rev_nat.values().copied().collect();
     }
 }
 
@@ -271,7 +370,7 @@ pub fn plan(
             Some(id) => *id,
             None => {
                 let id = cursor
-                    .next_rev_nat(|id| used_rev.contains(&id))
+                    .rev_nat_for((addr, port), |id| used_rev.contains(&id))
                     .ok_or(PlanError::TooManyFrontends(desired.frontends.len()))?;
                 used_rev.insert(id);
                 rev_ids.insert((addr, port), id);
@@ -293,8 +392,9 @@ pub fn plan(
             rev_nat_id,
             |b| {
                 let value = backend_value(b);
-                let id = *backend_ids.entry(identity(&value)).or_insert_with(|| {
-                    let id = cursor.next_backend(|id| used_backend.contains(&id));
+                let ident = identity(&value);
+                let id = *backend_ids.entry(ident).or_insert_with(|| {
+                    let id = cursor.backend_for(ident, |id| used_backend.contains(&id));
                     used_backend.insert(id);
                     id
                 });
@@ -387,6 +487,20 @@ pub enum Op {
     DeleteRevNat(u16),
     /// Delete a backend.
     DeleteBackend(u32),
+}
+
+impl Op {
+    /// Whether the operation removes an entry.
+    pub fn is_delete(&self) -> bool {
+        matches!(
+            self,
+            Op::DeleteService(_)
+                | Op::DeleteSourceRange(_)
+                | Op::DeleteAffinityMatch(_)
+                | Op::DeleteRevNat(_)
+                | Op::DeleteBackend(_)
+        )
+    }
 }
 
 /// The operations that turn `current` into `next`, safely ordered; nothing for unchanged entries.
@@ -488,38 +602,7 @@ pub(crate) mod tests {
     pub(crate) fn apply(current: &Programmed, ops: &[Op]) -> Programmed {
         let mut p = current.clone();
         for op in ops {
-            match *op {
-                Op::PutBackend(id, b) => {
-                    p.backends.insert(id, b);
-                }
-                Op::PutRevNat(id, r) => {
-                    p.rev_nat.insert(id, r);
-                }
-                Op::PutService(k, v) => {
-                    p.services.insert(k, v);
-                }
-                Op::DeleteService(k) => {
-                    p.services.remove(&k);
-                }
-                Op::DeleteRevNat(id) => {
-                    p.rev_nat.remove(&id);
-                }
-                Op::DeleteBackend(id) => {
-                    p.backends.remove(&id);
-                }
-                Op::PutAffinityMatch(k) => {
-                    p.affinity_match.insert(k);
-                }
-                Op::DeleteAffinityMatch(k) => {
-                    p.affinity_match.remove(&k);
-                }
-                Op::PutSourceRange(r) => {
-                    p.source_ranges.insert(r);
-                }
-                Op::DeleteSourceRange(r) => {
-                    p.source_ranges.remove(&r);
-                }
-            }
+            p.apply(op);
         }
         p
     }
