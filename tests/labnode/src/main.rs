@@ -19,6 +19,9 @@ enum Command {
     Kubelet(switchyard_labnode::kubelet::Options),
     /// Run the echo workload.
     Echo(switchyard_labnode::echo::Options),
+    /// Copy a container's stdout (fd 0) and stderr (fd 3) into its CRI log file (fd 1); the
+    /// kubelet starts one per container.
+    ContainerLog,
 }
 
 #[tokio::main]
@@ -31,6 +34,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Kubelet(o) => switchyard_labnode::kubelet::run(o).await,
         Command::Echo(o) => switchyard_labnode::echo::run(o).await,
+        Command::ContainerLog => switchyard_labnode::kubelet::logs::shim::run(),
     };
     if let Err(e) = result {
         eprintln!("switchyard-labnode: {e:#}");

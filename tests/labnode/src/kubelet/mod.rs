@@ -15,7 +15,8 @@
 //!    run in the kubelet's own network namespace (the node's) and its podIP is the node's
 //!    InternalIP;
 //! 4. on deletion stops the processes (SIGTERM, SIGKILL after the grace period), runs CNI DEL,
-//!    removes the namespace and deletes the object.
+//!    removes the namespace and deletes the object. Container output is kept by a log shim per
+//!    container ([`logs`]).
 //!
 //! Pods outlive the kubelet: on SIGTERM it exits and leaves them running; a restarted kubelet
 //! adopts them from its records ([`state`]). Not implemented: container restarts
@@ -25,6 +26,7 @@ mod api;
 pub mod cni_exec;
 pub mod envvars;
 mod error;
+pub mod logs;
 pub mod netns;
 pub mod node;
 pub mod pods;

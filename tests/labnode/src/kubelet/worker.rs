@@ -7,7 +7,7 @@ use super::process::{self, Proc};
 use super::serviceaccount;
 use super::state::{self, ContainerRecord, PodRecord};
 use super::status::{self, ContainerPhase, ContainerView, PodView, Transitions};
-use super::{netns, Ctx};
+use super::{logs, netns, Ctx};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
@@ -166,6 +166,7 @@ impl Worker {
                     exit: None,
                     finished_at: None,
                     error: None,
+                    restart_count: 0,
                 })
                 .collect(),
         };
@@ -525,7 +526,14 @@ impl Worker {
         let ns_path = self.netns_path();
         for (i, container) in spec.containers.iter().enumerate() {
             let rec = &mut self.rec.containers[i];
-            let log = state::log_path(&self.ctx.node, &self.namespace, &self.name, &container.name);
+            let log = logs::container_log(
+                &self.ctx.node,
+                &self.namespace,
+                &self.name,
+                &self.uid,
+                &container.name,
+                0,
+            );
             let spawned = process::launch(container, &ctx)
                 .and_then(|l| Ok((l, service_account.clone()?)))
                 .map_err(|message| Error::Start {
@@ -741,6 +749,9 @@ impl Worker {
         self.cleanup_network().await;
         if let Err(e) = serviceaccount::remove(&self.ctx.node, &self.uid) {
             tracing::warn!(error = %e, "cannot remove the pod's files");
+        }
+        if let Err(e) = logs::remove_pod(&self.ctx.node, &self.namespace, &self.name, &self.uid) {
+            tracing::warn!(error = %e, "cannot remove the pod's logs");
         }
         if let Err(e) = state::remove(&self.ctx.node, &self.uid) {
             tracing::warn!(error = %e, "cannot remove pod record");
