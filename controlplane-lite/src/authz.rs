@@ -15,7 +15,9 @@
 //! - the switchyard agent — group `switchyard:agents` or user
 //!   `system:serviceaccount:kube-system:switchyard` — may get/list/watch services,
 //!   endpointslices, nodes and pods, and create and patch events;
-//! - everybody else authenticated: discovery, health checks and access reviews only.
+//! - everybody else authenticated: discovery, health checks and access reviews only;
+//! - subresources other than `status` (`pods/log`, `pods/exec`, `pods/attach`,
+//!   `pods/portforward`): administrators only.
 use serde_json::Value;
 
 use crate::auth::User;
@@ -87,6 +89,11 @@ fn is_events(a: &Attributes) -> bool {
 pub fn decide(user: &User, a: &Attributes, facts: &Facts) -> Result<(), Denied> {
     if is_admin(user) {
         return Ok(());
+    }
+    // Logs, exec, attach, port-forward and every other subresource but status: administrators
+    // only (none of the rules below grants them).
+    if !a.subresource.is_empty() && a.subresource != "status" {
+        return Err(Denied(String::new()));
     }
     if let Some(node) = node_of(user) {
         return decide_node(node, a, facts);
