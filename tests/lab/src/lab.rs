@@ -185,6 +185,10 @@ impl Lab {
                     &addr,
                     "--service-account-token-file",
                     &sa_token_file,
+                    // Only controlplane-lite (its kubelet client certificate) may call the
+                    // node runtime's API for logs, exec and port-forward.
+                    "--client-ca-file",
+                    &ca,
                 ],
             )?;
             // One registration at a time: podCIDRs go out in registration order, so node N gets
