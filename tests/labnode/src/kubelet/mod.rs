@@ -20,8 +20,8 @@
 //!    container output is kept by a log shim per container: [`logs`]).
 //!
 //! Pods outlive the kubelet: on SIGTERM it exits and leaves them running; a restarted kubelet
-//! adopts them from its records ([`state`]). Not implemented: container restarts
-//! (`restartPolicy`), image pulling (commands run from the host filesystem), volumes (but the
+//! adopts them from its records ([`state`]). Containers are started again as `restartPolicy`
+//! says ([`restart`]). Not implemented: image pulling (commands run from the host filesystem), volumes (but the
 //! service-account one), exec probes.
 mod api;
 pub mod cni_exec;
@@ -33,6 +33,7 @@ pub mod node;
 pub mod pods;
 pub mod probe;
 pub mod process;
+pub mod restart;
 pub mod server;
 pub mod serviceaccount;
 pub mod state;

@@ -56,6 +56,20 @@ pub struct ContainerRecord {
     /// How often it was started again after exiting (its log file is `<restart_count>.log`).
     #[serde(default)]
     pub restart_count: u32,
+    /// Its previous run, once it was started again (`lastState`).
+    #[serde(default)]
+    pub last: Option<LastRun>,
+}
+
+/// A finished run of a container that was started again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    /// How it ended.
+    pub exit: Exit,
+    /// When it started (RFC 3339).
+    pub started_at: Option<String>,
+    /// When it ended (RFC 3339).
+    pub finished_at: Option<String>,
 }
 
 fn file(node: &str, uid: &str) -> PathBuf {

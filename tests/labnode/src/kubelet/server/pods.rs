@@ -66,28 +66,36 @@ impl Target {
         )
     }
 
-    /// The log file to read: the current (or last) run's, or with `previous` the one before;
-    /// the kubelet's 400s when there is none.
+    /// The log file to read: the current run's (while a container waits to start again, the
+    /// run that ended), or with `previous` the run before the current one — the kubelet's
+    /// `lastState`; the kubelet's 400s when there is none.
     pub fn log_file(&self, previous: bool) -> Result<PathBuf, ApiError> {
         let c = self.container();
         let (pod, name) = (&self.pod.name, &c.name);
+        let last_run = c
+            .last
+            .as_ref()
+            .and_then(|_| c.restart_count.checked_sub(1))
+            .map(|run| self.log(run));
         if previous {
-            return match c.restart_count.checked_sub(1) {
-                Some(run) if self.log(run).exists() => Ok(self.log(run)),
-                _ => Err(ApiError::bad_request(format!(
+            return last_run.filter(|f| f.exists()).ok_or_else(|| {
+                ApiError::bad_request(format!(
                     "previous terminated container {name:?} in pod {pod:?} not found"
-                ))),
-            };
+                ))
+            });
         }
-        let file = self.log(c.restart_count);
-        if file.exists() {
-            return Ok(file);
+        let current = self.log(c.restart_count);
+        if current.exists() {
+            return Ok(current);
         }
-        Err(ApiError::bad_request(match (&c.error, c.restart_count) {
-            (None, 0) => {
+        if let Some(last) = last_run.filter(|f| f.exists()) {
+            return Ok(last);
+        }
+        Err(ApiError::bad_request(match &c.error {
+            None => {
                 format!("container {name:?} in pod {pod:?} is waiting to start: ContainerCreating")
             }
-            _ => format!("container {name:?} in pod {pod:?} is terminated"),
+            Some(_) => format!("container {name:?} in pod {pod:?} is terminated"),
         }))
     }
 
