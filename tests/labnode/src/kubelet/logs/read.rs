@@ -129,28 +129,64 @@ pub fn text(path: &std::path::Path) -> io::Result<String> {
 pub fn stream(path: PathBuf, opts: Options) -> mpsc::Receiver<io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(16);
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = pump(&path, &opts, &tx) {
+        let mut render = Render::new(&opts);
+        let sent = pump(&path, &opts, &|| tx.is_closed(), |batch| {
+            let mut out = Vec::new();
+            let mut done = false;
+            for entry in batch {
+                let (bytes, limit) = render.entry(&entry);
+                out.extend_from_slice(&bytes);
+                if limit {
+                    done = true;
+                    break;
+                }
+            }
+            (out.is_empty() || tx.blocking_send(Ok(Bytes::from(out))).is_ok()) && !done
+        });
+        if let Err(e) = sent {
             let _ = tx.blocking_send(Err(e));
         }
     });
     rx
 }
 
-fn pump(path: &PathBuf, opts: &Options, tx: &mpsc::Sender<io::Result<Bytes>>) -> io::Result<()> {
+/// Streams the entries of the log at `path` from `tail_lines` on, following it with `follow`
+/// (times and byte limits are not applied), in batches; as [`stream`] otherwise.
+pub fn entries(path: PathBuf, opts: Options) -> mpsc::Receiver<io::Result<Vec<Entry>>> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::task::spawn_blocking(move || {
+        let sent = pump(&path, &opts, &|| tx.is_closed(), |batch| {
+            tx.blocking_send(Ok(batch)).is_ok()
+        });
+        if let Err(e) = sent {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rx
+}
+
+/// Reads the log at `path` from `tail_lines` on and hands the entries of each read to `sink`
+/// until it returns false, the file is read (or, with `follow`, its writer has gone and it is
+/// read), or `gone` says nobody listens any more.
+fn pump(
+    path: &PathBuf,
+    opts: &Options,
+    gone: &dyn Fn() -> bool,
+    mut sink: impl FnMut(Vec<Entry>) -> bool,
+) -> io::Result<()> {
     let mut file = File::open(path)?;
     let start = match opts.tail_lines {
         Some(n) => tail_offset(&mut file, n)?,
         None => 0,
     };
     file.seek(SeekFrom::Start(start))?;
-    let mut render = Render::new(opts);
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut writer_gone = false;
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
-            if !opts.follow || writer_gone || tx.is_closed() {
+            if !opts.follow || writer_gone || gone() {
                 return Ok(());
             }
             // A last read after the writer has gone picks up what it wrote before exiting.
@@ -161,26 +197,15 @@ fn pump(path: &PathBuf, opts: &Options, tx: &mpsc::Sender<io::Result<Bytes>>) ->
             continue;
         }
         pending.extend_from_slice(&buf[..n]);
-        let mut out = Vec::new();
-        let mut done = false;
-        let mut consumed = 0;
-        while let Some(i) = pending[consumed..].iter().position(|b| *b == b'\n') {
-            let line = &pending[consumed..consumed + i + 1];
-            consumed += i + 1;
-            if let Some(entry) = cri::parse(line) {
-                let (bytes, limit) = render.entry(&entry);
-                out.extend_from_slice(&bytes);
-                if limit {
-                    done = true;
-                    break;
-                }
-            }
-        }
-        pending.drain(..consumed);
-        if !out.is_empty() && tx.blocking_send(Ok(Bytes::from(out))).is_err() {
-            return Ok(());
-        }
-        if done {
+        let Some(end) = pending.iter().rposition(|b| *b == b'\n') else {
+            continue;
+        };
+        let batch: Vec<Entry> = pending[..=end]
+            .split_inclusive(|b| *b == b'\n')
+            .filter_map(cri::parse)
+            .collect();
+        pending.drain(..=end);
+        if !batch.is_empty() && !sink(batch) {
             return Ok(());
         }
     }

@@ -178,7 +178,14 @@ async fn session(socket: WebSocket, v5: bool, pid: i32, p: Params) {
     } = match start(pid, &p, &out) {
         Ok(s) => s,
         Err(e) => {
-            let message = format!("error executing command in container: {e}");
+            let why = match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "exec: {:?}: executable file not found in $PATH",
+                    p.command[0]
+                ),
+                _ => e.to_string(),
+            };
+            let message = format!("error executing command in container: {why}");
             tracing::info!(command = ?p.command, error = %e, "exec failed");
             out.finish(&channels::internal_error(&message)).await;
             return;

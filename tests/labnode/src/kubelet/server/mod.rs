@@ -2,13 +2,14 @@
 //! `kubectl logs`, `exec` and `port-forward`, as kube-apiserver calls the kubelet's:
 //! - `GET /containerLogs/{namespace}/{pod}/{container}` ([`logs`]),
 //! - `/exec/{namespace}/{pod}/{container}` over a WebSocket ([`exec`], [`channels`],
-//!   [`nsenter`]),
+//!   [`nsenter`]) and `/attach/{namespace}/{pod}/{container}` ([`attach`]),
 //! - `/portForward/{namespace}/{pod}` over SPDY/3.1, plain or in a WebSocket ([`portforward`],
 //!   [`spdy`], [`tunnel`]).
 //!
 //! Invariant: only a caller presenting a client certificate issued by `--client-ca-file` (the
 //! API server's) is served; everyone else gets 401 ([`tls`]). Pods are found in the kubelet's
 //! records ([`pods`]), so the API keeps working for pods adopted after a kubelet restart.
+pub mod attach;
 pub mod channels;
 pub mod exec;
 pub mod logs;
@@ -149,6 +150,7 @@ pub fn router(state: State) -> Router {
             get(logs::get),
         )
         .route("/exec/{namespace}/{pod}/{container}", any(exec::handle))
+        .route("/attach/{namespace}/{pod}/{container}", any(attach::handle))
         .route("/portForward/{namespace}/{pod}", any(portforward::handle))
         .fallback(|| async { ApiError::not_found("404 page not found") })
         .with_state(state)
