@@ -299,6 +299,33 @@ mod tests {
     }
 
     #[test]
+    fn only_administrators_get_logs_exec_and_port_forward() {
+        let none = Facts::default();
+        let on_pod = |verb: &str, sub: &str| Attributes {
+            subresource: sub.into(),
+            ..attrs(verb, "pods", "default", "web")
+        };
+        let node = user("system:node:n1", &[NODES]);
+        let agent = user(AGENT_ACCOUNT, &[]);
+        for (verb, sub) in [
+            ("get", "log"),
+            ("create", "exec"),
+            ("create", "portforward"),
+        ] {
+            assert!(decide(&user("admin", &[MASTERS]), &on_pod(verb, sub), &none).is_ok());
+            assert!(decide(&node, &on_pod(verb, sub), &none).is_err(), "{sub}");
+            assert!(decide(&agent, &on_pod(verb, sub), &none).is_err(), "{sub}");
+        }
+        let a = on_pod("get", "log");
+        let d = decide(&node, &a, &none).unwrap_err();
+        assert_eq!(
+            forbidden(&node, &a, &d).message,
+            "pods \"web\" is forbidden: User \"system:node:n1\" cannot get resource \"pods/log\" in API group \"\" in the namespace \"default\""
+        );
+        assert!(decide(&node, &on_pod("get", "status"), &none).is_ok());
+    }
+
+    #[test]
     fn who_is_an_administrator() {
         assert!(is_admin(&user("admin", &[MASTERS])));
         assert!(is_admin(&user("lab", &[])), "a line without groups");
