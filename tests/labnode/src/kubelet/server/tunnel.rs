@@ -16,11 +16,7 @@ pub fn bytes_over(socket: WebSocket) -> DuplexStream {
     tokio::spawn(async move {
         while let Some(Ok(msg)) = source.next().await {
             match msg {
-                Message::Binary(b) => {
-                    if to_us.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Binary(b) if to_us.write_all(&b).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }
