@@ -34,6 +34,9 @@ pub struct Api {
     pub ranges: Ranges,
     /// The address clients reach the server at (for `/api`).
     pub address: String,
+    /// Reaches kubelets for pods' logs, exec, attach and port-forward (`None`: no client
+    /// credentials, those answer 503).
+    pub kubelets: Option<crate::kubelet::Client>,
 }
 
 /// What a request path addresses.
@@ -830,14 +833,28 @@ struct Request {
 }
 
 /// The single entry point: routes by path.
-pub async fn handle(
-    State(api): State<Arc<Api>>,
-    user: Option<axum::Extension<User>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn handle(State(api): State<Arc<Api>>, req: axum::extract::Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let user = parts.extensions.get::<User>().cloned();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    if let Some((namespace, name, subresource)) = pod_stream(uri.path()) {
+        let req = crate::kubelet::proxy::StreamRequest {
+            method: method.clone(),
+            uri: uri.clone(),
+            headers,
+            user,
+            upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+            namespace,
+            name,
+            subresource,
+        };
+        return crate::kubelet::proxy::serve(&api.store, api.kubelets.as_ref(), req)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::debug!(%method, %uri, code = e.code, reason = e.reason, "request failed");
+                e.into_response()
+            });
+    }
     let body = match crate::body::read(body).await {
         Ok(b) => b,
         Err(e) => {
@@ -850,7 +867,7 @@ pub async fn handle(
         uri: uri.clone(),
         headers,
         body,
-        user: user.map(|u| u.0),
+        user,
     });
     let path = req.uri.path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -877,6 +894,20 @@ pub async fn handle(
         tracing::debug!(%method, %uri, code = e.code, reason = e.reason, "request failed");
         e.into_response()
     })
+}
+
+/// The namespace, pod and subresource of a path to one of a pod's streaming subresources
+/// (`/api/v1/namespaces/NS/pods/NAME/log|exec|attach|portforward`).
+fn pod_stream(path: &str) -> Option<(String, String, String)> {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["", "api", "v1", "namespaces", ns, "pods", name, sub]
+            if crate::kubelet::proxy::SUBRESOURCES.contains(sub) =>
+        {
+            Some((ns.to_string(), name.to_string(), sub.to_string()))
+        }
+        _ => None,
+    }
 }
 
 /// A streaming response body.
@@ -926,6 +957,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.res.kind, "EndpointSlice");
+    }
+
+    #[test]
+    fn pods_streaming_subresources_are_routed_to_the_kubelet_proxy() {
+        assert_eq!(
+            pod_stream("/api/v1/namespaces/default/pods/web/exec"),
+            Some(("default".into(), "web".into(), "exec".into()))
+        );
+        assert!(pod_stream("/api/v1/namespaces/default/pods/web/log/").is_some());
+        assert_eq!(
+            pod_stream("/api/v1/namespaces/default/pods/web/status"),
+            None
+        );
+        assert_eq!(
+            pod_stream("/api/v1/namespaces/default/services/web/exec"),
+            None
+        );
     }
 
     #[test]

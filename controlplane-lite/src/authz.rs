@@ -18,7 +18,9 @@
 //! - viewers — group `switchyard:viewers`, what a ClusterRoleBinding to the `view` ClusterRole
 //!   gives on a cluster (controlplane-lite has no RBAC objects) — may get/list/watch every
 //!   resource;
-//! - everybody else authenticated: discovery, health checks and access reviews only.
+//! - everybody else authenticated: discovery, health checks and access reviews only;
+//! - subresources other than `status` (`pods/log`, `pods/exec`, `pods/attach`,
+//!   `pods/portforward`): administrators only.
 use serde_json::Value;
 
 use crate::auth::User;
@@ -92,6 +94,11 @@ fn is_events(a: &Attributes) -> bool {
 pub fn decide(user: &User, a: &Attributes, facts: &Facts) -> Result<(), Denied> {
     if is_admin(user) {
         return Ok(());
+    }
+    // Logs, exec, attach, port-forward and every other subresource but status: administrators
+    // only (none of the rules below grants them).
+    if !a.subresource.is_empty() && a.subresource != "status" {
+        return Err(Denied(String::new()));
     }
     if let Some(node) = node_of(user) {
         return decide_node(node, a, facts);
@@ -297,6 +304,33 @@ mod tests {
             "nodes \"n2\" is forbidden: User \"system:node:n1\" cannot patch resource \"nodes\" in API group \"\" at the cluster scope: node 'n1' cannot modify node 'n2'"
         );
         assert!(decide(&n1, &attrs("delete", "nodes", "", "n1"), &none).is_err());
+    }
+
+    #[test]
+    fn only_administrators_get_logs_exec_and_port_forward() {
+        let none = Facts::default();
+        let on_pod = |verb: &str, sub: &str| Attributes {
+            subresource: sub.into(),
+            ..attrs(verb, "pods", "default", "web")
+        };
+        let node = user("system:node:n1", &[NODES]);
+        let agent = user(AGENT_ACCOUNT, &[]);
+        for (verb, sub) in [
+            ("get", "log"),
+            ("create", "exec"),
+            ("create", "portforward"),
+        ] {
+            assert!(decide(&user("admin", &[MASTERS]), &on_pod(verb, sub), &none).is_ok());
+            assert!(decide(&node, &on_pod(verb, sub), &none).is_err(), "{sub}");
+            assert!(decide(&agent, &on_pod(verb, sub), &none).is_err(), "{sub}");
+        }
+        let a = on_pod("get", "log");
+        let d = decide(&node, &a, &none).unwrap_err();
+        assert_eq!(
+            forbidden(&node, &a, &d).message,
+            "pods \"web\" is forbidden: User \"system:node:n1\" cannot get resource \"pods/log\" in API group \"\" in the namespace \"default\""
+        );
+        assert!(decide(&node, &on_pod("get", "status"), &none).is_ok());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - [`serve`]: the connection loop (TLS or plain HTTP); [`tls`]: the generated CA and serving
 //!   certificate; [`auth`]: bearer tokens from a token file; [`authz`]: who may do what;
 //!   [`kubeconfig`]: the file clients use.
+//! - [`kubelet`]: pods' logs, exec, attach and port-forward, passed to the node's kubelet.
 pub mod admission;
 pub mod api;
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod controllers;
 pub mod events;
 pub mod kubeconfig;
+pub mod kubelet;
 pub mod openapi;
 pub mod paging;
 pub mod patch;
@@ -59,6 +61,9 @@ pub struct Config {
     pub node_monitor_grace: Duration,
     /// Serve HTTPS with this rustls configuration; `None` serves plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The client side towards kubelets (with the server's kubelet client certificate);
+    /// `None`: pods' logs, exec and port-forward answer 503.
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
     /// Require one of these bearer tokens (except for health checks); `None` lets everyone in.
     pub tokens: Option<Arc<auth::Tokens>>,
     /// The address the `kubernetes` Service's endpoint names; `None`: the listen address (a
@@ -83,6 +88,7 @@ impl Default for Config {
             ranges: admission::Ranges::default(),
             node_monitor_grace: Duration::from_secs(40),
             tls: None,
+            kubelet_tls: None,
             tokens: None,
             advertise_address: None,
             loadbalancer_pool: controllers::loadbalancer::Pool::default(),
@@ -159,6 +165,7 @@ pub async fn run(
         store,
         ranges: config.ranges,
         address: address.clone(),
+        kubelets: config.kubelet_tls.clone().map(kubelet::Client::new),
     });
     let mut app = axum::Router::new().fallback(api::handle).with_state(api);
     if let Some(tokens) = config.tokens.clone() {

@@ -173,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: Some(cli.data_dir),
         ranges,
         node_monitor_grace: Duration::from_secs(cli.node_monitor_grace),
+        kubelet_tls: pki.as_ref().map(|p| p.kubelet_client.clone()),
         tls: pki.map(|p| p.server_config),
         tokens,
         advertise_address: cli.advertise_address,

@@ -15,10 +15,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Sleep;
 
@@ -118,16 +117,31 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<I> {
 /// How long in-flight requests may run after shutdown was asked for.
 pub const DRAIN: Duration = Duration::from_secs(3);
 
-async fn serve_conn<I>(io: I, app: axum::Router, watcher: Watcher, limits: Limits)
-where
+async fn serve_conn<I>(
+    io: I,
+    app: axum::Router,
+    mut stopping: watch::Receiver<bool>,
+    limits: Limits,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = WriteDeadline::new(io, limits.write_timeout);
+    // With upgrades: pods' exec, attach and port-forward switch protocols and are spliced to
+    // the kubelet (crate::kubelet::proxy); the upgraded connection outlives this future.
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
-    if let Err(e) = watcher.watch(conn).await {
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(app))
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = async { let _ = stopping.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }
@@ -141,7 +155,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let graceful = GracefulShutdown::new();
+    let (stop, stopping) = watch::channel(false);
     let mut conns = JoinSet::new();
     let slots = Arc::new(Semaphore::new(
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
@@ -170,7 +184,7 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let (app, watcher) = (app.clone(), graceful.watcher());
+        let (app, watcher) = (app.clone(), stopping.clone());
         match &acceptor {
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -192,10 +206,9 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop.send(true);
+    let drained = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, drained).await.is_err() {
         tracing::info!("closing connections still busy after {DRAIN:?} (watches)");
     }
     conns.shutdown().await;

@@ -1,6 +1,7 @@
 //! The server's TLS material: a CA and a serving certificate signed by it, generated on first
 //! start into `<data-dir>/pki/` (`ca.crt`, `ca.key`, `server.crt`, `server.key`; keys mode 0600)
-//! and reused afterwards, so clients holding the CA keep trusting the server across restarts.
+//! and reused afterwards, so clients holding the CA keep trusting the server across restarts;
+//! and the client certificate the server presents to kubelets ([`crate::kubelet::credentials`]).
 //!
 //! The serving certificate covers the SANs it was asked for — with [`sans`], also every name an
 //! in-cluster client dials (the `kubernetes` Service's ClusterIP and DNS names, the advertised
@@ -19,6 +20,8 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::kubelet::credentials;
 
 /// Errors preparing TLS.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,9 @@ pub struct Pki {
     pub ca_pem: String,
     /// The server side of TLS, ready for an acceptor.
     pub server_config: Arc<rustls::ServerConfig>,
+    /// The client side towards kubelets, with the kubelet client certificate
+    /// ([`crate::kubelet::credentials`]).
+    pub kubelet_client: Arc<rustls::ClientConfig>,
     /// The PKI directory.
     pub dir: PathBuf,
 }
@@ -254,9 +260,9 @@ impl Pki {
             && srv_key.exists()
             && current.trim() == wanted
             && std::fs::read_to_string(&srv_crt).is_ok_and(|crt| covers(&ca_pem, &crt, sans));
+        let issuer = Issuer::new(ca_params(), &ca_keypair);
         if !reuse {
             let key = KeyPair::generate().map_err(|e| TlsError::Generate("server key", e))?;
-            let issuer = Issuer::new(ca_params(), &ca_keypair);
             let cert = server_params(sans)?
                 .signed_by(&key, &issuer)
                 .map_err(|e| TlsError::Generate("serving certificate", e))?;
@@ -265,6 +271,10 @@ impl Pki {
             write_file(&srv_sans, &wanted, 0o644).map_err(io(&srv_sans))?;
             tracing::info!(path = %srv_crt.display(), sans = ?sans, "issued a serving certificate");
         }
+        let (client_cert, client_key) =
+            credentials::load_or_issue(dir, &issuer, new_ca, write_file)
+                .map_err(|e| pem(&dir.join(credentials::CERT))(e))?;
+        let kubelet_client = credentials::client_config(client_cert, client_key)?;
         let cert =
             CertificateDer::from_pem_file(&srv_crt).map_err(|e| pem(&srv_crt)(e.to_string()))?;
         let key =
@@ -279,6 +289,7 @@ impl Pki {
         Ok(Pki {
             ca_pem,
             server_config: Arc::new(config),
+            kubelet_client,
             dir: dir.to_path_buf(),
         })
     }

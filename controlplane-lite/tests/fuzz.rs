@@ -109,6 +109,7 @@ fn app() -> axum::Router {
         store: Store::in_memory(),
         ranges: admission::Ranges::default(),
         address: "127.0.0.1:6443".into(),
+        kubelets: None,
     });
     axum::Router::new().fallback(handle).with_state(api)
 }

@@ -185,6 +185,10 @@ impl Lab {
                 &addr,
                 "--service-account-token-file",
                 &sa_token_file,
+                // Only controlplane-lite (its kubelet client certificate) may call the
+                // node runtime's API for logs, exec and port-forward.
+                "--client-ca-file",
+                &ca,
             ];
             argv.extend(dns_args.iter().map(String::as_str));
             procs::start(&dirs, &format!("kubelet-{name}"), Some(&ns), &argv)?;

@@ -21,6 +21,9 @@ enum Command {
     Echo(switchyard_labnode::echo::Options),
     /// Run the cluster DNS (in a pod behind the kube-dns Service).
     Dns(switchyard_labnode::dns::Options),
+    /// Copy a container's stdout (fd 0) and stderr (fd 3) into its CRI log file (fd 1); the
+    /// kubelet starts one per container.
+    ContainerLog,
 }
 
 #[tokio::main]
@@ -34,6 +37,7 @@ async fn main() -> std::process::ExitCode {
         Command::Kubelet(o) => switchyard_labnode::kubelet::run(o).await,
         Command::Echo(o) => switchyard_labnode::echo::run(o).await,
         Command::Dns(o) => switchyard_labnode::dns::run(o).await.map_err(Into::into),
+        Command::ContainerLog => switchyard_labnode::kubelet::logs::shim::run(),
     };
     if let Err(e) = result {
         eprintln!("switchyard-labnode: {e:#}");

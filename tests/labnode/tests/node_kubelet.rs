@@ -16,6 +16,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use serde_json::{json, Value};
 use switchyard::paths;
 use switchyard_lab::netns::{self, Scratch};
+use switchyard_labnode::kubelet::logs;
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard-labnode");
 const NODE: &str = "sy-t-node-k";
@@ -446,10 +447,12 @@ async fn scenario(cni_plugin: PathBuf) {
         "echo answers as the pod: {body:?}\n{}",
         show_log()
     );
-    let log_file = paths::state_dir(NODE)
-        .join("logs")
-        .join(format!("{POD_NS}_echo_echo.log"));
-    assert!(log_file.exists(), "container log at {}", log_file.display());
+    let log_file = logs::container_log(NODE, POD_NS, "echo", &uid, "echo", 0);
+    assert!(
+        logs::read::text(&log_file).is_ok_and(|t| t.contains("echo listening")),
+        "container log at {}",
+        log_file.display()
+    );
 
     // Kubelet restart: the pod keeps running and is adopted, not started again.
     let pids = pod_pids(&container_id);
@@ -593,6 +596,7 @@ fn pod_spec(name: &str, command: &[&str]) -> Value {
         "spec": {
             "nodeName": NODE,
             "terminationGracePeriodSeconds": 2,
+            "restartPolicy": "Never",
             "containers": [{"name": "main", "image": "switchyard", "command": command}]
         }
     })
@@ -672,6 +676,13 @@ fn some_ca_certificate() -> String {
         .expect("a certificate in /etc/ssl/certs")
 }
 
+/// What the container `main` of `pod` (JSON) printed, from its CRI log file.
+fn main_output(pod: &Value) -> String {
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+    logs::read::text(&logs::container_log(NODE, POD_NS, name, uid, "main", 0)).unwrap_or_default()
+}
+
 /// What a finished pod's container printed.
 async fn output_of(api: &Cluster, name: &str) -> String {
     let pod = wait_for(&format!("pod {name} to finish"), 30, async || {
@@ -680,10 +691,7 @@ async fn output_of(api: &Cluster, name: &str) -> String {
             .filter(|p| p["status"]["phase"] == "Succeeded" || p["status"]["phase"] == "Failed")
     })
     .await;
-    let log = paths::state_dir(NODE)
-        .join("logs")
-        .join(format!("{POD_NS}_{name}_main.log"));
-    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    let out = main_output(&pod);
     assert_eq!(pod["status"]["phase"], "Succeeded", "{pod}\n{out}");
     out
 }
@@ -729,7 +737,8 @@ async fn service_account(api: &Cluster, ca: &str) {
     off["spec"]["automountServiceAccountToken"] = json!(false);
     api.create_pod(off).await;
 
-    assert_eq!(output_of(api, "sa-ns").await, POD_NS);
+    // The log ends a last line without a newline with one, as containerd's does.
+    assert_eq!(output_of(api, "sa-ns").await, format!("{POD_NS}\n"));
     assert_eq!(
         output_of(api, "sa-all").await,
         "ca.crt\nnamespace\ntoken\nsy-test-sa-token\nca-ok\nread-only\n"
@@ -771,14 +780,7 @@ async fn env_of(api: &Cluster, name: &str) -> Vec<String> {
     })
     .await;
     assert_eq!(pod["status"]["phase"], "Succeeded", "{pod}");
-    let log = paths::state_dir(NODE)
-        .join("logs")
-        .join(format!("{POD_NS}_{name}_main.log"));
-    std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
+    main_output(&pod).lines().map(str::to_string).collect()
 }
 
 /// Service variables: `default/kubernetes` always; the Services of the pod's namespace unless

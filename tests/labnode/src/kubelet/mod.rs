@@ -17,11 +17,13 @@
 //!    run in the kubelet's own network namespace (the node's) and its podIP is the node's
 //!    InternalIP;
 //! 4. on deletion stops the processes (SIGTERM, SIGKILL after the grace period), runs CNI DEL,
-//!    removes the namespace and deletes the object.
+//!    removes the namespace and deletes the object;
+//! 5. serves the kubelet API the API server calls for logs, exec and port-forward ([`server`];
+//!    container output is kept by a log shim per container: [`logs`]).
 //!
 //! Pods outlive the kubelet: on SIGTERM it exits and leaves them running; a restarted kubelet
-//! adopts them from its records ([`state`]). Not implemented: container restarts
-//! (`restartPolicy`), image pulling (commands run from the host filesystem), volumes (but the
+//! adopts them from its records ([`state`]). Containers are started again as `restartPolicy`
+//! says ([`restart`]). Not implemented: image pulling (commands run from the host filesystem), volumes (but the
 //! service-account one), exec probes.
 mod api;
 pub mod cni_exec;
@@ -31,12 +33,15 @@ pub mod etc;
 #[cfg(test)]
 mod fixtures;
 pub mod hosts;
+pub mod logs;
 pub mod netns;
 pub mod node;
 pub mod pods;
 pub mod probe;
 pub mod process;
 pub mod resolvconf;
+pub mod restart;
+pub mod server;
 pub mod serviceaccount;
 pub mod state;
 pub mod status;
@@ -93,6 +98,8 @@ pub struct Options {
     /// The host's resolver configuration, which `dnsPolicy: Default` pods get.
     #[arg(long, default_value = etc::RESOLV_CONF)]
     pub resolv_conf: PathBuf,
+    #[command(flatten)]
+    pub api: server::ApiOptions,
 }
 
 /// The CNI plugin's executable name: the agent's binary, which acts as the plugin when
@@ -150,11 +157,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let client = switchyard::kubeclient::client_from_kubeconfig(&opts.kubeconfig).await?;
     let nodes: Api<Node> = Api::all(client.clone());
+    let hostname = opts.hostname.clone().unwrap_or_else(|| opts.node.clone());
+    let (api_server, kubelet_port) = server::start(
+        &opts.api,
+        &opts.node,
+        &[opts.node_ip.to_string(), hostname.clone()],
+    )
+    .await?;
     let id = node::NodeIdentity {
         name: opts.node.clone(),
         internal_ip: opts.node_ip,
-        hostname: opts.hostname.clone().unwrap_or_else(|| opts.node.clone()),
+        hostname,
         facts: node::MachineFacts::read(),
+        kubelet_port,
     };
 
     let main = async {
@@ -193,6 +208,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let result = pods::Manager::new(ctx).run().await;
         heartbeat.abort();
         service_watch.abort();
+        api_server.abort();
         result?;
         anyhow::Ok(())
     };
@@ -203,5 +219,37 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             tracing::info!("kubelet stopping; pods keep running");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kubelet: super::Options,
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed_and_takes_the_api_flags() {
+        Cli::command().debug_assert();
+        let cli = Cli::parse_from([
+            "kubelet",
+            "--node",
+            "n1",
+            "--kubeconfig",
+            "kc",
+            "--node-ip",
+            "198.18.0.11",
+            "--client-ca-file",
+            "ca.crt",
+        ]);
+        assert_eq!(cli.kubelet.api.port, super::server::DEFAULT_PORT);
+        assert_eq!(
+            cli.kubelet.api.client_ca_file.as_deref(),
+            Some(std::path::Path::new("ca.crt"))
+        );
     }
 }

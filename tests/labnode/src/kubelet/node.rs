@@ -1,6 +1,9 @@
 //! The Node object: registration, the Ready heartbeat, and waiting for the podCIDR.
 use super::error::{is_status, Error};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -23,6 +26,8 @@ pub struct NodeIdentity {
     pub hostname: String,
     /// `nodeInfo` and capacity, read once from the machine.
     pub facts: MachineFacts,
+    /// The port of the node runtime's API, reported as `daemonEndpoints.kubeletEndpoint`.
+    pub kubelet_port: u16,
 }
 
 /// Machine facts reported in `nodeInfo` and `capacity`.
@@ -110,6 +115,11 @@ pub fn node_status(id: &NodeIdentity, now: Timestamp, ready_since: Timestamp) ->
             },
         ]),
         conditions: Some(vec![ready_condition(now, ready_since)]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(id.kubelet_port),
+            }),
+        }),
         node_info: Some(NodeSystemInfo {
             architecture: k8s_arch().into(),
             boot_id: id.facts.boot_id.clone(),
@@ -261,6 +271,7 @@ mod tests {
                 memory_kib: 4_000_000,
                 ..Default::default()
             },
+            kubelet_port: 10250,
         }
     }
 
@@ -285,6 +296,10 @@ mod tests {
         assert_eq!(v["status"]["capacity"]["cpu"], "2");
         assert_eq!(v["status"]["capacity"]["memory"], "4000000Ki");
         assert_eq!(v["status"]["capacity"]["pods"], "110");
+        assert_eq!(
+            v["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250,
+            "where the API server reaches the node runtime"
+        );
     }
 
     #[test]

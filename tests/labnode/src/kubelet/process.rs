@@ -4,7 +4,7 @@
 use super::error::Error;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
@@ -162,7 +162,8 @@ pub fn expand(s: &str, env: &[(String, String)]) -> String {
 }
 
 /// Starts `launch` inside the network namespace at `netns`, in a new session (so its process
-/// group id is its pid), with stdout and stderr appended to `log`.
+/// group id is its pid), with stdout and stderr going to a log shim that writes `log`
+/// ([`super::logs::shim`]).
 ///
 /// The process also gets a mount namespace of its own, whose mounts are made slaves of the
 /// host's: mounts made on the host (pod network namespaces under `/run/netns`…) still appear in
@@ -190,15 +191,7 @@ pub fn spawn(
         .collect::<Result<Vec<_>, Error>>()?;
     let ns = File::open(netns)
         .map_err(|e| start_err(format!("cannot open {}: {e}", netns.display())))?;
-    if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
-    }
-    let out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(Error::io(log))?;
-    let err = out.try_clone().map_err(Error::io(log))?;
+    let (out, err) = super::logs::shim::start(log).map_err(Error::io(log))?;
     let Some((program, args)) = launch.argv.split_first() else {
         return Err(start_err("empty command".into()));
     };

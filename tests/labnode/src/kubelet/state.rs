@@ -13,16 +13,6 @@ pub fn dir(node: &str) -> PathBuf {
     switchyard::paths::state_dir(node).join("kubelet")
 }
 
-/// Directory of container logs for `node`: `/run/switchyard/<node>/logs`.
-pub fn log_dir(node: &str) -> PathBuf {
-    switchyard::paths::state_dir(node).join("logs")
-}
-
-/// Log file of one container: `<log_dir>/<ns>_<pod>_<container>.log`.
-pub fn log_path(node: &str, namespace: &str, pod: &str, container: &str) -> PathBuf {
-    log_dir(node).join(format!("{namespace}_{pod}_{container}.log"))
-}
-
 /// One pod as run by this node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodRecord {
@@ -63,6 +53,23 @@ pub struct ContainerRecord {
     pub finished_at: Option<String>,
     /// Why it could not start.
     pub error: Option<String>,
+    /// How often it was started again after exiting (its log file is `<restart_count>.log`).
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Its previous run, once it was started again (`lastState`).
+    #[serde(default)]
+    pub last: Option<LastRun>,
+}
+
+/// A finished run of a container that was started again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRun {
+    /// How it ended.
+    pub exit: Exit,
+    /// When it started (RFC 3339).
+    pub started_at: Option<String>,
+    /// When it ended (RFC 3339).
+    pub finished_at: Option<String>,
 }
 
 fn file(node: &str, uid: &str) -> PathBuf {

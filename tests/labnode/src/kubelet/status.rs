@@ -22,6 +22,12 @@ pub struct ContainerView {
     pub state: ContainerPhase,
     /// Its readiness probe (if any) passes.
     pub probe_ok: bool,
+    /// How often it was started again.
+    pub restart_count: i32,
+    /// Its previous run, when it was started again ([`ContainerPhase::Exited`]).
+    pub last: Option<ContainerPhase>,
+    /// It has exited and will be started again (the pod keeps running).
+    pub restarting: bool,
 }
 
 /// A container's life.
@@ -71,16 +77,16 @@ pub struct PodView {
     pub attached: bool,
 }
 
-/// The pod phase: `Pending` until every container started, `Running` while any runs,
-/// `Succeeded` when all exited 0, `Failed` when all ended and one did not exit 0.
-/// (restartPolicy is not implemented: containers are never restarted.)
+/// The pod phase: `Pending` until every container started, `Running` while any runs or is
+/// to be started again (`restartPolicy`), `Succeeded` when all exited 0 for good, `Failed` when
+/// all ended for good and one did not exit 0.
 pub fn phase(containers: &[ContainerView]) -> &'static str {
     let waiting = containers
         .iter()
-        .any(|c| matches!(c.state, ContainerPhase::Waiting { .. }));
+        .any(|c| !c.restarting && matches!(c.state, ContainerPhase::Waiting { .. }));
     let running = containers
         .iter()
-        .any(|c| matches!(c.state, ContainerPhase::Running { .. }));
+        .any(|c| c.restarting || matches!(c.state, ContainerPhase::Running { .. }));
     if containers.is_empty() || waiting {
         "Pending"
     } else if running {
@@ -127,8 +133,9 @@ fn condition(
     }
 }
 
-fn container_status(c: &ContainerView) -> ContainerStatus {
-    let (state, started) = match &c.state {
+/// The API form of a container state, and whether it counts as started.
+fn state_of(phase: &ContainerPhase, id: &str) -> (ContainerState, bool) {
+    match phase {
         ContainerPhase::Waiting { reason, message } => (
             ContainerState {
                 waiting: Some(ContainerStateWaiting {
@@ -166,13 +173,17 @@ fn container_status(c: &ContainerView) -> ContainerStatus {
                         if *code == 0 { "Completed" } else { "Error" }.to_string()
                     })),
                     message: message.clone(),
-                    container_id: Some(c.id.clone()),
+                    container_id: Some(id.to_string()),
                 }),
                 ..Default::default()
             },
             false,
         ),
-    };
+    }
+}
+
+fn container_status(c: &ContainerView) -> ContainerStatus {
+    let (state, started) = state_of(&c.state, &c.id);
     ContainerStatus {
         name: c.name.clone(),
         image: c.image.clone(),
@@ -180,7 +191,8 @@ fn container_status(c: &ContainerView) -> ContainerStatus {
         container_id: Some(c.id.clone()),
         ready: started && c.probe_ok,
         started: Some(started),
-        restart_count: 0,
+        restart_count: c.restart_count,
+        last_state: c.last.as_ref().map(|l| state_of(l, &c.id).0),
         state: Some(state),
         ..Default::default()
     }
@@ -257,6 +269,9 @@ mod tests {
             id: format!("switchyard://{name}"),
             state: ContainerPhase::Running { started_at: t(1) },
             probe_ok: true,
+            restart_count: 0,
+            last: None,
+            restarting: false,
         }
     }
 
@@ -375,6 +390,30 @@ mod tests {
         );
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(cond(&s, "Ready"), "False");
+    }
+
+    #[test]
+    fn a_crash_looping_container_keeps_the_pod_running_and_reports_its_last_run() {
+        let mut tr = Transitions::default();
+        let looping = ContainerView {
+            state: ContainerPhase::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: Some("back-off 10s restarting failed container=a pod=p_ns(u)".into()),
+            },
+            restart_count: 1,
+            last: Some(exited("a", 1).state),
+            restarting: true,
+            ..running("a")
+        };
+        let s = pod_status(&view(vec![looping], true), &mut tr, t(6));
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(cond(&s, "Ready"), "False");
+        let cs = &s.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(cs.restart_count, 1);
+        let waiting = cs.state.as_ref().unwrap().waiting.as_ref().unwrap();
+        assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
+        let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+        assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::process::{self, Proc};
 use super::state::{self, ContainerRecord, PodRecord};
 use super::status::{self, ContainerPhase, ContainerView, PodView, Transitions};
 use super::{etc, serviceaccount};
-use super::{netns, Ctx};
+use super::{logs, netns, restart, Ctx};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Preconditions};
@@ -89,6 +89,8 @@ pub struct Worker {
     host_network: bool,
     rec: PodRecord,
     procs: Vec<Option<Proc>>,
+    /// When each container waiting to start again is due, and the back-off it waits.
+    restart_at: Vec<Option<(Instant, Duration)>>,
     readiness: Vec<Readiness>,
     probe_ok: Vec<bool>,
     waiting: (String, Option<String>),
@@ -116,6 +118,7 @@ impl Worker {
             readiness: containers.iter().map(probe::readiness).collect(),
             probe_ok: Vec::new(),
             procs: Vec::new(),
+            restart_at: Vec::new(),
             rec: PodRecord {
                 uid: uid.clone(),
                 namespace: namespace.clone(),
@@ -166,10 +169,13 @@ impl Worker {
                     exit: None,
                     finished_at: None,
                     error: None,
+                    restart_count: 0,
+                    last: None,
                 })
                 .collect(),
         };
         self.procs = containers.iter().map(|_| None).collect();
+        self.restart_at = vec![None; containers.len()];
         self.probe_ok = vec![false; containers.len()];
     }
 
@@ -281,13 +287,20 @@ impl Worker {
             && rec
                 .containers
                 .iter()
-                .all(|c| c.pid.is_some() || c.error.is_some());
+                .all(|c| c.pid.is_some() || c.error.is_some() || c.last.is_some());
         // A pod known only from its record (deleted while the kubelet was down) has no spec:
         // the record says whether it had a namespace of its own.
         self.host_network = rec.netns.is_empty();
         self.rec = rec;
         self.procs = self.rec.containers.iter().map(|_| None).collect();
         self.probe_ok = vec![false; self.rec.containers.len()];
+        // Containers that were waiting to start again do so now.
+        self.restart_at = self
+            .rec
+            .containers
+            .iter()
+            .map(|c| restart::pending(c).then(|| (Instant::now(), Duration::ZERO)))
+            .collect();
         for (i, c) in self.rec.containers.iter_mut().enumerate() {
             if c.exit.is_some() {
                 continue;
@@ -436,18 +449,23 @@ impl Worker {
                 }
             }
         }
-        let all = services.state();
+        Ok(self.current_service_env())
+    }
+
+    /// The pod's Service variables from the Services known now.
+    fn current_service_env(&self) -> Vec<(String, String)> {
+        let all = self.ctx.services.state();
         let enable_links = self
             .pod
             .spec
             .as_ref()
             .and_then(|s| s.enable_service_links)
             .unwrap_or(true);
-        Ok(super::envvars::service_env(
+        super::envvars::service_env(
             all.iter().map(|s| s.as_ref()),
             &self.namespace,
             enable_links,
-        ))
+        )
     }
 
     /// Creates the namespace and runs CNI ADD until it succeeds (or the pod goes away).
@@ -522,7 +540,24 @@ impl Worker {
         service_env: &[(String, String)],
         mounts: Result<Vec<process::Mount>, String>,
     ) {
+        for i in 0..self.rec.containers.len() {
+            self.start_container(i, ip, service_env, &mounts);
+        }
+    }
+
+    /// Starts container `i` (its run number `restart_count`).
+    fn start_container(
+        &mut self,
+        i: usize,
+        ip: Ipv4Addr,
+        service_env: &[(String, String)],
+        mounts: &Result<Vec<process::Mount>, String>,
+    ) {
         let spec = self.pod.spec.clone().unwrap_or_default();
+        let Some(container) = spec.containers.get(i) else {
+            return;
+        };
+        let ns_path = self.netns_path();
         let ctx = process::PodContext {
             pod: &self.pod,
             pod_ip: ip,
@@ -531,37 +566,59 @@ impl Worker {
             exe_dir: &self.ctx.exe_dir,
             service_env,
         };
-        let ns_path = self.netns_path();
-        for (i, container) in spec.containers.iter().enumerate() {
-            let rec = &mut self.rec.containers[i];
-            let log = state::log_path(&self.ctx.node, &self.namespace, &self.name, &container.name);
-            let spawned = process::launch(container, &ctx)
-                .and_then(|l| Ok((l, mounts.clone()?)))
-                .map_err(|message| Error::Start {
-                    container: container.name.clone(),
-                    message,
-                })
-                .and_then(|(l, m)| process::spawn(&l, &ns_path, &m, &log));
-            match spawned.map(Proc::child) {
-                Ok(Some(proc)) => {
-                    let pid = proc.pid();
-                    rec.pid = Some(pid);
-                    rec.start_ticks = process::start_ticks_of(pid);
-                    rec.started_at = Some(now_rfc3339());
-                    tracing::info!(container = %container.name, pid, log = %log.display(), "container started");
-                    self.procs[i] = Some(proc);
-                }
-                Ok(None) => {
-                    rec.error = Some("the process exited before its pid could be read".into());
-                    rec.finished_at = Some(now_rfc3339());
-                }
-                Err(e) => {
-                    tracing::warn!(container = %container.name, error = %e, "container failed to start");
-                    rec.error = Some(e.to_string());
-                    rec.finished_at = Some(now_rfc3339());
-                }
+        let rec = &mut self.rec.containers[i];
+        let log = logs::container_log(
+            &self.ctx.node,
+            &self.namespace,
+            &self.name,
+            &self.uid,
+            &container.name,
+            rec.restart_count,
+        );
+        let spawned = process::launch(container, &ctx)
+            .and_then(|l| Ok((l, mounts.clone()?)))
+            .map_err(|message| Error::Start {
+                container: container.name.clone(),
+                message,
+            })
+            .and_then(|(l, m)| process::spawn(&l, &ns_path, &m, &log));
+        match spawned.map(Proc::child) {
+            Ok(Some(proc)) => {
+                let pid = proc.pid();
+                rec.pid = Some(pid);
+                rec.start_ticks = process::start_ticks_of(pid);
+                rec.started_at = Some(now_rfc3339());
+                tracing::info!(container = %container.name, pid, restarts = rec.restart_count, log = %log.display(), "container started");
+                self.procs[i] = Some(proc);
+            }
+            Ok(None) => {
+                rec.error = Some("the process exited before its pid could be read".into());
+                rec.finished_at = Some(now_rfc3339());
+            }
+            Err(e) => {
+                tracing::warn!(container = %container.name, error = %e, "container failed to start");
+                rec.error = Some(e.to_string());
+                rec.finished_at = Some(now_rfc3339());
             }
         }
+    }
+
+    /// Starts again the containers whose back-off is over.
+    fn restart_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<usize> = (0..self.restart_at.len())
+            .filter(|i| self.restart_at[*i].is_some_and(|(at, _)| at <= now))
+            .collect();
+        let Some(ip) = self.rec.pod_ip.filter(|_| !due.is_empty()) else {
+            return;
+        };
+        let service_env = self.current_service_env();
+        let mounts = self.write_pod_files(ip);
+        for i in due {
+            self.restart_at[i] = None;
+            self.start_container(i, ip, &service_env, &mounts);
+        }
+        self.save();
     }
 
     async fn monitor(&mut self, rx: &mut UnboundedReceiver<Cmd>) -> Next {
@@ -592,15 +649,27 @@ impl Worker {
             if let Some(exit) = proc.poll_exit() {
                 tracing::info!(container = %self.rec.containers[i].name, code = exit.code, "container exited");
                 let rec = &mut self.rec.containers[i];
+                let code = exit.code;
                 rec.exit = Some(exit);
                 rec.finished_at = Some(now_rfc3339());
                 *slot = None;
                 changed = true;
+                let policy = self
+                    .pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.restart_policy.as_deref());
+                if restart::wanted(policy, code) {
+                    let restarts = rec.restart_count;
+                    let delay = restart::backoff(restarts, restart::schedule(rec));
+                    self.restart_at[i] = Some((Instant::now() + delay, delay));
+                }
             }
         }
         if changed {
             self.save();
         }
+        self.restart_due();
         let ip = self.rec.pod_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         for i in 0..self.procs.len() {
             let running = self.procs[i].is_some();
@@ -623,17 +692,11 @@ impl Worker {
             .iter()
             .enumerate()
             .map(|(i, c)| {
+                let restarting = restart::pending(c);
                 let state = match (&c.exit, &c.error, parse_time(&c.started_at)) {
-                    (Some(exit), _, started_at) => ContainerPhase::Exited {
-                        code: exit.code,
-                        signal: exit.signal,
-                        started_at,
-                        finished_at: parse_time(&c.finished_at).unwrap_or_else(Timestamp::now),
-                        reason: (exit.code == -1).then(|| "Unknown".to_string()),
-                        message: (exit.code == -1).then(|| {
-                            "the process ended while the kubelet was not watching".to_string()
-                        }),
-                    },
+                    (Some(exit), _, _) => {
+                        restart::exited(exit.code, exit.signal, &c.started_at, &c.finished_at)
+                    }
                     (None, Some(err), _) => ContainerPhase::Exited {
                         code: 128,
                         signal: None,
@@ -645,6 +708,16 @@ impl Worker {
                     (None, None, Some(started_at)) if started_all => {
                         ContainerPhase::Running { started_at }
                     }
+                    _ if restarting => ContainerPhase::Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: Some(restart::waiting_message(
+                            self.restart_at[i].map_or(Duration::ZERO, |(_, d)| d),
+                            &c.name,
+                            &self.name,
+                            &self.namespace,
+                            &self.uid,
+                        )),
+                    },
                     _ => ContainerPhase::Waiting {
                         reason: self.waiting.0.clone(),
                         message: self.waiting.1.clone(),
@@ -656,6 +729,14 @@ impl Worker {
                     id: format!("switchyard://{}-{}", self.rec.container_id, c.name),
                     state,
                     probe_ok: self.probe_ok.get(i).copied().unwrap_or(false),
+                    // The coming run is counted once it starts.
+                    restart_count: i32::try_from(c.restart_count)
+                        .unwrap_or(i32::MAX)
+                        .saturating_sub(i32::from(restarting)),
+                    last: c.last.as_ref().map(|l| {
+                        restart::exited(l.exit.code, l.exit.signal, &l.started_at, &l.finished_at)
+                    }),
+                    restarting,
                 }
             })
             .collect();
@@ -750,6 +831,9 @@ impl Worker {
         self.cleanup_network().await;
         if let Err(e) = serviceaccount::remove(&self.ctx.node, &self.uid) {
             tracing::warn!(error = %e, "cannot remove the pod's files");
+        }
+        if let Err(e) = logs::remove_pod(&self.ctx.node, &self.namespace, &self.name, &self.uid) {
+            tracing::warn!(error = %e, "cannot remove the pod's logs");
         }
         if let Err(e) = state::remove(&self.ctx.node, &self.uid) {
             tracing::warn!(error = %e, "cannot remove pod record");
