@@ -17,6 +17,10 @@ pub struct Kubectl {
 /// The identity of the token pods get (the kubelet's `--service-account-token-file`).
 pub const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:default:default";
 
+/// The identity of `deploy/`'s ServiceAccount `kube-system/switchyard`, which the agents run as
+/// when the lab starts them from the DaemonSet ([`crate::LabOptions::from_daemonset`]).
+pub const AGENT_ACCOUNT_USER: &str = "system:serviceaccount:kube-system:switchyard";
+
 /// The bearer tokens of a lab.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tokens {
@@ -27,6 +31,10 @@ pub struct Tokens {
     /// binding to the `view` ClusterRole would): what every pod finds at
     /// `/var/run/secrets/kubernetes.io/serviceaccount/token`.
     pub service_account: String,
+    /// [`AGENT_ACCOUNT_USER`] (groups `system:serviceaccounts` and
+    /// `system:serviceaccounts:kube-system` only, as a real token has): controlplane-lite grants
+    /// it exactly what `deploy/`'s ClusterRole does, nothing through a group.
+    pub agent: String,
 }
 
 /// A fresh random token (48 hex digits).
@@ -53,21 +61,25 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), LabError> {
 }
 
 /// The token file text (kube-apiserver's CSV: `token,user,uid,"groups"`): `admin` first (the
-/// token switchyard-cp writes into its kubeconfig), then the pods' service account.
+/// token switchyard-cp writes into its kubeconfig), then the pods' service account, then the
+/// agents'.
 pub fn token_file_text(tokens: &Tokens) -> String {
     format!(
-        "{},admin,admin,\"system:masters\"\n{},{SERVICE_ACCOUNT_USER},serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default,switchyard:viewers\"\n",
-        tokens.admin, tokens.service_account
+        "{},admin,admin,\"system:masters\"\n\
+         {},{SERVICE_ACCOUNT_USER},serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default,switchyard:viewers\"\n\
+         {},{AGENT_ACCOUNT_USER},serviceaccount-kube-system-switchyard,\"system:serviceaccounts,system:serviceaccounts:kube-system\"\n",
+        tokens.admin, tokens.service_account, tokens.agent
     )
 }
 
-/// Writes a token file with fresh random tokens for `admin` and the pods' service account
+/// Writes a token file with fresh random tokens for `admin` and the two service accounts
 /// ([`token_file_text`]) to `path`, readable by root only; returns the tokens.
 pub fn write_token_file(path: &Path) -> Result<Tokens, LabError> {
     let io = |e| LabError::Io(path.to_path_buf(), e);
     let tokens = Tokens {
         admin: random_token().map_err(io)?,
         service_account: random_token().map_err(io)?,
+        agent: random_token().map_err(io)?,
     };
     write_private(path, &token_file_text(&tokens))?;
     Ok(tokens)
@@ -195,15 +207,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_file_lists_admin_first_then_the_service_account() {
+    fn token_file_lists_admin_first_then_the_service_accounts() {
         let text = token_file_text(&Tokens {
             admin: "a1".into(),
             service_account: "s2".into(),
+            agent: "s3".into(),
         });
         assert_eq!(
             text,
             "a1,admin,admin,\"system:masters\"\n\
-             s2,system:serviceaccount:default:default,serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default\"\n"
+             s2,system:serviceaccount:default:default,serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default,switchyard:viewers\"\n\
+             s3,system:serviceaccount:kube-system:switchyard,serviceaccount-kube-system-switchyard,\"system:serviceaccounts,system:serviceaccounts:kube-system\"\n"
         );
         let t = random_token().unwrap();
         assert_eq!(t.len(), 48);
