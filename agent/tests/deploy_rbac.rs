@@ -74,7 +74,11 @@ fn recording_client() -> (kube::Client, Arc<Mutex<Vec<Grant>>>) {
             let query = parts.uri.query().unwrap_or("").to_string();
             let grant = attributes(&parts.method, &path, &query);
             log.lock().unwrap().push(grant.clone());
-            let sent = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let sent = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let response = match grant.verb.as_str() {
                 "watch" => Response::new(
                     StreamBody::new(futures::stream::pending::<
@@ -130,7 +134,13 @@ async fn the_cluster_role_is_exactly_what_the_agent_and_install_cni_ask_the_api_
     let (_stores, tasks) = switchyard::watch::start(&client);
     let events = switchyard::daemon::events::Events::new(client.clone(), "n1");
     events.unsupported(&service(), "sessionAffinity: None is fine".into());
-    let count = |verb: &str| seen.lock().unwrap().iter().filter(|g| g.verb == verb).count();
+    let count = |verb: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.verb == verb)
+            .count()
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while count("create") == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -166,7 +176,10 @@ async fn the_cluster_role_is_exactly_what_the_agent_and_install_cni_ask_the_api_
 #[test]
 fn requests_map_to_the_authorizers_attributes() {
     let g = |m: Method, path: &str, q: &str| attributes(&m, path, q).to_string();
-    assert_eq!(g(Method::GET, "/api/v1/services", ""), "list services (core)");
+    assert_eq!(
+        g(Method::GET, "/api/v1/services", ""),
+        "list services (core)"
+    );
     assert_eq!(
         g(
             Method::GET,

@@ -16,14 +16,25 @@ use switchyard_lab::lab::workspace_root;
 /// Variables the agent does not read itself but its API client does (in-cluster configuration).
 const CLIENT_VARS: [&str; 2] = ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"];
 
+/// One of `switchyard agent`'s flags.
+struct Flag {
+    /// Its long name.
+    long: String,
+    /// Whether it takes a value (else it is a switch, and its variable `true` or `false`).
+    takes_value: bool,
+}
+
 /// `switchyard agent`'s flags by environment variable: `SWITCHYARD_UPLINKS` → `uplink`.
-fn agent_variables() -> BTreeMap<String, String> {
+fn agent_variables() -> BTreeMap<String, Flag> {
     let cmd = Options::augment_args(clap::Command::new("agent"));
     cmd.get_arguments()
         .filter_map(|a| {
             Some((
                 a.get_env()?.to_string_lossy().into_owned(),
-                a.get_long()?.to_string(),
+                Flag {
+                    long: a.get_long()?.to_string(),
+                    takes_value: a.get_action().takes_values(),
+                },
             ))
         })
         .collect()
@@ -60,15 +71,22 @@ fn every_setting_deploy_gives_the_agent_is_one_of_its_variables_with_a_value_it_
         let flag = vars
             .get(k)
             .unwrap_or_else(|| panic!("deploy/ sets {k}, which `switchyard agent` does not read"));
-        argv.push(format!("--{flag}"));
-        argv.push(v.clone());
+        match (flag.takes_value, v.as_str()) {
+            (true, _) => argv.extend([format!("--{}", flag.long), v.clone()]),
+            (false, "true") => argv.push(format!("--{}", flag.long)),
+            (false, "false") => {}
+            (false, other) => panic!("{k} is a switch: true or false, not {other:?}"),
+        }
     }
     assert!(
         !env.contains_key("KUBECONFIG"),
         "the DaemonSet uses the in-cluster configuration"
     );
     for v in CLIENT_VARS {
-        assert!(env.contains_key(v), "{v}: the API server, not its ClusterIP");
+        assert!(
+            env.contains_key(v),
+            "{v}: the API server, not its ClusterIP"
+        );
     }
     let matches = Options::augment_args(clap::Command::new("agent"))
         .try_get_matches_from(&argv)

@@ -60,7 +60,11 @@ fn the_agents_service_account_may_do_exactly_what_the_cluster_role_grants() {
                         group: r.group.into(),
                         resource: r.plural.into(),
                         subresource: sub.into(),
-                        namespace: if r.namespaced { "default".into() } else { String::new() },
+                        namespace: if r.namespaced {
+                            "default".into()
+                        } else {
+                            String::new()
+                        },
                         name: if matches!(verb, "list" | "watch" | "create" | "deletecollection") {
                             String::new()
                         } else {

@@ -25,7 +25,9 @@ pub const CNI_VERSION: &str = "1.0.0";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfListError {
     /// The podCIDR leaves no address for the gateway.
-    #[error("podCIDR {0} has no host address for the pod gateway (cbr0): give nodes a /30 or larger")]
+    #[error(
+        "podCIDR {0} has no host address for the pod gateway (cbr0): give nodes a /30 or larger"
+    )]
     SubnetTooSmall(Subnet),
     /// The list has no usable first plugin.
     #[error("the configuration list has no plugins[0] object: {0}")]

@@ -280,7 +280,10 @@ mod tests {
             std::fs::read(&done.plugin).unwrap(),
             b"\x7fELF pretend binary"
         );
-        let mode = std::fs::metadata(&done.plugin).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&done.plugin)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
         let written: Value =
             serde_json::from_str(&std::fs::read_to_string(&done.conflist).unwrap()).unwrap();
@@ -293,7 +296,11 @@ mod tests {
         names.sort();
         assert_eq!(
             names,
-            ["05-switchyard.conflist", "10-flannel.conflist", "switchyard"],
+            [
+                "05-switchyard.conflist",
+                "10-flannel.conflist",
+                "switchyard"
+            ],
             "another network's file stays; no temporary file is left"
         );
     }
@@ -322,7 +329,10 @@ mod tests {
         std::fs::write(&exe, b"x").unwrap();
         let err = install(&exe, &bin, &t.0.join("net.d"), &list()).unwrap_err();
         assert!(matches!(&err, InstallError::NoDirectory(p) if p.ends_with("net.d")));
-        assert!(err.to_string().contains("mount the host's CNI directory"), "{err}");
+        assert!(
+            err.to_string().contains("mount the host's CNI directory"),
+            "{err}"
+        );
         assert!(!bin.join("switchyard").exists());
         assert!(matches!(
             parse_pod_cidr("fd00::/64"),

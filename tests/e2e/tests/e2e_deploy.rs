@@ -60,7 +60,10 @@ fn the_daemonset_serves_a_clusterip_with_in_cluster_credentials_and_answers_its_
     // token in its own mount namespace, the API server from the lab's documented override.
     let pid = lab.agent_pid(1).expect("agent pid");
     let argv = proc_strings(pid, "cmdline");
-    assert!(argv[0].ends_with("/switchyard") && argv[1] == "agent", "{argv:?}");
+    assert!(
+        argv[0].ends_with("/switchyard") && argv[1] == "agent",
+        "{argv:?}"
+    );
     assert!(!argv.iter().any(|a| a.contains("kubeconfig")), "{argv:?}");
     let env = proc_strings(pid, "environ");
     assert!(!env.iter().any(|e| e.starts_with("KUBECONFIG=")), "{env:?}");
@@ -69,10 +72,11 @@ fn the_daemonset_serves_a_clusterip_with_in_cluster_credentials_and_answers_its_
         env.contains(&format!("KUBERNETES_SERVICE_HOST={}", topology::CP_ADDR)),
         "{env:?}"
     );
-    let token = std::fs::read_to_string(format!(
-        "/proc/{pid}/root{SERVICE_ACCOUNT_MOUNT}/token"
-    ))
-    .expect("the agent sees a service-account token");
+    // (Through /proc/<pid>/root an absolute symlink such as /var/run -> /run would resolve in
+    // this process's root: the path goes resolved.)
+    let mount = std::fs::canonicalize(SERVICE_ACCOUNT_MOUNT).expect("the mount point");
+    let token = std::fs::read_to_string(format!("/proc/{pid}/root{}/token", mount.display()))
+        .expect("the agent sees a service-account token");
     let tokens = std::fs::read_to_string(dir.join("token.csv")).unwrap();
     let line = tokens
         .lines()
@@ -114,8 +118,7 @@ fn the_daemonset_serves_a_clusterip_with_in_cluster_credentials_and_answers_its_
     lab.kubectl
         .wait_pods_ready("!app", 1, Duration::from_secs(60))
         .expect("client Ready");
-    let kubelet_log =
-        std::fs::read_to_string(dir.join("logs/kubelet-n1.log")).unwrap_or_default();
+    let kubelet_log = std::fs::read_to_string(dir.join("logs/kubelet-n1.log")).unwrap_or_default();
     assert!(
         kubelet_log.contains("CNI configuration found"),
         "the kubelet wired pods with install-cni's list: {kubelet_log}"

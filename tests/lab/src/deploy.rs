@@ -405,8 +405,7 @@ impl Host {
         if self.shared.iter().any(|s| p.starts_with(s)) {
             p.to_path_buf()
         } else {
-            self.redirect_root
-                .join(p.strip_prefix("/").unwrap_or(p))
+            self.redirect_root.join(p.strip_prefix("/").unwrap_or(p))
         }
     }
 }
@@ -593,7 +592,11 @@ mod tests {
         m.cluster_role(&binding.role_ref.name).unwrap();
         let subject = &binding.subjects.as_ref().unwrap()[0];
         assert_eq!(
-            (subject.kind.as_str(), subject.name.as_str(), subject.namespace.as_deref()),
+            (
+                subject.kind.as_str(),
+                subject.name.as_str(),
+                subject.namespace.as_deref()
+            ),
             ("ServiceAccount", sa, Some("kube-system"))
         );
         assert_eq!(pod.host_network, Some(true));
@@ -638,7 +641,10 @@ mod tests {
         let m = repo();
         let ds = m.daemon_set("kube-system", "switchyard").unwrap();
         let l = m.launch(ds, "install-cni", &host()).unwrap();
-        assert_eq!(l.argv[..2], ["/work/target/debug/switchyard", "install-cni"]);
+        assert_eq!(
+            l.argv[..2],
+            ["/work/target/debug/switchyard", "install-cni"]
+        );
         assert_eq!(
             l.option("--bin-dir"),
             Some("/work/target/lab/host/n2/opt/cni/bin")
@@ -656,7 +662,11 @@ mod tests {
         let m = repo();
         let ds = m.daemon_set("kube-system", "switchyard").unwrap();
         let pod = ds.spec.template.spec.as_ref().unwrap();
-        let agent = pod.containers.iter().find(|c| c.name == "switchyard").unwrap();
+        let agent = pod
+            .containers
+            .iter()
+            .find(|c| c.name == "switchyard")
+            .unwrap();
         let served = m.config_map("kube-system", "switchyard-config").unwrap()
             ["SWITCHYARD_METRICS_ADDRESS"]
             .rsplit_once(':')
@@ -681,7 +691,10 @@ mod tests {
         let mut env = BTreeMap::new();
         env.insert("NODE".to_string(), "n1".to_string());
         assert_eq!(expand("--node=$(NODE)", &env), "--node=n1");
-        assert_eq!(expand("$(MISSING) $$(NODE) $5", &env), "$(MISSING) $(NODE) $5");
+        assert_eq!(
+            expand("$(MISSING) $$(NODE) $5", &env),
+            "$(MISSING) $(NODE) $5"
+        );
         let mounts = vec![Mount {
             container: "/host/opt/cni/bin".into(),
             host: "/lab/opt/cni/bin".into(),
@@ -706,9 +719,10 @@ mod tests {
         assert!(g
             .iter()
             .all(|g| g.group != "*" && g.resource != "*" && g.verb != "*"));
-        assert!(m.cluster_roles[0].rules.iter().flatten().all(|r| r
-            .resource_names
-            .is_none()
-            && r.non_resource_urls.is_none()));
+        assert!(m.cluster_roles[0]
+            .rules
+            .iter()
+            .flatten()
+            .all(|r| r.resource_names.is_none() && r.non_resource_urls.is_none()));
     }
 }
