@@ -17,6 +17,7 @@ use switchyard_lab::lab::workspace_root;
 const CLIENT_VARS: [&str; 2] = ["KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"];
 
 /// One of `switchyard agent`'s flags.
+#[derive(Debug)]
 struct Flag {
     /// Its long name.
     long: String,

@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Debian packages the lab, the tests and the benchmarks use.
-pub const PACKAGES: [&str; 15] = [
+pub const PACKAGES: [&str; 16] = [
     "iproute2",
     "bpftool",
     "iperf3",
@@ -22,6 +22,8 @@ pub const PACKAGES: [&str; 15] = [
     "util-linux",
     // The benchmark plots draw their text with DejaVu Sans.
     "fonts-dejavu-core",
+    // `cargo xtask image`'s test inspects the archive; users push it with `skopeo copy`.
+    "skopeo",
 ];
 
 fn ok(cmd: &mut Command) -> bool {
