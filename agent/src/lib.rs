@@ -7,6 +7,9 @@
 //! - `switchyard cni`: the CNI 1.0 plugin with host-local IPAM ([`cni`]); also selected automatically
 //!   when `CNI_COMMAND` is set, as a container runtime invokes it.
 //! - `switchyard cleanup`: removes kube-proxy's rules or switchyard's own state ([`cleanup`]).
+//! - `switchyard install-cni`: copies this executable into a node's CNI plugin directory and
+//!   writes the node's network configuration list ([`cni::install`]); the DaemonSet's init
+//!   container (`deploy/`).
 //!
 //! The lab's node runtime and echo workload are not part of the product: they are the
 //! `switchyard-labnode` crate (`tests/labnode/`), which uses this one.

@@ -25,6 +25,9 @@ enum Command {
     Inspect(switchyard::datapath::inspect::Options),
     /// Remove kube-proxy's rules (--kube-proxy) or switchyard's own state (--switchyard).
     Cleanup(switchyard::cleanup::Options),
+    /// Install the CNI plugin (this executable) and the node's network configuration list, as
+    /// the DaemonSet's init container does.
+    InstallCni(switchyard::cni::install::Options),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +72,15 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Agent(o) => switchyard::daemon::run(*o).await,
+            Command::InstallCni(o) => {
+                let done = switchyard::cni::install::run(&o).await?;
+                println!(
+                    "installed the CNI plugin {} and its configuration {}",
+                    done.plugin.display(),
+                    done.conflist.display()
+                );
+                Ok(())
+            }
             Command::Cni | Command::Inspect(_) | Command::Cleanup(_) => Ok(()),
         }
     });

@@ -13,8 +13,10 @@
 //!   own Node and its status; update and patch the status of pods bound to them
 //!   (`spec.nodeName`) and delete those pods; create events;
 //! - the switchyard agent — group `switchyard:agents` or user
-//!   `system:serviceaccount:kube-system:switchyard` — may get/list/watch services,
-//!   endpointslices, nodes and pods, and create and patch events;
+//!   `system:serviceaccount:kube-system:switchyard` — may do exactly what `deploy/`'s
+//!   ClusterRole grants ([`AGENT_RULES`]: list/watch services and endpointslices
+//!   (discovery.k8s.io), get/list/watch nodes, create and patch events (events.k8s.io)), so the
+//!   lab exercises the permissions a real cluster gives it;
 //! - viewers — group `switchyard:viewers`, what a ClusterRoleBinding to the `view` ClusterRole
 //!   gives on a cluster (controlplane-lite has no RBAC objects) — may get/list/watch every
 //!   resource;
@@ -69,6 +71,16 @@ pub struct Denied(pub String);
 
 const READ: [&str; 3] = ["get", "list", "watch"];
 
+/// What the switchyard agent may do, as `(group, resource, verbs)`: `deploy/01-rbac.yaml`'s
+/// ClusterRole `switchyard`, rule for rule (tests/deploy_rbac.rs checks that they are equal;
+/// the agent's own tests check that the role is what it uses). Subresources are not included.
+pub const AGENT_RULES: [(&str, &str, &[&str]); 4] = [
+    ("", "services", &["list", "watch"]),
+    ("", "nodes", &["get", "list", "watch"]),
+    ("discovery.k8s.io", "endpointslices", &["list", "watch"]),
+    ("events.k8s.io", "events", &["create", "patch"]),
+];
+
 fn is_admin(user: &User) -> bool {
     user.groups.iter().any(|g| g == MASTERS)
         || (user.groups.is_empty()
@@ -106,14 +118,13 @@ pub fn decide(user: &User, a: &Attributes, facts: &Facts) -> Result<(), Denied> 
     if user.groups.iter().any(|g| g == VIEWERS) && READ.contains(&a.verb.as_str()) {
         return Ok(());
     }
-    if is_agent(user) {
-        let reads = ["services", "endpointslices", "nodes", "pods"];
-        if READ.contains(&a.verb.as_str()) && reads.contains(&a.resource.as_str()) {
-            return Ok(());
-        }
-        if is_events(a) && (a.verb == "create" || a.verb == "patch") {
-            return Ok(());
-        }
+    if is_agent(user)
+        && a.subresource.is_empty()
+        && AGENT_RULES.iter().any(|(group, resource, verbs)| {
+            a.group == *group && a.resource == *resource && verbs.contains(&a.verb.as_str())
+        })
+    {
+        return Ok(());
     }
     Err(Denied(String::new()))
 }

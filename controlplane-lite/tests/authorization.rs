@@ -161,9 +161,14 @@ fn a_node_may_register_and_modify_only_itself_and_its_pods() {
 fn the_agent_reads_what_it_serves_and_writes_only_events() {
     let c = Cluster::start();
     let agent = c.as_user("agent", "agent-token");
-    for what in ["services", "endpointslices", "nodes", "pods"] {
+    for what in ["services", "endpointslices", "nodes"] {
         ok(&agent, &["get", what, "-A"]);
     }
+    let e = refused(&agent, &["get", "pods", "-A"]);
+    assert!(
+        e.contains("cannot list resource \"pods\" in API group \"\""),
+        "{e}"
+    );
     let e = refused(&agent, &["get", "namespaces"]);
     assert!(
         e.contains("namespaces is forbidden: User \"system:serviceaccount:kube-system:switchyard\" cannot list resource \"namespaces\" in API group \"\" at the cluster scope"),
@@ -192,7 +197,10 @@ fn the_agent_reads_what_it_serves_and_writes_only_events() {
         &["create", "service", "clusterip", "web", "--tcp=80"],
     );
     refused(&agent, &["label", "service", "kubernetes", "x=y"]);
-    let event = "apiVersion: v1\nkind: Event\nmetadata:\n  name: e2\ninvolvedObject:\n  kind: Service\n  name: kubernetes\n  namespace: default\nreason: Synced\nmessage: ok\ntype: Normal\n";
+    // Events as kube-runtime's recorder writes them: events.k8s.io/v1 only.
+    let core_event = "apiVersion: v1\nkind: Event\nmetadata:\n  name: e1\ninvolvedObject:\n  kind: Service\n  name: kubernetes\n  namespace: default\nreason: Synced\nmessage: ok\ntype: Normal\n";
+    harness::kubectl_stdin_as(&agent, &["create", "-f", "-"], core_event).fails();
+    let event = "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: e2\nregarding:\n  kind: Service\n  name: kubernetes\n  namespace: default\nreason: Synced\nnote: ok\ntype: Normal\naction: Programming\nreportingController: switchyard\nreportingInstance: n1\neventTime: \"2024-01-01T00:00:00.000000Z\"\n";
     harness::kubectl_stdin_as(&agent, &["create", "-f", "-"], event).ok();
     // (kubectl patch reads the object first; the agent patches events directly, as kube-rs does.)
     let mut curl = std::process::Command::new("curl");
@@ -213,8 +221,11 @@ fn the_agent_reads_what_it_serves_and_writes_only_events() {
         "-H",
         "Content-Type: application/merge-patch+json",
     ])
-    .args(["--data-binary", "{\"message\":\"again\"}"])
-    .arg(format!("{}/api/v1/namespaces/default/events/e2", c.cp.url));
+    .args(["--data-binary", "{\"note\":\"again\"}"])
+    .arg(format!(
+        "{}/apis/events.k8s.io/v1/namespaces/default/events/e2",
+        c.cp.url
+    ));
     let code = harness::run(curl, None, "curl PATCH event".into()).ok();
     assert_eq!(code, "200");
     refused(&agent, &["delete", "event", "e2"]);

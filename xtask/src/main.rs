@@ -8,8 +8,11 @@
 //! - `lab up --nodes N` / `lab down`: a lab to use with `kubectl --kubeconfig target/lab/kubeconfig`.
 //! - `bench [--quick]`: build + the benchmark (switchyard vs iptables vs nftables vs direct) in
 //!   its own three-node lab; report in `target/bench`.
+//! - `image [--out PATH]`: the agent's container image as an OCI archive, without a container
+//!   daemon (`target/image/switchyard.oci.tar`; see `deploy/`).
 mod bench;
 mod demo;
+mod image;
 mod setup;
 mod tour;
 
@@ -48,6 +51,13 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
         /// Report directory (default target/bench).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Build the agent's container image as an OCI archive (no container daemon needed); push
+    /// it with `skopeo copy oci-archive:PATH docker://REGISTRY/switchyard:TAG`.
+    Image {
+        /// Where to write it (default target/image/switchyard.oci.tar).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
@@ -134,7 +144,8 @@ fn test() -> Result<()> {
     cargo(&["test", "--workspace"])?;
     // Root-only tests: netns labs with fixed names, so one at a time. They include
     // bench/tests/quick.rs, the quick benchmark end to end (about 2.5 minutes, on the release
-    // lab binaries built above).
+    // lab binaries built above), and xtask's own image test (the release agent in an OCI
+    // archive, inspected with skopeo and run in a chroot).
     cargo(&["test", "--workspace", "--", "--ignored", "--test-threads=1"])?;
     println!("==> all tests passed");
     Ok(())
@@ -166,6 +177,7 @@ fn main() -> Result<()> {
             clean_up_on_signals()?;
             bench::run(quick, out)
         }
+        Cmd::Image { out } => image::run(out),
         Cmd::Lab {
             action: LabCmd::Up { nodes },
         } => {

@@ -5,7 +5,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// Debian packages the lab, the tests and the benchmarks use.
-pub const PACKAGES: [&str; 16] = [
+pub const PACKAGES: &[&str] = &[
     "iproute2",
     "bpftool",
     "iperf3",
@@ -24,6 +24,10 @@ pub const PACKAGES: [&str; 16] = [
     "util-linux",
     // The benchmark plots draw their text with DejaVu Sans.
     "fonts-dejavu-core",
+    // `cargo xtask image`'s test inspects the archive; users push it with `skopeo copy`.
+    "skopeo",
+    // The metrics test scrapes the agents with a real Prometheus and checks /metrics with promtool.
+    "prometheus",
 ];
 
 fn ok(cmd: &mut Command) -> bool {

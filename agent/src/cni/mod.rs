@@ -6,8 +6,12 @@
 //! - [`ipam`]: host-local address allocation with a file lock.
 //! - [`plugin`]: the ADD/DEL/CHECK operations on the kernel.
 //! - [`result`] and [`error`]: what goes back on stdout.
+//! - [`conflist`]: the configuration list a container runtime reads, and what it derives from it.
+//! - [`install`]: `switchyard install-cni`, putting the plugin and its list on a node.
 pub mod config;
+pub mod conflist;
 pub mod error;
+pub mod install;
 pub mod ipam;
 pub mod plugin;
 mod record;

@@ -5,7 +5,7 @@
 //!
 //! Invariant: everything here is idempotent — a restarted agent finds the devices, routes and
 //! pinned links in place and takes them over without interrupting traffic.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -40,13 +40,12 @@ pub fn pod_mtu(requested: Option<u32>, uplink: u32) -> anyhow::Result<u32> {
     Ok(mtu)
 }
 
-/// The root of the cgroup v2 hierarchy: `/sys/fs/cgroup` on a unified layout,
-/// `/sys/fs/cgroup/unified` on a hybrid one.
-fn cgroup2_root() -> Option<PathBuf> {
+/// The cgroup v2 directory at `base`: `base` itself on a unified layout, `base/unified` on a
+/// hybrid one (as `/sys/fs/cgroup`, or the host's mounted into a DaemonSet's container).
+fn cgroup2_root(base: &Path) -> Option<PathBuf> {
     const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+    [base.to_path_buf(), base.join("unified")]
         .into_iter()
-        .map(PathBuf::from)
         .find(|p| {
             nix::sys::statfs::statfs(p).is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
         })
@@ -89,13 +88,17 @@ pub async fn prepare(
     let uplinks = uplinks(&nl, opts).await?;
     let uplink_mtu = uplinks.iter().map(|(_, mtu)| *mtu).min().unwrap_or(1500);
     let pod_mtu = pod_mtu(opts.pod_mtu, uplink_mtu)?;
-    let cgroup = match &opts.cgroup_root {
-        Some(path) => path.clone(),
-        None => cgroup2_root().context(
-            "no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified; socket load \
-             balancing needs one: mount cgroup2 or pass --cgroup-root",
-        )?,
-    };
+    let base = opts
+        .cgroup_root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup"));
+    let cgroup = cgroup2_root(&base).with_context(|| {
+        format!(
+            "no cgroup v2 hierarchy at {0} or {0}/unified; socket load balancing needs one: \
+             mount cgroup2 or pass --cgroup-root (SWITCHYARD_CGROUP_ROOT)",
+            base.display()
+        )
+    })?;
     nl.ensure_bridge(BRIDGE, pod_mtu, info.gateway(), info.pod_cidr.1)
         .await
         .context("creating the pod bridge")?;
@@ -122,4 +125,18 @@ pub async fn prepare(
     dp.attach_sockets(&cgroup)?;
     tracing::info!(node = %settings.node, pod_cidr = ?info.pod_cidr, node_ip = %info.internal_ip, "datapath ready");
     Ok(dp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_without_cgroup2_in_it_or_its_unified_subdirectory_is_no_cgroup_root() {
+        let dir = std::env::temp_dir().join(format!("sy-cgroup-root-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("unified")).unwrap();
+        let found = cgroup2_root(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(found, None);
+    }
 }

@@ -65,8 +65,8 @@ pub struct Options {
     #[arg(long, env = "SWITCHYARD_POD_MTU")]
     pub pod_mtu: Option<u32>,
     /// The cgroup v2 directory the socket load balancing programs attach to (clients in the
-    /// node's own namespace); default: the root of the cgroup v2 hierarchy (`/sys/fs/cgroup`,
-    /// or `/sys/fs/cgroup/unified` on a hybrid layout).
+    /// node's own namespace), or a directory whose `unified/` is one (a hybrid layout);
+    /// default: `/sys/fs/cgroup`, the root of the hierarchy.
     #[arg(long, env = "SWITCHYARD_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.

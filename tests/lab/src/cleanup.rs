@@ -1,6 +1,7 @@
 //! `lab down`: removes everything a lab (or a half-made one) left — processes, every `sy-*`
 //! network namespace (nodes, pods, underlay, external client), root links named `sy-*`, BPF pins,
-//! runtime state and the (empty) service-account mount point. Idempotent.
+//! runtime state, the (empty) service-account mount point, and in the lab directory the
+//! DaemonSet mode's redirected host directories and service-account files. Idempotent.
 use std::time::Duration;
 
 use crate::cmd::{output, quiet};
@@ -23,6 +24,10 @@ pub fn lab_namespaces() -> Vec<String> {
 pub fn down(dirs: Option<&Dirs>) {
     if let Some(d) = dirs {
         procs::stop_all(d);
+        if let Some(lab_dir) = d.logs.parent() {
+            let _ = std::fs::remove_dir_all(crate::daemonset::host_root(lab_dir));
+            let _ = std::fs::remove_dir_all(crate::daemonset::service_account_dir(lab_dir));
+        }
     }
     let namespaces = lab_namespaces();
     // Processes still inside lab namespaces (pods, or lab processes whose pid file is gone)

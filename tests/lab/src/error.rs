@@ -55,4 +55,7 @@ pub enum LabError {
     /// A closure run inside a network namespace panicked.
     #[error("the thread run in network namespace {0} panicked")]
     Panicked(String),
+    /// `deploy/`'s manifests cannot be read or run.
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::DeployError),
 }

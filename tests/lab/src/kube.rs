@@ -24,6 +24,10 @@ pub const DNS_USER: &str = "system:serviceaccount:kube-system:kube-dns";
 pub const DNS_GROUPS: &str =
     "system:serviceaccounts,system:serviceaccounts:kube-system,switchyard:agents";
 
+/// The identity of `deploy/`'s ServiceAccount `kube-system/switchyard`, which the agents run as
+/// when the lab starts them from the DaemonSet ([`crate::LabOptions::from_daemonset`]).
+pub const AGENT_ACCOUNT_USER: &str = "system:serviceaccount:kube-system:switchyard";
+
 /// The bearer tokens of a lab.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tokens {
@@ -36,6 +40,10 @@ pub struct Tokens {
     pub service_account: String,
     /// [`DNS_USER`]: what the cluster DNS pod finds there instead.
     pub dns: String,
+    /// [`AGENT_ACCOUNT_USER`] (groups `system:serviceaccounts` and
+    /// `system:serviceaccounts:kube-system` only, as a real token has): controlplane-lite grants
+    /// it exactly what `deploy/`'s ClusterRole does, nothing through a group.
+    pub agent: String,
 }
 
 /// A fresh random token (48 hex digits).
@@ -63,22 +71,27 @@ pub fn write_private(path: &Path, text: &str) -> Result<(), LabError> {
 
 /// The token file text (kube-apiserver's CSV: `token,user,uid,"groups"`): `admin` first (the
 /// token switchyard-cp writes into its kubeconfig), then the pods' service account, then the
-/// cluster DNS's.
+/// cluster DNS's and the agents'.
 pub fn token_file_text(tokens: &Tokens) -> String {
     format!(
-        "{},admin,admin,\"system:masters\"\n{},{SERVICE_ACCOUNT_USER},serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default,switchyard:viewers\"\n{},{DNS_USER},serviceaccount-kube-system-kube-dns,\"{DNS_GROUPS}\"\n",
-        tokens.admin, tokens.service_account, tokens.dns
+        "{},admin,admin,\"system:masters\"\n\
+         {},{SERVICE_ACCOUNT_USER},serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default,switchyard:viewers\"\n\
+         {},{DNS_USER},serviceaccount-kube-system-kube-dns,\"{DNS_GROUPS}\"\n\
+         {},{AGENT_ACCOUNT_USER},serviceaccount-kube-system-switchyard,\"system:serviceaccounts,system:serviceaccounts:kube-system\"\n",
+        tokens.admin, tokens.service_account, tokens.dns, tokens.agent
     )
 }
 
-/// Writes a token file with fresh random tokens for `admin`, the pods' service account and the
-/// cluster DNS ([`token_file_text`]) to `path`, readable by root only; returns the tokens.
+/// Writes a token file with fresh random tokens for `admin`, the pods' service account, the
+/// cluster DNS and the agents ([`token_file_text`]) to `path`, readable by root only; returns the
+/// tokens.
 pub fn write_token_file(path: &Path) -> Result<Tokens, LabError> {
     let io = |e| LabError::Io(path.to_path_buf(), e);
     let tokens = Tokens {
         admin: random_token().map_err(io)?,
         service_account: random_token().map_err(io)?,
         dns: random_token().map_err(io)?,
+        agent: random_token().map_err(io)?,
     };
     write_private(path, &token_file_text(&tokens))?;
     Ok(tokens)
@@ -211,12 +224,14 @@ mod tests {
             admin: "a1".into(),
             service_account: "s2".into(),
             dns: "d3".into(),
+            agent: "s3".into(),
         });
         assert_eq!(
             text,
             "a1,admin,admin,\"system:masters\"\n\
-             s2,system:serviceaccount:default:default,serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default\"\n\
-             d3,system:serviceaccount:kube-system:kube-dns,serviceaccount-kube-system-kube-dns,\"system:serviceaccounts,system:serviceaccounts:kube-system,switchyard:agents\"\n"
+             s2,system:serviceaccount:default:default,serviceaccount-default-default,\"system:serviceaccounts,system:serviceaccounts:default,switchyard:viewers\"\n\
+             d3,system:serviceaccount:kube-system:kube-dns,serviceaccount-kube-system-kube-dns,\"system:serviceaccounts,system:serviceaccounts:kube-system,switchyard:agents\"\n\
+             s3,system:serviceaccount:kube-system:switchyard,serviceaccount-kube-system-switchyard,\"system:serviceaccounts,system:serviceaccounts:kube-system\"\n"
         );
         let t = random_token().unwrap();
         assert_eq!(t.len(), 48);

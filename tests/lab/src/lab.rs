@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cmd::{output, run};
+use crate::daemonset::DaemonSetRun;
 use crate::kube::{self, Kubectl};
 use crate::procs::{self, Dirs};
 use crate::{cleanup, netns, topology, LabError};
@@ -21,6 +22,8 @@ pub struct LabOptions {
     pub bin_dir: PathBuf,
     /// Extra arguments of every `switchyard agent` (see [`LabOptions::agent_args`]).
     pub agent_args: Vec<String>,
+    /// Whether the agents run as `deploy/`'s DaemonSet says ([`LabOptions::from_daemonset`]).
+    pub daemonset: bool,
 }
 
 impl LabOptions {
@@ -32,7 +35,19 @@ impl LabOptions {
             bin_dir: root.join("target/debug"),
             root,
             agent_args: Vec::new(),
+            daemonset: false,
         }
+    }
+
+    /// Runs each node's agent from `deploy/`'s DaemonSet instead of the lab's own command line
+    /// (see [`crate::daemonset`]): its init containers first (install-cni, whose plugin and
+    /// configuration list the node's kubelet then uses), then the agent container — command,
+    /// arguments and environment (the ConfigMap included) from the manifests, in-cluster
+    /// configuration as the service account `kube-system/switchyard`, and only the lab's
+    /// documented [`crate::daemonset::overrides`].
+    pub fn from_daemonset(mut self) -> Self {
+        self.daemonset = true;
+        self
     }
 
     /// Starts every agent with `args` besides the lab's own (e.g. `--log-format json`).
@@ -69,6 +84,8 @@ pub struct Lab {
     pub opts: LabOptions,
     /// kubectl for it.
     pub kubectl: Kubectl,
+    /// `deploy/`'s DaemonSet, when the agents run from it.
+    pub daemonset: Option<DaemonSetRun>,
     dirs: Dirs,
     keep: bool,
 }
@@ -101,10 +118,11 @@ impl Lab {
         bin("switchyard")?;
         let (cp, labnode) = (bin("switchyard-cp")?, bin("switchyard-labnode")?);
         let kubeconfig = dir.join("kubeconfig");
-        let lab = Lab {
+        let mut lab = Lab {
             kubectl: Kubectl {
                 kubeconfig: kubeconfig.clone(),
             },
+            daemonset: None,
             dirs: dirs.clone(),
             opts: opts.clone(),
             keep: false,
@@ -116,7 +134,8 @@ impl Lab {
         // Fresh random tokens per lab: switchyard-cp writes the first (admin) into the kubeconfig
         // together with the CA it generates (the serving certificate covers 198.18.0.1 and the
         // kubernetes Service's ClusterIP and names); the second, a service account's, is what
-        // the kubelets give every pod.
+        // the kubelets give every pod; the third, the agents' service account's, is used when
+        // they run from the DaemonSet.
         let token_file = dir.join("token.csv");
         let tokens = kube::write_token_file(&token_file)?;
         let sa_token_file = dir.join("sa-token");
@@ -140,6 +159,8 @@ impl Lab {
                 &token_file.to_string_lossy(),
                 "--tls-san",
                 topology::CP_ADDR,
+                "--service-cidr",
+                topology::SERVICE_CIDR,
                 "--loadbalancer-pool",
                 topology::LB_POOL,
                 // default/kubernetes (10.96.0.1:443) leads pods here.
@@ -167,6 +188,15 @@ impl Lab {
                 )
             },
         )?;
+        if opts.daemonset {
+            lab.daemonset = Some(DaemonSetRun::prepare(
+                &opts.root,
+                &opts.bin_dir,
+                &dir,
+                &tokens.agent,
+                std::path::Path::new(&ca),
+            )?);
+        }
         let kc = kubeconfig.to_string_lossy().into_owned();
         for n in 1..=opts.nodes {
             let (ns, name, addr) = (
@@ -174,7 +204,7 @@ impl Lab {
                 topology::node_name(n),
                 topology::node_addr(n),
             );
-            let mut argv = vec![
+            let mut kubelet: Vec<String> = [
                 labnode.as_str(),
                 "kubelet",
                 "--node",
@@ -189,9 +219,23 @@ impl Lab {
                 // node runtime's API for logs, exec and port-forward.
                 "--client-ca-file",
                 &ca,
-            ];
-            argv.extend(dns_args.iter().map(String::as_str));
-            procs::start(&dirs, &format!("kubelet-{name}"), Some(&ns), &argv)?;
+            ]
+            .map(String::from)
+            .to_vec();
+            kubelet.extend(dns_args.iter().cloned());
+            if let Some(ds) = &lab.daemonset {
+                // The plugin and configuration list install-cni leaves, as a kubelet's
+                // container runtime finds them.
+                let (plugin, conf_dir) = ds.cni_paths(n)?;
+                kubelet.extend([
+                    "--cni-plugin".into(),
+                    plugin.to_string_lossy().into_owned(),
+                    "--cni-conf-dir".into(),
+                    conf_dir.to_string_lossy().into_owned(),
+                ]);
+            }
+            let kubelet: Vec<&str> = kubelet.iter().map(String::as_str).collect();
+            procs::start(&dirs, &format!("kubelet-{name}"), Some(&ns), &kubelet)?;
             // One registration at a time: podCIDRs go out in registration order, so node N gets
             // 10.244.N.0/24 as the lab's address plan says.
             let hint = format!("see {}", dirs.log(&format!("kubelet-{name}")).display());
@@ -206,9 +250,10 @@ impl Lab {
                         .is_ok_and(|c| !c.trim().is_empty()))
                 },
             )?;
-            let argv = lab.agent_argv(n);
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            procs::start(&dirs, &format!("agent-{name}"), Some(&ns), &argv)?;
+            if let Some(ds) = &lab.daemonset {
+                ds.run_init(&dirs, n)?;
+            }
+            lab.start_agent(n)?;
         }
         // The "outside the cluster" server masquerade checks talk to (203.0.113.10:8080).
         procs::start(
@@ -317,18 +362,61 @@ impl Lab {
         procs::stop(&self.dirs, &format!("kubelet-n{n}"));
     }
 
-    /// The command line of node `n`'s agent.
-    pub fn agent_argv(&self, n: usize) -> Vec<String> {
-        let mut argv = vec![
-            self.switchyard(),
-            "agent".into(),
-            "--node".into(),
-            topology::node_name(n),
-            "--kubeconfig".into(),
-            self.kubectl.kubeconfig.to_string_lossy().into_owned(),
-        ];
+    /// The command line of node `n`'s agent: the lab's own (`--node`, `--kubeconfig`), or the
+    /// DaemonSet's agent container as [`crate::daemonset`] runs it; then
+    /// [`LabOptions::agent_args`]. Also the header of its log: the lab's overrides of
+    /// `deploy/`, if any.
+    pub fn agent_command(&self, n: usize) -> Result<(Vec<String>, String), LabError> {
+        let (mut argv, header) = match &self.daemonset {
+            Some(ds) => {
+                let launch = ds.launch(n, crate::daemonset::AGENT_CONTAINER)?;
+                ds.make_dirs(&launch)?;
+                let header = format!(
+                    "lab: started from deploy/'s DaemonSet; the lab's overrides:\n{}",
+                    launch.describe_overrides()
+                );
+                (ds.command(&launch), header)
+            }
+            None => (
+                vec![
+                    self.switchyard(),
+                    "agent".into(),
+                    "--node".into(),
+                    topology::node_name(n),
+                    "--kubeconfig".into(),
+                    self.kubectl.kubeconfig.to_string_lossy().into_owned(),
+                ],
+                String::new(),
+            ),
+        };
         argv.extend(self.opts.agent_args.iter().cloned());
-        argv
+        Ok((argv, header))
+    }
+
+    fn start_agent(&self, n: usize) -> Result<u32, LabError> {
+        let (argv, header) = self.agent_command(n)?;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        procs::start_logged(
+            &self.dirs,
+            &format!("agent-n{n}"),
+            Some(&topology::node_ns(n)),
+            &header,
+            &argv,
+        )
+    }
+
+    /// Node `n`'s agent's log.
+    pub fn agent_log(&self, n: usize) -> PathBuf {
+        self.dirs.log(&format!("agent-n{n}"))
+    }
+
+    /// Node `n`'s agent's process id (from its pid file).
+    pub fn agent_pid(&self, n: usize) -> Option<u32> {
+        std::fs::read_to_string(self.dirs.pids.join(format!("agent-n{n}.pid")))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Restarts node `n`'s agent (SIGTERM, then start again) and waits for its datapath.
@@ -336,9 +424,7 @@ impl Lab {
         let name = format!("agent-n{n}");
         procs::stop(&self.dirs, &name);
         let node = topology::node_name(n);
-        let argv = self.agent_argv(n);
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        procs::start(&self.dirs, &name, Some(&topology::node_ns(n)), &argv)?;
+        self.start_agent(n)?;
         let log = self.dirs.log(&name);
         kube::wait(
             &format!("the restarted agent of {node}"),

@@ -16,9 +16,13 @@
 //! - [`probe`]: curl and Python clients in a namespace, echo answers.
 //! - [`cleanup`]: `lab down`.
 //! - [`bins`]: other packages' binaries for tests (cargo only hands a test its own package's).
+//! - [`deploy`]: `deploy/`'s manifests, typed, and a DaemonSet container as a lab process.
+//! - [`daemonset`]: the agents run from `deploy/`'s DaemonSet, with in-cluster configuration.
 pub mod bins;
 pub mod cleanup;
 pub mod cmd;
+pub mod daemonset;
+pub mod deploy;
 pub mod dns;
 mod error;
 pub mod kube;

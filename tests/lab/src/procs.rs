@@ -41,8 +41,86 @@ impl Dirs {
 
 /// Starts `argv` in the background as `name`, inside network namespace `netns` if given.
 pub fn start(dirs: &Dirs, name: &str, netns: Option<&str>, argv: &[&str]) -> Result<u32, LabError> {
+    start_logged(dirs, name, netns, "", argv)
+}
+
+/// [`start`], with `header` (if not empty) written at the top of the log.
+pub fn start_logged(
+    dirs: &Dirs,
+    name: &str,
+    netns: Option<&str>,
+    header: &str,
+    argv: &[&str],
+) -> Result<u32, LabError> {
+    let mut cmd = command(dirs, name, netns, header, argv)?;
+    let child = cmd.spawn().map_err(|source| LabError::Spawn {
+        cmd: argv.join(" "),
+        source,
+    })?;
+    let pid = child.id();
+    let pidfile = dirs.pids.join(format!("{name}.pid"));
+    std::fs::write(&pidfile, pid.to_string()).map_err(|e| LabError::Io(pidfile, e))?;
+    // The child is reaped by whoever stops it (kill + waitpid below), not by Drop.
+    std::mem::forget(child);
+    Ok(pid)
+}
+
+/// Runs `argv` as `name` (log and network namespace as [`start_logged`]) and waits for it to
+/// exit successfully; killed after `timeout`. A failure carries the log's tail.
+pub fn run_to_completion(
+    dirs: &Dirs,
+    name: &str,
+    netns: Option<&str>,
+    header: &str,
+    argv: &[&str],
+    timeout: Duration,
+) -> Result<(), LabError> {
     let log = dirs.log(name);
-    let out = File::create(&log).map_err(|e| LabError::Io(log.clone(), e))?;
+    let mut child = command(dirs, name, netns, header, argv)?
+        .spawn()
+        .map_err(|source| LabError::Spawn {
+            cmd: argv.join(" "),
+            source,
+        })?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => {
+                return Err(LabError::Command {
+                    cmd: argv.join(" "),
+                    status: status.to_string(),
+                    stderr: format!("{} (log: {})", tail(&log, 10), log.display()),
+                })
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) | Err(_) => {
+                stop_pid(child.id() as i32, Duration::from_secs(1));
+                let _ = child.wait();
+                return Err(LabError::Timeout {
+                    what: format!("{name} to finish"),
+                    secs: timeout.as_secs(),
+                    hint: Some(format!("see {}", log.display())),
+                });
+            }
+        }
+    }
+}
+
+/// The command of a lab process: in `netns` (if given), output to its log after `header`.
+fn command(
+    dirs: &Dirs,
+    name: &str,
+    netns: Option<&str>,
+    header: &str,
+    argv: &[&str],
+) -> Result<Command, LabError> {
+    let log = dirs.log(name);
+    let mut out = File::create(&log).map_err(|e| LabError::Io(log.clone(), e))?;
+    if !header.is_empty() {
+        use std::io::Write;
+        writeln!(out, "{header}").map_err(|e| LabError::Io(log.clone(), e))?;
+    }
     let err = out.try_clone().map_err(|e| LabError::Io(log.clone(), e))?;
     let mut cmd = match netns {
         Some(ns) => {
@@ -75,16 +153,7 @@ pub fn start(dirs: &Dirs, name: &str, netns: Option<&str>, argv: &[&str]) -> Res
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|source| LabError::Spawn {
-        cmd: argv.join(" "),
-        source,
-    })?;
-    let pid = child.id();
-    let pidfile = dirs.pids.join(format!("{name}.pid"));
-    std::fs::write(&pidfile, pid.to_string()).map_err(|e| LabError::Io(pidfile, e))?;
-    // The child is reaped by whoever stops it (kill + waitpid below), not by Drop.
-    std::mem::forget(child);
-    Ok(pid)
+    Ok(cmd)
 }
 
 fn alive(pid: i32) -> bool {

@@ -12,6 +12,10 @@ pub const UNDERLAY: &str = "sy-underlay";
 pub const ROOT_LINK: &str = "sy-cp";
 /// controlplane-lite's address.
 pub const CP_ADDR: &str = "198.18.0.1";
+/// controlplane-lite's port.
+pub const CP_PORT: &str = "6443";
+/// The Service network (controlplane-lite's `--service-cidr`).
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// External client namespace.
 pub const EXT: &str = "sy-ext";
 /// External client address.

@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the lab node runtime: register the Node, run its pods.
-    Kubelet(switchyard_labnode::kubelet::Options),
+    Kubelet(Box<switchyard_labnode::kubelet::Options>),
     /// Run the echo workload.
     Echo(switchyard_labnode::echo::Options),
     /// Run the cluster DNS (in a pod behind the kube-dns Service).
@@ -34,7 +34,7 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Kubelet(o) => switchyard_labnode::kubelet::run(o).await,
+        Command::Kubelet(o) => switchyard_labnode::kubelet::run(*o).await,
         Command::Echo(o) => switchyard_labnode::echo::run(o).await,
         Command::Dns(o) => switchyard_labnode::dns::run(o).await.map_err(Into::into),
         Command::ContainerLog => switchyard_labnode::kubelet::logs::shim::run(),

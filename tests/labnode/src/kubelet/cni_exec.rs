@@ -42,6 +42,41 @@ pub fn network_config(node: &str, subnet: Subnet, gateway: Ipv4Addr) -> String {
     .to_string()
 }
 
+/// The plugin configuration a container runtime derives from its configuration directory
+/// `dir`, as libcni does: the first file in name order ending in `.conflist`, `.conf` or
+/// `.json`; of a list, its first plugin with the list's `cniVersion` and `name`
+/// ([`switchyard::cni::conflist::plugin_config`]); a single plugin's configuration as it is.
+/// `None` while the directory holds none (a runtime reports the network not ready then).
+pub fn config_from_dir(dir: &Path) -> Result<Option<String>, Error> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(dir)(e)),
+    };
+    files.retain(|p| {
+        p.extension()
+            .is_some_and(|x| x == "conflist" || x == "conf" || x == "json")
+    });
+    files.sort();
+    let Some(first) = files.first() else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(first).map_err(Error::io(first))?;
+    let unusable = |msg: String| Error::Io {
+        path: first.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, msg),
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| unusable(e.to_string()))?;
+    if first.extension().is_some_and(|x| x == "conflist") {
+        let plugin = switchyard::cni::conflist::plugin_config(&value)
+            .map_err(|e| unusable(e.to_string()))?;
+        Ok(Some(plugin.to_string()))
+    } else {
+        Ok(Some(value.to_string()))
+    }
+}
+
 impl CniRunner {
     /// A runner for `exe` (normally the `switchyard` executable) with configuration `conf`.
     pub fn new(exe: PathBuf, conf: String) -> CniRunner {
@@ -149,6 +184,30 @@ pub fn pod_ip(result: &CniResult) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_list_install_cni_writes_gives_the_plugin_exactly_the_kubelets_own_config() {
+        let subnet: Subnet = "10.244.2.0/24".parse().unwrap();
+        let list = switchyard::cni::conflist::for_node("n2", subnet).unwrap();
+        let dir = std::env::temp_dir().join(format!("sy-cni-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(config_from_dir(&dir).unwrap(), None, "nothing yet");
+        std::fs::write(
+            dir.join(switchyard::cni::conflist::FILE_NAME),
+            list.to_string(),
+        )
+        .unwrap();
+        // Another network's list sorts after it and is not used.
+        std::fs::write(dir.join("10-flannel.conflist"), "{}").unwrap();
+        std::fs::write(dir.join("README"), "not a configuration").unwrap();
+        let derived = config_from_dir(&dir).unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let derived: serde_json::Value = serde_json::from_str(&derived).unwrap();
+        let own: serde_json::Value =
+            serde_json::from_str(&network_config("n2", subnet, Ipv4Addr::new(10, 244, 2, 1)))
+                .unwrap();
+        assert_eq!(derived, own);
+    }
 
     #[test]
     fn config_matches_the_contract() {

@@ -80,6 +80,12 @@ pub struct Options {
     /// CNI plugin executable (default: `switchyard` in this executable's directory).
     #[arg(long)]
     pub cni_plugin: Option<PathBuf>,
+    /// Directory of CNI network configurations, read as a container runtime reads
+    /// `/etc/cni/net.d` ([`cni_exec::config_from_dir`]; pods wait until it holds one): where
+    /// `switchyard install-cni` writes. Without it, the plugin gets the kubelet's own
+    /// configuration for the node ([`cni_exec::network_config`]).
+    #[arg(long)]
+    pub cni_conf_dir: Option<PathBuf>,
     /// File whose first line is the bearer token pods get at
     /// `/var/run/secrets/kubernetes.io/serviceaccount/token` (without it they get no token).
     #[arg(long)]
@@ -125,6 +131,22 @@ pub struct Ctx {
     pub credentials: serviceaccount::Credentials,
     /// What the pods' `/etc/resolv.conf` and `/etc/hosts` are made of ([`etc`]).
     pub etc: etc::Settings,
+}
+
+/// The plugin configuration of `dir`, once there is one (checked every 200 ms).
+async fn wait_for_cni_config(dir: &Path) -> anyhow::Result<String> {
+    let mut logged = false;
+    loop {
+        if let Some(conf) = cni_exec::config_from_dir(dir)? {
+            tracing::info!(dir = %dir.display(), "CNI configuration found");
+            return Ok(conf);
+        }
+        if !logged {
+            tracing::info!(dir = %dir.display(), "waiting for a CNI configuration");
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Runs the node runtime until SIGTERM/SIGINT; pods keep running after it exits.
@@ -187,7 +209,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let gateway = subnet
             .first_host()
             .with_context(|| format!("podCIDR {subnet} is too small for pods"))?;
-        let conf = cni_exec::network_config(&opts.node, subnet, gateway);
+        let conf = match &opts.cni_conf_dir {
+            Some(dir) => wait_for_cni_config(dir).await?,
+            None => cni_exec::network_config(&opts.node, subnet, gateway),
+        };
         let (services, service_watch) = crate::reflect::all::<Service>(client.clone());
         let ctx = Arc::new(Ctx {
             client: client.clone(),
