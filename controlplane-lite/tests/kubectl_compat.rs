@@ -58,7 +58,11 @@ fn api_resources_lists_exactly_the_served_resources_and_others_are_clean_errors(
     // Requests outside the subset get a Kubernetes Status, never a hang.
     for args in [
         &["get", "--raw", "/apis/apps/v1/deployments"][..],
-        &["get", "--raw", "/api/v1/namespaces/default/services/s/proxy"][..],
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/services/s/proxy",
+        ][..],
     ] {
         let err = cp.kubectl(args).fails();
         assert_eq!(

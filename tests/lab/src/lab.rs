@@ -277,7 +277,7 @@ impl Lab {
         crate::dns::start(
             &lab.kubectl,
             &dir,
-            "see /run/switchyard/n*/logs/kube-system_cluster-dns_dns.log and target/lab/logs/kubelet-n*.log",
+            "see `kubectl -n kube-system logs cluster-dns` and target/lab/logs/kubelet-n*.log",
         )?;
         Ok(lab)
     }
@@ -303,6 +303,28 @@ impl Lab {
                 Ok(synced && self.stats(n).is_ok())
             },
         )
+    }
+
+    /// The lab's directory (`target/lab`).
+    pub fn dir(&self) -> PathBuf {
+        lab_dir(&self.opts.root)
+    }
+
+    /// Starts `argv` as one of the lab's background processes, `name`, inside network namespace
+    /// `netns` if given: logged in [`Lab::log_of`], stopped by `lab down` and when the lab is
+    /// dropped.
+    pub fn start_process(
+        &self,
+        name: &str,
+        netns: Option<&str>,
+        argv: &[&str],
+    ) -> Result<u32, LabError> {
+        procs::start(&self.dirs, name, netns, argv)
+    }
+
+    /// The log file of the lab's background process `name`.
+    pub fn log_of(&self, name: &str) -> PathBuf {
+        self.dirs.log(name)
     }
 
     /// Leaves the lab running when dropped (for `lab up`).

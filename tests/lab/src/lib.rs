@@ -14,6 +14,7 @@
 //! - [`kube`]: kubectl, the kubeconfig, tokens, waits.
 //! - [`dns`]: the cluster DNS (`kube-system/kube-dns`) every lab runs, and `dig` against it.
 //! - [`probe`]: curl and Python clients in a namespace, echo answers.
+//! - [`prometheus`]: a real Prometheus server scraping the agents, queried through its API.
 //! - [`cleanup`]: `lab down`.
 //! - [`bins`]: other packages' binaries for tests (cargo only hands a test its own package's).
 //! - [`deploy`]: `deploy/`'s manifests, typed, and a DaemonSet container as a lab process.
@@ -30,6 +31,7 @@ pub mod lab;
 pub mod netns;
 pub mod probe;
 pub mod procs;
+pub mod prometheus;
 pub mod topology;
 
 pub use error::LabError;
