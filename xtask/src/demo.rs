@@ -1,9 +1,12 @@
 //! `cargo xtask demo`: the walking skeleton, end to end, as a user would check it.
 //!
 //! A one-node lab; `kubectl apply -f examples/echo.yaml` creates three echo pods behind the
-//! ClusterIP Service `echo` and a client pod; 30 requests from the client pod go to the
-//! ClusterIP; every answer names the pod that served it. It passes only if all three pods
-//! answered, the datapath counted the new connections, and the node has no NAT rules.
+//! ClusterIP Service `echo` and a client pod; 30 requests go from the client pod to the Service
+//! by name (`kubectl exec client -- curl http://echo/`: the cluster DNS answers the ClusterIP);
+//! every answer names the pod that served it; then the client pod lists Services from the API
+//! server by name, through `https://kubernetes.default.svc` with its service-account token, as
+//! every in-cluster controller does. It passes only if all three pods answered, the datapath
+//! counted the new connections, the API server answered, and the node has no NAT rules.
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -12,6 +15,12 @@ use switchyard_lab::{lab, Lab, LabOptions};
 
 /// Requests the client sends.
 pub const REQUESTS: usize = 30;
+
+/// The API server as pods name it: the `kubernetes` Service, through the cluster DNS.
+const API_BY_NAME: &str = "https://kubernetes.default.svc";
+
+/// Where a pod finds its service-account token and the cluster's CA.
+const SA: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// Lines of `iptables-save -t nat` and `nft list ruleset` in a node that are actual rules.
 fn nat_rules() -> Result<Vec<String>> {
@@ -60,15 +69,26 @@ pub fn run() -> Result<()> {
     let ip = lab.kubectl.cluster_ip("echo")?;
     let before = lab.counter(1, "lb_new")?;
 
-    println!("==> {REQUESTS} requests from pod 'client' to http://{ip}/ (the ClusterIP)");
+    println!(
+        "==> {REQUESTS} times: kubectl exec client -- curl -s http://echo/   (echo is ClusterIP {ip})"
+    );
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
     for i in 1..=REQUESTS {
-        let out = lab.exec_in_pod(
-            "default",
-            "client",
-            &["curl", "-s", "--max-time", "2", &format!("http://{ip}/")],
-        )?;
-        let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let answer = lab
+            .kubectl
+            .run(&[
+                "exec",
+                "client",
+                "--",
+                "curl",
+                "-s",
+                "--max-time",
+                "2",
+                "http://echo/",
+            ])
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         let pod = answer
             .split_whitespace()
             .next()
@@ -102,6 +122,20 @@ pub fn run() -> Result<()> {
             "the eBPF datapath counted {} new connections, expected at least {REQUESTS}",
             after - before
         ));
+    }
+    println!("==> the client pod asks the API server by name, as in-cluster controllers do:");
+    println!("    kubectl exec client -- kubectl --server {API_BY_NAME} --token <its service-account token> --certificate-authority <its CA> get services");
+    match lab.kubectl.run(&[
+        "exec",
+        "client",
+        "--",
+        "sh",
+        "-c",
+        &format!("kubectl --server {API_BY_NAME} --token \"$(cat {SA}/token)\" --certificate-authority {SA}/ca.crt get services"),
+    ]) {
+        Ok(out) if out.contains("echo") && out.contains("kubernetes") => print!("{out}"),
+        Ok(out) => failures.push(format!("the API server's answer lacks a Service: {out}")),
+        Err(e) => failures.push(format!("the pod could not reach the API server by name: {e}")),
     }
     let rules = nat_rules().context("reading the node's NAT rules")?;
     if rules.is_empty() {

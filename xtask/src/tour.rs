@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use switchyard_lab::{cmd, lab, topology, Lab, LabOptions};
 
+/// `curl URL` from the lab's external host (not a pod: entered with `ip netns exec`).
 fn curl(lab: &Lab, netns: &str, url: &str) -> String {
     match lab.exec_in(netns, &["curl", "-sS", "--max-time", "2", url]) {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().to_string(),
@@ -13,6 +14,17 @@ fn curl(lab: &Lab, netns: &str, url: &str) -> String {
             String::from_utf8_lossy(&out.stderr).trim()
         ),
         Err(e) => format!("<{e}>"),
+    }
+}
+
+/// `kubectl exec POD -- curl URL`, as a user checks a Service from inside a pod.
+fn exec_curl(lab: &Lab, pod: &str, url: &str) -> String {
+    match lab
+        .kubectl
+        .run(&["exec", pod, "--", "curl", "-sS", "--max-time", "2", url])
+    {
+        Ok(out) => out.trim().to_string(),
+        Err(e) => format!("<no answer: {e}>"),
     }
 }
 
@@ -77,9 +89,9 @@ pub fn run() -> Result<()> {
     );
     let before = vxlan_tx();
     for target in ["echo-n2", "echo-n3"] {
-        let answer = curl(
+        let answer = exec_curl(
             &lab,
-            "sy-pod-default-client-n1",
+            "client-n1",
             &format!("http://{}:8080/", ip_of(target)),
         );
         check(
@@ -94,13 +106,12 @@ pub fn run() -> Result<()> {
     );
 
     let cip = lab.kubectl.cluster_ip("echo")?;
-    println!("==> ClusterIP {cip} from client-n1: backends on every node");
+    println!(
+        "==> kubectl exec client-n1 -- curl http://echo/ (ClusterIP {cip}): backends on every node"
+    );
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..30 {
-        seen.insert(field(
-            &curl(&lab, "sy-pod-default-client-n1", &format!("http://{cip}/")),
-            "pod=",
-        ));
+        seen.insert(field(&exec_curl(&lab, "client-n1", "http://echo/"), "pod="));
     }
     check(
         ["echo-n1", "echo-n2", "echo-n3"]
@@ -147,9 +158,9 @@ pub fn run() -> Result<()> {
         "==> masquerade: client-n1 -> {} (outside the cluster)",
         topology::OUTSIDE_ADDR
     );
-    let answer = curl(
+    let answer = exec_curl(
         &lab,
-        "sy-pod-default-client-n1",
+        "client-n1",
         &format!("http://{}:8080/", topology::OUTSIDE_ADDR),
     );
     check(
