@@ -116,7 +116,8 @@ impl Lab {
         };
         // Checked before anything starts: a missing binary is a clear error, not a dead process.
         bin("switchyard")?;
-        let (cp, labnode) = (bin("switchyard-cp")?, bin("switchyard-labnode")?);
+        bin("switchyard-cp")?;
+        let labnode = bin("switchyard-labnode")?;
         let kubeconfig = dir.join("kubeconfig");
         let mut lab = Lab {
             kubectl: Kubectl {
@@ -144,50 +145,12 @@ impl Lab {
         let dns_token_file = dir.join("dns-token");
         kube::write_private(&dns_token_file, &format!("{}\n", tokens.dns))?;
         let dns_args = crate::dns::kubelet_args(&dns_token_file);
-        let listen = format!("{}:6443", topology::CP_ADDR);
-        procs::start(
-            &dirs,
-            "cp",
-            None,
-            &[
-                &cp,
-                "--listen",
-                &listen,
-                "--data-dir",
-                &data.to_string_lossy(),
-                "--token-file",
-                &token_file.to_string_lossy(),
-                "--tls-san",
-                topology::CP_ADDR,
-                "--service-cidr",
-                topology::SERVICE_CIDR,
-                "--loadbalancer-pool",
-                topology::LB_POOL,
-                // default/kubernetes (10.96.0.1:443) leads pods here.
-                "--advertise-address",
-                topology::CP_ADDR,
-                "--write-kubeconfig",
-                &kubeconfig.to_string_lossy(),
-            ],
-        )?;
-        let health = format!("https://{listen}/healthz");
+        lab.start_cp()?;
         let ca = data
             .join("pki")
             .join("ca.crt")
             .to_string_lossy()
             .into_owned();
-        kube::wait(
-            &format!("switchyard-cp to answer {health} (verified with {ca})"),
-            Duration::from_secs(15),
-            Some("see target/lab/logs/cp.log"),
-            || {
-                Ok(
-                    output(&["curl", "-sf", "--max-time", "1", "--cacert", &ca, &health])?
-                        .status
-                        .success(),
-                )
-            },
-        )?;
         if opts.daemonset {
             lab.daemonset = Some(DaemonSetRun::prepare(
                 &opts.root,
@@ -305,6 +268,90 @@ impl Lab {
         )
     }
 
+    /// Starts controlplane-lite (`cp`) on the lab's data directory and token file, and waits
+    /// until it answers `/healthz`. Its state survives a restart: the data directory is kept.
+    pub fn start_cp(&self) -> Result<(), LabError> {
+        let dir = self.dir();
+        let cp = self.opts.bin_dir.join("switchyard-cp");
+        let data = dir.join("cp-data");
+        let listen = format!("{}:6443", topology::CP_ADDR);
+        procs::start(
+            &self.dirs,
+            "cp",
+            None,
+            &[
+                &cp.to_string_lossy(),
+                "--listen",
+                &listen,
+                "--data-dir",
+                &data.to_string_lossy(),
+                "--token-file",
+                &dir.join("token.csv").to_string_lossy(),
+                "--tls-san",
+                topology::CP_ADDR,
+                "--service-cidr",
+                topology::SERVICE_CIDR,
+                "--loadbalancer-pool",
+                topology::LB_POOL,
+                // default/kubernetes (10.96.0.1:443) leads pods here.
+                "--advertise-address",
+                topology::CP_ADDR,
+                "--write-kubeconfig",
+                &self.kubectl.kubeconfig.to_string_lossy(),
+            ],
+        )?;
+        let health = format!("https://{listen}/healthz");
+        let ca = data
+            .join("pki")
+            .join("ca.crt")
+            .to_string_lossy()
+            .into_owned();
+        kube::wait(
+            &format!("switchyard-cp to answer {health} (verified with {ca})"),
+            Duration::from_secs(15),
+            Some("see target/lab/logs/cp.log"),
+            || {
+                Ok(
+                    output(&["curl", "-sf", "--max-time", "1", "--cacert", &ca, &health])?
+                        .status
+                        .success(),
+                )
+            },
+        )
+    }
+
+    /// Kills the lab's background process `name` with SIGKILL, as a crash would (no clean-up
+    /// of its own); false if it was not running.
+    pub fn kill(&self, name: &str) -> bool {
+        let pidfile = self.dirs.pids.join(format!("{name}.pid"));
+        let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        else {
+            return false;
+        };
+        procs::stop_pid(pid, Duration::ZERO);
+        let _ = std::fs::remove_file(pidfile);
+        true
+    }
+
+    /// Starts node `n`'s agent again after [`Lab::kill`] (a fresh log) and waits until it says
+    /// `datapath ready`.
+    pub fn start_agent_again(&self, n: usize) -> Result<(), LabError> {
+        let log = self.dirs.log(&format!("agent-n{n}"));
+        self.start_agent(n)?;
+        kube::wait(
+            &format!("the restarted agent of {}", topology::node_name(n)),
+            Duration::from_secs(60),
+            Some(&format!("see {}", log.display())),
+            || {
+                Ok(std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("datapath ready"))
+            },
+        )
+    }
+
     /// The lab's directory (`target/lab`).
     pub fn dir(&self) -> PathBuf {
         lab_dir(&self.opts.root)
@@ -415,7 +462,8 @@ impl Lab {
         Ok((argv, header))
     }
 
-    fn start_agent(&self, n: usize) -> Result<u32, LabError> {
+    /// Starts node `n`'s agent ([`Lab::agent_command`]) with a fresh log, without waiting.
+    pub fn start_agent(&self, n: usize) -> Result<u32, LabError> {
         let (argv, header) = self.agent_command(n)?;
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         procs::start_logged(
@@ -443,21 +491,8 @@ impl Lab {
 
     /// Restarts node `n`'s agent (SIGTERM, then start again) and waits for its datapath.
     pub fn restart_agent(&self, n: usize) -> Result<(), LabError> {
-        let name = format!("agent-n{n}");
-        procs::stop(&self.dirs, &name);
-        let node = topology::node_name(n);
-        self.start_agent(n)?;
-        let log = self.dirs.log(&name);
-        kube::wait(
-            &format!("the restarted agent of {node}"),
-            Duration::from_secs(60),
-            Some(&format!("see {}", log.display())),
-            || {
-                Ok(std::fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .contains("datapath ready"))
-            },
-        )
+        procs::stop(&self.dirs, &format!("agent-n{n}"));
+        self.start_agent_again(n)
     }
 
     /// The tails of every log, for a failing test's output.
