@@ -444,24 +444,6 @@ fn later_fragment(src: Ipv4Addr, dst: Ipv4Addr, l4: u8, id: u16) -> Vec<u8> {
     p
 }
 
-/// An ICMP error (`kind`/`code`) from `src` to `dst` quoting the IP header and first 8 bytes of
-/// frame `quoted`, with valid checksums.
-fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
-    let mut icmp = vec![kind, code, 0, 0, 0, 0, 0x05, 0xaa];
-    icmp.extend_from_slice(&quoted[14..42]);
-    let c = fold(sum16(&icmp));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let mut p = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00];
-    let mut ip = vec![0x45, 0xc0, 0, 0, 0, 0, 0, 0, 64, proto::ICMP, 0, 0];
-    ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&ip);
-    p.extend_from_slice(&icmp);
-    fix_ip_checksum(&mut p);
-    p
-}
-
 /// Asserts an ICMP error's own and quoted IPv4 checksums and its ICMP checksum verify.
 fn assert_icmp_checksums(p: &[u8]) {
     assert_eq!(fold(sum16(&p[14..34])), 0, "outer IPv4 header checksum");

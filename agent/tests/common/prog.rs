@@ -96,28 +96,82 @@ pub fn fix_ip_checksum(p: &mut [u8]) {
     p[24..26].copy_from_slice(&c.to_be_bytes());
 }
 
-/// What is wrong with the checksums of IPv4 frame `p` (header of any length, TCP or UDP
-/// segment up to the IP total length), or `None` if they verify. A UDP checksum of 0 means
-/// none and is accepted.
-pub fn checksum_problem(p: &[u8]) -> Option<String> {
+/// The IPv4 header length and total length of frame `p`, if they are consistent with each
+/// other and with the frame.
+pub fn ip_lengths(p: &[u8]) -> Option<(usize, usize)> {
+    if p.len() < 34 {
+        return None;
+    }
     let ihl = usize::from(p[14] & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([p[16], p[17]]));
-    if ihl < 20 || p.len() < 14 + ihl || total < ihl || p.len() < 14 + total {
-        return Some(format!("inconsistent lengths: ihl {ihl}, total {total}"));
-    }
-    if fold(sum16(&p[14..14 + ihl])) != 0 {
-        return Some("IPv4 header checksum".into());
+    (ihl >= 20 && total >= ihl && p.len() >= 14 + total).then_some((ihl, total))
+}
+
+/// Whether the IPv4 header checksum of frame `p` verifies (`None`: no consistent header).
+pub fn ip_checksum_ok(p: &[u8]) -> Option<bool> {
+    let (ihl, _) = ip_lengths(p)?;
+    Some(fold(sum16(&p[14..14 + ihl])) == 0)
+}
+
+/// Whether the TCP, UDP or ICMP checksum of frame `p` verifies over the whole datagram
+/// (`None`: no consistent header, another protocol, a fragment, or a header cut short). A UDP
+/// checksum of 0 means none and verifies.
+pub fn l4_checksum_ok(p: &[u8]) -> Option<bool> {
+    let (ihl, total) = ip_lengths(p)?;
+    if u16::from_be_bytes([p[20], p[21]]) & 0x3fff != 0 {
+        return None;
     }
     let l4 = p[23];
     let seg = &p[14 + ihl..14 + total];
-    if l4 == proto::UDP && seg.len() >= 8 && seg[6..8] == [0, 0] {
+    let min = match l4 {
+        proto::TCP => 20,
+        proto::UDP => 8,
+        proto::ICMP => 8,
+        _ => return None,
+    };
+    if seg.len() < min {
         return None;
+    }
+    if l4 == proto::ICMP {
+        return Some(fold(sum16(seg)) == 0);
+    }
+    if l4 == proto::UDP && seg[6..8] == [0, 0] {
+        return Some(true);
     }
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(&p[26..34]);
     pseudo.extend_from_slice(&[0, l4]);
     pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
-    (fold(sum16(&pseudo) + sum16(seg)) != 0).then(|| format!("L4 checksum (proto {l4})"))
+    Some(fold(sum16(&pseudo) + sum16(seg)) == 0)
+}
+
+/// What is wrong with the checksums of IPv4 frame `p` (header of any length, TCP or UDP
+/// segment up to the IP total length), or `None` if they verify.
+pub fn checksum_problem(p: &[u8]) -> Option<String> {
+    match (ip_checksum_ok(p), l4_checksum_ok(p)) {
+        (None, _) => Some("inconsistent IPv4 lengths".into()),
+        (Some(false), _) => Some("IPv4 header checksum".into()),
+        (_, Some(false)) => Some(format!("L4 checksum (proto {})", p[23])),
+        _ => None,
+    }
+}
+
+/// An ICMP error (`kind`/`code`) from `src` to `dst` quoting the IP header and first 8 bytes of
+/// frame `quoted`, with valid checksums.
+pub fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![kind, code, 0, 0, 0, 0, 0x05, 0xaa];
+    icmp.extend_from_slice(&quoted[14..42]);
+    let c = fold(sum16(&icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut p = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00];
+    let mut ip = vec![0x45, 0xc0, 0, 0, 0, 0, 0, 0, 64, proto::ICMP, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(&icmp);
+    fix_ip_checksum(&mut p);
+    p
 }
 
 /// Asserts the IPv4 header and L4 checksums of `p` verify.
@@ -167,16 +221,30 @@ pub fn local_pod(loaded: &mut loader::Loaded, ip: Ipv4Addr) {
 /// Runs `prog` on `input` as if it arrived on the veth of its IPv4 source ([`veth_of`]; ifindex
 /// 0 for a frame too short to have one): the verdict and the frame as the program left it.
 pub fn run(prog: &SchedClassifier, input: &[u8]) -> (u32, Vec<u8>) {
-    let ingress = if input.len() >= 30 {
+    run_on(prog, input, ingress_of(input))
+}
+
+/// The veth frame `input` arrives on in [`run`]: its IPv4 source's ([`veth_of`]), 0 for a
+/// frame too short to have one.
+pub fn ingress_of(input: &[u8]) -> u32 {
+    if input.len() >= 30 {
         veth_of(addr(input, 26))
     } else {
         0
-    };
-    run_on(prog, input, ingress)
+    }
 }
 
 /// Runs `prog` on `input` arriving on ifindex `ingress` (`__sk_buff.ingress_ifindex`).
 pub fn run_on(prog: &SchedClassifier, input: &[u8], ingress: u32) -> (u32, Vec<u8>) {
+    try_run_on(prog, input, ingress).expect("BPF_PROG_TEST_RUN")
+}
+
+/// [`run_on`], with the kernel's refusal to run (a frame it deems too short) as `Err`.
+pub fn try_run_on(
+    prog: &SchedClassifier,
+    input: &[u8],
+    ingress: u32,
+) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
     // `struct __sk_buff` up to `cb`: the kernel takes `ingress_ifindex` (offset 36) from it.
     let mut ctx = [0u8; 48];
     ctx[36..40].copy_from_slice(&ingress.to_ne_bytes());
@@ -185,9 +253,9 @@ pub fn run_on(prog: &SchedClassifier, input: &[u8], ingress: u32) -> (u32, Vec<u
     opts.data_in = Some(input);
     opts.data_out = Some(&mut out);
     opts.ctx_in = Some(&ctx);
-    let res = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    let res = prog.test_run(opts)?;
     out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
+    Ok((res.return_value, out))
 }
 
 /// The classifier program `name` of the loaded object.
