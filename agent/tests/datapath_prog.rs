@@ -5,7 +5,10 @@
 //! Needs root and bpffs (maps are pinned under a scratch directory): run with `cargo xtask test`.
 use std::net::Ipv4Addr;
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+mod common;
+
+use aya::programs::SchedClassifier;
+use common::prog::*;
 use switchyard::datapath::{loader, MapWriter};
 use switchyard_abi::{addr_be, port_be, proto, Backend, RevNat, ServiceKey, ServiceValue};
 
@@ -14,108 +17,6 @@ const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 3);
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 7);
 const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 8);
 const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 9);
-const TC_ACT_OK: u32 = 0;
-const TC_ACT_REDIRECT: u32 = 7;
-
-fn fold(mut sum: u32) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn sum16(bytes: &[u8]) -> u32 {
-    bytes
-        .chunks(2)
-        .map(|c| (u32::from(c[0]) << 8) | u32::from(*c.get(1).unwrap_or(&0)))
-        .sum()
-}
-
-/// Checksum over an L4 segment with the IPv4 pseudo header.
-fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u16 {
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&(segment.len() as u16).to_be_bytes());
-    fold(sum16(&pseudo) + sum16(segment))
-}
-
-/// An Ethernet + IPv4 + TCP SYN (or UDP datagram) with correct checksums.
-fn packet(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), l4: u8, udp_csum: bool) -> Vec<u8> {
-    let mut p = vec![0u8; 14];
-    p[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    p[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
-    p[12..14].copy_from_slice(&[0x08, 0x00]);
-    let mut seg = Vec::new();
-    seg.extend_from_slice(&src.1.to_be_bytes());
-    seg.extend_from_slice(&dst.1.to_be_bytes());
-    if l4 == proto::TCP {
-        seg.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
-    } else {
-        seg.extend_from_slice(&[0, 12, 0, 0]);
-        seg.extend_from_slice(b"ping");
-    }
-    let csum_off = if l4 == proto::TCP { 16 } else { 6 };
-    if l4 == proto::TCP || udp_csum {
-        let c = l4_checksum(src.0, dst.0, l4, &seg);
-        seg[csum_off..csum_off + 2].copy_from_slice(&c.to_be_bytes());
-    }
-    let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, l4, 0, 0];
-    ip[2..4].copy_from_slice(&((20 + seg.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&src.0.octets());
-    ip.extend_from_slice(&dst.0.octets());
-    let c = fold(sum16(&ip));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&ip);
-    p.extend_from_slice(&seg);
-    p
-}
-
-fn addr(p: &[u8], off: usize) -> Ipv4Addr {
-    Ipv4Addr::new(p[off], p[off + 1], p[off + 2], p[off + 3])
-}
-
-fn port(p: &[u8], off: usize) -> u16 {
-    u16::from_be_bytes([p[off], p[off + 1]])
-}
-
-/// Asserts the IPv4 header and L4 checksums of `p` verify.
-fn assert_checksums(p: &[u8]) {
-    assert_eq!(fold(sum16(&p[14..34])), 0, "IPv4 header checksum");
-    let l4 = p[23];
-    let seg = &p[34..];
-    if l4 == proto::UDP && seg[6..8] == [0, 0] {
-        return; // no checksum, and it must stay that way
-    }
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&p[26..34]);
-    pseudo.extend_from_slice(&[0, l4]);
-    pseudo.extend_from_slice(&(seg.len() as u16).to_be_bytes());
-    assert_eq!(
-        fold(sum16(&pseudo) + sum16(seg)),
-        0,
-        "L4 checksum (proto {l4})"
-    );
-}
-
-struct Pins(std::path::PathBuf);
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn run(prog: &SchedClassifier, input: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; 256];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(input);
-    opts.data_out = Some(&mut out);
-    let res = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-    out.truncate(res.data_size_out as usize);
-    (res.return_value, out)
-}
-
 /// A SYN from `CLIENT:40000` to `front` reaches `BACKEND:8080`, and the backend's answer
 /// comes back from `front`, with valid checksums.
 fn syn_and_reply(prog: &SchedClassifier, front: (Ipv4Addr, u16)) {
@@ -133,56 +34,10 @@ fn syn_and_reply(prog: &SchedClassifier, front: (Ipv4Addr, u16)) {
     assert_checksums(&out);
 }
 
-/// The classifier program `name` of the loaded object.
-fn classifier<'a>(loaded: &'a loader::Loaded, name: &str) -> &'a SchedClassifier {
-    loaded
-        .ebpf
-        .program(name)
-        .expect("program")
-        .try_into()
-        .expect("classifier")
-}
-
-/// Programs frontend `front` (protocol `p`, service flags `flags`) with the single backend
-/// `backend` under backend id `id` and rev-NAT id `rev_nat_id`.
-fn install(
-    loaded: &mut loader::Loaded,
-    front: (Ipv4Addr, u16),
-    p: u8,
-    (id, backend): (u32, Backend),
-    rev_nat_id: u16,
-    flags: u8,
-) {
-    let rev = RevNat {
-        addr: addr_be(front.0),
-        port: port_be(front.1),
-        pad: 0,
-    };
-    loaded.rev_nat.put(rev_nat_id, rev).expect("rev nat");
-    loaded.backends.put(id, backend).expect("backend");
-    let key = |slot| ServiceKey::new(addr_be(front.0), port_be(front.1), p, slot);
-    let slot = ServiceValue {
-        backend_id: id,
-        rev_nat_id,
-        ..Default::default()
-    };
-    loaded.services.put(key(1), slot).expect("slot");
-    let header = ServiceValue {
-        count: 1,
-        rev_nat_id,
-        flags,
-        ..Default::default()
-    };
-    loaded.services.put(key(0), header).expect("header");
-}
-
 #[test]
 #[ignore = "needs root and bpffs: run with cargo xtask test"]
 fn from_pod_rewrites_packets_with_valid_checksums() {
-    let pins = Pins(switchyard::paths::pin_dir(&format!(
-        "t-prog-{}",
-        std::process::id()
-    )));
+    let pins = Pins::new("prog");
     let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
     for (id, p) in [(1u32, proto::TCP), (2, proto::UDP)] {
         let b = Backend {
@@ -205,11 +60,17 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
             },
         )
         .expect("empty");
+    for pod in [CLIENT, BACKEND] {
+        local_pod(&mut loaded, pod);
+    }
     let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
 
     // Client → VIP: DNAT to the backend.
     let (verdict, out) = run(prog, &packet((CLIENT, 40000), (VIP, 80), proto::TCP, true));
-    assert_eq!(verdict, TC_ACT_OK, "not a local pod: continue to the stack");
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "the backend is a pod on this node: straight to its veth"
+    );
     assert_eq!((addr(&out, 30), port(&out, 36)), (BACKEND, 8080));
     assert_eq!(
         (addr(&out, 26), port(&out, 34)),
@@ -223,7 +84,7 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
         prog,
         &packet((BACKEND, 8080), (CLIENT, 40000), proto::TCP, true),
     );
-    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!((addr(&out, 26), port(&out, 34)), (VIP, 80));
     assert_checksums(&out);
 
@@ -304,6 +165,110 @@ fn from_pod_rewrites_packets_with_valid_checksums() {
     assert_eq!(out, other);
 }
 
+/// A pod's veth carries only that pod's own address: a packet with another source (a pod behind
+/// another veth, a pod of another node, an outside address), TCP, a UDP first fragment or a
+/// later fragment alike, is dropped and counted as `drop_source_spoofed` before it creates a
+/// conntrack, NAT or fragment entry. The pod's own packets are balanced as before, and ARP
+/// passes untouched.
+#[test]
+#[ignore = "needs root and bpffs: run with cargo xtask test"]
+fn from_pod_drops_a_packet_whose_source_is_not_the_pod_behind_the_veth() {
+    let pins = Pins::new("spoof");
+    let node = Pins::node("spoof");
+    let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
+    for (id, p) in [(1u32, proto::TCP), (2, proto::UDP)] {
+        install(
+            &mut loaded,
+            (VIP, 80),
+            p,
+            (id, backend(BACKEND, 8080, p)),
+            1,
+            0,
+        );
+    }
+    for pod in [CLIENT, BACKEND] {
+        local_pod(&mut loaded, pod);
+    }
+    let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
+    let remote_pod = Ipv4Addr::new(10, 244, 2, 5);
+    let outside = Ipv4Addr::new(203, 0, 113, 10);
+    let spoofs = [
+        (
+            "another local pod's address",
+            packet((CLIENT, 40000), (VIP, 80), proto::TCP, true),
+            veth_of(BACKEND),
+        ),
+        (
+            "a pod of another node",
+            packet((remote_pod, 40000), (VIP, 80), proto::TCP, true),
+            veth_of(CLIENT),
+        ),
+        (
+            "an outside address, first fragment",
+            first_fragment(packet((outside, 40000), (VIP, 80), proto::UDP, true), 7),
+            veth_of(CLIENT),
+        ),
+        (
+            "an outside address, later fragment",
+            later_fragment(outside, VIP, proto::UDP, 7),
+            veth_of(CLIENT),
+        ),
+        (
+            "a reply as if from the backend",
+            packet((BACKEND, 8080), (CLIENT, 40000), proto::TCP, true),
+            veth_of(CLIENT),
+        ),
+    ];
+    let before = FlowKeys::read(&pins.0);
+    for (what, frame, veth) in &spoofs {
+        let (verdict, out) = run_on(prog, frame, *veth);
+        assert_eq!(verdict, TC_ACT_SHOT, "{what}: dropped");
+        assert_eq!(&out, frame, "{what}: untouched");
+    }
+    assert_eq!(
+        counter(&node, "drop_source_spoofed"),
+        spoofs.len() as u64,
+        "every spoof is counted"
+    );
+    assert_eq!(counter(&node, "packets"), 0, "nothing else looked at them");
+    assert_eq!(
+        FlowKeys::read(&pins.0),
+        before,
+        "no conntrack, NAT or fragment entry for a spoofed packet"
+    );
+
+    // The pod itself, on its own veth: balanced to the backend as before.
+    let (verdict, out) = run(prog, &packet((CLIENT, 40000), (VIP, 80), proto::TCP, true));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        (addr(&out, 26), addr(&out, 30), port(&out, 36)),
+        (CLIENT, BACKEND, 8080)
+    );
+    assert_checksums(&out);
+    let (verdict, out) = run(
+        prog,
+        &packet((BACKEND, 8080), (CLIENT, 40000), proto::TCP, true),
+    );
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!((addr(&out, 26), port(&out, 34)), (VIP, 80), "reverse NAT");
+    assert_eq!(
+        FlowKeys::read(&pins.0).ct.len(),
+        before.ct.len() + 2,
+        "the flow is tracked both ways"
+    );
+    assert_eq!(counter(&node, "drop_source_spoofed"), spoofs.len() as u64);
+
+    // ARP (not IPv4: who has the gateway?) is none of the check's business.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x08, 0x06]);
+    arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1, 0x02, 0, 0, 0, 0, 0x02]);
+    arp.extend_from_slice(&CLIENT.octets());
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[10, 244, 9, 1]);
+    let (verdict, out) = run_on(prog, &arp, veth_of(CLIENT));
+    assert_eq!((verdict, out), (TC_ACT_OK, arp), "ARP passes untouched");
+}
+
 /// NodePort SNAT for a backend on another node keeps the client's port when it lies in the SNAT
 /// range and the reply tuple is free, takes a port of the SNAT range when it is not (or when the
 /// client's port is one the node's own sockets may use), and hands a reply tuple whose flow is
@@ -319,10 +284,7 @@ fn nodeport_snat_keeps_a_client_port_of_its_range_and_reclaims_finished_flows() 
     const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
     const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
     const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 5);
-    let pins = Pins(switchyard::paths::pin_dir(&format!(
-        "t-snat-{}",
-        std::process::id()
-    )));
+    let pins = Pins::new("snat");
     let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
     let config = NodeConfig {
         node_addr: addr_be(NODE),
@@ -461,13 +423,6 @@ fn nodeport_snat_keeps_a_client_port_of_its_range_and_reclaims_finished_flows() 
     );
 }
 
-/// Recomputes the IPv4 header checksum of frame `p`.
-fn fix_ip_checksum(p: &mut [u8]) {
-    p[24..26].copy_from_slice(&[0, 0]);
-    let c = fold(sum16(&p[14..34]));
-    p[24..26].copy_from_slice(&c.to_be_bytes());
-}
-
 /// Frame `p` as the first fragment (more fragments follow) of datagram `id`.
 fn first_fragment(mut p: Vec<u8>, id: u16) -> Vec<u8> {
     p[18..20].copy_from_slice(&id.to_be_bytes());
@@ -489,24 +444,6 @@ fn later_fragment(src: Ipv4Addr, dst: Ipv4Addr, l4: u8, id: u16) -> Vec<u8> {
     p
 }
 
-/// An ICMP error (`kind`/`code`) from `src` to `dst` quoting the IP header and first 8 bytes of
-/// frame `quoted`, with valid checksums.
-fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, kind: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
-    let mut icmp = vec![kind, code, 0, 0, 0, 0, 0x05, 0xaa];
-    icmp.extend_from_slice(&quoted[14..42]);
-    let c = fold(sum16(&icmp));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let mut p = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00];
-    let mut ip = vec![0x45, 0xc0, 0, 0, 0, 0, 0, 0, 64, proto::ICMP, 0, 0];
-    ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&ip);
-    p.extend_from_slice(&icmp);
-    fix_ip_checksum(&mut p);
-    p
-}
-
 /// Asserts an ICMP error's own and quoted IPv4 checksums and its ICMP checksum verify.
 fn assert_icmp_checksums(p: &[u8]) {
     assert_eq!(fold(sum16(&p[14..34])), 0, "outer IPv4 header checksum");
@@ -521,10 +458,7 @@ fn assert_icmp_checksums(p: &[u8]) {
 #[test]
 #[ignore = "needs root and bpffs: run with cargo xtask test"]
 fn icmp_errors_fragments_and_hairpin_follow_their_translated_flow() {
-    let pins = Pins(switchyard::paths::pin_dir(&format!(
-        "t-icmp-{}",
-        std::process::id()
-    )));
+    let pins = Pins::new("icmp");
     let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
     for (id, p) in [(1u32, proto::TCP), (2, proto::UDP)] {
         let b = Backend {
@@ -544,6 +478,11 @@ fn icmp_errors_fragments_and_hairpin_follow_their_translated_flow() {
         node_addr: 0,
     };
     install(&mut loaded, (VIP2, 80), proto::TCP, (3, me), 2, 0);
+    // A router on the way: a pod on this node that forwards the client's traffic.
+    let router = Ipv4Addr::new(10, 244, 9, 1);
+    for pod in [CLIENT, BACKEND, router] {
+        local_pod(&mut loaded, pod);
+    }
     let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
 
     // Port unreachable for a UDP datagram and fragmentation needed for a TCP segment, from the
@@ -569,7 +508,6 @@ fn icmp_errors_fragments_and_hairpin_follow_their_translated_flow() {
     }
     // TTL exceeded from a router on the way quotes the same packet; its source stays the router.
     let (_, sent) = run(prog, &packet((CLIENT, 41002), (VIP, 80), proto::UDP, true));
-    let router = Ipv4Addr::new(10, 244, 9, 1);
     let (_, out) = run(prog, &icmp_error(router, CLIENT, 11, 0, &sent));
     assert_eq!((addr(&out, 26), addr(&out, 42 + 16)), (router, VIP));
     assert_icmp_checksums(&out);
@@ -655,10 +593,7 @@ fn an_idle_open_flow_keeps_its_backend_while_more_closed_flows_than_the_table_ho
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
     const FIN_ACK: u8 = 0x11;
-    let pins = Pins(switchyard::paths::pin_dir(&format!(
-        "t-age-{}",
-        std::process::id()
-    )));
+    let pins = Pins::new("age");
     let sizes = loader::MapSizes {
         ct: CAPACITY,
         ..loader::MapSizes::default()
@@ -694,6 +629,10 @@ fn an_idle_open_flow_keeps_its_backend_while_more_closed_flows_than_the_table_ho
         ..Default::default()
     };
     loaded.services.put(key(0), header).expect("header");
+    local_pod(&mut loaded, CLIENT);
+    for id in 1..=8u8 {
+        local_pod(&mut loaded, Ipv4Addr::new(10, 244, 9, 10 + id));
+    }
     let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
     let tcp = |src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), flags| {
         with_tcp_flags(packet(src, dst, proto::TCP, true), flags)

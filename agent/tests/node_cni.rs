@@ -49,9 +49,9 @@ fn run(cmd: &mut Command) -> Output {
     out
 }
 
-fn conf() -> String {
+fn conf(node: &str) -> String {
     format!(
-        r#"{{"cniVersion":"1.0.0","name":"switchyard","type":"switchyard","node":"{NODE}","bridge":"cbr0","mtu":1460,
+        r#"{{"cniVersion":"1.0.0","name":"switchyard","type":"switchyard","node":"{node}","bridge":"cbr0","mtu":1460,
             "ipam":{{"type":"host-local","subnet":"10.244.1.0/24","gateway":"10.244.1.1"}}}}"#
     )
 }
@@ -62,47 +62,71 @@ fn container_id(pod: &str) -> String {
 
 /// Runs the plugin inside the node namespace; returns (exit ok, parsed stdout).
 fn cni(command: &str, pod: &str, netns: Option<&Path>) -> (bool, serde_json::Value) {
-    let node_ns = netns::path(NODE_NS);
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={}", node_ns.display()))
-        .arg(BIN)
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container_id(pod))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    match netns {
-        Some(p) => cmd.env("CNI_NETNS", p),
-        None => cmd.env_remove("CNI_NETNS"),
+    let node = Node {
+        ns: NODE_NS.into(),
+        name: NODE.into(),
     };
-    let mut child = cmd.spawn().expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(conf().as_bytes())
-        .expect("write config");
-    let out = child.wait_with_output().expect("plugin");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let value = if stdout.trim().is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("plugin printed non-JSON {stdout:?}: {e}"))
-    };
-    if !out.status.success() {
-        eprintln!(
-            "plugin {command} {pod}: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    node.cni(command, &container_id(pod), pod, netns)
+}
+
+/// A scratch node: its namespace and its name (state under `/run/switchyard/<name>/`).
+struct Node {
+    ns: String,
+    name: String,
+}
+
+impl Node {
+    /// Runs the plugin in the node's namespace for container `id` of pod `default/<pod>`;
+    /// returns (exit ok, parsed stdout).
+    fn cni(
+        &self,
+        command: &str,
+        id: &str,
+        pod: &str,
+        netns: Option<&Path>,
+    ) -> (bool, serde_json::Value) {
+        let node_ns = netns::path(&self.ns);
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", node_ns.display()))
+            .arg(BIN)
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/opt/cni/bin")
+            .env(
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        match netns {
+            Some(p) => cmd.env("CNI_NETNS", p),
+            None => cmd.env_remove("CNI_NETNS"),
+        };
+        let mut child = cmd.spawn().expect("spawn plugin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(conf(&self.name).as_bytes())
+            .expect("write config");
+        let out = child.wait_with_output().expect("plugin");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let value = if stdout.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(stdout.trim())
+                .unwrap_or_else(|e| panic!("plugin printed non-JSON {stdout:?}: {e}"))
+        };
+        if !out.status.success() {
+            eprintln!(
+                "plugin {command} {pod}: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        (out.status.success(), value)
     }
-    (out.status.success(), value)
 }
 
 fn link_exists(ns: &str, name: &str) -> bool {
@@ -374,4 +398,109 @@ fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() 
     assert!(ok, "repeated DEL: {out}");
     let (ok, out) = cni("DEL", "pb", Some(Path::new("/run/netns/sy-t-node-gone")));
     assert!(ok, "DEL with a vanished netns: {out}");
+}
+
+/// Two container ids whose host veth names are the same (a birthday search over the 32-bit
+/// name hash: about 80,000 ids).
+fn colliding_container_ids() -> (String, String) {
+    let mut seen = std::collections::HashMap::new();
+    for n in 0u64.. {
+        let id = format!("sy-collide-{n:016x}");
+        if let Some(first) = seen.insert(paths::host_veth_name(&id), id.clone()) {
+            return (first, id);
+        }
+    }
+    unreachable!("the search is unbounded")
+}
+
+/// The link index of `name` in namespace `ns`, if it exists.
+fn link_index(ns: &str, name: &str) -> Option<u64> {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-j", "link", "show", name])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v[0]["ifindex"].as_u64()
+}
+
+#[test]
+fn cni_add_refuses_a_host_veth_name_that_is_another_pods_link_and_leaves_it_alone() {
+    if !switchyard_lab::lab::is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // Names of this process only, so the test never meets another run's namespaces.
+    let pid = std::process::id();
+    let node = Node {
+        ns: format!("sy-t-clash{pid}-n"),
+        name: format!("sy-t-clash{pid}"),
+    };
+    let (ns_owner, ns_other) = (format!("sy-t-clash{pid}-a"), format!("sy-t-clash{pid}-b"));
+    let mut scratch = Scratch::default();
+    scratch.dir(paths::state_dir(&node.name));
+    for ns in [&node.ns, &ns_owner, &ns_other] {
+        scratch.netns(ns);
+    }
+    switchyard::netlink::block_on_in_netns(&netns::path(&node.ns), || async {
+        switchyard::netlink::ensure_bridge("cbr0", 1460, Ipv4Addr::new(10, 244, 1, 1), 24).await
+    })
+    .expect("enter node netns")
+    .expect("ensure_bridge");
+
+    let (owner_id, other_id) = colliding_container_ids();
+    let host = paths::host_veth_name(&owner_id);
+    assert_eq!(host, paths::host_veth_name(&other_id));
+    let (ok, r) = node.cni("ADD", &owner_id, "owner", Some(&netns::path(&ns_owner)));
+    assert!(ok, "{r}");
+    let owner_ip = ip_of(&r);
+    let index = link_index(&node.ns, &host).expect("the owner's host veth");
+
+    // Another container with the same host veth name: refused, naming the pod that has it.
+    let (ok, err) = node.cni("ADD", &other_id, "other", Some(&netns::path(&ns_other)));
+    assert!(!ok, "{err}");
+    assert_eq!(
+        err["code"],
+        switchyard::cni::error::code::HOST_LINK_TAKEN,
+        "{err}"
+    );
+    let msg = err["msg"].as_str().expect("msg");
+    assert!(
+        msg.contains("default/owner") && msg.contains(&owner_id) && msg.contains(&host),
+        "the error names the owner: {msg}"
+    );
+    assert_eq!(
+        link_index(&node.ns, &host),
+        Some(index),
+        "the owner's veth is untouched"
+    );
+    assert!(ping(&ns_owner, Ipv4Addr::new(10, 244, 1, 1)), "and works");
+    assert!(
+        !link_exists(&ns_other, "eth0"),
+        "nothing wired for the other"
+    );
+    assert!(!switchyard::cni::plugin::record_path(&node.name, &other_id).exists());
+    let allocated: Vec<_> = std::fs::read_dir(paths::ipam_dir(&node.name))
+        .expect("IPAM dir")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<Ipv4Addr>().ok())
+        .collect();
+    assert_eq!(
+        allocated,
+        vec![owner_ip],
+        "no address taken for the refused ADD"
+    );
+
+    // DEL of the other container succeeds and still leaves the owner's veth alone.
+    let (ok, out) = node.cni("DEL", &other_id, "other", Some(&netns::path(&ns_other)));
+    assert!(ok, "{out}");
+    assert_eq!(link_index(&node.ns, &host), Some(index));
+
+    // The owner's own retried ADD starts from scratch as before: a new veth, the same address.
+    let (ok, r) = node.cni("ADD", &owner_id, "owner", Some(&netns::path(&ns_owner)));
+    assert!(ok, "{r}");
+    assert_eq!(ip_of(&r), owner_ip);
+    assert_ne!(link_index(&node.ns, &host), Some(index), "recreated");
+    let (ok, out) = node.cni("DEL", &owner_id, "owner", Some(&netns::path(&ns_owner)));
+    assert!(ok, "{out}");
+    assert!(!link_exists(&node.ns, &host));
 }

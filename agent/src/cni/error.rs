@@ -25,6 +25,8 @@ pub mod code {
     pub const NETLINK: u32 = 101;
     /// switchyard: CHECK found the interface not as ADD left it.
     pub const CHECK_FAILED: u32 = 102;
+    /// switchyard: ADD's host veth name is another pod's link (left untouched).
+    pub const HOST_LINK_TAKEN: u32 = 103;
 }
 
 /// A CNI error result.

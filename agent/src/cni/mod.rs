@@ -20,7 +20,7 @@ pub mod subnet;
 
 pub use config::{Command, Invocation, NetConf};
 pub use error::CniError;
-pub use record::EndpointRecord;
+pub use record::{read_records, EndpointRecord};
 pub use subnet::Subnet;
 
 use std::io::Read;

@@ -3,10 +3,16 @@
 //! ADD: allocate an address, create the veth pair (`syv…` on `cbr0`, `eth0` in the pod), set the
 //! pod side up with its address and a default route via the gateway, bring `lo` up, and leave an
 //! [`EndpointRecord`] for the agent. DEL undoes all of it and succeeds when parts are already gone.
+//!
+//! Invariant: the plugin only ever deletes a host veth that is its container's or nobody's. The
+//! host veth name is a 32-bit hash of the container id, so two containers can share it; a link
+//! of that name which another container's endpoint record describes (same name and ifindex) is
+//! that pod's: ADD fails naming the pod ([`code::HOST_LINK_TAKEN`]) and DEL leaves it alone. A
+//! retried ADD of the same container (its own record, or no record) starts from scratch.
 use super::config::{Invocation, NetConf};
 use super::error::{code, CniError};
 use super::ipam::{Ipam, IpamError};
-use super::record::EndpointRecord;
+use super::record::{read_records, EndpointRecord};
 use super::result::{CniResult, Dns, Interface, IpConfig, Route};
 use crate::netlink::{self, Link, Netlink};
 use crate::paths;
@@ -84,6 +90,10 @@ pub fn add(conf: &NetConf, inv: &Invocation) -> Result<CniResult, CniError> {
         .with_details("the switchyard agent creates it once the node has a podCIDR"));
     };
 
+    if let Some(owner) = rt.block_on(host_link_owner(conf, inv, &host_name))? {
+        return Err(taken(&host_name, &owner));
+    }
+
     let ipam = ipam_of(conf);
     let ip = ipam.allocate(&inv.container_id, &inv.ifname)?;
     let wired = wire(conf, inv, &rt, &bridge, &ns_file, &netns, &host_name, ip);
@@ -142,6 +152,54 @@ pub fn add(conf: &NetConf, inv: &Invocation) -> Result<CniResult, CniError> {
         }],
         dns: Dns::default(),
     })
+}
+
+/// The endpoint record of another container than `inv`'s that describes the existing link
+/// `host_name` (same name and ifindex), if any.
+async fn host_link_owner(
+    conf: &NetConf,
+    inv: &Invocation,
+    host_name: &str,
+) -> Result<Option<EndpointRecord>, CniError> {
+    let Some(link) = Netlink::connect()?.link(host_name).await? else {
+        return Ok(None);
+    };
+    let (records, _unreadable) = read_records(&paths::endpoints_dir(&conf.node));
+    Ok(other_owner(records.values(), &inv.container_id, &link.name, link.index).cloned())
+}
+
+/// Among `records`, the one of a container other than `container_id` whose host veth is the
+/// link `name` with ifindex `index`. A record naming the link with another ifindex is stale
+/// (its veth is gone, the name was reused) and owns nothing.
+pub fn other_owner<'a>(
+    records: impl IntoIterator<Item = &'a EndpointRecord>,
+    container_id: &str,
+    name: &str,
+    index: u32,
+) -> Option<&'a EndpointRecord> {
+    records.into_iter().find(|r| {
+        r.container_id != container_id && r.host_ifname == name && r.host_ifindex == index
+    })
+}
+
+/// The error of an ADD whose host veth name `host_name` is `owner`'s link.
+fn taken(host_name: &str, owner: &EndpointRecord) -> CniError {
+    let pod = if owner.pod_name.is_empty() {
+        "an unnamed pod".to_string()
+    } else {
+        format!("pod {}/{}", owner.pod_namespace, owner.pod_name)
+    };
+    CniError::new(
+        code::HOST_LINK_TAKEN,
+        format!(
+            "host veth {host_name} belongs to {pod} (container {}); refusing to delete it",
+            owner.container_id
+        ),
+    )
+    .with_details(
+        "the host veth name is a hash of the container id and another container has the same \
+         one; remove that pod first or use another container id",
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -218,7 +276,16 @@ pub fn del(conf: &NetConf, inv: &Invocation) -> Result<(), CniError> {
     let _enter = span.enter();
     let host_name = paths::host_veth_name(&inv.container_id);
     let rt = runtime()?;
-    rt.block_on(async { Netlink::connect()?.delete_link(&host_name).await })?;
+    match rt.block_on(host_link_owner(conf, inv, &host_name))? {
+        Some(owner) => tracing::warn!(
+            host_veth = %host_name,
+            owner = %owner.container_id,
+            "the host veth belongs to another container; left alone"
+        ),
+        None => {
+            rt.block_on(async { Netlink::connect()?.delete_link(&host_name).await })?;
+        }
+    }
     ipam_of(conf).release(&inv.container_id)?;
     remove_if_present(&record_path(&conf.node, &inv.container_id))?;
     remove_if_present(&paths::attached_dir(&conf.node).join(&inv.container_id))?;
@@ -289,4 +356,46 @@ pub fn check(conf: &NetConf, inv: &Invocation) -> Result<(), CniError> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(container_id: &str, host_ifname: &str, host_ifindex: u32) -> EndpointRecord {
+        EndpointRecord {
+            container_id: container_id.into(),
+            pod_namespace: "default".into(),
+            pod_name: format!("pod-{container_id}"),
+            netns: "/run/netns/x".into(),
+            ip: Ipv4Addr::new(10, 244, 1, 2),
+            prefix_len: 24,
+            gateway: Ipv4Addr::new(10, 244, 1, 1),
+            host_ifname: host_ifname.into(),
+            host_ifindex,
+            host_mac: "02:00:00:00:00:01".into(),
+            pod_mac: "02:00:00:00:00:02".into(),
+        }
+    }
+
+    #[test]
+    fn a_host_link_another_containers_record_describes_is_that_containers() {
+        let records = [record("a", "syv1", 7), record("b", "syv2", 8)];
+        let owner = other_owner(&records, "c", "syv1", 7).expect("owned by a");
+        assert_eq!(owner.container_id, "a");
+        let err = taken("syv1", owner);
+        assert_eq!(err.code, code::HOST_LINK_TAKEN);
+        assert!(err.msg.contains("pod default/pod-a") && err.msg.contains("syv1"));
+    }
+
+    #[test]
+    fn a_retried_add_or_a_stale_record_owns_nothing_that_blocks_add() {
+        let records = [record("a", "syv1", 7)];
+        assert!(other_owner(&records, "a", "syv1", 7).is_none(), "its own");
+        assert!(
+            other_owner(&records, "c", "syv1", 9).is_none(),
+            "another ifindex: the record's veth is gone"
+        );
+        assert!(other_owner(&records, "c", "syv3", 7).is_none(), "unrelated");
+    }
 }

@@ -4,7 +4,9 @@
 //! `paths::endpoints_dir(node)/<containerID>.json` on ADD, removed on DEL. The agent watches that
 //! directory: it puts the pod into `LOCAL_PODS` and attaches the `from_pod` program to `host_ifname`.
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 /// One wired pod interface, as seen from the node's network namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,4 +33,30 @@ pub struct EndpointRecord {
     pub host_mac: String,
     /// MAC of the pod's interface, `aa:bb:cc:dd:ee:ff`.
     pub pod_mac: String,
+}
+
+/// Reads every record in `dir` (a missing directory means no pods). Unreadable or malformed
+/// records are reported in the second list and skipped.
+pub fn read_records(dir: &Path) -> (BTreeMap<String, EndpointRecord>, Vec<String>) {
+    let mut records = BTreeMap::new();
+    let mut problems = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (records, problems);
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<EndpointRecord>(&b).map_err(|e| e.to_string()))
+        {
+            Ok(rec) => {
+                records.insert(rec.container_id.clone(), rec);
+            }
+            Err(e) => problems.push(format!("{}: {e}", path.display())),
+        }
+    }
+    (records, problems)
 }

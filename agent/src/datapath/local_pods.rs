@@ -6,13 +6,12 @@
 //! reporting the pod Ready). One broken pod never keeps the others out: it is retried on the
 //! next scan.
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use aya::programs::TcAttachType;
 use aya::Ebpf;
 use switchyard_abi::{addr_be, programs, LocalPod};
 
-use crate::cni::EndpointRecord;
+use crate::cni::{read_records, EndpointRecord};
 use crate::paths;
 
 use super::maps::MapWriter;
@@ -183,32 +182,6 @@ pub fn to_local_pod(rec: &EndpointRecord) -> Result<(u32, LocalPod), DatapathErr
             host_mac: parse_mac(&rec.host_mac).ok_or_else(|| bad("host_mac", &rec.host_mac))?,
         },
     ))
-}
-
-/// Reads every record in `dir` (a missing directory means no pods). Unreadable or malformed
-/// records are reported in the second list and skipped.
-pub fn read_records(dir: &Path) -> (BTreeMap<String, EndpointRecord>, Vec<String>) {
-    let mut records = BTreeMap::new();
-    let mut problems = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (records, problems);
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        match std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<EndpointRecord>(&b).map_err(|e| e.to_string()))
-        {
-            Ok(rec) => {
-                records.insert(rec.container_id.clone(), rec);
-            }
-            Err(e) => problems.push(format!("{}: {e}", path.display())),
-        }
-    }
-    (records, problems)
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! The generic network-namespace helpers live in `switchyard_lab::netns` (a dev-dependency).
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod prog;
+
 use std::net::Ipv4Addr;
 use std::process::Stdio;
 

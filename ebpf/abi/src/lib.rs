@@ -600,8 +600,11 @@ pub mod stat {
     pub const DROP_SOURCE_RANGE: u32 = 26;
     /// Packets to an external IP or load balancer frontend from outside the node.
     pub const EXTERNAL: u32 = 27;
+    /// Dropped by `from_pod`: the IPv4 source is not the address of the pod whose veth the
+    /// packet arrived on (`LOCAL_PODS`).
+    pub const DROP_SOURCE_SPOOFED: u32 = 28;
     /// Human-readable names, indexed by counter id.
-    pub const NAMES: [&str; 28] = [
+    pub const NAMES: [&str; 29] = [
         "packets",
         "lb_new",
         "lb_established",
@@ -630,6 +633,7 @@ pub mod stat {
         "affinity_hit",
         "drop_source_range",
         "external",
+        "drop_source_spoofed",
     ];
 }
 
@@ -722,7 +726,7 @@ mod tests {
 
     #[test]
     fn stat_names_cover_every_counter() {
-        assert_eq!(stat::NAMES.len() as u32, stat::EXTERNAL + 1);
+        assert_eq!(stat::NAMES.len() as u32, stat::DROP_SOURCE_SPOOFED + 1);
         assert!(stat::NAMES.len() as u32 <= capacity::STATS);
     }
 }

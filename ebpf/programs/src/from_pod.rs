@@ -1,5 +1,7 @@
 //! `from_pod`: TC ingress on every pod's host-side veth — every packet a local pod sends.
 //!
+//! 0. A packet whose IPv4 source is not the address of the pod owning this veth is dropped
+//!    (`drop_source_spoofed`, see [`source`](crate::source)) before anything else looks at it.
 //! 1. A reply from a backend (reply-direction conntrack hit) gets its source restored to the
 //!    frontend the client addressed (reverse NAT).
 //! 2. A packet to a frontend in `SERVICES` (a ClusterIP, or this node's NodePort) is DNATed to a
@@ -20,7 +22,7 @@ use crate::nat::{self, Side};
 use crate::overlay::{self, in_cidr};
 use crate::packet::{Flow, Parsed};
 use crate::reject;
-use crate::{conntrack, frag, hook, icmp, snat, stats};
+use crate::{conntrack, frag, hook, icmp, snat, source, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
@@ -31,6 +33,14 @@ pub fn from_pod(mut ctx: TcContext) -> i32 {
 /// `Err` carries the `stat` drop reason.
 #[inline(always)]
 fn try_from_pod(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
+    let saddr = match parsed {
+        Parsed::L4(flow) => flow.saddr,
+        Parsed::L3(ip) => ip.saddr,
+        Parsed::Other => return Ok(TC_ACT_OK),
+    };
+    if !source::owned_by_ingress(ctx, saddr) {
+        return Err(stat::DROP_SOURCE_SPOOFED);
+    }
     let loopback = ip_be(SERVICE_LOOPBACK);
     let mut flow = match *parsed {
         Parsed::Other => return Ok(TC_ACT_OK),

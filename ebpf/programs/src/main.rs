@@ -13,7 +13,7 @@
 //!   [`forward`]: delivery to local pods and the uplink; [`overlay`]: VXLAN tunnel keys;
 //!   [`snat`]: the source NAT table of masquerade and NodePort; [`hook`]: what every TC hook
 //!   does around its decisions; [`frag`]: later fragments of translated datagrams; [`icmp`]:
-//!   ICMP errors about translated flows.
+//!   ICMP errors about translated flows; [`source`]: source validation on pod veths.
 //! - [`to_pods`]: TC egress on `cbr0` (reverse NAT of replies from the node's own namespace).
 //! - [`to_overlay`]: TC egress on `vxlan0` (tunnel keys for the node's own traffic to pods).
 //! - [`sock`]: cgroup socket hooks (socket load balancing for the node's own clients).
@@ -36,6 +36,7 @@ mod packet;
 mod reject;
 mod snat;
 mod sock;
+mod source;
 mod stats;
 mod to_overlay;
 mod to_pods;

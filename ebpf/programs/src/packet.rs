@@ -154,7 +154,8 @@ pub enum Parsed {
     Other,
 }
 
-/// Parses the packet headers. `Err` means the packet is shorter than its headers claim.
+/// Parses the packet headers. `Err` means the packet is shorter than its headers claim (for
+/// TCP and UDP: than the whole L4 header).
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Result<Parsed, ()> {
     let eth_proto: u16 = ctx.load(ETH_PROTO_OFF).map_err(|_| ())?;
@@ -185,6 +186,12 @@ pub fn parse(ctx: &TcContext) -> Result<Parsed, ()> {
         }));
     }
     let l4_off = IP_OFF + ihl_len;
+    // The whole TCP/UDP header, checksum included, or the packet is malformed: a translation
+    // that cannot update the checksum must not be decided (and tracked) in the first place.
+    let l4_hlen = if ip_proto == proto::TCP { 20 } else { 8 };
+    if (ctx.len() as usize) < l4_off + l4_hlen {
+        return Err(());
+    }
     let sport: u16 = ctx.load(l4_off).map_err(|_| ())?;
     let dport: u16 = ctx.load(l4_off + 2).map_err(|_| ())?;
     Ok(Parsed::L4(Flow {
