@@ -3,23 +3,13 @@
 //! names are fixed, so they run one at a time: `cargo xtask test` passes `--test-threads=1`).
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use switchyard_lab::{kube, lab, Lab, LabOptions};
+use switchyard_lab::{kube, lab, probe, Lab};
 
 /// A lab with the echo example applied and every pod Ready; returns it and the ClusterIP.
 fn echo_lab() -> (Lab, String) {
-    let lab = Lab::up(LabOptions::new(1)).expect("lab up");
-    lab.kubectl
-        .apply_file(&lab::workspace_root().join("examples/echo.yaml"))
-        .expect("kubectl apply");
-    lab.kubectl
-        .wait_pods_ready("app=echo", 3, Duration::from_secs(60))
-        .expect("echo pods Ready");
-    lab.kubectl
-        .wait_pods_ready("!app", 1, Duration::from_secs(60))
-        .expect("client pod Ready");
+    let lab = probe::example_lab(1, "echo.yaml", &[("app=echo", 3), ("!app", 1)]).expect("lab up");
     let ip = lab.kubectl.cluster_ip("echo").expect("cluster IP");
     (lab, ip)
 }
@@ -192,19 +182,7 @@ fn an_established_connection_survives_an_agent_restart() {
     let script = format!(
         "import socket,sys\ns=socket.create_connection(('{ip}', 80), timeout=10)\ns.sendall(b'first\\n'); print(s.recv(200).decode().strip(), flush=True)\nsys.stdin.readline()\ns.sendall(b'second\\n'); print(s.recv(200).decode().strip(), flush=True)\n"
     );
-    let mut client = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            "sy-pod-default-client",
-            "python3",
-            "-c",
-            &script,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 client");
+    let mut client = probe::spawn_python("sy-pod-default-client", &script);
     let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
     let first = lines.next().expect("first answer").expect("read");
     assert!(first.contains("line=first"), "{first}");

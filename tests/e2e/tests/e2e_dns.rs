@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use switchyard_lab::{cmd, dns, kube, lab, Lab, LabOptions};
+use switchyard_lab::{cmd, dns, kube, lab, probe, Lab};
 
 /// The host's resolver configuration, which nothing may touch.
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -20,15 +20,7 @@ fn host_resolv_conf() -> String {
 /// resolv.conf as it was before.
 fn echo_lab() -> (Lab, String) {
     let host = host_resolv_conf();
-    let lab = Lab::up(LabOptions::new(1)).expect("lab up");
-    lab.kubectl
-        .apply_file(&lab::workspace_root().join("examples/echo.yaml"))
-        .expect("kubectl apply");
-    for (pods, count) in [("app=echo", 3), ("!app", 1)] {
-        lab.kubectl
-            .wait_pods_ready(pods, count, Duration::from_secs(60))
-            .expect("echo and client pods Ready");
-    }
+    let lab = probe::example_lab(1, "echo.yaml", &[("app=echo", 3), ("!app", 1)]).expect("lab up");
     (lab, host)
 }
 

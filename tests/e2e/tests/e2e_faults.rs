@@ -3,22 +3,14 @@
 //! and the agent started while it is away. The datapath keeps serving what it last knew, the
 //! agent catches up when the API server returns, and `/readyz` tells the difference.
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
-use switchyard_lab::{kube, lab, probe, topology, Lab, LabOptions};
+use switchyard_lab::{kube, probe, topology, Lab};
 
 /// A one-node lab with `examples/echo.yaml` applied and Ready; the echo Service's ClusterIP.
 fn echo_lab() -> (Lab, String) {
-    let lab = Lab::up(LabOptions::new(1)).expect("lab up");
-    lab.kubectl
-        .apply_file(&lab::workspace_root().join("examples/echo.yaml"))
-        .expect("kubectl apply");
-    for (selector, n) in [("app=echo", 3), ("!app", 1)] {
-        lab.kubectl
-            .wait_pods_ready(selector, n, Duration::from_secs(60))
-            .expect("pods Ready");
-    }
+    let lab = probe::example_lab(1, "echo.yaml", &[("app=echo", 3), ("!app", 1)]).expect("lab up");
     let ip = lab.kubectl.cluster_ip("echo").expect("cluster IP");
     (lab, ip)
 }
@@ -50,19 +42,7 @@ while not stop.is_set():
 print(sent, len(failed), failed[:5], flush=True)
 "#
         );
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &probe::pod_ns("client"),
-                "python3",
-                "-c",
-                &script,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 request loop");
+        let child = probe::spawn_python(&probe::pod_ns("client"), &script);
         RequestLoop(child)
     }
 

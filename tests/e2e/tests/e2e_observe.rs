@@ -10,14 +10,8 @@ use switchyard_lab::{cmd, kube, probe, topology, Lab, LabOptions};
 
 /// A three-node lab with the multi-node example applied and every pod Ready.
 fn cluster(opts: LabOptions) -> Lab {
-    let lab = Lab::up(opts).expect("lab up");
-    probe::apply(&lab, "examples/multinode.yaml").expect("apply multinode.yaml");
-    for (selector, n) in [("app=echo", 3), ("!app", 2)] {
-        lab.kubectl
-            .wait_pods_ready(selector, n, Duration::from_secs(60))
-            .expect("pods ready");
-    }
-    lab
+    probe::example_lab_with(opts, "multinode.yaml", &[("app=echo", 3), ("!app", 2)])
+        .expect("lab up")
 }
 
 fn cluster_ip(lab: &Lab, service: &str) -> String {

@@ -4,7 +4,7 @@
 //! its backend went away, topology hints, Maglev, a thousand endpoints, and what the datapath
 //! cannot serve reported as an Event.
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -358,19 +358,7 @@ fn a_long_lived_connection_survives_its_backends_graceful_deletion_and_a_rollout
          for i in range(30):\n  f.write('line%d\\n' % i); f.flush(); r=f.readline()\n  ok += r.startswith(first+' ')\n  time.sleep(0.1)\n\
          print(ok, flush=True)\n"
     );
-    let mut held = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &probe::pod_ns("client-n1"),
-            "python3",
-            "-c",
-            &script,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
+    let mut held = probe::spawn_python(&probe::pod_ns("client-n1"), &script);
     let mut out = std::io::BufReader::new(held.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).expect("first answer");
@@ -405,18 +393,7 @@ fn a_long_lived_connection_survives_its_backends_graceful_deletion_and_a_rollout
          while time.time()<end:\n  n+=1\n  try:\n    s=socket.create_connection(('{ip}',80),timeout=2); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); d=s.recv(200); s.close()\n    fail += not d.startswith(b'HTTP/1')\n  except Exception:\n    fail+=1\n  time.sleep(0.02)\n\
          print(n, fail)\n"
     );
-    let looping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &probe::pod_ns("client-n2"),
-            "python3",
-            "-c",
-            &script,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
+    let looping = probe::spawn_python(&probe::pod_ns("client-n2"), &script);
     std::thread::sleep(Duration::from_secs(1));
     web_pods(&lab, "-b");
     let start = Instant::now();
@@ -470,19 +447,7 @@ fn udp_clients_move_to_a_live_backend_when_theirs_goes_away() {
          print(ask(), flush=True)\nsys.stdin.readline()\n\
          print(' '.join(ask() for _ in range(20)), flush=True)\n"
     );
-    let mut client = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &probe::pod_ns("client-n1"),
-            "python3",
-            "-c",
-            &script,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
+    let mut client = probe::spawn_python(&probe::pod_ns("client-n1"), &script);
     let mut out = std::io::BufReader::new(client.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).expect("first");

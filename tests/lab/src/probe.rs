@@ -10,7 +10,16 @@ use crate::{lab, Lab, LabError, LabOptions};
 /// A lab of `nodes` nodes with `examples/<example>` applied and, for each `(selector, count)` of
 /// `ready`, that many pods Ready.
 pub fn example_lab(nodes: usize, example: &str, ready: &[(&str, usize)]) -> Result<Lab, LabError> {
-    let lab = Lab::up(LabOptions::new(nodes))?;
+    example_lab_with(LabOptions::new(nodes), example, ready)
+}
+
+/// [`example_lab`] on a lab built with `opts`.
+pub fn example_lab_with(
+    opts: LabOptions,
+    example: &str,
+    ready: &[(&str, usize)],
+) -> Result<Lab, LabError> {
+    let lab = Lab::up(opts)?;
     lab.kubectl
         .apply_file(&lab::workspace_root().join("examples").join(example))?;
     for (selector, count) in ready {
@@ -74,6 +83,17 @@ pub fn curl(lab: &Lab, netns: &str, url: &str) -> Result<String, String> {
 pub fn echo(lab: &Lab, netns: &str, url: &str) -> Result<Echo, String> {
     let body = curl(lab, netns, url)?;
     Echo::parse(&body).ok_or(body)
+}
+
+/// Starts a Python 3 `script` inside `netns` in the background, its stdin and stdout piped (a
+/// request loop, a held connection); the caller waits for or kills it.
+pub fn spawn_python(netns: &str, script: &str) -> std::process::Child {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "python3", "-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("python3 in {netns}: {e}"))
 }
 
 /// Runs a Python 3 `script` inside `netns` and returns what it printed (trimmed), or its error.
