@@ -22,9 +22,6 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRu
 use switchyard::datapath::{loader, tables};
 use switchyard_abi::{names, proto, CtKey, CtValue, FragKey, FragValue, NatEntry, NatKey};
 
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 2);
-const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 3);
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 7);
 /// Frames fed to `from_pod`.
 const CASES: u32 = 3_000;
 /// The flow tables are emptied every so many cases, so they stay small to compare.
@@ -446,19 +443,7 @@ fn from_pod_survives_random_and_malformed_frames_and_keeps_its_tables_and_checks
         ..loader::MapSizes::default()
     };
     let mut loaded = loader::load_sized(&pins.0, &sizes).expect("load the eBPF object");
-    for (id, p) in [(1u32, proto::TCP), (2, proto::UDP)] {
-        install(
-            &mut loaded,
-            (VIP, 80),
-            p,
-            (id, backend(BACKEND, 8080, p)),
-            1,
-            0,
-        );
-    }
-    for pod in [CLIENT, BACKEND] {
-        local_pod(&mut loaded, pod);
-    }
+    clusterip_to_backend(&mut loaded);
     let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
     let config = Config {
         cases: CASES,

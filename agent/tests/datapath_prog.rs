@@ -12,9 +12,6 @@ use common::prog::*;
 use switchyard::datapath::{loader, MapWriter};
 use switchyard_abi::{addr_be, port_be, proto, Backend, RevNat, ServiceKey, ServiceValue};
 
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 2);
-const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 3);
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 7);
 const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 8);
 const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 9);
 /// A SYN from `CLIENT:40000` to `front` reaches `BACKEND:8080`, and the backend's answer
@@ -176,19 +173,7 @@ fn from_pod_drops_a_packet_whose_source_is_not_the_pod_behind_the_veth() {
     let pins = Pins::new("spoof");
     let node = Pins::node("spoof");
     let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
-    for (id, p) in [(1u32, proto::TCP), (2, proto::UDP)] {
-        install(
-            &mut loaded,
-            (VIP, 80),
-            p,
-            (id, backend(BACKEND, 8080, p)),
-            1,
-            0,
-        );
-    }
-    for pod in [CLIENT, BACKEND] {
-        local_pod(&mut loaded, pod);
-    }
+    clusterip_to_backend(&mut loaded);
     let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
     let remote_pod = Ipv4Addr::new(10, 244, 2, 5);
     let outside = Ipv4Addr::new(203, 0, 113, 10);

@@ -366,3 +366,21 @@ impl FlowKeys {
             && self.frags.is_subset(&other.frags)
     }
 }
+
+/// The client pod of the crafted flows.
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 2);
+/// The backend pod, on the same node.
+pub const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 3);
+/// The ClusterIP [`clusterip_to_backend`] programs.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 7);
+
+/// Programs `VIP:80` for TCP (backend id 1) and UDP (id 2), rev-NAT id 1, to
+/// `BACKEND:8080`, and registers `CLIENT` and `BACKEND` as local pods behind their veths.
+pub fn clusterip_to_backend(loaded: &mut loader::Loaded) {
+    for (id, p) in [(1u32, proto::TCP), (2, proto::UDP)] {
+        install(loaded, (VIP, 80), p, (id, backend(BACKEND, 8080, p)), 1, 0);
+    }
+    for pod in [CLIENT, BACKEND] {
+        local_pod(loaded, pod);
+    }
+}
