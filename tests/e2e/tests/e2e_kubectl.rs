@@ -17,11 +17,7 @@ fn echo_lab() -> Lab {
 
 /// kubectl against the lab, with `env` set; its whole output whatever the exit status.
 fn kubectl_env(lab: &Lab, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&lab.kubectl.kubeconfig)
-        .args(args)
-        .envs(env.iter().copied())
+    let mut child = kubectl_command(lab, env, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -34,6 +30,16 @@ fn kubectl_env(lab: &Lab, env: &[(&str, &str)], args: &[&str], stdin: &[u8]) -> 
         .write_all(stdin)
         .expect("write stdin");
     child.wait_with_output().expect("kubectl output")
+}
+
+/// `kubectl --kubeconfig <the lab's> ARGS` with `env` set, not started.
+fn kubectl_command(lab: &Lab, env: &[(&str, &str)], args: &[&str]) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(&lab.kubectl.kubeconfig)
+        .args(args)
+        .envs(env.iter().copied());
+    cmd
 }
 
 fn kubectl(lab: &Lab, args: &[&str]) -> Output {
@@ -52,11 +58,7 @@ struct Background {
 
 impl Background {
     fn start(lab: &Lab, env: &[(&str, &str)], args: &[&str]) -> Background {
-        let mut child = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&lab.kubectl.kubeconfig)
-            .args(args)
-            .envs(env.iter().copied())
+        let mut child = kubectl_command(lab, env, args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

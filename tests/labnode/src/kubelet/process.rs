@@ -210,13 +210,6 @@ pub fn spawn(
     // on strings allocated before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            let check = |rc: libc::c_int| {
-                if rc < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
             check(libc::setns(ns_fd, libc::CLONE_NEWNET))?;
             check(libc::unshare(libc::CLONE_NEWNS))?;
             check(libc::mount(
@@ -359,6 +352,16 @@ pub fn start_ticks_of(pid: i32) -> Option<u64> {
         return None;
     }
     fields.get(19)?.parse().ok()
+}
+
+/// A libc return code as a `Result`: negative is the thread's `errno`. Async-signal-safe (used
+/// between fork and exec).
+pub fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

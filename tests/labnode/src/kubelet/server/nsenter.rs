@@ -67,21 +67,14 @@ impl Container {
         // chdir, setsid, ioctl) on descriptors and a string prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
-                let check = |rc: libc::c_int| {
-                    if rc < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(())
-                    }
-                };
-                check(libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET))?;
-                check(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
+                crate::kubelet::process::check(libc::setns(net.as_raw_fd(), libc::CLONE_NEWNET))?;
+                crate::kubelet::process::check(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
                 if libc::chdir(cwd.as_ptr()) < 0 {
-                    check(libc::chdir(c"/".as_ptr()))?;
+                    crate::kubelet::process::check(libc::chdir(c"/".as_ptr()))?;
                 }
-                check(libc::setsid())?;
+                crate::kubelet::process::check(libc::setsid())?;
                 if tty {
-                    check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
+                    crate::kubelet::process::check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
                 }
                 Ok(())
             });
