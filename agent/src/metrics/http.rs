@@ -1,4 +1,5 @@
-//! The agent's HTTP endpoint: `/metrics` (Prometheus text format), `/healthz` (the loop turns:
+//! The agent's HTTP endpoint: `/metrics` (OpenMetrics or the Prometheus text format, as the
+//! client's `Accept` asks: [`super::exposition`]), `/healthz` (the loop turns:
 //! 200, or 503 after 60 s without a turn) and `/readyz` (200 once the first full sync is
 //! written and while the API server is reachable; 503 with the reason otherwise) — the
 //! DaemonSet's probes.
@@ -11,7 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-use super::Agent;
+use super::{exposition, Agent};
 
 /// The endpoint's address could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -44,23 +45,23 @@ pub async fn serve(
     let app = axum::Router::new()
         .route(
             "/metrics",
-            get(move || {
+            get(move |headers: axum::http::HeaderMap| {
                 let registry = registry.clone();
                 async move {
                     let mut text = String::new();
-                    match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                        Ok(()) => (
-                            StatusCode::OK,
-                            [(
-                                header::CONTENT_TYPE,
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            )],
-                            text,
+                    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry)
+                    {
+                        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+                    }
+                    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                    if exposition::wants_openmetrics(accept) {
+                        ([(header::CONTENT_TYPE, exposition::OPENMETRICS)], text).into_response()
+                    } else {
+                        (
+                            [(header::CONTENT_TYPE, exposition::TEXT_004)],
+                            exposition::to_text_004(&text),
                         )
-                            .into_response(),
-                        Err(e) => {
-                            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
-                        }
+                            .into_response()
                     }
                 }
             }),

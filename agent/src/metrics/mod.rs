@@ -10,6 +10,7 @@
 //!
 //! Invariant: the endpoint only reads; scraping never changes what the datapath does.
 pub mod datapath;
+pub mod exposition;
 pub mod http;
 
 use std::collections::BTreeMap;

@@ -32,9 +32,9 @@ fn prometheus_sees_service_counters_move_by_exactly_the_traffic_sent() {
     let ip = cluster_ip(&lab, "echo");
     let frontend = format!("{ip}:80");
     let connections =
-        format!("sum(switchyard_service_connections_total{{service=\"default/echo\",frontend=\"{frontend}\"}})");
+        format!("sum(switchyard_service_connections_total{{service=\"default/echo:http\",frontend=\"{frontend}\"}})");
     let packets = format!(
-        "sum(switchyard_service_packets_total{{service=\"default/echo\",frontend=\"{frontend}\"}})"
+        "sum(switchyard_service_packets_total{{service=\"default/echo:http\",frontend=\"{frontend}\"}})"
     );
     // The series exist (at 0 or what the readiness checks left) once the Service is programmed.
     let mut before = (0.0, 0.0);
@@ -89,7 +89,7 @@ fn prometheus_sees_service_counters_move_by_exactly_the_traffic_sent() {
     );
     let per_node = prom
         .query(&format!(
-            "switchyard_service_connections_total{{service=\"default/echo\",frontend=\"{frontend}\"}}"
+            "switchyard_service_connections_total{{service=\"default/echo:http\",frontend=\"{frontend}\"}}"
         ))
         .unwrap();
     assert_eq!(
