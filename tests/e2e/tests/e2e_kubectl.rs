@@ -386,3 +386,54 @@ fn kubectl_port_forward_reaches_the_pod_over_websockets_and_spdy_and_only_the_ap
         assert_eq!(text(&code.stdout), "401", "{auth:?}");
     }
 }
+
+#[test]
+#[ignore = "needs root and the netns lab: run with cargo xtask test"]
+fn kubectl_get_events_and_describe_show_what_the_scheduler_and_the_node_runtime_did() {
+    let lab = echo_lab();
+    let reasons = |pod: &str| -> Vec<String> {
+        let out = kubectl(
+            &lab,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={pod}"),
+                "-o",
+                "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+            ],
+        );
+        text(&out.stdout).lines().map(str::to_string).collect()
+    };
+    let mut seen = Vec::new();
+    kube::wait(
+        "the scheduler's and the node runtime's Events on echo-1",
+        Duration::from_secs(15),
+        None,
+        || {
+            seen = reasons("echo-1");
+            Ok(["Scheduled", "Pulled", "Created", "Started"]
+                .iter()
+                .all(|r| seen.iter().any(|s| s == r)))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {seen:?}"));
+    let described = text(&kubectl(&lab, &["describe", "pod", "echo-1"]).stdout);
+    assert!(
+        described.contains("Started container echo") && described.contains("kubelet"),
+        "kubectl describe lists the node runtime's Events: {described}"
+    );
+    // Deleting a pod: the node runtime says it stops the container.
+    let out = kubectl(&lab, &["delete", "pod", "echo-2", "--wait=false"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    kube::wait(
+        "a Killing Event on echo-2",
+        Duration::from_secs(15),
+        None,
+        || {
+            seen = reasons("echo-2");
+            Ok(seen.iter().any(|s| s == "Killing"))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {seen:?}"));
+}

@@ -30,6 +30,7 @@ pub mod cni_exec;
 pub mod envvars;
 mod error;
 pub mod etc;
+pub mod events;
 #[cfg(test)]
 mod fixtures;
 pub mod hosts;
@@ -116,6 +117,8 @@ pub const CNI_PLUGIN: &str = "switchyard";
 pub struct Ctx {
     /// API client.
     pub client: kube::Client,
+    /// The Events written on pods.
+    pub events: events::PodEvents,
     /// Node name.
     pub node: String,
     /// Node address.
@@ -215,6 +218,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         };
         let (services, service_watch) = crate::reflect::all::<Service>(client.clone());
         let ctx = Arc::new(Ctx {
+            events: events::PodEvents::new(client.clone(), &opts.node),
             client: client.clone(),
             node: opts.node.clone(),
             node_ip: opts.node_ip,

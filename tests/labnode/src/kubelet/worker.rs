@@ -590,6 +590,23 @@ impl Worker {
                 rec.started_at = Some(now_rfc3339());
                 tracing::info!(container = %container.name, pid, restarts = rec.restart_count, log = %log.display(), "container started");
                 self.procs[i] = Some(proc);
+                let events = &self.ctx.events;
+                let image = container.image.as_deref().unwrap_or_default();
+                events.normal(
+                    &self.pod,
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                );
+                events.normal(
+                    &self.pod,
+                    "Created",
+                    format!("Created container: {}", container.name),
+                );
+                events.normal(
+                    &self.pod,
+                    "Started",
+                    format!("Started container {}", container.name),
+                );
             }
             Ok(None) => {
                 rec.error = Some("the process exited before its pid could be read".into());
@@ -598,6 +615,9 @@ impl Worker {
             Err(e) => {
                 tracing::warn!(container = %container.name, error = %e, "container failed to start");
                 rec.error = Some(e.to_string());
+                self.ctx
+                    .events
+                    .warning(&self.pod, "Failed", format!("Error: {e}"));
                 rec.finished_at = Some(now_rfc3339());
             }
         }
@@ -663,6 +683,17 @@ impl Worker {
                     let restarts = rec.restart_count;
                     let delay = restart::backoff(restarts, restart::schedule(rec));
                     self.restart_at[i] = Some((Instant::now() + delay, delay));
+                    let name = &self.rec.containers[i].name;
+                    if !delay.is_zero() {
+                        self.ctx.events.warning(
+                            &self.pod,
+                            "BackOff",
+                            format!(
+                                "Back-off restarting failed container {name} in pod {}_{}({})",
+                                self.name, self.namespace, self.uid
+                            ),
+                        );
+                    }
                 }
             }
         }
@@ -800,6 +831,12 @@ impl Worker {
         // Groups of the containers still running now; a group keeps its id reserved while it has
         // members, so signalling it later cannot hit an unrelated process.
         let groups: Vec<i32> = self.procs.iter().flatten().map(Proc::pid).collect();
+        for (i, _) in self.procs.iter().enumerate().filter(|(_, p)| p.is_some()) {
+            let name = &self.rec.containers[i].name;
+            self.ctx
+                .events
+                .normal(&self.pod, "Killing", format!("Stopping container {name}"));
+        }
         for proc in self.procs.iter().flatten() {
             proc.signal_group(Signal::SIGTERM);
         }
