@@ -94,7 +94,15 @@ pub fn translate_error(
     let mut changed = false;
     if snat_addr != 0 && ip.daddr == snat_addr && isaddr == snat_addr {
         if let Some(orig) = snat::reverse(&reply, 0) {
-            quoted(ctx, INNER_IP + 12, isaddr, orig.addr, INNER_L4, isport, orig.port)?;
+            quoted(
+                ctx,
+                INNER_IP + 12,
+                isaddr,
+                orig.addr,
+                INNER_L4,
+                isport,
+                orig.port,
+            )?;
             outer(ctx, IP_DADDR_OFF, ip.daddr, orig.addr)?;
             reply.daddr = orig.addr;
             reply.dport = orig.port;
@@ -106,7 +114,15 @@ pub fn translate_error(
     if let Some(ct) = unsafe { CT.get(&conntrack::reply_key(&reply)) }.copied() {
         // SAFETY: copied out at once.
         if let Some(front) = unsafe { REV_NAT.get(&ct.rev_nat_id) }.copied() {
-            quoted(ctx, INNER_IP + 16, idaddr, front.addr, INNER_L4 + 2, idport, front.port)?;
+            quoted(
+                ctx,
+                INNER_IP + 16,
+                idaddr,
+                front.addr,
+                INNER_L4 + 2,
+                idport,
+                front.port,
+            )?;
             if ip.saddr == idaddr {
                 outer(ctx, IP_SADDR_OFF, ip.saddr, front.addr)?;
                 out.saddr = front.addr;

@@ -143,7 +143,8 @@ pub fn with_affinity(
             proto: flow.proto,
             pad: 0,
         };
-        let fresh = now.saturating_sub(a.last_used) <= u64::from(svc.affinity_timeout) * 1_000_000_000;
+        let fresh =
+            now.saturating_sub(a.last_used) <= u64::from(svc.affinity_timeout) * 1_000_000_000;
         // SAFETY: copied out at once.
         if fresh && unsafe { AFFINITY_MATCH.get(&member) }.is_some() {
             if let Some(b) = backend(a.backend_id).filter(|b| b.state == BACKEND_ACTIVE) {
@@ -170,7 +171,12 @@ fn remember(key: &AffinityKey, backend_id: u32, now: u64) {
 
 /// A new flow's backend by the frontend's rules (affinity, Maglev, random).
 #[inline(always)]
-pub fn choose(client: u32, flow: &Flow, front: &Frontend, hash: Option<u32>) -> Option<(u32, Backend)> {
+pub fn choose(
+    client: u32,
+    flow: &Flow,
+    front: &Frontend,
+    hash: Option<u32>,
+) -> Option<(u32, Backend)> {
     if front.svc.flags & SVC_FLAG_AFFINITY != 0 {
         with_affinity(client, flow, front, hash)
     } else {

@@ -5,9 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use switchyard_abi::{
-    capacity, Backend, CtKey, CtValue, LocalPod, NatEntry, NatKey, NodeConfig, RevNat, ServiceKey,
-    ServiceValue, SockRevKey, FragKey, FragValue, AffinityKey, AffinityValue, AffinityMatchKey,
-    SourceRangeKey, SvcCounters,
+    capacity, AffinityKey, AffinityMatchKey, AffinityValue, Backend, CtKey, CtValue, FragKey,
+    FragValue, LocalPod, NatEntry, NatKey, NodeConfig, RevNat, ServiceKey, ServiceValue,
+    SockRevKey, SourceRangeKey, SvcCounters,
 };
 
 /// Frontend (VIP, port, proto, slot) → service header (slot 0) or backend id (slot n).

@@ -21,11 +21,7 @@
 //! `POSTROUTING ! -d CLUSTER_SUBNET -m addrtype ! --dst-type LOCAL -j MASQUERADE` — pod traffic
 //! leaving the cluster CIDR gets the node address and a port of its own as source. (Traffic to
 //! the node's own addresses never reaches the uplink's egress.)
-use aya_ebpf::{
-    bindings::TC_ACT_OK,
-    macros::classifier,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use switchyard_abi::{
     stat, NodeConfig, ServiceValue, SVC_FLAG_EXTERNAL, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_NODEPORT,
 };
@@ -163,7 +159,7 @@ fn frontend(
         flow.tcp_flags(ctx),
         cfg,
     )
-        .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
+    .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
     nat::rewrite(ctx, &dnat, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
     overlay::encap(ctx, backend.addr).ok_or(stat::DROP_NO_ROUTE)
 }
@@ -186,8 +182,14 @@ fn try_to_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     {
         return Ok(TC_ACT_OK);
     }
-    let to = snat::translate(&flow, uplink_addr(ctx, &cfg), false, flow.tcp_flags(ctx), &cfg)
-        .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
+    let to = snat::translate(
+        &flow,
+        uplink_addr(ctx, &cfg),
+        false,
+        flow.tcp_flags(ctx),
+        &cfg,
+    )
+    .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
     nat::rewrite(ctx, &flow, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
     Ok(TC_ACT_OK)
 }

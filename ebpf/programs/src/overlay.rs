@@ -58,7 +58,11 @@ pub fn encap(ctx: &mut TcContext, daddr: u32) -> Option<i32> {
 /// Gives the packet the tunnel key of the node owning `daddr`'s podCIDR. `None` when `daddr` is
 /// not a pod on another node; `Some(Err(verdict))` when the helper failed (counted).
 #[inline(always)]
-pub fn set_tunnel_key(ctx: &mut TcContext, cfg: &NodeConfig, daddr: u32) -> Option<Result<(), i32>> {
+pub fn set_tunnel_key(
+    ctx: &mut TcContext,
+    cfg: &NodeConfig,
+    daddr: u32,
+) -> Option<Result<(), i32>> {
     if !in_cidr(daddr, cfg.cluster_cidr, cfg.cluster_prefix) {
         return None;
     }
