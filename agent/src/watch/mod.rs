@@ -1,5 +1,5 @@
 //! kube-rs reflectors for Services, EndpointSlices and Nodes, one change notification, and the
-//! list of what changed.
+//! list of what changed. Objects are stored without what the agent never reads ([`slim`]).
 //!
 //! Every event wakes the reconcile loop and names its object in [`Dirty`], so the loop can
 //! recompute just the Services concerned. A relist (the watch's `InitDone`, also at start)
@@ -19,6 +19,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::model::ObjKey;
+
+pub mod slim;
+
+use slim::Slim;
 
 /// Local caches of the objects the agent programs from.
 #[derive(Clone)]
@@ -265,13 +269,15 @@ where
         + Clone
         + DeserializeOwned
         + std::fmt::Debug
+        + Slim
         + Send
         + Sync
         + 'static,
 {
     let (reader, writer) = reflector::store::<K>();
     let task = tokio::spawn(async move {
-        let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+        let events = watcher(api, watcher::Config::default()).modify(K::slim);
+        let stream = reflector(writer, events).default_backoff();
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
