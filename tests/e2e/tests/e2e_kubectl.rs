@@ -124,7 +124,7 @@ spec:
   containers:
   - name: crashy
     image: switchyard/shell
-    command: [sh, -c, 'm=/run/switchyard/n1/e2e-crashy; if [ -e $m ]; then echo second run; sleep infinity; fi; touch $m; echo first run; echo dying >&2; exit 1']
+    command: [sh, -c, 'm=/run/switchyard/n1/e2e-crashy; if [ -e $m ]; then echo second run; sleep infinity; fi; touch $m; echo first run; sleep 0.2; echo dying >&2; exit 1']
 "#;
 
 #[test]
@@ -210,6 +210,8 @@ fn kubectl_logs_shows_stdout_and_stderr_tails_follows_and_keeps_the_previous_run
     let current = kubectl(&lab, &["logs", "crashy"]);
     assert_eq!(text(&current.stdout), "second run\n");
     let previous = kubectl(&lab, &["logs", "crashy", "--previous"]);
+    // stdout and stderr are two pipes, so lines are ordered as they arrive (as the kubelet's
+    // CRI logs are); the container pauses between them.
     assert_eq!(text(&previous.stdout), "first run\ndying\n");
     let none = kubectl(&lab, &["logs", "talker", "--previous"]);
     assert_eq!(none.status.code(), Some(1));
