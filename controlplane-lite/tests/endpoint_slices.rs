@@ -76,9 +76,11 @@ fn two_hundred_fifty_ready_pods_make_three_slices_that_change_one_at_a_time() {
         let got = slices(&cp);
         (got.values().map(|(_, n)| n).sum::<usize>() == PODS).then_some(got)
     });
-    let mut sizes: Vec<usize> = before.values().map(|(_, n)| *n).collect();
-    sizes.sort();
-    assert_eq!(sizes, [50, 100, 100]);
+    // As kube-controller-manager: the fewest slices of at most 100 endpoints; how the 250 are
+    // spread depends on the order the pods' changes arrive in (four writers here).
+    let sizes: Vec<usize> = before.values().map(|(_, n)| *n).collect();
+    assert_eq!(sizes.len(), 3, "{sizes:?}");
+    assert!(sizes.iter().all(|n| *n <= 100), "{sizes:?}");
     for name in before.keys() {
         let suffix = name
             .strip_prefix("web-")
