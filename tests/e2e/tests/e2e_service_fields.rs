@@ -586,6 +586,27 @@ fn a_service_with_a_thousand_endpoints_in_ten_slices_balances_over_all_of_them()
         )
         .expect("ip addr");
     }
+    // They are the pod's own, as a CNI giving a pod several addresses would record them: the
+    // datapath accepts a pod's packets only from addresses its LOCAL_PODS entries give it.
+    let mut owned: aya::maps::HashMap<aya::maps::MapData, u32, switchyard_abi::LocalPod> =
+        switchyard::datapath::tables::open_pinned(
+            &switchyard::paths::pin_dir("n2"),
+            switchyard_abi::names::LOCAL_PODS,
+        )
+        .expect("LOCAL_PODS of n2");
+    let own: std::net::Ipv4Addr = probe::pod_ip(&lab, "echo-n2")
+        .expect("podIP")
+        .parse()
+        .expect("an IPv4 address");
+    let entry = owned
+        .get(&switchyard_abi::addr_be(own), 0)
+        .expect("echo-n2's LOCAL_PODS entry");
+    for i in 0..100u8 {
+        let extra = std::net::Ipv4Addr::new(10, 244, 2, 100 + i);
+        owned
+            .insert(switchyard_abi::addr_be(extra), entry, 0)
+            .expect("LOCAL_PODS entry");
+    }
     let server = "import socket,selectors\nsel=selectors.DefaultSelector()\n\
                   for p in range(20000,20010):\n  s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('',p)); s.listen(512); s.setblocking(False); sel.register(s,selectors.EVENT_READ)\n\
                   while True:\n  for k,_ in sel.select():\n    c,_=k.fileobj.accept(); a=c.getsockname(); c.sendall(('%s:%d\\n' % a).encode()); c.close()\n";
