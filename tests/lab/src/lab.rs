@@ -323,16 +323,7 @@ impl Lab {
     /// Kills the lab's background process `name` with SIGKILL, as a crash would (no clean-up
     /// of its own); false if it was not running.
     pub fn kill(&self, name: &str) -> bool {
-        let pidfile = self.dirs.pids.join(format!("{name}.pid"));
-        let Some(pid) = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-        else {
-            return false;
-        };
-        procs::stop_pid(pid, Duration::ZERO);
-        let _ = std::fs::remove_file(pidfile);
-        true
+        procs::stop_within(&self.dirs, name, Duration::ZERO)
     }
 
     /// Starts node `n`'s agent again after [`Lab::kill`] (a fresh log) and waits until it says
@@ -482,11 +473,7 @@ impl Lab {
 
     /// Node `n`'s agent's process id (from its pid file).
     pub fn agent_pid(&self, n: usize) -> Option<u32> {
-        std::fs::read_to_string(self.dirs.pids.join(format!("agent-n{n}.pid")))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        procs::pid_of(&self.dirs, &format!("agent-n{n}")).and_then(|p| u32::try_from(p).ok())
     }
 
     /// Restarts node `n`'s agent (SIGTERM, then start again) and waits for its datapath.

@@ -188,16 +188,29 @@ pub fn stop_pid(pid: i32, grace: Duration) {
     reap(pid);
 }
 
+/// The pid in process `name`'s pid file, if it has one.
+pub fn pid_of(dirs: &Dirs, name: &str) -> Option<i32> {
+    std::fs::read_to_string(dirs.pids.join(format!("{name}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Stops process `name` (SIGTERM, SIGKILL after `grace`) and removes its pid file; false if it
+/// had none. Missing is fine.
+pub fn stop_within(dirs: &Dirs, name: &str, grace: Duration) -> bool {
+    let pid = pid_of(dirs, name);
+    if let Some(pid) = pid {
+        stop_pid(pid, grace);
+    }
+    let _ = std::fs::remove_file(dirs.pids.join(format!("{name}.pid")));
+    pid.is_some()
+}
+
 /// Stops process `name` (from its pid file) and removes the pid file. Missing is fine.
 pub fn stop(dirs: &Dirs, name: &str) {
-    let pidfile = dirs.pids.join(format!("{name}.pid"));
-    if let Some(pid) = std::fs::read_to_string(&pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    {
-        stop_pid(pid, Duration::from_secs(5));
-    }
-    let _ = std::fs::remove_file(pidfile);
+    stop_within(dirs, name, Duration::from_secs(5));
 }
 
 /// Stops every process with a pid file.
