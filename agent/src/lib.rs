@@ -18,7 +18,7 @@
 //! - [`paths`]: every file-system and naming convention shared by the roles.
 //! - [`model`]: Kubernetes objects in, desired frontends/backends out. No I/O.
 //! - [`datapath`]: aya loader, program attachment, pinned maps and the diffing map sync.
-//! - [`kubeclient`]: the API client from a kubeconfig.
+//! - [`kubeclient`]: the API client from a kubeconfig. [`memory`]: returning freed heap to the kernel.
 pub mod cleanup;
 pub mod cni;
 pub mod daemon;
@@ -26,6 +26,7 @@ pub mod datapath;
 pub mod healthcheck;
 pub mod kubeclient;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod netlink;

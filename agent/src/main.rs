@@ -62,6 +62,7 @@ fn main() -> std::process::ExitCode {
         _ => {}
     }
     switchyard::logging::init(cli.log_format);
+    switchyard::memory::limit_arenas();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

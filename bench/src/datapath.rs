@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use switchyard_lab::netns;
 
+use crate::bpfstats::Stats;
 use crate::iperf;
 use crate::load;
 use crate::plan::Plan;
@@ -24,6 +25,10 @@ pub fn scenarios() -> Vec<Scenario> {
             .method("As p50, 99th percentile of each run."),
         Scenario::new("conn_rate", "New connections per second", "conn/s", Better::Higher, Some("direct"))
             .method("4 parallel loops of connect, one 64-byte request and answer, close (client first; tcp_tw_reuse=1 in the client namespace); completions per second. Failed connections are listed under Warnings."),
+        Scenario::new("from_pod_ns_rr", "from_pod cost per packet, request/response on one connection", "ns", Better::Lower, Some("direct"))
+            .method("The kernel's run-time accounting of the from_pod tc program (bpf_stats: run_time_ns / run_cnt, summed over the three nodes' programs) across the request/response run: established packets, both directions (the client's requests and the backend's replies each cross one from_pod). switchyard modes only."),
+        Scenario::new("from_pod_ns_conn", "from_pod cost per packet, new connections", "ns", Better::Lower, Some("direct"))
+            .method("As above across the connection-rate run: SYN, handshake, one request and answer, FIN/RST of each connection (for ClusterIP: conntrack creation, backend choice and the reply's reverse NAT)."),
     ]
 }
 
@@ -32,15 +37,47 @@ pub fn steps(modes: usize, plan: &Plan) -> u64 {
     (modes * 2 * plan.reps) as u64
 }
 
+/// What one [`measure`] call measures with and where its figures go.
+pub struct Measure<'a> {
+    /// The plan.
+    pub plan: &'a Plan,
+    /// The pods and Services.
+    pub workload: &'a Workload,
+    /// The run-time accounting of the BPF programs, when switchyard is attached.
+    pub stats: Option<&'a Stats>,
+    /// Progress output.
+    pub progress: &'a Progress,
+}
+
+/// The program [`Measure::stats`] follows.
+const PROGRAM: &str = "from_pod";
+
+/// Runs `f`, and adds the mean cost per packet of [`PROGRAM`] during it to scenario `id`.
+fn costed<T>(
+    stats: Option<&Stats>,
+    out: &mut [Scenario],
+    (id, mode, case): (&str, &str, &str),
+    f: impl FnOnce() -> T,
+) -> T {
+    let before = stats.and_then(|s| s.sample(PROGRAM).ok());
+    let r = f();
+    let after = stats.and_then(|s| s.sample(PROGRAM).ok());
+    if let (Some(b), Some(a)) = (before, after) {
+        if let Some(ns) = a.ns_per_run_since(&b) {
+            add(out, id, mode, case, ns);
+        }
+    }
+    r
+}
+
 /// Measures `modes` (name and how it reaches the backends) into `out`.
 pub fn measure(
-    plan: &Plan,
-    w: &Workload,
+    m: &Measure<'_>,
     modes: &[(&str, Via)],
     out: &mut [Scenario],
-    progress: &Progress,
     warnings: &mut Vec<String>,
 ) {
+    let (plan, w, progress) = (m.plan, m.workload, m.progress);
     for rep in 0..plan.reps {
         for (mode, via) in modes {
             for b in &w.backends {
@@ -61,7 +98,10 @@ pub fn measure(
                     Err(e) => note(e.to_string()),
                 }
                 let dur = plan.rr;
-                match netns::run_in(ns, move || load::request_response(rr, dur)) {
+                let ids = ("from_pod_ns_rr", *mode, b.case);
+                match costed(m.stats, out, ids, || {
+                    netns::run_in(ns, move || load::request_response(rr, dur))
+                }) {
                     Ok(Ok(lat)) => {
                         add(out, "latency_p50", mode, b.case, percentile(&lat, 50.0));
                         add(out, "latency_p99", mode, b.case, percentile(&lat, 99.0));
@@ -70,7 +110,10 @@ pub fn measure(
                     Err(e) => note(e.to_string()),
                 }
                 let (dur, threads) = (plan.conn, plan.conn_threads);
-                match netns::run_in(ns, move || load::connection_rate(rr, dur, threads)) {
+                let ids = ("from_pod_ns_conn", *mode, b.case);
+                match costed(m.stats, out, ids, || {
+                    netns::run_in(ns, move || load::connection_rate(rr, dur, threads))
+                }) {
                     Ok(Ok(c)) => {
                         add(out, "conn_rate", mode, b.case, c.per_sec);
                         if c.errors > 0 {

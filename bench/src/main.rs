@@ -11,9 +11,10 @@
 //! - [`workload`]: pods and Services measured. [`datapath`], [`control`], [`scale`]: scenarios.
 //! - [`load`], [`iperf`]: traffic, run in lab namespaces with `switchyard_lab::netns`.
 //!   [`kproxy`]: kube-proxy's rules. [`switch`]: attaching and detaching dataplanes. [`agent`]: the
-//!   agent's log and footprint.
-//! - [`report`], [`stats`], [`plot`], [`progress`]: output.
+//!   agent's log and footprint. [`bpfstats`]: the kernel's per-program run-time accounting.
+//! - [`report`], [`targets`], [`stats`], [`plot`], [`progress`]: output.
 mod agent;
+mod bpfstats;
 mod cluster;
 mod control;
 mod datapath;
@@ -29,6 +30,7 @@ mod run;
 mod scale;
 mod stats;
 mod switch;
+mod targets;
 mod workload;
 
 use std::path::PathBuf;
@@ -77,6 +79,19 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         threads: usize,
     },
+    /// Create filler Services `from..to` (with their EndpointSlices) as the scale scenarios
+    /// do, through the API server of `kubeconfig`; prints the rate.
+    Fill {
+        /// Kubeconfig of the API server (e.g. target/lab/kubeconfig).
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        /// First filler index.
+        #[arg(long, default_value_t = 0)]
+        from: usize,
+        /// One past the last filler index.
+        #[arg(long)]
+        to: usize,
+    },
     /// Serve the benchmark's request/response protocol (run inside pods).
     Serve {
         /// TCP port.
@@ -95,6 +110,22 @@ fn main() -> anyhow::Result<()> {
         } => {
             let r = load::connection_rate(addr, std::time::Duration::from_secs_f64(secs), threads)?;
             println!("{:.0} conn/s, {} failed", r.per_sec, r.errors);
+            Ok(())
+        }
+        Cmd::Fill {
+            kubeconfig,
+            from,
+            to,
+        } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let started = std::time::Instant::now();
+            rt.block_on(async {
+                let c = cluster::Cluster::connect(&kubeconfig).await?;
+                c.create_fillers(from..to).await
+            })?;
+            let secs = started.elapsed().as_secs_f64();
+            let n = to.saturating_sub(from);
+            println!("{n} Services in {secs:.1} s ({:.0}/s)", n as f64 / secs);
             Ok(())
         }
         Cmd::Render {
@@ -124,6 +155,7 @@ fn main() -> anyhow::Result<()> {
             let out = out.unwrap_or_else(run::default_out);
             let report = run::run(quick, &out)?;
             println!("{}", report.headline());
+            println!("{}", targets::markdown(&report));
             println!(
                 "report: {} (and report.json, one PNG per scenario), {:.0} s",
                 out.join("report.md").display(),

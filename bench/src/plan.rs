@@ -14,8 +14,16 @@ pub struct Plan {
     pub conn: Duration,
     /// Parallel connecting threads.
     pub conn_threads: usize,
-    /// Numbers of installed Services for the scale scenarios (ascending).
+    /// Numbers of installed Services for switchyard's scale scenarios (ascending).
     pub levels: Vec<usize>,
+    /// The same for kube-proxy's modes: a prefix of `levels`. They stop earlier because
+    /// their programming time grows faster than linearly (nftables needs minutes per install
+    /// at 10,000 Services), see bench/README.md.
+    pub kernel_levels: Vec<usize>,
+    /// Time one figure of `program_install` may take in all: installs repeat (up to `reps`)
+    /// only while the installs so far stay within it (one install at least; the last one's
+    /// rules stay loaded for the measurements that follow).
+    pub install_budget: Duration,
     /// Services created one by one for the control loop.
     pub control_services: usize,
     /// Seconds the idle agent is watched for its CPU use.
@@ -23,7 +31,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan for `--quick` (under five minutes) or the full run (under an hour).
+    /// The plan for `--quick` (under five minutes) or the full run (about 20 minutes).
     pub fn new(quick: bool) -> Plan {
         if quick {
             Plan {
@@ -33,17 +41,21 @@ impl Plan {
                 conn: Duration::from_millis(400),
                 conn_threads: 4,
                 levels: vec![1, 1_000],
+                kernel_levels: vec![1, 1_000],
+                install_budget: Duration::from_secs(10),
                 control_services: 20,
                 idle_secs: 3,
             }
         } else {
             Plan {
                 reps: 5,
-                iperf_secs: 4,
+                iperf_secs: 3,
                 rr: Duration::from_secs(2),
                 conn: Duration::from_secs(2),
                 conn_threads: 4,
                 levels: vec![1, 1_000, 10_000],
+                kernel_levels: vec![1, 1_000, 10_000],
+                install_budget: Duration::from_secs(30),
                 control_services: 100,
                 idle_secs: 10,
             }

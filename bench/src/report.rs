@@ -284,6 +284,11 @@ impl Report {
             self.repetitions
         );
         let _ = writeln!(md, "## Headline\n\n{}", self.headline());
+        let _ = writeln!(
+            md,
+            "## Targets\n\nEach figure from this run's medians (see bench/README.md).\n\n{}",
+            crate::targets::markdown(self)
+        );
         for s in &self.scenarios {
             let _ = writeln!(md, "## {} ({})\n", s.title, s.unit);
             if !s.method.is_empty() {

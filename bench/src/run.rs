@@ -16,7 +16,11 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::report::{Host, Report, Scenario};
 use crate::workload::{self, Via, Workload};
-use crate::{control, datapath, load, plot, scale, switch};
+use crate::{bpfstats, control, datapath, load, plot, scale, switch};
+
+/// The benchmark lab's Service network: kubeadm's default, room for more than 100,000
+/// Services (the lab's own /16 holds 65,534).
+pub const SERVICE_CIDR: &str = "10.96.0.0/12";
 
 /// Everything a scenario needs while the run goes on.
 pub struct Ctx {
@@ -103,7 +107,8 @@ pub fn run(quick: bool, out: &Path) -> Result<Report> {
     let lab = Lab::up(
         LabOptions::new(3)
             .release()
-            .agent_args(crate::agent::LOG_ARGS),
+            .agent_args(crate::agent::LOG_ARGS)
+            .service_cidr(SERVICE_CIDR),
     )
     .context("lab up")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -160,15 +165,22 @@ pub fn run(quick: bool, out: &Path) -> Result<Report> {
         ("host-direct", Via::HostDirect),
         ("switchyard-host-clusterip", Via::HostClusterIp),
     ];
+    let stats = match bpfstats::Stats::enable() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            ctx.warn(format!("no per-packet program cost: {e}"));
+            None
+        }
+    };
     let mut warnings = Vec::new();
-    datapath::measure(
-        &plan,
-        &ctx.workload,
-        &modes,
-        &mut ctx.scenarios,
-        &ctx.progress,
-        &mut warnings,
-    );
+    let m = datapath::Measure {
+        plan: &plan,
+        workload: &ctx.workload,
+        stats: stats.as_ref(),
+        progress: &ctx.progress,
+    };
+    datapath::measure(&m, &modes, &mut ctx.scenarios, &mut warnings);
+    drop(stats);
     ctx.warnings.extend(warnings);
     control::run(&mut ctx)?;
     scale::switchyard(&mut ctx)?;

@@ -16,6 +16,9 @@ use crate::{agent, cluster, datapath, load, stats, switch};
 /// The node every scale figure is taken on (client pod, server pod and rules all on n1).
 const NODE_NS: &str = "sy-n1";
 
+/// Levels from which the agent's footprint is recorded (and always at the largest).
+const FOOTPRINT_FROM: usize = 10_000;
+
 /// Filler whose endpoints change in the update measurements.
 const CHANGED: usize = 7;
 
@@ -181,7 +184,11 @@ pub fn switchyard(ctx: &mut Ctx) -> Result<()> {
             })?;
         }
         ctx.progress.tick();
+        let installs = Instant::now();
         for rep in 0..ctx.plan.reps {
+            if rep > 0 && installs.elapsed() > ctx.plan.install_budget {
+                break;
+            }
             ctx.progress.doing(&format!(
                 "programming: switchyard from empty at N={level} (run {}/{})",
                 rep + 1,
@@ -201,7 +208,7 @@ pub fn switchyard(ctx: &mut Ctx) -> Result<()> {
                 &case(level),
                 first.took_us as f64 / 1000.0,
             );
-            if level == ctx.plan.max_level() {
+            if level >= FOOTPRINT_FROM || level == ctx.plan.max_level() {
                 let (rss, cpu) = a.footprint()?;
                 let c = format!("N={level}, {} endpoints", endpoints(ctx, level));
                 datapath::add(&mut ctx.scenarios, "footprint_rss", "switchyard", &c, rss);
@@ -310,10 +317,14 @@ pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 /// N=1, then rate, latency, install and update at each N.
 pub fn kernel(ctx: &mut Ctx, tool: Tool) -> Result<()> {
     let mode = tool.name();
-    let levels = ctx.plan.levels.clone();
+    let levels = ctx.plan.kernel_levels.clone();
     for &level in &levels {
         let mut set = rule_set(ctx, level);
+        let installs = Instant::now();
         for rep in 0..ctx.plan.reps {
+            if rep > 0 && installs.elapsed() > ctx.plan.install_budget {
+                break;
+            }
             ctx.progress.doing(&format!(
                 "programming: {mode} install N={level} (run {}/{})",
                 rep + 1,
@@ -342,14 +353,13 @@ pub fn kernel(ctx: &mut Ctx, tool: Tool) -> Result<()> {
             }
             let modes: Vec<(&str, Via)> = modes.iter().map(|(m, v)| (m.as_str(), *v)).collect();
             let mut warnings = Vec::new();
-            datapath::measure(
-                &ctx.plan.clone(),
-                &ctx.workload.clone(),
-                &modes,
-                &mut ctx.scenarios,
-                &ctx.progress,
-                &mut warnings,
-            );
+            let m = datapath::Measure {
+                plan: &ctx.plan,
+                workload: &ctx.workload,
+                stats: None,
+                progress: &ctx.progress,
+            };
+            datapath::measure(&m, &modes, &mut ctx.scenarios, &mut warnings);
             ctx.warnings.extend(warnings);
         }
         probe(ctx, mode, level);
@@ -382,11 +392,10 @@ pub fn kernel(ctx: &mut Ctx, tool: Tool) -> Result<()> {
 
 /// Progress steps of [`switchyard`] and of both [`kernel`] runs.
 pub fn steps(plan: &crate::plan::Plan) -> u64 {
-    let big = plan.levels.iter().filter(|l| **l >= 1_000).count() as u64;
-    let n = plan.levels.len() as u64;
+    let big = |levels: &[usize]| levels.iter().filter(|l| **l >= 1_000).count() as u64;
     // switchyard: probe per level, update + install per big level, idle once.
-    let sy = n + 2 * big + 1;
+    let sy = plan.levels.len() as u64 + 2 * big(&plan.levels) + 1;
     // each kernel mode: install + probe per level, update per big level.
-    let k = 2 * n + big;
+    let k = 2 * plan.kernel_levels.len() as u64 + big(&plan.kernel_levels);
     sy + 2 * k
 }

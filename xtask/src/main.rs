@@ -75,6 +75,13 @@ enum LabCmd {
         /// Number of nodes.
         #[arg(long, default_value_t = 1)]
         nodes: usize,
+        /// Run the release binaries (as the benchmark does).
+        #[arg(long)]
+        release: bool,
+        /// The Service network (default: the lab's 10.96.0.0/16; 10.96.0.0/12 holds more
+        /// than 65,000 Services).
+        #[arg(long)]
+        service_cidr: Option<String>,
     },
     /// Remove every namespace, link, process and pin a lab made.
     Down,
@@ -179,15 +186,28 @@ fn main() -> Result<()> {
         }
         Cmd::Image { out } => image::run(out),
         Cmd::Lab {
-            action: LabCmd::Up { nodes },
+            action:
+                LabCmd::Up {
+                    nodes,
+                    release,
+                    service_cidr,
+                },
         } => {
             if nodes == 0 {
                 bail!("--nodes must be at least 1");
             }
             build()?;
+            let mut opts = LabOptions::new(nodes);
+            if release {
+                build_lab_release()?;
+                opts = opts.release();
+            }
+            if let Some(cidr) = service_cidr {
+                opts = opts.service_cidr(&cidr);
+            }
             clean_up_on_signals()?;
             println!("==> lab up ({nodes} node(s))");
-            let lab = Lab::up(LabOptions::new(nodes))?;
+            let lab = Lab::up(opts)?;
             println!("lab running. Try:\n  kubectl --kubeconfig {} get nodes -o wide\n  kubectl --kubeconfig {0} apply -f examples/echo.yaml\nStop it with: cargo xtask lab down", lab.kubectl.kubeconfig.display());
             lab.keep_running();
             Ok(())

@@ -101,9 +101,15 @@ enum Decision {
     Fail(String),
 }
 
-/// Decides for every Service (in creation order), given the pools.
+/// Decides for every Service that wants an address or holds one (in creation order), given
+/// the pools. The others (most Services of a large cluster) are kept as they are: they neither
+/// claim nor free an address, so a pass costs what the LoadBalancer Services cost.
 fn decide(services: &[Arc<Value>], pool: &Pool) -> Vec<(Arc<Value>, Decision)> {
-    let mut ordered: Vec<Arc<Value>> = services.to_vec();
+    let mut ordered: Vec<Arc<Value>> = services
+        .iter()
+        .filter(|s| wants_address(s) || !ingress_ips(s).is_empty())
+        .cloned()
+        .collect();
     ordered.sort_by_key(|s| {
         (
             s["metadata"]["creationTimestamp"]

@@ -24,6 +24,8 @@ pub struct LabOptions {
     pub agent_args: Vec<String>,
     /// Whether the agents run as `deploy/`'s DaemonSet says ([`LabOptions::from_daemonset`]).
     pub daemonset: bool,
+    /// The Service network: [`topology::SERVICE_CIDR`] unless [`LabOptions::service_cidr`].
+    pub service_cidr: String,
 }
 
 impl LabOptions {
@@ -36,7 +38,17 @@ impl LabOptions {
             root,
             agent_args: Vec::new(),
             daemonset: false,
+            service_cidr: topology::SERVICE_CIDR.into(),
         }
+    }
+
+    /// A larger Service network than the lab's (e.g. kubeadm's `10.96.0.0/12`, for more than
+    /// 65,000 Services), given to controlplane-lite and to every agent (`--service-cidr`).
+    pub fn service_cidr(mut self, cidr: &str) -> Self {
+        self.service_cidr = cidr.into();
+        self.agent_args
+            .extend(["--service-cidr".to_string(), cidr.to_string()]);
+        self
     }
 
     /// Runs each node's agent from `deploy/`'s DaemonSet instead of the lab's own command line
@@ -50,9 +62,10 @@ impl LabOptions {
         self
     }
 
-    /// Starts every agent with `args` besides the lab's own (e.g. `--log-format json`).
+    /// Starts every agent with `args` besides the lab's own (e.g. `--log-format json`), after
+    /// those given before.
     pub fn agent_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
-        self.agent_args = args.into_iter().map(Into::into).collect();
+        self.agent_args.extend(args.into_iter().map(Into::into));
         self
     }
 
@@ -290,7 +303,7 @@ impl Lab {
                 "--tls-san",
                 topology::CP_ADDR,
                 "--service-cidr",
-                topology::SERVICE_CIDR,
+                &self.opts.service_cidr,
                 "--loadbalancer-pool",
                 topology::LB_POOL,
                 // default/kubernetes (10.96.0.1:443) leads pods here.

@@ -1,0 +1,277 @@
+//! The performance targets (issue #16) read off one run: every figure is a ratio (or an
+//! absolute budget) of medians measured in that run, with whether it meets its target.
+//!
+//! Invariant: a target whose figures the run did not measure is listed as "not measured",
+//! never as met.
+use std::fmt::Write as _;
+
+use crate::report::{fmt_num, Report};
+
+/// Which way a target bounds its figure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Bound {
+    /// The figure must be at least the target.
+    AtLeast,
+    /// The figure must be at most the target.
+    AtMost,
+    /// The figure must stay below the target.
+    Below,
+}
+
+/// One line of the targets table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    /// What is compared.
+    pub figure: String,
+    /// The measured value (a ratio, or a figure with its unit); `None`: not measured.
+    pub value: Option<f64>,
+    /// The unit printed after the value ("×" for ratios).
+    pub unit: &'static str,
+    /// The bound, as text.
+    pub target: String,
+    /// Whether the value meets the bound.
+    pub met: Option<bool>,
+}
+
+fn target(
+    figure: String,
+    value: Option<f64>,
+    unit: &'static str,
+    bound: Bound,
+    limit: f64,
+) -> Target {
+    let met = value.map(|v| match bound {
+        Bound::AtLeast => v >= limit,
+        Bound::AtMost => v <= limit,
+        Bound::Below => v < limit,
+    });
+    let op = match bound {
+        Bound::AtLeast => "≥",
+        Bound::AtMost => "≤",
+        Bound::Below => "<",
+    };
+    Target {
+        figure,
+        value,
+        unit,
+        target: format!("{op} {limit}{unit}"),
+        met,
+    }
+}
+
+/// The median of `mode` in `case` of scenario `id`.
+fn median(r: &Report, id: &str, mode: &str, case: &str) -> Option<f64> {
+    r.scenario(id)?.get(mode, case).map(|f| f.summary.median)
+}
+
+/// `a / b` of two medians of scenario `id`.
+fn ratio(r: &Report, id: &str, a: (&str, &str), b: (&str, &str)) -> Option<f64> {
+    let (x, y) = (median(r, id, a.0, a.1)?, median(r, id, b.0, b.1)?);
+    (y != 0.0).then(|| x / y)
+}
+
+/// The scale levels (`N=…`) of scenario `id` that `mode` was measured at.
+fn levels(r: &Report, id: &str, mode: &str) -> Vec<String> {
+    r.scenario(id).map_or_else(Vec::new, |s| {
+        s.cases()
+            .into_iter()
+            .filter(|c| s.get(mode, c).is_some())
+            .collect()
+    })
+}
+
+/// The footprint case of level `n` ("N=10000, 50003 endpoints").
+fn footprint_case(r: &Report, n: usize) -> Option<String> {
+    let prefix = format!("N={n},");
+    r.scenario("footprint_rss")?
+        .cases()
+        .into_iter()
+        .find(|c| c.starts_with(&prefix))
+}
+
+/// Every target of the issue, read off `r`.
+pub fn targets(r: &Report) -> Vec<Target> {
+    use Bound::*;
+    let mut out = Vec::new();
+    for case in ["same node", "cross node"] {
+        let d = ("direct", case);
+        out.push(target(
+            format!("connections/s via ClusterIP, {case} (× direct)"),
+            ratio(r, "conn_rate", ("switchyard-clusterip", case), d),
+            "×",
+            AtLeast,
+            0.95,
+        ));
+    }
+    for n in levels(r, "scale_conn_rate", "nftables") {
+        let sy = ("switchyard", n.as_str());
+        out.push(target(
+            format!("connections/s at {n} (× nftables mode)"),
+            ratio(r, "scale_conn_rate", sy, ("nftables", &n)),
+            "×",
+            AtLeast,
+            1.2,
+        ));
+        out.push(target(
+            format!("connections/s at {n} (× iptables mode)"),
+            ratio(r, "scale_conn_rate", sy, ("iptables", &n)),
+            "×",
+            AtLeast,
+            2.0,
+        ));
+    }
+    let p50 = "scale_first_packet_p50";
+    if let Some(n) = levels(r, p50, "nftables").last() {
+        out.push(target(
+            format!("first-packet p50 at {n} (× nftables mode)"),
+            ratio(r, p50, ("switchyard", n), ("nftables", n)),
+            "×",
+            AtMost,
+            0.8,
+        ));
+    }
+    for (mode, label) in [
+        ("switchyard-clusterip", "ClusterIP"),
+        ("switchyard-nodeport", "NodePort"),
+    ] {
+        for case in ["same node", "cross node"] {
+            out.push(target(
+                format!("TCP throughput via {label}, {case} (× direct)"),
+                ratio(r, "throughput", (mode, case), ("direct", case)),
+                "×",
+                AtLeast,
+                0.95,
+            ));
+        }
+    }
+    for (id, what) in [
+        ("from_pod_ns_rr", "established"),
+        ("from_pod_ns_conn", "new connections"),
+    ] {
+        for case in ["same node", "cross node"] {
+            out.push(target(
+                format!("from_pod ns/packet, ClusterIP vs direct flow, {what}, {case}"),
+                ratio(r, id, ("switchyard-clusterip", case), ("direct", case)),
+                "×",
+                AtMost,
+                1.2,
+            ));
+        }
+    }
+    let sy_levels = levels(r, "scale_conn_rate", "switchyard");
+    for n in sy_levels.iter().filter(|n| n.as_str() != "N=1") {
+        out.push(target(
+            format!("connections/s at {n} (× at N=1)"),
+            ratio(
+                r,
+                "scale_conn_rate",
+                ("switchyard", n),
+                ("switchyard", "N=1"),
+            ),
+            "×",
+            AtLeast,
+            0.95,
+        ));
+    }
+    if let Some(n) = levels(r, "program_update", "switchyard").last() {
+        out.push(target(
+            format!("one endpoint change at {n}, agent work"),
+            median(r, "program_update", "switchyard", n),
+            " ms",
+            Below,
+            1.0,
+        ));
+    }
+    for (n, limit) in [(10_000, 64.0), (100_000, 400.0)] {
+        let case = footprint_case(r, n);
+        out.push(target(
+            format!(
+                "agent RSS at {}",
+                case.clone().unwrap_or_else(|| format!("N={n}"))
+            ),
+            case.and_then(|c| median(r, "footprint_rss", "switchyard", &c)),
+            " MiB",
+            Below,
+            limit,
+        ));
+    }
+    out
+}
+
+/// The targets as a markdown table.
+pub fn markdown(r: &Report) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "| figure | measured | target | met |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    for t in targets(r) {
+        let value = t.value.map_or("not measured".into(), |v| {
+            format!("{}{}", fmt_num(v), t.unit)
+        });
+        let met = match t.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let _ = writeln!(md, "| {} | {value} | {} | {met} |", t.figure, t.target);
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Better, Host, Scenario};
+
+    fn report(scenarios: Vec<Scenario>) -> Report {
+        Report {
+            quick: true,
+            started_unix: 0,
+            duration_s: 1.0,
+            host: Host::default(),
+            repetitions: 1,
+            scenarios,
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn a_ratio_target_compares_the_medians_of_one_run() {
+        let mut s = Scenario::new("conn_rate", "c", "conn/s", Better::Higher, Some("direct"));
+        s.add("direct", "same node", &[100.0, 100.0, 100.0]);
+        s.add("switchyard-clusterip", "same node", &[90.0, 97.0, 99.0]);
+        let t = targets(&report(vec![s]));
+        let same = &t[0];
+        assert_eq!(same.value, Some(0.97));
+        assert_eq!(same.met, Some(true));
+        assert_eq!(same.target, "≥ 0.95×");
+    }
+
+    #[test]
+    fn a_target_without_figures_is_not_measured_and_not_met() {
+        let t = targets(&report(vec![]));
+        assert!(t.iter().all(|t| t.value.is_none() && t.met.is_none()));
+        assert!(markdown(&report(vec![])).contains("| not measured |"));
+    }
+
+    #[test]
+    fn scale_targets_follow_the_levels_each_mode_reached() {
+        let mut s = Scenario::new("scale_conn_rate", "s", "conn/s", Better::Higher, None);
+        for n in ["N=1", "N=10000"] {
+            s.add("nftables", n, &[100.0]);
+            s.add("iptables", n, &[50.0]);
+        }
+        for n in ["N=1", "N=10000", "N=100000"] {
+            s.add("switchyard", n, &[130.0]);
+        }
+        let t = targets(&report(vec![s]));
+        let names: Vec<&str> = t.iter().map(|t| t.figure.as_str()).collect();
+        assert!(names.contains(&"connections/s at N=10000 (× nftables mode)"));
+        assert!(!names.contains(&"connections/s at N=100000 (× nftables mode)"));
+        assert!(names.contains(&"connections/s at N=100000 (× at N=1)"));
+        let vs_ipt = t
+            .iter()
+            .find(|t| t.figure == "connections/s at N=1 (× iptables mode)")
+            .unwrap();
+        assert_eq!((vs_ipt.value, vs_ipt.met), (Some(2.6), Some(true)));
+    }
+}
