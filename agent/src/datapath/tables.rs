@@ -73,7 +73,7 @@ pub fn backends(pin_dir: &Path) -> Result<StdHashMap<u32, Backend>, DatapathErro
 }
 
 /// The frontends pinned in `pin_dir`, by rev-NAT id.
-pub fn fronts(pin_dir: &Path) -> Result<StdHashMap<u16, RevNat>, DatapathError> {
+pub fn fronts(pin_dir: &Path) -> Result<StdHashMap<u32, RevNat>, DatapathError> {
     load(pin_dir, names::REV_NAT).map(|(_, entries, _)| entries)
 }
 
