@@ -101,12 +101,18 @@ impl MapWriter<(SourceRangeKey, u8), u8> for Named<LpmTrie<MapData, SourceRangeK
     }
 
     fn put(&mut self, (key, prefix): (SourceRangeKey, u8), value: u8) -> Result<(), MapError> {
-        self.map
-            .insert(&Key::new(SOURCE_RANGE_PREFIX + u32::from(prefix), key), value, 0)
+        self.map.insert(
+            &Key::new(SOURCE_RANGE_PREFIX + u32::from(prefix), key),
+            value,
+            0,
+        )
     }
 
     fn remove(&mut self, &(key, prefix): &(SourceRangeKey, u8)) -> Result<(), MapError> {
-        ignore_missing(self.map.remove(&Key::new(SOURCE_RANGE_PREFIX + u32::from(prefix), key)))
+        ignore_missing(
+            self.map
+                .remove(&Key::new(SOURCE_RANGE_PREFIX + u32::from(prefix), key)),
+        )
     }
 
     fn entries(&self) -> Result<Vec<((SourceRangeKey, u8), u8)>, MapError> {
@@ -114,7 +120,8 @@ impl MapWriter<(SourceRangeKey, u8), u8> for Named<LpmTrie<MapData, SourceRangeK
             .iter()
             .map(|item| {
                 let (k, v) = item?;
-                let prefix = u8::try_from(k.prefix_len().saturating_sub(SOURCE_RANGE_PREFIX)).unwrap_or(32);
+                let prefix =
+                    u8::try_from(k.prefix_len().saturating_sub(SOURCE_RANGE_PREFIX)).unwrap_or(32);
                 Ok(((k.data(), prefix), v))
             })
             .collect()

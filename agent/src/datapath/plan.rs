@@ -18,10 +18,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use switchyard_abi::{
-    addr_be, capacity, port_be, AffinityMatchKey, Backend, RevNat, ServiceKey, ServiceValue, SourceRangeKey,
-    BACKEND_ACTIVE, BACKEND_TERMINATING, MAGLEV_TABLE_SIZE, SCOPE_EXTERNAL, SCOPE_INTERNAL,
-    SVC_FLAG_AFFINITY, SVC_FLAG_EXTERNAL, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_MAGLEV, SVC_FLAG_NODEPORT,
-    SVC_FLAG_SOURCE_RANGES, SVC_FLAG_TWO_SCOPES,
+    addr_be, capacity, port_be, AffinityMatchKey, Backend, RevNat, ServiceKey, ServiceValue,
+    SourceRangeKey, BACKEND_ACTIVE, BACKEND_TERMINATING, MAGLEV_TABLE_SIZE, SCOPE_EXTERNAL,
+    SCOPE_INTERNAL, SVC_FLAG_AFFINITY, SVC_FLAG_EXTERNAL, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_MAGLEV,
+    SVC_FLAG_NODEPORT, SVC_FLAG_SOURCE_RANGES, SVC_FLAG_TWO_SCOPES,
 };
 
 use super::maglev;
@@ -132,7 +132,11 @@ impl IdCursor {
             .keys()
             .max()
             .map_or(1, |m| m.wrapping_add(1).max(1));
-        let rev_nat = current.rev_nat.keys().max().map_or(1, |m| rev_nat_after(*m));
+        let rev_nat = current
+            .rev_nat
+            .keys()
+            .max()
+            .map_or(1, |m| rev_nat_after(*m));
         IdCursor {
             backend,
             rev_nat,
@@ -886,6 +890,124 @@ pub(crate) mod tests {
         assert!(
             header_delete < range_delete,
             "the header goes before what it names"
+        );
+    }
+
+    /// `n` (fewer than 2^19) single-backend ClusterIP frontends `10.96.0.0/13:80/TCP`, each with its own
+    /// backend.
+    fn many_frontends(n: u32) -> Desired {
+        let mut d = Desired::default();
+        for i in 0..n {
+            let [_, w, x, y] = i.to_be_bytes();
+            d.frontends.insert(
+                Frontend {
+                    ip: Ipv4Addr::new(10, 96 + w, x, y),
+                    port: 80,
+                    proto: Proto::Tcp,
+                },
+                FrontendSpec {
+                    backends: vec![BackendSpec {
+                        addr: BackendAddr {
+                            ip: Ipv4Addr::new(10, 244 + w, x, y),
+                            port: 8080,
+                            proto: Proto::Tcp,
+                        },
+                        terminating: false,
+                        node_ip: None,
+                    }],
+                    service: format!("default/s{i}:http"),
+                    ..Default::default()
+                },
+            );
+        }
+        d
+    }
+
+    #[test]
+    fn seventy_thousand_frontends_get_distinct_rev_nat_ids_beyond_65535() {
+        let d = many_frontends(70_000);
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let p = plan(&d, &Programmed::default(), &mut cursor).unwrap();
+        assert_eq!(p.rev_nat.len(), 70_000, "one id per frontend");
+        assert_eq!(p.rev_nat.keys().max(), Some(&70_000));
+        let headers: BTreeSet<u32> = p
+            .services
+            .iter()
+            .filter(|(k, _)| k.slot == 0)
+            .map(|(_, v)| v.rev_nat_id)
+            .collect();
+        assert_eq!(headers.len(), 70_000, "every header names its own id");
+        for (k, v) in &p.services {
+            let r = p.rev_nat[&v.rev_nat_id];
+            assert_eq!((r.addr, r.port), (k.addr, k.port), "id {}", v.rev_nat_id);
+        }
+        let replanned = plan(&d, &p, &mut cursor).unwrap();
+        assert_eq!(replanned.rev_nat, p.rev_nat, "ids survive replanning");
+    }
+
+    #[test]
+    fn rev_nat_ids_pass_65535_without_wrapping() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        cursor.rev_nat = 65_534;
+        let ids: Vec<u32> = (0..4)
+            .map(|_| cursor.next_rev_nat(|_| false).unwrap())
+            .collect();
+        assert_eq!(ids, vec![65_534, 65_535, 65_536, 65_537]);
+    }
+
+    #[test]
+    fn rev_nat_ids_wrap_after_the_highest_to_the_first_free_one() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        cursor.rev_nat = MAX_REV_NAT_ID;
+        assert_eq!(cursor.next_rev_nat(|_| false), Some(MAX_REV_NAT_ID));
+        assert_eq!(cursor.rev_nat, 1, "never 0, never beyond the highest");
+        let used = |id: u32| id == 1 || id == 2;
+        assert_eq!(cursor.next_rev_nat(used), Some(3));
+    }
+
+    #[test]
+    fn rev_nat_ids_run_out_only_when_every_one_up_to_the_highest_is_taken() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        cursor.rev_nat = 200_000;
+        assert_eq!(cursor.next_rev_nat(|id| id != 70_000), Some(70_000));
+        assert_eq!(cursor.next_rev_nat(|_| true), None);
+        assert_eq!(MAX_REV_NAT_ID, 262_143);
+    }
+
+    #[test]
+    fn a_restarted_agent_continues_after_a_programmed_rev_nat_id_beyond_65535() {
+        let mut p = Programmed::default();
+        let front = RevNat {
+            addr: 1,
+            port: 2,
+            pad: 0,
+        };
+        p.rev_nat.insert(100_000, front);
+        assert_eq!(IdCursor::after(&p).rev_nat, 100_001);
+        p.rev_nat.insert(MAX_REV_NAT_ID, front);
+        assert_eq!(IdCursor::after(&p).rev_nat, 1, "wraps after the highest id");
+    }
+
+    #[test]
+    fn too_many_frontends_fails_planning_instead_of_reusing_an_id() {
+        let d = many_frontends(3);
+        let taken: Programmed = Programmed {
+            rev_nat: (1..=MAX_REV_NAT_ID)
+                .map(|id| {
+                    let r = RevNat {
+                        addr: id,
+                        port: 1,
+                        pad: 0,
+                    };
+                    (id, r)
+                })
+                .collect(),
+            ..Programmed::default()
+        };
+        let mut cursor = IdCursor::after(&taken);
+        assert_eq!(
+            plan(&d, &taken, &mut cursor),
+            Err(PlanError::TooManyFrontends(3))
         );
     }
 }

@@ -82,9 +82,8 @@ pub mod names {
         let Some((base, version)) = split_version(file) else {
             return false;
         };
-        ALL.iter().any(|current| {
-            split_version(current).is_some_and(|(b, v)| b == base && v != version)
-        })
+        ALL.iter()
+            .any(|current| split_version(current).is_some_and(|(b, v)| b == base && v != version))
     }
 
     /// `("SERVICES", "2")` of `"SERVICES_V2"`; `None` unless the name ends in `_V` and digits.
@@ -769,7 +768,14 @@ mod tests {
         for current in names::ALL {
             assert!(!names::superseded(current), "{current}");
         }
-        for other in ["links", "SERVICES", "SERVICES_V", "SERVICES_Vx", "OTHER_V1", "_V1"] {
+        for other in [
+            "links",
+            "SERVICES",
+            "SERVICES_V",
+            "SERVICES_Vx",
+            "OTHER_V1",
+            "_V1",
+        ] {
             assert!(!names::superseded(other), "{other}");
         }
     }

@@ -9,8 +9,8 @@ use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use aya_ebpf::maps::lpm_trie::Key;
 use switchyard_abi::{
     proto, stat, AffinityKey, AffinityMatchKey, AffinityValue, Backend, ServiceKey, ServiceValue,
-    SourceRangeKey, BACKEND_ACTIVE, SCOPE_EXTERNAL, SCOPE_INTERNAL, SVC_FLAG_AFFINITY,
-    SOURCE_RANGE_PREFIX, SVC_FLAG_MAGLEV, SVC_FLAG_SOURCE_RANGES, SVC_FLAG_TWO_SCOPES,
+    SourceRangeKey, BACKEND_ACTIVE, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE_RANGE_PREFIX,
+    SVC_FLAG_AFFINITY, SVC_FLAG_MAGLEV, SVC_FLAG_SOURCE_RANGES, SVC_FLAG_TWO_SCOPES,
 };
 
 use crate::maps::{AFFINITY, AFFINITY_MATCH, BACKENDS, SERVICES, SOURCE_RANGES};
