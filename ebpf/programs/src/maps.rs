@@ -10,17 +10,24 @@ use switchyard_abi::{
     SockRevKey, SourceRangeKey, SvcCounters,
 };
 
+/// `BPF_F_NO_PREALLOC`: entries are allocated as they are written. The service maps are sized
+/// for 100,000 Services and written only by the agent, so they take kernel memory for what they
+/// hold (as Cilium's maps by default), not ~100 bytes per possible entry up front; lookups cost
+/// the same.
+const NO_PREALLOC: u32 = 1;
+
 /// Frontend (VIP, port, proto, slot) → service header (slot 0) or backend id (slot n).
 #[map(name = "SERVICES_V2")]
-pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(capacity::SERVICES, 0);
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::pinned(capacity::SERVICES, NO_PREALLOC);
 
 /// Backend id → backend address and state.
 #[map(name = "BACKENDS_V2")]
-pub static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(capacity::BACKENDS, 0);
+pub static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(capacity::BACKENDS, NO_PREALLOC);
 
 /// Reverse-NAT id → frontend to restore on replies.
 #[map(name = "REV_NAT_V2")]
-pub static REV_NAT: HashMap<u32, RevNat> = HashMap::pinned(capacity::REV_NAT, 0);
+pub static REV_NAT: HashMap<u32, RevNat> = HashMap::pinned(capacity::REV_NAT, NO_PREALLOC);
 
 /// Connection tracking: forward and reply entries of every load-balanced flow.
 #[map(name = "CT_V2")]
