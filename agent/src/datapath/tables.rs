@@ -114,14 +114,7 @@ pub fn sweep(pin_dir: &Path, now: u64, timeouts: &Timeouts) -> Result<Sweep, Dat
     let (mut ct, entries, ct_cap) = load::<CtKey, CtValue>(pin_dir, names::CT)?;
     let gone = aging::expired(
         &entries,
-        |k, v| {
-            aging::ct_partner(
-                k,
-                v,
-                |id| backends.get(id),
-                |id| fronts.get(id),
-            )
-        },
+        |k, v| aging::ct_partner(k, v, |id| backends.get(id), |id| fronts.get(id)),
         aging::ct_state,
         now,
         timeouts,
