@@ -684,3 +684,97 @@ fn an_idle_open_flow_keeps_its_backend_while_more_closed_flows_than_the_table_ho
         "without the sweeper the load is enough to evict it"
     );
 }
+
+/// Rev-NAT ids beyond the 16 bits Cilium keeps: frontends with ids 65,536, 200,000 and the
+/// highest one are balanced and their replies reverse-NATed to the right frontend, each counts
+/// in its own `SVC_STATS` slot, and the source ranges of two frontends whose ids differ only
+/// above 16 bits stay apart. Loading again after an upgrade removes the pins of the maps' older
+/// versions and reuses the current ones.
+#[test]
+#[ignore = "needs root and bpffs: run with cargo xtask test"]
+fn rev_nat_ids_beyond_16_bits_translate_count_and_filter() {
+    use aya::maps::{Map, MapData, PerCpuArray};
+    use switchyard::datapath::plan::MAX_REV_NAT_ID;
+    use switchyard_abi::{names, SourceRangeKey, SvcCounters, SVC_FLAG_SOURCE_RANGES};
+
+    let pins = Pins::new("wide");
+    let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
+    let b = backend(BACKEND, 8080, proto::TCP);
+    let fronts = [
+        (Ipv4Addr::new(10, 96, 8, 1), 65_536u32),
+        (Ipv4Addr::new(10, 96, 8, 2), 200_000),
+        (Ipv4Addr::new(10, 96, 8, 3), MAX_REV_NAT_ID),
+    ];
+    for (vip, id) in fronts {
+        install(&mut loaded, (vip, 80), proto::TCP, (1, b), id, 0);
+    }
+    // 131,072 and 131,073 are 0 and 1 in their low 16 bits.
+    let (open, closed) = (
+        (Ipv4Addr::new(10, 96, 8, 4), 131_072u32),
+        (Ipv4Addr::new(10, 96, 8, 5), 131_073u32),
+    );
+    for ((vip, id), net) in [
+        (open, Ipv4Addr::new(10, 244, 9, 0)),
+        (closed, Ipv4Addr::new(192, 0, 2, 0)),
+    ] {
+        install(
+            &mut loaded,
+            (vip, 80),
+            proto::TCP,
+            (1, b),
+            id,
+            SVC_FLAG_SOURCE_RANGES,
+        );
+        let key = SourceRangeKey {
+            rev_nat_id: id.to_be(),
+            proto: proto::TCP,
+            pad: [0; 3],
+            addr: addr_be(net),
+        };
+        loaded.source_ranges.put((key, 24), 0).expect("range");
+    }
+    for pod in [CLIENT, BACKEND] {
+        local_pod(&mut loaded, pod);
+    }
+    let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
+    for (vip, _) in fronts {
+        syn_and_reply(prog, (vip, 80));
+    }
+    syn_and_reply(prog, (open.0, 80));
+    let (verdict, _) = run(
+        prog,
+        &packet((CLIENT, 40000), (closed.0, 80), proto::TCP, true),
+    );
+    assert_eq!(verdict, TC_ACT_SHOT, "the client is outside the range");
+    assert_eq!(counter(&Pins::node("wide"), "drop_source_range"), 1);
+
+    let data = MapData::from_pin(pins.0.join(names::SVC_STATS)).expect("SVC_STATS pin");
+    let stats: PerCpuArray<MapData, SvcCounters> =
+        PerCpuArray::try_from(Map::from_map_data(data).expect("map")).expect("per-CPU array");
+    let total = |id: u32| {
+        stats
+            .get(&id, 0)
+            .expect("slot")
+            .iter()
+            .fold((0, 0), |a, c| (a.0 + c.packets, a.1 + c.connections))
+    };
+    for (_, id) in fronts.iter().chain([&open]) {
+        assert_eq!(
+            total(*id),
+            (2, 1),
+            "SYN and reply of one connection, id {id}"
+        );
+    }
+    assert_eq!(total(0), (0, 0), "nothing lands in 65,536's low 16 bits");
+    assert_eq!(total(closed.1), (0, 0), "a refused client is not counted");
+    drop(loaded);
+
+    // An upgrade: the maps pinned under an older version's names go, the current ones stay.
+    let old = pins.0.join("REV_NAT_V1");
+    std::fs::rename(pins.0.join(names::REV_NAT), &old).expect("rename a pin on bpffs");
+    let loaded = loader::load(&pins.0).expect("load again");
+    assert!(!old.exists(), "the superseded pin is removed");
+    assert!(pins.0.join(names::REV_NAT).exists());
+    assert!(pins.0.join(names::SERVICES).exists());
+    drop(loaded);
+}

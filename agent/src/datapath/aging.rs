@@ -134,7 +134,7 @@ pub fn ct_partner(
     key: &CtKey,
     value: &CtValue,
     backend: impl Fn(u32) -> Option<Backend>,
-    front: impl Fn(u16) -> Option<RevNat>,
+    front: impl Fn(u32) -> Option<RevNat>,
 ) -> Option<CtKey> {
     match key.dir {
         CT_DIR_FORWARD => backend(value.backend_id).map(|b| CtKey {
@@ -309,7 +309,7 @@ mod tests {
         f.get_mut(&key(POD, CLIENT, proto::TCP, CT_DIR_REPLY))
             .unwrap()
             .rev_nat_id = 2;
-        let front = |id: u16| {
+        let front = |id: u32| {
             Some(RevNat {
                 addr: addr_be(if id == 1 {
                     VIP.0

@@ -67,7 +67,7 @@ pub struct Target<'a> {
     /// Backends the change leaves unused: deleted once no entry names them.
     pub unused_backends: Vec<u32>,
     /// Rev-NAT ids the change leaves unused: deleted once no entry names them.
-    pub unused_rev_nat: Vec<u16>,
+    pub unused_rev_nat: Vec<u32>,
     /// `fronts` are all frontends in the maps and `after` everything (a full sync): affinity
     /// members and source ranges of no frontend are deleted too.
     pub whole: bool,
@@ -234,8 +234,8 @@ pub fn write<W: ServiceWriters>(
 /// Affinity members and source ranges grouped by the rev-NAT id and protocol of their frontend.
 #[derive(Default)]
 struct Extras {
-    affinity: HashMap<(u16, u8), Vec<AffinityMatchKey>>,
-    ranges: HashMap<(u16, u8), Vec<SourceRange>>,
+    affinity: HashMap<(u32, u8), Vec<AffinityMatchKey>>,
+    ranges: HashMap<(u32, u8), Vec<SourceRange>>,
 }
 
 impl Extras {
@@ -249,7 +249,7 @@ impl Extras {
         }
         for r in &p.source_ranges {
             e.ranges
-                .entry((u16::from_be(r.0.rev_nat_id), r.0.proto))
+                .entry((u32::from_be(r.0.rev_nat_id), r.0.proto))
                 .or_default()
                 .push(*r);
         }
@@ -257,7 +257,7 @@ impl Extras {
     }
 
     /// Copies the extras of `group` into `out`.
-    fn add(&self, group: (u16, u8), out: &mut Programmed) {
+    fn add(&self, group: (u32, u8), out: &mut Programmed) {
         out.affinity_match
             .extend(self.affinity.get(&group).into_iter().flatten());
         out.source_ranges
@@ -266,7 +266,7 @@ impl Extras {
 }
 
 /// The rev-NAT id the `SERVICES` entries of `fk` in `p` carry.
-fn rev_of(p: &Programmed, fk: FrontKey) -> Option<u16> {
+fn rev_of(p: &Programmed, fk: FrontKey) -> Option<u32> {
     programmed_entries(&p.services, fk)
         .next()
         .map(|(_, v)| v.rev_nat_id)
@@ -420,14 +420,14 @@ impl<W: ServiceWriters> Writer<'_, W> {
     /// connections of a failed frontend's old entries.
     fn free(&mut self, target: &Target<'_>, failed: &[(&Front, DatapathError)]) {
         let present_backend = |id: &u32| self.programmed.backends.contains_key(id);
-        let present_rev = |id: &u16| self.programmed.rev_nat.contains_key(id);
+        let present_rev = |id: &u32| self.programmed.rev_nat.contains_key(id);
         let mut gone_backends: BTreeSet<u32> = target
             .unused_backends
             .iter()
             .copied()
             .filter(present_backend)
             .collect();
-        let mut gone_revs: BTreeSet<u16> = target
+        let mut gone_revs: BTreeSet<u32> = target
             .unused_rev_nat
             .iter()
             .copied()
@@ -477,7 +477,7 @@ impl<W: ServiceWriters> Writer<'_, W> {
                 programmed_entries(&self.programmed.services, f.key).for_each(|(k, v)| note(k, v));
             }
         }
-        let affinity_revs: HashSet<u16> = if gone_revs.is_empty() {
+        let affinity_revs: HashSet<u32> = if gone_revs.is_empty() {
             HashSet::new()
         } else {
             self.programmed
@@ -492,12 +492,12 @@ impl<W: ServiceWriters> Writer<'_, W> {
                 backend_id: id,
                 rev_nat_id: 0,
                 proto: 0,
-                pad: 0,
+                pad: [0; 3],
             };
             let hi = AffinityMatchKey {
-                rev_nat_id: u16::MAX,
+                rev_nat_id: u32::MAX,
                 proto: u8::MAX,
-                pad: u8::MAX,
+                pad: [u8::MAX; 3],
                 ..lo
             };
             let member = self
@@ -514,12 +514,12 @@ impl<W: ServiceWriters> Writer<'_, W> {
             let lo = SourceRangeKey {
                 rev_nat_id: id.to_be(),
                 proto: 0,
-                pad: 0,
+                pad: [0; 3],
                 addr: 0,
             };
             let hi = SourceRangeKey {
                 proto: u8::MAX,
-                pad: u8::MAX,
+                pad: [u8::MAX; 3],
                 addr: u32::MAX,
                 ..lo
             };

@@ -119,7 +119,7 @@ fn tuple(k: &CtKey) -> (String, String) {
 pub fn conntrack_rows(
     entries: &HashMap<CtKey, CtValue>,
     backends: &HashMap<u32, Backend>,
-    fronts: &HashMap<u16, RevNat>,
+    fronts: &HashMap<u32, RevNat>,
     now: u64,
     filter: &Filter,
 ) -> Vec<FlowRow> {
@@ -219,7 +219,7 @@ mod tests {
     fn world() -> (
         HashMap<CtKey, CtValue>,
         HashMap<u32, Backend>,
-        HashMap<u16, RevNat>,
+        HashMap<u32, RevNat>,
     ) {
         let ct = HashMap::from([
             (

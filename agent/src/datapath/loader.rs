@@ -3,6 +3,10 @@
 //! Maps declared with by-name pinning are reused when their pin exists, so an agent restart sees
 //! the same services, conntrack and counters the previous agent left; programs are freshly loaded
 //! and swapped into the pinned TCX links (see [`super::attach`]).
+//!
+//! Invariant: a pinned map is only reused when its name (with its version suffix) and size are
+//! the programs'; pins of a map's other versions (an older agent's layout) are removed before
+//! the load, never read, and a map pinned at another size is recreated.
 use std::path::{Path, PathBuf};
 
 use aya::{
@@ -30,7 +34,7 @@ pub struct Loaded {
     /// `BACKENDS`.
     pub backends: Named<HashMap<MapData, u32, Backend>>,
     /// `REV_NAT`.
-    pub rev_nat: Named<HashMap<MapData, u16, RevNat>>,
+    pub rev_nat: Named<HashMap<MapData, u32, RevNat>>,
     /// `LOCAL_PODS`.
     pub local_pods: Named<HashMap<MapData, u32, LocalPod>>,
     /// `CONFIG`.
@@ -105,6 +109,27 @@ fn drop_resized(pin_dir: &Path, sizes: &MapSizes) -> Result<(), DatapathError> {
     Ok(())
 }
 
+/// Removes the pins in `pin_dir` of our maps' other versions ([`names::superseded`]): an
+/// upgrade that changed a map's layout leaves the old map pinned under its old name, which
+/// nothing reads any more. Programs still attached keep their maps alive until they are
+/// replaced; the new maps start empty (conntrack of the old layout is lost, so established
+/// flows are balanced anew) and the agent rewrites the service maps from the API.
+fn drop_superseded(pin_dir: &Path) -> Result<(), DatapathError> {
+    let entries = std::fs::read_dir(pin_dir).map_err(DatapathError::io(pin_dir))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if names::superseded(name) && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let path = entry.path();
+            tracing::warn!(map = name, "removing the pin of a superseded map version");
+            std::fs::remove_file(&path).map_err(DatapathError::io(&path))?;
+        }
+    }
+    Ok(())
+}
+
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// Fails with an actionable error unless `/sys/fs/bpf` is a mounted bpffs.
@@ -126,6 +151,7 @@ pub fn load(pin_dir: &Path) -> Result<Loaded, DatapathError> {
 pub fn load_sized(pin_dir: &Path, sizes: &MapSizes) -> Result<Loaded, DatapathError> {
     check_bpffs()?;
     std::fs::create_dir_all(pin_dir).map_err(DatapathError::io(pin_dir))?;
+    drop_superseded(pin_dir)?;
     drop_resized(pin_dir, sizes)?;
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(pin_dir);

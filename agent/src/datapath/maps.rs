@@ -16,7 +16,7 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{HashMap, MapData, MapError};
 use aya::sys::SyscallError;
 use aya::Pod;
-use switchyard_abi::{addr_be, addr_from_be, SourceRangeKey};
+use switchyard_abi::{addr_be, addr_from_be, SourceRangeKey, SOURCE_RANGE_PREFIX};
 
 /// One BPF map as the agent writes it.
 pub trait MapWriter<K, V> {
@@ -93,20 +93,26 @@ impl MapWriter<(Ipv4Addr, u8), Ipv4Addr> for Named<LpmTrie<MapData, u32, u32>> {
     }
 }
 
-/// A `SOURCE_RANGES` entry: key data and the network's prefix length (the trie's prefix is 32
-/// bits longer: the rev-NAT id, protocol and padding come first).
+/// A `SOURCE_RANGES` entry: key data and the network's prefix length (the trie's prefix is
+/// [`SOURCE_RANGE_PREFIX`] bits longer: the rev-NAT id, protocol and padding come first).
 impl MapWriter<(SourceRangeKey, u8), u8> for Named<LpmTrie<MapData, SourceRangeKey, u8>> {
     fn name(&self) -> &'static str {
         self.name
     }
 
     fn put(&mut self, (key, prefix): (SourceRangeKey, u8), value: u8) -> Result<(), MapError> {
-        self.map
-            .insert(&Key::new(32 + u32::from(prefix), key), value, 0)
+        self.map.insert(
+            &Key::new(SOURCE_RANGE_PREFIX + u32::from(prefix), key),
+            value,
+            0,
+        )
     }
 
     fn remove(&mut self, &(key, prefix): &(SourceRangeKey, u8)) -> Result<(), MapError> {
-        ignore_missing(self.map.remove(&Key::new(32 + u32::from(prefix), key)))
+        ignore_missing(
+            self.map
+                .remove(&Key::new(SOURCE_RANGE_PREFIX + u32::from(prefix), key)),
+        )
     }
 
     fn entries(&self) -> Result<Vec<((SourceRangeKey, u8), u8)>, MapError> {
@@ -114,7 +120,8 @@ impl MapWriter<(SourceRangeKey, u8), u8> for Named<LpmTrie<MapData, SourceRangeK
             .iter()
             .map(|item| {
                 let (k, v) = item?;
-                let prefix = u8::try_from(k.prefix_len().saturating_sub(32)).unwrap_or(32);
+                let prefix =
+                    u8::try_from(k.prefix_len().saturating_sub(SOURCE_RANGE_PREFIX)).unwrap_or(32);
                 Ok(((k.data(), prefix), v))
             })
             .collect()

@@ -104,7 +104,7 @@ pub struct Kernel;
 
 impl ServiceWriters for Kernel {
     type Backends = Named<HashMap<MapData, u32, Backend>>;
-    type RevNat = Named<HashMap<MapData, u16, RevNat>>;
+    type RevNat = Named<HashMap<MapData, u32, RevNat>>;
     type Services = Named<HashMap<MapData, ServiceKey, ServiceValue>>;
     type Affinity = Named<HashMap<MapData, AffinityMatchKey, u8>>;
     type Ranges = Named<LpmTrie<MapData, SourceRangeKey, u8>>;

@@ -10,7 +10,7 @@
 //!
 //! The result is exactly what a full plan would produce (the tests check that a full plan of the
 //! outcome changes nothing).
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use switchyard_abi::{
     Backend, RevNat, ServiceKey, ServiceValue, BACKEND_ACTIVE, BACKEND_TERMINATING,
@@ -32,12 +32,12 @@ use crate::model::{Desired, Frontend};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     backend_ids: HashMap<BackendIdentity, u32>,
-    rev_ids: HashMap<(u32, u16), u16>,
+    rev_ids: HashMap<(u32, u16), u32>,
     front_backends: HashMap<FrontKey, Uses>,
     /// Per backend id: frontends referencing it, and how many of them as active.
     backend_refs: HashMap<u32, (u32, u32)>,
     /// Per rev-NAT id: frontends using it (TCP and UDP on one port share an id).
-    rev_refs: HashMap<u16, u32>,
+    rev_refs: HashMap<u32, u32>,
 }
 
 impl Usage {
@@ -193,14 +193,14 @@ impl Change {
         }
     }
 
-    fn before_rev(&self, fk: &FrontKey) -> Option<u16> {
+    fn before_rev(&self, fk: &FrontKey) -> Option<u32> {
         self.before
             .services
             .get(&header_key(fk))
             .map(|h| h.rev_nat_id)
     }
 
-    fn after_rev(&self, fk: &FrontKey) -> Option<u16> {
+    fn after_rev(&self, fk: &FrontKey) -> Option<u32> {
         self.after
             .services
             .get(&header_key(fk))
@@ -208,7 +208,7 @@ impl Change {
     }
 }
 
-fn decrement(refs: &mut HashMap<u16, u32>, id: u16) {
+fn decrement(refs: &mut HashMap<u32, u32>, id: u32) {
     if let Some(n) = refs.get_mut(&id) {
         *n = n.saturating_sub(1);
         if *n == 0 {
@@ -246,10 +246,11 @@ pub fn plan_changes(
 ) -> Result<Change, PlanError> {
     let mut change = Change::default();
     let mut backend_delta: HashMap<u32, (i64, i64)> = HashMap::new();
-    let mut rev_delta: HashMap<u16, i64> = HashMap::new();
+    let mut rev_delta: HashMap<u32, i64> = HashMap::new();
     let mut values: HashMap<u32, Backend> = HashMap::new();
     let mut new_backends: HashMap<BackendIdentity, u32> = HashMap::new();
-    let mut new_revs: HashMap<(u32, u16), u16> = HashMap::new();
+    let mut new_revs: HashMap<(u32, u16), u32> = HashMap::new();
+    let mut taken_revs: HashSet<u32> = HashSet::new();
 
     for f in changed {
         let fk = front_key(f);
@@ -301,13 +302,13 @@ pub fn plan_changes(
         {
             Some(id) => *id,
             None => {
-                let taken: BTreeSet<u16> = new_revs.values().copied().collect();
                 let id = cursor
                     .rev_nat_for((fk.0, fk.1), |id| {
-                        current.rev_nat.contains_key(&id) || taken.contains(&id)
+                        current.rev_nat.contains_key(&id) || taken_revs.contains(&id)
                     })
                     .ok_or(PlanError::TooManyFrontends(desired.frontends.len()))?;
                 new_revs.insert((fk.0, fk.1), id);
+                taken_revs.insert(id);
                 id
             }
         };

@@ -11,17 +11,37 @@
 //! [`diff`] then lists the writes and deletes in the order that never lets a packet see a
 //! half-written service: backends, rev-NAT, affinity members, source ranges, backend slots,
 //! headers; removals in reverse.
+//!
+//! Ids: backend ids are `u32` (never 0); rev-NAT ids are `u32` in `1..=`[`MAX_REV_NAT_ID`], one
+//! per frontend address and port, so that every frontend has its `SVC_STATS` slot (Cilium's
+//! `u16` ids stop at 65,535 frontends; 100,000 Services need more).
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use switchyard_abi::{
-    addr_be, port_be, AffinityMatchKey, Backend, RevNat, ServiceKey, ServiceValue, SourceRangeKey,
-    BACKEND_ACTIVE, BACKEND_TERMINATING, MAGLEV_TABLE_SIZE, SCOPE_EXTERNAL, SCOPE_INTERNAL,
-    SVC_FLAG_AFFINITY, SVC_FLAG_EXTERNAL, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_MAGLEV, SVC_FLAG_NODEPORT,
-    SVC_FLAG_SOURCE_RANGES, SVC_FLAG_TWO_SCOPES,
+    addr_be, capacity, port_be, AffinityMatchKey, Backend, RevNat, ServiceKey, ServiceValue,
+    SourceRangeKey, BACKEND_ACTIVE, BACKEND_TERMINATING, MAGLEV_TABLE_SIZE, SCOPE_EXTERNAL,
+    SCOPE_INTERNAL, SVC_FLAG_AFFINITY, SVC_FLAG_EXTERNAL, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_MAGLEV,
+    SVC_FLAG_NODEPORT, SVC_FLAG_SOURCE_RANGES, SVC_FLAG_TWO_SCOPES,
 };
 
 use super::maglev;
 use crate::model::{BackendSpec, Desired, Frontend, FrontendSpec};
+
+/// The highest rev-NAT id: ids index `SVC_STATS`, so they stay below its size (and `REV_NAT`
+/// holds one entry per id).
+pub const MAX_REV_NAT_ID: u32 = capacity::SVC_STATS - 1;
+
+// Every id has its `REV_NAT` entry and its counters.
+const _: () = assert!(MAX_REV_NAT_ID < capacity::REV_NAT && MAX_REV_NAT_ID > u16::MAX as u32);
+
+/// The rev-NAT id after `id`: ids wrap from [`MAX_REV_NAT_ID`] to 1 (0 is never used).
+fn rev_nat_after(id: u32) -> u32 {
+    if id >= MAX_REV_NAT_ID {
+        1
+    } else {
+        id + 1
+    }
+}
 
 /// A `SOURCE_RANGES` entry: the key data and the network's prefix length.
 pub type SourceRange = (SourceRangeKey, u8);
@@ -32,7 +52,7 @@ pub struct Programmed {
     /// `BACKENDS`.
     pub backends: BTreeMap<u32, Backend>,
     /// `REV_NAT`.
-    pub rev_nat: BTreeMap<u16, RevNat>,
+    pub rev_nat: BTreeMap<u32, RevNat>,
     /// `SERVICES` (headers and slots).
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     /// `AFFINITY_MATCH`: the backends of each ClientIP-affinity frontend.
@@ -96,12 +116,12 @@ pub struct Extras<'a> {
 pub struct IdCursor {
     /// Next backend id to try (never 0).
     pub backend: u32,
-    /// Next rev-NAT id to try (never 0).
-    pub rev_nat: u16,
+    /// Next rev-NAT id to try (never 0, never above [`MAX_REV_NAT_ID`]).
+    pub rev_nat: u32,
     unwritten_backends: HashMap<BackendIdentity, u32>,
     unwritten_backend_ids: HashSet<u32>,
-    unwritten_rev_nat: HashMap<(u32, u16), u16>,
-    unwritten_rev_nat_ids: HashSet<u16>,
+    unwritten_rev_nat: HashMap<(u32, u16), u32>,
+    unwritten_rev_nat_ids: HashSet<u32>,
 }
 
 impl IdCursor {
@@ -116,7 +136,7 @@ impl IdCursor {
             .rev_nat
             .keys()
             .max()
-            .map_or(1, |m| m.wrapping_add(1).max(1));
+            .map_or(1, |m| rev_nat_after(*m));
         IdCursor {
             backend,
             rev_nat,
@@ -138,16 +158,17 @@ impl IdCursor {
         id
     }
 
-    /// A fresh rev-NAT id, as [`IdCursor::next_backend`]; `None` when all 65,535 are taken.
-    pub fn next_rev_nat(&mut self, used: impl Fn(u16) -> bool) -> Option<u16> {
-        let start = self.rev_nat.max(1);
+    /// A fresh rev-NAT id, as [`IdCursor::next_backend`] but wrapping after
+    /// [`MAX_REV_NAT_ID`]; `None` when all of them are taken.
+    pub fn next_rev_nat(&mut self, used: impl Fn(u32) -> bool) -> Option<u32> {
+        let start = self.rev_nat.clamp(1, MAX_REV_NAT_ID);
         let mut id = start;
         loop {
             if !used(id) {
-                self.rev_nat = id.wrapping_add(1).max(1);
+                self.rev_nat = rev_nat_after(id);
                 return Some(id);
             }
-            id = id.wrapping_add(1).max(1);
+            id = rev_nat_after(id);
             if id == start {
                 return None;
             }
@@ -169,8 +190,8 @@ impl IdCursor {
     }
 
     /// The rev-NAT id of the frontend address `(addr, port)`, which the maps do not hold, as
-    /// [`IdCursor::backend_for`]; `None` when all 65,535 are taken.
-    pub fn rev_nat_for(&mut self, at: (u32, u16), used: impl Fn(u16) -> bool) -> Option<u16> {
+    /// [`IdCursor::backend_for`]; `None` when all [`MAX_REV_NAT_ID`] are taken.
+    pub fn rev_nat_for(&mut self, at: (u32, u16), used: impl Fn(u32) -> bool) -> Option<u32> {
         match self.unwritten_rev_nat.get(&at) {
             Some(id) if !used(*id) => Some(*id),
             _ => {
@@ -233,7 +254,7 @@ pub fn uses_of(spec: &FrontendSpec, mut id_of: impl FnMut(&BackendSpec) -> Optio
 pub fn frontend_entries(
     fk: FrontKey,
     spec: &FrontendSpec,
-    rev_nat_id: u16,
+    rev_nat_id: u32,
     mut backend_id: impl FnMut(&BackendSpec) -> u32,
     out: &mut BTreeMap<ServiceKey, ServiceValue>,
     extras: Extras<'_>,
@@ -278,7 +299,7 @@ pub fn frontend_entries(
                     backend_id: *id,
                     rev_nat_id,
                     proto,
-                    pad: 0,
+                    pad: [0; 3],
                 });
             }
         }
@@ -288,7 +309,7 @@ pub fn frontend_entries(
             SourceRangeKey {
                 rev_nat_id: rev_nat_id.to_be(),
                 proto: fk.2,
-                pad: 0,
+                pad: [0; 3],
                 addr: addr_be(*net),
             },
             *prefix,
@@ -323,7 +344,11 @@ fn slots(spec: &FrontendSpec, active: &[(u32, &BackendSpec)]) -> Result<Vec<u32>
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
     /// More frontends than rev-NAT ids.
-    #[error("more than {0} distinct frontends: the REV_NAT map is full")]
+    #[error(
+        "{0} frontends need more than {max} rev-NAT ids (one per frontend address and port): \
+         the REV_NAT map is full",
+        max = MAX_REV_NAT_ID
+    )]
     TooManyFrontends(usize),
     /// A frontend has more backends than a slot index can address.
     #[error("service {service} has {count} backends; at most 65535 are supported")]
@@ -354,13 +379,13 @@ pub fn plan(
         .iter()
         .map(|(id, b)| (identity(b), *id))
         .collect();
-    let mut rev_ids: HashMap<(u32, u16), u16> = current
+    let mut rev_ids: HashMap<(u32, u16), u32> = current
         .rev_nat
         .iter()
         .map(|(id, r)| ((r.addr, r.port), *id))
         .collect();
     let mut used_backend: HashSet<u32> = current.backends.keys().copied().collect();
-    let mut used_rev: HashSet<u16> = current.rev_nat.keys().copied().collect();
+    let mut used_rev: HashSet<u32> = current.rev_nat.keys().copied().collect();
 
     let mut next = Programmed::default();
     for (frontend, spec) in &desired.frontends {
@@ -431,7 +456,7 @@ pub fn backend_value(b: &BackendSpec) -> Backend {
 }
 
 /// The slot-0 header of a frontend with `count` active backends.
-pub fn header(spec: &FrontendSpec, count: u16, rev_nat_id: u16) -> ServiceValue {
+pub fn header(spec: &FrontendSpec, count: u16, rev_nat_id: u32) -> ServiceValue {
     let mut flags = 0;
     if spec.affinity_timeout.is_some() {
         flags |= SVC_FLAG_AFFINITY;
@@ -459,7 +484,7 @@ pub fn header(spec: &FrontendSpec, count: u16, rev_nat_id: u16) -> ServiceValue 
         count,
         rev_nat_id,
         flags,
-        pad: [0; 3],
+        pad: 0,
         affinity_timeout: spec.affinity_timeout.unwrap_or(0),
     }
 }
@@ -470,7 +495,7 @@ pub enum Op {
     /// Write a backend.
     PutBackend(u32, Backend),
     /// Write a rev-NAT entry.
-    PutRevNat(u16, RevNat),
+    PutRevNat(u32, RevNat),
     /// Add an affinity member.
     PutAffinityMatch(AffinityMatchKey),
     /// Add a source range.
@@ -484,7 +509,7 @@ pub enum Op {
     /// Delete an affinity member.
     DeleteAffinityMatch(AffinityMatchKey),
     /// Delete a rev-NAT entry.
-    DeleteRevNat(u16),
+    DeleteRevNat(u32),
     /// Delete a backend.
     DeleteBackend(u32),
 }
@@ -865,6 +890,124 @@ pub(crate) mod tests {
         assert!(
             header_delete < range_delete,
             "the header goes before what it names"
+        );
+    }
+
+    /// `n` (fewer than 2^19) single-backend ClusterIP frontends `10.96.0.0/13:80/TCP`, each with its own
+    /// backend.
+    fn many_frontends(n: u32) -> Desired {
+        let mut d = Desired::default();
+        for i in 0..n {
+            let [_, w, x, y] = i.to_be_bytes();
+            d.frontends.insert(
+                Frontend {
+                    ip: Ipv4Addr::new(10, 96 + w, x, y),
+                    port: 80,
+                    proto: Proto::Tcp,
+                },
+                FrontendSpec {
+                    backends: vec![BackendSpec {
+                        addr: BackendAddr {
+                            ip: Ipv4Addr::new(10, 244 + w, x, y),
+                            port: 8080,
+                            proto: Proto::Tcp,
+                        },
+                        terminating: false,
+                        node_ip: None,
+                    }],
+                    service: format!("default/s{i}:http"),
+                    ..Default::default()
+                },
+            );
+        }
+        d
+    }
+
+    #[test]
+    fn seventy_thousand_frontends_get_distinct_rev_nat_ids_beyond_65535() {
+        let d = many_frontends(70_000);
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let p = plan(&d, &Programmed::default(), &mut cursor).unwrap();
+        assert_eq!(p.rev_nat.len(), 70_000, "one id per frontend");
+        assert_eq!(p.rev_nat.keys().max(), Some(&70_000));
+        let headers: BTreeSet<u32> = p
+            .services
+            .iter()
+            .filter(|(k, _)| k.slot == 0)
+            .map(|(_, v)| v.rev_nat_id)
+            .collect();
+        assert_eq!(headers.len(), 70_000, "every header names its own id");
+        for (k, v) in &p.services {
+            let r = p.rev_nat[&v.rev_nat_id];
+            assert_eq!((r.addr, r.port), (k.addr, k.port), "id {}", v.rev_nat_id);
+        }
+        let replanned = plan(&d, &p, &mut cursor).unwrap();
+        assert_eq!(replanned.rev_nat, p.rev_nat, "ids survive replanning");
+    }
+
+    #[test]
+    fn rev_nat_ids_pass_65535_without_wrapping() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        cursor.rev_nat = 65_534;
+        let ids: Vec<u32> = (0..4)
+            .map(|_| cursor.next_rev_nat(|_| false).unwrap())
+            .collect();
+        assert_eq!(ids, vec![65_534, 65_535, 65_536, 65_537]);
+    }
+
+    #[test]
+    fn rev_nat_ids_wrap_after_the_highest_to_the_first_free_one() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        cursor.rev_nat = MAX_REV_NAT_ID;
+        assert_eq!(cursor.next_rev_nat(|_| false), Some(MAX_REV_NAT_ID));
+        assert_eq!(cursor.rev_nat, 1, "never 0, never beyond the highest");
+        let used = |id: u32| id == 1 || id == 2;
+        assert_eq!(cursor.next_rev_nat(used), Some(3));
+    }
+
+    #[test]
+    fn rev_nat_ids_run_out_only_when_every_one_up_to_the_highest_is_taken() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        cursor.rev_nat = 200_000;
+        assert_eq!(cursor.next_rev_nat(|id| id != 70_000), Some(70_000));
+        assert_eq!(cursor.next_rev_nat(|_| true), None);
+        assert_eq!(MAX_REV_NAT_ID, 262_143);
+    }
+
+    #[test]
+    fn a_restarted_agent_continues_after_a_programmed_rev_nat_id_beyond_65535() {
+        let mut p = Programmed::default();
+        let front = RevNat {
+            addr: 1,
+            port: 2,
+            pad: 0,
+        };
+        p.rev_nat.insert(100_000, front);
+        assert_eq!(IdCursor::after(&p).rev_nat, 100_001);
+        p.rev_nat.insert(MAX_REV_NAT_ID, front);
+        assert_eq!(IdCursor::after(&p).rev_nat, 1, "wraps after the highest id");
+    }
+
+    #[test]
+    fn too_many_frontends_fails_planning_instead_of_reusing_an_id() {
+        let d = many_frontends(3);
+        let taken: Programmed = Programmed {
+            rev_nat: (1..=MAX_REV_NAT_ID)
+                .map(|id| {
+                    let r = RevNat {
+                        addr: id,
+                        port: 1,
+                        pad: 0,
+                    };
+                    (id, r)
+                })
+                .collect(),
+            ..Programmed::default()
+        };
+        let mut cursor = IdCursor::after(&taken);
+        assert_eq!(
+            plan(&d, &taken, &mut cursor),
+            Err(PlanError::TooManyFrontends(3))
         );
     }
 }

@@ -25,7 +25,7 @@ pub trait ServiceWriters {
     /// `BACKENDS`.
     type Backends: MapWriter<u32, Backend>;
     /// `REV_NAT`.
-    type RevNat: MapWriter<u16, RevNat>;
+    type RevNat: MapWriter<u32, RevNat>;
     /// `SERVICES`.
     type Services: MapWriter<ServiceKey, ServiceValue>;
     /// `AFFINITY_MATCH`.
@@ -186,7 +186,7 @@ pub struct InMemory;
 
 impl ServiceWriters for InMemory {
     type Backends = MemMap<u32, Backend>;
-    type RevNat = MemMap<u16, RevNat>;
+    type RevNat = MemMap<u32, RevNat>;
     type Services = MemMap<ServiceKey, ServiceValue>;
     type Affinity = MemMap<AffinityMatchKey, u8>;
     type Ranges = MemMap<SourceRange, u8>;
@@ -276,7 +276,7 @@ pub(crate) mod tests {
         let ranges = p
             .source_ranges
             .iter()
-            .filter(|(k, _)| Some(u16::from_be(k.rev_nat_id)) == rev && k.proto == fk.2)
+            .filter(|(k, _)| Some(u32::from_be(k.rev_nat_id)) == rev && k.proto == fk.2)
             .map(|(k, prefix)| (k.addr, *prefix))
             .collect();
         (services, affinity, ranges)
@@ -317,13 +317,13 @@ pub(crate) mod tests {
             .filter(|(k, _)| k.slot != 0)
             .map(|(_, v)| v.backend_id)
             .collect();
-        let headed: BTreeSet<(u16, u8, bool)> = p
+        let headed: BTreeSet<(u32, u8, bool)> = p
             .services
             .iter()
             .filter(|(k, _)| k.slot == 0)
             .map(|(k, v)| (v.rev_nat_id, k.proto, v.flags & SVC_FLAG_AFFINITY != 0))
             .collect();
-        let named_rev = |id: u16| headed.iter().any(|(r, _, _)| *r == id);
+        let named_rev = |id: u32| headed.iter().any(|(r, _, _)| *r == id);
         for (id, _) in p
             .backends
             .iter()
@@ -344,7 +344,7 @@ pub(crate) mod tests {
         for (k, prefix) in &p.source_ranges {
             if !headed
                 .iter()
-                .any(|(r, proto, _)| *r == u16::from_be(k.rev_nat_id) && *proto == k.proto)
+                .any(|(r, proto, _)| *r == u32::from_be(k.rev_nat_id) && *proto == k.proto)
             {
                 bad.push(format!("source range {k:?}/{prefix} of no frontend"));
             }

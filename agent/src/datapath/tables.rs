@@ -4,6 +4,7 @@
 //! Invariant: only entries [`super::aging`] judges over are removed; a table is read once per
 //! sweep (bounded, even while the datapath changes it) and decided on as a whole, so a flow's
 //! two entries go together.
+use std::cell::RefCell;
 use std::collections::HashMap as StdHashMap;
 use std::path::Path;
 
@@ -73,7 +74,7 @@ pub fn backends(pin_dir: &Path) -> Result<StdHashMap<u32, Backend>, DatapathErro
 }
 
 /// The frontends pinned in `pin_dir`, by rev-NAT id.
-pub fn fronts(pin_dir: &Path) -> Result<StdHashMap<u16, RevNat>, DatapathError> {
+pub fn fronts(pin_dir: &Path) -> Result<StdHashMap<u32, RevNat>, DatapathError> {
     load(pin_dir, names::REV_NAT).map(|(_, entries, _)| entries)
 }
 
@@ -107,19 +108,13 @@ pub fn monotonic_now() -> u64 {
 /// Removes the flows of `pin_dir`'s tables that are over at `now` ([`monotonic_now`], or a
 /// later time in tests).
 pub fn sweep(pin_dir: &Path, now: u64, timeouts: &Timeouts) -> Result<Sweep, DatapathError> {
-    let (backends, fronts) = (backends(pin_dir)?, fronts(pin_dir)?);
+    let backends = Lookup::<Backend>::open(pin_dir, names::BACKENDS)?;
+    let fronts = Lookup::<RevNat>::open(pin_dir, names::REV_NAT)?;
 
     let (mut ct, entries, ct_cap) = load::<CtKey, CtValue>(pin_dir, names::CT)?;
     let gone = aging::expired(
         &entries,
-        |k, v| {
-            aging::ct_partner(
-                k,
-                v,
-                |id| backends.get(&id).copied(),
-                |id| fronts.get(&id).copied(),
-            )
-        },
+        |k, v| aging::ct_partner(k, v, |id| backends.get(id), |id| fronts.get(id)),
         aging::ct_state,
         now,
         timeouts,
@@ -173,6 +168,34 @@ fn node_of(pin_dir: &Path) -> String {
 type Loaded<K, V> = (HashMap<MapData, K, V>, StdHashMap<K, V>, u32);
 
 /// Opens and reads the hash map pinned as `name` in `pin_dir`.
+/// A pinned id-keyed map (`BACKENDS`, `REV_NAT`) looked up as a sweep needs it, each id once.
+/// A sweep names only the backends and frontends of the flows in the table, far fewer than the
+/// maps hold at scale: reading all of `BACKENDS` at 500,000 endpoints would cost a million
+/// syscalls every sweep.
+struct Lookup<V> {
+    map: HashMap<MapData, u32, V>,
+    seen: RefCell<StdHashMap<u32, Option<V>>>,
+}
+
+impl<V: Pod> Lookup<V> {
+    fn open(pin_dir: &Path, name: &'static str) -> Result<Self, DatapathError> {
+        Ok(Lookup {
+            map: open_pinned(pin_dir, name)?,
+            seen: RefCell::new(StdHashMap::new()),
+        })
+    }
+
+    /// The entry of `id`; `None` when it is gone (or cannot be read: its flows are judged
+    /// alone, as when it is gone).
+    fn get(&self, id: u32) -> Option<V> {
+        *self
+            .seen
+            .borrow_mut()
+            .entry(id)
+            .or_insert_with(|| self.map.get(&id, 0).ok())
+    }
+}
+
 fn load<K, V>(pin_dir: &Path, name: &'static str) -> Result<Loaded<K, V>, DatapathError>
 where
     K: Pod + Eq + std::hash::Hash,

@@ -84,7 +84,7 @@ impl Collector for DatapathCollector {
             let rows: Vec<(&(String, String), SvcCounters)> = names
                 .iter()
                 .filter_map(|(id, labels)| {
-                    let per_cpu = map.get(&u32::from(*id), 0).ok()?;
+                    let per_cpu = map.get(id, 0).ok()?;
                     let total = per_cpu
                         .iter()
                         .fold(SvcCounters::default(), |a, c| SvcCounters {

@@ -45,7 +45,7 @@ pub struct TableLabels {
 }
 
 /// Which frontend a rev-NAT id stands for: `(namespace/name, "ip:port")`.
-pub type FrontendNames = BTreeMap<u16, (String, String)>;
+pub type FrontendNames = BTreeMap<u32, (String, String)>;
 
 /// The agent's own measurements, shared by the loop (which writes) and the HTTP endpoint.
 #[derive(Clone)]

@@ -275,7 +275,7 @@ pub fn install(
     front: (Ipv4Addr, u16),
     p: u8,
     (id, backend): (u32, Backend),
-    rev_nat_id: u16,
+    rev_nat_id: u32,
     flags: u8,
 ) {
     let rev = RevNat {

@@ -9,21 +9,24 @@
 //!   packet, so the datapath compares them without swapping. Use [`ip_be`] / [`port_be`] to build them.
 //! - Flags are `u8`/`u32` bit sets, never `bool`; every struct has explicit padding fields so both
 //!   sides agree on size and every byte is initialised (hash maps compare keys bytewise).
-//! - Map names carry a version suffix (`_V1`); a layout change bumps it so an old pinned map is
-//!   never read with a new layout.
+//! - Map names carry a version suffix (`_V1`); a layout or capacity change bumps it so an old
+//!   pinned map is never read with a new layout (the agent's loader removes pins of a map's
+//!   other versions, see [`names::superseded`]).
+//! - Reverse-NAT ids are `u32`: one per frontend address and port, so a `u16` would stop at
+//!   65,535 frontends; the maps hold 100,000 Services with 500,000 endpoints with headroom.
 #![no_std]
 
 /// Pinned map names (also the names the eBPF programs declare). Pins live in
 /// `/sys/fs/bpf/switchyard/<node>/<name>`.
 pub mod names {
     /// Frontend (VIP, port, proto, slot) → service header or backend id.
-    pub const SERVICES: &str = "SERVICES_V1";
+    pub const SERVICES: &str = "SERVICES_V2";
     /// Backend id → backend address.
-    pub const BACKENDS: &str = "BACKENDS_V1";
+    pub const BACKENDS: &str = "BACKENDS_V2";
     /// Reverse-NAT id → frontend address.
-    pub const REV_NAT: &str = "REV_NAT_V1";
+    pub const REV_NAT: &str = "REV_NAT_V2";
     /// Connection tracking (LRU).
-    pub const CT: &str = "CT_V1";
+    pub const CT: &str = "CT_V2";
     /// Local pod IP → host veth.
     pub const LOCAL_PODS: &str = "LOCAL_PODS_V1";
     /// Node configuration (array of one).
@@ -42,16 +45,16 @@ pub mod names {
     /// ports) get, keyed by the datagram as it arrived (LRU).
     pub const FRAGS: &str = "FRAGS_V1";
     /// ClientIP session affinity: (client, frontend) → backend and when it was last chosen (LRU).
-    pub const AFFINITY: &str = "AFFINITY_V1";
+    pub const AFFINITY: &str = "AFFINITY_V2";
     /// Which backends belong to which affinity frontend, so a removed backend releases its
     /// clients: (backend id, rev-NAT id, protocol) → 0.
-    pub const AFFINITY_MATCH: &str = "AFFINITY_MATCH_V1";
+    pub const AFFINITY_MATCH: &str = "AFFINITY_MATCH_V2";
     /// `loadBalancerSourceRanges`: LPM trie (rev-NAT id, protocol, client network) → 0.
-    pub const SOURCE_RANGES: &str = "SOURCE_RANGES_V1";
+    pub const SOURCE_RANGES: &str = "SOURCE_RANGES_V2";
     /// The node's uplinks: ifindex → the address masquerade gives traffic leaving through it.
     pub const UPLINKS: &str = "UPLINKS_V1";
     /// Per-CPU counters of each frontend, indexed by rev-NAT id ([`crate::SvcCounters`]).
-    pub const SVC_STATS: &str = "SVC_STATS_V1";
+    pub const SVC_STATS: &str = "SVC_STATS_V2";
     /// Every map name, for tooling that pins or removes them all.
     pub const ALL: [&str; 16] = [
         SERVICES,
@@ -71,6 +74,24 @@ pub mod names {
         UPLINKS,
         SVC_STATS,
     ];
+
+    /// Whether `file` (a name in a pin directory) is a version of one of our maps other than
+    /// the one [`ALL`] names: `<NAME>_V<n>` where `ALL` has `<NAME>_V<m>`, `n != m`. A layout
+    /// change bumps the version, so such a pin is an older agent's map, never to be read.
+    pub fn superseded(file: &str) -> bool {
+        let Some((base, version)) = split_version(file) else {
+            return false;
+        };
+        ALL.iter()
+            .any(|current| split_version(current).is_some_and(|(b, v)| b == base && v != version))
+    }
+
+    /// `("SERVICES", "2")` of `"SERVICES_V2"`; `None` unless the name ends in `_V` and digits.
+    fn split_version(name: &str) -> Option<(&str, &str)> {
+        let (base, version) = name.rsplit_once("_V")?;
+        let digits = !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit());
+        (digits && !base.is_empty()).then_some((base, version))
+    }
 }
 
 /// Program names in the eBPF object.
@@ -117,12 +138,17 @@ pub mod programs {
 
 /// Map capacities (entries). The agent and the programs must agree.
 pub mod capacity {
-    /// `SERVICES`: one header plus one slot per backend, for every (frontend, port).
-    pub const SERVICES: u32 = 262_144;
-    /// `BACKENDS`.
-    pub const BACKENDS: u32 = 131_072;
-    /// `REV_NAT`: one per frontend.
-    pub const REV_NAT: u32 = 65_536;
+    /// `SERVICES`: one header plus one slot per backend, for every (frontend, port): 100,000
+    /// frontends with 5 backends each take 600,000.
+    pub const SERVICES: u32 = 1_048_576;
+    /// `BACKENDS`: one per distinct backend (address, port, protocol): 500,000 endpoints of
+    /// 100,000 single-port Services take 500,000.
+    pub const BACKENDS: u32 = 1_048_576;
+    /// `REV_NAT`: one per frontend address and port.
+    pub const REV_NAT: u32 = 262_144;
+    /// `SVC_STATS`: slots of the per-CPU frontend counters, indexed by rev-NAT id (ids at or
+    /// above it are not counted). Equal to `REV_NAT`, so every frontend that fits is counted.
+    pub const SVC_STATS: u32 = REV_NAT;
     /// `CT`: two entries (forward and reply) per tracked connection.
     pub const CT: u32 = 262_144;
     /// `LOCAL_PODS`.
@@ -227,14 +253,14 @@ pub const MAGLEV_TABLE_SIZE: u16 = 4093;
 pub struct ServiceValue {
     /// Backend id (slots ≥ 1); 0 in the header.
     pub backend_id: u32,
+    /// Reverse-NAT id of this frontend.
+    pub rev_nat_id: u32,
     /// Number of backend slots (header only). 0 means "no ready endpoints": clients are rejected.
     pub count: u16,
-    /// Reverse-NAT id of this frontend.
-    pub rev_nat_id: u16,
     /// `SVC_FLAG_*` bits.
     pub flags: u8,
     /// Padding, always zero.
-    pub pad: [u8; 3],
+    pub pad: u8,
     /// Session affinity timeout in seconds (0 when affinity is off).
     pub affinity_timeout: u32,
 }
@@ -260,7 +286,7 @@ pub struct Backend {
     pub node_addr: u32,
 }
 
-/// Value of `REV_NAT` (key: rev-NAT id, `u16`, never 0): the frontend to restore on replies.
+/// Value of `REV_NAT` (key: rev-NAT id, `u32`, never 0): the frontend to restore on replies.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RevNat {
@@ -305,11 +331,11 @@ pub struct CtValue {
     /// Chosen backend id (forward entries).
     pub backend_id: u32,
     /// Reverse-NAT id of the frontend.
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     /// `CT_FLAG_*`: how the flow is closing in this entry's direction (a SYN clears them).
     pub flags: u8,
     /// Padding, always zero.
-    pub pad: u8,
+    pub pad: [u8; 7],
     /// `bpf_ktime_get_ns()` of the last packet.
     pub last_seen: u64,
     /// Packets seen in this direction.
@@ -415,11 +441,11 @@ pub struct AffinityKey {
     /// Client address, network byte order.
     pub client: u32,
     /// The frontend's rev-NAT id.
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     /// IP protocol.
     pub proto: u8,
     /// Padding, always zero.
-    pub pad: u8,
+    pub pad: [u8; 3],
 }
 
 /// Value of `AFFINITY`.
@@ -441,26 +467,31 @@ pub struct AffinityMatchKey {
     /// Backend id.
     pub backend_id: u32,
     /// The frontend's rev-NAT id.
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     /// The frontend's IP protocol (TCP and UDP frontends on one port share a rev-NAT id).
     pub proto: u8,
     /// Padding, always zero.
-    pub pad: u8,
+    pub pad: [u8; 3],
 }
 
-/// The data of a `SOURCE_RANGES` LPM key (its prefix length is 32 plus the network's).
+/// The data of a `SOURCE_RANGES` LPM key (its prefix length is [`SOURCE_RANGE_PREFIX`] plus the
+/// network's).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceRangeKey {
     /// The frontend's rev-NAT id, network byte order (the trie matches bytes in order).
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     /// IP protocol.
     pub proto: u8,
     /// Padding, always zero.
-    pub pad: u8,
+    pub pad: [u8; 3],
     /// Client network address, network byte order.
     pub addr: u32,
 }
+
+/// Bits of a [`SourceRangeKey`] before its address (rev-NAT id, protocol, padding): the prefix
+/// length of a key is this plus the client network's.
+pub const SOURCE_RANGE_PREFIX: u32 = 64;
 
 /// Key of `FRAGS`: a fragmented datagram as its first fragment arrived at a hook.
 #[repr(C)]
@@ -694,16 +725,20 @@ mod tests {
         assert_eq!(size_of::<Backend>(), 12);
         assert_eq!(size_of::<RevNat>(), 8);
         assert_eq!(size_of::<CtKey>(), 16);
-        assert_eq!(size_of::<CtValue>(), 32);
+        assert_eq!(size_of::<CtValue>(), 40);
         assert_eq!(size_of::<LocalPod>(), 16);
         assert_eq!(size_of::<NodeConfig>(), 48);
         assert_eq!(size_of::<SockRevKey>(), 16);
         assert_eq!(size_of::<FragKey>(), 12);
         assert_eq!(size_of::<FragValue>(), 8);
-        assert_eq!(size_of::<AffinityKey>(), 8);
+        assert_eq!(size_of::<AffinityKey>(), 12);
         assert_eq!(size_of::<AffinityValue>(), 16);
-        assert_eq!(size_of::<AffinityMatchKey>(), 8);
-        assert_eq!(size_of::<SourceRangeKey>(), 8);
+        assert_eq!(size_of::<AffinityMatchKey>(), 12);
+        assert_eq!(size_of::<SourceRangeKey>(), 12);
+        assert_eq!(
+            SOURCE_RANGE_PREFIX as usize,
+            8 * (size_of::<SourceRangeKey>() - size_of::<u32>())
+        );
         assert_eq!(size_of::<SvcCounters>(), 24);
         assert_eq!(size_of::<NatEntry>(), 16);
     }
@@ -722,6 +757,27 @@ mod tests {
     fn a_service_key_has_its_reserved_bytes_zero() {
         let k = ServiceKey::new(ip_be([10, 96, 0, 1]), port_be(80), proto::TCP, 2);
         assert_eq!((k.scope, k.pad, k.slot), (0, [0, 0], 2));
+    }
+
+    #[test]
+    fn only_other_versions_of_our_maps_are_superseded() {
+        assert!(names::superseded("SERVICES_V1"));
+        assert!(names::superseded("REV_NAT_V1"));
+        assert!(names::superseded("NAT_V1"));
+        assert!(names::superseded("CONFIG_V2"));
+        for current in names::ALL {
+            assert!(!names::superseded(current), "{current}");
+        }
+        for other in [
+            "links",
+            "SERVICES",
+            "SERVICES_V",
+            "SERVICES_Vx",
+            "OTHER_V1",
+            "_V1",
+        ] {
+            assert!(!names::superseded(other), "{other}");
+        }
     }
 
     #[test]

@@ -78,21 +78,21 @@ fn backend_reply_key(flow: &Flow, backend: &Backend) -> CtKey {
 /// backend, so a flow to another frontend from the same port takes it over. A forward entry
 /// whose reply entry is gone or taken must not be reused.
 #[inline(always)]
-pub fn reply_matches(flow: &Flow, backend: &Backend, rev_nat_id: u16) -> bool {
+pub fn reply_matches(flow: &Flow, backend: &Backend, rev_nat_id: u32) -> bool {
     // SAFETY: copied out at once.
     unsafe { CT.get(&backend_reply_key(flow, backend)) }.is_some_and(|r| r.rev_nat_id == rev_nat_id)
 }
 
 /// Records a new flow from `flow`'s client to backend `backend_id` of frontend `rev_nat_id`.
 #[inline(always)]
-pub fn create(flow: &Flow, backend_id: u32, backend: &Backend, rev_nat_id: u16, len: u32) {
+pub fn create(flow: &Flow, backend_id: u32, backend: &Backend, rev_nat_id: u32, len: u32) {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let value = CtValue {
         backend_id,
         rev_nat_id,
         flags: 0,
-        pad: 0,
+        pad: [0; 7],
         last_seen: now,
         packets: 1,
         bytes: u64::from(len),

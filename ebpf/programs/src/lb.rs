@@ -9,8 +9,8 @@ use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use aya_ebpf::maps::lpm_trie::Key;
 use switchyard_abi::{
     proto, stat, AffinityKey, AffinityMatchKey, AffinityValue, Backend, ServiceKey, ServiceValue,
-    SourceRangeKey, BACKEND_ACTIVE, SCOPE_EXTERNAL, SCOPE_INTERNAL, SVC_FLAG_AFFINITY,
-    SVC_FLAG_MAGLEV, SVC_FLAG_SOURCE_RANGES, SVC_FLAG_TWO_SCOPES,
+    SourceRangeKey, BACKEND_ACTIVE, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE_RANGE_PREFIX,
+    SVC_FLAG_AFFINITY, SVC_FLAG_MAGLEV, SVC_FLAG_SOURCE_RANGES, SVC_FLAG_TWO_SCOPES,
 };
 
 use crate::maps::{AFFINITY, AFFINITY_MATCH, BACKENDS, SERVICES, SOURCE_RANGES};
@@ -60,11 +60,11 @@ pub fn admitted(flow: &Flow, svc: &ServiceValue) -> bool {
         return true;
     }
     let key = Key::new(
-        64,
+        SOURCE_RANGE_PREFIX + 32,
         SourceRangeKey {
             rev_nat_id: svc.rev_nat_id.to_be(),
             proto: flow.proto,
-            pad: 0,
+            pad: [0; 3],
             addr: flow.saddr,
         },
     );
@@ -131,7 +131,7 @@ pub fn with_affinity(
         client,
         rev_nat_id: svc.rev_nat_id,
         proto: flow.proto,
-        pad: 0,
+        pad: [0; 3],
     };
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
@@ -141,7 +141,7 @@ pub fn with_affinity(
             backend_id: a.backend_id,
             rev_nat_id: svc.rev_nat_id,
             proto: flow.proto,
-            pad: 0,
+            pad: [0; 3],
         };
         let fresh =
             now.saturating_sub(a.last_used) <= u64::from(svc.affinity_timeout) * 1_000_000_000;

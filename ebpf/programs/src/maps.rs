@@ -10,20 +10,27 @@ use switchyard_abi::{
     SockRevKey, SourceRangeKey, SvcCounters,
 };
 
+/// `BPF_F_NO_PREALLOC`: entries are allocated as they are written. The service maps are sized
+/// for 100,000 Services and written only by the agent, so they take kernel memory for what they
+/// hold (as Cilium's maps by default), not ~100 bytes per possible entry up front; lookups cost
+/// the same.
+const NO_PREALLOC: u32 = 1;
+
 /// Frontend (VIP, port, proto, slot) → service header (slot 0) or backend id (slot n).
-#[map(name = "SERVICES_V1")]
-pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(capacity::SERVICES, 0);
+#[map(name = "SERVICES_V2")]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::pinned(capacity::SERVICES, NO_PREALLOC);
 
 /// Backend id → backend address and state.
-#[map(name = "BACKENDS_V1")]
-pub static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(capacity::BACKENDS, 0);
+#[map(name = "BACKENDS_V2")]
+pub static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(capacity::BACKENDS, NO_PREALLOC);
 
 /// Reverse-NAT id → frontend to restore on replies.
-#[map(name = "REV_NAT_V1")]
-pub static REV_NAT: HashMap<u16, RevNat> = HashMap::pinned(capacity::REV_NAT, 0);
+#[map(name = "REV_NAT_V2")]
+pub static REV_NAT: HashMap<u32, RevNat> = HashMap::pinned(capacity::REV_NAT, NO_PREALLOC);
 
 /// Connection tracking: forward and reply entries of every load-balanced flow.
-#[map(name = "CT_V1")]
+#[map(name = "CT_V2")]
 pub static CT: LruHashMap<CtKey, CtValue> = LruHashMap::pinned(capacity::CT, 0);
 
 /// Pod IP → host veth of the pods on this node.
@@ -56,17 +63,17 @@ pub static SOCK_REV: LruHashMap<SockRevKey, RevNat> = LruHashMap::pinned(capacit
 pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(capacity::FRAGS, 0);
 
 /// ClientIP affinity: (client, frontend, protocol) → backend and when it was last chosen.
-#[map(name = "AFFINITY_V1")]
+#[map(name = "AFFINITY_V2")]
 pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
     LruHashMap::pinned(capacity::AFFINITY, 0);
 
 /// The backends of each affinity frontend (written by the agent).
-#[map(name = "AFFINITY_MATCH_V1")]
+#[map(name = "AFFINITY_MATCH_V2")]
 pub static AFFINITY_MATCH: HashMap<AffinityMatchKey, u8> =
     HashMap::pinned(capacity::AFFINITY_MATCH, 0);
 
 /// `loadBalancerSourceRanges` (written by the agent). LPM tries need `BPF_F_NO_PREALLOC`.
-#[map(name = "SOURCE_RANGES_V1")]
+#[map(name = "SOURCE_RANGES_V2")]
 pub static SOURCE_RANGES: LpmTrie<SourceRangeKey, u8> = LpmTrie::pinned(capacity::SOURCE_RANGES, 1);
 
 /// The node's uplinks: ifindex → the address traffic leaving through it is masqueraded to.
@@ -74,5 +81,5 @@ pub static SOURCE_RANGES: LpmTrie<SourceRangeKey, u8> = LpmTrie::pinned(capacity
 pub static UPLINKS: HashMap<u32, u32> = HashMap::pinned(capacity::UPLINKS, 0);
 
 /// Per-CPU counters of each frontend, indexed by rev-NAT id.
-#[map(name = "SVC_STATS_V1")]
-pub static SVC_STATS: PerCpuArray<SvcCounters> = PerCpuArray::pinned(65_536, 0);
+#[map(name = "SVC_STATS_V2")]
+pub static SVC_STATS: PerCpuArray<SvcCounters> = PerCpuArray::pinned(capacity::SVC_STATS, 0);

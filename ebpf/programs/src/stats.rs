@@ -12,8 +12,8 @@ pub fn inc(id: u32) {
 
 /// Counts a packet of `len` bytes (and a new connection, if `new`) for frontend `rev_nat_id`.
 #[inline(always)]
-pub fn service(rev_nat_id: u16, len: u32, new: bool) {
-    if let Some(ptr) = SVC_STATS.get_ptr_mut(u32::from(rev_nat_id)) {
+pub fn service(rev_nat_id: u32, len: u32, new: bool) {
+    if let Some(ptr) = SVC_STATS.get_ptr_mut(rev_nat_id) {
         // SAFETY: per-CPU slot, as in `inc`.
         unsafe {
             (*ptr).packets += 1;
@@ -27,8 +27,8 @@ pub fn service(rev_nat_id: u16, len: u32, new: bool) {
 
 /// Counts a connection balanced at connect time for frontend `rev_nat_id`.
 #[inline(always)]
-pub fn socket_connection(rev_nat_id: u16) {
-    if let Some(ptr) = SVC_STATS.get_ptr_mut(u32::from(rev_nat_id)) {
+pub fn socket_connection(rev_nat_id: u32) {
+    if let Some(ptr) = SVC_STATS.get_ptr_mut(rev_nat_id) {
         // SAFETY: per-CPU slot, as in `inc`.
         unsafe { (*ptr).connections += 1 };
     }
