@@ -36,7 +36,7 @@ pub fn to_local_pod(ctx: &mut TcContext, daddr: u32) -> Option<i32> {
 /// and returns it. `Err` carries the drop reason.
 #[inline(always)]
 pub fn reverse_nat(ctx: &mut TcContext, flow: &Flow, len: u32) -> Result<Option<RevNat>, u32> {
-    let Some(ct) = conntrack::touch(&conntrack::reply_key(flow), len, flow.tcp_flags(ctx)) else {
+    let Some(ct) = conntrack::touch(&conntrack::reply_key(flow), len, flow.tcp_flags()) else {
         return Ok(None);
     };
     // SAFETY: copied out at once.
@@ -59,7 +59,7 @@ pub fn unsnat(ctx: &mut TcContext, flow: &mut Flow, translated: u32) -> Result<b
     if flow.daddr != translated {
         return Ok(false);
     }
-    let Some(orig) = snat::reverse(flow, flow.tcp_flags(ctx)) else {
+    let Some(orig) = snat::reverse(flow, flow.tcp_flags()) else {
         return Ok(false);
     };
     nat::rewrite(ctx, flow, Side::Destination, orig.addr, orig.port)

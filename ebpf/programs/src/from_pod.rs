@@ -71,7 +71,7 @@ fn try_from_pod(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
         let front = lb::scoped(&flow, svc, true).ok_or(stat::DROP_STALE_SLOT)?;
         return load_balance(ctx, &flow, &front, len);
     }
-    if flow.proto == switchyard_abi::proto::UDP || flow.is_tcp_syn(ctx) {
+    if flow.proto == switchyard_abi::proto::UDP || flow.is_tcp_syn() {
         conntrack::forget_stale_reply(&flow);
     }
     Ok(deliver(ctx, flow.daddr, None))
@@ -85,7 +85,7 @@ fn load_balance(
     front: &lb::Frontend,
     len: u32,
 ) -> Result<i32, u32> {
-    let Some(backend) = lb::pick(flow, front, len, flow.tcp_flags(ctx))? else {
+    let Some(backend) = lb::pick(flow, front, len, flow.tcp_flags())? else {
         stats::inc(stat::DROP_NO_BACKEND);
         return reject::port_unreachable(ctx, flow).map_err(|_| stat::DROP_REWRITE);
     };
@@ -108,14 +108,8 @@ fn hairpin(ctx: &mut TcContext, flow: &Flow, addr: u32, port: u16) -> Result<(),
         ..*flow
     };
     let cfg = overlay::config().unwrap_or_default();
-    let to = snat::translate(
-        &dnat,
-        ip_be(SERVICE_LOOPBACK),
-        true,
-        flow.tcp_flags(ctx),
-        &cfg,
-    )
-    .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
+    let to = snat::translate(&dnat, ip_be(SERVICE_LOOPBACK), true, flow.tcp_flags(), &cfg)
+        .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
     nat::rewrite(ctx, &dnat, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
     stats::inc(stat::HAIRPIN);
     Ok(())
