@@ -43,7 +43,7 @@ pub fn reverse_nat(ctx: &mut TcContext, flow: &Flow, len: u32) -> Result<Option<
     let Some(front) = (unsafe { REV_NAT.get(&ct.rev_nat_id) }).copied() else {
         return Ok(None);
     };
-    nat::rewrite(ctx, flow, Side::Source, front.addr, front.port)
+    nat::rewrite_stored(ctx, flow, Side::Source, front.addr, front.port)
         .map_err(|_| stat::DROP_REWRITE)?;
     stats::inc(stat::REV_NAT);
     stats::service(ct.rev_nat_id, len, false);
@@ -62,7 +62,7 @@ pub fn unsnat(ctx: &mut TcContext, flow: &mut Flow, translated: u32) -> Result<b
     let Some(orig) = snat::reverse(flow, flow.tcp_flags()) else {
         return Ok(false);
     };
-    nat::rewrite(ctx, flow, Side::Destination, orig.addr, orig.port)
+    nat::rewrite_stored(ctx, flow, Side::Destination, orig.addr, orig.port)
         .map_err(|_| stat::DROP_REWRITE)?;
     stats::inc(stat::SNAT_REVERSE);
     flow.daddr = orig.addr;

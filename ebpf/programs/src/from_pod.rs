@@ -110,7 +110,8 @@ fn hairpin(ctx: &mut TcContext, flow: &Flow, addr: u32, port: u16) -> Result<(),
     let cfg = overlay::config().unwrap_or_default();
     let to = snat::translate(&dnat, ip_be(SERVICE_LOOPBACK), true, flow.tcp_flags(), &cfg)
         .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
-    nat::rewrite(ctx, &dnat, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
+    nat::rewrite_stored(ctx, &dnat, Side::Source, to.addr, to.port)
+        .map_err(|_| stat::DROP_REWRITE)?;
     stats::inc(stat::HAIRPIN);
     Ok(())
 }

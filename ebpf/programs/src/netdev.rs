@@ -138,7 +138,7 @@ fn frontend(
         stats::inc(stat::DROP_NO_BACKEND);
         return reject::port_unreachable(ctx, flow).map_err(|_| stat::DROP_REWRITE);
     };
-    nat::rewrite(ctx, flow, Side::Destination, backend.addr, backend.port)
+    nat::rewrite_stored(ctx, flow, Side::Destination, backend.addr, backend.port)
         .map_err(|_| stat::DROP_REWRITE)?;
     if let Some(v) = forward::to_local_pod(ctx, backend.addr) {
         return Ok(v);
@@ -160,7 +160,8 @@ fn frontend(
         cfg,
     )
     .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
-    nat::rewrite(ctx, &dnat, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
+    nat::rewrite_stored(ctx, &dnat, Side::Source, to.addr, to.port)
+        .map_err(|_| stat::DROP_REWRITE)?;
     overlay::encap(ctx, backend.addr).ok_or(stat::DROP_NO_ROUTE)
 }
 
@@ -184,6 +185,7 @@ fn try_to_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     }
     let to = snat::translate(&flow, uplink_addr(ctx, &cfg), false, flow.tcp_flags(), &cfg)
         .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
-    nat::rewrite(ctx, &flow, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
+    nat::rewrite_stored(ctx, &flow, Side::Source, to.addr, to.port)
+        .map_err(|_| stat::DROP_REWRITE)?;
     Ok(TC_ACT_OK)
 }
