@@ -3,7 +3,8 @@
 //! 0. A packet whose IPv4 source is not the address of the pod owning this veth is dropped
 //!    (`drop_source_spoofed`, see [`source`](crate::source)) before anything else looks at it.
 //! 1. A reply from a backend (reply-direction conntrack hit) gets its source restored to the
-//!    frontend the client addressed (reverse NAT).
+//!    frontend the client addressed (reverse NAT). A packet to the service CIDR is not looked up
+//!    as a reply: no client has such an address.
 //! 2. A packet to a frontend in `SERVICES` (a ClusterIP, or this node's NodePort) is DNATed to a
 //!    backend: the one conntrack remembers for this flow, or a random one for a new flow. A
 //!    frontend without backends answers with ICMP port unreachable.
@@ -61,8 +62,12 @@ fn try_from_pod(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     let len = ctx.len();
     // A pod's answer to its own hairpin connection.
     forward::unsnat(ctx, &mut flow, loopback)?;
-    if let Some(front) = forward::reverse_nat(ctx, &flow, len)? {
-        return Ok(deliver(ctx, flow.daddr, Some(front.addr)));
+    // No client has an address in the service CIDR: a packet to it is never a backend's reply,
+    // and its flow needs no reply-direction conntrack lookup.
+    if !to_service_cidr(flow.daddr) {
+        if let Some(front) = forward::reverse_nat(ctx, &flow, len)? {
+            return Ok(deliver(ctx, flow.daddr, Some(front.addr)));
+        }
     }
     if let Some(svc) = lb::lookup_service(&flow) {
         if !lb::admitted(&flow, &svc) {
@@ -75,6 +80,13 @@ fn try_from_pod(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
         conntrack::forget_stale_reply(&flow);
     }
     Ok(deliver(ctx, flow.daddr, None))
+}
+
+/// Whether `daddr` is in the node's service CIDR (`false` while it is not configured).
+#[inline(always)]
+fn to_service_cidr(daddr: u32) -> bool {
+    overlay::config()
+        .is_some_and(|c| c.service_prefix != 0 && in_cidr(daddr, c.service_cidr, c.service_prefix))
 }
 
 /// DNATs a packet addressed to a frontend, then delivers it.
