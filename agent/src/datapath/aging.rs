@@ -64,7 +64,7 @@ impl Default for Timeouts {
 pub struct EntryState {
     /// `CT_FLAG_*` / `NAT_FLAG_*` (the same bits).
     pub flags: u8,
-    /// `bpf_ktime_get_ns()` of its last packet.
+    /// `bpf_ktime_get_ns()` (NAT) or `bpf_ktime_get_coarse_ns()` (CT) of its last packet.
     pub last_seen: u64,
     /// A packet went this entry's way (always true for NAT entries, which keep no count).
     pub used: bool,
@@ -93,7 +93,8 @@ impl Timeouts {
 }
 
 /// Keys of `entries` whose flow is over at `now` (nanoseconds of the clock
-/// `bpf_ktime_get_ns()` reads, `CLOCK_MONOTONIC`). `partner` names an entry's other half;
+/// `bpf_ktime_get_ns()` reads, `CLOCK_MONOTONIC`; CT entries are stamped with its coarse
+/// version, at most a tick behind). `partner` names an entry's other half;
 /// it counts only when that entry exists and names this one back.
 pub fn expired<V>(
     entries: &HashMap<CtKey, V>,

@@ -98,7 +98,8 @@ pub struct Sweep {
     pub nat: TableSweep,
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns()` stamps entries with.
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock `bpf_ktime_get_ns()` stamps entries with (CT
+/// entries: `bpf_ktime_get_coarse_ns()`, the same clock at tick resolution).
 pub fn monotonic_now() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
         t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64

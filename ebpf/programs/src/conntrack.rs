@@ -4,7 +4,11 @@
 //! (client → frontend), remembering the backend so every later packet skips the service lookup and
 //! a backend change never re-balances it; and the reply one keyed by the backend's answer
 //! (backend → client), remembering the rev-NAT id that restores the frontend address.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+//!
+//! Entries are stamped with `bpf_ktime_get_coarse_ns` (`CLOCK_MONOTONIC_COARSE`: the clock the
+//! agent ages them by, `CLOCK_MONOTONIC`, at most a tick behind) — idle timeouts are seconds, and
+//! the coarse clock costs a fraction of the precise one on every tracked packet.
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use switchyard_abi::{Backend, CtKey, CtValue, CT_DIR_FORWARD, CT_DIR_REPLY};
 
 use crate::maps::{CT, REV_NAT};
@@ -50,7 +54,7 @@ pub fn touch(key: &CtKey, len: u32, tcp: u8) -> Option<CtValue> {
         } else {
             (*entry).flags |= Flow::closing(tcp);
         }
-        (*entry).last_seen = bpf_ktime_get_ns();
+        (*entry).last_seen = bpf_ktime_get_coarse_ns();
         (*entry).packets += 1;
         (*entry).bytes += u64::from(len);
         Some(*entry)
@@ -87,7 +91,7 @@ pub fn reply_matches(flow: &Flow, backend: &Backend, rev_nat_id: u32) -> bool {
 #[inline(always)]
 pub fn create(flow: &Flow, backend_id: u32, backend: &Backend, rev_nat_id: u32, len: u32) {
     // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let value = CtValue {
         backend_id,
         rev_nat_id,

@@ -13,19 +13,23 @@ use crate::nat::{self, Side};
 use crate::packet::Flow;
 use crate::{conntrack, snat, stats};
 
-/// Redirects to a local pod, fixing the MACs. `bpf_redirect_peer` hands the packet straight to
+/// Redirects to a local pod, fixing the MACs (written directly, no helper). `bpf_redirect_peer` hands the packet straight to
 /// the ingress of the pod's `eth0` in its namespace, skipping the host veth's transmit path and
 /// the backlog queue. `None` when `daddr` is not a pod on this node.
 #[inline(always)]
 pub fn to_local_pod(ctx: &mut TcContext, daddr: u32) -> Option<i32> {
     // SAFETY: copied out at once.
     let pod = unsafe { LOCAL_PODS.get(&daddr) }.copied()?;
-    let mut macs = [0u8; 12];
-    macs[0..6].copy_from_slice(&pod.pod_mac);
-    macs[6..12].copy_from_slice(&pod.host_mac);
-    if ctx.store(0, &macs, 0).is_err() {
+    // Direct packet access: the Ethernet header is linear since `parse`.
+    let data = ctx.data();
+    if data + 12 > ctx.data_end() {
         stats::inc(stat::DROP_REWRITE);
         return Some(TC_ACT_SHOT);
+    }
+    // SAFETY: within the 12 bytes checked just above.
+    unsafe {
+        (data as *mut [u8; 6]).write_unaligned(pod.pod_mac);
+        ((data + 6) as *mut [u8; 6]).write_unaligned(pod.host_mac);
     }
     stats::inc(stat::REDIRECT_LOCAL);
     // SAFETY: plain helper call.
@@ -36,14 +40,14 @@ pub fn to_local_pod(ctx: &mut TcContext, daddr: u32) -> Option<i32> {
 /// and returns it. `Err` carries the drop reason.
 #[inline(always)]
 pub fn reverse_nat(ctx: &mut TcContext, flow: &Flow, len: u32) -> Result<Option<RevNat>, u32> {
-    let Some(ct) = conntrack::touch(&conntrack::reply_key(flow), len, flow.tcp_flags(ctx)) else {
+    let Some(ct) = conntrack::touch(&conntrack::reply_key(flow), len, flow.tcp_flags()) else {
         return Ok(None);
     };
     // SAFETY: copied out at once.
     let Some(front) = (unsafe { REV_NAT.get(&ct.rev_nat_id) }).copied() else {
         return Ok(None);
     };
-    nat::rewrite(ctx, flow, Side::Source, front.addr, front.port)
+    nat::rewrite_stored(ctx, flow, Side::Source, front.addr, front.port)
         .map_err(|_| stat::DROP_REWRITE)?;
     stats::inc(stat::REV_NAT);
     stats::service(ct.rev_nat_id, len, false);
@@ -59,10 +63,10 @@ pub fn unsnat(ctx: &mut TcContext, flow: &mut Flow, translated: u32) -> Result<b
     if flow.daddr != translated {
         return Ok(false);
     }
-    let Some(orig) = snat::reverse(flow, flow.tcp_flags(ctx)) else {
+    let Some(orig) = snat::reverse(flow, flow.tcp_flags()) else {
         return Ok(false);
     };
-    nat::rewrite(ctx, flow, Side::Destination, orig.addr, orig.port)
+    nat::rewrite_stored(ctx, flow, Side::Destination, orig.addr, orig.port)
         .map_err(|_| stat::DROP_REWRITE)?;
     stats::inc(stat::SNAT_REVERSE);
     flow.daddr = orig.addr;

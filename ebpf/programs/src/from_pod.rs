@@ -3,7 +3,8 @@
 //! 0. A packet whose IPv4 source is not the address of the pod owning this veth is dropped
 //!    (`drop_source_spoofed`, see [`source`](crate::source)) before anything else looks at it.
 //! 1. A reply from a backend (reply-direction conntrack hit) gets its source restored to the
-//!    frontend the client addressed (reverse NAT).
+//!    frontend the client addressed (reverse NAT). A packet to the service CIDR is not looked up
+//!    as a reply: no client has such an address.
 //! 2. A packet to a frontend in `SERVICES` (a ClusterIP, or this node's NodePort) is DNATed to a
 //!    backend: the one conntrack remembers for this flow, or a random one for a new flow. A
 //!    frontend without backends answers with ICMP port unreachable.
@@ -61,8 +62,12 @@ fn try_from_pod(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     let len = ctx.len();
     // A pod's answer to its own hairpin connection.
     forward::unsnat(ctx, &mut flow, loopback)?;
-    if let Some(front) = forward::reverse_nat(ctx, &flow, len)? {
-        return Ok(deliver(ctx, flow.daddr, Some(front.addr)));
+    // No client has an address in the service CIDR: a packet to it is never a backend's reply,
+    // and its flow needs no reply-direction conntrack lookup.
+    if !to_service_cidr(flow.daddr) {
+        if let Some(front) = forward::reverse_nat(ctx, &flow, len)? {
+            return Ok(deliver(ctx, flow.daddr, Some(front.addr)));
+        }
     }
     if let Some(svc) = lb::lookup_service(&flow) {
         if !lb::admitted(&flow, &svc) {
@@ -71,10 +76,17 @@ fn try_from_pod(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
         let front = lb::scoped(&flow, svc, true).ok_or(stat::DROP_STALE_SLOT)?;
         return load_balance(ctx, &flow, &front, len);
     }
-    if flow.proto == switchyard_abi::proto::UDP || flow.is_tcp_syn(ctx) {
+    if flow.proto == switchyard_abi::proto::UDP || flow.is_tcp_syn() {
         conntrack::forget_stale_reply(&flow);
     }
     Ok(deliver(ctx, flow.daddr, None))
+}
+
+/// Whether `daddr` is in the node's service CIDR (`false` while it is not configured).
+#[inline(always)]
+fn to_service_cidr(daddr: u32) -> bool {
+    overlay::config()
+        .is_some_and(|c| c.service_prefix != 0 && in_cidr(daddr, c.service_cidr, c.service_prefix))
 }
 
 /// DNATs a packet addressed to a frontend, then delivers it.
@@ -85,7 +97,7 @@ fn load_balance(
     front: &lb::Frontend,
     len: u32,
 ) -> Result<i32, u32> {
-    let Some(backend) = lb::pick(flow, front, len, flow.tcp_flags(ctx))? else {
+    let Some(backend) = lb::pick(flow, front, len, flow.tcp_flags())? else {
         stats::inc(stat::DROP_NO_BACKEND);
         return reject::port_unreachable(ctx, flow).map_err(|_| stat::DROP_REWRITE);
     };
@@ -108,15 +120,10 @@ fn hairpin(ctx: &mut TcContext, flow: &Flow, addr: u32, port: u16) -> Result<(),
         ..*flow
     };
     let cfg = overlay::config().unwrap_or_default();
-    let to = snat::translate(
-        &dnat,
-        ip_be(SERVICE_LOOPBACK),
-        true,
-        flow.tcp_flags(ctx),
-        &cfg,
-    )
-    .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
-    nat::rewrite(ctx, &dnat, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
+    let to = snat::translate(&dnat, ip_be(SERVICE_LOOPBACK), true, flow.tcp_flags(), &cfg)
+        .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
+    nat::rewrite_stored(ctx, &dnat, Side::Source, to.addr, to.port)
+        .map_err(|_| stat::DROP_REWRITE)?;
     stats::inc(stat::HAIRPIN);
     Ok(())
 }

@@ -85,6 +85,7 @@ pub fn translate_error(
         ihl_len: IP_HLEN,
         id: 0,
         frag: 0,
+        tcp: 0,
     };
     let mut out = Translated {
         daddr: ip.daddr,

@@ -1,13 +1,18 @@
 //! Address and port rewrites with incremental checksum updates.
 //!
-//! The IPv4 header checksum is fixed with `bpf_l3_csum_replace`; the TCP/UDP checksum with
-//! `bpf_l4_csum_replace`, flagged as a pseudo-header change for addresses. UDP packets with no
-//! checksum (0) keep none (`BPF_F_MARK_MANGLED_0`). This is correct for CHECKSUM_PARTIAL skbs
-//! (offloaded checksums on veth) as well.
+//! The TCP/UDP checksum is fixed with `bpf_l4_csum_replace`, flagged as a pseudo-header change
+//! for addresses: only the kernel knows whether the skb is CHECKSUM_PARTIAL (offloaded checksums
+//! on veth: the field then holds the pseudo-header sum, and a port change must not touch it), so
+//! this stays a helper. UDP packets with no checksum (0) keep none (`BPF_F_MARK_MANGLED_0`). The
+//! address, the port and the IPv4 header checksum (never offloaded; its update leaves the sum of
+//! the header, hence a CHECKSUM_COMPLETE `skb->csum`, unchanged) are written with direct packet
+//! access, after the helpers: no helper call per field ([`rewrite`]). [`rewrite_stored`] writes
+//! them with helpers instead, for programs at the verifier's complexity limit (`from_netdev`):
+//! packet pointers add verifier states, helper calls do not.
 use aya_ebpf::programs::TcContext;
 use switchyard_abi::proto;
 
-use crate::packet::{Flow, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF};
+use crate::packet::{Flow, IP_CSUM_OFF, IP_DADDR_OFF, IP_HLEN, IP_OFF, IP_SADDR_OFF};
 
 const BPF_F_PSEUDO_HDR: u64 = 1 << 4;
 const BPF_F_MARK_MANGLED_0: u64 = 1 << 5;
@@ -21,10 +26,80 @@ pub enum Side {
     Source,
 }
 
+/// Checksum `check` after a 32-bit word of the data it covers changed from `from` to `to`
+/// (RFC 1624; all three as they are in memory: ones'-complement sums do not depend on the byte
+/// order).
+#[inline(always)]
+pub fn csum_replace4(check: u16, from: u32, to: u32) -> u16 {
+    let nf = !from;
+    let mut sum = u32::from(!check) + (nf >> 16) + (nf & 0xffff) + (to >> 16) + (to & 0xffff);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
 /// Rewrites one side of `flow` to `addr:port` (network order). `Err` if a helper failed; the
 /// packet must then be dropped, it may be half-written.
 #[inline(always)]
 pub fn rewrite(
+    ctx: &mut TcContext,
+    flow: &Flow,
+    side: Side,
+    addr: u32,
+    port: u16,
+) -> Result<(), ()> {
+    let (addr_off, port_off, old_addr, old_port) = match side {
+        Side::Destination => (IP_DADDR_OFF, flow.dport_off(), flow.daddr, flow.dport),
+        Side::Source => (IP_SADDR_OFF, flow.sport_off(), flow.saddr, flow.sport),
+    };
+    let l4_csum = flow.l4_csum_off();
+    let udp_flag = if flow.proto == proto::UDP {
+        BPF_F_MARK_MANGLED_0
+    } else {
+        0
+    };
+    if old_addr != addr {
+        ctx.l4_csum_replace(
+            l4_csum,
+            old_addr as u64,
+            addr as u64,
+            BPF_F_PSEUDO_HDR | udp_flag | 4,
+        )
+        .map_err(|_| ())?;
+    }
+    if old_port != port {
+        ctx.l4_csum_replace(l4_csum, old_port as u64, port as u64, udp_flag | 2)
+            .map_err(|_| ())?;
+    }
+    // The helpers may have moved the data: fresh pointers, checked again for the verifier (the
+    // headers are linear since `parse`).
+    let data = ctx.data();
+    if data + IP_OFF + IP_HLEN > ctx.data_end() {
+        return Err(());
+    }
+    if old_addr != addr {
+        // SAFETY: within the IPv4 header checked above.
+        unsafe {
+            let check = (data + IP_CSUM_OFF) as *mut u16;
+            check.write_unaligned(csum_replace4(check.read_unaligned(), old_addr, addr));
+            ((data + addr_off) as *mut u32).write_unaligned(addr);
+        }
+    }
+    if old_port != port {
+        let at = data + port_off;
+        if at + 2 > ctx.data_end() {
+            return Err(());
+        }
+        // SAFETY: within the port checked just above.
+        unsafe { (at as *mut u16).write_unaligned(port) };
+    }
+    Ok(())
+}
+
+/// [`rewrite`] with helpers only: `bpf_l3_csum_replace` and `bpf_skb_store_bytes` instead of
+/// direct writes (five helper calls instead of two, no packet pointers).
+#[inline(always)]
+pub fn rewrite_stored(
     ctx: &mut TcContext,
     flow: &Flow,
     side: Side,

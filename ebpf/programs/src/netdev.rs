@@ -131,14 +131,14 @@ fn frontend(
     let front = lb::scoped(flow, svc, inside).ok_or(stat::DROP_STALE_SLOT)?;
     let local_only = front.svc.flags & SVC_FLAG_LOCAL_ONLY != 0;
     let len = ctx.len();
-    let Some(backend) = lb::pick(flow, &front, len, flow.tcp_flags(ctx))? else {
+    let Some(backend) = lb::pick(flow, &front, len, flow.tcp_flags())? else {
         if local_only {
             return Err(stat::DROP_NO_LOCAL_BACKEND);
         }
         stats::inc(stat::DROP_NO_BACKEND);
         return reject::port_unreachable(ctx, flow).map_err(|_| stat::DROP_REWRITE);
     };
-    nat::rewrite(ctx, flow, Side::Destination, backend.addr, backend.port)
+    nat::rewrite_stored(ctx, flow, Side::Destination, backend.addr, backend.port)
         .map_err(|_| stat::DROP_REWRITE)?;
     if let Some(v) = forward::to_local_pod(ctx, backend.addr) {
         return Ok(v);
@@ -156,11 +156,12 @@ fn frontend(
         &dnat,
         router,
         snat::may_keep(flow, cfg),
-        flow.tcp_flags(ctx),
+        flow.tcp_flags(),
         cfg,
     )
     .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
-    nat::rewrite(ctx, &dnat, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
+    nat::rewrite_stored(ctx, &dnat, Side::Source, to.addr, to.port)
+        .map_err(|_| stat::DROP_REWRITE)?;
     overlay::encap(ctx, backend.addr).ok_or(stat::DROP_NO_ROUTE)
 }
 
@@ -182,14 +183,9 @@ fn try_to_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     {
         return Ok(TC_ACT_OK);
     }
-    let to = snat::translate(
-        &flow,
-        uplink_addr(ctx, &cfg),
-        false,
-        flow.tcp_flags(ctx),
-        &cfg,
-    )
-    .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
-    nat::rewrite(ctx, &flow, Side::Source, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
+    let to = snat::translate(&flow, uplink_addr(ctx, &cfg), false, flow.tcp_flags(), &cfg)
+        .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
+    nat::rewrite_stored(ctx, &flow, Side::Source, to.addr, to.port)
+        .map_err(|_| stat::DROP_REWRITE)?;
     Ok(TC_ACT_OK)
 }

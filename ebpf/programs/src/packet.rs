@@ -1,7 +1,10 @@
 //! Ethernet/IPv4/TCP/UDP header offsets and the parsed view of one packet.
 //!
-//! Fields are read with `bpf_skb_load_bytes` (through `TcContext::load`), which works on
-//! non-linear skbs too. Addresses and ports stay in network byte order.
+//! Headers are read with direct packet access: [`linear`] first makes sure the bytes are in the
+//! skb's linear area (pulling them in with `bpf_skb_pull_data` when a non-linear skb keeps them in
+//! its fragments), so non-linear skbs work too, and no helper is called per field. The TCP flags
+//! are read along, so that no hook reads them again. Addresses and ports stay in network byte
+//! order.
 use aya_ebpf::programs::TcContext;
 use switchyard_abi::proto;
 
@@ -53,6 +56,8 @@ pub struct Flow {
     pub id: u16,
     /// IPv4 flags and fragment offset (host order).
     pub frag: u16,
+    /// TCP flags (0 for UDP).
+    pub tcp: u8,
 }
 
 /// `Flow::frag`/`Ip::frag`: more fragments follow.
@@ -84,13 +89,10 @@ impl Flow {
         self.l4_off
     }
 
-    /// The TCP flags byte (0 for UDP or an unreadable header).
+    /// The TCP flags byte (0 for UDP), read by [`parse`].
     #[inline(always)]
-    pub fn tcp_flags(&self, ctx: &TcContext) -> u8 {
-        if self.proto != proto::TCP {
-            return 0;
-        }
-        ctx.load::<u8>(self.l4_off + 13).unwrap_or(0)
+    pub fn tcp_flags(&self) -> u8 {
+        self.tcp
     }
 
     /// The closing flags (`CT_FLAG_*`, equal to `NAT_FLAG_*`) TCP flags `tcp` carry.
@@ -108,8 +110,8 @@ impl Flow {
 
     /// Whether this is a TCP SYN without ACK (the first packet of a connection).
     #[inline(always)]
-    pub fn is_tcp_syn(&self, ctx: &TcContext) -> bool {
-        self.tcp_flags(ctx) & (TCP_SYN | TCP_ACK) == TCP_SYN
+    pub fn is_tcp_syn(&self) -> bool {
+        self.proto == proto::TCP && self.tcp & (TCP_SYN | TCP_ACK) == TCP_SYN
     }
 
     /// Offset of the destination port.
@@ -154,15 +156,54 @@ pub enum Parsed {
     Other,
 }
 
+/// The start of the linear data of `ctx` if it holds the first `len` bytes of the packet, pulling
+/// them into the linear area first when they are not (a non-linear skb). `None`: the packet is
+/// shorter than `len`, or the pull failed.
+#[inline(always)]
+pub fn linear(ctx: &TcContext, len: usize) -> Option<usize> {
+    if ctx.data() + len <= ctx.data_end() {
+        return Some(ctx.data());
+    }
+    if (ctx.len() as usize) < len {
+        return None;
+    }
+    ctx.pull_data(len as u32).ok()?;
+    (ctx.data() + len <= ctx.data_end()).then(|| ctx.data())
+}
+
+/// Reads a `T` at address `at` of the packet. The caller has checked that the bytes are within
+/// the linear data (`data_end`), in the verifier's view too.
+#[inline(always)]
+unsafe fn read<T: Copy>(at: usize) -> T {
+    core::ptr::read_unaligned(at as *const T)
+}
+
 /// Parses the packet headers. `Err` means the packet is shorter than its headers claim (for
 /// TCP and UDP: than the whole L4 header).
 #[inline(always)]
 pub fn parse(ctx: &TcContext) -> Result<Parsed, ()> {
-    let eth_proto: u16 = ctx.load(ETH_PROTO_OFF).map_err(|_| ())?;
+    let data = linear(ctx, ETH_HLEN).ok_or(())?;
+    // SAFETY: within the ETH_HLEN bytes `linear` checked.
+    let eth_proto: u16 = unsafe { read(data + ETH_PROTO_OFF) };
     if eth_proto != ETH_P_IP_BE {
         return Ok(Parsed::Other);
     }
-    let ver_ihl: u8 = ctx.load(IP_OFF).map_err(|_| ())?;
+    let data = linear(ctx, IP_OFF + IP_HLEN).ok_or(())?;
+    let ip = data + IP_OFF;
+    if ip + IP_HLEN > ctx.data_end() {
+        return Err(());
+    }
+    // SAFETY: within the IPv4 header checked just above.
+    let (ver_ihl, id, frag, ip_proto, saddr, daddr) = unsafe {
+        (
+            read::<u8>(ip),
+            read::<u16>(ip + 4),
+            u16::from_be(read::<u16>(ip + 6)),
+            read::<u8>(ip + 9),
+            read::<u32>(ip + 12),
+            read::<u32>(ip + 16),
+        )
+    };
     if ver_ihl >> 4 != 4 {
         return Err(());
     }
@@ -170,11 +211,6 @@ pub fn parse(ctx: &TcContext) -> Result<Parsed, ()> {
     if ihl_len < IP_HLEN {
         return Err(());
     }
-    let id: u16 = ctx.load(IP_OFF + 4).map_err(|_| ())?;
-    let frag: u16 = u16::from_be(ctx.load::<u16>(IP_OFF + 6).map_err(|_| ())?);
-    let ip_proto: u8 = ctx.load(IP_OFF + 9).map_err(|_| ())?;
-    let saddr: u32 = ctx.load(IP_SADDR_OFF).map_err(|_| ())?;
-    let daddr: u32 = ctx.load(IP_DADDR_OFF).map_err(|_| ())?;
     if frag & IP_OFFSET != 0 || (ip_proto != proto::TCP && ip_proto != proto::UDP) {
         return Ok(Parsed::L3(Ip {
             saddr,
@@ -189,11 +225,22 @@ pub fn parse(ctx: &TcContext) -> Result<Parsed, ()> {
     // The whole TCP/UDP header, checksum included, or the packet is malformed: a translation
     // that cannot update the checksum must not be decided (and tracked) in the first place.
     let l4_hlen = if ip_proto == proto::TCP { 20 } else { 8 };
-    if (ctx.len() as usize) < l4_off + l4_hlen {
+    let data = linear(ctx, l4_off + l4_hlen).ok_or(())?;
+    let l4 = data + l4_off;
+    if l4 + 8 > ctx.data_end() {
         return Err(());
     }
-    let sport: u16 = ctx.load(l4_off).map_err(|_| ())?;
-    let dport: u16 = ctx.load(l4_off + 2).map_err(|_| ())?;
+    // SAFETY: within the 8 bytes checked just above.
+    let (sport, dport) = unsafe { (read::<u16>(l4), read::<u16>(l4 + 2)) };
+    let tcp = if ip_proto == proto::TCP {
+        if l4 + 20 > ctx.data_end() {
+            return Err(());
+        }
+        // SAFETY: within the 20 bytes checked just above.
+        unsafe { read::<u8>(l4 + 13) }
+    } else {
+        0
+    };
     Ok(Parsed::L4(Flow {
         proto: ip_proto,
         saddr,
@@ -204,5 +251,6 @@ pub fn parse(ctx: &TcContext) -> Result<Parsed, ()> {
         ihl_len,
         id,
         frag,
+        tcp,
     }))
 }

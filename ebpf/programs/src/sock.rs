@@ -87,6 +87,7 @@ fn balance(ctx: &SockAddrContext) -> i32 {
         ihl_len: 0,
         id: 0,
         frag: 0,
+        tcp: 0,
     };
     let Some(svc) = lb::lookup_service(&flow) else {
         return ALLOW;

@@ -1,0 +1,185 @@
+//! The per-packet cost of `from_pod`, measured with BPF_PROG_TEST_RUN: the kernel runs the
+//! program `repeat` times on one skb and returns the mean duration of a run in ns. It prints
+//!
+//! `from_pod ns/packet: direct X, clusterip-established Y (Y/X = r), clusterip-syn Z`
+//!
+//! and asserts only what must hold whatever the timings: the verdicts, and that the frames the
+//! program leaves behind are translated correctly with valid checksums. Performance goals are not
+//! asserted (the numbers are noisy on shared cores); run it a few times to compare builds:
+//!
+//! `flock /tmp/switchyard-lab.lock cargo test -p switchyard --test datapath_cost -- --ignored --nocapture`
+//!
+//! The kernel runs the program again and again on the *same* skb, so a frame the program rewrites
+//! is fed back as rewritten. The measured frames are chosen so that every run takes the path
+//! being measured:
+//! - direct: `CLIENT → BACKEND` (established TCP) is only redirected, it stays the same frame;
+//! - clusterip-established: two frontends whose backends are each other (`VIP:80 → VIP2:80`,
+//!   `VIP2:80 → VIP:80`, both "pods" on this node): every run is an established ClusterIP packet
+//!   (conntrack hit, DNAT of address and port, redirect to a local pod), alternating frontends;
+//! - clusterip-syn: fresh SYNs (one per client port, so each creates its conntrack entries), each
+//!   timed in its own single run, averaged. A repeated SYN would hit the entry the first one
+//!   created: it would measure a conntrack hit plus the reply-entry check, not a new flow.
+//!
+//! Needs root and bpffs: run with `cargo xtask test` or the command above.
+use std::net::Ipv4Addr;
+
+mod common;
+
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use common::prog::*;
+use switchyard::datapath::loader;
+use switchyard_abi::{addr_be, proto, NodeConfig};
+
+/// The second frontend of the established ClusterIP measurement.
+const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 9);
+/// Runs of the repeated measurements.
+const REPEAT: u32 = 200_000;
+/// Fresh SYNs of the new-flow measurement.
+const SYNS: u16 = 20_000;
+/// Offset of the TCP flags in a frame of [`packet`].
+const TCP_FLAGS_OFF: usize = 14 + 20 + 13;
+/// Offset of the TCP checksum in a frame of [`packet`].
+const TCP_CSUM_OFF: usize = 14 + 20 + 16;
+
+/// The TCP frame of [`packet`] as an established connection's ACK, with a valid checksum.
+fn ack(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
+    let mut p = packet(src, dst, proto::TCP, true);
+    p[TCP_FLAGS_OFF] = 0x10;
+    p[TCP_CSUM_OFF..TCP_CSUM_OFF + 2].copy_from_slice(&[0, 0]);
+    let c = l4_checksum(src.0, dst.0, proto::TCP, &p[34..]);
+    p[TCP_CSUM_OFF..TCP_CSUM_OFF + 2].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// Runs `prog` `repeat` times on one skb made of `input` (arriving on the veth of its source):
+/// the verdict of the last run, the frame as the last run left it, and the mean ns per run.
+fn run_repeated(prog: &SchedClassifier, input: &[u8], repeat: u32) -> (u32, Vec<u8>, f64) {
+    let mut ctx = [0u8; 48];
+    ctx[36..40].copy_from_slice(&ingress_of(input).to_ne_bytes());
+    let mut out = vec![0u8; input.len().max(256) + 64];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(input);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&ctx);
+    opts.repeat = repeat;
+    let res = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(res.data_size_out as usize);
+    // The kernel reports the mean duration of one run.
+    let ns = res.duration.as_nanos() as f64;
+    (res.return_value, out, ns)
+}
+
+#[test]
+#[ignore = "needs root and bpffs: run with cargo xtask test"]
+fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
+    let pins = Pins::new("cost");
+    let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
+    // The node's configuration, as the agent writes it (the service CIDR holds VIP and VIP2).
+    let config = NodeConfig {
+        node_addr: addr_be(Ipv4Addr::new(198, 18, 0, 11)),
+        pod_cidr: addr_be(Ipv4Addr::new(10, 244, 9, 0)),
+        cluster_cidr: addr_be(Ipv4Addr::new(10, 244, 0, 0)),
+        service_cidr: addr_be(Ipv4Addr::new(10, 96, 0, 0)),
+        pod_prefix: 24,
+        cluster_prefix: 16,
+        service_prefix: 16,
+        nodeport_min: 30000,
+        nodeport_max: 32767,
+        snat_port_min: switchyard_abi::SNAT_PORT_MIN,
+        snat_port_max: switchyard_abi::SNAT_PORT_MAX,
+        snat_attempts: 16,
+        ..Default::default()
+    };
+    loaded.config.set(0, config, 0).expect("config");
+    clusterip_to_backend(&mut loaded);
+    // The ping-pong frontends of the established measurement (rev-NAT ids 2 and 3).
+    install(
+        &mut loaded,
+        (VIP, 8000),
+        proto::TCP,
+        (3, backend(VIP2, 8000, proto::TCP)),
+        2,
+        0,
+    );
+    install(
+        &mut loaded,
+        (VIP2, 8000),
+        proto::TCP,
+        (4, backend(VIP, 8000, proto::TCP)),
+        3,
+        0,
+    );
+    for front in [VIP, VIP2] {
+        local_pod(&mut loaded, front);
+    }
+    let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
+
+    // The real thing first, once: a SYN and an ACK to VIP:80 reach BACKEND:8080.
+    for frame in [
+        packet((CLIENT, 41000), (VIP, 80), proto::TCP, true),
+        ack((CLIENT, 41000), (VIP, 80)),
+    ] {
+        let (verdict, out) = run(prog, &frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "to the backend pod");
+        assert_eq!((addr(&out, 30), port(&out, 36)), (BACKEND, 8080), "DNAT");
+        assert_eq!((addr(&out, 26), port(&out, 34)), (CLIENT, 41000));
+        assert_checksums(&out);
+    }
+
+    // (a) Direct established flow.
+    let direct = ack((CLIENT, 42000), (BACKEND, 8080));
+    let (verdict, out, direct_ns) = run_repeated(prog, &direct, REPEAT);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "direct: redirected to the pod");
+    assert_eq!(out, direct, "a direct packet is not translated");
+
+    // (b) Established ClusterIP flow: the SYNs create both frontends' conntrack entries, then
+    // every run of the ACK is translated to the other frontend.
+    for front in [VIP, VIP2] {
+        let (verdict, out) = run(
+            prog,
+            &packet((CLIENT, 43000), (front, 8000), proto::TCP, true),
+        );
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_checksums(&out);
+    }
+    let est = ack((CLIENT, 43000), (VIP, 8000));
+    let (verdict, out, est_ns) = run_repeated(prog, &est, REPEAT);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "established: redirected");
+    // An even number of translations brings the frame back to VIP.
+    assert_eq!(REPEAT % 2, 0);
+    assert_eq!((addr(&out, 30), port(&out, 36)), (VIP, 8000));
+    assert_eq!((addr(&out, 26), port(&out, 34)), (CLIENT, 43000));
+    assert_checksums(&out);
+    let (_, out, _) = run_repeated(prog, &est, REPEAT + 1);
+    assert_eq!(
+        (addr(&out, 30), port(&out, 36)),
+        (VIP2, 8000),
+        "an odd number of translations leaves it at VIP2"
+    );
+    assert_checksums(&out);
+
+    // (c) New flows: fresh SYNs to VIP:80, one single run each.
+    let mut syn_total = 0.0;
+    for sport in 0..SYNS {
+        let syn = packet((CLIENT, 20000 + sport), (VIP, 80), proto::TCP, true);
+        let (verdict, out, ns) = run_repeated(prog, &syn, 1);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "new flow: redirected");
+        assert_eq!((addr(&out, 30), port(&out, 36)), (BACKEND, 8080));
+        if sport % 1000 == 0 {
+            assert_checksums(&out);
+        }
+        syn_total += ns;
+    }
+    let syn_ns = syn_total / f64::from(SYNS);
+
+    println!(
+        "from_pod ns/packet: direct {direct_ns:.0}, clusterip-established {est_ns:.0} \
+         (Y/X = {:.2}), clusterip-syn {syn_ns:.0}",
+        est_ns / direct_ns
+    );
+    println!(
+        "  direct and clusterip-established: mean of {REPEAT} runs on one skb; clusterip-syn: \
+         mean of {SYNS} fresh SYNs (new conntrack entries each), each timed in a single run \
+         (includes the test timer's own overhead, ~tens of ns)"
+    );
+}
