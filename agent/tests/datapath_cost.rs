@@ -28,7 +28,7 @@ mod common;
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use common::prog::*;
 use switchyard::datapath::loader;
-use switchyard_abi::{addr_be, proto, NodeConfig};
+use switchyard_abi::proto;
 
 /// The second frontend of the established ClusterIP measurement.
 const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 9);
@@ -75,21 +75,7 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
     let pins = Pins::new("cost");
     let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
     // The node's configuration, as the agent writes it (the service CIDR holds VIP and VIP2).
-    let config = NodeConfig {
-        node_addr: addr_be(Ipv4Addr::new(198, 18, 0, 11)),
-        pod_cidr: addr_be(Ipv4Addr::new(10, 244, 9, 0)),
-        cluster_cidr: addr_be(Ipv4Addr::new(10, 244, 0, 0)),
-        service_cidr: addr_be(Ipv4Addr::new(10, 96, 0, 0)),
-        pod_prefix: 24,
-        cluster_prefix: 16,
-        service_prefix: 16,
-        nodeport_min: 30000,
-        nodeport_max: 32767,
-        snat_port_min: switchyard_abi::SNAT_PORT_MIN,
-        snat_port_max: switchyard_abi::SNAT_PORT_MAX,
-        snat_attempts: 16,
-        ..Default::default()
-    };
+    let config = lab_node_config(Ipv4Addr::new(198, 18, 0, 11), Ipv4Addr::new(10, 244, 9, 0));
     loaded.config.set(0, config, 0).expect("config");
     clusterip_to_backend(&mut loaded);
     // The ping-pong frontends of the established measurement (rev-NAT ids 2 and 3).

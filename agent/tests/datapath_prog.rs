@@ -262,34 +262,14 @@ fn from_pod_drops_a_packet_whose_source_is_not_the_pod_behind_the_veth() {
 #[ignore = "needs root and bpffs: run with cargo xtask test"]
 fn nodeport_snat_keeps_a_client_port_of_its_range_and_reclaims_finished_flows() {
     use aya::maps::HashMap;
-    use switchyard_abi::{
-        NatEntry, NatKey, NodeConfig, CT_DIR_FORWARD, CT_DIR_REPLY, NAT_FLAG_RST,
-    };
+    use switchyard_abi::{NatEntry, NatKey, CT_DIR_FORWARD, CT_DIR_REPLY, NAT_FLAG_RST};
 
     const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
     const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
     const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 5);
     let pins = Pins::new("snat");
     let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
-    let config = NodeConfig {
-        node_addr: addr_be(NODE),
-        pod_cidr: addr_be(Ipv4Addr::new(10, 244, 1, 0)),
-        cluster_cidr: addr_be(Ipv4Addr::new(10, 244, 0, 0)),
-        service_cidr: addr_be(Ipv4Addr::new(10, 96, 0, 0)),
-        pod_prefix: 24,
-        cluster_prefix: 16,
-        service_prefix: 16,
-        pad: 0,
-        vxlan_ifindex: 1,
-        uplink_ifindex: 1,
-        nodeport_min: 30000,
-        nodeport_max: 32767,
-        netns_cookie: 0,
-        snat_port_min: switchyard_abi::SNAT_PORT_MIN,
-        snat_port_max: switchyard_abi::SNAT_PORT_MAX,
-        snat_attempts: 16,
-        pad2: 0,
-    };
+    let config = lab_node_config(NODE, Ipv4Addr::new(10, 244, 1, 0));
     loaded.config.set(0, config, 0).expect("config");
     loaded
         .tunnel

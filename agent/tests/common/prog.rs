@@ -384,3 +384,26 @@ pub fn clusterip_to_backend(loaded: &mut loader::Loaded) {
         local_pod(loaded, pod);
     }
 }
+
+/// The configuration the agent writes for a lab node at `node_addr` with pod CIDR
+/// `pod_cidr`/24: cluster 10.244.0.0/16, services 10.96.0.0/16, NodePorts 30000–32767, the
+/// default masquerade ports, `vxlan_ifindex` and `uplink_ifindex` 1.
+pub fn lab_node_config(node_addr: Ipv4Addr, pod_cidr: Ipv4Addr) -> switchyard_abi::NodeConfig {
+    switchyard_abi::NodeConfig {
+        node_addr: addr_be(node_addr),
+        pod_cidr: addr_be(pod_cidr),
+        cluster_cidr: addr_be(Ipv4Addr::new(10, 244, 0, 0)),
+        service_cidr: addr_be(Ipv4Addr::new(10, 96, 0, 0)),
+        pod_prefix: 24,
+        cluster_prefix: 16,
+        service_prefix: 16,
+        vxlan_ifindex: 1,
+        uplink_ifindex: 1,
+        nodeport_min: 30000,
+        nodeport_max: 32767,
+        snat_port_min: switchyard_abi::SNAT_PORT_MIN,
+        snat_port_max: switchyard_abi::SNAT_PORT_MAX,
+        snat_attempts: 16,
+        ..Default::default()
+    }
+}

@@ -38,6 +38,57 @@ pub fn csum_replace4(check: u16, from: u32, to: u32) -> u16 {
     !(sum as u16)
 }
 
+/// Where a rewrite of one side of a flow writes, and what it replaces.
+struct Target {
+    addr_off: usize,
+    port_off: usize,
+    old_addr: u32,
+    old_port: u16,
+    l4_csum: usize,
+    udp_flag: u64,
+}
+
+impl Target {
+    #[inline(always)]
+    fn of(flow: &Flow, side: Side) -> Target {
+        let (addr_off, port_off, old_addr, old_port) = match side {
+            Side::Destination => (IP_DADDR_OFF, flow.dport_off(), flow.daddr, flow.dport),
+            Side::Source => (IP_SADDR_OFF, flow.sport_off(), flow.saddr, flow.sport),
+        };
+        let udp_flag = if flow.proto == proto::UDP {
+            BPF_F_MARK_MANGLED_0
+        } else {
+            0
+        };
+        Target {
+            addr_off,
+            port_off,
+            old_addr,
+            old_port,
+            l4_csum: flow.l4_csum_off(),
+            udp_flag,
+        }
+    }
+}
+
+/// Folds an address change into the L4 checksum (a pseudo-header field).
+#[inline(always)]
+fn l4_addr_csum(
+    ctx: &mut TcContext,
+    l4_csum: usize,
+    udp_flag: u64,
+    old: u32,
+    new: u32,
+) -> Result<(), ()> {
+    ctx.l4_csum_replace(
+        l4_csum,
+        old as u64,
+        new as u64,
+        BPF_F_PSEUDO_HDR | udp_flag | 4,
+    )
+    .map_err(|_| ())
+}
+
 /// Rewrites one side of `flow` to `addr:port` (network order). `Err` if a helper failed; the
 /// packet must then be dropped, it may be half-written.
 #[inline(always)]
@@ -48,24 +99,16 @@ pub fn rewrite(
     addr: u32,
     port: u16,
 ) -> Result<(), ()> {
-    let (addr_off, port_off, old_addr, old_port) = match side {
-        Side::Destination => (IP_DADDR_OFF, flow.dport_off(), flow.daddr, flow.dport),
-        Side::Source => (IP_SADDR_OFF, flow.sport_off(), flow.saddr, flow.sport),
-    };
-    let l4_csum = flow.l4_csum_off();
-    let udp_flag = if flow.proto == proto::UDP {
-        BPF_F_MARK_MANGLED_0
-    } else {
-        0
-    };
+    let Target {
+        addr_off,
+        port_off,
+        old_addr,
+        old_port,
+        l4_csum,
+        udp_flag,
+    } = Target::of(flow, side);
     if old_addr != addr {
-        ctx.l4_csum_replace(
-            l4_csum,
-            old_addr as u64,
-            addr as u64,
-            BPF_F_PSEUDO_HDR | udp_flag | 4,
-        )
-        .map_err(|_| ())?;
+        l4_addr_csum(ctx, l4_csum, udp_flag, old_addr, addr)?;
     }
     if old_port != port {
         ctx.l4_csum_replace(l4_csum, old_port as u64, port as u64, udp_flag | 2)
@@ -106,24 +149,16 @@ pub fn rewrite_stored(
     addr: u32,
     port: u16,
 ) -> Result<(), ()> {
-    let (addr_off, port_off, old_addr, old_port) = match side {
-        Side::Destination => (IP_DADDR_OFF, flow.dport_off(), flow.daddr, flow.dport),
-        Side::Source => (IP_SADDR_OFF, flow.sport_off(), flow.saddr, flow.sport),
-    };
-    let l4_csum = flow.l4_csum_off();
-    let udp_flag = if flow.proto == proto::UDP {
-        BPF_F_MARK_MANGLED_0
-    } else {
-        0
-    };
+    let Target {
+        addr_off,
+        port_off,
+        old_addr,
+        old_port,
+        l4_csum,
+        udp_flag,
+    } = Target::of(flow, side);
     if old_addr != addr {
-        ctx.l4_csum_replace(
-            l4_csum,
-            old_addr as u64,
-            addr as u64,
-            BPF_F_PSEUDO_HDR | udp_flag | 4,
-        )
-        .map_err(|_| ())?;
+        l4_addr_csum(ctx, l4_csum, udp_flag, old_addr, addr)?;
         ctx.l3_csum_replace(IP_CSUM_OFF, old_addr as u64, addr as u64, 4)
             .map_err(|_| ())?;
         ctx.store(addr_off, &addr, 0).map_err(|_| ())?;
