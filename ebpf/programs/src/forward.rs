@@ -13,9 +13,9 @@ use crate::nat::{self, Side};
 use crate::packet::Flow;
 use crate::{conntrack, snat, stats};
 
-/// Redirects to a local pod, fixing the MACs (written directly, no helper). `bpf_redirect_peer` hands the packet straight to
-/// the ingress of the pod's `eth0` in its namespace, skipping the host veth's transmit path and
-/// the backlog queue. `None` when `daddr` is not a pod on this node.
+/// Redirects to a local pod, fixing the MACs (written directly, no helper). `bpf_redirect_peer`
+/// hands the packet straight to the ingress of the pod's `eth0` in its namespace, skipping the
+/// host veth's transmit path and the backlog queue. `None` when `daddr` is not a pod on this node.
 #[inline(always)]
 pub fn to_local_pod(ctx: &mut TcContext, daddr: u32) -> Option<i32> {
     // SAFETY: copied out at once.

@@ -71,22 +71,25 @@ impl Target {
     }
 }
 
-/// Folds an address change into the L4 checksum (a pseudo-header field).
+/// Folds the address and port changes of `t` into the L4 checksum (the address as a
+/// pseudo-header field): the part of a rewrite that stays a helper in both [`rewrite`] and
+/// [`rewrite_stored`].
 #[inline(always)]
-fn l4_addr_csum(
-    ctx: &mut TcContext,
-    l4_csum: usize,
-    udp_flag: u64,
-    old: u32,
-    new: u32,
-) -> Result<(), ()> {
-    ctx.l4_csum_replace(
-        l4_csum,
-        old as u64,
-        new as u64,
-        BPF_F_PSEUDO_HDR | udp_flag | 4,
-    )
-    .map_err(|_| ())
+fn l4_csums(ctx: &mut TcContext, t: &Target, addr: u32, port: u16) -> Result<(), ()> {
+    if t.old_addr != addr {
+        ctx.l4_csum_replace(
+            t.l4_csum,
+            t.old_addr as u64,
+            addr as u64,
+            BPF_F_PSEUDO_HDR | t.udp_flag | 4,
+        )
+        .map_err(|_| ())?;
+    }
+    if t.old_port != port {
+        ctx.l4_csum_replace(t.l4_csum, t.old_port as u64, port as u64, t.udp_flag | 2)
+            .map_err(|_| ())?;
+    }
+    Ok(())
 }
 
 /// Rewrites one side of `flow` to `addr:port` (network order). `Err` if a helper failed; the
@@ -99,37 +102,24 @@ pub fn rewrite(
     addr: u32,
     port: u16,
 ) -> Result<(), ()> {
-    let Target {
-        addr_off,
-        port_off,
-        old_addr,
-        old_port,
-        l4_csum,
-        udp_flag,
-    } = Target::of(flow, side);
-    if old_addr != addr {
-        l4_addr_csum(ctx, l4_csum, udp_flag, old_addr, addr)?;
-    }
-    if old_port != port {
-        ctx.l4_csum_replace(l4_csum, old_port as u64, port as u64, udp_flag | 2)
-            .map_err(|_| ())?;
-    }
+    let t = Target::of(flow, side);
+    l4_csums(ctx, &t, addr, port)?;
     // The helpers may have moved the data: fresh pointers, checked again for the verifier (the
     // headers are linear since `parse`).
     let data = ctx.data();
     if data + IP_OFF + IP_HLEN > ctx.data_end() {
         return Err(());
     }
-    if old_addr != addr {
+    if t.old_addr != addr {
         // SAFETY: within the IPv4 header checked above.
         unsafe {
             let check = (data + IP_CSUM_OFF) as *mut u16;
-            check.write_unaligned(csum_replace4(check.read_unaligned(), old_addr, addr));
-            ((data + addr_off) as *mut u32).write_unaligned(addr);
+            check.write_unaligned(csum_replace4(check.read_unaligned(), t.old_addr, addr));
+            ((data + t.addr_off) as *mut u32).write_unaligned(addr);
         }
     }
-    if old_port != port {
-        let at = data + port_off;
+    if t.old_port != port {
+        let at = data + t.port_off;
         if at + 2 > ctx.data_end() {
             return Err(());
         }
@@ -149,24 +139,15 @@ pub fn rewrite_stored(
     addr: u32,
     port: u16,
 ) -> Result<(), ()> {
-    let Target {
-        addr_off,
-        port_off,
-        old_addr,
-        old_port,
-        l4_csum,
-        udp_flag,
-    } = Target::of(flow, side);
-    if old_addr != addr {
-        l4_addr_csum(ctx, l4_csum, udp_flag, old_addr, addr)?;
-        ctx.l3_csum_replace(IP_CSUM_OFF, old_addr as u64, addr as u64, 4)
+    let t = Target::of(flow, side);
+    l4_csums(ctx, &t, addr, port)?;
+    if t.old_addr != addr {
+        ctx.l3_csum_replace(IP_CSUM_OFF, t.old_addr as u64, addr as u64, 4)
             .map_err(|_| ())?;
-        ctx.store(addr_off, &addr, 0).map_err(|_| ())?;
+        ctx.store(t.addr_off, &addr, 0).map_err(|_| ())?;
     }
-    if old_port != port {
-        ctx.l4_csum_replace(l4_csum, old_port as u64, port as u64, udp_flag | 2)
-            .map_err(|_| ())?;
-        ctx.store(port_off, &port, 0).map_err(|_| ())?;
+    if t.old_port != port {
+        ctx.store(t.port_off, &port, 0).map_err(|_| ())?;
     }
     Ok(())
 }
