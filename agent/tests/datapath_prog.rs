@@ -758,3 +758,56 @@ fn rev_nat_ids_beyond_16_bits_translate_count_and_filter() {
     assert!(pins.0.join(names::SERVICES).exists());
     drop(loaded);
 }
+
+/// The sweeper reads and deletes conntrack in batches: a table of several batches is read whole,
+/// each entry once, and a bulk delete whose keys the datapath partly removed first removes the
+/// rest and leaves every other entry in place.
+#[test]
+#[ignore = "needs root and bpffs: run with cargo xtask test"]
+fn a_table_of_many_batches_is_read_whole_and_deleted_in_bulk() {
+    use aya::maps::{HashMap, MapData};
+    use switchyard::datapath::{batch, tables};
+    use switchyard_abi::{names, CtKey, CtValue, CT_DIR_FORWARD};
+
+    let pins = Pins::new("batch");
+    let sizes = loader::MapSizes {
+        ct: 32_768,
+        ..loader::MapSizes::default()
+    };
+    let _loaded = loader::load_sized(&pins.0, &sizes).expect("load the eBPF object");
+    let mut ct: HashMap<MapData, CtKey, CtValue> =
+        tables::open_pinned(&pins.0, names::CT).expect("open CT");
+    let key = |i: u32| CtKey {
+        saddr: addr_be(Ipv4Addr::from(0x0af4_0000 + i)),
+        daddr: addr_be(VIP2),
+        sport: port_be(40_000 + (i % 20_000) as u16),
+        dport: port_be(80),
+        proto: proto::TCP,
+        dir: CT_DIR_FORWARD,
+        pad: [0; 2],
+    };
+    let value = |i: u32| CtValue {
+        backend_id: i,
+        ..CtValue::default()
+    };
+    const FLOWS: u32 = 10_000;
+    for i in 0..FLOWS {
+        ct.insert(key(i), value(i), 0).expect("insert");
+    }
+
+    let read = tables::conntrack(&pins.0).expect("read CT");
+    assert_eq!(read.len(), FLOWS as usize, "every entry, once");
+    assert!((0..FLOWS).all(|i| read.get(&key(i)).map(|v| v.backend_id) == Some(i)));
+
+    // The datapath (or LRU eviction) removed some of the flows the sweep is about to delete.
+    for i in (0..5_000).step_by(50) {
+        ct.remove(&key(i)).expect("remove");
+    }
+    let doomed: Vec<CtKey> = (0..5_000).map(key).collect();
+    let removed = batch::delete(batch::fd_of(&ct), &doomed).expect("bulk delete");
+    assert_eq!(removed, doomed.len(), "keys already gone count as removed");
+
+    let left = tables::conntrack(&pins.0).expect("read CT again");
+    assert_eq!(left.len(), 5_000);
+    assert!((5_000..FLOWS).all(|i| left.contains_key(&key(i))));
+}

@@ -17,6 +17,7 @@
 pub mod aging;
 pub mod apply;
 pub mod attach;
+pub mod batch;
 pub mod devices;
 mod error;
 pub mod flows;

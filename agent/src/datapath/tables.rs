@@ -9,10 +9,12 @@ use std::collections::HashMap as StdHashMap;
 use std::path::Path;
 
 use aya::maps::{HashMap, Map, MapData, MapError};
+use aya::sys::SyscallError;
 use aya::Pod;
 use switchyard_abi::{names, Backend, CtKey, CtValue, NatEntry, NatKey, RevNat};
 
 use super::aging::{self, Timeouts};
+use super::batch;
 use super::DatapathError;
 
 /// Opens the map pinned as `name` in `pin_dir` as the aya type `T`.
@@ -31,9 +33,8 @@ where
         .map_err(DatapathError::map(name))
 }
 
-/// Every entry of a pinned hash map. The walk is bounded by twice the map's capacity: a key
-/// deleted under the walk makes the kernel start over, and a busy datapath must not keep the
-/// reader going forever.
+/// Every entry of a pinned hash map, read in batches ([`super::batch`]). The read is bounded by
+/// twice the map's capacity, so a busy datapath cannot keep the reader going forever.
 pub fn read<K, V>(
     map: &HashMap<MapData, K, V>,
     name: &'static str,
@@ -43,19 +44,9 @@ where
     K: Pod + Eq + std::hash::Hash,
     V: Pod,
 {
-    let limit = capacity as usize * 2;
-    let mut out = StdHashMap::new();
-    for entry in map.iter().take(limit) {
-        match entry {
-            Ok((k, v)) => {
-                out.insert(k, v);
-            }
-            // Deleted between listing and reading: gone, which is what a reader sees anyway.
-            Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(DatapathError::map(name)(e)),
-        }
-    }
-    Ok(out)
+    batch::lookup_all(batch::fd_of(map), capacity)
+        .map(|entries| entries.into_iter().collect())
+        .map_err(failed(name, "bpf_map_lookup_batch"))
 }
 
 /// The conntrack table pinned in `pin_dir`.
@@ -208,18 +199,18 @@ where
     Ok((map, entries, cap))
 }
 
-/// Removes `keys` (a key already gone counts as removed: the goal is reached).
+/// Removes `keys` in batches (a key already gone counts as removed: the goal is reached).
 fn remove<K: Pod, V: Pod>(
     map: &mut HashMap<MapData, K, V>,
     name: &'static str,
     keys: &[K],
 ) -> Result<usize, DatapathError> {
-    for key in keys {
-        match map.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(DatapathError::map(name)(e)),
-        }
+    batch::delete(batch::fd_of(map), keys).map_err(failed(name, "bpf_map_delete_batch"))
+}
+
+/// The error of a batch `call` on the map `name`.
+fn failed(name: &'static str, call: &'static str) -> impl Fn(std::io::Error) -> DatapathError {
+    move |io_error| {
+        DatapathError::map(name)(MapError::SyscallError(SyscallError { call, io_error }))
     }
-    Ok(keys.len())
 }
