@@ -52,22 +52,33 @@ pub struct Measure<'a> {
 /// The program [`Measure::stats`] follows.
 const PROGRAM: &str = "from_pod";
 
-/// Runs `f`, and adds the mean cost per packet of [`PROGRAM`] during it to scenario `id`.
+/// Runs `f`, and adds the mean cost per packet of [`PROGRAM`] during it to scenario `id`; also
+/// says why that figure is missing when the accounting was on and gave none.
 fn costed<T>(
     stats: Option<&Stats>,
     out: &mut [Scenario],
     (id, mode, case): (&str, &str, &str),
     f: impl FnOnce() -> T,
-) -> T {
-    let before = stats.and_then(|s| s.sample(PROGRAM).ok());
+) -> (T, Option<String>) {
+    let Some(stats) = stats else {
+        return (f(), None);
+    };
+    let before = stats.sample(PROGRAM);
     let r = f();
-    let after = stats.and_then(|s| s.sample(PROGRAM).ok());
-    if let (Some(b), Some(a)) = (before, after) {
-        if let Some(ns) = a.ns_per_run_since(&b) {
-            add(out, id, mode, case, ns);
-        }
-    }
-    r
+    let after = stats.sample(PROGRAM);
+    let missing = match (before, after) {
+        (Ok(b), Ok(a)) => match a.ns_per_run_since(&b) {
+            Some(ns) => {
+                add(out, id, mode, case, ns);
+                None
+            }
+            None => Some(format!(
+                "{id}: {PROGRAM} did not run (or its counters went back)"
+            )),
+        },
+        (Err(e), _) | (_, Err(e)) => Some(format!("{id}: reading the bpf_stats of {PROGRAM}: {e}")),
+    };
+    (r, missing)
 }
 
 /// Measures `modes` (name and how it reaches the backends) into `out`.
@@ -99,9 +110,11 @@ pub fn measure(
                 }
                 let dur = plan.rr;
                 let ids = ("from_pod_ns_rr", *mode, b.case);
-                match costed(m.stats, out, ids, || {
+                let (rr_run, missing) = costed(m.stats, out, ids, || {
                     netns::run_in(ns, move || load::request_response(rr, dur))
-                }) {
+                });
+                missing.into_iter().for_each(&mut note);
+                match rr_run {
                     Ok(Ok(lat)) => {
                         add(out, "latency_p50", mode, b.case, percentile(&lat, 50.0));
                         add(out, "latency_p99", mode, b.case, percentile(&lat, 99.0));
@@ -111,9 +124,11 @@ pub fn measure(
                 }
                 let (dur, threads) = (plan.conn, plan.conn_threads);
                 let ids = ("from_pod_ns_conn", *mode, b.case);
-                match costed(m.stats, out, ids, || {
+                let (conn_run, missing) = costed(m.stats, out, ids, || {
                     netns::run_in(ns, move || load::connection_rate(rr, dur, threads))
-                }) {
+                });
+                missing.into_iter().for_each(&mut note);
+                match conn_run {
                     Ok(Ok(c)) => {
                         add(out, "conn_rate", mode, b.case, c.per_sec);
                         if c.errors > 0 {
