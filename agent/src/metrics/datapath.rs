@@ -12,6 +12,7 @@ use prometheus_client::metrics::MetricType;
 use switchyard_abi::{names, stat, SvcCounters};
 
 use super::FrontendNames;
+use crate::datapath::batch;
 use crate::paths;
 
 /// Reads node `node`'s counters at each scrape.
@@ -33,6 +34,23 @@ impl DatapathCollector {
     fn open<T: TryFrom<Map, Error = aya::maps::MapError>>(&self, name: &str) -> Option<T> {
         let data = MapData::from_pin(paths::pin_dir(&self.node).join(name)).ok()?;
         T::try_from(Map::from_map_data(data).ok()?).ok()
+    }
+}
+
+impl DatapathCollector {
+    /// `SVC_STATS` up to the highest id `names` holds, per id and CPU: read in batches (a few
+    /// system calls for 100,000 frontends, where one lookup per frontend took one each).
+    fn frontend_counters(&self, names: &FrontendNames) -> Option<Vec<Vec<SvcCounters>>> {
+        let end = names.keys().next_back().map_or(0, |id| id + 1);
+        let map = self.open::<PerCpuArray<MapData, SvcCounters>>(names::SVC_STATS)?;
+        let cpus = aya::util::nr_cpus().ok()?;
+        match batch::lookup_percpu_prefix(batch::fd_of(&map), end, cpus) {
+            Ok(rows) => Some(rows),
+            Err(error) => {
+                tracing::warn!(%error, "reading the per-frontend counters (SVC_STATS) failed");
+                None
+            }
+        }
     }
 }
 
@@ -80,11 +98,11 @@ impl Collector for DatapathCollector {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        if let Some(map) = self.open::<PerCpuArray<MapData, SvcCounters>>(names::SVC_STATS) {
+        if let Some(per_frontend) = self.frontend_counters(&names) {
             let rows: Vec<(&(String, String), SvcCounters)> = names
                 .iter()
                 .filter_map(|(id, labels)| {
-                    let per_cpu = map.get(id, 0).ok()?;
+                    let per_cpu = per_frontend.get(*id as usize)?;
                     let total = per_cpu
                         .iter()
                         .fold(SvcCounters::default(), |a, c| SvcCounters {
