@@ -10,9 +10,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-
+use super::objects::{EndpointSlice, Service};
 use super::services::{health_check, service_frontends, slice_owner, NodeView};
 use super::{Desired, Frontend, FrontendSpec};
 
@@ -174,8 +172,8 @@ mod tests {
     use super::*;
     use crate::model::desired;
     use crate::model::nodes::tests::node;
-    use k8s_openapi::api::core::v1::{Node, ServicePort, ServiceSpec};
-    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort};
+    use crate::model::objects::{Endpoint, EndpointPort, ServicePort, ServiceSpec};
+    use k8s_openapi::api::core::v1::Node;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::net::Ipv4Addr;
 

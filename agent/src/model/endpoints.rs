@@ -13,8 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-
+use super::objects::EndpointSlice;
 use super::services::{NodeView, SERVICE_NAME_LABEL};
 use super::{BackendAddr, BackendSpec, Proto};
 

@@ -19,11 +19,11 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Node;
 
 use super::endpoints::{backends, endpoints, is_local, proto, Endpoint};
 use super::nodes::{internal_ip, parse_cidr};
+use super::objects::{EndpointSlice, Service, ServicePort, ServiceSpec};
 use super::{Desired, Frontend, FrontendSpec, HealthCheck};
 
 /// Label linking an EndpointSlice to its Service.
@@ -479,11 +479,11 @@ fn node_port(port: &ServicePort) -> Option<u16> {
 mod tests {
     use super::*;
     use crate::model::nodes::tests::node;
-    use crate::model::Proto;
-    use k8s_openapi::api::core::v1::{ClientIPConfig, ServiceSpec, SessionAffinityConfig};
-    use k8s_openapi::api::discovery::v1::{
-        Endpoint as SliceEndpoint, EndpointConditions, EndpointPort,
+    use crate::model::objects::{
+        ClientIPConfig, Endpoint as SliceEndpoint, EndpointConditions, EndpointPort, ServiceSpec,
+        SessionAffinityConfig,
     };
+    use crate::model::Proto;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
@@ -947,7 +947,7 @@ mod tests {
 
     #[test]
     fn external_ips_and_load_balancer_ingress_are_frontends_on_the_service_port() {
-        use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+        use crate::model::objects::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
         let mut svc = with_spec(
             service(
                 "default",
@@ -1029,7 +1029,7 @@ mod tests {
 
     #[test]
     fn topology_hints_prefer_this_zone_and_fall_back_to_all() {
-        use k8s_openapi::api::discovery::v1::{EndpointHints, ForZone};
+        use crate::model::objects::{EndpointHints, ForZone};
         let svc = with_spec(
             service(
                 "default",

@@ -1,0 +1,213 @@
+//! What the agent's state holds at a benchmark-sized cluster, stage by stage: the heap bytes
+//! live after the watch stores, the desired cache, the service sync's shadows and the metrics'
+//! frontend names, for the benchmark's filler Services (selector-less, one EndpointSlice each
+//! with 2–8 endpoints, as `bench/src/cluster.rs` creates them) in the form the API server sends
+//! them (so the sizes are those of real deserialised objects).
+//!
+//! Run: `cargo run --release -p switchyard --example memory_profile -- 10000`.
+//! A counting global allocator (wrapping the system one) measures; nothing touches the kernel.
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::reflector;
+use kube::runtime::watcher::Event;
+use serde_json::json;
+
+use switchyard::datapath::services::{MemServiceMaps, ServiceSync};
+use switchyard::model::objects::{EndpointSlice, Service};
+use switchyard::model::{DesiredCache, NodeView};
+use switchyard::watch::slim::Slim;
+
+/// The system allocator, counting the bytes it has handed out and not got back.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to `System` unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                let now = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed)
+                    + (new_size - layout.size());
+                PEAK.fetch_max(now, Ordering::Relaxed);
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+fn mib(b: usize) -> String {
+    format!("{:7.2} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// Filler `i` as `bench/src/cluster.rs` makes it, with what the API server adds (uid,
+/// resourceVersion, creationTimestamp, spec defaults, status; a slice's generation).
+fn filler(i: usize) -> (String, String) {
+    let name = format!("fill-{i}");
+    let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 10)) + i as u32);
+    let svc = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default", "labels": {"bench": "filler"},
+                     "uid": format!("6f1c2d3e-4b5a-4c6d-8e7f-{i:012}"),
+                     "resourceVersion": format!("{}", 100_000 + 2 * i),
+                     "creationTimestamp": "2026-12-02T11:00:00Z"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+                 "clusterIP": ip.to_string(), "clusterIPs": [ip.to_string()],
+                 "type": "ClusterIP", "sessionAffinity": "None",
+                 "internalTrafficPolicy": "Cluster", "ipFamilies": ["IPv4"],
+                 "ipFamilyPolicy": "SingleStack"},
+        "status": {"loadBalancer": {}}
+    });
+    let count = 2 + i % 7;
+    let endpoints: Vec<_> = (0..count)
+        .map(|j| {
+            let x = (i * 7 + j) % (150 * 250);
+            let ip = Ipv4Addr::new(10, 244, 100 + (x / 250) as u8, (x % 250 + 1) as u8);
+            json!({"addresses": [ip.to_string()],
+                   "conditions": {"ready": true, "serving": true, "terminating": false}})
+        })
+        .collect();
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{name}-manual"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": name},
+                     "uid": format!("7a1c2d3e-4b5a-4c6d-8e7f-{i:012}"),
+                     "resourceVersion": format!("{}", 100_001 + 2 * i),
+                     "generation": 1,
+                     "creationTimestamp": "2026-12-02T11:00:00Z"},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    });
+    (svc.to_string(), slice.to_string())
+}
+
+fn node() -> Node {
+    serde_json::from_value(json!({
+        "metadata": {"name": "n1"},
+        "spec": {"podCIDR": "10.244.1.0/24"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "198.18.0.11"}]}
+    }))
+    .expect("a valid node")
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse().expect("the number of Services"))
+        .unwrap_or(10_000);
+    let texts: Vec<(String, String)> = (0..n).map(filler).collect();
+    let base = live();
+    let mut last = base;
+    let stage = |what: &str, last: &mut usize| {
+        let now = live();
+        println!(
+            "{what:<44} +{}  (total {})",
+            mib(now.wrapping_sub(*last)),
+            mib(now - base)
+        );
+        *last = now;
+    };
+
+    // What the stores held when they kept k8s-openapi objects (before the agent's own types),
+    // with what the old slim dropped (managedFields, the last-applied annotation) dropped.
+    {
+        let (services, mut sw) = reflector::store::<k8s_openapi::api::core::v1::Service>();
+        let (slices, mut lw) = reflector::store::<k8s_openapi::api::discovery::v1::EndpointSlice>();
+        sw.apply_watcher_event(&Event::Init);
+        lw.apply_watcher_event(&Event::Init);
+        for (s, l) in &texts {
+            sw.apply_watcher_event(&Event::InitApply(
+                serde_json::from_str(s).expect("a valid service"),
+            ));
+            lw.apply_watcher_event(&Event::InitApply(
+                serde_json::from_str(l).expect("a valid slice"),
+            ));
+        }
+        sw.apply_watcher_event(&Event::InitDone);
+        lw.apply_watcher_event(&Event::InitDone);
+        stage("before: stores of k8s-openapi objects", &mut last);
+        drop((services, slices, sw, lw));
+        last = live();
+    }
+
+    let (services, mut sw) = reflector::store::<Service>();
+    let (slices, mut lw) = reflector::store::<EndpointSlice>();
+    sw.apply_watcher_event(&Event::Init);
+    lw.apply_watcher_event(&Event::Init);
+    for (s, l) in &texts {
+        let mut svc: Service = serde_json::from_str(s).expect("a valid service");
+        svc.slim();
+        sw.apply_watcher_event(&Event::InitApply(svc));
+        let mut slice: EndpointSlice = serde_json::from_str(l).expect("a valid slice");
+        slice.slim();
+        lw.apply_watcher_event(&Event::InitApply(slice));
+    }
+    sw.apply_watcher_event(&Event::InitDone);
+    lw.apply_watcher_event(&Event::InitDone);
+    let (svc_state, slice_state) = (services.state(), slices.state());
+    println!(
+        "{} Services, {} EndpointSlices, {} endpoints",
+        svc_state.len(),
+        slice_state.len(),
+        slice_state
+            .iter()
+            .map(|s| s.endpoints.as_ref().map_or(0, Vec::len))
+            .sum::<usize>()
+    );
+    stage("reflector stores (slimmed objects)", &mut last);
+
+    let view = NodeView::new(&[node()], "n1", Ipv4Addr::new(198, 18, 0, 11));
+    let cache = DesiredCache::rebuild(&svc_state, &slice_state, view);
+    drop((svc_state, slice_state));
+    stage("desired cache", &mut last);
+
+    let mut sync = ServiceSync::open(MemServiceMaps::in_memory()).expect("empty maps");
+    let report = sync.sync_all(cache.desired()).expect("a plannable state");
+    assert!(report.complete(), "every frontend fits the maps");
+    let with_maps = live() - last;
+    let copy = sync.programmed().clone();
+    let programmed = live() - last - with_maps;
+    drop(copy);
+    println!(
+        "{:<44} +{}  (of which in-memory maps, not in the agent: {})",
+        "service sync: programmed shadow + usage",
+        mib(with_maps - programmed),
+        mib(programmed)
+    );
+    last += with_maps - programmed;
+
+    let names = switchyard::metrics::frontend_names(sync.programmed(), cache.desired());
+    stage("metrics: frontend names", &mut last);
+    println!(
+        "peak during the run: {}",
+        mib(PEAK.load(Ordering::Relaxed) - base)
+    );
+    drop(names);
+}
