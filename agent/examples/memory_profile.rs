@@ -158,6 +158,17 @@ fn main() {
     }
 
     let (services, mut sw) = reflector::store::<Service>();
+    sw.apply_watcher_event(&Event::Init);
+    for (s, _) in &texts {
+        let mut svc: Service = serde_json::from_str(s).expect("a valid service");
+        svc.slim();
+        sw.apply_watcher_event(&Event::InitApply(svc));
+    }
+    sw.apply_watcher_event(&Event::InitDone);
+    stage("  of which the Service store", &mut last);
+    drop((services, sw));
+    last = live();
+    let (services, mut sw) = reflector::store::<Service>();
     let (slices, mut lw) = reflector::store::<EndpointSlice>();
     sw.apply_watcher_event(&Event::Init);
     lw.apply_watcher_event(&Event::Init);
@@ -187,24 +198,51 @@ fn main() {
     let cache = DesiredCache::rebuild(&svc_state, &slice_state, view);
     drop((svc_state, slice_state));
     stage("desired cache", &mut last);
+    let copy = cache.desired().clone();
+    stage("  a copy of its Desired", &mut last);
+    drop(copy);
+    last = live();
 
     let mut sync = ServiceSync::open(MemServiceMaps::in_memory()).expect("empty maps");
     let report = sync.sync_all(cache.desired()).expect("a plannable state");
     assert!(report.complete(), "every frontend fits the maps");
     let with_maps = live() - last;
-    let copy = sync.programmed().clone();
-    let programmed = live() - last - with_maps;
-    drop(copy);
-    println!(
-        "{:<44} +{}  (of which in-memory maps, not in the agent: {})",
-        "service sync: programmed shadow + usage",
-        mib(with_maps - programmed),
-        mib(programmed)
+    // The in-memory maps stand in for the kernel's: a copy of them measures what to leave out.
+    let m = sync.maps();
+    let copy = (
+        m.backends.clone(),
+        m.rev_nat.clone(),
+        m.services.clone(),
+        m.affinity_match.clone(),
+        m.source_ranges.clone(),
     );
-    last += with_maps - programmed;
+    let maps = live() - last - with_maps;
+    drop(copy);
+    let shadow = sync.programmed().clone();
+    let programmed = live() - last - with_maps;
+    drop(shadow);
+    println!(
+        "{:<44} +{}  (programmed shadow {}; in-memory maps left out: {})",
+        "service sync: programmed shadow + usage",
+        mib(with_maps - maps),
+        mib(programmed),
+        mib(maps)
+    );
+    last = live();
 
     let names = switchyard::metrics::frontend_names(sync.programmed(), cache.desired());
     stage("metrics: frontend names", &mut last);
+    println!("agent state in all: {}", mib(live() - base - maps));
+    println!(
+        "sizes: ObjectMeta {} Service {} EndpointSlice {} Endpoint {} k8s Endpoint {} FrontendSpec {} ObjectRef {}",
+        std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
+        std::mem::size_of::<Service>(),
+        std::mem::size_of::<EndpointSlice>(),
+        std::mem::size_of::<switchyard::model::objects::Endpoint>(),
+        std::mem::size_of::<k8s_openapi::api::discovery::v1::Endpoint>(),
+        std::mem::size_of::<switchyard::model::FrontendSpec>(),
+        std::mem::size_of::<kube::runtime::reflector::ObjectRef<Service>>(),
+    );
     println!(
         "peak during the run: {}",
         mib(PEAK.load(Ordering::Relaxed) - base)

@@ -9,12 +9,15 @@
 //! the full objects, and they deserialise straight from the API's JSON: what they do not name
 //! is skipped while parsing and never allocated.
 //!
-//! Invariant: every field the model reads is here, with k8s-openapi's type and parsing (a
+//! Invariant: every field the model reads is here (an EndpointSlice's service-name label possibly
+//! moved to a field of its own, read through [`EndpointSlice::service_name`]), with k8s-openapi's type and parsing (a
 //! missing or `null` required field is its default, as k8s-openapi parses it); metadata stays
 //! a full `ObjectMeta` (kube-rs' watch and store need one), thinned by [`crate::watch::slim`].
 //! `From` the k8s-openapi objects gives exactly what deserialising their JSON gives.
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer};
+
+use super::services::SERVICE_NAME_LABEL;
 
 /// A missing or `null` value is the type's default (k8s-openapi's parsing of required fields).
 fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -129,7 +132,8 @@ pub struct LoadBalancerIngress {
     pub ip_mode: Option<String>,
 }
 
-/// An EndpointSlice (discovery.k8s.io/v1), the fields the model reads.
+/// An EndpointSlice (discovery.k8s.io/v1), the fields the model reads, and where its Service's
+/// name is kept once slimmed.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct EndpointSlice {
@@ -142,6 +146,24 @@ pub struct EndpointSlice {
     pub endpoints: Option<Vec<Endpoint>>,
     /// `ports`.
     pub ports: Option<Vec<EndpointPort>>,
+    /// The `kubernetes.io/service-name` label once [`crate::watch::slim`] has moved it out of
+    /// the labels (a map of one label takes half a kilobyte); read it with
+    /// [`EndpointSlice::service_name`].
+    #[serde(skip)]
+    pub service_label: Option<String>,
+}
+
+impl EndpointSlice {
+    /// The Service the slice belongs to: its `kubernetes.io/service-name` label.
+    pub fn service_name(&self) -> Option<&str> {
+        self.service_label.as_deref().or_else(|| {
+            self.metadata
+                .labels
+                .as_ref()?
+                .get(SERVICE_NAME_LABEL)
+                .map(String::as_str)
+        })
+    }
 }
 
 /// One endpoint of a slice.

@@ -52,13 +52,7 @@ pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
 /// `kubernetes.io/service-name` label.
 pub fn slice_owner(slice: &EndpointSlice) -> Option<(String, String)> {
     let ns = slice.metadata.namespace.clone()?;
-    let svc = slice
-        .metadata
-        .labels
-        .as_ref()?
-        .get(SERVICE_NAME_LABEL)?
-        .clone();
-    Some((ns, svc))
+    Some((ns, slice.service_name()?.to_string()))
 }
 
 fn affinity(spec: &ServiceSpec) -> Option<u32> {
@@ -508,7 +502,6 @@ mod tests {
             port,
             protocol: Some(proto.into()),
             node_port,
-            ..Default::default()
         }
     }
 
@@ -559,10 +552,10 @@ mod tests {
                         name: name.map(Into::into),
                         port: Some(*port),
                         protocol: Some(proto.to_string()),
-                        ..Default::default()
                     })
                     .collect(),
             ),
+            ..Default::default()
         }
     }
 
@@ -972,11 +965,9 @@ mod tests {
                     LoadBalancerIngress {
                         ip: Some("198.18.100.9".into()),
                         ip_mode: Some("Proxy".into()),
-                        ..Default::default()
                     },
                 ]),
             }),
-            ..Default::default()
         });
         let d = desired(&[svc], &[two_node_slice("web")], &nodes(), "n1", NODE_IP);
         let lb = &d.frontends[&front([198, 18, 100, 1], 80, Proto::Tcp)];
@@ -1049,7 +1040,6 @@ mod tests {
         {
             ep.hints = Some(EndpointHints {
                 for_zones: Some(vec![ForZone { name: zone.into() }]),
-                ..Default::default()
             });
         }
         let mut zoned = nodes();

@@ -3,8 +3,8 @@
 //! Services and EndpointSlices are parsed as the model's own types
 //! ([`crate::model::objects`]), which have only the fields the model reads; their metadata is
 //! thinned here to what the model and the agent's Events read: name and namespace, the labels
-//! and annotations the model looks up, and (Services only, for an Event's reference) uid and
-//! resourceVersion. A Node loses `managedFields`, kubectl's last-applied copy and its list of
+//! and annotations the model looks up (a slice's one label moved to a field of its own), and
+//! (Services only, for an Event's reference) uid and resourceVersion. A Node loses `managedFields`, kubectl's last-applied copy and its list of
 //! container images (often the largest part of a Node). Applied to every watch event before it
 //! reaches the store, as kube-rs' `modify` allows (the watch itself has already taken the
 //! resourceVersion it resumes from).
@@ -76,6 +76,9 @@ impl Slim for Service {
 impl Slim for EndpointSlice {
     fn slim(&mut self) {
         thin_meta(&mut self.metadata, &SLICE_LABELS, &[], false);
+        if let Some(mut labels) = self.metadata.labels.take() {
+            self.service_label = labels.remove(SERVICE_NAME_LABEL);
+        }
     }
 }
 
@@ -291,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn a_slice_keeps_only_its_name_namespace_and_service_label() {
+    fn a_slice_keeps_only_its_name_namespace_and_service_name() {
         let mut slice: EndpointSlice =
             serde_json::from_value(slice_json("web", "web-abc")).unwrap();
         slice.slim();
@@ -300,13 +303,10 @@ mod tests {
             ObjectMeta {
                 name: Some("web-abc".into()),
                 namespace: Some("default".into()),
-                labels: Some(BTreeMap::from([(
-                    SERVICE_NAME_LABEL.to_string(),
-                    "web".to_string()
-                )])),
                 ..ObjectMeta::default()
             }
         );
+        assert_eq!(slice.service_name(), Some("web"));
         assert_eq!(slice.endpoints.as_ref().map(Vec::len), Some(4));
     }
 
