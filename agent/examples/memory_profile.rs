@@ -4,7 +4,10 @@
 //! with 2–8 endpoints, as `bench/src/cluster.rs` creates them) in the form the API server sends
 //! them (so the sizes are those of real deserialised objects).
 //!
-//! Run: `cargo run --release -p switchyard --example memory_profile -- 10000`.
+//! Run: `cargo run --release -p switchyard --example memory_profile -- 10000`; with a second
+//! argument `k8s` or `ours`, it only builds the stores of that kind (k8s-openapi objects as
+//! before, or the agent's own types) and prints the process's VmRSS after returning freed memory
+//! to the kernel (glibc's view of the same heap, fragmentation included).
 //! A counting global allocator (wrapping the system one) measures; nothing touches the kernel.
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::Ipv4Addr;
@@ -123,6 +126,9 @@ fn main() {
         .map(|a| a.parse().expect("the number of Services"))
         .unwrap_or(10_000);
     let texts: Vec<(String, String)> = (0..n).map(filler).collect();
+    if let Some(kind) = std::env::args().nth(2) {
+        return rss_of_stores(&texts, &kind);
+    }
     let base = live();
     let mut last = base;
     let stage = |what: &str, last: &mut usize| {
@@ -248,4 +254,53 @@ fn main() {
         mib(PEAK.load(Ordering::Relaxed) - base)
     );
     drop(names);
+}
+
+/// The process's VmRSS (kB) after freed memory went back to the kernel.
+fn rss() -> String {
+    switchyard::memory::release_freed();
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .map(|l| l.trim_start_matches("VmRSS:").trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Builds only the stores of `kind` (`k8s` or `ours`) from `texts` and prints VmRSS.
+fn rss_of_stores(texts: &[(String, String)], kind: &str) {
+    switchyard::memory::limit_arenas();
+    println!("VmRSS with the JSON texts only: {}", rss());
+    let heap = live();
+    let keep: Box<dyn std::any::Any> = match kind {
+        "k8s" => {
+            let (services, mut sw) = reflector::store::<k8s_openapi::api::core::v1::Service>();
+            let (slices, mut lw) =
+                reflector::store::<k8s_openapi::api::discovery::v1::EndpointSlice>();
+            for (s, l) in texts {
+                sw.apply_watcher_event(&Event::Apply(serde_json::from_str(s).expect("a service")));
+                lw.apply_watcher_event(&Event::Apply(serde_json::from_str(l).expect("a slice")));
+            }
+            Box::new((services, slices, sw, lw))
+        }
+        _ => {
+            let (services, mut sw) = reflector::store::<Service>();
+            let (slices, mut lw) = reflector::store::<EndpointSlice>();
+            for (s, l) in texts {
+                let mut svc: Service = serde_json::from_str(s).expect("a service");
+                svc.slim();
+                sw.apply_watcher_event(&Event::Apply(svc));
+                let mut slice: EndpointSlice = serde_json::from_str(l).expect("a slice");
+                slice.slim();
+                lw.apply_watcher_event(&Event::Apply(slice));
+            }
+            Box::new((services, slices, sw, lw))
+        }
+    };
+    println!(
+        "stores of {kind}: heap {}, VmRSS {}",
+        mib(live() - heap),
+        rss()
+    );
+    drop(keep);
 }
