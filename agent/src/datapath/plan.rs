@@ -649,6 +649,17 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn compacting_the_programmed_state_keeps_every_entry() {
+        let mut cursor = IdCursor::after(&Programmed::default());
+        let backends = (2..60).map(|i| backend(i, i % 5 == 0)).collect();
+        let p = plan(&desired(backends), &Programmed::default(), &mut cursor).unwrap();
+        let mut compacted = p.clone();
+        compacted.compact();
+        assert_eq!(compacted, p);
+        assert_eq!(compacted.backends.len(), 58);
+    }
+
+    #[test]
     fn a_service_becomes_header_slots_backends_and_rev_nat() {
         let mut cursor = IdCursor::after(&Programmed::default());
         let p = plan(
