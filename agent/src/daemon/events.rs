@@ -2,7 +2,7 @@
 //! recorder, which aggregates repeats into a series), so `kubectl describe svc` shows what the
 //! datapath did not do and why. Publishing runs in the background: the API server being slow or
 //! away never holds up programming the datapath.
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Resource;
 
@@ -24,14 +24,14 @@ impl Events {
         }
     }
 
-    /// A Warning on `svc` that the datapath does not serve something it asks for.
-    pub fn unsupported(&self, svc: &Service, note: String) {
+    /// A Warning on Service `svc` that the datapath does not serve something it asks for.
+    pub fn unsupported<K: Resource<DynamicType = ()>>(&self, svc: &K, note: String) {
         self.warn(svc, "Unsupported", note);
     }
 
-    /// A Warning on `svc` that its `frontend` could not be written into the service maps
+    /// A Warning on Service `svc` that its `frontend` could not be written into the service maps
     /// because of `error` (which says what to do about a full map).
-    pub fn sync_failed(&self, svc: &Service, frontend: &str, error: &str) {
+    pub fn sync_failed<K: Resource<DynamicType = ()>>(&self, svc: &K, frontend: &str, error: &str) {
         let note = format!(
             "frontend {frontend} is not programmed: {error}. Its previous entries, if any, stay \
              in place; switchyard retries with every change and at least every 30 s"
@@ -39,7 +39,7 @@ impl Events {
         self.warn(svc, "SyncFailed", note);
     }
 
-    fn warn(&self, svc: &Service, reason: &str, note: String) {
+    fn warn<K: Resource<DynamicType = ()>>(&self, svc: &K, reason: &str, note: String) {
         let reference: ObjectReference = svc.object_ref(&());
         let recorder = self.recorder.clone();
         let reason = reason.to_string();

@@ -3,8 +3,7 @@
 //! user sees each problem once in the log and once as an Event, not on every resync.
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::Service;
-
+use crate::model::objects::Service;
 use crate::model::{self, ObjKey};
 
 /// The notes last reported for each Service.

@@ -17,8 +17,6 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::Service;
-
 use super::failing::{self, Failing, Unprogrammed};
 use super::notes::Notes;
 use super::report::ServicesSynced;
@@ -26,6 +24,7 @@ use crate::datapath::apply::ServiceReport;
 use crate::datapath::services::{ServiceSync, ServiceWriters};
 use crate::datapath::tunnels::{Cidr, TunnelSync};
 use crate::datapath::MapWriter;
+use crate::model::objects::Service;
 use crate::model::{self, DesiredCache, HealthCheck, NodeView, ObjKey};
 use crate::watch::{Dirty, Stores};
 
@@ -231,9 +230,9 @@ mod tests {
     use super::*;
     use crate::datapath::maps::MemMap;
     use crate::datapath::services::{read_map, MemServiceMaps};
+    use crate::model::objects::EndpointSlice;
     use crate::watch::Feed;
-    use k8s_openapi::api::core::v1::{Node, Service};
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use k8s_openapi::api::core::v1::Node;
     use serde_json::json;
 
     type MemSync = ServiceSync<crate::datapath::services::InMemory>;

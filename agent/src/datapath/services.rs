@@ -135,6 +135,7 @@ impl<W: ServiceWriters> ServiceSync<W> {
         let next = plan::plan(desired, &self.programmed, &mut self.cursor)?;
         let target = Target::whole(desired, &self.programmed, &next);
         let report = apply::write(&mut self.maps, &mut self.programmed, &target);
+        self.programmed.compact();
         self.cursor.keep_unwritten(&next, &self.programmed);
         if report.complete() {
             self.usage = Some(Usage::build(desired, &self.programmed));

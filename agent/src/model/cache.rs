@@ -10,9 +10,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-
+use super::objects::{EndpointSlice, Service};
 use super::services::{health_check, service_frontends, slice_owner, NodeView};
 use super::{Desired, Frontend, FrontendSpec};
 
@@ -28,10 +26,25 @@ pub struct DesiredCache {
     fronts_of: HashMap<ObjKey, Vec<Frontend>>,
     /// The health check port each Service produced.
     health_of: HashMap<ObjKey, u16>,
-    /// Slice names (same namespace) of each Service.
-    slices_of: HashMap<ObjKey, BTreeSet<String>>,
+    /// Slice names (same namespace) of each Service, sorted (a set; a `BTreeSet` of one name
+    /// would take a whole B-tree node).
+    slices_of: HashMap<ObjKey, Vec<String>>,
     /// Owner Service of each slice.
     owner_of: HashMap<ObjKey, ObjKey>,
+}
+
+/// Adds `name` to the sorted set `names`.
+fn add_name(names: &mut Vec<String>, name: &str) {
+    if let Err(at) = names.binary_search_by(|n| n.as_str().cmp(name)) {
+        names.insert(at, name.to_string());
+    }
+}
+
+/// Removes `name` from the sorted set `names`.
+fn remove_name(names: &mut Vec<String>, name: &str) {
+    if let Ok(at) = names.binary_search_by(|n| n.as_str().cmp(name)) {
+        names.remove(at);
+    }
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjKey {
@@ -60,11 +73,7 @@ impl DesiredCache {
         for slice in slices.iter().map(Borrow::borrow) {
             if let Some(owner) = slice_owner(slice) {
                 let key = key_of(&slice.metadata);
-                cache
-                    .slices_of
-                    .entry(owner.clone())
-                    .or_default()
-                    .insert(key.1.clone());
+                add_name(cache.slices_of.entry(owner.clone()).or_default(), &key.1);
                 cache.owner_of.insert(key, owner.clone());
                 owned.entry(owner).or_default().push(slice);
             }
@@ -82,6 +91,11 @@ impl DesiredCache {
                 .insert(key, fronts.iter().map(|(f, _)| *f).collect());
             cache.desired.frontends.extend(fronts);
         }
+        // Built in Service order, the B-tree's nodes are about half full; rebuilt from sorted
+        // entries they are full.
+        cache.desired.frontends = std::mem::take(&mut cache.desired.frontends)
+            .into_iter()
+            .collect();
         cache
     }
 
@@ -113,7 +127,7 @@ impl DesiredCache {
         for key in slices {
             if let Some(old) = self.owner_of.remove(&key) {
                 if let Some(names) = self.slices_of.get_mut(&old) {
-                    names.remove(&key.1);
+                    remove_name(names, &key.1);
                     if names.is_empty() {
                         self.slices_of.remove(&old);
                     }
@@ -121,10 +135,7 @@ impl DesiredCache {
                 dirty.insert(old);
             }
             if let Some(owner) = slice(&key).and_then(|s| slice_owner(s.borrow())) {
-                self.slices_of
-                    .entry(owner.clone())
-                    .or_default()
-                    .insert(key.1.clone());
+                add_name(self.slices_of.entry(owner.clone()).or_default(), &key.1);
                 self.owner_of.insert(key, owner.clone());
                 dirty.insert(owner);
             }
@@ -174,8 +185,8 @@ mod tests {
     use super::*;
     use crate::model::desired;
     use crate::model::nodes::tests::node;
-    use k8s_openapi::api::core::v1::{Node, ServicePort, ServiceSpec};
-    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort};
+    use crate::model::objects::{Endpoint, EndpointPort, ServicePort, ServiceSpec};
+    use k8s_openapi::api::core::v1::Node;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::net::Ipv4Addr;
 
@@ -241,6 +252,7 @@ mod tests {
                 port: Some(8080),
                 ..Default::default()
             }]),
+            ..Default::default()
         }
     }
 

@@ -13,9 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-
-use super::services::{NodeView, SERVICE_NAME_LABEL};
+use super::objects::EndpointSlice;
+use super::services::NodeView;
 use super::{BackendAddr, BackendSpec, Proto};
 
 /// One endpoint of a slice, as the model sees it.
@@ -58,12 +57,7 @@ pub fn endpoints(
     let owned = slices.iter().filter(|s| {
         s.address_type == "IPv4"
             && s.metadata.namespace.as_deref() == Some(ns)
-            && s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .map(String::as_str)
-                == Some(name)
+            && s.service_name() == Some(name)
     });
     for slice in owned {
         let port = slice.ports.iter().flatten().find(|p| {

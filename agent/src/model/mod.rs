@@ -10,6 +10,7 @@ pub mod cache;
 pub mod endpoints;
 mod error;
 pub mod nodes;
+pub mod objects;
 pub mod services;
 mod types;
 

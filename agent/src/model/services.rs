@@ -19,11 +19,11 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Node;
 
 use super::endpoints::{backends, endpoints, is_local, proto, Endpoint};
 use super::nodes::{internal_ip, parse_cidr};
+use super::objects::{EndpointSlice, Service, ServicePort, ServiceSpec};
 use super::{Desired, Frontend, FrontendSpec, HealthCheck};
 
 /// Label linking an EndpointSlice to its Service.
@@ -52,13 +52,7 @@ pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
 /// `kubernetes.io/service-name` label.
 pub fn slice_owner(slice: &EndpointSlice) -> Option<(String, String)> {
     let ns = slice.metadata.namespace.clone()?;
-    let svc = slice
-        .metadata
-        .labels
-        .as_ref()?
-        .get(SERVICE_NAME_LABEL)?
-        .clone();
-    Some((ns, svc))
+    Some((ns, slice.service_name()?.to_string()))
 }
 
 fn affinity(spec: &ServiceSpec) -> Option<u32> {
@@ -479,11 +473,11 @@ fn node_port(port: &ServicePort) -> Option<u16> {
 mod tests {
     use super::*;
     use crate::model::nodes::tests::node;
-    use crate::model::Proto;
-    use k8s_openapi::api::core::v1::{ClientIPConfig, ServiceSpec, SessionAffinityConfig};
-    use k8s_openapi::api::discovery::v1::{
-        Endpoint as SliceEndpoint, EndpointConditions, EndpointPort,
+    use crate::model::objects::{
+        ClientIPConfig, Endpoint as SliceEndpoint, EndpointConditions, EndpointPort, ServiceSpec,
+        SessionAffinityConfig,
     };
+    use crate::model::Proto;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
@@ -508,7 +502,6 @@ mod tests {
             port,
             protocol: Some(proto.into()),
             node_port,
-            ..Default::default()
         }
     }
 
@@ -559,10 +552,10 @@ mod tests {
                         name: name.map(Into::into),
                         port: Some(*port),
                         protocol: Some(proto.to_string()),
-                        ..Default::default()
                     })
                     .collect(),
             ),
+            ..Default::default()
         }
     }
 
@@ -947,7 +940,7 @@ mod tests {
 
     #[test]
     fn external_ips_and_load_balancer_ingress_are_frontends_on_the_service_port() {
-        use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+        use crate::model::objects::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
         let mut svc = with_spec(
             service(
                 "default",
@@ -972,11 +965,9 @@ mod tests {
                     LoadBalancerIngress {
                         ip: Some("198.18.100.9".into()),
                         ip_mode: Some("Proxy".into()),
-                        ..Default::default()
                     },
                 ]),
             }),
-            ..Default::default()
         });
         let d = desired(&[svc], &[two_node_slice("web")], &nodes(), "n1", NODE_IP);
         let lb = &d.frontends[&front([198, 18, 100, 1], 80, Proto::Tcp)];
@@ -1029,7 +1020,7 @@ mod tests {
 
     #[test]
     fn topology_hints_prefer_this_zone_and_fall_back_to_all() {
-        use k8s_openapi::api::discovery::v1::{EndpointHints, ForZone};
+        use crate::model::objects::{EndpointHints, ForZone};
         let svc = with_spec(
             service(
                 "default",
@@ -1049,7 +1040,6 @@ mod tests {
         {
             ep.hints = Some(EndpointHints {
                 for_zones: Some(vec![ForZone { name: zone.into() }]),
-                ..Default::default()
             });
         }
         let mut zoned = nodes();

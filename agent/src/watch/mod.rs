@@ -1,5 +1,7 @@
 //! kube-rs reflectors for Services, EndpointSlices and Nodes, one change notification, and the
-//! list of what changed. Objects are stored without what the agent never reads ([`slim`]).
+//! list of what changed. Services and EndpointSlices are parsed as the model's own types, which
+//! leave out what the model never reads ([`crate::model::objects`]), and every object is stored
+//! without what the agent never reads ([`slim`]).
 //!
 //! Every event wakes the reconcile loop and names its object in [`Dirty`], so the loop can
 //! recompute just the Services concerned. A relist (the watch's `InitDone`, also at start)
@@ -9,8 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::{self, reflector, store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
@@ -18,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::model::objects::{EndpointSlice, Service};
 use crate::model::ObjKey;
 
 pub mod slim;

@@ -1,15 +1,36 @@
-//! What the agent's caches keep of each object: everything the model reads, without the parts
-//! that only make objects heavy — `managedFields`, kubectl's last-applied copy of the whole
-//! object, and a Node's list of container images (often the largest part of a Node). Applied to
-//! every watch event before it reaches the store, as kube-rs' `modify` allows.
+//! What the agent's caches keep of each object: what the model reads, nothing else.
+//!
+//! Services and EndpointSlices are parsed as the model's own types
+//! ([`crate::model::objects`]), which have only the fields the model reads; their metadata is
+//! thinned here to what the model and the agent's Events read: name and namespace, the labels
+//! and annotations the model looks up (a slice's one label moved to a field of its own), and
+//! (Services only, for an Event's reference) uid and resourceVersion. A Node loses `managedFields`, kubectl's last-applied copy and its list of
+//! container images (often the largest part of a Node). Applied to every watch event before it
+//! reaches the store, as kube-rs' `modify` allows (the watch itself has already taken the
+//! resourceVersion it resumes from).
 //!
 //! Invariant: only fields the model never reads are dropped; what is kept is unchanged.
-use k8s_openapi::api::core::v1::{Node, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::model::objects::{EndpointSlice, Service};
+use crate::model::services::{
+    LB_ALGORITHM_ANNOTATION, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, TOPOLOGY_MODE_ANNOTATION,
+};
 
 /// kubectl's copy of the last applied manifest.
 pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The Service labels the model reads.
+pub const SERVICE_LABELS: [&str; 1] = [SERVICE_PROXY_NAME_LABEL];
+
+/// The Service annotations the model reads.
+pub const SERVICE_ANNOTATIONS: [&str; 2] = [LB_ALGORITHM_ANNOTATION, TOPOLOGY_MODE_ANNOTATION];
+
+/// The EndpointSlice labels the model reads.
+pub const SLICE_LABELS: [&str; 1] = [SERVICE_NAME_LABEL];
 
 /// An object that can drop what the agent never reads.
 pub trait Slim {
@@ -17,28 +38,56 @@ pub trait Slim {
     fn slim(&mut self);
 }
 
-fn slim_meta(meta: &mut ObjectMeta) {
-    meta.managed_fields = None;
-    if let Some(a) = meta.annotations.as_mut() {
-        a.remove(LAST_APPLIED);
-    }
+/// Labels or annotations with only the `keep` keys (`None` when none is left).
+fn only(map: Option<BTreeMap<String, String>>, keep: &[&str]) -> Option<BTreeMap<String, String>> {
+    let kept: BTreeMap<String, String> = map?
+        .into_iter()
+        .filter(|(k, _)| keep.contains(&k.as_str()))
+        .collect();
+    (!kept.is_empty()).then_some(kept)
+}
+
+/// `meta` with only its name and namespace, the `labels` and `annotations` named, and, when
+/// `identity`, its uid and resourceVersion.
+fn thin_meta(meta: &mut ObjectMeta, labels: &[&str], annotations: &[&str], identity: bool) {
+    let old = std::mem::take(meta);
+    *meta = ObjectMeta {
+        name: old.name,
+        namespace: old.namespace,
+        labels: only(old.labels, labels),
+        annotations: only(old.annotations, annotations),
+        uid: old.uid.filter(|_| identity),
+        resource_version: old.resource_version.filter(|_| identity),
+        ..ObjectMeta::default()
+    };
 }
 
 impl Slim for Service {
     fn slim(&mut self) {
-        slim_meta(&mut self.metadata);
+        thin_meta(
+            &mut self.metadata,
+            &SERVICE_LABELS,
+            &SERVICE_ANNOTATIONS,
+            true,
+        );
     }
 }
 
 impl Slim for EndpointSlice {
     fn slim(&mut self) {
-        slim_meta(&mut self.metadata);
+        thin_meta(&mut self.metadata, &SLICE_LABELS, &[], false);
+        if let Some(mut labels) = self.metadata.labels.take() {
+            self.service_label = labels.remove(SERVICE_NAME_LABEL);
+        }
     }
 }
 
 impl Slim for Node {
     fn slim(&mut self) {
-        slim_meta(&mut self.metadata);
+        self.metadata.managed_fields = None;
+        if let Some(a) = self.metadata.annotations.as_mut() {
+            a.remove(LAST_APPLIED);
+        }
         if let Some(status) = self.status.as_mut() {
             status.images = None;
         }
@@ -48,49 +97,231 @@ impl Slim for Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerImage, NodeStatus, ServiceSpec};
+    use crate::model::{desired, Desired};
+    use k8s_openapi::api::core::v1::{ContainerImage, NodeStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-    use std::collections::BTreeMap;
+    use serde_json::json;
+    use std::net::Ipv4Addr;
 
-    fn meta() -> ObjectMeta {
-        ObjectMeta {
-            name: Some("web".into()),
-            managed_fields: Some(vec![ManagedFieldsEntry::default()]),
-            annotations: Some(BTreeMap::from([
-                (LAST_APPLIED.to_string(), "{...}".to_string()),
-                (
-                    "service.kubernetes.io/topology-mode".to_string(),
-                    "Auto".to_string(),
-                ),
-            ])),
-            ..ObjectMeta::default()
-        }
+    fn node(name: &str, n: u8, zone: &str) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
+            "spec": {"podCIDR": format!("10.244.{n}.0/24")},
+            "status": {"addresses": [{"type": "InternalIP", "address": format!("198.18.0.{}", 10 + n)}]}
+        }))
+        .unwrap()
     }
 
-    #[test]
-    fn a_service_loses_managed_fields_and_the_applied_copy_and_keeps_the_rest() {
-        let mut svc = Service {
-            metadata: meta(),
-            spec: Some(ServiceSpec {
-                cluster_ip: Some("10.96.0.5".into()),
-                ..ServiceSpec::default()
-            }),
-            ..Service::default()
+    /// A Service as an API server sends it, using every feature the model reads, with the
+    /// fields it does not read around them.
+    fn service_json(name: &str, ty: &str, policy: &str) -> serde_json::Value {
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {
+                "name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                "resourceVersion": "42", "generation": 3,
+                "creationTimestamp": "2026-12-02T11:00:00Z",
+                "labels": {"app": name, "team": "x"},
+                "annotations": {
+                    LAST_APPLIED: "{...}",
+                    "service.switchyard.io/lb-algorithm": "maglev",
+                    "service.kubernetes.io/topology-mode": "Auto",
+                    "other": "y"
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+                "finalizers": ["service.kubernetes.io/load-balancer-cleanup"]
+            },
+            "spec": {
+                "type": ty, "clusterIP": "10.96.0.7", "clusterIPs": ["10.96.0.7", "fd00::7"],
+                "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "PreferDualStack",
+                "selector": {"app": name},
+                "ports": [
+                    {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP",
+                     "nodePort": 30080, "appProtocol": "http"},
+                    {"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP",
+                     "nodePort": 30053},
+                    {"name": "sctp", "port": 9, "protocol": "SCTP"}
+                ],
+                "externalIPs": ["192.0.2.9"],
+                "externalTrafficPolicy": policy, "internalTrafficPolicy": "Cluster",
+                "healthCheckNodePort": if policy == "Local" { json!(32000) } else { json!(null) },
+                "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+                "loadBalancerSourceRanges": ["203.0.113.0/24", "bogus"],
+                "allocateLoadBalancerNodePorts": true, "loadBalancerClass": "x"
+            },
+            "status": {"loadBalancer": {"ingress": [
+                {"ip": "198.51.100.1", "ports": [{"port": 80, "protocol": "TCP"}]},
+                {"ip": "198.51.100.2", "ipMode": "Proxy"},
+                {"hostname": "lb.example"}
+            ]}, "conditions": []}
+        })
+    }
+
+    /// An EndpointSlice as the EndpointSlice controller writes it.
+    fn slice_json(service: &str, name: &str) -> serde_json::Value {
+        let ep = |ip: &str, node: &str, ready: bool, terminating: bool, zone: &str| {
+            json!({
+                "addresses": [ip], "nodeName": node, "zone": zone, "hostname": "h",
+                "conditions": {"ready": ready, "serving": true, "terminating": terminating},
+                "hints": {"forZones": [{"name": zone}], "forNodes": [{"name": node}]},
+                "targetRef": {"kind": "Pod", "name": format!("pod-{ip}"),
+                              "namespace": "default", "uid": "u"},
+                "deprecatedTopology": {"k": "v"}
+            })
         };
-        let before = svc.clone();
-        svc.slim();
-        assert_eq!(svc.metadata.managed_fields, None);
-        let annotations = svc.metadata.annotations.as_ref().unwrap();
-        assert!(!annotations.contains_key(LAST_APPLIED));
-        assert_eq!(annotations["service.kubernetes.io/topology-mode"], "Auto");
-        assert_eq!(svc.spec, before.spec);
-        assert_eq!(svc.metadata.name, before.metadata.name);
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {
+                "name": name, "namespace": "default", "uid": "u", "resourceVersion": "7",
+                "generation": 2, "generateName": format!("{service}-"),
+                "labels": {"kubernetes.io/service-name": service,
+                           "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                           "app": service},
+                "annotations": {"endpoints.kubernetes.io/last-change-trigger-time": "2026-12-02T11:00:00Z"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": service,
+                                     "uid": "u", "controller": true}]
+            },
+            "addressType": "IPv4",
+            "ports": [
+                {"name": "http", "port": 8080, "protocol": "TCP", "appProtocol": "http"},
+                {"name": "dns", "port": 5353, "protocol": "UDP"}
+            ],
+            "endpoints": [
+                ep("10.244.1.5", "n1", true, false, "a"),
+                ep("10.244.2.5", "n2", true, false, "b"),
+                ep("10.244.1.6", "n1", false, true, "a"),
+                ep("10.244.2.7", "gone", true, false, "a")
+            ]
+        })
+    }
+
+    /// The desired state of `services` and `slices` (JSON), parsed as k8s-openapi objects and
+    /// taken over whole, or parsed straight into the agent's types and slimmed.
+    fn both_ways(services: &[serde_json::Value], slices: &[serde_json::Value]) -> [Desired; 2] {
+        let nodes = [node("n1", 1, "a"), node("n2", 2, "b")];
+        let whole_svcs: Vec<Service> = services
+            .iter()
+            .map(|v| {
+                let full: k8s_openapi::api::core::v1::Service =
+                    serde_json::from_value(v.clone()).unwrap();
+                Service::from(full)
+            })
+            .collect();
+        let whole_slices: Vec<EndpointSlice> = slices
+            .iter()
+            .map(|v| {
+                let full: k8s_openapi::api::discovery::v1::EndpointSlice =
+                    serde_json::from_value(v.clone()).unwrap();
+                EndpointSlice::from(full)
+            })
+            .collect();
+        let mut slim_svcs: Vec<Service> = services
+            .iter()
+            .map(|v| serde_json::from_value(v.clone()).unwrap())
+            .collect();
+        slim_svcs.iter_mut().for_each(Slim::slim);
+        let mut slim_slices: Vec<EndpointSlice> = slices
+            .iter()
+            .map(|v| serde_json::from_value(v.clone()).unwrap())
+            .collect();
+        slim_slices.iter_mut().for_each(Slim::slim);
+        let ip = Ipv4Addr::new(198, 18, 0, 11);
+        [
+            desired(&whole_svcs, &whole_slices, &nodes, "n1", ip),
+            desired(&slim_svcs, &slim_slices, &nodes, "n1", ip),
+        ]
     }
 
     #[test]
-    fn a_node_loses_its_image_list_and_keeps_its_addresses() {
+    fn slimmed_objects_give_the_model_the_same_desired_state_as_whole_ones() {
+        let services = [
+            service_json("web", "LoadBalancer", "Local"),
+            service_json("api", "NodePort", "Cluster"),
+        ];
+        let slices = [slice_json("web", "web-abc"), slice_json("api", "api-abc")];
+        let [whole, slim] = both_ways(&services, &slices);
+        assert!(whole.frontends.len() >= 8, "{whole:?}");
+        assert_eq!(whole.health_checks.len(), 1);
+        assert_eq!(slim, whole);
+    }
+
+    #[test]
+    fn slimmed_services_give_the_same_notes_as_whole_ones() {
+        let v = service_json("web", "LoadBalancer", "Local");
+        let full: k8s_openapi::api::core::v1::Service = serde_json::from_value(v.clone()).unwrap();
+        let mut slim: Service = serde_json::from_value(v).unwrap();
+        slim.slim();
+        let notes = crate::model::service_notes(&slim);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert_eq!(notes, crate::model::service_notes(&Service::from(full)));
+    }
+
+    #[test]
+    fn a_service_keeps_its_identity_and_the_labels_and_annotations_the_model_reads() {
+        let mut svc: Service =
+            serde_json::from_value(service_json("web", "ClusterIP", "Cluster")).unwrap();
+        svc.metadata.labels = Some(BTreeMap::from([
+            ("app".to_string(), "web".to_string()),
+            (SERVICE_PROXY_NAME_LABEL.to_string(), "other".to_string()),
+        ]));
+        let spec = svc.spec.clone();
+        svc.slim();
+        let m = &svc.metadata;
+        assert_eq!(
+            (m.name.as_deref(), m.namespace.as_deref()),
+            (Some("web"), Some("default"))
+        );
+        assert_eq!(m.uid.as_deref(), Some("uid-web"), "an Event refers to it");
+        assert_eq!(m.resource_version.as_deref(), Some("42"));
+        assert_eq!(
+            m.labels,
+            Some(BTreeMap::from([(
+                SERVICE_PROXY_NAME_LABEL.to_string(),
+                "other".to_string()
+            )]))
+        );
+        let annotations = m.annotations.as_ref().unwrap();
+        assert_eq!(annotations.len(), 2);
+        assert_eq!(annotations[TOPOLOGY_MODE_ANNOTATION], "Auto");
+        assert_eq!(annotations[LB_ALGORITHM_ANNOTATION], "maglev");
+        assert_eq!(
+            (m.managed_fields.as_ref(), m.finalizers.as_ref()),
+            (None, None)
+        );
+        assert_eq!(m.creation_timestamp, None);
+        assert_eq!(svc.spec, spec);
+    }
+
+    #[test]
+    fn a_slice_keeps_only_its_name_namespace_and_service_name() {
+        let mut slice: EndpointSlice =
+            serde_json::from_value(slice_json("web", "web-abc")).unwrap();
+        slice.slim();
+        assert_eq!(
+            slice.metadata,
+            ObjectMeta {
+                name: Some("web-abc".into()),
+                namespace: Some("default".into()),
+                ..ObjectMeta::default()
+            }
+        );
+        assert_eq!(slice.service_name(), Some("web"));
+        assert_eq!(slice.endpoints.as_ref().map(Vec::len), Some(4));
+    }
+
+    #[test]
+    fn a_node_loses_managed_fields_the_applied_copy_and_its_image_list_and_keeps_the_rest() {
         let mut node = Node {
-            metadata: meta(),
+            metadata: ObjectMeta {
+                name: Some("n1".into()),
+                managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                annotations: Some(BTreeMap::from([
+                    (LAST_APPLIED.to_string(), "{...}".to_string()),
+                    ("a".to_string(), "b".to_string()),
+                ])),
+                ..ObjectMeta::default()
+            },
             status: Some(NodeStatus {
                 images: Some(vec![ContainerImage::default()]),
                 addresses: Some(vec![]),
@@ -99,6 +330,11 @@ mod tests {
             ..Node::default()
         };
         node.slim();
+        assert_eq!(node.metadata.managed_fields, None);
+        assert_eq!(
+            node.metadata.annotations,
+            Some(BTreeMap::from([("a".to_string(), "b".to_string())]))
+        );
         let status = node.status.unwrap();
         assert_eq!(status.images, None);
         assert_eq!(status.addresses, Some(vec![]));
