@@ -415,11 +415,14 @@ impl Work {
 
     /// Reconciles everything noted, then forgets it.
     fn drain(&mut self, store: &Store) {
-        for ns in std::mem::take(&mut self.namespaces) {
-            let served = reconcile_namespace(store, &ns);
-            self.selecting.insert(ns, served);
+        let whole = std::mem::take(&mut self.namespaces);
+        for ns in &whole {
+            let served = reconcile_namespace(store, ns);
+            self.selecting.insert(ns.clone(), served);
         }
-        for (ns, name) in std::mem::take(&mut self.services) {
+        let services = std::mem::take(&mut self.services);
+        // A namespace reconciled whole just now needs none of its Services done again.
+        for (ns, name) in services.into_iter().filter(|(ns, _)| !whole.contains(ns)) {
             let sel = reconcile_service(store, &ns, &name);
             let selecting = self.selecting.entry(ns).or_default();
             match sel {
