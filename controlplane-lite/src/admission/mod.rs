@@ -7,7 +7,8 @@
 //! (`metadata.rs`) and its kind's defaults and allocations (`services/`, `pods.rs`, `nodes.rs`,
 //! `namespaces.rs`); one that fails validation is refused with a 422 naming every wrong field.
 //! Allocations are only written into the object, never reserved elsewhere: what the store holds
-//! is what is taken, so a refused object holds nothing.
+//! is what is taken (the store keeps it indexed, [`crate::store::Held`], so checking costs no
+//! list), so a refused object holds nothing and a deleted one frees what it held.
 use std::net::Ipv4Addr;
 
 use serde_json::Value;
@@ -203,9 +204,20 @@ mod testing {
     use crate::store::{Key, Store};
 
     /// Admits `obj` as a new `plural` in `default` and stores it.
-    pub(super) fn create(store: &Store, plural: &str, mut obj: Value) -> Result<Value, ApiError> {
+    pub(super) fn create(store: &Store, plural: &str, obj: Value) -> Result<Value, ApiError> {
+        create_in(store, plural, obj, &Ranges::default())
+    }
+
+    /// [`create`] with `ranges`, under the admission lock as the API takes it.
+    pub(super) fn create_in(
+        store: &Store,
+        plural: &str,
+        mut obj: Value,
+        ranges: &Ranges,
+    ) -> Result<Value, ApiError> {
         let res = find("", "v1", plural).unwrap();
-        on_create(res, "default", &mut obj, store, &Ranges::default())?;
+        let _admission = store.admission_lock();
+        on_create(res, "default", &mut obj, store, ranges)?;
         let key = Key {
             resource: plural.into(),
             namespace: if res.namespaced {

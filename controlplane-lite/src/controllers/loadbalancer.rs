@@ -88,6 +88,11 @@ fn key_of(svc: &Value) -> Key {
     }
 }
 
+/// Whether a pass looks at the Service: it wants an address or holds one.
+fn concerned(svc: &Value) -> bool {
+    wants_address(svc) || !ingress_ips(svc).is_empty()
+}
+
 /// What to do with one Service.
 #[derive(Debug, PartialEq, Eq)]
 enum Decision {
@@ -105,11 +110,7 @@ enum Decision {
 /// the pools. The others (most Services of a large cluster) are kept as they are: they neither
 /// claim nor free an address, so a pass costs what the LoadBalancer Services cost.
 fn decide(services: &[Arc<Value>], pool: &Pool) -> Vec<(Arc<Value>, Decision)> {
-    let mut ordered: Vec<Arc<Value>> = services
-        .iter()
-        .filter(|s| wants_address(s) || !ingress_ips(s).is_empty())
-        .cloned()
-        .collect();
+    let mut ordered: Vec<Arc<Value>> = services.iter().filter(|s| concerned(s)).cloned().collect();
     ordered.sort_by_key(|s| {
         (
             s["metadata"]["creationTimestamp"]
@@ -184,7 +185,13 @@ fn decide(services: &[Arc<Value>], pool: &Pool) -> Vec<(Arc<Value>, Decision)> {
 /// One pass over every Service.
 pub fn reconcile(store: &Store, pool: &Pool, events: &Recorder) {
     let (services, _) = store.list("services", None);
-    for (svc, decision) in decide(&services, pool) {
+    pass(store, &services, pool, events);
+}
+
+/// One pass over `services`, which must include every Service that wants or holds an address
+/// (the others are left as they are anyway).
+fn pass(store: &Store, services: &[Arc<Value>], pool: &Pool, events: &Recorder) {
+    for (svc, decision) in decide(services, pool) {
         let key = key_of(&svc);
         let regarding = Reference::to(&svc);
         match decision {
@@ -228,15 +235,46 @@ pub fn reconcile(store: &Store, pool: &Pool, events: &Recorder) {
     }
 }
 
-/// Runs until the store closes: on every Service change, and every 30 s.
+/// Runs until the store closes: on every change of a Service that wants or holds an address
+/// (a pass over those only), and over every Service every 30 s and after missed writes.
 pub async fn run(store: Store, pool: Pool, events: Recorder) {
     let mut rx = store.subscribe();
     let mut resync = tokio::time::interval(Duration::from_secs(30));
+    // The keys of the Services a pass looks at, as of the last event seen.
+    let mut watched: BTreeSet<Key> = BTreeSet::new();
+    let mut whole = true;
     loop {
-        reconcile(&store, &pool, &events);
-        if !super::next_pass(&mut rx, &mut resync, |k| k.resource == "services").await {
-            return;
+        if whole {
+            let (services, _) = store.list("services", None);
+            watched = services
+                .iter()
+                .filter(|s| concerned(s))
+                .map(|s| key_of(s))
+                .collect();
+            pass(&store, &services, &pool, &events);
+        } else {
+            let services: Vec<Arc<Value>> = watched.iter().filter_map(|k| store.get(k)).collect();
+            pass(&store, &services, &pool, &events);
         }
+        whole = loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Ok(e) if e.key.resource == "services" => {
+                        // A pass when the Service is concerned now, or was until this change.
+                        if store.get(&e.key).is_some_and(|s| concerned(&s)) {
+                            watched.insert(e.key);
+                            break false;
+                        } else if watched.remove(&e.key) {
+                            break false;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(crate::store::RecvError::Lagged) => break true,
+                    Err(crate::store::RecvError::Closed) => return,
+                },
+                _ = resync.tick() => break true,
+            }
+        };
     }
 }
 

@@ -12,8 +12,11 @@
 //!   watch history) take only the state lock, which no one holds across disk work, so a slow
 //!   fsync never stalls them. A write called from an async worker hands the worker over first
 //!   ([`tokio::task::block_in_place`]) before it waits for the writer lock or the disk.
+//! - [`Held`], the index of the ClusterIPs and node ports the stored Services hold, changes in
+//!   the same commit as the Service it follows, so it always says what the objects say.
 //! - The history holds at most [`Limits::history_events`] events and
 //!   [`Limits::history_bytes`] bytes of objects; a watch from before it gets 410 Gone.
+mod held;
 mod log;
 mod subscription;
 
@@ -26,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
 
+pub use held::Held;
 pub use subscription::{RecvError, Subscription, TryRecvError};
 
 /// Where an object lives: resource plural, namespace ("" for cluster-scoped), name.
@@ -153,6 +157,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     writer: Mutex<Writer>,
     admission: Mutex<()>,
+    /// Taken after `state` when both are (in [`Store::commit`]).
+    held: Mutex<Held>,
     published: watch::Sender<u64>,
     limits: Limits,
 }
@@ -179,6 +185,26 @@ impl Shared {
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
+}
+
+/// The objects of `resource` (in `namespace` if given) whose names start with `prefix`: a range
+/// of the key order (resource, namespace, name), so a list costs what it returns rather than
+/// what the whole store holds.
+fn scope<'a>(
+    objects: &'a BTreeMap<Key, Arc<Value>>,
+    resource: &'a str,
+    namespace: Option<&'a str>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a Key, &'a Arc<Value>)> + 'a {
+    let start = Key {
+        resource: resource.to_string(),
+        namespace: namespace.unwrap_or("").to_string(),
+        name: prefix.to_string(),
+    };
+    objects.range(start..).take_while(move |(k, _)| {
+        k.resource == resource
+            && namespace.is_none_or(|ns| k.namespace == ns && k.name.starts_with(prefix))
+    })
 }
 
 /// Runs blocking disk work: on an async worker of a multi-threaded runtime the worker is
@@ -226,6 +252,7 @@ impl Store {
     ) -> Self {
         let (published, _) = watch::channel(rv);
         let live = sizes.values().sum();
+        let held = Held::build(objects.iter().map(|(k, v)| (k, v.as_ref())));
         Store {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -236,6 +263,7 @@ impl Store {
                 }),
                 writer: Mutex::new(Writer { log, sizes, live }),
                 admission: Mutex::new(()),
+                held: Mutex::new(held),
                 published,
                 limits,
             }),
@@ -250,6 +278,12 @@ impl Store {
             .admission
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The ClusterIPs and node ports the stored Services hold. Allocators read it under
+    /// [`Store::admission_lock`]; while holding it, do not call the store (a write waits for it).
+    pub fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.shared.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Opens (or creates) the store in `dir` with the default limits.
@@ -317,13 +351,19 @@ impl Store {
     /// Every object of `resource` (in `namespace` if given), with the list's resourceVersion.
     pub fn list(&self, resource: &str, namespace: Option<&str>) -> (Vec<Arc<Value>>, u64) {
         let st = self.shared.state();
-        let items = st
-            .objects
-            .iter()
-            .filter(|(k, _)| k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns))
+        let items = scope(&st.objects, resource, namespace, "")
             .map(|(_, v)| v.clone())
             .collect();
         (items, st.rv)
+    }
+
+    /// The objects of `resource` in `namespace` whose names start with `prefix`, in name order:
+    /// as cheap as their number, however many others the store holds.
+    pub fn list_prefixed(&self, resource: &str, namespace: &str, prefix: &str) -> Vec<Arc<Value>> {
+        let st = self.shared.state();
+        scope(&st.objects, resource, Some(namespace), prefix)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Every object of `resource` (in `namespace` if given) as it was at resourceVersion `rv`
@@ -343,10 +383,7 @@ impl Store {
         }
         let scoped =
             |k: &Key| k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns);
-        let mut objects: BTreeMap<Key, Arc<Value>> = st
-            .objects
-            .iter()
-            .filter(|(k, _)| scoped(k))
+        let mut objects: BTreeMap<Key, Arc<Value>> = scope(&st.objects, resource, namespace, "")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         // Undo, newest first, every change made after `rv`.
@@ -493,6 +530,7 @@ impl Store {
                 Some(o) => {
                     let o = Arc::new(o);
                     let prev = st.objects.insert(key.clone(), o.clone());
+                    self.held().apply(&key, prev.as_deref(), Some(&o));
                     let kind = match prev {
                         Some(_) => EventType::Modified,
                         None => EventType::Added,
@@ -501,6 +539,7 @@ impl Store {
                 }
                 None => {
                     let prev = st.objects.remove(&key);
+                    self.held().apply(&key, prev.as_deref(), None);
                     let mut old = prev.as_deref().cloned().unwrap_or(Value::Null);
                     set_rv(&mut old, rv);
                     (EventType::Deleted, Arc::new(old), prev)
@@ -673,6 +712,40 @@ mod tests {
         assert!(then[1].1.get("x").is_none(), "b as it was");
         assert!(s.list_at("pods", None, Some(s.rv() + 1)).is_none());
         assert_eq!(s.list_at("pods", None, None).unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn lists_hold_only_their_resource_namespace_and_name_prefix() {
+        let s = Store::in_memory();
+        let at = |resource: &str, ns: &str, name: &str| Key {
+            resource: resource.into(),
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        for (r, ns, n) in [
+            ("endpointslices", "a", "web-1"),
+            ("endpointslices", "a", "web-2"),
+            ("endpointslices", "a", "web2-1"),
+            ("endpointslices", "a", "wex"),
+            ("endpointslices", "b", "web-3"),
+            ("pods", "a", "web-4"),
+            ("podsx", "a", "web-5"),
+        ] {
+            s.create(at(r, ns, n), pod(n)).unwrap();
+        }
+        let names = |v: Vec<Arc<Value>>| -> Vec<String> {
+            v.iter()
+                .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(s.list_prefixed("endpointslices", "a", "web-")),
+            ["web-1", "web-2"]
+        );
+        assert_eq!(names(s.list("endpointslices", Some("a")).0).len(), 4);
+        assert_eq!(names(s.list("endpointslices", None).0).len(), 5);
+        assert_eq!(names(s.list("pods", None).0), ["web-4"]);
+        assert_eq!(s.list_at("pods", Some("a"), None).unwrap().0.len(), 1);
     }
 
     /// A fresh log in a scratch directory `name` holding pods `a` and `b`.

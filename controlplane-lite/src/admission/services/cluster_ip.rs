@@ -6,7 +6,6 @@
 //! random free address of the service CIDR (never the network address, `.1` or the broadcast
 //! address), except an ExternalName Service, which gets none. `clusterIPs` always mirrors
 //! `clusterIP`.
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
@@ -15,12 +14,12 @@ use super::super::Ranges;
 use crate::status::{ApiError, Cause};
 
 /// Keeps, checks or allocates the ClusterIP of `spec` (of type `ty`; `old_spec` when it
-/// replaces a stored Service); `taken` are the ClusterIPs of the other Services.
+/// replaces a stored Service); `taken` says whether another Service holds an address.
 pub(super) fn assign(
     spec: &mut Value,
     ty: &str,
     old_spec: Option<&Value>,
-    taken: &BTreeSet<Ipv4Addr>,
+    taken: &dyn Fn(Ipv4Addr) -> bool,
     ranges: &Ranges,
     causes: &mut Vec<Cause>,
 ) -> Result<(), ApiError> {
@@ -65,7 +64,7 @@ pub(super) fn assign(
 /// Whether the ClusterIP `r` a new Service asks for may be given; a cause if not.
 fn check_requested(
     r: &str,
-    taken: &BTreeSet<Ipv4Addr>,
+    taken: &dyn Fn(Ipv4Addr) -> bool,
     ranges: &Ranges,
     causes: &mut Vec<Cause>,
 ) -> bool {
@@ -87,7 +86,7 @@ fn check_requested(
                 ),
             )
         }
-        Ok(ip) if taken.contains(&ip) => refuse(causes, "provided IP is already allocated"),
+        Ok(ip) if taken(ip) => refuse(causes, "provided IP is already allocated"),
         Ok(_) => true,
         Err(_) => {
             causes.push(Cause::invalid(
@@ -111,8 +110,9 @@ pub(super) fn in_cidr(ip: Ipv4Addr, (net, prefix): (Ipv4Addr, u8)) -> bool {
 }
 
 /// A random free address of `cidr`, skipping the network address, `.1` (the `kubernetes`
-/// service by convention) and the broadcast address.
-fn allocate((net, prefix): (Ipv4Addr, u8), used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+/// service by convention) and the broadcast address: from a random start, the first address
+/// `used` does not hold.
+fn allocate((net, prefix): (Ipv4Addr, u8), used: &dyn Fn(Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
     let size = 1u64 << (32 - u32::from(prefix));
     if size < 4 {
         return None;
@@ -122,5 +122,5 @@ fn allocate((net, prefix): (Ipv4Addr, u8), used: &BTreeSet<Ipv4Addr>) -> Option<
     (0..size - 3)
         .map(|i| 2 + (start - 2 + i) % (size - 3))
         .map(|off| Ipv4Addr::from((base + off) as u32))
-        .find(|ip| !used.contains(ip))
+        .find(|ip| !used(*ip))
 }

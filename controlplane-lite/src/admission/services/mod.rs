@@ -9,7 +9,6 @@
 //! away from NodePort/LoadBalancer releases the node ports and `externalTrafficPolicy` the client
 //! left as they were. Otherwise the Service is refused with every cause found, in kube-apiserver's
 //! order; a range with nothing left to allocate is a 500.
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
@@ -17,7 +16,7 @@ use serde_json::{json, Value};
 use super::{name_of, remove_keys, set_defaults, verdict, Ranges};
 use crate::resources::Resource;
 use crate::status::{ApiError, Cause};
-use crate::store::Store;
+use crate::store::{Held, Store};
 use crate::validate;
 
 mod cluster_ip;
@@ -42,11 +41,15 @@ pub(super) fn admit(
         obj["metadata"]["namespace"].as_str().unwrap_or(""),
         name_of(obj)
     );
-    let mut taken = Taken::by_others(store, &id);
-    // The first address is the `kubernetes` Service's, even while it is being re-created.
-    if id != KUBERNETES {
-        taken.ips.insert(ranges.first_service_ip());
-    }
+    // Admission runs under the store's admission lock, so what is held cannot change until the
+    // object that takes its pick is stored.
+    let held = store.held();
+    let taken = Taken {
+        held: &held,
+        own: &id,
+        // The first address is the `kubernetes` Service's, even while it is being re-created.
+        reserved: (id != KUBERNETES).then(|| ranges.first_service_ip()),
+    };
     let mut causes = Vec::new();
     if !obj["spec"].is_object() {
         obj["spec"] = json!({});
@@ -80,58 +83,45 @@ pub(super) fn admit(
         spec,
         &ty,
         (node_ports, allocate),
-        &taken.node_ports,
+        &|p| taken.node_port(p),
         ranges,
         &mut causes,
     )?;
-    ports::health_check_port(spec, &ty, old_spec, &taken.node_ports, ranges, &mut causes)?;
-    cluster_ip::assign(spec, &ty, old_spec, &taken.ips, ranges, &mut causes)?;
+    ports::health_check_port(
+        spec,
+        &ty,
+        old_spec,
+        &|p| taken.node_port(p),
+        ranges,
+        &mut causes,
+    )?;
+    cluster_ip::assign(spec, &ty, old_spec, &|ip| taken.ip(ip), ranges, &mut causes)?;
+    drop(held);
     if causes.is_empty() && (old.is_none() || obj.get("status").is_none()) {
         obj["status"] = json!({"loadBalancer": {}});
     }
     verdict(res, obj, &causes)
 }
 
-/// What the other Services hold.
-struct Taken {
-    /// Their ClusterIPs.
-    ips: BTreeSet<Ipv4Addr>,
-    /// Their NodePorts.
-    node_ports: BTreeSet<u16>,
+/// What the other Services hold, as the store's index of them says.
+struct Taken<'a> {
+    /// The index.
+    held: &'a Held,
+    /// The Service being admitted (`namespace/name`): what it holds itself is not taken.
+    own: &'a str,
+    /// An address no one but the `kubernetes` Service may have.
+    reserved: Option<Ipv4Addr>,
 }
 
-impl Taken {
-    /// Every ClusterIP and NodePort in use, except by `skip` (`namespace/name`).
-    fn by_others(store: &Store, skip: &str) -> Taken {
-        let mut taken = Taken {
-            ips: BTreeSet::new(),
-            node_ports: BTreeSet::new(),
-        };
-        for svc in store.list("services", None).0 {
-            let id = format!(
-                "{}/{}",
-                svc["metadata"]["namespace"].as_str().unwrap_or(""),
-                svc["metadata"]["name"].as_str().unwrap_or("")
-            );
-            if id == skip {
-                continue;
-            }
-            let ip = svc.pointer("/spec/clusterIP").and_then(Value::as_str);
-            let ip: Option<Ipv4Addr> = ip.and_then(|s| s.parse().ok());
-            taken.ips.extend(ip);
-            let ports = svc.pointer("/spec/ports").and_then(Value::as_array);
-            let health = svc.pointer("/spec/healthCheckNodePort");
-            for np in ports
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.get("nodePort"))
-                .chain(health)
-            {
-                let np: Option<u16> = np.as_u64().and_then(|n| n.try_into().ok());
-                taken.node_ports.extend(np);
-            }
-        }
-        taken
+impl Taken<'_> {
+    /// Whether ClusterIP `ip` is taken.
+    fn ip(&self, ip: Ipv4Addr) -> bool {
+        self.reserved == Some(ip) || self.held.ip_held_by_other(ip, self.own)
+    }
+
+    /// Whether node port `port` is taken.
+    fn node_port(&self, port: u16) -> bool {
+        self.held.node_port_held_by_other(port, self.own)
     }
 }
 
@@ -236,9 +226,33 @@ mod tests {
 
     use serde_json::json;
 
-    use super::super::testing::create;
+    use super::super::testing::{create, create_in};
+    use super::super::Ranges;
     use super::cluster_ip::in_cidr;
-    use crate::store::Store;
+    use crate::store::{Key, Store};
+
+    fn svc_key(name: &str) -> Key {
+        Key {
+            resource: "services".into(),
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    /// A NodePort Service `name` asking for ClusterIP `ip` and node port `port`.
+    fn node_port_svc(name: &str, ip: &str, port: u16) -> serde_json::Value {
+        json!({"metadata": {"name": name}, "spec": {"type": "NodePort", "clusterIP": ip,
+               "ports": [{"port": 80, "nodePort": port}]}})
+    }
+
+    /// Ranges with a service CIDR of `prefix` bits and node ports `lo..=hi`.
+    fn small(prefix: u8, (lo, hi): (u16, u16)) -> Ranges {
+        Ranges {
+            service_cidr: (Ipv4Addr::new(10, 96, 0, 0), prefix),
+            node_ports: (lo, hi),
+            ..Ranges::default()
+        }
+    }
 
     #[test]
     fn services_get_defaults_and_a_cluster_ip_from_the_range() {
@@ -341,5 +355,148 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("DNS-1035"));
+    }
+
+    #[test]
+    fn a_deleted_services_address_and_node_port_are_free_again() {
+        let s = Store::in_memory();
+        create(&s, "services", node_port_svc("a", "10.96.3.3", 30100)).unwrap();
+        let err = create(&s, "services", node_port_svc("b", "10.96.3.3", 30100)).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(
+            err.message.contains("provided IP is already allocated"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("provided port is already allocated"),
+            "{}",
+            err.message
+        );
+        s.delete(svc_key("a")).unwrap();
+        let b = create(&s, "services", node_port_svc("b", "10.96.3.3", 30100)).unwrap();
+        assert_eq!(b["spec"]["clusterIP"], "10.96.3.3");
+    }
+
+    #[test]
+    fn a_refused_service_holds_nothing() {
+        let s = Store::in_memory();
+        let mut bad = node_port_svc("a", "10.96.3.4", 30101);
+        bad["spec"]["ports"][0]["port"] = json!(70000);
+        assert_eq!(create(&s, "services", bad).unwrap_err().code, 422);
+        create(&s, "services", node_port_svc("b", "10.96.3.4", 30101))
+            .expect("the refused Service took neither the address nor the port");
+    }
+
+    #[test]
+    fn an_update_keeps_what_the_service_holds_and_a_type_change_releases_its_node_ports() {
+        let s = Store::in_memory();
+        let a = create(&s, "services", node_port_svc("a", "10.96.3.5", 30102)).unwrap();
+        let res = crate::resources::find("", "v1", "services").unwrap();
+        let ranges = Ranges::default();
+        let mut same = a.clone();
+        let admission = s.admission_lock();
+        super::super::on_update(res, &a, &mut same, false, &s, &ranges)
+            .expect("its own address and port are no conflict");
+        let mut cluster_ip = a.clone();
+        cluster_ip["spec"]["type"] = json!("ClusterIP");
+        super::super::on_update(res, &a, &mut cluster_ip, false, &s, &ranges).unwrap();
+        s.update(svc_key("a"), cluster_ip, None).unwrap();
+        drop(admission);
+        let b = json!({"metadata": {"name": "b"}, "spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30102}]}});
+        create(&s, "services", b).expect("the node port was released with the type");
+    }
+
+    #[test]
+    fn what_services_hold_is_known_again_after_a_restart() {
+        let dir = std::env::temp_dir().join(format!("sy-cp-held-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = Store::open(&dir).unwrap();
+        create(&s, "services", node_port_svc("a", "10.96.3.6", 30103)).unwrap();
+        drop(s);
+        let s = Store::open(&dir).unwrap();
+        let err = create(&s, "services", node_port_svc("b", "10.96.3.6", 30103)).unwrap_err();
+        assert!(
+            err.message.contains("provided IP is already allocated"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("provided port is already allocated"),
+            "{}",
+            err.message
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_exhausted_range_is_a_500_naming_it() {
+        // A /29 has the addresses .2 to .6 to give (.0, .1 and .7 are never given).
+        let ranges = small(29, (30000, 30001));
+        let s = Store::in_memory();
+        let plain = |n: usize| json!({"metadata": {"name": format!("s{n}")}, "spec": {"ports": [{"port": 80}]}});
+        let mut ips = std::collections::BTreeSet::new();
+        for n in 0..5 {
+            let svc = create_in(&s, "services", plain(n), &ranges).unwrap();
+            ips.insert(svc["spec"]["clusterIP"].as_str().unwrap().to_string());
+        }
+        assert_eq!(ips.len(), 5, "{ips:?}");
+        let err = create_in(&s, "services", plain(5), &ranges).unwrap_err();
+        assert_eq!(err.code, 500);
+        assert!(
+            err.message.contains("the service CIDR is full"),
+            "{}",
+            err.message
+        );
+        s.delete(svc_key("s0")).unwrap();
+        create_in(&s, "services", plain(5), &ranges).expect("a deletion frees an address");
+
+        let ranges = small(24, (30000, 30001));
+        let s = Store::in_memory();
+        let np = |n: usize| json!({"metadata": {"name": format!("n{n}")}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        let a = create_in(&s, "services", np(0), &ranges).unwrap();
+        let b = create_in(&s, "services", np(1), &ranges).unwrap();
+        assert_ne!(
+            a["spec"]["ports"][0]["nodePort"],
+            b["spec"]["ports"][0]["nodePort"]
+        );
+        let err = create_in(&s, "services", np(2), &ranges).unwrap_err();
+        assert_eq!(err.code, 500);
+        assert!(
+            err.message
+                .contains("failed to allocate a nodePort: the range is full"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn concurrent_creates_never_get_the_same_address_or_node_port() {
+        // 5 addresses and 5 node ports for 8 Services created at once.
+        let ranges = small(29, (30000, 30004));
+        let s = Store::in_memory();
+        let got: Vec<Option<(String, u64)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|n| {
+                    let s = s.clone();
+                    scope.spawn(move || {
+                        let svc = json!({"metadata": {"name": format!("c{n}")},
+                            "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+                        create_in(&s, "services", svc, &ranges).ok().map(|v| {
+                            (
+                                v["spec"]["clusterIP"].as_str().unwrap().to_string(),
+                                v["spec"]["ports"][0]["nodePort"].as_u64().unwrap(),
+                            )
+                        })
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let given: Vec<&(String, u64)> = got.iter().flatten().collect();
+        assert_eq!(given.len(), 5, "as many as the ranges hold: {got:?}");
+        let ips: std::collections::BTreeSet<_> = given.iter().map(|(ip, _)| ip).collect();
+        let ports: std::collections::BTreeSet<_> = given.iter().map(|(_, p)| p).collect();
+        assert_eq!((ips.len(), ports.len()), (5, 5), "{got:?}");
     }
 }

@@ -17,13 +17,13 @@ use crate::status::{ApiError, Cause};
 use crate::validate;
 
 /// Defaults and checks every port of `spec` (of type `ty`); `(node_ports, allocate)`: whether
-/// the type has node ports, and whether ports without one get one; `taken` are the node ports
-/// of the other Services.
+/// the type has node ports, and whether ports without one get one; `taken` says whether another
+/// Service holds a node port.
 pub(super) fn admit(
     spec: &mut Value,
     ty: &str,
     (node_ports, allocate): (bool, bool),
-    taken: &BTreeSet<u16>,
+    taken: &dyn Fn(u16) -> bool,
     ranges: &Ranges,
     causes: &mut Vec<Cause>,
 ) -> Result<(), ApiError> {
@@ -77,7 +77,7 @@ pub(super) fn health_check_port(
     spec: &mut Value,
     ty: &str,
     old_spec: Option<&Value>,
-    taken: &BTreeSet<u16>,
+    taken: &dyn Fn(u16) -> bool,
     ranges: &Ranges,
     causes: &mut Vec<Cause>,
 ) -> Result<(), ApiError> {
@@ -107,7 +107,7 @@ pub(super) fn health_check_port(
         .flatten()
         .filter_map(|p| p.get("nodePort")?.as_u64()?.try_into().ok())
         .collect();
-    let taken: BTreeSet<u16> = taken.union(&own).copied().collect();
+    let taken = |p: u16| taken(p) || own.contains(&p);
     let mut allocator = NodePorts {
         range: ranges.node_ports,
         taken: &taken,
@@ -166,8 +166,8 @@ fn is_port_name(s: &str) -> bool {
 struct NodePorts<'a> {
     /// The range, inclusive.
     range: (u16, u16),
-    /// Held by other Services.
-    taken: &'a BTreeSet<u16>,
+    /// Whether other Services hold a port.
+    taken: &'a dyn Fn(u16) -> bool,
     /// Given to this Service's earlier ports.
     claimed: BTreeSet<u16>,
 }
@@ -191,7 +191,7 @@ impl NodePorts<'_> {
                     ),
                 ));
             }
-            Some(np) if self.taken.contains(&(np as u16)) => {
+            Some(np) if (self.taken)(np as u16) => {
                 causes.push(Cause::invalid(
                     field,
                     np,
@@ -215,7 +215,7 @@ impl NodePorts<'_> {
     /// A free port: a random one of the first 64 free, or the first free.
     fn allocate(&self) -> Option<u16> {
         let (lo, hi) = self.range;
-        let free = |n: &u16| !self.taken.contains(n) && !self.claimed.contains(n);
+        let free = |n: &u16| !(self.taken)(*n) && !self.claimed.contains(n);
         (lo..=hi)
             .filter(free)
             .nth(rand::random::<usize>() % 64)

@@ -6,6 +6,13 @@
 //! endpoints controller writes it, leaves terminating pods out; `publishNotReadyAddresses`
 //! makes every endpoint ready in both. Slices hold at most 100 endpoints and change as little as
 //! they can ([`slices`]); the Endpoints object at most 1000 addresses ([`legacy`]).
+//!
+//! The work a change causes is proportional to the change, not to the namespace: a Service write
+//! reconciles that Service ([`reconcile_service`]), a pod write the Services whose selector
+//! matched its labels before or after it; slice and Endpoints writes cause none (so the Services
+//! without a selector, whose slices clients write, cost nothing). Every namespace is reconciled
+//! whole ([`reconcile_namespace`]) at start, every 30 s and after missed changes: that also puts
+//! back what someone else changed in a slice this controller manages.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +24,7 @@ use crate::selectors::{LabelSelector, Requirement};
 pub mod legacy;
 pub mod slices;
 
-use crate::store::{Key, Store};
+use crate::store::{Event, Key, RecvError, Store, TryRecvError};
 use legacy::Subset;
 
 /// Label naming the Service a slice belongs to.
@@ -227,8 +234,45 @@ fn labelled(obj: &Value, key: &str, value: &str) -> bool {
         == Some(value)
 }
 
-/// Brings the slices and Endpoints of namespace `ns` to their desired state.
-pub fn reconcile_namespace(store: &Store, ns: &str) {
+/// Brings the slices and Endpoints of one selecting Service to what `pods` and `zones` make of
+/// it; `existing` are the slices this controller manages for it, `taken` at least the slice
+/// names beginning with its [`slices::name_prefix`].
+fn apply_service(
+    store: &Store,
+    svc: &Value,
+    pods: &[Arc<Value>],
+    zones: &Zones,
+    existing: &[&Value],
+    taken: &mut BTreeSet<String>,
+) {
+    let ns = svc["metadata"]["namespace"].as_str().unwrap_or("");
+    let name = svc["metadata"]["name"].as_str().unwrap_or("");
+    let want = desired(svc, pods, zones);
+    let plan = slices::plan(
+        svc,
+        &want.slices,
+        existing,
+        &want.placeholder,
+        taken,
+        slices::MAX_ENDPOINTS_PER_SLICE,
+    );
+    for s in plan.write {
+        let n = s["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if let Err(e) = super::apply_owned(store, key("endpointslices", ns, &n), s) {
+            tracing::warn!(error = %e, slice = %n, "writing an EndpointSlice failed");
+        }
+    }
+    for n in plan.delete {
+        let _ = store.delete(key("endpointslices", ns, &n));
+    }
+    if let Err(e) = super::apply_owned(store, key("endpoints", ns, name), want.endpoints) {
+        tracing::warn!(error = %e, endpoints = %name, "writing Endpoints failed");
+    }
+}
+
+/// Brings the slices and Endpoints of namespace `ns` to their desired state; the Services with
+/// a selector found there.
+pub fn reconcile_namespace(store: &Store, ns: &str) -> BTreeMap<String, LabelSelector> {
     let span = tracing::info_span!("endpoints", namespace = ns);
     let _enter = span.enter();
     let zones = zones(store);
@@ -244,36 +288,17 @@ pub fn reconcile_namespace(store: &Store, ns: &str) {
         .iter()
         .filter_map(|s| s["metadata"]["name"].as_str().map(str::to_string))
         .collect();
-    let mut served = BTreeSet::new();
-    for svc in services.iter().filter(|s| selector(s).is_some()) {
+    let mut served = BTreeMap::new();
+    for svc in &services {
+        let Some(sel) = selector(svc) else { continue };
         let name = svc["metadata"]["name"].as_str().unwrap_or("");
-        served.insert(name.to_string());
-        let want = desired(svc, &pods, &zones);
+        served.insert(name.to_string(), sel);
         let existing: Vec<&Value> = ours
             .iter()
             .copied()
             .filter(|s| labelled(s, SERVICE_NAME_LABEL, name))
             .collect();
-        let plan = slices::plan(
-            svc,
-            &want.slices,
-            &existing,
-            &want.placeholder,
-            &mut taken,
-            slices::MAX_ENDPOINTS_PER_SLICE,
-        );
-        for s in plan.write {
-            let n = s["metadata"]["name"].as_str().unwrap_or("").to_string();
-            if let Err(e) = super::apply_owned(store, key("endpointslices", ns, &n), s) {
-                tracing::warn!(error = %e, slice = %n, "writing an EndpointSlice failed");
-            }
-        }
-        for n in plan.delete {
-            let _ = store.delete(key("endpointslices", ns, &n));
-        }
-        if let Err(e) = super::apply_owned(store, key("endpoints", ns, name), want.endpoints) {
-            tracing::warn!(error = %e, endpoints = %name, "writing Endpoints failed");
-        }
+        apply_service(store, svc, &pods, &zones, &existing, &mut taken);
     }
     // Slices and Endpoints of Services that are gone or lost their selector.
     for s in &ours {
@@ -282,43 +307,169 @@ pub fn reconcile_namespace(store: &Store, ns: &str) {
             .and_then(|l| l.get(SERVICE_NAME_LABEL))
             .and_then(Value::as_str)
             .unwrap_or("");
-        if !served.contains(service) {
+        if !served.contains_key(service) {
             let n = s["metadata"]["name"].as_str().unwrap_or("");
             let _ = store.delete(key("endpointslices", ns, n));
         }
     }
     for e in store.list("endpoints", Some(ns)).0 {
         let n = e["metadata"]["name"].as_str().unwrap_or("");
-        if labelled(&e, SERVICE_NAME_LABEL, n) && !served.contains(n) {
+        if labelled(&e, SERVICE_NAME_LABEL, n) && !served.contains_key(n) {
             let _ = store.delete(key("endpoints", ns, n));
         }
     }
+    served
 }
 
-/// Runs until the store closes: reacts to pod and service changes within ~20 ms.
+/// Brings the slices and Endpoints of Service `ns/name` to their desired state — it may be gone
+/// or have no selector, then what this controller wrote for it goes — at the cost of that
+/// Service and its namespace's pods, however many other Services and slices there are. It finds
+/// the slices it made by their names ([`slices::name_prefix`]); one it manages under another
+/// name waits for the next [`reconcile_namespace`]. The Service's selector, if it has one.
+pub fn reconcile_service(store: &Store, ns: &str, name: &str) -> Option<LabelSelector> {
+    let span = tracing::info_span!("endpoints", namespace = ns, service = name);
+    let _enter = span.enter();
+    let svc = store.get(&key("services", ns, name));
+    let sel = svc.as_deref().and_then(selector);
+    let candidates = store.list_prefixed("endpointslices", ns, &slices::name_prefix(name));
+    let existing: Vec<&Value> = candidates
+        .iter()
+        .map(|s| s.as_ref())
+        .filter(|s| {
+            labelled(s, MANAGED_BY_LABEL, MANAGED_BY) && labelled(s, SERVICE_NAME_LABEL, name)
+        })
+        .collect();
+    match (&svc, &sel) {
+        (Some(svc), Some(_)) => {
+            let mut taken: BTreeSet<String> = candidates
+                .iter()
+                .filter_map(|s| s["metadata"]["name"].as_str().map(str::to_string))
+                .collect();
+            let (pods, _) = store.list("pods", Some(ns));
+            apply_service(store, svc, &pods, &zones(store), &existing, &mut taken);
+        }
+        _ => {
+            for s in existing {
+                let n = s["metadata"]["name"].as_str().unwrap_or("");
+                let _ = store.delete(key("endpointslices", ns, n));
+            }
+            let endpoints = key("endpoints", ns, name);
+            if store
+                .get(&endpoints)
+                .is_some_and(|e| labelled(&e, SERVICE_NAME_LABEL, name))
+            {
+                let _ = store.delete(endpoints);
+            }
+        }
+    }
+    sel
+}
+
+/// What is left to reconcile, and what decides it.
+#[derive(Debug, Default)]
+struct Work {
+    /// Namespaces to reconcile whole (at start, on the resync tick, after missed writes, when
+    /// the nodes' zones changed).
+    namespaces: BTreeSet<String>,
+    /// Single Services to reconcile, `(namespace, name)`.
+    services: BTreeSet<(String, String)>,
+    /// The Services with a selector, per namespace: those a pod change may concern.
+    selecting: BTreeMap<String, BTreeMap<String, LabelSelector>>,
+}
+
+impl Work {
+    /// Notes what the change `e` concerns: a Service write that Service; a pod write the Services
+    /// of its namespace whose selector matches its labels before or after. Slices and Endpoints
+    /// concern nothing (the resync puts back what someone else changed).
+    fn note(&mut self, e: &Event) {
+        let ns = &e.key.namespace;
+        match e.key.resource.as_str() {
+            "services" => {
+                self.services.insert((ns.clone(), e.key.name.clone()));
+            }
+            "pods" => {
+                let Some(selecting) = self.selecting.get(ns) else {
+                    return;
+                };
+                let empty = serde_json::Map::new();
+                let labels = |o: &Value| -> serde_json::Map<String, Value> {
+                    o.pointer("/metadata/labels")
+                        .and_then(Value::as_object)
+                        .unwrap_or(&empty)
+                        .clone()
+                };
+                let sets: Vec<_> = [Some(&e.object), e.prev.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .map(|o| labels(o))
+                    .collect();
+                for (name, sel) in selecting {
+                    if sets.iter().any(|l| sel.matches(l)) {
+                        self.services.insert((ns.clone(), name.clone()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Reconciles everything noted, then forgets it.
+    fn drain(&mut self, store: &Store) {
+        let whole = std::mem::take(&mut self.namespaces);
+        for ns in &whole {
+            let served = reconcile_namespace(store, ns);
+            self.selecting.insert(ns.clone(), served);
+        }
+        let services = std::mem::take(&mut self.services);
+        // A namespace reconciled whole just now needs none of its Services done again.
+        for (ns, name) in services.into_iter().filter(|(ns, _)| !whole.contains(ns)) {
+            let sel = reconcile_service(store, &ns, &name);
+            let selecting = self.selecting.entry(ns).or_default();
+            match sel {
+                Some(sel) => selecting.insert(name, sel),
+                None => selecting.remove(&name),
+            };
+        }
+    }
+
+    /// Marks every namespace for a whole reconcile.
+    fn everything(&mut self, store: &Store) {
+        self.namespaces.extend(
+            store
+                .list("namespaces", None)
+                .0
+                .iter()
+                .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string)),
+        );
+    }
+}
+
+/// Runs until the store closes: reacts to pod and service changes within ~20 ms, reconciling
+/// only the Services a change concerns, and every namespace whole every 30 s.
 pub async fn run(store: Store) {
     let mut rx = store.subscribe();
-    let mut dirty: BTreeSet<String> = store
-        .list("namespaces", None)
-        .0
-        .iter()
-        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
+    let mut work = Work::default();
+    work.everything(&store);
     let mut resync = tokio::time::interval(Duration::from_secs(30));
+    // The first tick is now, and the namespaces are already marked.
+    resync.tick().await;
     let mut known_zones = zones(&store);
     loop {
-        for ns in std::mem::take(&mut dirty) {
-            reconcile_namespace(&store, &ns);
-        }
+        work.drain(&store);
         tokio::select! {
             ev = rx.recv() => match ev {
                 Ok(e) if e.key.resource == "pods" || e.key.resource == "services" => {
-                    dirty.insert(e.key.namespace);
+                    work.note(&e);
                     // Let a burst land before recomputing.
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    while let Ok(e) = rx.try_recv() {
-                        if e.key.resource == "pods" || e.key.resource == "services" {
-                            dirty.insert(e.key.namespace);
+                    loop {
+                        match rx.try_recv() {
+                            Ok(e) => work.note(&e),
+                            Err(TryRecvError::Failed(RecvError::Lagged)) => {
+                                work.everything(&store);
+                                break;
+                            }
+                            Err(_) => break,
                         }
                     }
                 }
@@ -327,18 +478,14 @@ pub async fn run(store: Store) {
                     let now = zones(&store);
                     if now != known_zones {
                         known_zones = now;
-                        dirty.extend(store.list("namespaces", None).0.iter().filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string)));
+                        work.everything(&store);
                     }
                 }
                 Ok(_) => {}
-                Err(crate::store::RecvError::Lagged) => {
-                    dirty.extend(store.list("namespaces", None).0.iter().filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string)));
-                }
-                Err(crate::store::RecvError::Closed) => return,
+                Err(RecvError::Lagged) => work.everything(&store),
+                Err(RecvError::Closed) => return,
             },
-            _ = resync.tick() => {
-                dirty.extend(store.list("namespaces", None).0.iter().filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string)));
-            }
+            _ = resync.tick() => work.everything(&store),
         }
     }
 }
@@ -454,5 +601,169 @@ mod tests {
         let ep = &plain.slices.values().next().unwrap()[0];
         assert_eq!(ep["zone"], "zone-a");
         assert!(ep.get("hints").is_none(), "hints only for PreferClose");
+    }
+
+    fn stored_service(name: &str, selector: Option<Value>) -> Value {
+        let mut svc = json!({"metadata": {"name": name, "namespace": "default", "uid": name},
+            "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}});
+        if let Some(sel) = selector {
+            svc["spec"]["selector"] = sel;
+        }
+        svc
+    }
+
+    /// The slice a client (not this controller) writes for Service `service`.
+    fn manual_slice(name: &str, service: &str) -> Value {
+        json!({"metadata": {"name": name, "namespace": "default",
+            "labels": {SERVICE_NAME_LABEL: service}},
+            "addressType": "IPv4", "endpoints": [{"addresses": ["10.244.9.9"]}]})
+    }
+
+    /// Two echo pods, Services `echo` (selecting them), `other` (selecting none) and `filler`
+    /// (no selector) with its hand-written slice.
+    fn namespace() -> Store {
+        let s = Store::in_memory();
+        for p in [
+            pod("a", "10.244.1.2", true, "http", 8080),
+            pod("b", "10.244.1.3", true, "http", 8080),
+        ] {
+            let name = p["metadata"]["name"].as_str().unwrap().to_string();
+            s.create(key("pods", "default", &name), (*p).clone())
+                .unwrap();
+        }
+        s.create(
+            key("services", "default", "echo"),
+            stored_service("echo", Some(json!({"app": "echo"}))),
+        )
+        .unwrap();
+        s.create(
+            key("services", "default", "other"),
+            stored_service("other", Some(json!({"app": "other"}))),
+        )
+        .unwrap();
+        s.create(
+            key("services", "default", "filler"),
+            stored_service("filler", None),
+        )
+        .unwrap();
+        s.create(
+            key("endpointslices", "default", "filler-manual"),
+            manual_slice("filler-manual", "filler"),
+        )
+        .unwrap();
+        s
+    }
+
+    /// The slices this controller manages for `service`.
+    fn managed(s: &Store, service: &str) -> Vec<Arc<Value>> {
+        s.list("endpointslices", Some("default"))
+            .0
+            .into_iter()
+            .filter(|v| {
+                labelled(v, MANAGED_BY_LABEL, MANAGED_BY)
+                    && labelled(v, SERVICE_NAME_LABEL, service)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reconciling_each_service_leaves_the_namespace_as_a_whole_pass_would() {
+        let s = namespace();
+        assert_eq!(
+            reconcile_service(&s, "default", "echo"),
+            Some(LabelSelector(vec![Requirement::Eq(
+                "app".into(),
+                "echo".into()
+            )]))
+        );
+        assert!(reconcile_service(&s, "default", "other").is_some());
+        let echo = managed(&s, "echo");
+        assert_eq!(echo.len(), 1);
+        assert_eq!(echo[0]["endpoints"].as_array().unwrap().len(), 2);
+        assert_eq!(managed(&s, "other").len(), 1, "a placeholder slice");
+        assert!(s.get(&key("endpoints", "default", "echo")).is_some());
+        let rv = s.rv();
+        let served = reconcile_namespace(&s, "default");
+        assert_eq!(s.rv(), rv, "the whole pass finds nothing left to do");
+        assert_eq!(
+            served.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["echo", "other"]
+        );
+    }
+
+    #[test]
+    fn a_service_without_a_selector_gets_no_writes_and_its_slices_are_left_alone() {
+        let s = namespace();
+        let rv = s.rv();
+        assert_eq!(reconcile_service(&s, "default", "filler"), None);
+        assert_eq!(reconcile_service(&s, "default", "gone"), None);
+        assert_eq!(s.rv(), rv);
+        assert!(s
+            .get(&key("endpointslices", "default", "filler-manual"))
+            .is_some());
+    }
+
+    #[test]
+    fn a_service_that_loses_its_selector_loses_what_the_controller_wrote_for_it() {
+        let s = namespace();
+        reconcile_service(&s, "default", "echo");
+        s.create(
+            key("endpointslices", "default", "echo-manual"),
+            manual_slice("echo-manual", "echo"),
+        )
+        .unwrap();
+        s.update(
+            key("services", "default", "echo"),
+            stored_service("echo", None),
+            None,
+        )
+        .unwrap();
+        assert_eq!(reconcile_service(&s, "default", "echo"), None);
+        assert!(managed(&s, "echo").is_empty());
+        assert!(s.get(&key("endpoints", "default", "echo")).is_none());
+        assert!(
+            s.get(&key("endpointslices", "default", "echo-manual"))
+                .is_some(),
+            "a slice someone else wrote stays"
+        );
+    }
+
+    #[test]
+    fn a_pod_change_concerns_only_the_services_selecting_it_before_or_after() {
+        let sel = |app: &str| LabelSelector(vec![Requirement::Eq("app".into(), app.into())]);
+        let mut work = Work::default();
+        work.selecting.insert(
+            "default".into(),
+            [("a", sel("a")), ("b", sel("b")), ("c", sel("c"))]
+                .into_iter()
+                .map(|(n, s)| (n.to_string(), s))
+                .collect(),
+        );
+        let labelled_pod = |app: &str| {
+            Arc::new(
+                json!({"metadata": {"name": "p", "namespace": "default", "labels": {"app": app}}}),
+            )
+        };
+        let event = |resource: &str, object: Arc<Value>, prev: Option<Arc<Value>>| Event {
+            rv: 1,
+            kind: crate::store::EventType::Modified,
+            key: key(resource, "default", "p"),
+            object,
+            prev,
+            size: 0,
+        };
+        work.note(&event("pods", labelled_pod("b"), Some(labelled_pod("a"))));
+        let noted =
+            |w: &Work| -> Vec<String> { w.services.iter().map(|(_, n)| n.clone()).collect() };
+        assert_eq!(noted(&work), ["a", "b"]);
+        work.services.clear();
+        work.note(&event("endpointslices", labelled_pod("c"), None));
+        work.note(&event("endpoints", labelled_pod("c"), None));
+        assert!(
+            work.services.is_empty(),
+            "slices and Endpoints concern no Service"
+        );
+        work.note(&event("services", labelled_pod("x"), None));
+        assert_eq!(noted(&work), ["p"], "a Service write concerns that Service");
     }
 }

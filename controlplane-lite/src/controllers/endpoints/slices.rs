@@ -28,11 +28,17 @@ pub struct Plan {
 /// The characters `generateName` suffixes are made of (no vowels, no look-alikes).
 const SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
-/// A name `<service>-<5 random characters>` (the prefix cut to 58 characters, as kube-apiserver
-/// cuts a `generateName`) that is not in `taken`; it is added to `taken`.
-fn new_name(service: &str, taken: &mut BTreeSet<String>) -> String {
+/// `<service>-` cut to 58 characters, as kube-apiserver cuts a `generateName`: how the names of
+/// the slices this controller makes for `service` begin.
+pub fn name_prefix(service: &str) -> String {
     let mut prefix = format!("{service}-");
     prefix.truncate(58);
+    prefix
+}
+
+/// A name `<name_prefix><5 random characters>` that is not in `taken`; it is added to `taken`.
+fn new_name(service: &str, taken: &mut BTreeSet<String>) -> String {
+    let prefix = name_prefix(service);
     loop {
         let suffix: String = (0..5)
             .map(|_| SUFFIX_ALPHABET[rand::random::<usize>() % SUFFIX_ALPHABET.len()] as char)
@@ -82,8 +88,7 @@ fn render(svc: &Value, name: &str, ports: &PortSet, endpoints: Vec<Value>) -> Va
     let svc_name = svc["metadata"]["name"].as_str().unwrap_or("");
     let owner = json!([{"apiVersion": "v1", "kind": "Service", "name": svc_name,
         "uid": svc["metadata"]["uid"], "controller": true, "blockOwnerDeletion": true}]);
-    let mut prefix = format!("{svc_name}-");
-    prefix.truncate(58);
+    let prefix = name_prefix(svc_name);
     json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {
@@ -173,8 +178,9 @@ fn pack(
 }
 
 /// The writes and deletions that bring the slices of `svc` from `existing` (the slices this
-/// controller manages for it) to `desired` (endpoints per port set, sorted); `taken` holds every
-/// slice name of the namespace (new names avoid them); `placeholder` are the ports of the empty
+/// controller manages for it) to `desired` (endpoints per port set, sorted); `taken` holds at
+/// least every slice name of the namespace that begins with the Service's [`name_prefix`] (new
+/// names avoid them); `placeholder` are the ports of the empty
 /// slice a Service without endpoints keeps.
 pub fn plan(
     svc: &Value,
