@@ -53,7 +53,7 @@ impl Plan {
                 rr: Duration::from_secs(2),
                 conn: Duration::from_secs(2),
                 conn_threads: 4,
-                levels: vec![1, 1_000, 10_000],
+                levels: vec![1, 1_000, 10_000, 100_000],
                 kernel_levels: vec![1, 1_000, 10_000],
                 install_budget: Duration::from_secs(30),
                 control_services: 100,
