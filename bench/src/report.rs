@@ -214,6 +214,7 @@ impl Report {
         let modes = [
             "switchyard-clusterip",
             "switchyard-nodeport",
+            "switchyard-nodeport-tc",
             "switchyard-nodeport-xdp",
             "iptables-clusterip",
             "iptables-nodeport",

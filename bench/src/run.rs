@@ -145,7 +145,7 @@ pub fn run(quick: bool, out: &Path) -> Result<Report> {
     scenarios.push(crate::maglev::scenario());
     scenarios.extend(scale::scenarios());
     let steps = datapath::steps(5, &plan)
-        + datapath::steps(1, &plan)
+        + datapath::steps(2, &plan)
         + datapath::steps(5, &plan)
         + 1
         + scale::steps(&plan);

@@ -1,15 +1,16 @@
 //! NodePort acceleration against the TC path ("report tc vs XDP NodePort throughput and
-//! connections/s"): n1's agent is restarted with `--nodeport-acceleration native` (the lab's
-//! veth peer prepared for it, see `switchyard_lab::topology::native_xdp_peers`), the per-packet
-//! runs of the NodePort route are repeated as mode [`MODE`] into the same scenarios — so its
-//! ratios against `direct` come out as for every other mode — and n1's agent is restarted as
-//! before. These repetitions run after the TC modes', not interleaved with them: switching
-//! costs an agent restart each way.
+//! connections/s"). Native XDP on the lab's veths needs the external client to compute its own
+//! checksums (see `switchyard_lab::topology::native_xdp_peers`), which changes the client's
+//! cost, so both are measured that way: the per-packet runs of the NodePort route as mode
+//! [`TC_MODE`] (TC path), then with n1's agent restarted with `--nodeport-acceleration native`
+//! as [`MODE`], into the same scenarios — their ratios against `direct` come out as for every
+//! other mode. Then n1's agent and the client are restored. These repetitions run after the
+//! other modes', not interleaved with them: switching costs an agent restart each way.
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use switchyard_lab::{topology, xdp_pass};
+use switchyard_lab::{ethtool, topology, xdp_pass};
 
 use crate::datapath;
 use crate::run::Ctx;
@@ -17,6 +18,8 @@ use crate::workload::Via;
 
 /// The mode name of accelerated NodePort in the report.
 pub const MODE: &str = "switchyard-nodeport-xdp";
+/// The TC path's NodePort with the client computing its checksums, the baseline of [`MODE`].
+pub const TC_MODE: &str = "switchyard-nodeport-tc";
 
 /// The agent flag that turns acceleration on.
 const FLAG: [&str; 2] = ["--nodeport-acceleration", "native"];
@@ -56,25 +59,17 @@ fn switch_n1(ctx: &mut Ctx, on: bool) -> Result<()> {
     Ok(())
 }
 
-/// Measures the NodePort route with n1's agent accelerated, into `ctx.scenarios`.
+/// Measures the NodePort route on the TC path and with n1's agent accelerated, the client
+/// computing its checksums for both, into `ctx.scenarios`.
 pub fn measure(ctx: &mut Ctx) -> Result<()> {
+    ethtool::tx_checksum(topology::EXT, "eth0", false)?;
+    let mut warnings = Vec::new();
+    measure_mode(ctx, TC_MODE, &mut warnings);
     ctx.progress
         .doing("restarting n1's agent with --nodeport-acceleration native");
     switch_n1(ctx, true)?;
     let sent_before = ctx.lab.counter(1, "xdp_tx").unwrap_or(0);
-    let mut warnings = Vec::new();
-    let m = datapath::Measure {
-        plan: &ctx.plan,
-        workload: &ctx.workload,
-        stats: None,
-        progress: &ctx.progress,
-    };
-    datapath::measure(
-        &m,
-        &[(MODE, Via::NodePort)],
-        &mut ctx.scenarios,
-        &mut warnings,
-    );
+    measure_mode(ctx, MODE, &mut warnings);
     let sent = ctx.lab.counter(1, "xdp_tx").unwrap_or(0) - sent_before;
     ctx.warnings.extend(warnings);
     if sent == 0 {
@@ -88,5 +83,18 @@ pub fn measure(ctx: &mut Ctx) -> Result<()> {
     }
     ctx.progress
         .doing("restarting n1's agent without acceleration");
-    switch_n1(ctx, false)
+    switch_n1(ctx, false)?;
+    ethtool::tx_checksum(topology::EXT, "eth0", true)?;
+    Ok(())
+}
+
+/// The per-packet runs of the NodePort route as `mode`.
+fn measure_mode(ctx: &mut Ctx, mode: &str, warnings: &mut Vec<String>) {
+    let m = datapath::Measure {
+        plan: &ctx.plan,
+        workload: &ctx.workload,
+        stats: None,
+        progress: &ctx.progress,
+    };
+    datapath::measure(&m, &[(mode, Via::NodePort)], &mut ctx.scenarios, warnings);
 }
