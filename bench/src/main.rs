@@ -32,6 +32,7 @@ mod stats;
 mod switch;
 mod targets;
 mod workload;
+mod xdp;
 
 use std::path::PathBuf;
 

@@ -214,6 +214,8 @@ impl Report {
         let modes = [
             "switchyard-clusterip",
             "switchyard-nodeport",
+            "switchyard-nodeport-tc",
+            "switchyard-nodeport-xdp",
             "iptables-clusterip",
             "iptables-nodeport",
             "nftables-clusterip",

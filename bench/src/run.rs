@@ -1,6 +1,7 @@
 //! One benchmark run: a three-node lab, the workload, every scenario in order, the report.
 //!
-//! Order: switchyard attached — per-packet (direct, ClusterIP, NodePort), control loop, scale
+//! Order: switchyard attached — per-packet (direct, ClusterIP, NodePort; then NodePort with n1's
+//! agent accelerated by XDP), control loop, scale
 //! with programming and footprint; then switchyard detached — iptables (with `direct-kernel`,
 //! pod IPs through the plain kernel path) and nftables, each per-packet at N=1 and at every N.
 use std::path::{Path, PathBuf};
@@ -143,7 +144,11 @@ pub fn run(quick: bool, out: &Path) -> Result<Report> {
     scenarios.push(control::scenario());
     scenarios.push(crate::maglev::scenario());
     scenarios.extend(scale::scenarios());
-    let steps = datapath::steps(5, &plan) + datapath::steps(5, &plan) + 1 + scale::steps(&plan);
+    let steps = datapath::steps(5, &plan)
+        + datapath::steps(2, &plan)
+        + datapath::steps(5, &plan)
+        + 1
+        + scale::steps(&plan);
     let mut ctx = Ctx {
         plan: plan.clone(),
         lab,
@@ -182,6 +187,7 @@ pub fn run(quick: bool, out: &Path) -> Result<Report> {
     datapath::measure(&m, &modes, &mut ctx.scenarios, &mut warnings);
     drop(stats);
     ctx.warnings.extend(warnings);
+    crate::xdp::measure(&mut ctx)?;
     control::run(&mut ctx)?;
     scale::switchyard(&mut ctx)?;
     // The datapath's counters (every drop named) after all switchyard runs, for diagnosis.

@@ -1,6 +1,6 @@
 //! Removing what switchyard installed for one node, in the caller's network namespace: the
 //! pinned maps and links (`/sys/fs/bpf/switchyard/<node>/`: unpinning the links detaches every
-//! TCX and cgroup program), the overlay device `vxlan0` with its cluster-CIDR route, the pod bridge
+//! TCX, XDP and cgroup program), the overlay device `vxlan0` with its cluster-CIDR route, the pod bridge
 //! `cbr0` with its podCIDR route, and the runtime state (`/run/switchyard/<node>/`: CNI records,
 //! IPAM allocations, attach markers).
 //!

@@ -1,7 +1,8 @@
 //! Preparing the node for the datapath: `cbr0` (first address of the podCIDR; MTU: the uplink's
 //! minus VXLAN's 50 bytes), forwarding, `vxlan0` with the cluster CIDR routed to it (so the node
 //! reaches every pod), then the datapath loaded onto the overlay, the uplinks, the bridge and
-//! the cgroup of the node's own sockets.
+//! the cgroup of the node's own sockets (and, with `--nodeport-acceleration native`, the XDP
+//! program onto the uplinks).
 //!
 //! Invariant: everything here is idempotent — a restarted agent finds the devices, routes and
 //! pinned links in place and takes them over without interrupting traffic.
@@ -9,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::options::Options;
+use super::options::{Acceleration, Options};
 use crate::datapath::devices::Uplink;
 use crate::datapath::{Datapath, NodeSettings};
 use crate::model::NodeInfo;
@@ -120,6 +121,10 @@ pub async fn prepare(
     dp.attach_overlay(VXLAN_DEVICE, vxlan.index)?;
     for (uplink, _) in &uplinks {
         dp.attach_uplink(uplink)?;
+        match opts.nodeport_acceleration {
+            Acceleration::Native => dp.attach_xdp(uplink, opts.vxlan_port)?,
+            Acceleration::Disabled => dp.detach_xdp(uplink)?,
+        }
     }
     dp.attach_bridge(BRIDGE)?;
     dp.attach_sockets(&cgroup)?;

@@ -59,6 +59,19 @@ pub struct Options {
     /// UDP port of the VXLAN overlay.
     #[arg(long, env = "SWITCHYARD_VXLAN_PORT", default_value_t = 8472)]
     pub vxlan_port: u16,
+    /// NodePort acceleration, named after Cilium's `loadBalancer.acceleration`. `native`: an
+    /// XDP program in the uplinks' drivers balances, translates and encapsulates traffic to
+    /// NodePorts (and external/load balancer addresses) whose backend is on another node before
+    /// the kernel builds a socket buffer for it; everything else still goes through the TC
+    /// programs. An uplink whose driver has no native XDP support is an error, never a silent
+    /// fallback to generic XDP. `disabled`: the TC programs handle all of it.
+    #[arg(
+        long,
+        env = "SWITCHYARD_NODEPORT_ACCELERATION",
+        value_enum,
+        default_value_t = Acceleration::Disabled
+    )]
+    pub nodeport_acceleration: Acceleration,
     /// MTU of pod interfaces, `cbr0` and `vxlan0`; default: the uplink's MTU minus the VXLAN
     /// overhead (50 bytes), as flannel does, so that a full-size pod packet crosses the overlay
     /// unfragmented.
@@ -93,6 +106,17 @@ pub struct Options {
     /// --kube-proxy` instead where you can.
     #[arg(long, env = "SWITCHYARD_ALLOW_KUBE_PROXY")]
     pub allow_kube_proxy: bool,
+}
+
+/// `--nodeport-acceleration`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Acceleration {
+    /// NodePort traffic is handled by the TC programs only.
+    #[default]
+    Disabled,
+    /// `xdp_nodeport` in the uplinks' drivers (native XDP) sends NodePort traffic to remote
+    /// backends itself.
+    Native,
 }
 
 /// The options, checked.

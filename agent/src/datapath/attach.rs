@@ -1,5 +1,6 @@
 //! Attaching programs (`from_pod` to pod veths, `from_overlay` to `vxlan0`, `from_netdev` /
-//! `to_netdev` to the uplink) through TCX, with the link pinned so it outlives the agent.
+//! `to_netdev` to the uplink) through TCX, and `xdp_nodeport` to the uplink in native XDP mode,
+//! with the link pinned so it outlives the agent.
 //!
 //! A restarted agent finds the pinned link and atomically swaps its freshly loaded program in,
 //! so packets of established flows are never left without a program.
@@ -9,7 +10,8 @@ use aya::{
     programs::{
         links::{FdLink, LinkError, PinnedLink},
         tc::TcAttachOptions,
-        CgroupAttachMode, LinkOrder, TcAttachType,
+        xdp::XdpLink,
+        CgroupAttachMode, LinkOrder, TcAttachType, XdpMode,
     },
     sys::SyscallError,
     Ebpf,
@@ -69,6 +71,66 @@ pub fn attach(
     }
     // Re-pinning over an existing pin fails with EEXIST: remove the old one first; the link stays
     // attached because we hold its fd until the new pin exists.
+    let _ = std::fs::remove_file(pin);
+    fd_link.pin(pin).map_err(failed(
+        program,
+        ifname,
+        format!("pinning the link at {}", pin.display()),
+    ))?;
+    Ok(())
+}
+
+/// Attaches (or re-takes) XDP program `program` on `ifname` in native (driver) mode and pins
+/// the link at `pin`. A driver without native XDP is an error: no fallback to generic mode,
+/// which runs after the skb is built and would be slower than the TC path it replaces.
+pub fn attach_xdp(
+    ebpf: &mut Ebpf,
+    program: &str,
+    ifname: &str,
+    pin: &Path,
+) -> Result<(), DatapathError> {
+    let prog = loader::xdp(ebpf, program)?;
+    let link_id = match PinnedLink::from_pin(pin) {
+        Ok(old) => {
+            let link: XdpLink = FdLink::from(old).try_into().map_err(failed(
+                program,
+                ifname,
+                "taking over the pinned link".into(),
+            ))?;
+            prog.attach_to_link(link).map_err(failed(
+                program,
+                ifname,
+                "replacing the program in the pinned link".into(),
+            ))?
+        }
+        Err(LinkError::SyscallError(SyscallError { io_error, .. }))
+            if io_error.kind() == io::ErrorKind::NotFound =>
+        {
+            prog.attach(ifname, XdpMode::Driver).map_err(failed(
+                program,
+                ifname,
+                "attaching in native (driver) mode; if the driver has no native XDP, run \
+                 without --nodeport-acceleration native"
+                    .into(),
+            ))?
+        }
+        Err(e) => {
+            return Err(failed(
+                program,
+                ifname,
+                format!("reading pinned link {}", pin.display()),
+            )(e))
+        }
+    };
+    let link =
+        prog.take_link(link_id)
+            .map_err(failed(program, ifname, "taking the new link".into()))?;
+    let fd_link: FdLink =
+        link.try_into()
+            .map_err(failed(program, ifname, "converting the new link".into()))?;
+    if let Some(dir) = pin.parent() {
+        std::fs::create_dir_all(dir).map_err(DatapathError::io(dir))?;
+    }
     let _ = std::fs::remove_file(pin);
     fd_link.pin(pin).map_err(failed(
         program,

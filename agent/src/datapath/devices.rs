@@ -137,6 +137,34 @@ impl Devices {
         Ok(())
     }
 
+    /// NodePort acceleration on an uplink (already attached with [`Devices::attach_uplink`]):
+    /// `xdp_nodeport` in its driver (native XDP), told `vxlan0`'s UDP port `vxlan_port`.
+    pub fn attach_xdp(
+        &mut self,
+        ebpf: &mut Ebpf,
+        uplink: &Uplink,
+        vxlan_port: u16,
+    ) -> Result<(), DatapathError> {
+        // The port first: the program passes everything while it is 0.
+        self.config.vxlan_port = vxlan_port.to_be();
+        self.write()?;
+        let pin = xdp_pin(&self.pin_dir, &uplink.name);
+        attach::attach_xdp(ebpf, programs::XDP_NODEPORT, &uplink.name, &pin)?;
+        tracing::info!(ifname = %uplink.name, "NodePort acceleration attached (native XDP)");
+        Ok(())
+    }
+
+    /// No NodePort acceleration on `uplink`: detaches an `xdp_nodeport` a previous agent
+    /// attached, if any.
+    pub fn detach_xdp(&mut self, uplink: &Uplink) -> Result<(), DatapathError> {
+        let pin = xdp_pin(&self.pin_dir, &uplink.name);
+        if pin.exists() {
+            attach::detach(&pin)?;
+            tracing::info!(ifname = %uplink.name, "NodePort acceleration detached");
+        }
+        Ok(())
+    }
+
     /// Reverse NAT of the node stack's replies to local pods: `to_pods` on the egress of the
     /// pod bridge `ifname`.
     pub fn attach_bridge(&mut self, ebpf: &mut Ebpf, ifname: &str) -> Result<(), DatapathError> {
@@ -167,6 +195,11 @@ impl Devices {
     }
 }
 
+/// The pin of the XDP link of uplink `ifname`.
+fn xdp_pin(pin_dir: &Path, ifname: &str) -> PathBuf {
+    loader::device_link_pin(pin_dir, &format!("{ifname}-xdp"))
+}
+
 /// `CONFIG[0]` for a node, before any device is attached.
 pub fn node_config(s: &NodeSettings) -> NodeConfig {
     NodeConfig {
@@ -186,7 +219,7 @@ pub fn node_config(s: &NodeSettings) -> NodeConfig {
         snat_port_min: s.masquerade_ports.0,
         snat_port_max: s.masquerade_ports.1,
         snat_attempts: s.masquerade_attempts,
-        pad2: 0,
+        vxlan_port: 0,
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{lpm_trie::LpmTrie, Array, HashMap, MapData},
-    programs::{CgroupSockAddr, Program, ProgramError, SchedClassifier},
+    programs::{CgroupSockAddr, Program, ProgramError, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
 use switchyard_abi::{
@@ -187,6 +187,16 @@ pub fn classifier<'a>(
     name: &str,
 ) -> Result<&'a mut SchedClassifier, DatapathError> {
     program(ebpf, name)
+}
+
+/// The XDP program `name` of the object, loaded (programs that are attached only on request,
+/// `--nodeport-acceleration native`, are loaded then, not with the rest).
+pub fn xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, DatapathError> {
+    let prog: &mut Xdp = program(ebpf, name)?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|e| DatapathError::program(name, e))?;
+    }
+    Ok(prog)
 }
 
 /// The cgroup socket-address program `name` of the object.

@@ -191,4 +191,18 @@ impl Datapath {
     pub fn attach_uplink(&mut self, uplink: &devices::Uplink) -> Result<(), DatapathError> {
         self.devices.attach_uplink(&mut self.ebpf, uplink)
     }
+
+    /// NodePort acceleration on `uplink` (see [`devices::Devices::attach_xdp`]).
+    pub fn attach_xdp(
+        &mut self,
+        uplink: &devices::Uplink,
+        vxlan_port: u16,
+    ) -> Result<(), DatapathError> {
+        self.devices.attach_xdp(&mut self.ebpf, uplink, vxlan_port)
+    }
+
+    /// No NodePort acceleration on `uplink` (see [`devices::Devices::detach_xdp`]).
+    pub fn detach_xdp(&mut self, uplink: &devices::Uplink) -> Result<(), DatapathError> {
+        self.devices.detach_xdp(uplink)
+    }
 }

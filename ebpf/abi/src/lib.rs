@@ -118,6 +118,9 @@ pub mod programs {
     pub const SOCK_RECVMSG4: &str = "sock_recvmsg4";
     /// cgroup `getpeername4`: a balanced socket's peer is the frontend.
     pub const SOCK_GETPEERNAME4: &str = "sock_getpeername4";
+    /// XDP (native) on the node's uplink with `--nodeport-acceleration native`: NodePort
+    /// traffic to remote backends balanced, translated and encapsulated before an skb exists.
+    pub const XDP_NODEPORT: &str = "xdp_nodeport";
     /// Every TC classifier.
     pub const CLASSIFIERS: [&str; 6] = [
         FROM_POD,
@@ -565,8 +568,10 @@ pub struct NodeConfig {
     pub snat_port_max: u16,
     /// Ports tried before a new translated flow is dropped (at most [`SNAT_MAX_ATTEMPTS`]).
     pub snat_attempts: u16,
-    /// Padding, always zero.
-    pub pad2: u16,
+    /// UDP destination port of `vxlan0` (network byte order), for `xdp_nodeport`, which
+    /// encapsulates by itself. 0 (an agent without NodePort acceleration): `xdp_nodeport`
+    /// passes every packet. Was padding: an older agent writes 0.
+    pub vxlan_port: u16,
 }
 
 /// The most ports SNAT tries for one new flow.
@@ -634,8 +639,16 @@ pub mod stat {
     /// Dropped by `from_pod`: the IPv4 source is not the address of the pod whose veth the
     /// packet arrived on (`LOCAL_PODS`).
     pub const DROP_SOURCE_SPOOFED: u32 = 28;
+    /// NodePort (or external IP / load balancer) packets `xdp_nodeport` balanced, translated,
+    /// encapsulated and sent back out of the uplink it arrived on (`XDP_TX`).
+    pub const XDP_TX: u32 = 29;
+    /// The same, sent out of another device the FIB named (`XDP_REDIRECT`).
+    pub const XDP_REDIRECT: u32 = 30;
+    /// Packets `xdp_nodeport` would have sent but passed to the TC path because the FIB
+    /// lookup of the remote node did not succeed (no neighbour entry yet, no route).
+    pub const XDP_PASS_FIB: u32 = 31;
     /// Human-readable names, indexed by counter id.
-    pub const NAMES: [&str; 29] = [
+    pub const NAMES: [&str; 32] = [
         "packets",
         "lb_new",
         "lb_established",
@@ -665,6 +678,9 @@ pub mod stat {
         "drop_source_range",
         "external",
         "drop_source_spoofed",
+        "xdp_tx",
+        "xdp_redirect",
+        "xdp_pass_fib",
     ];
 }
 
@@ -782,7 +798,7 @@ mod tests {
 
     #[test]
     fn stat_names_cover_every_counter() {
-        assert_eq!(stat::NAMES.len() as u32, stat::DROP_SOURCE_SPOOFED + 1);
+        assert_eq!(stat::NAMES.len() as u32, stat::XDP_PASS_FIB + 1);
         assert!(stat::NAMES.len() as u32 <= capacity::STATS);
     }
 }

@@ -17,6 +17,8 @@
 //! - [`to_pods`]: TC egress on `cbr0` (reverse NAT of replies from the node's own namespace).
 //! - [`to_overlay`]: TC egress on `vxlan0` (tunnel keys for the node's own traffic to pods).
 //! - [`sock`]: cgroup socket hooks (socket load balancing for the node's own clients).
+//! - [`xdp_nodeport`]: native XDP on the uplink (`--nodeport-acceleration native`): NodePort
+//!   traffic to remote backends balanced, translated and encapsulated before an skb exists.
 #![no_std]
 #![no_main]
 
@@ -40,6 +42,7 @@ mod source;
 mod stats;
 mod to_overlay;
 mod to_pods;
+mod xdp_nodeport;
 
 #[cfg(not(test))]
 #[panic_handler]

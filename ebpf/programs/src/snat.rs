@@ -57,6 +57,14 @@ pub fn reverse(flow: &Flow, tcp: u8) -> Option<NatEntry> {
     touch(&key(flow, CT_DIR_REPLY), tcp)
 }
 
+/// Whether `flow` answers a translated flow (its reply entry exists), without refreshing the
+/// entry: `xdp_nodeport` leaves such packets to `from_netdev`, which [`reverse`]s them.
+#[inline(always)]
+pub fn answers(flow: &Flow) -> bool {
+    // SAFETY: only presence is read.
+    unsafe { NAT.get(&key(flow, CT_DIR_REPLY)) }.is_some()
+}
+
 /// The translated source of `flow` (TCP flags `tcp`): the one it already has, else a new one
 /// with address `to_addr` (keeping the flow's own source port when `keep_port` and it is free;
 /// counted as `SNAT_NEW`). `None` when no port was free.

@@ -1,5 +1,5 @@
 //! `lab down`: removes everything a lab (or a half-made one) left — processes, every `sy-*`
-//! network namespace (nodes, pods, underlay, external client), root links named `sy-*`, BPF pins,
+//! network namespace (nodes, pods, underlay, external client), root links named `sy-*`, BPF pins (switchyard's and the lab's own XDP links),
 //! runtime state, the (empty) service-account mount point, and in the lab directory the
 //! DaemonSet mode's redirected host directories and service-account files. Idempotent.
 use std::time::Duration;
@@ -60,6 +60,7 @@ pub fn down(dirs: Option<&Dirs>) {
         }
     }
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/switchyard");
+    let _ = std::fs::remove_dir_all(crate::xdp_pass::PIN_DIR);
     let _ = std::fs::remove_dir_all("/run/switchyard");
     // The kubelets' mount point for pods' service-account directories (made on the host when
     // missing); removed only while empty, so nothing of anyone else's goes.

@@ -69,6 +69,21 @@ impl LabOptions {
         self
     }
 
+    /// Whether the agents run with native NodePort acceleration (`--nodeport-acceleration
+    /// native`, or the variable the agents inherit), which the lab's veths must be prepared for
+    /// ([`topology::native_xdp_peers`]).
+    pub fn native_xdp(&self) -> bool {
+        std::env::var("SWITCHYARD_NODEPORT_ACCELERATION").is_ok_and(|v| v == "native")
+            || self
+                .agent_args
+                .windows(2)
+                .any(|w| w[0] == "--nodeport-acceleration" && w[1] == "native")
+            || self
+                .agent_args
+                .iter()
+                .any(|a| a == "--nodeport-acceleration=native")
+    }
+
     /// Runs the optimised binaries of `target/release` instead (the benchmark does: the
     /// agent's and controlplane-lite's own work is measured there).
     pub fn release(mut self) -> Self {
@@ -142,6 +157,9 @@ impl Lab {
             keep: false,
         };
         topology::create(opts.nodes)?;
+        if opts.native_xdp() {
+            topology::native_xdp_peers(opts.nodes)?;
+        }
         let data = dir.join("cp-data");
         let _ = std::fs::remove_dir_all(&data);
         let _ = std::fs::remove_file(&kubeconfig);

@@ -3,8 +3,8 @@
 //! 198.18.0.(10+N), and an external client `sy-ext` (198.18.0.100) that also holds the
 //! "outside the cluster" address 203.0.113.10. Made with iproute2.
 use crate::cmd::run;
-use crate::netns;
 use crate::LabError;
+use crate::{ethtool, netns, xdp_pass};
 
 /// Underlay namespace.
 pub const UNDERLAY: &str = "sy-underlay";
@@ -129,4 +129,21 @@ pub fn create(nodes: usize) -> Result<(), LabError> {
         "lo",
     ])?;
     Ok(())
+}
+
+/// Makes the nodes' uplinks able to run native XDP that sends packets back out
+/// (`switchyard agent --nodeport-acceleration native`): the underlay end of every node's `eth0`
+/// (its bridge port) gets an `XDP_PASS` program, without which a veth never delivers what its
+/// peer's XDP transmits ([`xdp_pass`]).
+///
+/// And the external client computes its own checksums: through a veth its packets arrive with
+/// checksum offload pending (`CHECKSUM_PARTIAL`: the TCP/UDP field holds only the
+/// pseudo-header's sum, the skb says so), which an XDP program cannot see and which a frame it
+/// sends on has no way to carry — the backend would get a bad checksum. Frames from a wire,
+/// which native XDP is for, always carry the full checksum; the client now sends those too.
+pub fn native_xdp_peers(nodes: usize) -> Result<(), LabError> {
+    for n in 1..=nodes {
+        xdp_pass::attach(UNDERLAY, &node_name(n))?;
+    }
+    ethtool::tx_checksum(EXT, "eth0", false)
 }
