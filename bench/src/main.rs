@@ -55,6 +55,10 @@ enum Cmd {
         /// Where the report goes.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// switchyard's scale levels instead of the plan's (e.g. `--levels 1,100000` with
+        /// `--quick` measures one large N in a few minutes); kube-proxy's modes keep theirs.
+        #[arg(long, value_delimiter = ',')]
+        levels: Option<Vec<usize>>,
     },
     /// Print the kube-proxy rule set the benchmark loads for N Services (synthetic ClusterIPs):
     /// `iptables` (iptables-restore input) or `nftables` (nft -f input).
@@ -152,9 +156,13 @@ fn main() -> anyhow::Result<()> {
             print!("{text}");
             Ok(())
         }
-        Cmd::Run { quick, out } => {
+        Cmd::Run { quick, out, levels } => {
             let out = out.unwrap_or_else(run::default_out);
-            let report = run::run(quick, &out)?;
+            let mut plan = plan::Plan::new(quick);
+            if let Some(levels) = levels {
+                plan = plan.with_levels(levels).map_err(anyhow::Error::msg)?;
+            }
+            let report = run::run(plan, &out)?;
             println!("{}", report.headline());
             println!("{}", targets::markdown(&report));
             println!(

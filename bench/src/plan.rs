@@ -4,6 +4,8 @@ use std::time::Duration;
 /// The knobs of one run.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// `--quick`: short runs, small N.
+    pub quick: bool,
     /// Repetitions of every measurement.
     pub reps: usize,
     /// Seconds of each iperf3 run.
@@ -35,6 +37,7 @@ impl Plan {
     pub fn new(quick: bool) -> Plan {
         if quick {
             Plan {
+                quick,
                 reps: 3,
                 iperf_secs: 1,
                 rr: Duration::from_millis(400),
@@ -48,6 +51,7 @@ impl Plan {
             }
         } else {
             Plan {
+                quick,
                 reps: 5,
                 iperf_secs: 3,
                 rr: Duration::from_secs(2),
@@ -62,8 +66,41 @@ impl Plan {
         }
     }
 
+    /// The plan with switchyard's scale `levels` (sorted, deduplicated; N=1 is always
+    /// measured: every ratio of the scale scenarios is against it).
+    pub fn with_levels(mut self, mut levels: Vec<usize>) -> Result<Plan, String> {
+        if levels.contains(&0) {
+            return Err("a scale level is a number of Services, at least 1".into());
+        }
+        levels.push(1);
+        levels.sort_unstable();
+        levels.dedup();
+        self.levels = levels;
+        Ok(self)
+    }
+
     /// The largest scale level.
     pub fn max_level(&self) -> usize {
         self.levels.last().copied().unwrap_or(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chosen_levels_are_sorted_without_repeats_and_always_include_one_service() {
+        let plan = Plan::new(true)
+            .with_levels(vec![100_000, 1_000, 100_000])
+            .unwrap();
+        assert_eq!(plan.levels, vec![1, 1_000, 100_000]);
+        assert_eq!(plan.max_level(), 100_000);
+        assert_eq!(plan.kernel_levels, Plan::new(true).kernel_levels);
+    }
+
+    #[test]
+    fn zero_services_is_not_a_level() {
+        assert!(Plan::new(false).with_levels(vec![0, 10]).is_err());
     }
 }

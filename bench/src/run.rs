@@ -99,9 +99,8 @@ fn check_routes(w: &Workload, vias: &[Via]) -> Result<()> {
 }
 
 /// Runs the benchmark and writes the report into `out`.
-pub fn run(quick: bool, out: &Path) -> Result<Report> {
+pub fn run(plan: Plan, out: &Path) -> Result<Report> {
     let started = Instant::now();
-    let plan = Plan::new(quick);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let host = host();
     eprintln!("==> starting a three-node lab");
@@ -214,7 +213,7 @@ pub fn run(quick: bool, out: &Path) -> Result<Report> {
         s.compute_ratios();
     }
     let report = Report {
-        quick,
+        quick: plan.quick,
         started_unix: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
