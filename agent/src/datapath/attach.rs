@@ -63,21 +63,7 @@ pub fn attach(
     let link =
         prog.take_link(link_id)
             .map_err(failed(program, ifname, "taking the new link".into()))?;
-    let fd_link: FdLink =
-        link.try_into()
-            .map_err(failed(program, ifname, "converting the new link".into()))?;
-    if let Some(dir) = pin.parent() {
-        std::fs::create_dir_all(dir).map_err(DatapathError::io(dir))?;
-    }
-    // Re-pinning over an existing pin fails with EEXIST: remove the old one first; the link stays
-    // attached because we hold its fd until the new pin exists.
-    let _ = std::fs::remove_file(pin);
-    fd_link.pin(pin).map_err(failed(
-        program,
-        ifname,
-        format!("pinning the link at {}", pin.display()),
-    ))?;
-    Ok(())
+    pin_link(link, program, ifname, pin)
 }
 
 /// Attaches (or re-takes) XDP program `program` on `ifname` in native (driver) mode and pins
@@ -125,12 +111,23 @@ pub fn attach_xdp(
     let link =
         prog.take_link(link_id)
             .map_err(failed(program, ifname, "taking the new link".into()))?;
+    pin_link(link, program, ifname, pin)
+}
+
+/// Pins `link`, just attached or taken over for `program` on `ifname`, at `pin`.
+fn pin_link<L>(link: L, program: &str, ifname: &str, pin: &Path) -> Result<(), DatapathError>
+where
+    L: TryInto<FdLink>,
+    L::Error: Into<AttachError>,
+{
     let fd_link: FdLink =
         link.try_into()
             .map_err(failed(program, ifname, "converting the new link".into()))?;
     if let Some(dir) = pin.parent() {
         std::fs::create_dir_all(dir).map_err(DatapathError::io(dir))?;
     }
+    // Re-pinning over an existing pin fails with EEXIST: remove the old one first; the link stays
+    // attached because we hold its fd until the new pin exists.
     let _ = std::fs::remove_file(pin);
     fd_link.pin(pin).map_err(failed(
         program,

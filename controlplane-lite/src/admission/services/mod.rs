@@ -357,22 +357,21 @@ mod tests {
         assert!(err.message.contains("DNS-1035"));
     }
 
+    /// `err` refuses both the requested address and the requested node port.
+    fn assert_both_taken(err: &crate::status::ApiError) {
+        for what in ["IP", "port"] {
+            let said = format!("provided {what} is already allocated");
+            assert!(err.message.contains(&said), "{}", err.message);
+        }
+    }
+
     #[test]
     fn a_deleted_services_address_and_node_port_are_free_again() {
         let s = Store::in_memory();
         create(&s, "services", node_port_svc("a", "10.96.3.3", 30100)).unwrap();
         let err = create(&s, "services", node_port_svc("b", "10.96.3.3", 30100)).unwrap_err();
         assert_eq!(err.code, 422);
-        assert!(
-            err.message.contains("provided IP is already allocated"),
-            "{}",
-            err.message
-        );
-        assert!(
-            err.message.contains("provided port is already allocated"),
-            "{}",
-            err.message
-        );
+        assert_both_taken(&err);
         s.delete(svc_key("a")).unwrap();
         let b = create(&s, "services", node_port_svc("b", "10.96.3.3", 30100)).unwrap();
         assert_eq!(b["spec"]["clusterIP"], "10.96.3.3");
@@ -416,16 +415,7 @@ mod tests {
         drop(s);
         let s = Store::open(&dir).unwrap();
         let err = create(&s, "services", node_port_svc("b", "10.96.3.6", 30103)).unwrap_err();
-        assert!(
-            err.message.contains("provided IP is already allocated"),
-            "{}",
-            err.message
-        );
-        assert!(
-            err.message.contains("provided port is already allocated"),
-            "{}",
-            err.message
-        );
+        assert_both_taken(&err);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
