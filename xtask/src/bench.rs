@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]`: builds, then runs the benchmark driver
+//! `cargo xtask bench [--quick] [--levels N,…]`: builds, then runs the benchmark driver
 //! (`switchyard-bench run`, crate `bench/`) under the lab lock `/tmp/switchyard-lab.lock`, so
 //! it never shares the fixed lab names with another lab. When the caller already holds the
 //! lock (`cargo xtask test` under `flock`, or CI which runs alone) it sets
@@ -16,7 +16,7 @@ pub const LAB_LOCK: &str = "/tmp/switchyard-lab.lock";
 pub const LOCK_HELD_ENV: &str = "SWITCHYARD_LAB_LOCK_HELD";
 
 /// Runs the benchmark driver (the workspace must be built).
-pub fn run(quick: bool, out: Option<PathBuf>) -> Result<()> {
+pub fn run(quick: bool, out: Option<PathBuf>, levels: Option<String>) -> Result<()> {
     let bin = lab::workspace_root().join("target/debug/switchyard-bench");
     if !bin.exists() {
         bail!("{} is missing: cargo build --workspace", bin.display());
@@ -37,6 +37,9 @@ pub fn run(quick: bool, out: Option<PathBuf>) -> Result<()> {
     }
     if let Some(out) = out {
         cmd.arg("--out").arg(out);
+    }
+    if let Some(levels) = levels {
+        cmd.arg("--levels").arg(levels);
     }
     println!(
         "==> switchyard-bench run{}",

@@ -6,7 +6,7 @@
 //! - `demo`: build + a one-node lab, three echo pods behind a ClusterIP, traffic from a client pod;
 //!   then a three-node tour of the overlay, NodePort and masquerade (`--nodes 1|3` for one part).
 //! - `lab up --nodes N` / `lab down`: a lab to use with `kubectl --kubeconfig target/lab/kubeconfig`.
-//! - `bench [--quick]`: build + the benchmark (switchyard vs iptables vs nftables vs direct) in
+//! - `bench [--quick] [--levels N,…]`: build + the benchmark (switchyard vs iptables vs nftables vs direct) in
 //!   its own three-node lab; report in `target/bench`.
 //! - `image [--out PATH]`: the agent's container image as an OCI archive, without a container
 //!   daemon (`target/image/switchyard.oci.tar`; see `deploy/`).
@@ -53,6 +53,10 @@ enum Cmd {
         /// Report directory (default target/bench).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// switchyard's scale levels instead of the plan's, comma-separated (e.g. `--quick
+        /// --levels 1,100000`: one large N in a few minutes).
+        #[arg(long)]
+        levels: Option<String>,
     },
     /// Build the agent's container image as an OCI archive (no container daemon needed); push
     /// it with `skopeo copy oci-archive:PATH docker://REGISTRY/switchyard:TAG`.
@@ -178,11 +182,11 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { quick, out } => {
+        Cmd::Bench { quick, out, levels } => {
             build()?;
             build_lab_release()?;
             clean_up_on_signals()?;
-            bench::run(quick, out)
+            bench::run(quick, out, levels)
         }
         Cmd::Image { out } => image::run(out),
         Cmd::Lab {
