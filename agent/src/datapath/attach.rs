@@ -29,9 +29,9 @@ pub fn attach(
     pin: &Path,
 ) -> Result<(), DatapathError> {
     let prog = loader::classifier(ebpf, program)?;
-    let link_id = match PinnedLink::from_pin(pin) {
-        Ok(old) => {
-            let link = FdLink::from(old).try_into().map_err(failed(
+    let link_id = match pinned_link(program, ifname, pin)? {
+        Some(old) => {
+            let link = old.try_into().map_err(failed(
                 program,
                 ifname,
                 "taking over the pinned link".into(),
@@ -42,23 +42,13 @@ pub fn attach(
                 "replacing the program in the pinned link".into(),
             ))?
         }
-        Err(LinkError::SyscallError(SyscallError { io_error, .. }))
-            if io_error.kind() == io::ErrorKind::NotFound =>
-        {
-            prog.attach_with_options(
+        None => prog
+            .attach_with_options(
                 ifname,
                 direction,
                 TcAttachOptions::TcxOrder(LinkOrder::default()),
             )
-            .map_err(failed(program, ifname, "attaching through TCX".into()))?
-        }
-        Err(e) => {
-            return Err(failed(
-                program,
-                ifname,
-                format!("reading pinned link {}", pin.display()),
-            )(e))
-        }
+            .map_err(failed(program, ifname, "attaching through TCX".into()))?,
     };
     let link =
         prog.take_link(link_id)
@@ -76,9 +66,9 @@ pub fn attach_xdp(
     pin: &Path,
 ) -> Result<(), DatapathError> {
     let prog = loader::xdp(ebpf, program)?;
-    let link_id = match PinnedLink::from_pin(pin) {
-        Ok(old) => {
-            let link: XdpLink = FdLink::from(old).try_into().map_err(failed(
+    let link_id = match pinned_link(program, ifname, pin)? {
+        Some(old) => {
+            let link: XdpLink = old.try_into().map_err(failed(
                 program,
                 ifname,
                 "taking over the pinned link".into(),
@@ -89,29 +79,35 @@ pub fn attach_xdp(
                 "replacing the program in the pinned link".into(),
             ))?
         }
-        Err(LinkError::SyscallError(SyscallError { io_error, .. }))
-            if io_error.kind() == io::ErrorKind::NotFound =>
-        {
-            prog.attach(ifname, XdpMode::Driver).map_err(failed(
-                program,
-                ifname,
-                "attaching in native (driver) mode; if the driver has no native XDP, run \
+        None => prog.attach(ifname, XdpMode::Driver).map_err(failed(
+            program,
+            ifname,
+            "attaching in native (driver) mode; if the driver has no native XDP, run \
                  without --nodeport-acceleration native"
-                    .into(),
-            ))?
-        }
-        Err(e) => {
-            return Err(failed(
-                program,
-                ifname,
-                format!("reading pinned link {}", pin.display()),
-            )(e))
-        }
+                .into(),
+        ))?,
     };
     let link =
         prog.take_link(link_id)
             .map_err(failed(program, ifname, "taking the new link".into()))?;
     pin_link(link, program, ifname, pin)
+}
+
+/// The link a previous agent pinned at `pin` for `program` on `ifname`, if any.
+fn pinned_link(program: &str, ifname: &str, pin: &Path) -> Result<Option<FdLink>, DatapathError> {
+    match PinnedLink::from_pin(pin) {
+        Ok(old) => Ok(Some(FdLink::from(old))),
+        Err(LinkError::SyscallError(SyscallError { io_error, .. }))
+            if io_error.kind() == io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(failed(
+            program,
+            ifname,
+            format!("reading pinned link {}", pin.display()),
+        )(e)),
+    }
 }
 
 /// Pins `link`, just attached or taken over for `program` on `ifname`, at `pin`.
