@@ -161,6 +161,17 @@ impl Input {
 /// One exec session on an upgraded connection.
 async fn session(socket: WebSocket, v5: bool, pid: i32, p: Params) {
     let (out, mut incoming) = channels::start(socket, v5);
+    // On a terminal, kubectl sends the terminal's size right after it has set up its streams
+    // (client-go discards output on a stream it has not created yet, "Unknown stream id"):
+    // the command starts once that size is known, with it.
+    let early = if p.tty {
+        match first_size(&mut incoming).await {
+            Some(early) => early,
+            None => return,
+        }
+    } else {
+        Vec::new()
+    };
     // Tells the client the streams are set up, as the kubelet does.
     let first = if p.stdout {
         channels::STDOUT
@@ -175,7 +186,7 @@ async fn session(socket: WebSocket, v5: bool, pid: i32, p: Params) {
         mut input,
         mut pumps,
         master,
-    } = match start(pid, &p, &out) {
+    } = match start(pid, &p, &out, initial_size(&early)) {
         Ok(s) => s,
         Err(e) => {
             let why = match e.kind() {
@@ -192,10 +203,12 @@ async fn session(socket: WebSocket, v5: bool, pid: i32, p: Params) {
         }
     };
     let session_id = child.id().and_then(|id| i32::try_from(id).ok());
+    let mut early = early.into_iter();
     let status = loop {
+        let next = early.next();
         tokio::select! {
-            status = child.wait() => break status,
-            msg = incoming.recv() => match msg.unwrap_or(Incoming::Gone) {
+            status = child.wait(), if next.is_none() => break status,
+            msg = async { match next { Some(m) => Some(m), None => incoming.recv().await } } => match msg.unwrap_or(Incoming::Gone) {
                 Incoming::Stdin(data) => input.write(&data).await,
                 Incoming::CloseStdin => input.close(),
                 Incoming::Resize { width, height } => {
@@ -230,6 +243,38 @@ async fn session(socket: WebSocket, v5: bool, pid: i32, p: Params) {
     out.finish(&channels::exit_status(code, &p.command)).await;
 }
 
+/// How long a terminal session waits for the client's first terminal size.
+const FIRST_SIZE: Duration = Duration::from_secs(2);
+
+/// Waits (at most [`FIRST_SIZE`]) for the client's first terminal size; returns the messages
+/// received until then, that size last, or `None` when the client went away.
+async fn first_size(incoming: &mut mpsc::Receiver<Incoming>) -> Option<Vec<Incoming>> {
+    let mut early = Vec::new();
+    let _ = tokio::time::timeout(FIRST_SIZE, async {
+        while let Some(msg) = incoming.recv().await {
+            let done = matches!(msg, Incoming::Resize { .. } | Incoming::Gone);
+            early.push(msg);
+            if done {
+                return;
+            }
+        }
+        early.push(Incoming::Gone);
+    })
+    .await;
+    match early.last() {
+        Some(Incoming::Gone) => None,
+        _ => Some(early),
+    }
+}
+
+/// The last terminal size among `early` messages.
+fn initial_size(early: &[Incoming]) -> Option<(u16, u16)> {
+    early.iter().rev().find_map(|m| match m {
+        Incoming::Resize { width, height } => Some((*width, *height)),
+        _ => None,
+    })
+}
+
 /// A started command.
 struct Started {
     child: tokio::process::Child,
@@ -254,12 +299,20 @@ fn spawn_pump(
 }
 
 /// Starts the command in the container of `pid` with the streams `p` asks for, its output
-/// pumped to `out`.
-fn start(pid: i32, p: &Params, out: &Outgoing) -> std::io::Result<Started> {
+/// pumped to `out`, on a terminal of `size` (columns, rows) when it asks for one.
+fn start(
+    pid: i32,
+    p: &Params,
+    out: &Outgoing,
+    size: Option<(u16, u16)>,
+) -> std::io::Result<Started> {
     let container = Container::of(pid)?;
     let (done, pumps) = mpsc::channel(1);
     let started = if p.tty {
         let Pty { master, slave } = Pty::open()?;
+        if let Some((width, height)) = size {
+            nsenter::resize(&master, width, height)?;
+        }
         let mut cmd = container.command(&p.command, true)?;
         cmd.stdin(Stdio::from(slave.try_clone()?))
             .stdout(Stdio::from(slave.try_clone()?))
