@@ -17,7 +17,7 @@
 //! pinned links and maps stay pinned, so established connections survive an agent restart.
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -37,6 +37,7 @@ mod notes;
 pub mod options;
 mod reconcile;
 pub mod report;
+pub mod resync;
 pub mod sweeper;
 
 /// Runs the agent until SIGTERM/SIGINT.
@@ -121,10 +122,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         events: Events::new(client.clone(), &opts.node),
         health: HealthChecks::new(Ipv4Addr::UNSPECIFIED),
         measured,
+        full_took: None,
+        names: NamesRefresh::default(),
     };
     work.reconcile(&mut dp, &stores);
     let mut pods = tokio::time::interval(Duration::from_millis(200));
-    let mut resync = tokio::time::interval(Duration::from_secs(30));
+    let mut resync = resync::Resync::starting(Instant::now());
     loop {
         work.measured.beat();
         tokio::select! {
@@ -142,11 +145,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 if let Err(e) = dp.sync_local_pods() {
                     tracing::warn!(error = %e, "attaching local pods failed; retrying");
                 }
+                work.name_frontends(&dp, Instant::now());
             }
-            _ = resync.tick() => {
+            _ = tokio::time::sleep_until(resync.due().into()) => {
                 stores.mark_full();
                 work.reconcile(&mut dp, &stores);
             }
+        }
+        if let Some(took) = work.full_took.take() {
+            resync.after_full(Instant::now(), took);
         }
     }
     tasks.iter().for_each(|t| t.abort());
@@ -161,6 +168,38 @@ struct Work {
     events: Events,
     health: HealthChecks,
     measured: metrics::Agent,
+    /// The duration of the last reconcile's full recompute, until the loop has seen it.
+    full_took: Option<Duration>,
+    /// When the metrics' frontend names were last rebuilt, and whether the maps changed since.
+    names: NamesRefresh,
+}
+
+/// How often the metrics' frontend names (one entry per programmed frontend: O(Services) to
+/// build) are rebuilt after the maps changed: at most once per [`NAMES_EVERY`], so a stream of
+/// changes at 100,000 Services does not rebuild them with every change.
+const NAMES_EVERY: Duration = Duration::from_secs(1);
+
+/// See [`NAMES_EVERY`].
+#[derive(Debug, Default)]
+struct NamesRefresh {
+    stale: bool,
+    last: Option<Instant>,
+}
+
+impl NamesRefresh {
+    /// Whether to rebuild the names at `now` (and records it as done).
+    fn due(&mut self, now: Instant) -> bool {
+        if !self.stale
+            || self
+                .last
+                .is_some_and(|l| now.duration_since(l) < NAMES_EVERY)
+        {
+            return false;
+        }
+        self.stale = false;
+        self.last = Some(now);
+        true
+    }
 }
 
 impl Work {
@@ -186,14 +225,11 @@ impl Work {
         for kind in &found.errors {
             self.measured.error(kind);
         }
-        if let Some(desired) = self.reconciler.desired() {
-            let names = metrics::frontend_names(dp.services.programmed(), desired);
-            *self
-                .measured
-                .frontends
-                .write()
-                .unwrap_or_else(|e| e.into_inner()) = names;
+        if found.wrote || found.full_took.is_some() {
+            self.names.stale = true;
         }
+        self.full_took = found.full_took.or(self.full_took);
+        self.name_frontends(dp, Instant::now());
         let why_not = match (stores.problem(), self.reconciler.desired()) {
             (Some(p), _) => Some(p),
             (None, None) => {
@@ -202,6 +238,24 @@ impl Work {
             (None, Some(_)) => None,
         };
         self.measured.set_ready(why_not.as_deref());
+    }
+}
+
+impl Work {
+    /// Rebuilds the metrics' frontend names when the maps changed and [`NAMES_EVERY`] passed.
+    fn name_frontends(&mut self, dp: &Datapath, now: Instant) {
+        let Some(desired) = self.reconciler.desired() else {
+            return;
+        };
+        if !self.names.due(now) {
+            return;
+        }
+        let names = metrics::frontend_names(dp.services.programmed(), desired);
+        *self
+            .measured
+            .frontends
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = names;
     }
 }
 
@@ -219,5 +273,26 @@ async fn own_node(stores: &Stores, name: &str) -> NodeInfo {
             last = why;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), stores.changed.notified()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frontend_names_are_rebuilt_after_a_change_at_most_once_per_interval() {
+        let t0 = Instant::now();
+        let mut n = NamesRefresh::default();
+        assert!(!n.due(t0), "nothing changed");
+        n.stale = true;
+        assert!(n.due(t0));
+        n.stale = true;
+        assert!(!n.due(t0 + NAMES_EVERY / 2), "too soon after the last");
+        assert!(
+            n.due(t0 + NAMES_EVERY),
+            "the change is named a second later"
+        );
+        assert!(!n.due(t0 + NAMES_EVERY * 3), "and only once");
     }
 }

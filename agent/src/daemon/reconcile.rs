@@ -52,6 +52,11 @@ pub struct Findings {
     pub unprogrammed: Vec<Unprogrammed>,
     /// Of those, the ones failing anew, with their Service: `(service, frontend, error)`.
     pub sync_failed: Vec<(Arc<Service>, String, String)>,
+    /// How long this run took when it recomputed every Service (a relist, a resync, a change of
+    /// node), whether or not it wrote anything.
+    pub full_took: Option<std::time::Duration>,
+    /// Whether this run wrote or deleted map entries.
+    pub wrote: bool,
 }
 
 impl Reconciler {
@@ -138,8 +143,12 @@ impl Reconciler {
         if result.is_ok() {
             findings.synced_after = dirty.since.map(|t| t.elapsed());
         }
+        if mode == "full" {
+            findings.full_took = Some(started.elapsed());
+        }
         match result {
             Ok(r) => {
+                findings.wrote = r.written + r.deleted > 0;
                 if r.written + r.deleted > 0 {
                     ServicesSynced {
                         mode: mode.to_string(),

@@ -62,6 +62,7 @@ pub fn down(dirs: Option<&Dirs>) {
     let _ = std::fs::remove_dir_all("/sys/fs/bpf/switchyard");
     let _ = std::fs::remove_dir_all(crate::xdp_pass::PIN_DIR);
     let _ = std::fs::remove_dir_all("/run/switchyard");
+    let _ = std::fs::remove_dir_all(crate::lab::CP_DATA_IN_MEMORY);
     // The kubelets' mount point for pods' service-account directories (made on the host when
     // missing); removed only while empty, so nothing of anyone else's goes.
     for dir in [

@@ -26,7 +26,13 @@ pub struct LabOptions {
     pub daemonset: bool,
     /// The Service network: [`topology::SERVICE_CIDR`] unless [`LabOptions::service_cidr`].
     pub service_cidr: String,
+    /// Whether controlplane-lite keeps its store in memory ([`LabOptions::cp_data_in_memory`]).
+    pub cp_data_in_memory: bool,
 }
+
+/// Where controlplane-lite's store lives with [`LabOptions::cp_data_in_memory`]: a tmpfs,
+/// removed with the lab.
+pub const CP_DATA_IN_MEMORY: &str = "/dev/shm/switchyard-lab-cp-data";
 
 impl LabOptions {
     /// `nodes` nodes in the workspace this crate belongs to, running the debug binaries.
@@ -39,6 +45,26 @@ impl LabOptions {
             agent_args: Vec::new(),
             daemonset: false,
             service_cidr: topology::SERVICE_CIDR.into(),
+            cp_data_in_memory: false,
+        }
+    }
+
+    /// Keeps controlplane-lite's store on a tmpfs ([`CP_DATA_IN_MEMORY`]), where its fsync per
+    /// acknowledged write costs nothing. The benchmark does: it measures the dataplane, and on
+    /// a disk with ~6 ms per fsync its 100,000 Services would take 20 minutes to create, one
+    /// fsync after another. Every other lab keeps the store on disk, as a real API server's
+    /// etcd does.
+    pub fn cp_data_in_memory(mut self) -> Self {
+        self.cp_data_in_memory = true;
+        self
+    }
+
+    /// controlplane-lite's data directory in the lab directory `dir`.
+    pub fn cp_data(&self, dir: &Path) -> PathBuf {
+        if self.cp_data_in_memory {
+            PathBuf::from(CP_DATA_IN_MEMORY)
+        } else {
+            dir.join("cp-data")
         }
     }
 
@@ -160,7 +186,7 @@ impl Lab {
         if opts.native_xdp() {
             topology::native_xdp_peers(opts.nodes)?;
         }
-        let data = dir.join("cp-data");
+        let data = opts.cp_data(&dir);
         let _ = std::fs::remove_dir_all(&data);
         let _ = std::fs::remove_file(&kubeconfig);
         // Fresh random tokens per lab: switchyard-cp writes the first (admin) into the kubeconfig
@@ -304,7 +330,7 @@ impl Lab {
     pub fn start_cp(&self) -> Result<(), LabError> {
         let dir = self.dir();
         let cp = self.opts.bin_dir.join("switchyard-cp");
-        let data = dir.join("cp-data");
+        let data = self.opts.cp_data(&dir);
         let listen = format!("{}:6443", topology::CP_ADDR);
         procs::start(
             &self.dirs,
