@@ -17,7 +17,7 @@ use crate::events::convert::{inward, outward};
 use crate::resources::{self, Resource};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
-use crate::store::{Key, Store, StoreError};
+use crate::store::{Key, Page, PageQuery, Store, StoreError};
 use crate::validate::{self, FieldValidation};
 use crate::{clock, paging, patch, table, versions, watch};
 
@@ -287,33 +287,37 @@ impl Api {
         };
         let snapshot = cont.as_ref().and_then(paging::Continue::snapshot);
         let ns = t.namespace.as_deref();
-        let Some((all, rv)) = self.store.list_at(t.res.plural, ns, snapshot) else {
+        let matches = selector(t.res, q)?;
+        let filtered = q.contains_key("labelSelector") || q.contains_key("fieldSelector");
+        // Only this page is cut from the snapshot (and, unfiltered, the rest counted for
+        // remainingItemCount): each page costs what it holds, not what came before it.
+        let query = PageQuery {
+            resource: t.res.plural,
+            namespace: ns,
+            rv: snapshot,
+            after: cont.as_ref().map(paging::Continue::position),
+            limit,
+            count_rest: !filtered,
+        };
+        let Some(Page { items, rest, rv }) = self.store.list_page(&query, |_, o| matches(o)) else {
             return Ok(expired_continue(cont.as_ref()));
         };
-        let matches = selector(t.res, q)?;
-        let matching: Vec<&(Key, Arc<Value>)> = all
-            .iter()
-            .filter(|(k, o)| cont.as_ref().is_none_or(|c| paging::is_after(k, c)) && matches(o))
-            .collect();
-        let filtered = q.contains_key("labelSelector") || q.contains_key("fieldSelector");
-        let total = matching.len();
-        let page = &matching[..total.min(limit.unwrap_or(usize::MAX))];
         // Later pages continue in the same snapshot (or, after a too old token, in the
         // current state, as kube-apiserver's inconsistent continuation).
         let token_rv = match &cont {
             Some(c) if c.snapshot().is_none() => None,
             _ => Some(rv),
         };
-        let next = page
+        let next = items
             .last()
-            .filter(|_| page.len() < total)
+            .filter(|_| rest > 0)
             .map(|(k, _)| paging::Continue::after(token_rv, k).encode());
-        let page: Vec<&Value> = page.iter().map(|(_, o)| o.as_ref()).collect();
+        let page: Vec<&Value> = items.iter().map(|(_, o)| o.as_ref()).collect();
         let mut meta = json!({"resourceVersion": rv.to_string()});
         if let Some(token) = &next {
             meta["continue"] = json!(token);
             if !filtered {
-                meta["remainingItemCount"] = json!(total - page.len());
+                meta["remainingItemCount"] = json!(rest);
             }
         }
         if wants_table(headers) {

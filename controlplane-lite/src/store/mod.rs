@@ -20,7 +20,7 @@ mod held;
 mod log;
 mod subscription;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -133,6 +133,55 @@ impl Default for Limits {
 /// Objects with their keys, in key order.
 pub type Snapshot = Vec<(Key, Arc<Value>)>;
 
+/// What [`Store::list_page`] lists.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageQuery<'a> {
+    /// Resource plural.
+    pub resource: &'a str,
+    /// Only this namespace (`None`: all of them).
+    pub namespace: Option<&'a str>,
+    /// The snapshot's resourceVersion (`None`: now).
+    pub rv: Option<u64>,
+    /// `(namespace, name)` of the last object of the previous page: list only what follows.
+    pub after: Option<(&'a str, &'a str)>,
+    /// At most this many objects (`None`: all).
+    pub limit: Option<usize>,
+    /// Count every object after the page, kept or not (`remainingItemCount`, which only
+    /// unfiltered lists carry); otherwise [`Page::rest`] only says whether a kept one follows.
+    pub count_rest: bool,
+}
+
+/// One page of a list ([`Store::list_page`]).
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// The objects of the page, in key order.
+    pub items: Snapshot,
+    /// Objects after the page: all of them with [`PageQuery::count_rest`], else 0 or 1.
+    pub rest: usize,
+    /// The snapshot's resourceVersion.
+    pub rv: u64,
+}
+
+/// Two iterators sorted by distinct keys, merged in key order.
+fn merge_by_key<'a, V: 'a>(
+    a: impl Iterator<Item = (&'a Key, V)>,
+    b: impl Iterator<Item = (&'a Key, V)>,
+) -> impl Iterator<Item = (&'a Key, V)> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some((ka, _)), Some((kb, _))) if kb < ka => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
+/// Where a page of an unfiltered list ended: (namespace scope, snapshot resourceVersion, last
+/// key of the page).
+type RestAt = (Option<String>, u64, Key);
+
+/// Lists being paged through whose remaining counts are remembered, at most.
+const REST_COUNTS: usize = 1024;
+
 /// Watch events kept for resuming watches, at most.
 pub const HISTORY: usize = 20_000;
 
@@ -161,6 +210,10 @@ pub(crate) struct Shared {
     held: Mutex<Held>,
     published: watch::Sender<u64>,
     limits: Limits,
+    /// How many objects follow a page of an unfiltered list: (namespace scope, snapshot
+    /// resourceVersion, last key of the page) → count. A snapshot never changes, so the next
+    /// page's count is this one minus its length, without walking the rest again.
+    rest_counts: Mutex<HashMap<RestAt, usize>>,
 }
 
 impl Shared {
@@ -266,6 +319,7 @@ impl Store {
                 held: Mutex::new(held),
                 published,
                 limits,
+                rest_counts: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -375,28 +429,118 @@ impl Store {
         namespace: Option<&str>,
         rv: Option<u64>,
     ) -> Option<(Snapshot, u64)> {
+        let page = self.list_page(
+            &PageQuery {
+                resource,
+                namespace,
+                rv,
+                after: None,
+                limit: None,
+                count_rest: false,
+            },
+            |_, _| true,
+        )?;
+        Some((page.items, page.rv))
+    }
+
+    /// One page of a list as it was at resourceVersion `query.rv` (`None`: now): in key order,
+    /// the first `query.limit` objects after `query.after` that `keep` accepts. `None` when the
+    /// history no longer reaches back to that version (or it is in the future).
+    ///
+    /// The work is proportional to the page, the changes made since that version and (only
+    /// with `count_rest`, for a list's first page only: later pages take the count the previous
+    /// one left) the number of objects after the page — never to the objects before
+    /// `query.after`, so paging through a list of N objects costs O(N) in all, not O(N²).
+    pub fn list_page(
+        &self,
+        query: &PageQuery<'_>,
+        mut keep: impl FnMut(&Key, &Value) -> bool,
+    ) -> Option<Page> {
+        use std::ops::Bound;
+        let PageQuery {
+            resource,
+            namespace,
+            ..
+        } = *query;
         let st = self.shared.state();
-        let rv = rv.unwrap_or(st.rv);
+        let rv = query.rv.unwrap_or(st.rv);
         let oldest = st.history.front().map_or(st.rv.saturating_add(1), |e| e.rv);
         if rv > st.rv || (rv.saturating_add(1) < oldest && rv < st.rv) {
             return None;
         }
-        let scoped =
-            |k: &Key| k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns);
-        let mut objects: BTreeMap<Key, Arc<Value>> = scope(&st.objects, resource, namespace, "")
+        let key = |ns: &str, name: &str| Key {
+            resource: resource.to_string(),
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        };
+        let first = key(namespace.unwrap_or(""), "");
+        // The lower bound: the start of the scope, or just after the last key already listed.
+        let lower = match query.after {
+            Some((ns, name)) if (ns, name) >= (first.namespace.as_str(), "") => {
+                Bound::Excluded(key(ns, name))
+            }
+            _ => Bound::Included(first),
+        };
+        let in_range = |k: &Key| {
+            k.resource == resource
+                && namespace.is_none_or(|ns| k.namespace == ns)
+                && match &lower {
+                    Bound::Excluded(l) => k > l,
+                    _ => true,
+                }
+        };
+        // What each key changed since `rv` was at `rv` (undone newest first, so the oldest
+        // change's previous object is what stays).
+        let mut then: BTreeMap<&Key, Option<&Arc<Value>>> = BTreeMap::new();
+        for e in st.history.iter().rev().take_while(|e| e.rv > rv) {
+            if in_range(&e.key) {
+                then.insert(&e.key, e.prev.as_ref());
+            }
+        }
+        let now = st
+            .objects
+            .range((lower.as_ref(), Bound::Unbounded))
+            .take_while(|(k, _)| {
+                k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns)
+            })
+            .filter(|(k, _)| !then.contains_key(k));
+        let undone = then.iter().filter_map(|(k, v)| v.map(|v| (*k, v)));
+        let mut merged = merge_by_key(now, undone);
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let items: Snapshot = merged
+            .by_ref()
+            .filter(|(k, v)| keep(k, v))
+            .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        // Undo, newest first, every change made after `rv`.
-        for e in st.history.iter().rev().take_while(|e| e.rv > rv) {
-            if !scoped(&e.key) {
-                continue;
-            }
-            match &e.prev {
-                Some(p) => objects.insert(e.key.clone(), p.clone()),
-                None => objects.remove(&e.key),
+        let rest = if query.count_rest {
+            let mut counts = self
+                .shared
+                .rest_counts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let scope = namespace.map(str::to_string);
+            let known = match (&lower, query.rv) {
+                (Bound::Excluded(after), Some(at)) => {
+                    counts.remove(&(scope.clone(), at, after.clone()))
+                }
+                _ => None,
             };
-        }
-        Some((objects.into_iter().collect(), rv))
+            let rest = match known {
+                Some(n) => n.saturating_sub(items.len()),
+                None => merged.count(),
+            };
+            if let Some((last, _)) = items.last().filter(|_| rest > 0) {
+                if counts.len() >= REST_COUNTS {
+                    counts.clear();
+                }
+                counts.insert((scope, rv, last.clone()), rest);
+            }
+            rest
+        } else {
+            merged.filter(|(k, v)| keep(k, v)).take(1).count()
+        };
+        Some(Page { items, rest, rv })
     }
 
     /// Waits up to `within` for the store to reach resourceVersion `rv`; whether it did.
@@ -712,6 +856,44 @@ mod tests {
         assert!(then[1].1.get("x").is_none(), "b as it was");
         assert!(s.list_at("pods", None, Some(s.rv() + 1)).is_none());
         assert_eq!(s.list_at("pods", None, None).unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn pages_of_an_older_version_follow_each_other_and_count_what_is_left() {
+        let s = Store::in_memory();
+        for n in ["a", "b", "c", "d", "e"] {
+            s.create(key(n), pod(n)).unwrap();
+        }
+        let at = s.rv();
+        // Changes after the snapshot, before, inside and after the pages.
+        s.delete(key("b")).unwrap();
+        s.delete(key("d")).unwrap();
+        s.create(key("bb"), pod("bb")).unwrap();
+        s.update(key("e"), json!({"metadata": {"name": "e"}, "x": 1}), None)
+            .unwrap();
+        let page = |after: Option<&str>, count_rest: bool| {
+            let q = PageQuery {
+                resource: "pods",
+                namespace: Some("default"),
+                rv: Some(at),
+                after: after.map(|n| ("default", n)),
+                limit: Some(2),
+                count_rest,
+            };
+            let p = s.list_page(&q, |_, _| true).unwrap();
+            let names: Vec<String> = p.items.iter().map(|(k, _)| k.name.clone()).collect();
+            (names, p.rest, p.items)
+        };
+        let (first, rest, _) = page(None, true);
+        assert_eq!((first, rest), (vec!["a".to_string(), "b".to_string()], 3));
+        let (second, rest, _) = page(Some("b"), true);
+        assert_eq!((second, rest), (vec!["c".to_string(), "d".to_string()], 1));
+        let (last, rest, items) = page(Some("d"), false);
+        assert_eq!((last, rest), (vec!["e".to_string()], 0));
+        assert!(items[0].1.get("x").is_none(), "e as it was");
+        let (now, _) = s.list_at("pods", Some("default"), None).unwrap();
+        let names: Vec<&str> = now.iter().map(|(k, _)| k.name.as_str()).collect();
+        assert_eq!(names, ["a", "bb", "c", "e"]);
     }
 
     #[test]
