@@ -40,7 +40,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario::new("footprint_cpu", "Agent CPU time to start and program N Services", "s", Better::Lower, None)
             .method("utime+stime of the n1 agent from its start until the first sync of the largest N is done."),
         Scenario::new("footprint_idle_cpu", "Agent CPU use while idle at N Services", "% of a CPU", Better::Lower, None)
-            .method("CPU time of the n1 agent over a quiet interval (its 30 s safety resync included when it falls in)."),
+            .method("CPU time of the n1 agent over a quiet interval (its safety resync included when it falls in: every 30 s, or 60 × the last full recompute when that is longer)."),
     ]
 }
 
