@@ -161,16 +161,11 @@ impl Input {
 /// One exec session on an upgraded connection.
 async fn session(socket: WebSocket, v5: bool, pid: i32, p: Params) {
     let (out, mut incoming) = channels::start(socket, v5);
-    // On a terminal, kubectl sends the terminal's size right after it has set up its streams
-    // (client-go discards output on a stream it has not created yet, "Unknown stream id"):
-    // the command starts once that size is known, with it.
-    let early = if p.tty {
-        match first_size(&mut incoming).await {
-            Some(early) => early,
-            None => return,
-        }
-    } else {
-        Vec::new()
+    // client-go reads the connection before it has set up its streams and discards output on
+    // a stream it has not created yet ("Unknown stream id"): the command starts once kubectl
+    // showed it is ready (see [`settle`]).
+    let Some(early) = settle(&mut incoming, p.tty).await else {
+        return;
     };
     // Tells the client the streams are set up, as the kubelet does.
     let first = if p.stdout {
@@ -246,13 +241,20 @@ async fn session(socket: WebSocket, v5: bool, pid: i32, p: Params) {
 /// How long a terminal session waits for the client's first terminal size.
 const FIRST_SIZE: Duration = Duration::from_secs(2);
 
-/// Waits (at most [`FIRST_SIZE`]) for the client's first terminal size; returns the messages
-/// received until then, that size last, or `None` when the client went away.
-async fn first_size(incoming: &mut mpsc::Receiver<Incoming>) -> Option<Vec<Incoming>> {
+/// How long a session without a terminal waits for a first message from the client.
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// Waits until the client has set up its streams: on a terminal, kubectl sends the terminal's
+/// size right after (waited for at most [`FIRST_SIZE`]); otherwise its first input, or
+/// [`SETTLE`] without one (a command without input: the kubelet's own start through the
+/// container runtime takes longer than that too). Returns the messages received meanwhile, or
+/// `None` when the client went away.
+async fn settle(incoming: &mut mpsc::Receiver<Incoming>, tty: bool) -> Option<Vec<Incoming>> {
     let mut early = Vec::new();
-    let _ = tokio::time::timeout(FIRST_SIZE, async {
+    let wait = if tty { FIRST_SIZE } else { SETTLE };
+    let _ = tokio::time::timeout(wait, async {
         while let Some(msg) = incoming.recv().await {
-            let done = matches!(msg, Incoming::Resize { .. } | Incoming::Gone);
+            let done = !tty || matches!(msg, Incoming::Resize { .. } | Incoming::Gone);
             early.push(msg);
             if done {
                 return;
