@@ -122,12 +122,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         events: Events::new(client.clone(), &opts.node),
         health: HealthChecks::new(Ipv4Addr::UNSPECIFIED),
         measured,
-        full_took: None,
         names: NamesRefresh::default(),
+        resync: resync::Resync::starting(Instant::now()),
     };
     work.reconcile(&mut dp, &stores);
     let mut pods = tokio::time::interval(Duration::from_millis(200));
-    let mut resync = resync::Resync::starting(Instant::now());
     loop {
         work.measured.beat();
         tokio::select! {
@@ -147,13 +146,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
                 work.name_frontends(&dp, Instant::now());
             }
-            _ = tokio::time::sleep_until(resync.due().into()) => {
+            _ = tokio::time::sleep_until(work.resync.due().into()) => {
                 stores.mark_full();
                 work.reconcile(&mut dp, &stores);
             }
-        }
-        if let Some(took) = work.full_took.take() {
-            resync.after_full(Instant::now(), took);
         }
     }
     tasks.iter().for_each(|t| t.abort());
@@ -168,10 +164,10 @@ struct Work {
     events: Events,
     health: HealthChecks,
     measured: metrics::Agent,
-    /// The duration of the last reconcile's full recompute, until the loop has seen it.
-    full_took: Option<Duration>,
     /// When the metrics' frontend names were last rebuilt, and whether the maps changed since.
     names: NamesRefresh,
+    /// When the next safety resync is due (moved on by every full recompute).
+    resync: resync::Resync,
 }
 
 /// How often the metrics' frontend names (one entry per programmed frontend: O(Services) to
@@ -228,7 +224,9 @@ impl Work {
         if found.wrote || found.full_took.is_some() {
             self.names.stale = true;
         }
-        self.full_took = found.full_took.or(self.full_took);
+        if let Some(took) = found.full_took {
+            self.resync.after_full(Instant::now(), took);
+        }
         self.name_frontends(dp, Instant::now());
         let why_not = match (stores.problem(), self.reconciler.desired()) {
             (Some(p), _) => Some(p),
@@ -239,9 +237,7 @@ impl Work {
         };
         self.measured.set_ready(why_not.as_deref());
     }
-}
 
-impl Work {
     /// Rebuilds the metrics' frontend names when the maps changed and [`NAMES_EVERY`] passed.
     fn name_frontends(&mut self, dp: &Datapath, now: Instant) {
         let Some(desired) = self.reconciler.desired() else {

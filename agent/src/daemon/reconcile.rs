@@ -149,7 +149,7 @@ impl Reconciler {
         match result {
             Ok(r) => {
                 findings.wrote = r.written + r.deleted > 0;
-                if r.written + r.deleted > 0 {
+                if findings.wrote {
                     ServicesSynced {
                         mode: mode.to_string(),
                         frontends: frontends as u64,
@@ -159,7 +159,7 @@ impl Reconciler {
                     }
                     .log();
                 }
-                if r.written + r.deleted > 0 || mode == "full" {
+                if findings.wrote || mode == "full" {
                     // What the relist and the recompute allocated is free again.
                     self.trimmer.after_sync();
                 }

@@ -255,9 +255,13 @@ fn scope<'a>(
         name: prefix.to_string(),
     };
     objects.range(start..).take_while(move |(k, _)| {
-        k.resource == resource
-            && namespace.is_none_or(|ns| k.namespace == ns && k.name.starts_with(prefix))
+        in_scope(k, resource, namespace) && namespace.is_none_or(|_| k.name.starts_with(prefix))
     })
+}
+
+/// Whether `k` is an object of `resource` (in `namespace`, when one is given).
+fn in_scope(k: &Key, resource: &str, namespace: Option<&str>) -> bool {
+    k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns)
 }
 
 /// Runs blocking disk work: on an async worker of a multi-threaded runtime the worker is
@@ -482,8 +486,7 @@ impl Store {
             _ => Bound::Included(first),
         };
         let in_range = |k: &Key| {
-            k.resource == resource
-                && namespace.is_none_or(|ns| k.namespace == ns)
+            in_scope(k, resource, namespace)
                 && match &lower {
                     Bound::Excluded(l) => k > l,
                     _ => true,
@@ -500,9 +503,7 @@ impl Store {
         let now = st
             .objects
             .range((lower.as_ref(), Bound::Unbounded))
-            .take_while(|(k, _)| {
-                k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns)
-            })
+            .take_while(|(k, _)| in_scope(k, resource, namespace))
             .filter(|(k, _)| !then.contains_key(k));
         let undone = then.iter().filter_map(|(k, v)| v.map(|v| (*k, v)));
         let mut merged = merge_by_key(now, undone);
