@@ -45,7 +45,7 @@ impl Plan {
                 conn_threads: 4,
                 levels: vec![1, 1_000],
                 kernel_levels: vec![1, 1_000],
-                install_budget: Duration::from_secs(10),
+                install_budget: Duration::from_secs(60),
                 control_services: 20,
                 idle_secs: 3,
             }
