@@ -32,4 +32,5 @@ pub mod model;
 pub mod netlink;
 pub mod paths;
 pub mod signals;
+pub mod throttle;
 pub mod watch;

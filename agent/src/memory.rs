@@ -5,10 +5,13 @@
 //! every Service and EndpointSlice, a full recompute of the desired maps) are freed right after
 //! a sync, but without help their pages stay resident — measured on the benchmark's lab at
 //! 10,000 Services: three arenas of 30–40 MiB each. Invariant: at most [`ARENAS`] arenas, and
-//! after a sync that changed the maps (at most every [`TRIM_EVERY`]) the free pages of every
-//! arena go back to the kernel (`malloc_trim`, which also releases pages inside arenas).
+//! after a sync that changed the maps the free pages of every arena go back to the kernel
+//! (`malloc_trim`, which also releases pages inside arenas): at most every [`TRIM_EVERY`], and
+//! a sync that came sooner is trimmed after on a later tick, never skipped.
 //! Other C libraries (musl) are left alone.
 use std::time::{Duration, Instant};
+
+use crate::throttle::Throttle;
 
 /// The most malloc arenas the agent uses (glibc's default is 8 per CPU).
 pub const ARENAS: i32 = 2;
@@ -25,28 +28,26 @@ pub fn limit_arenas() {
     }
 }
 
-/// Returns freed memory to the kernel after syncs, at most every [`TRIM_EVERY`].
-#[derive(Debug, Default)]
-pub struct Trimmer {
-    last: Option<Instant>,
+/// Returns freed memory to the kernel after syncs: at most every [`TRIM_EVERY`], and a sync
+/// that came too soon after the last trim is trimmed after on a later [`Trimmer::poll`].
+#[derive(Debug)]
+pub struct Trimmer(Throttle);
+
+impl Default for Trimmer {
+    fn default() -> Self {
+        Trimmer(Throttle::new(TRIM_EVERY))
+    }
 }
 
 impl Trimmer {
-    /// Whether a trim is due at `now` (and records it as done).
-    pub fn due(&mut self, now: Instant) -> bool {
-        if self
-            .last
-            .is_some_and(|l| now.duration_since(l) < TRIM_EVERY)
-        {
-            return false;
-        }
-        self.last = Some(now);
-        true
+    /// Notes that a sync freed memory.
+    pub fn after_sync(&mut self) {
+        self.0.request();
     }
 
-    /// After a sync: trims when due.
-    pub fn after_sync(&mut self) {
-        if self.due(Instant::now()) {
+    /// Trims when a sync freed memory since the last trim and [`TRIM_EVERY`] passed.
+    pub fn poll(&mut self, now: Instant) {
+        if self.0.due(now) {
             release_freed();
         }
     }
@@ -58,19 +59,5 @@ pub fn release_freed() {
     // SAFETY: malloc_trim only releases memory the allocator holds unused.
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_trim_is_due_at_most_once_per_interval() {
-        let mut t = Trimmer::default();
-        let start = Instant::now();
-        assert!(t.due(start));
-        assert!(!t.due(start + Duration::from_millis(500)));
-        assert!(t.due(start + TRIM_EVERY + Duration::from_millis(1)));
     }
 }

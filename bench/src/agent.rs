@@ -127,24 +127,36 @@ impl Agent {
             .ok_or_else(|| AgentError::NoProcess(self.pidfile.display().to_string()))
     }
 
-    /// Resident memory (MiB) and CPU time used so far (s, user + system).
-    pub fn footprint(&self) -> Result<(f64, f64), AgentError> {
+    /// Resident memory now and at its peak, and CPU time used so far.
+    pub fn footprint(&self) -> Result<Footprint, AgentError> {
         let pid = self.pid()?;
         let gone = || AgentError::NoProcess(format!("/proc/{pid}"));
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| gone())?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| gone())?;
-        Ok((
-            rss_mib(&status).ok_or_else(gone)?,
-            cpu_secs(&stat).ok_or_else(gone)?,
-        ))
+        Ok(Footprint {
+            rss_mib: status_mib(&status, "VmRSS:").ok_or_else(gone)?,
+            peak_mib: status_mib(&status, "VmHWM:").ok_or_else(gone)?,
+            cpu_s: cpu_secs(&stat).ok_or_else(gone)?,
+        })
     }
 }
 
-/// `VmRSS` of a `/proc/<pid>/status` text, MiB.
-pub fn rss_mib(status: &str) -> Option<f64> {
+/// What the agent process uses, read from `/proc`.
+#[derive(Clone, Copy, Debug)]
+pub struct Footprint {
+    /// Resident memory now (`VmRSS`), MiB.
+    pub rss_mib: f64,
+    /// The most resident memory since the process started (`VmHWM`), MiB.
+    pub peak_mib: f64,
+    /// CPU time since the process started (user + system), seconds.
+    pub cpu_s: f64,
+}
+
+/// The kB figure of a `/proc/<pid>/status` line starting with `field` (e.g. `VmRSS:`), in MiB.
+pub fn status_mib(status: &str, field: &str) -> Option<f64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
@@ -168,7 +180,10 @@ mod tests {
     #[test]
     fn reads_rss_and_cpu_time_from_proc() {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        assert!(rss_mib(&status).unwrap() > 0.0);
+        let rss = status_mib(&status, "VmRSS:").unwrap();
+        assert!(rss > 0.0);
+        assert!(status_mib(&status, "VmHWM:").unwrap() >= rss);
+        assert_eq!(status_mib(&status, "VmNoSuchField:"), None);
         let stat = "1234 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 200 100 0 0";
         // SAFETY: as above.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;

@@ -36,7 +36,9 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario::new("program_update", "Programming: one endpoint change at N Services", "ms", Better::Lower, Some("iptables"))
             .method("One endpoint of one Service replaced. switchyard: the agent's sync after the EndpointSlice patch (took_us). iptables: kube-proxy's partial restore (--noflush; KUBE-SERVICES rewritten plus the service's chains). nftables: kube-proxy's transaction (new endpoint chain, service chain rewritten, old chain deleted)."),
         Scenario::new("footprint_rss", "Agent resident memory", "MiB", Better::Lower, None)
-            .method("VmRSS of the n1 agent right after it programmed the largest N from empty (once per repetition)."),
+            .method("VmRSS of the n1 agent once it programmed N Services from empty and its syncs went quiet for 0.5 s (once per repetition): what it keeps while it runs."),
+        Scenario::new("footprint_peak_rss", "Agent peak resident memory", "MiB", Better::Lower, None)
+            .method("VmHWM of the n1 agent at the same moment: the most it held since its start, i.e. during the relist of every object and the first full recompute."),
         Scenario::new("footprint_cpu", "Agent CPU time to start and program N Services", "s", Better::Lower, None)
             .method("utime+stime of the n1 agent from its start until the first sync of the largest N is done."),
         Scenario::new("footprint_idle_cpu", "Agent CPU use while idle at N Services", "% of a CPU", Better::Lower, None)
@@ -208,13 +210,32 @@ pub fn switchyard(ctx: &mut Ctx) -> Result<()> {
                 &case(level),
                 first.took_us as f64 / 1000.0,
             );
-            if level >= FOOTPRINT_FROM || level == ctx.plan.max_level() {
-                let (rss, cpu) = a.footprint()?;
-                let c = format!("N={level}, {} endpoints", endpoints(ctx, level));
-                datapath::add(&mut ctx.scenarios, "footprint_rss", "switchyard", &c, rss);
+            let footprint = level >= FOOTPRINT_FROM || level == ctx.plan.max_level();
+            let c = format!("N={level}, {} endpoints", endpoints(ctx, level));
+            if footprint {
+                let cpu = a.footprint()?.cpu_s;
                 datapath::add(&mut ctx.scenarios, "footprint_cpu", "switchyard", &c, cpu);
             }
             a.wait_settled(want, Duration::from_secs(120))?;
+            if footprint {
+                // What it holds once its syncs went quiet (what it keeps while it runs), and
+                // the most it held on the way (the relist and the first full recompute).
+                let f = a.footprint()?;
+                datapath::add(
+                    &mut ctx.scenarios,
+                    "footprint_rss",
+                    "switchyard",
+                    &c,
+                    f.rss_mib,
+                );
+                datapath::add(
+                    &mut ctx.scenarios,
+                    "footprint_peak_rss",
+                    "switchyard",
+                    &c,
+                    f.peak_mib,
+                );
+            }
         }
         ctx.progress.tick();
         if level == ctx.plan.max_level() {
@@ -242,10 +263,10 @@ fn idle_cpu(ctx: &mut Ctx, a: &agent::Agent, level: usize) -> Result<()> {
             rep + 1,
             ctx.plan.reps
         ));
-        let (_, c0) = a.footprint()?;
+        let c0 = a.footprint()?.cpu_s;
         let t = Instant::now();
         std::thread::sleep(Duration::from_secs(ctx.plan.idle_secs));
-        let (_, c1) = a.footprint()?;
+        let c1 = a.footprint()?.cpu_s;
         let pct = (c1 - c0) / t.elapsed().as_secs_f64() * 100.0;
         datapath::add(
             &mut ctx.scenarios,

@@ -85,7 +85,12 @@ fn quick_bench_reports_every_mode_and_scenario_with_real_figures() {
         ));
     }
     expect.push(("control_loop", vec!["switchyard"], vec!["p50", "p99"]));
-    for id in ["footprint_rss", "footprint_cpu", "footprint_idle_cpu"] {
+    for id in [
+        "footprint_rss",
+        "footprint_peak_rss",
+        "footprint_cpu",
+        "footprint_idle_cpu",
+    ] {
         expect.push((id, vec!["switchyard"], vec![]));
     }
     for (id, modes, cases) in expect {

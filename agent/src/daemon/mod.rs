@@ -23,8 +23,10 @@ use anyhow::Context;
 
 use crate::datapath::{Datapath, NodeSettings};
 use crate::healthcheck::HealthChecks;
+use crate::memory::Trimmer;
 use crate::metrics::{self, datapath::DatapathCollector};
 use crate::model::{self, NodeInfo};
+use crate::throttle::Throttle;
 use crate::watch::{self, Stores};
 use events::Events;
 pub use options::{Options, Settings};
@@ -122,7 +124,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         events: Events::new(client.clone(), &opts.node),
         health: HealthChecks::new(Ipv4Addr::UNSPECIFIED),
         measured,
-        names: NamesRefresh::default(),
+        names: Throttle::new(NAMES_EVERY),
+        trimmer: Trimmer::default(),
         resync: resync::Resync::starting(Instant::now()),
     };
     work.reconcile(&mut dp, &stores);
@@ -144,7 +147,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 if let Err(e) = dp.sync_local_pods() {
                     tracing::warn!(error = %e, "attaching local pods failed; retrying");
                 }
-                work.name_frontends(&dp, Instant::now());
+                work.follow_up(&dp, Instant::now());
             }
             _ = tokio::time::sleep_until(work.resync.due().into()) => {
                 stores.mark_full();
@@ -164,8 +167,10 @@ struct Work {
     events: Events,
     health: HealthChecks,
     measured: metrics::Agent,
-    /// When the metrics' frontend names were last rebuilt, and whether the maps changed since.
-    names: NamesRefresh,
+    /// Rebuilds the metrics' frontend names after the maps changed.
+    names: Throttle,
+    /// Returns what a sync freed (the relist, a recompute, the old names) to the kernel.
+    trimmer: Trimmer,
     /// When the next safety resync is due (moved on by every full recompute).
     resync: resync::Resync,
 }
@@ -174,29 +179,6 @@ struct Work {
 /// build) are rebuilt after the maps changed: at most once per [`NAMES_EVERY`], so a stream of
 /// changes at 100,000 Services does not rebuild them with every change.
 const NAMES_EVERY: Duration = Duration::from_secs(1);
-
-/// See [`NAMES_EVERY`].
-#[derive(Debug, Default)]
-struct NamesRefresh {
-    stale: bool,
-    last: Option<Instant>,
-}
-
-impl NamesRefresh {
-    /// Whether to rebuild the names at `now` (and records it as done).
-    fn due(&mut self, now: Instant) -> bool {
-        if !self.stale
-            || self
-                .last
-                .is_some_and(|l| now.duration_since(l) < NAMES_EVERY)
-        {
-            return false;
-        }
-        self.stale = false;
-        self.last = Some(now);
-        true
-    }
-}
 
 impl Work {
     fn reconcile(&mut self, dp: &mut Datapath, stores: &Stores) {
@@ -222,12 +204,13 @@ impl Work {
             self.measured.error(kind);
         }
         if found.wrote || found.full_took.is_some() {
-            self.names.stale = true;
+            self.names.request();
+            self.trimmer.after_sync();
         }
         if let Some(took) = found.full_took {
             self.resync.after_full(Instant::now(), took);
         }
-        self.name_frontends(dp, Instant::now());
+        self.follow_up(dp, Instant::now());
         let why_not = match (stores.problem(), self.reconciler.desired()) {
             (Some(p), _) => Some(p),
             (None, None) => {
@@ -238,20 +221,21 @@ impl Work {
         self.measured.set_ready(why_not.as_deref());
     }
 
-    /// Rebuilds the metrics' frontend names when the maps changed and [`NAMES_EVERY`] passed.
-    fn name_frontends(&mut self, dp: &Datapath, now: Instant) {
-        let Some(desired) = self.reconciler.desired() else {
-            return;
-        };
-        if !self.names.due(now) {
-            return;
+    /// What follows a sync that changed the maps, when its interval passed (also polled on
+    /// the pods tick, so it is never lost): the metrics' frontend names rebuilt, then freed
+    /// memory returned to the kernel.
+    fn follow_up(&mut self, dp: &Datapath, now: Instant) {
+        if let Some(desired) = self.reconciler.desired() {
+            if self.names.due(now) {
+                let names = metrics::frontend_names(dp.services.programmed(), desired);
+                *self
+                    .measured
+                    .frontends
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = names;
+            }
         }
-        let names = metrics::frontend_names(dp.services.programmed(), desired);
-        *self
-            .measured
-            .frontends
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = names;
+        self.trimmer.poll(now);
     }
 }
 
@@ -269,26 +253,5 @@ async fn own_node(stores: &Stores, name: &str) -> NodeInfo {
             last = why;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), stores.changed.notified()).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frontend_names_are_rebuilt_after_a_change_at_most_once_per_interval() {
-        let t0 = Instant::now();
-        let mut n = NamesRefresh::default();
-        assert!(!n.due(t0), "nothing changed");
-        n.stale = true;
-        assert!(n.due(t0));
-        n.stale = true;
-        assert!(!n.due(t0 + NAMES_EVERY / 2), "too soon after the last");
-        assert!(
-            n.due(t0 + NAMES_EVERY),
-            "the change is named a second later"
-        );
-        assert!(!n.due(t0 + NAMES_EVERY * 3), "and only once");
     }
 }

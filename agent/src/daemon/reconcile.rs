@@ -36,7 +36,6 @@ pub struct Reconciler {
     cache: Option<DesiredCache>,
     notes: Notes,
     failing: Failing,
-    trimmer: crate::memory::Trimmer,
 }
 
 /// What a run found that the agent must tell users about.
@@ -70,7 +69,6 @@ impl Reconciler {
             cache: None,
             notes: Notes::default(),
             failing: Failing::default(),
-            trimmer: crate::memory::Trimmer::default(),
         }
     }
 
@@ -158,10 +156,6 @@ impl Reconciler {
                         took_us: started.elapsed().as_micros() as u64,
                     }
                     .log();
-                }
-                if findings.wrote || mode == "full" {
-                    // What the relist and the recompute allocated is free again.
-                    self.trimmer.after_sync();
                 }
                 if !r.complete() {
                     // Try again with everything: the next sync is a full one anyway.
