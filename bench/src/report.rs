@@ -171,6 +171,27 @@ pub struct Report {
     pub scenarios: Vec<Scenario>,
     /// Things that went wrong but did not stop the run.
     pub warnings: Vec<String>,
+    /// Where the run's time went, part by part in the order they ran.
+    pub parts: Vec<Part>,
+}
+
+/// One part of the run and its wall time.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Part {
+    /// What ran (e.g. "creating fillers up to N=100000").
+    pub name: String,
+    /// Its wall time, seconds.
+    pub seconds: f64,
+}
+
+impl Part {
+    /// The part `name` that started at `start` and ends now.
+    pub fn since(name: impl Into<String>, start: std::time::Instant) -> Part {
+        Part {
+            name: name.into(),
+            seconds: start.elapsed().as_secs_f64(),
+        }
+    }
 }
 
 /// Formats a figure for a table: three significant digits.
@@ -317,6 +338,16 @@ impl Report {
             }
             let _ = writeln!(md);
         }
+        if !self.parts.is_empty() {
+            let _ = writeln!(md, "## Where the run's time went\n");
+            let _ = writeln!(md, "| part | s | share |");
+            let _ = writeln!(md, "|---|---|---|");
+            for p in &self.parts {
+                let share = p.seconds / self.duration_s.max(f64::EPSILON) * 100.0;
+                let _ = writeln!(md, "| {} | {:.0} | {share:.0}% |", p.name, p.seconds);
+            }
+            let _ = writeln!(md);
+        }
         if !self.warnings.is_empty() {
             let _ = writeln!(md, "## Warnings\n");
             for w in &self.warnings {
@@ -372,10 +403,18 @@ mod tests {
             repetitions: 1,
             scenarios: vec![s],
             warnings: vec![],
+            parts: vec![Part {
+                name: "direct and switchyard datapath".into(),
+                seconds: 0.25,
+            }],
         };
         let md = r.markdown();
         assert!(
             md.contains("| iptables-clusterip | 800 ±0% (0.80×) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| direct and switchyard datapath | 0 | 25% |"),
             "{md}"
         );
         assert!(

@@ -15,7 +15,7 @@ use crate::cluster::Cluster;
 use crate::kproxy::Svc;
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::report::{Host, Report, Scenario};
+use crate::report::{Host, Part, Report, Scenario};
 use crate::workload::{self, Via, Workload};
 use crate::{bpfstats, control, datapath, load, plot, scale, switch};
 
@@ -45,6 +45,8 @@ pub struct Ctx {
     pub scenarios: Vec<Scenario>,
     /// Non-fatal problems.
     pub warnings: Vec<String>,
+    /// Where the run's time went so far.
+    pub parts: Vec<Part>,
     /// Progress bar.
     pub progress: Progress,
 }
@@ -160,6 +162,7 @@ pub fn run(plan: Plan, out: &Path) -> Result<Report> {
         fillers: Vec::new(),
         scenarios,
         warnings: Vec::new(),
+        parts: vec![Part::since("lab up, benchmark pods and Services", started)],
         progress: Progress::new(steps),
     };
 
@@ -184,11 +187,18 @@ pub fn run(plan: Plan, out: &Path) -> Result<Report> {
         stats: stats.as_ref(),
         progress: &ctx.progress,
     };
+    let part = Instant::now();
     datapath::measure(&m, &modes, &mut ctx.scenarios, &mut warnings);
     drop(stats);
     ctx.warnings.extend(warnings);
+    ctx.parts
+        .push(Part::since("direct and switchyard datapath", part));
+    let part = Instant::now();
     crate::xdp::measure(&mut ctx)?;
+    ctx.parts.push(Part::since("NodePort on tc vs XDP", part));
+    let part = Instant::now();
     control::run(&mut ctx)?;
+    ctx.parts.push(Part::since("control loop", part));
     // A level that fails (e.g. a sync that never comes at the largest N) is reported and the
     // run goes on with the kube-proxy modes: the figures already taken stay in the report.
     if let Err(e) = scale::switchyard(&mut ctx) {
@@ -207,9 +217,12 @@ pub fn run(plan: Plan, out: &Path) -> Result<Report> {
 
     ctx.progress
         .doing("detaching switchyard; kernel overlay for the kube-proxy modes");
+    let part = Instant::now();
     switch::detach_switchyard(&ctx.lab)?;
     switch::kernel_overlay(&ctx.lab)?;
     check_routes(&ctx.workload, &[Via::Direct]).context("pod-to-pod without switchyard")?;
+    ctx.parts
+        .push(Part::since("switchyard detached, kernel overlay", part));
     scale::kernel(&mut ctx, scale::Tool::Iptables)?;
     scale::kernel(&mut ctx, scale::Tool::Nftables)?;
     ctx.progress.finish();
@@ -228,6 +241,7 @@ pub fn run(plan: Plan, out: &Path) -> Result<Report> {
         repetitions: plan.reps,
         scenarios: ctx.scenarios.clone(),
         warnings: ctx.warnings.clone(),
+        parts: ctx.parts.clone(),
     };
     report.write(out)?;
     for s in &report.scenarios {

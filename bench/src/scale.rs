@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use switchyard_lab::netns;
 
 use crate::kproxy::{apply, iptables, nftables, Svc};
-use crate::report::{Better, Scenario};
+use crate::report::{Better, Part, Scenario};
 use crate::run::Ctx;
 use crate::workload::{Via, CLIENT_NS, RR_PORT};
 use crate::{agent, cluster, datapath, load, stats, switch};
@@ -138,112 +138,129 @@ pub fn switchyard(ctx: &mut Ctx) -> Result<()> {
     let a = ctx.agent.clone();
     let levels = ctx.plan.levels.clone();
     for &level in &levels {
+        let started = Instant::now();
         ensure_fillers(ctx, level - 1)?;
         ctx.progress.doing(&format!(
             "scale: waiting for the agent to program N={level}"
         ));
-        let want = ctx.base_frontends + (level as u64 - 1);
-        a.wait_settled(want, Duration::from_secs(600))?;
-        probe(ctx, "switchyard", level);
-        if level < 1_000 {
-            continue;
+        let programmed = Instant::now();
+        if level > 1 {
+            ctx.parts.push(Part {
+                name: format!("creating fillers up to N={level} (the agents following)"),
+                seconds: programmed.duration_since(started).as_secs_f64(),
+            });
         }
-        for rep in 0..ctx.plan.reps {
-            ctx.progress.doing(&format!(
-                "programming: switchyard endpoint change at N={level}"
-            ));
-            let (_, after) = changed(ctx, rep);
-            let mark = a.mark();
-            ctx.rt.block_on(
-                ctx.cluster
-                    .set_endpoints(&cluster::filler_name(CHANGED), &after.endpoints),
-            )?;
-            let s = a.wait_sync(
-                mark,
-                "the sync of an endpoint change",
-                Duration::from_secs(30),
-                |s| s.written + s.deleted > 0,
-            )?;
-            datapath::add(
-                &mut ctx.scenarios,
-                "program_update",
-                "switchyard",
-                &case(level),
-                s.took_us as f64 / 1000.0,
-            );
-        }
-        // Leave the filler as created (an odd number of changes left it changed), so every
-        // mode programs the same set.
-        if !ctx.plan.reps.is_multiple_of(2) {
-            let orig = ctx.fillers[CHANGED].endpoints.clone();
-            let mark = a.mark();
-            ctx.rt.block_on(
-                ctx.cluster
-                    .set_endpoints(&cluster::filler_name(CHANGED), &orig),
-            )?;
-            a.wait_sync(mark, "the endpoint reset", Duration::from_secs(30), |s| {
-                s.written + s.deleted > 0
-            })?;
-        }
-        ctx.progress.tick();
-        let installs = Instant::now();
-        for rep in 0..ctx.plan.reps {
-            if rep > 0 && installs.elapsed() > ctx.plan.install_budget {
-                break;
-            }
-            ctx.progress.doing(&format!(
-                "programming: switchyard from empty at N={level} (run {}/{})",
-                rep + 1,
-                ctx.plan.reps
-            ));
-            switch::restart_from_empty(&ctx.lab, 1)?;
-            let first = a.wait_sync(
-                0,
-                &format!("its first sync of {want} frontends"),
-                Duration::from_secs(600),
-                |s| s.frontends >= want,
-            )?;
-            datapath::add(
-                &mut ctx.scenarios,
-                "program_install",
-                "switchyard",
-                &case(level),
-                first.took_us as f64 / 1000.0,
-            );
-            let footprint = level >= FOOTPRINT_FROM || level == ctx.plan.max_level();
-            let c = format!("N={level}, {} endpoints", endpoints(ctx, level));
-            if footprint {
-                let cpu = a.footprint()?.cpu_s;
-                datapath::add(&mut ctx.scenarios, "footprint_cpu", "switchyard", &c, cpu);
-            }
-            a.wait_settled(want, Duration::from_secs(120))?;
-            if footprint {
-                // What it holds once its syncs went quiet (what it keeps while it runs), and
-                // the most it held on the way (the relist and the first full recompute).
-                let f = a.footprint()?;
-                datapath::add(
-                    &mut ctx.scenarios,
-                    "footprint_rss",
-                    "switchyard",
-                    &c,
-                    f.rss_mib,
-                );
-                datapath::add(
-                    &mut ctx.scenarios,
-                    "footprint_peak_rss",
-                    "switchyard",
-                    &c,
-                    f.peak_mib,
-                );
-            }
-        }
-        ctx.progress.tick();
-        if level == ctx.plan.max_level() {
-            idle_cpu(ctx, &a, level)?;
-        }
-        // The pods of n1 are re-attached by the restarted agent; be sure before measuring on.
-        wait_reachable(ctx)?;
+        switchyard_level(ctx, &a, level)?;
+        ctx.parts
+            .push(Part::since(format!("switchyard at N={level}"), programmed));
     }
+    Ok(())
+}
+
+/// One level of [`switchyard`] once its fillers exist: rate, latency, update, install from
+/// empty, footprint.
+fn switchyard_level(ctx: &mut Ctx, a: &agent::Agent, level: usize) -> Result<()> {
+    let want = ctx.base_frontends + (level as u64 - 1);
+    a.wait_settled(want, Duration::from_secs(600))?;
+    probe(ctx, "switchyard", level);
+    if level < 1_000 {
+        return Ok(());
+    }
+    for rep in 0..ctx.plan.reps {
+        ctx.progress.doing(&format!(
+            "programming: switchyard endpoint change at N={level}"
+        ));
+        let (_, after) = changed(ctx, rep);
+        let mark = a.mark();
+        ctx.rt.block_on(
+            ctx.cluster
+                .set_endpoints(&cluster::filler_name(CHANGED), &after.endpoints),
+        )?;
+        let s = a.wait_sync(
+            mark,
+            "the sync of an endpoint change",
+            Duration::from_secs(30),
+            |s| s.written + s.deleted > 0,
+        )?;
+        datapath::add(
+            &mut ctx.scenarios,
+            "program_update",
+            "switchyard",
+            &case(level),
+            s.took_us as f64 / 1000.0,
+        );
+    }
+    // Leave the filler as created (an odd number of changes left it changed), so every
+    // mode programs the same set.
+    if !ctx.plan.reps.is_multiple_of(2) {
+        let orig = ctx.fillers[CHANGED].endpoints.clone();
+        let mark = a.mark();
+        ctx.rt.block_on(
+            ctx.cluster
+                .set_endpoints(&cluster::filler_name(CHANGED), &orig),
+        )?;
+        a.wait_sync(mark, "the endpoint reset", Duration::from_secs(30), |s| {
+            s.written + s.deleted > 0
+        })?;
+    }
+    ctx.progress.tick();
+    let installs = Instant::now();
+    for rep in 0..ctx.plan.reps {
+        if rep > 0 && installs.elapsed() > ctx.plan.install_budget {
+            break;
+        }
+        ctx.progress.doing(&format!(
+            "programming: switchyard from empty at N={level} (run {}/{})",
+            rep + 1,
+            ctx.plan.reps
+        ));
+        switch::restart_from_empty(&ctx.lab, 1)?;
+        let first = a.wait_sync(
+            0,
+            &format!("its first sync of {want} frontends"),
+            Duration::from_secs(600),
+            |s| s.frontends >= want,
+        )?;
+        datapath::add(
+            &mut ctx.scenarios,
+            "program_install",
+            "switchyard",
+            &case(level),
+            first.took_us as f64 / 1000.0,
+        );
+        let footprint = level >= FOOTPRINT_FROM || level == ctx.plan.max_level();
+        let c = format!("N={level}, {} endpoints", endpoints(ctx, level));
+        if footprint {
+            let cpu = a.footprint()?.cpu_s;
+            datapath::add(&mut ctx.scenarios, "footprint_cpu", "switchyard", &c, cpu);
+        }
+        a.wait_settled(want, Duration::from_secs(120))?;
+        if footprint {
+            // What it holds once its syncs went quiet (what it keeps while it runs), and
+            // the most it held on the way (the relist and the first full recompute).
+            let f = a.footprint()?;
+            datapath::add(
+                &mut ctx.scenarios,
+                "footprint_rss",
+                "switchyard",
+                &c,
+                f.rss_mib,
+            );
+            datapath::add(
+                &mut ctx.scenarios,
+                "footprint_peak_rss",
+                "switchyard",
+                &c,
+                f.peak_mib,
+            );
+        }
+    }
+    ctx.progress.tick();
+    if level == ctx.plan.max_level() {
+        idle_cpu(ctx, a, level)?;
+    }
+    // The pods of n1 are re-attached by the restarted agent; be sure before measuring on.
+    wait_reachable(ctx)?;
     Ok(())
 }
 
@@ -340,74 +357,84 @@ pub fn kernel(ctx: &mut Ctx, tool: Tool) -> Result<()> {
     let mode = tool.name();
     let levels = ctx.plan.kernel_levels.clone();
     for &level in &levels {
-        let mut set = rule_set(ctx, level);
-        let installs = Instant::now();
-        for rep in 0..ctx.plan.reps {
-            if rep > 0 && installs.elapsed() > ctx.plan.install_budget {
-                break;
-            }
-            ctx.progress.doing(&format!(
-                "programming: {mode} install N={level} (run {}/{})",
-                rep + 1,
-                ctx.plan.reps
-            ));
-            let took = tool.install(&set)?;
-            if level >= 1_000 {
-                datapath::add(
-                    &mut ctx.scenarios,
-                    "program_install",
-                    mode,
-                    &case(level),
-                    took.as_secs_f64() * 1000.0,
-                );
-            }
+        let started = Instant::now();
+        kernel_level(ctx, tool, level)?;
+        ctx.parts
+            .push(Part::since(format!("{mode} at N={level}"), started));
+    }
+    apply::flush_all(NODE_NS)?;
+    Ok(())
+}
+
+/// One level of [`kernel`]: install, at N=1 the datapath modes, probe, updates.
+fn kernel_level(ctx: &mut Ctx, tool: Tool, level: usize) -> Result<()> {
+    let mode = tool.name();
+    let mut set = rule_set(ctx, level);
+    let installs = Instant::now();
+    for rep in 0..ctx.plan.reps {
+        if rep > 0 && installs.elapsed() > ctx.plan.install_budget {
+            break;
         }
-        ctx.progress.tick();
-        wait_reachable(ctx).with_context(|| format!("{mode} rules for N={level} loaded"))?;
-        if level == 1 {
-            let mut modes = vec![
-                (format!("{mode}-clusterip"), Via::ClusterIp),
-                (format!("{mode}-nodeport"), Via::NodePort),
-            ];
-            if tool == Tool::Iptables {
-                modes.insert(0, ("direct-kernel".into(), Via::Direct));
-            }
-            let modes: Vec<(&str, Via)> = modes.iter().map(|(m, v)| (m.as_str(), *v)).collect();
-            let mut warnings = Vec::new();
-            let m = datapath::Measure {
-                plan: &ctx.plan,
-                workload: &ctx.workload,
-                stats: None,
-                progress: &ctx.progress,
-            };
-            datapath::measure(&m, &modes, &mut ctx.scenarios, &mut warnings);
-            ctx.warnings.extend(warnings);
-        }
-        probe(ctx, mode, level);
-        if level < 1_000 {
-            continue;
-        }
-        for rep in 0..ctx.plan.reps {
-            ctx.progress
-                .doing(&format!("programming: {mode} endpoint change at N={level}"));
-            let (before, after) = changed(ctx, rep);
-            let idx = set
-                .iter()
-                .position(|s| s.name == before.name)
-                .context("changed filler in the rule set")?;
-            set[idx] = after.clone();
-            let took = tool.update(&set, &before, &after)?;
+        ctx.progress.doing(&format!(
+            "programming: {mode} install N={level} (run {}/{})",
+            rep + 1,
+            ctx.plan.reps
+        ));
+        let took = tool.install(&set)?;
+        if level >= 1_000 {
             datapath::add(
                 &mut ctx.scenarios,
-                "program_update",
+                "program_install",
                 mode,
                 &case(level),
                 took.as_secs_f64() * 1000.0,
             );
         }
-        ctx.progress.tick();
     }
-    apply::flush_all(NODE_NS)?;
+    ctx.progress.tick();
+    wait_reachable(ctx).with_context(|| format!("{mode} rules for N={level} loaded"))?;
+    if level == 1 {
+        let mut modes = vec![
+            (format!("{mode}-clusterip"), Via::ClusterIp),
+            (format!("{mode}-nodeport"), Via::NodePort),
+        ];
+        if tool == Tool::Iptables {
+            modes.insert(0, ("direct-kernel".into(), Via::Direct));
+        }
+        let modes: Vec<(&str, Via)> = modes.iter().map(|(m, v)| (m.as_str(), *v)).collect();
+        let mut warnings = Vec::new();
+        let m = datapath::Measure {
+            plan: &ctx.plan,
+            workload: &ctx.workload,
+            stats: None,
+            progress: &ctx.progress,
+        };
+        datapath::measure(&m, &modes, &mut ctx.scenarios, &mut warnings);
+        ctx.warnings.extend(warnings);
+    }
+    probe(ctx, mode, level);
+    if level < 1_000 {
+        return Ok(());
+    }
+    for rep in 0..ctx.plan.reps {
+        ctx.progress
+            .doing(&format!("programming: {mode} endpoint change at N={level}"));
+        let (before, after) = changed(ctx, rep);
+        let idx = set
+            .iter()
+            .position(|s| s.name == before.name)
+            .context("changed filler in the rule set")?;
+        set[idx] = after.clone();
+        let took = tool.update(&set, &before, &after)?;
+        datapath::add(
+            &mut ctx.scenarios,
+            "program_update",
+            mode,
+            &case(level),
+            took.as_secs_f64() * 1000.0,
+        );
+    }
+    ctx.progress.tick();
     Ok(())
 }
 

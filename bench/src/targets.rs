@@ -231,6 +231,7 @@ mod tests {
             repetitions: 1,
             scenarios,
             warnings: vec![],
+            parts: vec![],
         }
     }
 

@@ -351,8 +351,7 @@ mod tests {
         };
         assert!(spare(&slice), "parsing leaves room to spare");
         let mut svc: Service =
-            serde_json::from_str(&service_json("web", "ClusterIP", "Cluster").to_string())
-                .unwrap();
+            serde_json::from_str(&service_json("web", "ClusterIP", "Cluster").to_string()).unwrap();
         let spec = svc.spec.clone();
         slice.slim();
         svc.slim();
