@@ -66,6 +66,13 @@ impl Plan {
         }
     }
 
+    /// Whether install `rep` (from 0) of a figure runs, the first having started at `since`:
+    /// the first always does, another while the installs so far stay within
+    /// [`Plan::install_budget`].
+    pub fn install_again(&self, rep: usize, since: std::time::Instant) -> bool {
+        rep == 0 || since.elapsed() <= self.install_budget
+    }
+
     /// The plan with switchyard's scale `levels` (sorted, deduplicated; N=1 is always
     /// measured: every ratio of the scale scenarios is against it).
     pub fn with_levels(mut self, mut levels: Vec<usize>) -> Result<Plan, String> {
@@ -102,5 +109,15 @@ mod tests {
     #[test]
     fn zero_services_is_not_a_level() {
         assert!(Plan::new(false).with_levels(vec![0, 10]).is_err());
+    }
+
+    #[test]
+    fn the_first_install_always_runs_and_another_only_within_the_budget() {
+        let plan = Plan::new(true);
+        let now = std::time::Instant::now();
+        let long_ago = now - plan.install_budget - Duration::from_secs(1);
+        assert!(plan.install_again(0, long_ago));
+        assert!(plan.install_again(1, now));
+        assert!(!plan.install_again(1, long_ago));
     }
 }

@@ -206,7 +206,7 @@ fn switchyard_level(ctx: &mut Ctx, a: &agent::Agent, level: usize) -> Result<()>
     ctx.progress.tick();
     let installs = Instant::now();
     for rep in 0..ctx.plan.reps {
-        if rep > 0 && installs.elapsed() > ctx.plan.install_budget {
+        if !ctx.plan.install_again(rep, installs) {
             break;
         }
         ctx.progress.doing(&format!(
@@ -372,7 +372,7 @@ fn kernel_level(ctx: &mut Ctx, tool: Tool, level: usize) -> Result<()> {
     let mut set = rule_set(ctx, level);
     let installs = Instant::now();
     for rep in 0..ctx.plan.reps {
-        if rep > 0 && installs.elapsed() > ctx.plan.install_budget {
+        if !ctx.plan.install_again(rep, installs) {
             break;
         }
         ctx.progress.doing(&format!(
