@@ -66,11 +66,15 @@ impl Plan {
         }
     }
 
-    /// Whether install `rep` (from 0) of a figure runs, the first having started at `since`:
-    /// the first always does, another while the installs so far stay within
-    /// [`Plan::install_budget`].
-    pub fn install_again(&self, rep: usize, since: std::time::Instant) -> bool {
-        rep == 0 || since.elapsed() <= self.install_budget
+    /// The runs of one install figure, starting now: up to [`Plan::reps`], the first always,
+    /// another while the installs so far stay within [`Plan::install_budget`].
+    pub fn install_runs(&self) -> InstallRuns {
+        InstallRuns {
+            since: std::time::Instant::now(),
+            next: 0,
+            reps: self.reps,
+            budget: self.install_budget,
+        }
     }
 
     /// The plan with switchyard's scale `levels` (sorted, deduplicated; N=1 is always
@@ -89,6 +93,27 @@ impl Plan {
     /// The largest scale level.
     pub fn max_level(&self) -> usize {
         self.levels.last().copied().unwrap_or(1)
+    }
+}
+
+/// See [`Plan::install_runs`]; yields "run k/n" for the progress line.
+#[derive(Clone, Debug)]
+pub struct InstallRuns {
+    since: std::time::Instant,
+    next: usize,
+    reps: usize,
+    budget: Duration,
+}
+
+impl Iterator for InstallRuns {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        if self.next >= self.reps || (self.next > 0 && self.since.elapsed() > self.budget) {
+            return None;
+        }
+        self.next += 1;
+        Some(format!("run {}/{}", self.next, self.reps))
     }
 }
 
@@ -114,10 +139,11 @@ mod tests {
     #[test]
     fn the_first_install_always_runs_and_another_only_within_the_budget() {
         let plan = Plan::new(true);
-        let now = std::time::Instant::now();
-        let long_ago = now - plan.install_budget - Duration::from_secs(1);
-        assert!(plan.install_again(0, long_ago));
-        assert!(plan.install_again(1, now));
-        assert!(!plan.install_again(1, long_ago));
+        let runs: Vec<String> = plan.install_runs().collect();
+        assert_eq!(runs, ["run 1/3", "run 2/3", "run 3/3"]);
+        let mut late = plan.install_runs();
+        late.since -= plan.install_budget + Duration::from_secs(1);
+        assert_eq!(late.next().as_deref(), Some("run 1/3"));
+        assert_eq!(late.next(), None);
     }
 }

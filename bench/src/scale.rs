@@ -204,15 +204,9 @@ fn switchyard_level(ctx: &mut Ctx, a: &agent::Agent, level: usize) -> Result<()>
         })?;
     }
     ctx.progress.tick();
-    let installs = Instant::now();
-    for rep in 0..ctx.plan.reps {
-        if !ctx.plan.install_again(rep, installs) {
-            break;
-        }
+    for run in ctx.plan.install_runs() {
         ctx.progress.doing(&format!(
-            "programming: switchyard from empty at N={level} (run {}/{})",
-            rep + 1,
-            ctx.plan.reps
+            "programming: switchyard from empty at N={level} ({run})"
         ));
         switch::restart_from_empty(&ctx.lab, 1)?;
         let first = a.wait_sync(
@@ -370,16 +364,9 @@ pub fn kernel(ctx: &mut Ctx, tool: Tool) -> Result<()> {
 fn kernel_level(ctx: &mut Ctx, tool: Tool, level: usize) -> Result<()> {
     let mode = tool.name();
     let mut set = rule_set(ctx, level);
-    let installs = Instant::now();
-    for rep in 0..ctx.plan.reps {
-        if !ctx.plan.install_again(rep, installs) {
-            break;
-        }
-        ctx.progress.doing(&format!(
-            "programming: {mode} install N={level} (run {}/{})",
-            rep + 1,
-            ctx.plan.reps
-        ));
+    for run in ctx.plan.install_runs() {
+        ctx.progress
+            .doing(&format!("programming: {mode} install N={level} ({run})"));
         let took = tool.install(&set)?;
         if level >= 1_000 {
             datapath::add(
