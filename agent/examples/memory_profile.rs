@@ -19,8 +19,9 @@ use kube::runtime::watcher::Event;
 use serde_json::json;
 
 use switchyard::datapath::services::{MemServiceMaps, ServiceSync};
-use switchyard::model::objects::{EndpointSlice, Service};
+use switchyard::model::objects::{EndpointSlice, Service, WatchedService, WatchedSlice};
 use switchyard::model::{DesiredCache, NodeView};
+use switchyard::watch::cache::{cache, Cache};
 use switchyard::watch::slim::Slim;
 
 /// The system allocator, counting the bytes it has handed out and not got back.
@@ -111,6 +112,22 @@ fn filler(i: usize) -> (String, String) {
     (svc.to_string(), slice.to_string())
 }
 
+/// A cache of the objects parsed from `texts` as `K`, filled as by a watch's first list.
+fn fill<'a, K>(texts: impl Iterator<Item = &'a String>) -> Cache<K::Kept>
+where
+    K: kube::Resource + Slim + serde::de::DeserializeOwned,
+{
+    let (reader, mut writer) = cache();
+    writer.apply(Event::<K>::Init);
+    for text in texts {
+        writer.apply(Event::InitApply(
+            serde_json::from_str::<K>(text).expect("a valid object"),
+        ));
+    }
+    writer.apply(Event::<K>::InitDone);
+    reader
+}
+
 fn node() -> Node {
     serde_json::from_value(json!({
         "metadata": {"name": "n1"},
@@ -163,31 +180,12 @@ fn main() {
         last = live();
     }
 
-    let (services, mut sw) = reflector::store::<Service>();
-    sw.apply_watcher_event(&Event::Init);
-    for (s, _) in &texts {
-        let mut svc: Service = serde_json::from_str(s).expect("a valid service");
-        svc.slim();
-        sw.apply_watcher_event(&Event::InitApply(svc));
-    }
-    sw.apply_watcher_event(&Event::InitDone);
-    stage("  of which the Service store", &mut last);
-    drop((services, sw));
+    let services = fill::<WatchedService>(texts.iter().map(|t| &t.0));
+    stage("  of which the Service cache", &mut last);
+    drop(services);
     last = live();
-    let (services, mut sw) = reflector::store::<Service>();
-    let (slices, mut lw) = reflector::store::<EndpointSlice>();
-    sw.apply_watcher_event(&Event::Init);
-    lw.apply_watcher_event(&Event::Init);
-    for (s, l) in &texts {
-        let mut svc: Service = serde_json::from_str(s).expect("a valid service");
-        svc.slim();
-        sw.apply_watcher_event(&Event::InitApply(svc));
-        let mut slice: EndpointSlice = serde_json::from_str(l).expect("a valid slice");
-        slice.slim();
-        lw.apply_watcher_event(&Event::InitApply(slice));
-    }
-    sw.apply_watcher_event(&Event::InitDone);
-    lw.apply_watcher_event(&Event::InitDone);
+    let services = fill::<WatchedService>(texts.iter().map(|t| &t.0));
+    let slices = fill::<WatchedSlice>(texts.iter().map(|t| &t.1));
     let (svc_state, slice_state) = (services.state(), slices.state());
     println!(
         "{} Services, {} EndpointSlices, {} endpoints",
@@ -198,7 +196,7 @@ fn main() {
             .map(|s| s.endpoints.as_ref().map_or(0, Vec::len))
             .sum::<usize>()
     );
-    stage("reflector stores (slimmed objects)", &mut last);
+    stage("the agent's caches (slimmed objects)", &mut last);
 
     let view = NodeView::new(&[node()], "n1", Ipv4Addr::new(198, 18, 0, 11));
     let cache = DesiredCache::rebuild(&svc_state, &slice_state, view);
@@ -240,14 +238,15 @@ fn main() {
     stage("metrics: frontend names", &mut last);
     println!("agent state in all: {}", mib(live() - base - maps));
     println!(
-        "sizes: ObjectMeta {} Service {} EndpointSlice {} Endpoint {} k8s Endpoint {} FrontendSpec {} ObjectRef {}",
+        "sizes: ObjectMeta {} Meta {} Service {} EndpointSlice {} Endpoint {} k8s Endpoint {} FrontendSpec {} ObjectRef {}",
         std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
+        std::mem::size_of::<switchyard::model::objects::Meta>(),
         std::mem::size_of::<Service>(),
         std::mem::size_of::<EndpointSlice>(),
         std::mem::size_of::<switchyard::model::objects::Endpoint>(),
         std::mem::size_of::<k8s_openapi::api::discovery::v1::Endpoint>(),
         std::mem::size_of::<switchyard::model::FrontendSpec>(),
-        std::mem::size_of::<kube::runtime::reflector::ObjectRef<Service>>(),
+        std::mem::size_of::<kube::runtime::reflector::ObjectRef<WatchedService>>(),
     );
     println!(
         "peak during the run: {}",
@@ -283,19 +282,10 @@ fn rss_of_stores(texts: &[(String, String)], kind: &str) {
             }
             Box::new((services, slices, sw, lw))
         }
-        _ => {
-            let (services, mut sw) = reflector::store::<Service>();
-            let (slices, mut lw) = reflector::store::<EndpointSlice>();
-            for (s, l) in texts {
-                let mut svc: Service = serde_json::from_str(s).expect("a service");
-                svc.slim();
-                sw.apply_watcher_event(&Event::Apply(svc));
-                let mut slice: EndpointSlice = serde_json::from_str(l).expect("a slice");
-                slice.slim();
-                lw.apply_watcher_event(&Event::Apply(slice));
-            }
-            Box::new((services, slices, sw, lw))
-        }
+        _ => Box::new((
+            fill::<WatchedService>(texts.iter().map(|t| &t.0)),
+            fill::<WatchedSlice>(texts.iter().map(|t| &t.1)),
+        )),
     };
     println!(
         "stores of {kind}: heap {}, VmRSS {}",

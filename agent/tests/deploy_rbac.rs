@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use switchyard::model::objects::{Meta, Service};
 use switchyard_lab::deploy::{deploy_dir, grants, Grant, Manifests};
 use switchyard_lab::lab::workspace_root;
 
@@ -109,11 +108,11 @@ fn recording_client() -> (kube::Client, Arc<Mutex<Vec<Grant>>>) {
 
 fn service() -> Service {
     Service {
-        metadata: ObjectMeta {
+        metadata: Meta {
             name: Some("web".into()),
             namespace: Some("default".into()),
             uid: Some("uid-web".into()),
-            ..ObjectMeta::default()
+            ..Meta::default()
         },
         ..Service::default()
     }

@@ -2,9 +2,9 @@
 //! recorder, which aggregates repeats into a series), so `kubectl describe svc` shows what the
 //! datapath did not do and why. Publishing runs in the background: the API server being slow or
 //! away never holds up programming the datapath.
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::Resource;
+
+use crate::model::objects::Service;
 
 /// The agent's event writer.
 #[derive(Clone)]
@@ -25,13 +25,13 @@ impl Events {
     }
 
     /// A Warning on Service `svc` that the datapath does not serve something it asks for.
-    pub fn unsupported<K: Resource<DynamicType = ()>>(&self, svc: &K, note: String) {
+    pub fn unsupported(&self, svc: &Service, note: String) {
         self.warn(svc, "Unsupported", note);
     }
 
     /// A Warning on Service `svc` that its `frontend` could not be written into the service maps
     /// because of `error` (which says what to do about a full map).
-    pub fn sync_failed<K: Resource<DynamicType = ()>>(&self, svc: &K, frontend: &str, error: &str) {
+    pub fn sync_failed(&self, svc: &Service, frontend: &str, error: &str) {
         let note = format!(
             "frontend {frontend} is not programmed: {error}. Its previous entries, if any, stay \
              in place; switchyard retries with every change and at least every 30 s"
@@ -39,8 +39,8 @@ impl Events {
         self.warn(svc, "SyncFailed", note);
     }
 
-    fn warn<K: Resource<DynamicType = ()>>(&self, svc: &K, reason: &str, note: String) {
-        let reference: ObjectReference = svc.object_ref(&());
+    fn warn(&self, svc: &Service, reason: &str, note: String) {
+        let reference = svc.object_reference();
         let recorder = self.recorder.clone();
         let reason = reason.to_string();
         tokio::spawn(async move {

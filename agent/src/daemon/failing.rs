@@ -101,7 +101,7 @@ fn remedy(map: &str) -> String {
 pub fn service_key(service: &str) -> Option<ObjKey> {
     let (namespace, rest) = service.split_once('/')?;
     let name = rest.split_once(':').map_or(rest, |(name, _)| name);
-    Some((namespace.to_string(), name.to_string()))
+    Some((namespace.into(), name.into()))
 }
 
 #[cfg(test)]

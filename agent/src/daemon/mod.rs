@@ -186,10 +186,10 @@ impl Work {
             .reconciler
             .run(&mut dp.services, &mut dp.tunnels, stores);
         for (svc, note) in found.unsupported {
-            self.events.unsupported(&*svc, note);
+            self.events.unsupported(&svc, note);
         }
         for (svc, frontend, error) in found.sync_failed {
-            self.events.sync_failed(&*svc, &frontend, &error);
+            self.events.sync_failed(&svc, &frontend, &error);
         }
         self.measured
             .services_failed

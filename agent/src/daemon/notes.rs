@@ -44,7 +44,7 @@ mod tests {
     #[test]
     fn a_problem_is_reported_once_until_it_goes_away_and_comes_back() {
         let mut notes = Notes::default();
-        let key = ("default".to_string(), "s".to_string());
+        let key: ObjKey = ("default".into(), "s".into());
         assert_eq!(notes.update(&key, Some(&svc("SCTP"))).len(), 1);
         assert!(
             notes.update(&key, Some(&svc("SCTP"))).is_empty(),

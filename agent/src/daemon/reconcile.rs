@@ -200,17 +200,7 @@ impl Reconciler {
     /// The new notes of the Services this run recomputes (all of them on a full run).
     fn findings(&mut self, dirty: &Dirty, full: bool, stores: &Stores) -> Findings {
         let keys: Vec<ObjKey> = if dirty.full || full || self.cache.is_none() {
-            stores
-                .services
-                .state()
-                .iter()
-                .map(|s| {
-                    (
-                        s.metadata.namespace.clone().unwrap_or_default(),
-                        s.metadata.name.clone().unwrap_or_default(),
-                    )
-                })
-                .collect()
+            stores.services.keys()
         } else {
             dirty.services.iter().cloned().collect()
         };
@@ -233,7 +223,7 @@ mod tests {
     use super::*;
     use crate::datapath::maps::MemMap;
     use crate::datapath::services::{read_map, MemServiceMaps};
-    use crate::model::objects::EndpointSlice;
+    use crate::model::objects::{WatchedService, WatchedSlice};
     use crate::watch::Feed;
     use k8s_openapi::api::core::v1::Node;
     use serde_json::json;
@@ -260,7 +250,7 @@ mod tests {
         .unwrap()
     }
 
-    fn service(name: &str, ip: &str) -> Service {
+    fn service(name: &str, ip: &str) -> WatchedService {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": "default"},
             "spec": {"clusterIP": ip, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
@@ -268,7 +258,7 @@ mod tests {
         .unwrap()
     }
 
-    fn slice(service: &str, pods: &[u8]) -> EndpointSlice {
+    fn slice(service: &str, pods: &[u8]) -> WatchedSlice {
         let endpoints: Vec<_> = pods
             .iter()
             .map(|p| {

@@ -10,12 +10,12 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::objects::{EndpointSlice, Service};
+use super::objects::{EndpointSlice, Service, Str};
 use super::services::{health_check, service_frontends, slice_owner, NodeView};
 use super::{Desired, Frontend, FrontendSpec};
 
 /// `(namespace, name)` of an object.
-pub type ObjKey = (String, String);
+pub type ObjKey = (Str, Str);
 
 /// The desired state plus the indexes that let it change one Service at a time.
 #[derive(Clone, Debug)]
@@ -28,26 +28,26 @@ pub struct DesiredCache {
     health_of: HashMap<ObjKey, u16>,
     /// Slice names (same namespace) of each Service, sorted (a set; a `BTreeSet` of one name
     /// would take a whole B-tree node).
-    slices_of: HashMap<ObjKey, Vec<String>>,
+    slices_of: HashMap<ObjKey, Vec<Str>>,
     /// Owner Service of each slice.
     owner_of: HashMap<ObjKey, ObjKey>,
 }
 
 /// Adds `name` to the sorted set `names`.
-fn add_name(names: &mut Vec<String>, name: &str) {
+fn add_name(names: &mut Vec<Str>, name: &str) {
     if let Err(at) = names.binary_search_by(|n| n.as_str().cmp(name)) {
-        names.insert(at, name.to_string());
+        names.insert(at, name.into());
     }
 }
 
 /// Removes `name` from the sorted set `names`.
-fn remove_name(names: &mut Vec<String>, name: &str) {
+fn remove_name(names: &mut Vec<Str>, name: &str) {
     if let Ok(at) = names.binary_search_by(|n| n.as_str().cmp(name)) {
         names.remove(at);
     }
 }
 
-fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjKey {
+fn key_of(meta: &super::objects::Meta) -> ObjKey {
     (
         meta.namespace.clone().unwrap_or_default(),
         meta.name.clone().unwrap_or_default(),
@@ -185,9 +185,9 @@ mod tests {
     use super::*;
     use crate::model::desired;
     use crate::model::nodes::tests::node;
+    use crate::model::objects::Meta;
     use crate::model::objects::{Endpoint, EndpointPort, ServicePort, ServiceSpec};
     use k8s_openapi::api::core::v1::Node;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::net::Ipv4Addr;
 
     const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
@@ -198,7 +198,7 @@ mod tests {
 
     fn service(name: &str, ip: &str, node_port: Option<i32>) -> Service {
         Service {
-            metadata: ObjectMeta {
+            metadata: Meta {
                 namespace: Some("default".into()),
                 name: Some(name.into()),
                 ..Default::default()
@@ -226,7 +226,7 @@ mod tests {
 
     fn slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
         EndpointSlice {
-            metadata: ObjectMeta {
+            metadata: Meta {
                 namespace: Some("default".into()),
                 name: Some(name.into()),
                 labels: Some(
@@ -242,7 +242,7 @@ mod tests {
             endpoints: Some(
                 ips.iter()
                     .map(|ip| Endpoint {
-                        addresses: vec![ip.to_string()],
+                        addresses: vec![ip.to_string().into()],
                         node_name: Some("n1".into()),
                         ..Default::default()
                     })

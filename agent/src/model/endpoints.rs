@@ -82,7 +82,7 @@ pub fn endpoints(
                 .and_then(|h| h.for_zones.as_ref())
                 .map(|z| {
                     z.iter()
-                        .map(|z| z.name.clone())
+                        .map(|z| z.name.to_string())
                         .collect::<BTreeSet<String>>()
                 });
             for addr in &ep.addresses {
@@ -94,7 +94,7 @@ pub fn endpoints(
                     port,
                     ready: ready && !terminating,
                     serving_terminating: serving && terminating,
-                    node: ep.node_name.clone(),
+                    node: ep.node_name.as_ref().map(|n| n.to_string()),
                     zones: zones.clone(),
                 };
                 let rank = |e: &Endpoint| (e.ready, e.serving_terminating);

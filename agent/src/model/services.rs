@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::Node;
 use super::endpoints::{backends, endpoints, is_local, proto, Endpoint};
 use super::nodes::{internal_ip, parse_cidr};
 use super::objects::{EndpointSlice, Service, ServicePort, ServiceSpec};
-use super::{Desired, Frontend, FrontendSpec, HealthCheck};
+use super::{Desired, Frontend, FrontendSpec, HealthCheck, ObjKey};
 
 /// Label linking an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -50,9 +50,9 @@ pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
 
 /// The Service an EndpointSlice belongs to: `(namespace, service name)` from its
 /// `kubernetes.io/service-name` label.
-pub fn slice_owner(slice: &EndpointSlice) -> Option<(String, String)> {
+pub fn slice_owner(slice: &EndpointSlice) -> Option<ObjKey> {
     let ns = slice.metadata.namespace.clone()?;
-    Some((ns, slice.service_name()?.to_string()))
+    Some((ns, slice.service_name()?.into()))
 }
 
 fn affinity(spec: &ServiceSpec) -> Option<u32> {
@@ -153,7 +153,7 @@ where
     N: Borrow<Node>,
 {
     let view = NodeView::new(nodes, node_name, node_ip);
-    let mut by_service: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
+    let mut by_service: HashMap<ObjKey, Vec<&EndpointSlice>> = HashMap::new();
     for slice in slices.iter().map(Borrow::borrow) {
         if let Some(owner) = slice_owner(slice) {
             by_service.entry(owner).or_default().push(slice);
@@ -473,17 +473,17 @@ fn node_port(port: &ServicePort) -> Option<u16> {
 mod tests {
     use super::*;
     use crate::model::nodes::tests::node;
+    use crate::model::objects::Meta;
     use crate::model::objects::{
         ClientIPConfig, Endpoint as SliceEndpoint, EndpointConditions, EndpointPort, ServiceSpec,
         SessionAffinityConfig,
     };
     use crate::model::Proto;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 
-    fn meta(ns: &str, name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
-        ObjectMeta {
+    fn meta(ns: &str, name: &str, labels: &[(&str, &str)]) -> Meta {
+        Meta {
             namespace: Some(ns.into()),
             name: Some(name.into()),
             labels: Some(
@@ -534,13 +534,13 @@ mod tests {
             endpoints: Some(
                 eps.iter()
                     .map(|(ip, ready, serving, terminating, node)| SliceEndpoint {
-                        addresses: vec![ip.to_string()],
+                        addresses: vec![ip.to_string().into()],
                         conditions: Some(EndpointConditions {
                             ready: *ready,
                             serving: *serving,
                             terminating: *terminating,
                         }),
-                        node_name: Some(node.to_string()),
+                        node_name: Some((*node).into()),
                         ..Default::default()
                     })
                     .collect(),
@@ -551,7 +551,7 @@ mod tests {
                     .map(|(name, port, proto)| EndpointPort {
                         name: name.map(Into::into),
                         port: Some(*port),
-                        protocol: Some(proto.to_string()),
+                        protocol: Some((*proto).into()),
                     })
                     .collect(),
             ),

@@ -1,7 +1,7 @@
-//! kube-rs reflectors for Services, EndpointSlices and Nodes, one change notification, and the
-//! list of what changed. Services and EndpointSlices are parsed as the model's own types, which
-//! leave out what the model never reads ([`crate::model::objects`]), and every object is stored
-//! without what the agent never reads ([`slim`]).
+//! Watches of Services, EndpointSlices and Nodes into the agent's caches ([`cache`]), one change
+//! notification, and the list of what changed. Services and EndpointSlices are parsed as the
+//! model's own types, which leave out what the model never reads ([`crate::model::objects`]),
+//! and every object is kept without what the agent never reads ([`slim`]).
 //!
 //! Every event wakes the reconcile loop and names its object in [`Dirty`], so the loop can
 //! recompute just the Services concerned. A relist (the watch's `InitDone`, also at start)
@@ -12,29 +12,30 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::runtime::reflector::{self, reflector, store::Writer, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::model::objects::{EndpointSlice, Service};
+use crate::model::objects::{EndpointSlice, Service, WatchedService, WatchedSlice};
 use crate::model::ObjKey;
 
+pub mod cache;
 pub mod slim;
 
+use cache::{Cache, Writer};
 use slim::Slim;
 
 /// Local caches of the objects the agent programs from.
 #[derive(Clone)]
 pub struct Stores {
     /// All Services.
-    pub services: Store<Service>,
+    pub services: Cache<Service>,
     /// All EndpointSlices.
-    pub slices: Store<EndpointSlice>,
+    pub slices: Cache<EndpointSlice>,
     /// All Nodes.
-    pub nodes: Store<Node>,
+    pub nodes: Cache<Node>,
     /// Signalled after every watch event (coalescing: one permit however many events).
     pub changed: Arc<Notify>,
     /// What the events since the last [`Stores::take_dirty`] touched.
@@ -66,23 +67,39 @@ enum Kind {
     Nodes,
 }
 
+/// What one watch event tells the reconcile loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Mark {
+    /// A (re)list ended: everything may have changed.
+    Relisted,
+    /// This object was added, changed or deleted.
+    Changed(ObjKey),
+    /// Part of a relist in progress: nothing to do before it ends.
+    Listing,
+}
+
+impl Mark {
+    fn of<K: Resource>(event: &watcher::Event<K>) -> Mark {
+        match event {
+            watcher::Event::Apply(o) | watcher::Event::Delete(o) => Mark::Changed(cache::key_of(o)),
+            watcher::Event::InitDone => Mark::Relisted,
+            watcher::Event::Init | watcher::Event::InitApply(_) => Mark::Listing,
+        }
+    }
+}
+
 impl Dirty {
     /// Records one watch event of an object of `kind`.
-    fn note<K: Resource>(&mut self, kind: Kind, event: &watcher::Event<K>) {
+    fn note(&mut self, kind: Kind, mark: Mark) {
         self.since.get_or_insert_with(std::time::Instant::now);
-        let obj = match event {
-            watcher::Event::Apply(o) | watcher::Event::Delete(o) => o,
-            watcher::Event::InitDone => {
+        let key = match mark {
+            Mark::Changed(key) => key,
+            Mark::Relisted => {
                 self.full = true;
                 return;
             }
-            watcher::Event::Init | watcher::Event::InitApply(_) => return,
+            Mark::Listing => return,
         };
-        let meta = obj.meta();
-        let key = (
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-        );
         match kind {
             Kind::Services => {
                 self.services.insert(key);
@@ -98,9 +115,9 @@ impl Dirty {
 impl Stores {
     /// Waits until every store has completed its first list.
     pub async fn wait_ready(&self) {
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.slices.wait_until_ready().await;
-        let _ = self.nodes.wait_until_ready().await;
+        self.services.wait_until_ready().await;
+        self.slices.wait_until_ready().await;
+        self.nodes.wait_until_ready().await;
     }
 
     /// Takes what changed since the last call.
@@ -125,21 +142,19 @@ impl Stores {
 
     /// The current Service `key`.
     pub fn service(&self, key: &ObjKey) -> Option<Arc<Service>> {
-        self.services.get(&ObjectRef::new(&key.1).within(&key.0))
+        self.services.get(key)
     }
 
     /// The current EndpointSlice `key`.
     pub fn slice(&self, key: &ObjKey) -> Option<Arc<EndpointSlice>> {
-        self.slices.get(&ObjectRef::new(&key.1).within(&key.0))
+        self.slices.get(key)
     }
 
     /// The node named `name`, if the store has it.
     pub fn node(&self, name: &str) -> Option<Node> {
         self.nodes
-            .state()
-            .iter()
-            .find(|n| n.metadata.name.as_deref() == Some(name))
-            .map(|n| (**n).clone())
+            .get(&(Default::default(), name.into()))
+            .map(|n| (*n).clone())
     }
 }
 
@@ -157,9 +172,9 @@ pub fn start(client: &Client) -> (Stores, Vec<JoinHandle<()>>) {
         dirty: dirty.clone(),
         failing: Arc::clone(&failing),
     };
-    let (services, t1) = reflect::<Service>(Api::all(client.clone()), tap(Kind::Services));
-    let (slices, t2) = reflect::<EndpointSlice>(Api::all(client.clone()), tap(Kind::Slices));
-    let (nodes, t3) = reflect::<Node>(Api::all(client.clone()), tap(Kind::Nodes));
+    let (services, t1) = follow::<WatchedService>(Api::all(client.clone()), tap(Kind::Services));
+    let (slices, t2) = follow::<WatchedSlice>(Api::all(client.clone()), tap(Kind::Slices));
+    let (nodes, t3) = follow::<Node>(Api::all(client.clone()), tap(Kind::Nodes));
     (
         Stores {
             services,
@@ -182,8 +197,11 @@ struct Tap {
 }
 
 impl Tap {
-    /// Notes `event` in the dirty list and wakes the reconcile loop.
-    fn record<K: Resource>(&self, event: &watcher::Event<K>) {
+    /// Takes `event` into `cache`, then notes it in the dirty list and wakes the reconcile loop
+    /// (in that order: the loop must find the object when it looks).
+    fn deliver<K: Resource + Slim>(&self, cache: &mut Writer<K::Kept>, event: watcher::Event<K>) {
+        let mark = Mark::of(&event);
+        cache.apply(event);
         self.failing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -191,7 +209,7 @@ impl Tap {
         self.dirty
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .note(self.kind, event);
+            .note(self.kind, mark);
         self.changed.notify_one();
     }
 }
@@ -216,9 +234,9 @@ impl Feed {
             dirty: dirty.clone(),
             failing: failing.clone(),
         };
-        let (services, ws) = reflector::store();
-        let (slices, wl) = reflector::store();
-        let (nodes, wn) = reflector::store();
+        let (services, ws) = cache::cache();
+        let (slices, wl) = cache::cache();
+        let (nodes, wn) = cache::cache();
         (
             Stores {
                 services,
@@ -237,35 +255,32 @@ impl Feed {
     }
 
     /// A Service was added or changed.
-    pub fn service(&mut self, obj: Service) {
-        deliver(&mut self.services, watcher::Event::Apply(obj));
+    pub fn service(&mut self, obj: WatchedService) {
+        let (cache, tap) = &mut self.services;
+        tap.deliver(cache, watcher::Event::Apply(obj));
     }
 
     /// A Service was deleted.
-    pub fn delete_service(&mut self, obj: Service) {
-        deliver(&mut self.services, watcher::Event::Delete(obj));
+    pub fn delete_service(&mut self, obj: WatchedService) {
+        let (cache, tap) = &mut self.services;
+        tap.deliver(cache, watcher::Event::Delete(obj));
     }
 
     /// An EndpointSlice was added or changed.
-    pub fn slice(&mut self, obj: EndpointSlice) {
-        deliver(&mut self.slices, watcher::Event::Apply(obj));
+    pub fn slice(&mut self, obj: WatchedSlice) {
+        let (cache, tap) = &mut self.slices;
+        tap.deliver(cache, watcher::Event::Apply(obj));
     }
 
     /// A Node was added or changed.
     pub fn node(&mut self, obj: Node) {
-        deliver(&mut self.nodes, watcher::Event::Apply(obj));
+        let (cache, tap) = &mut self.nodes;
+        tap.deliver(cache, watcher::Event::Apply(obj));
     }
 }
 
-fn deliver<K>(target: &mut (Writer<K>, Tap), event: watcher::Event<K>)
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
-    target.0.apply_watcher_event(&event);
-    target.1.record(&event);
-}
-
-fn reflect<K>(api: Api<K>, tap: Tap) -> (Store<K>, JoinHandle<()>)
+/// Watches every object of `K` (retrying with backoff) into a new cache.
+fn follow<K>(api: Api<K>, tap: Tap) -> (Cache<K::Kept>, JoinHandle<()>)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -273,17 +288,16 @@ where
         + std::fmt::Debug
         + Slim
         + Send
-        + Sync
         + 'static,
+    K::Kept: Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store::<K>();
+    let (reader, mut writer) = cache::cache::<K::Kept>();
     let task = tokio::spawn(async move {
-        let events = watcher(api, watcher::Config::default()).modify(K::slim);
-        let stream = reflector(writer, events).default_backoff();
+        let stream = watcher(api, watcher::Config::default()).default_backoff();
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(ev) => tap.record(&ev),
+                Ok(ev) => tap.deliver(&mut writer, ev),
                 Err(e) => {
                     tracing::warn!(kind = ?tap.kind, error = %e, "watch failed; retrying with backoff");
                     tap.failing
@@ -304,8 +318,8 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn svc(name: &str) -> Service {
-        Service {
+    fn svc(name: &str) -> WatchedService {
+        WatchedService {
             metadata: ObjectMeta {
                 namespace: Some("default".into()),
                 name: Some(name.into()),
@@ -318,14 +332,18 @@ mod tests {
     #[test]
     fn events_name_their_objects_and_a_relist_asks_for_everything() {
         let mut d = Dirty::default();
-        d.note(Kind::Services, &watcher::Event::Apply(svc("a")));
-        d.note(Kind::Slices, &watcher::Event::Delete(svc("a-1")));
-        d.note(Kind::Services, &watcher::Event::InitApply(svc("b")));
+        let mut note = |kind, event: watcher::Event<WatchedService>| d.note(kind, Mark::of(&event));
+        note(Kind::Services, watcher::Event::Apply(svc("a")));
+        note(Kind::Slices, watcher::Event::Delete(svc("a-1")));
+        note(Kind::Services, watcher::Event::InitApply(svc("b")));
         assert!(!d.full && !d.nodes);
         assert_eq!(d.services, [("default".into(), "a".into())].into());
         assert_eq!(d.slices, [("default".into(), "a-1".into())].into());
-        d.note(Kind::Services, &watcher::Event::<Service>::InitDone);
-        d.note(Kind::Nodes, &watcher::Event::Apply(svc("n1")));
+        d.note(
+            Kind::Services,
+            Mark::of(&watcher::Event::<WatchedService>::InitDone),
+        );
+        d.note(Kind::Nodes, Mark::of(&watcher::Event::Apply(svc("n1"))));
         assert!(d.full && d.nodes);
     }
 }

@@ -1,13 +1,13 @@
 //! What the agent's caches keep of each object: what the model reads, nothing else.
 //!
 //! Services and EndpointSlices are parsed as the model's own types
-//! ([`crate::model::objects`]), which have only the fields the model reads; their metadata is
-//! thinned here to what the model and the agent's Events read: name and namespace, the labels
-//! and annotations the model looks up (a slice's one label moved to a field of its own), and
-//! (Services only, for an Event's reference) uid and resourceVersion. A Node loses `managedFields`, kubectl's last-applied copy and its list of
-//! container images (often the largest part of a Node). Applied to every watch event before it
-//! reaches the store, as kube-rs' `modify` allows (the watch itself has already taken the
-//! resourceVersion it resumes from).
+//! ([`crate::model::objects`]), which have only the fields the model reads; their `ObjectMeta`
+//! becomes a [`Meta`] here with what the model and the agent's Events read: name and namespace,
+//! the labels and annotations the model looks up (a slice's one label moved to a field of its
+//! own), and (Services only, for an Event's reference) the uid. A Node loses
+//! `managedFields`, kubectl's last-applied copy and its list of container images (often the
+//! largest part of a Node). Applied to every watch event as it reaches the agent's cache
+//! ([`super::cache`]), after the watch itself has taken the resourceVersion it resumes from.
 //!
 //! Invariant: only fields the model never reads are dropped; what is kept is unchanged (its
 //! vectors only lose their spare capacity).
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::model::objects::{EndpointSlice, Service};
+use crate::model::objects::{EndpointSlice, Meta, Service, Str, WatchedService, WatchedSlice};
 use crate::model::services::{
     LB_ALGORITHM_ANNOTATION, SERVICE_NAME_LABEL, SERVICE_PROXY_NAME_LABEL, TOPOLOGY_MODE_ANNOTATION,
 };
@@ -33,10 +33,12 @@ pub const SERVICE_ANNOTATIONS: [&str; 2] = [LB_ALGORITHM_ANNOTATION, TOPOLOGY_MO
 /// The EndpointSlice labels the model reads.
 pub const SLICE_LABELS: [&str; 1] = [SERVICE_NAME_LABEL];
 
-/// An object that can drop what the agent never reads.
+/// An object as the watch parses it, which becomes what the agent keeps of it.
 pub trait Slim {
+    /// What the agent's caches keep of it.
+    type Kept;
     /// Drops what the agent never reads.
-    fn slim(&mut self);
+    fn slim(self) -> Self::Kept;
 }
 
 /// Labels or annotations with only the `keep` keys (`None` when none is left).
@@ -48,19 +50,16 @@ fn only(map: Option<BTreeMap<String, String>>, keep: &[&str]) -> Option<BTreeMap
     (!kept.is_empty()).then_some(kept)
 }
 
-/// `meta` with only its name and namespace, the `labels` and `annotations` named, and, when
-/// `identity`, its uid and resourceVersion.
-fn thin_meta(meta: &mut ObjectMeta, labels: &[&str], annotations: &[&str], identity: bool) {
-    let old = std::mem::take(meta);
-    *meta = ObjectMeta {
-        name: old.name,
-        namespace: old.namespace,
-        labels: only(old.labels, labels),
-        annotations: only(old.annotations, annotations),
-        uid: old.uid.filter(|_| identity),
-        resource_version: old.resource_version.filter(|_| identity),
-        ..ObjectMeta::default()
-    };
+/// `meta`'s name and namespace, the `labels` and `annotations` named, and, when `identity`,
+/// its uid.
+fn thin_meta(meta: ObjectMeta, labels: &[&str], annotations: &[&str], identity: bool) -> Meta {
+    Meta {
+        name: meta.name.map(Str::from),
+        namespace: meta.namespace.map(Str::from),
+        labels: only(meta.labels, labels),
+        annotations: only(meta.annotations, annotations),
+        uid: meta.uid.filter(|_| identity).map(Str::from),
+    }
 }
 
 /// A vector's spare capacity given back. serde grows a vector it parses by doubling from four,
@@ -72,45 +71,62 @@ fn fit<T>(v: &mut Option<Vec<T>>) {
     }
 }
 
-impl Slim for Service {
-    fn slim(&mut self) {
-        thin_meta(
-            &mut self.metadata,
-            &SERVICE_LABELS,
-            &SERVICE_ANNOTATIONS,
-            true,
-        );
-        if let Some(spec) = self.spec.as_mut() {
+impl Slim for WatchedService {
+    type Kept = Service;
+
+    fn slim(self) -> Service {
+        let mut svc = Service {
+            metadata: thin_meta(self.metadata, &SERVICE_LABELS, &SERVICE_ANNOTATIONS, true),
+            spec: self.spec,
+            status: self.status,
+        };
+        if let Some(spec) = svc.spec.as_mut() {
             fit(&mut spec.cluster_ips);
             fit(&mut spec.external_ips);
             fit(&mut spec.load_balancer_source_ranges);
             fit(&mut spec.ports);
         }
-        if let Some(lb) = self.status.as_mut().and_then(|s| s.load_balancer.as_mut()) {
+        if let Some(lb) = svc.status.as_mut().and_then(|s| s.load_balancer.as_mut()) {
             fit(&mut lb.ingress);
         }
+        svc
     }
 }
 
-impl Slim for EndpointSlice {
-    fn slim(&mut self) {
-        thin_meta(&mut self.metadata, &SLICE_LABELS, &[], false);
-        if let Some(mut labels) = self.metadata.labels.take() {
-            self.service_label = labels.remove(SERVICE_NAME_LABEL);
-        }
-        fit(&mut self.ports);
-        fit(&mut self.endpoints);
-        for e in self.endpoints.iter_mut().flatten() {
+impl Slim for WatchedSlice {
+    type Kept = EndpointSlice;
+
+    fn slim(self) -> EndpointSlice {
+        let mut metadata = thin_meta(self.metadata, &SLICE_LABELS, &[], false);
+        let service_label = metadata
+            .labels
+            .take()
+            .and_then(|mut l| l.remove(SERVICE_NAME_LABEL))
+            .map(Str::from)
+            .or(self.service_label);
+        let mut slice = EndpointSlice {
+            metadata,
+            address_type: self.address_type,
+            endpoints: self.endpoints,
+            ports: self.ports,
+            service_label,
+        };
+        fit(&mut slice.ports);
+        fit(&mut slice.endpoints);
+        for e in slice.endpoints.iter_mut().flatten() {
             e.addresses.shrink_to_fit();
             if let Some(h) = e.hints.as_mut() {
                 fit(&mut h.for_zones);
             }
         }
+        slice
     }
 }
 
 impl Slim for Node {
-    fn slim(&mut self) {
+    type Kept = Node;
+
+    fn slim(mut self) -> Node {
         self.metadata.managed_fields = None;
         if let Some(a) = self.metadata.annotations.as_mut() {
             a.remove(LAST_APPLIED);
@@ -118,6 +134,7 @@ impl Slim for Node {
         if let Some(status) = self.status.as_mut() {
             status.images = None;
         }
+        self
     }
 }
 
@@ -243,16 +260,22 @@ mod tests {
                 EndpointSlice::from(full)
             })
             .collect();
-        let mut slim_svcs: Vec<Service> = services
+        let slim_svcs: Vec<Service> = services
             .iter()
-            .map(|v| serde_json::from_value(v.clone()).unwrap())
+            .map(|v| {
+                serde_json::from_value::<WatchedService>(v.clone())
+                    .unwrap()
+                    .slim()
+            })
             .collect();
-        slim_svcs.iter_mut().for_each(Slim::slim);
-        let mut slim_slices: Vec<EndpointSlice> = slices
+        let slim_slices: Vec<EndpointSlice> = slices
             .iter()
-            .map(|v| serde_json::from_value(v.clone()).unwrap())
+            .map(|v| {
+                serde_json::from_value::<WatchedSlice>(v.clone())
+                    .unwrap()
+                    .slim()
+            })
             .collect();
-        slim_slices.iter_mut().for_each(Slim::slim);
         let ip = Ipv4Addr::new(198, 18, 0, 11);
         [
             desired(&whole_svcs, &whole_slices, &nodes, "n1", ip),
@@ -277,8 +300,7 @@ mod tests {
     fn slimmed_services_give_the_same_notes_as_whole_ones() {
         let v = service_json("web", "LoadBalancer", "Local");
         let full: k8s_openapi::api::core::v1::Service = serde_json::from_value(v.clone()).unwrap();
-        let mut slim: Service = serde_json::from_value(v).unwrap();
-        slim.slim();
+        let slim = serde_json::from_value::<WatchedService>(v).unwrap().slim();
         let notes = crate::model::service_notes(&slim);
         assert_eq!(notes.len(), 3, "{notes:?}");
         assert_eq!(notes, crate::model::service_notes(&Service::from(full)));
@@ -286,21 +308,20 @@ mod tests {
 
     #[test]
     fn a_service_keeps_its_identity_and_the_labels_and_annotations_the_model_reads() {
-        let mut svc: Service =
+        let mut svc: WatchedService =
             serde_json::from_value(service_json("web", "ClusterIP", "Cluster")).unwrap();
         svc.metadata.labels = Some(BTreeMap::from([
             ("app".to_string(), "web".to_string()),
             (SERVICE_PROXY_NAME_LABEL.to_string(), "other".to_string()),
         ]));
         let spec = svc.spec.clone();
-        svc.slim();
+        let svc = svc.slim();
         let m = &svc.metadata;
         assert_eq!(
             (m.name.as_deref(), m.namespace.as_deref()),
             (Some("web"), Some("default"))
         );
         assert_eq!(m.uid.as_deref(), Some("uid-web"), "an Event refers to it");
-        assert_eq!(m.resource_version.as_deref(), Some("42"));
         assert_eq!(
             m.labels,
             Some(BTreeMap::from([(
@@ -312,25 +333,20 @@ mod tests {
         assert_eq!(annotations.len(), 2);
         assert_eq!(annotations[TOPOLOGY_MODE_ANNOTATION], "Auto");
         assert_eq!(annotations[LB_ALGORITHM_ANNOTATION], "maglev");
-        assert_eq!(
-            (m.managed_fields.as_ref(), m.finalizers.as_ref()),
-            (None, None)
-        );
-        assert_eq!(m.creation_timestamp, None);
         assert_eq!(svc.spec, spec);
     }
 
     #[test]
     fn a_slice_keeps_only_its_name_namespace_and_service_name() {
-        let mut slice: EndpointSlice =
-            serde_json::from_value(slice_json("web", "web-abc")).unwrap();
-        slice.slim();
+        let slice = serde_json::from_value::<WatchedSlice>(slice_json("web", "web-abc"))
+            .unwrap()
+            .slim();
         assert_eq!(
             slice.metadata,
-            ObjectMeta {
+            Meta {
                 name: Some("web-abc".into()),
                 namespace: Some("default".into()),
-                ..ObjectMeta::default()
+                ..Meta::default()
             }
         );
         assert_eq!(slice.service_name(), Some("web"));
@@ -340,21 +356,21 @@ mod tests {
     #[test]
     fn a_slice_and_a_service_keep_no_spare_room_in_their_lists() {
         // Parsed from text, as the watch receives them (a `Value` would tell serde the lengths).
-        let mut slice: EndpointSlice =
+        let slice: WatchedSlice =
             serde_json::from_str(&slice_json("web", "web-abc").to_string()).unwrap();
         let before = slice.clone();
-        let spare = |s: &EndpointSlice| {
+        fn spare<M>(s: &EndpointSlice<M>) -> bool {
             s.endpoints
                 .iter()
                 .flatten()
                 .any(|e| e.addresses.capacity() > e.addresses.len())
-        };
+        }
         assert!(spare(&slice), "parsing leaves room to spare");
-        let mut svc: Service =
+        let svc: WatchedService =
             serde_json::from_str(&service_json("web", "ClusterIP", "Cluster").to_string()).unwrap();
         let spec = svc.spec.clone();
-        slice.slim();
-        svc.slim();
+        let slice = slice.slim();
+        let svc = svc.slim();
         let endpoints = slice.endpoints.as_ref().unwrap();
         assert_eq!(endpoints, before.endpoints.as_ref().unwrap());
         assert_eq!(endpoints.capacity(), endpoints.len());
@@ -366,7 +382,7 @@ mod tests {
 
     #[test]
     fn a_node_loses_managed_fields_the_applied_copy_and_its_image_list_and_keeps_the_rest() {
-        let mut node = Node {
+        let node = Node {
             metadata: ObjectMeta {
                 name: Some("n1".into()),
                 managed_fields: Some(vec![ManagedFieldsEntry::default()]),
@@ -383,7 +399,7 @@ mod tests {
             }),
             ..Node::default()
         };
-        node.slim();
+        let node = node.slim();
         assert_eq!(node.metadata.managed_fields, None);
         assert_eq!(
             node.metadata.annotations,
