@@ -256,27 +256,29 @@ impl Feed {
 
     /// A Service was added or changed.
     pub fn service(&mut self, obj: WatchedService) {
-        let (cache, tap) = &mut self.services;
-        tap.deliver(cache, watcher::Event::Apply(obj));
+        feed(&mut self.services, watcher::Event::Apply(obj));
     }
 
     /// A Service was deleted.
     pub fn delete_service(&mut self, obj: WatchedService) {
-        let (cache, tap) = &mut self.services;
-        tap.deliver(cache, watcher::Event::Delete(obj));
+        feed(&mut self.services, watcher::Event::Delete(obj));
     }
 
     /// An EndpointSlice was added or changed.
     pub fn slice(&mut self, obj: WatchedSlice) {
-        let (cache, tap) = &mut self.slices;
-        tap.deliver(cache, watcher::Event::Apply(obj));
+        feed(&mut self.slices, watcher::Event::Apply(obj));
     }
 
     /// A Node was added or changed.
     pub fn node(&mut self, obj: Node) {
-        let (cache, tap) = &mut self.nodes;
-        tap.deliver(cache, watcher::Event::Apply(obj));
+        feed(&mut self.nodes, watcher::Event::Apply(obj));
     }
+}
+
+/// Hands `event` to the cache and tap of `target`.
+fn feed<K: Resource + Slim>(target: &mut (Writer<K::Kept>, Tap), event: watcher::Event<K>) {
+    let (cache, tap) = target;
+    tap.deliver(cache, event);
 }
 
 /// Watches every object of `K` (retrying with backoff) into a new cache.
