@@ -47,13 +47,6 @@ fn remove_name(names: &mut Vec<Str>, name: &str) {
     }
 }
 
-fn key_of(meta: &super::objects::Meta) -> ObjKey {
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-
 impl DesiredCache {
     /// Computes everything from scratch.
     pub fn rebuild<S, E>(services: &[S], slices: &[E], view: NodeView) -> Self
@@ -72,14 +65,14 @@ impl DesiredCache {
         let mut owned: HashMap<ObjKey, Vec<&EndpointSlice>> = HashMap::new();
         for slice in slices.iter().map(Borrow::borrow) {
             if let Some(owner) = slice_owner(slice) {
-                let key = key_of(&slice.metadata);
+                let key = slice.metadata.key();
                 add_name(cache.slices_of.entry(owner.clone()).or_default(), &key.1);
                 cache.owner_of.insert(key, owner.clone());
                 owned.entry(owner).or_default().push(slice);
             }
         }
         for svc in services.iter().map(Borrow::borrow) {
-            let key = key_of(&svc.metadata);
+            let key = svc.metadata.key();
             let slices = owned.get(&key).map_or(&[][..], Vec::as_slice);
             let fronts = service_frontends(svc, slices, &cache.view);
             if let Some((port, hc)) = health_check(svc, slices, &cache.view) {

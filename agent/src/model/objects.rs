@@ -68,6 +68,16 @@ impl From<ObjectMeta> for Meta {
     }
 }
 
+impl Meta {
+    /// `(namespace, name)`, each empty when missing.
+    pub fn key(&self) -> super::ObjKey {
+        (
+            self.namespace.clone().unwrap_or_default(),
+            self.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
 /// A Service as kube-rs' watch parses it (with the whole `ObjectMeta`).
 pub type WatchedService = Service<ObjectMeta>;
 

@@ -161,10 +161,7 @@ where
     }
     let mut d = Desired::default();
     for svc in services.iter().map(Borrow::borrow) {
-        let owner = (
-            svc.metadata.namespace.clone().unwrap_or_default(),
-            svc.metadata.name.clone().unwrap_or_default(),
-        );
+        let owner = svc.metadata.key();
         let owned = by_service.get(&owner).map_or(&[][..], Vec::as_slice);
         d.frontends.extend(service_frontends(svc, owned, &view));
         d.health_checks.extend(health_check(svc, owned, &view));

@@ -53,12 +53,12 @@ fn only(map: Option<BTreeMap<String, String>>, keep: &[&str]) -> Option<BTreeMap
 /// `meta`'s name and namespace, the `labels` and `annotations` named, and, when `identity`,
 /// its uid.
 fn thin_meta(meta: ObjectMeta, labels: &[&str], annotations: &[&str], identity: bool) -> Meta {
+    let meta = Meta::from(meta);
     Meta {
-        name: meta.name.map(Str::from),
-        namespace: meta.namespace.map(Str::from),
         labels: only(meta.labels, labels),
         annotations: only(meta.annotations, annotations),
-        uid: meta.uid.filter(|_| identity).map(Str::from),
+        uid: meta.uid.filter(|_| identity),
+        ..meta
     }
 }
 
