@@ -1,7 +1,7 @@
 //! The per-packet cost of `from_pod`, measured with BPF_PROG_TEST_RUN: the kernel runs the
 //! program `repeat` times on one skb and returns the mean duration of a run in ns. It prints
 //!
-//! `from_pod ns/packet: direct X, clusterip-established Y (Y/X = r), clusterip-syn Z`
+//! `from_pod ns/packet: direct X, clusterip-established Y (Y/X = r), clusterip-reply ...`
 //!
 //! and asserts only what must hold whatever the timings: the verdicts, and that the frames the
 //! program leaves behind are translated correctly with valid checksums. Performance goals are not
@@ -16,6 +16,11 @@
 //! - clusterip-established: two frontends whose backends are each other (`VIP:80 → VIP2:80`,
 //!   `VIP2:80 → VIP:80`, both "pods" on this node): every run is an established ClusterIP packet
 //!   (conntrack hit, DNAT of address and port, redirect to a local pod), alternating frontends;
+//! - clusterip-reply: a backend's reply, source restored to the frontend. Two reply entries whose
+//!   frontends are each other's backends (`R1:8000 → CLIENT`, restored to `R2:8000`, and back),
+//!   both "pods" on one veth: every run is a reply-direction conntrack hit and a source rewrite.
+//!   Measured twice: with the frontend in the reply entry (as the datapath records it), and
+//!   without it (`front_addr` 0, as an older datapath left it: a `REV_NAT` lookup per packet);
 //! - clusterip-syn: fresh SYNs (one per client port, so each creates its conntrack entries), each
 //!   timed in its own single run, averaged. A repeated SYN would hit the entry the first one
 //!   created: it would measure a conntrack hit plus the reply-entry check, not a new flow.
@@ -25,15 +30,25 @@ use std::net::Ipv4Addr;
 
 mod common;
 
+use aya::maps::{HashMap, MapData};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use common::prog::*;
 use switchyard::datapath::loader;
-use switchyard_abi::proto;
+use switchyard::datapath::tables;
+use switchyard_abi::{
+    addr_be, names, port_be, proto, CtKey, CtValue, LocalPod, RevNat, CT_DIR_REPLY,
+};
 
 /// The second frontend of the established ClusterIP measurement.
 const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 9);
+/// The ping-pong "backends" of the reply measurement (one veth, see [`reply_cost`]).
+const R1: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 21);
+/// See [`R1`].
+const R2: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 22);
 /// Runs of the repeated measurements.
 const REPEAT: u32 = 200_000;
+/// Rounds of the repeated measurements; each figure is its fastest round.
+const ROUNDS: u32 = 7;
 /// Fresh SYNs of the new-flow measurement.
 const SYNS: u16 = 20_000;
 /// Offset of the TCP flags in a frame of [`packet`].
@@ -144,7 +159,22 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
     );
     assert_checksums(&out);
 
-    // (c) New flows: fresh SYNs to VIP:80, one single run each.
+    // (c) Replies, with the frontend in the reply entry and with a rev-NAT lookup.
+    let mut reply_ns = reply_cost(&pins, prog, true);
+    let mut reply_revnat_ns = reply_cost(&pins, prog, false);
+
+    // Shared cores: the fastest of several interleaved rounds is each figure's cost with the
+    // least interference, and every figure gets the same chances.
+    let mut direct_ns = direct_ns;
+    let mut est_ns = est_ns;
+    for _ in 1..ROUNDS {
+        direct_ns = direct_ns.min(run_repeated(prog, &direct, REPEAT).2);
+        est_ns = est_ns.min(run_repeated(prog, &est, REPEAT).2);
+        reply_ns = reply_ns.min(reply_cost(&pins, prog, true));
+        reply_revnat_ns = reply_revnat_ns.min(reply_cost(&pins, prog, false));
+    }
+
+    // (d) New flows: fresh SYNs to VIP:80, one single run each.
     let mut syn_total = 0.0;
     for sport in 0..SYNS {
         let syn = packet((CLIENT, 20000 + sport), (VIP, 80), proto::TCP, true);
@@ -160,12 +190,87 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
 
     println!(
         "from_pod ns/packet: direct {direct_ns:.0}, clusterip-established {est_ns:.0} \
-         (Y/X = {:.2}), clusterip-syn {syn_ns:.0}",
-        est_ns / direct_ns
+         (Y/X = {:.2}), clusterip-reply {reply_ns:.0} ({:.2}), clusterip-reply via REV_NAT \
+         {reply_revnat_ns:.0} ({:.2}), clusterip-syn {syn_ns:.0}",
+        est_ns / direct_ns,
+        reply_ns / direct_ns,
+        reply_revnat_ns / direct_ns,
     );
     println!(
-        "  direct and clusterip-established: mean of {REPEAT} runs on one skb; clusterip-syn: \
+        "  direct, clusterip-established and -reply: fastest of {ROUNDS} means of {REPEAT} runs on one skb; clusterip-syn: \
          mean of {SYNS} fresh SYNs (new conntrack entries each), each timed in a single run \
          (includes the test timer's own overhead, ~tens of ns)"
     );
+}
+
+/// Mean ns of a reply translated on every run: `R1:8000 → CLIENT:44000` is restored to come from
+/// `R2:8000` and the other way round (rev-NAT ids 5 and 6 name them), alternating. With `cached`
+/// the reply entries carry the frontend; without, they carry only the rev-NAT id. Asserts the
+/// translation of both directions of the ping-pong and the checksums.
+fn reply_cost(pins: &Pins, prog: &SchedClassifier, cached: bool) -> f64 {
+    let mut ct: HashMap<MapData, CtKey, CtValue> =
+        tables::open_pinned(&pins.0, names::CT).expect("open CT");
+    let mut rev_nat: HashMap<MapData, u32, RevNat> =
+        tables::open_pinned(&pins.0, names::REV_NAT).expect("open REV_NAT");
+    let mut pods: HashMap<MapData, u32, LocalPod> =
+        tables::open_pinned(&pins.0, names::LOCAL_PODS).expect("open LOCAL_PODS");
+    // R2 sends from R1's veth too: both sources are owned by the veth the runs arrive on.
+    let pod = LocalPod {
+        ifindex: veth_of(R1),
+        pod_mac: [0x02, 0, 0, 0, 0, 0x01],
+        host_mac: [0x02, 0, 0, 0, 0, 0x02],
+    };
+    for ip in [R1, R2] {
+        pods.insert(addr_be(ip), pod, 0).expect("local pod");
+    }
+    for (id, (from, to)) in [(5u32, (R1, R2)), (6, (R2, R1))] {
+        rev_nat
+            .insert(
+                id,
+                RevNat {
+                    addr: addr_be(to),
+                    port: port_be(8000),
+                    pad: 0,
+                },
+                0,
+            )
+            .expect("rev nat");
+        let key = CtKey {
+            saddr: addr_be(from),
+            daddr: addr_be(CLIENT),
+            sport: port_be(8000),
+            dport: port_be(44000),
+            proto: proto::TCP,
+            dir: CT_DIR_REPLY,
+            pad: [0; 2],
+        };
+        let value = CtValue {
+            rev_nat_id: id,
+            front_addr: if cached { addr_be(to) } else { 0 },
+            front_port: if cached { port_be(8000) } else { 0 },
+            ..CtValue::default()
+        };
+        ct.insert(key, value, 0).expect("reply entry");
+    }
+    let reply = ack((R1, 8000), (CLIENT, 44000));
+    let (verdict, out, ns) = run_repeated(prog, &reply, REPEAT);
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "reply: redirected to the client pod"
+    );
+    assert_eq!(
+        (addr(&out, 26), port(&out, 34)),
+        (R1, 8000),
+        "an even number of rewrites"
+    );
+    assert_eq!((addr(&out, 30), port(&out, 36)), (CLIENT, 44000));
+    assert_checksums(&out);
+    let (_, out, _) = run_repeated(prog, &reply, REPEAT + 1);
+    assert_eq!(
+        (addr(&out, 26), port(&out, 34)),
+        (R2, 8000),
+        "an odd number leaves the source at R2"
+    );
+    assert_checksums(&out);
+    ns
 }

@@ -338,7 +338,14 @@ pub struct CtValue {
     /// `CT_FLAG_*`: how the flow is closing in this entry's direction (a SYN clears them).
     pub flags: u8,
     /// Padding, always zero.
-    pub pad: [u8; 7],
+    pub pad: u8,
+    /// Reply entries: the frontend's port (network byte order) restored as the source of
+    /// replies. 0 in forward entries.
+    pub front_port: u16,
+    /// Reply entries: the frontend's IPv4 address (network byte order) restored as the source of
+    /// replies, so that a reply needs no `REV_NAT` lookup. 0 in forward entries, and in reply
+    /// entries written by a datapath older than this field (their replies look `rev_nat_id` up).
+    pub front_addr: u32,
     /// `bpf_ktime_get_ns()` of the last packet.
     pub last_seen: u64,
     /// Packets seen in this direction.

@@ -96,13 +96,18 @@ pub fn create(flow: &Flow, backend_id: u32, backend: &Backend, rev_nat_id: u32, 
         backend_id,
         rev_nat_id,
         flags: 0,
-        pad: [0; 7],
+        pad: 0,
+        front_port: 0,
+        front_addr: 0,
         last_seen: now,
         packets: 1,
         bytes: u64::from(len),
     };
     let reply = backend_reply_key(flow, backend);
+    // The frontend is what the client addressed: `SERVICES` is keyed by it.
     let reply_value = CtValue {
+        front_port: flow.dport,
+        front_addr: flow.daddr,
         packets: 0,
         bytes: 0,
         ..value

@@ -37,18 +37,36 @@ pub fn to_local_pod(ctx: &mut TcContext, daddr: u32) -> Option<i32> {
 }
 
 /// If `flow` is a backend's reply to a load-balanced flow, restores the frontend as its source
-/// and returns it. `Err` carries the drop reason.
+/// (written by `write`: [`nat::rewrite`], or [`nat::rewrite_stored`] in programs at the verifier's
+/// limit) and returns it. The reply entry names the frontend; entries from a datapath that did
+/// not record it there look its rev-NAT id up. `Err` carries the drop reason.
 #[inline(always)]
-pub fn reverse_nat(ctx: &mut TcContext, flow: &Flow, len: u32) -> Result<Option<RevNat>, u32> {
+pub fn reverse_nat<W>(
+    ctx: &mut TcContext,
+    flow: &Flow,
+    len: u32,
+    write: W,
+) -> Result<Option<RevNat>, u32>
+where
+    W: FnOnce(&mut TcContext, &Flow, Side, u32, u16) -> Result<(), ()>,
+{
     let Some(ct) = conntrack::touch(&conntrack::reply_key(flow), len, flow.tcp_flags()) else {
         return Ok(None);
     };
-    // SAFETY: copied out at once.
-    let Some(front) = (unsafe { REV_NAT.get(&ct.rev_nat_id) }).copied() else {
-        return Ok(None);
+    let front = if ct.front_addr != 0 {
+        RevNat {
+            addr: ct.front_addr,
+            port: ct.front_port,
+            pad: 0,
+        }
+    } else {
+        // SAFETY: copied out at once.
+        let Some(front) = (unsafe { REV_NAT.get(&ct.rev_nat_id) }).copied() else {
+            return Ok(None);
+        };
+        front
     };
-    nat::rewrite_stored(ctx, flow, Side::Source, front.addr, front.port)
-        .map_err(|_| stat::DROP_REWRITE)?;
+    write(ctx, flow, Side::Source, front.addr, front.port).map_err(|_| stat::DROP_REWRITE)?;
     stats::inc(stat::REV_NAT);
     stats::service(ct.rev_nat_id, len, false);
     Ok(Some(front))

@@ -14,7 +14,7 @@ use switchyard_abi::stat;
 
 use crate::overlay;
 use crate::packet::Parsed;
-use crate::{forward, frag, hook, icmp, stats};
+use crate::{forward, frag, hook, icmp, nat, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
@@ -42,7 +42,7 @@ fn try_from_overlay(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
         Parsed::L4(mut flow) => {
             forward::unsnat(ctx, &mut flow, router)?;
             let len = ctx.len();
-            let front = forward::reverse_nat(ctx, &flow, len)?;
+            let front = forward::reverse_nat(ctx, &flow, len, nat::rewrite)?;
             (flow.daddr, front.map_or(flow.saddr, |f| f.addr))
         }
     };

@@ -65,7 +65,7 @@ fn try_from_pod(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     // No client has an address in the service CIDR: a packet to it is never a backend's reply,
     // and its flow needs no reply-direction conntrack lookup.
     if !to_service_cidr(flow.daddr) {
-        if let Some(front) = forward::reverse_nat(ctx, &flow, len)? {
+        if let Some(front) = forward::reverse_nat(ctx, &flow, len, nat::rewrite)? {
             return Ok(deliver(ctx, flow.daddr, Some(front.addr)));
         }
     }

@@ -60,7 +60,7 @@ fn try_from_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
         // A reply from a Service endpoint outside the pod network (another node's address, the
         // API server) came back through masquerade: restore the frontend too.
         let len = ctx.len();
-        forward::reverse_nat(ctx, &flow, len)?;
+        forward::reverse_nat(ctx, &flow, len, nat::rewrite_stored)?;
         return Ok(forward::to_local_pod(ctx, flow.daddr).unwrap_or(TC_ACT_OK));
     }
     if flow.daddr != cfg.node_addr {

@@ -10,7 +10,7 @@ use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use switchyard_abi::stat;
 
 use crate::packet::Parsed;
-use crate::{forward, frag, hook, icmp, stats};
+use crate::{forward, frag, hook, icmp, nat, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
@@ -18,7 +18,7 @@ pub fn to_pods(mut ctx: TcContext) -> i32 {
     hook::run(&mut ctx, |ctx, parsed| match *parsed {
         Parsed::L4(flow) => {
             let len = ctx.len();
-            if forward::reverse_nat(ctx, &flow, len)?.is_some() {
+            if forward::reverse_nat(ctx, &flow, len, nat::rewrite)?.is_some() {
                 stats::inc(stat::HOST_REV_NAT);
             }
             Ok(TC_ACT_OK)
