@@ -144,20 +144,7 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
         assert_checksums(&out);
     }
     let est = ack((CLIENT, 43000), (VIP, 8000));
-    let (verdict, out, est_ns) = run_repeated(prog, &est, REPEAT);
-    assert_eq!(verdict, TC_ACT_REDIRECT, "established: redirected");
-    // An even number of translations brings the frame back to VIP.
-    assert_eq!(REPEAT % 2, 0);
-    assert_eq!((addr(&out, 30), port(&out, 36)), (VIP, 8000));
-    assert_eq!((addr(&out, 26), port(&out, 34)), (CLIENT, 43000));
-    assert_checksums(&out);
-    let (_, out, _) = run_repeated(prog, &est, REPEAT + 1);
-    assert_eq!(
-        (addr(&out, 30), port(&out, 36)),
-        (VIP2, 8000),
-        "an odd number of translations leaves it at VIP2"
-    );
-    assert_checksums(&out);
+    let est_ns = ping_pong(prog, &est, Side::Destination, (VIP2, 8000));
 
     // (c) Replies, with the frontend in the reply entry and with a rev-NAT lookup.
     let mut reply_ns = reply_cost(&pins, prog, true);
@@ -235,15 +222,7 @@ fn reply_cost(pins: &Pins, prog: &SchedClassifier, cached: bool) -> f64 {
                 0,
             )
             .expect("rev nat");
-        let key = CtKey {
-            saddr: addr_be(from),
-            daddr: addr_be(CLIENT),
-            sport: port_be(8000),
-            dport: port_be(44000),
-            proto: proto::TCP,
-            dir: CT_DIR_REPLY,
-            pad: [0; 2],
-        };
+        let key = tcp_key((from, 8000), (CLIENT, 44000), CT_DIR_REPLY);
         let value = CtValue {
             rev_nat_id: id,
             front_addr: if cached { addr_be(to) } else { 0 },
@@ -252,25 +231,47 @@ fn reply_cost(pins: &Pins, prog: &SchedClassifier, cached: bool) -> f64 {
         };
         ct.insert(key, value, 0).expect("reply entry");
     }
-    let reply = ack((R1, 8000), (CLIENT, 44000));
-    let (verdict, out, ns) = run_repeated(prog, &reply, REPEAT);
+    ping_pong(
+        prog,
+        &ack((R1, 8000), (CLIENT, 44000)),
+        Side::Source,
+        (R2, 8000),
+    )
+}
+
+/// Which end of a ping-pong frame the program rewrites.
+#[derive(Clone, Copy, Debug)]
+enum Side {
+    Source,
+    Destination,
+}
+
+/// Mean ns of `frame` rewritten on every run between its `side` and `other`: asserts that every
+/// run is redirected, that an even number of runs brings the frame back (the other end
+/// untouched) and an odd number leaves it at `other`, with valid checksums both times.
+fn ping_pong(prog: &SchedClassifier, frame: &[u8], side: Side, other: (Ipv4Addr, u16)) -> f64 {
+    // Offsets of the rewritten end's address and port, and of the other end's.
+    let ((a, p), (ka, kp)) = match side {
+        Side::Source => ((26, 34), (30, 36)),
+        Side::Destination => ((30, 36), (26, 34)),
+    };
+    let end = |out: &[u8], a, p| (addr(out, a), port(out, p));
+    assert_eq!(REPEAT % 2, 0);
+    let (verdict, out, ns) = run_repeated(prog, frame, REPEAT);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "{side:?} ping-pong: redirected");
     assert_eq!(
-        verdict, TC_ACT_REDIRECT,
-        "reply: redirected to the client pod"
-    );
-    assert_eq!(
-        (addr(&out, 26), port(&out, 34)),
-        (R1, 8000),
+        end(&out, a, p),
+        end(frame, a, p),
         "an even number of rewrites"
     );
-    assert_eq!((addr(&out, 30), port(&out, 36)), (CLIENT, 44000));
-    assert_checksums(&out);
-    let (_, out, _) = run_repeated(prog, &reply, REPEAT + 1);
     assert_eq!(
-        (addr(&out, 26), port(&out, 34)),
-        (R2, 8000),
-        "an odd number leaves the source at R2"
+        end(&out, ka, kp),
+        end(frame, ka, kp),
+        "the other end untouched"
     );
+    assert_checksums(&out);
+    let (_, out, _) = run_repeated(prog, frame, REPEAT + 1);
+    assert_eq!(end(&out, a, p), other, "an odd number of rewrites");
     assert_checksums(&out);
     ns
 }

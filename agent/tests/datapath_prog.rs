@@ -340,24 +340,8 @@ fn nodeport_snat_keeps_a_client_port_of_its_range_and_reclaims_finished_flows() 
             .expect("NAT"),
     )
     .expect("NAT map");
-    let reply = NatKey {
-        saddr: addr_be(REMOTE),
-        daddr: addr_be(ROUTER),
-        sport: port_be(8080),
-        dport: port_be(62000),
-        proto: proto::TCP,
-        dir: CT_DIR_REPLY,
-        pad: [0; 2],
-    };
-    let forward = NatKey {
-        saddr: addr_be(first),
-        daddr: addr_be(REMOTE),
-        sport: port_be(62000),
-        dport: port_be(8080),
-        proto: proto::TCP,
-        dir: CT_DIR_FORWARD,
-        pad: [0; 2],
-    };
+    let reply: NatKey = tcp_key((REMOTE, 8080), (ROUTER, 62000), CT_DIR_REPLY);
+    let forward: NatKey = tcp_key((first, 62000), (REMOTE, 8080), CT_DIR_FORWARD);
     for k in [reply, forward] {
         let mut e = nat.get(&k, 0).expect("the first flow's entries");
         e.flags |= NAT_FLAG_RST;
@@ -551,7 +535,6 @@ fn with_tcp_flags(mut p: Vec<u8>, flags: u8) -> Vec<u8> {
 fn an_idle_open_flow_keeps_its_backend_while_more_closed_flows_than_the_table_holds_pass() {
     use switchyard::datapath::aging::Timeouts;
     use switchyard::datapath::tables;
-    use switchyard_abi::CtKey;
 
     const CAPACITY: u32 = 1024;
     const ROUND: u16 = 150;
@@ -623,15 +606,7 @@ fn an_idle_open_flow_keeps_its_backend_while_more_closed_flows_than_the_table_ho
             run(prog, &tcp(backend, client, FIN_ACK));
         }
     };
-    let forward = CtKey {
-        saddr: addr_be(CLIENT),
-        daddr: addr_be(VIP),
-        sport: port_be(idle.1),
-        dport: port_be(80),
-        proto: proto::TCP,
-        dir: switchyard_abi::CT_DIR_FORWARD,
-        pad: [0; 2],
-    };
+    let forward = tcp_key((CLIENT, idle.1), (VIP, 80), switchyard_abi::CT_DIR_FORWARD);
     let rounds = 4 * CAPACITY / u32::from(ROUND) / 2;
     for _ in 0..rounds {
         closed_flows(ROUND);

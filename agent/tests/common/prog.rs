@@ -12,7 +12,7 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use switchyard::datapath::loader;
 use switchyard::datapath::MapWriter;
 use switchyard_abi::{
-    addr_be, port_be, proto, Backend, LocalPod, RevNat, ServiceKey, ServiceValue,
+    addr_be, port_be, proto, Backend, CtKey, LocalPod, RevNat, ServiceKey, ServiceValue,
 };
 
 /// TC verdict: continue.
@@ -405,5 +405,18 @@ pub fn lab_node_config(node_addr: Ipv4Addr, pod_cidr: Ipv4Addr) -> switchyard_ab
         snat_port_max: switchyard_abi::SNAT_PORT_MAX,
         snat_attempts: 16,
         ..Default::default()
+    }
+}
+
+/// The `CT` (or `NAT`) key of a TCP packet `src → dst` in direction `dir` (`CT_DIR_*`).
+pub fn tcp_key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), dir: u8) -> CtKey {
+    CtKey {
+        saddr: addr_be(src.0),
+        daddr: addr_be(dst.0),
+        sport: port_be(src.1),
+        dport: port_be(dst.1),
+        proto: proto::TCP,
+        dir,
+        pad: [0; 2],
     }
 }
