@@ -36,7 +36,8 @@ use common::prog::*;
 use switchyard::datapath::loader;
 use switchyard::datapath::tables;
 use switchyard_abi::{
-    addr_be, names, port_be, proto, CtKey, CtValue, LocalPod, RevNat, CT_DIR_REPLY,
+    addr_be, names, port_be, proto, Backend, CtKey, CtValue, LocalPod, RevNat, ServiceKey,
+    ServiceValue, CT_DIR_REPLY,
 };
 
 /// The second frontend of the established ClusterIP measurement.
@@ -47,6 +48,8 @@ const R1: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 21);
 const R2: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 22);
 /// Runs of the repeated measurements.
 const REPEAT: u32 = 200_000;
+/// Filler Services of the scale measurement (the benchmark's largest level), 5 backends each.
+const FILLERS: u32 = 100_000;
 /// Rounds of the repeated measurements; each figure is its fastest round.
 const ROUNDS: u32 = 7;
 /// Fresh SYNs of the new-flow measurement.
@@ -175,6 +178,15 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
     }
     let syn_ns = syn_total / f64::from(SYNS);
 
+    // (e) The established flows again with the benchmark's largest scale installed: the
+    // program's work does not depend on how many Services the maps hold.
+    fill(&pins, FILLERS);
+    let (mut big_direct_ns, mut big_est_ns) = (f64::MAX, f64::MAX);
+    for _ in 0..ROUNDS {
+        big_direct_ns = big_direct_ns.min(run_repeated(prog, &direct, REPEAT).2);
+        big_est_ns = big_est_ns.min(ping_pong(prog, &est, Side::Destination, (VIP2, 8000)));
+    }
+
     println!(
         "from_pod ns/packet: direct {direct_ns:.0}, clusterip-established {est_ns:.0} \
          (Y/X = {:.2}), clusterip-reply {reply_ns:.0} ({:.2}), clusterip-reply via REV_NAT \
@@ -182,6 +194,13 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
         est_ns / direct_ns,
         reply_ns / direct_ns,
         reply_revnat_ns / direct_ns,
+    );
+    println!(
+        "  with {FILLERS} more Services ({} endpoints): direct {big_direct_ns:.0} ({:.2} × before), \
+         clusterip-established {big_est_ns:.0} ({:.2} × before)",
+        FILLERS * 5,
+        big_direct_ns / direct_ns,
+        big_est_ns / est_ns,
     );
     println!(
         "  direct, clusterip-established and -reply: fastest of {ROUNDS} means of {REPEAT} runs on one skb; clusterip-syn: \
@@ -274,4 +293,51 @@ fn ping_pong(prog: &SchedClassifier, frame: &[u8], side: Side, other: (Ipv4Addr,
     assert_eq!(end(&out, a, p), other, "an odd number of rewrites");
     assert_checksums(&out);
     ns
+}
+
+/// Installs `count` filler ClusterIP Services (10.100.0.0/16 and up, port 80, TCP), five
+/// backends each (distinct addresses from 10.128.0.1), as the agent lays them out: a header
+/// and a slot per backend in `SERVICES`, one `BACKENDS` entry per backend, a rev-NAT entry.
+/// Ids start above those of the measured frontends.
+fn fill(pins: &Pins, count: u32) {
+    let mut services: HashMap<MapData, ServiceKey, ServiceValue> =
+        tables::open_pinned(&pins.0, names::SERVICES).expect("open SERVICES");
+    let mut backends: HashMap<MapData, u32, Backend> =
+        tables::open_pinned(&pins.0, names::BACKENDS).expect("open BACKENDS");
+    let mut rev_nat: HashMap<MapData, u32, RevNat> =
+        tables::open_pinned(&pins.0, names::REV_NAT).expect("open REV_NAT");
+    let first_vip = u32::from(Ipv4Addr::new(10, 100, 0, 1));
+    let first_pod = u32::from(Ipv4Addr::new(10, 128, 0, 1));
+    for i in 0..count {
+        let vip = Ipv4Addr::from(first_vip + i);
+        let rev_nat_id = 1_000 + i;
+        let front = RevNat {
+            addr: addr_be(vip),
+            port: port_be(80),
+            pad: 0,
+        };
+        rev_nat
+            .insert(rev_nat_id, front, 0)
+            .expect("filler rev nat");
+        let key = |slot| ServiceKey::new(addr_be(vip), port_be(80), proto::TCP, slot);
+        for slot in 1..=5u16 {
+            let id = 1_000 + i * 5 + u32::from(slot);
+            let pod = Ipv4Addr::from(first_pod + i * 5 + u32::from(slot));
+            backends
+                .insert(id, backend(pod, 8080, proto::TCP), 0)
+                .expect("filler backend");
+            let value = ServiceValue {
+                backend_id: id,
+                rev_nat_id,
+                ..Default::default()
+            };
+            services.insert(key(slot), value, 0).expect("filler slot");
+        }
+        let header = ServiceValue {
+            count: 5,
+            rev_nat_id,
+            ..Default::default()
+        };
+        services.insert(key(0), header, 0).expect("filler header");
+    }
 }
