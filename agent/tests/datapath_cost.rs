@@ -214,12 +214,9 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
 /// the reply entries carry the frontend; without, they carry only the rev-NAT id. Asserts the
 /// translation of both directions of the ping-pong and the checksums.
 fn reply_cost(pins: &Pins, prog: &SchedClassifier, cached: bool) -> f64 {
-    let mut ct: HashMap<MapData, CtKey, CtValue> =
-        tables::open_pinned(&pins.0, names::CT).expect("open CT");
-    let mut rev_nat: HashMap<MapData, u32, RevNat> =
-        tables::open_pinned(&pins.0, names::REV_NAT).expect("open REV_NAT");
-    let mut pods: HashMap<MapData, u32, LocalPod> =
-        tables::open_pinned(&pins.0, names::LOCAL_PODS).expect("open LOCAL_PODS");
+    let mut ct: HashMap<MapData, CtKey, CtValue> = open(pins, names::CT);
+    let mut rev_nat: HashMap<MapData, u32, RevNat> = open(pins, names::REV_NAT);
+    let mut pods: HashMap<MapData, u32, LocalPod> = open(pins, names::LOCAL_PODS);
     // R2 sends from R1's veth too: both sources are owned by the veth the runs arrive on.
     let pod = LocalPod {
         ifindex: veth_of(R1),
@@ -300,12 +297,9 @@ fn ping_pong(prog: &SchedClassifier, frame: &[u8], side: Side, other: (Ipv4Addr,
 /// and a slot per backend in `SERVICES`, one `BACKENDS` entry per backend, a rev-NAT entry.
 /// Ids start above those of the measured frontends.
 fn fill(pins: &Pins, count: u32) {
-    let mut services: HashMap<MapData, ServiceKey, ServiceValue> =
-        tables::open_pinned(&pins.0, names::SERVICES).expect("open SERVICES");
-    let mut backends: HashMap<MapData, u32, Backend> =
-        tables::open_pinned(&pins.0, names::BACKENDS).expect("open BACKENDS");
-    let mut rev_nat: HashMap<MapData, u32, RevNat> =
-        tables::open_pinned(&pins.0, names::REV_NAT).expect("open REV_NAT");
+    let mut services: HashMap<MapData, ServiceKey, ServiceValue> = open(pins, names::SERVICES);
+    let mut backends: HashMap<MapData, u32, Backend> = open(pins, names::BACKENDS);
+    let mut rev_nat: HashMap<MapData, u32, RevNat> = open(pins, names::REV_NAT);
     let first_vip = u32::from(Ipv4Addr::new(10, 100, 0, 1));
     let first_pod = u32::from(Ipv4Addr::new(10, 128, 0, 1));
     for i in 0..count {
@@ -340,4 +334,9 @@ fn fill(pins: &Pins, count: u32) {
         };
         services.insert(key(0), header, 0).expect("filler header");
     }
+}
+
+/// Pinned map `name` of the datapath under test.
+fn open<K: aya::Pod, V: aya::Pod>(pins: &Pins, name: &'static str) -> HashMap<MapData, K, V> {
+    tables::open_pinned(&pins.0, name).unwrap_or_else(|e| panic!("open {name}: {e}"))
 }
