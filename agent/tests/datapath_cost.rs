@@ -35,9 +35,9 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use common::prog::*;
 use switchyard::datapath::loader;
 use switchyard::datapath::tables;
+use switchyard::datapath::MapWriter;
 use switchyard_abi::{
-    addr_be, names, port_be, proto, Backend, CtKey, CtValue, LocalPod, RevNat, ServiceKey,
-    ServiceValue, CT_DIR_REPLY,
+    addr_be, names, port_be, proto, Backend, CtKey, CtValue, RevNat, CT_DIR_REPLY,
 };
 
 /// The second frontend of the established ClusterIP measurement.
@@ -116,6 +116,19 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
     for front in [VIP, VIP2] {
         local_pod(&mut loaded, front);
     }
+    // The ping-pong "backends" of the reply measurement: R2 sends from R1's veth too, so both
+    // sources are owned by the veth the runs arrive on; rev-NAT ids 5 and 6 name each other.
+    for (id, (from, to)) in [(5u32, (R1, R2)), (6, (R2, R1))] {
+        local_pod_on(&mut loaded, from, veth_of(R1));
+        let front = RevNat {
+            addr: addr_be(to),
+            port: port_be(8000),
+            pad: 0,
+        };
+        loaded.rev_nat.put(id, front).expect("rev nat");
+    }
+    let mut ct: HashMap<MapData, CtKey, CtValue> =
+        tables::open_pinned(&pins.0, names::CT).expect("open CT");
     let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
 
     // The real thing first, once: a SYN and an ACK to VIP:80 reach BACKEND:8080.
@@ -150,8 +163,8 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
     let est_ns = ping_pong(prog, &est, Side::Destination, (VIP2, 8000));
 
     // (c) Replies, with the frontend in the reply entry and with a rev-NAT lookup.
-    let mut reply_ns = reply_cost(&pins, prog, true);
-    let mut reply_revnat_ns = reply_cost(&pins, prog, false);
+    let mut reply_ns = reply_cost(&mut ct, prog, true);
+    let mut reply_revnat_ns = reply_cost(&mut ct, prog, false);
 
     // Shared cores: the fastest of several interleaved rounds is each figure's cost with the
     // least interference, and every figure gets the same chances.
@@ -160,8 +173,8 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
     for _ in 1..ROUNDS {
         direct_ns = direct_ns.min(run_repeated(prog, &direct, REPEAT).2);
         est_ns = est_ns.min(run_repeated(prog, &est, REPEAT).2);
-        reply_ns = reply_ns.min(reply_cost(&pins, prog, true));
-        reply_revnat_ns = reply_revnat_ns.min(reply_cost(&pins, prog, false));
+        reply_ns = reply_ns.min(reply_cost(&mut ct, prog, true));
+        reply_revnat_ns = reply_revnat_ns.min(reply_cost(&mut ct, prog, false));
     }
 
     // (d) New flows: fresh SYNs to VIP:80, one single run each.
@@ -180,7 +193,8 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
 
     // (e) The established flows again with the benchmark's largest scale installed: the
     // program's work does not depend on how many Services the maps hold.
-    fill(&pins, FILLERS);
+    fill(&mut loaded, FILLERS);
+    let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
     let (mut big_direct_ns, mut big_est_ns) = (f64::MAX, f64::MAX);
     for _ in 0..ROUNDS {
         big_direct_ns = big_direct_ns.min(run_repeated(prog, &direct, REPEAT).2);
@@ -211,33 +225,14 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
 
 /// Mean ns of a reply translated on every run: `R1:8000 → CLIENT:44000` is restored to come from
 /// `R2:8000` and the other way round (rev-NAT ids 5 and 6 name them), alternating. With `cached`
-/// the reply entries carry the frontend; without, they carry only the rev-NAT id. Asserts the
-/// translation of both directions of the ping-pong and the checksums.
-fn reply_cost(pins: &Pins, prog: &SchedClassifier, cached: bool) -> f64 {
-    let mut ct: HashMap<MapData, CtKey, CtValue> = open(pins, names::CT);
-    let mut rev_nat: HashMap<MapData, u32, RevNat> = open(pins, names::REV_NAT);
-    let mut pods: HashMap<MapData, u32, LocalPod> = open(pins, names::LOCAL_PODS);
-    // R2 sends from R1's veth too: both sources are owned by the veth the runs arrive on.
-    let pod = LocalPod {
-        ifindex: veth_of(R1),
-        pod_mac: [0x02, 0, 0, 0, 0, 0x01],
-        host_mac: [0x02, 0, 0, 0, 0, 0x02],
-    };
-    for ip in [R1, R2] {
-        pods.insert(addr_be(ip), pod, 0).expect("local pod");
-    }
+/// the reply entries (written into `ct` here) carry the frontend; without, they carry only the
+/// rev-NAT id. Asserts the translation of both directions of the ping-pong and the checksums.
+fn reply_cost(
+    ct: &mut HashMap<MapData, CtKey, CtValue>,
+    prog: &SchedClassifier,
+    cached: bool,
+) -> f64 {
     for (id, (from, to)) in [(5u32, (R1, R2)), (6, (R2, R1))] {
-        rev_nat
-            .insert(
-                id,
-                RevNat {
-                    addr: addr_be(to),
-                    port: port_be(8000),
-                    pad: 0,
-                },
-                0,
-            )
-            .expect("rev nat");
         let key = tcp_key((from, 8000), (CLIENT, 44000), CT_DIR_REPLY);
         let value = CtValue {
             rev_nat_id: id,
@@ -293,50 +288,19 @@ fn ping_pong(prog: &SchedClassifier, frame: &[u8], side: Side, other: (Ipv4Addr,
 }
 
 /// Installs `count` filler ClusterIP Services (10.100.0.0/16 and up, port 80, TCP), five
-/// backends each (distinct addresses from 10.128.0.1), as the agent lays them out: a header
-/// and a slot per backend in `SERVICES`, one `BACKENDS` entry per backend, a rev-NAT entry.
-/// Ids start above those of the measured frontends.
-fn fill(pins: &Pins, count: u32) {
-    let mut services: HashMap<MapData, ServiceKey, ServiceValue> = open(pins, names::SERVICES);
-    let mut backends: HashMap<MapData, u32, Backend> = open(pins, names::BACKENDS);
-    let mut rev_nat: HashMap<MapData, u32, RevNat> = open(pins, names::REV_NAT);
+/// backends each (distinct addresses from 10.128.0.1), as the agent lays them out
+/// ([`install_backends`]). Ids start above those of the measured frontends.
+fn fill(loaded: &mut loader::Loaded, count: u32) {
     let first_vip = u32::from(Ipv4Addr::new(10, 100, 0, 1));
     let first_pod = u32::from(Ipv4Addr::new(10, 128, 0, 1));
     for i in 0..count {
         let vip = Ipv4Addr::from(first_vip + i);
-        let rev_nat_id = 1_000 + i;
-        let front = RevNat {
-            addr: addr_be(vip),
-            port: port_be(80),
-            pad: 0,
-        };
-        rev_nat
-            .insert(rev_nat_id, front, 0)
-            .expect("filler rev nat");
-        let key = |slot| ServiceKey::new(addr_be(vip), port_be(80), proto::TCP, slot);
-        for slot in 1..=5u16 {
-            let id = 1_000 + i * 5 + u32::from(slot);
-            let pod = Ipv4Addr::from(first_pod + i * 5 + u32::from(slot));
-            backends
-                .insert(id, backend(pod, 8080, proto::TCP), 0)
-                .expect("filler backend");
-            let value = ServiceValue {
-                backend_id: id,
-                rev_nat_id,
-                ..Default::default()
-            };
-            services.insert(key(slot), value, 0).expect("filler slot");
-        }
-        let header = ServiceValue {
-            count: 5,
-            rev_nat_id,
-            ..Default::default()
-        };
-        services.insert(key(0), header, 0).expect("filler header");
+        let backends: Vec<(u32, Backend)> = (1..=5)
+            .map(|slot| {
+                let pod = Ipv4Addr::from(first_pod + i * 5 + slot);
+                (1_000 + i * 5 + slot, backend(pod, 8080, proto::TCP))
+            })
+            .collect();
+        install_backends(loaded, (vip, 80), proto::TCP, &backends, 1_000 + i, 0);
     }
-}
-
-/// Pinned map `name` of the datapath under test.
-fn open<K: aya::Pod, V: aya::Pod>(pins: &Pins, name: &'static str) -> HashMap<MapData, K, V> {
-    tables::open_pinned(&pins.0, name).unwrap_or_else(|e| panic!("open {name}: {e}"))
 }

@@ -210,8 +210,14 @@ pub fn veth_of(ip: Ipv4Addr) -> u32 {
 /// Puts pod `ip` into `LOCAL_PODS` behind veth [`veth_of`]`(ip)`. Its MACs are the ones
 /// [`packet`] writes, so a frame redirected to it keeps its Ethernet header.
 pub fn local_pod(loaded: &mut loader::Loaded, ip: Ipv4Addr) {
+    local_pod_on(loaded, ip, veth_of(ip));
+}
+
+/// Puts pod `ip` into `LOCAL_PODS` behind veth `ifindex` (several pods may share one, so that
+/// frames from any of them pass `from_pod`'s source check on it), MACs as in [`local_pod`].
+pub fn local_pod_on(loaded: &mut loader::Loaded, ip: Ipv4Addr, ifindex: u32) {
     let pod = LocalPod {
-        ifindex: veth_of(ip),
+        ifindex,
         pod_mac: [0x02, 0, 0, 0, 0, 0x01],
         host_mac: [0x02, 0, 0, 0, 0, 0x02],
     };
@@ -274,7 +280,21 @@ pub fn install(
     loaded: &mut loader::Loaded,
     front: (Ipv4Addr, u16),
     p: u8,
-    (id, backend): (u32, Backend),
+    backend: (u32, Backend),
+    rev_nat_id: u32,
+    flags: u8,
+) {
+    install_backends(loaded, front, p, &[backend], rev_nat_id, flags);
+}
+
+/// Programs frontend `front` (protocol `p`, service flags `flags`) with `backends` (id,
+/// backend) in slots 1..=n under rev-NAT id `rev_nat_id`, as the agent lays it out: rev-NAT
+/// entry, backends, slots, then the header (slot 0).
+pub fn install_backends(
+    loaded: &mut loader::Loaded,
+    front: (Ipv4Addr, u16),
+    p: u8,
+    backends: &[(u32, Backend)],
     rev_nat_id: u32,
     flags: u8,
 ) {
@@ -284,16 +304,18 @@ pub fn install(
         pad: 0,
     };
     loaded.rev_nat.put(rev_nat_id, rev).expect("rev nat");
-    loaded.backends.put(id, backend).expect("backend");
     let key = |slot| ServiceKey::new(addr_be(front.0), port_be(front.1), p, slot);
-    let slot = ServiceValue {
-        backend_id: id,
-        rev_nat_id,
-        ..Default::default()
-    };
-    loaded.services.put(key(1), slot).expect("slot");
+    for (slot, &(id, backend)) in (1u16..).zip(backends) {
+        loaded.backends.put(id, backend).expect("backend");
+        let value = ServiceValue {
+            backend_id: id,
+            rev_nat_id,
+            ..Default::default()
+        };
+        loaded.services.put(key(slot), value).expect("slot");
+    }
     let header = ServiceValue {
-        count: 1,
+        count: backends.len() as u16,
         rev_nat_id,
         flags,
         ..Default::default()
