@@ -58,6 +58,8 @@ pub fn record_path(node: &str, container_id: &str) -> PathBuf {
 /// What ADD configured inside the pod.
 struct PodSide {
     mac: String,
+    /// The pod namespace's cookie, for socket load balancing.
+    netns_cookie: u64,
 }
 
 /// Runs ADD; returns the result to print.
@@ -121,6 +123,7 @@ pub fn add(conf: &NetConf, inv: &Invocation) -> Result<CniResult, CniError> {
         host_ifindex: host.index,
         host_mac: host.mac_string(),
         pod_mac: pod.mac.clone(),
+        netns_cookie: pod.netns_cookie,
     };
     write_record(&conf.node, &record)?;
     tracing::info!(%ip, host_veth = %host.name, "pod wired");
@@ -235,10 +238,15 @@ fn wire(
         nl.ensure_address(eth.index, ip, prefix).await?;
         nl.set_up(eth.index).await?;
         nl.replace_default_route(eth.index, gateway).await?;
-        Ok::<_, netlink::NetlinkError>(PodSide {
-            mac: eth.mac_string(),
-        })
+        Ok::<_, netlink::NetlinkError>((eth.mac_string(), crate::datapath::devices::netns_cookie()))
     })??;
+    let pod = PodSide {
+        mac: pod.0,
+        netns_cookie: pod.1.map_err(io_error(format!(
+            "cannot read the cookie of network namespace {} (SO_NETNS_COOKIE, Linux 5.14+)",
+            netns.display()
+        )))?,
+    };
     let host = rt.block_on(async { Netlink::connect()?.require_link(host_name).await })?;
     Ok((host, pod))
 }
@@ -375,6 +383,7 @@ mod tests {
             host_ifindex,
             host_mac: "02:00:00:00:00:01".into(),
             pod_mac: "02:00:00:00:00:02".into(),
+            netns_cookie: 0,
         }
     }
 

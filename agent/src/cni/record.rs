@@ -33,6 +33,10 @@ pub struct EndpointRecord {
     pub host_mac: String,
     /// MAC of the pod's interface, `aa:bb:cc:dd:ee:ff`.
     pub pod_mac: String,
+    /// Cookie of the pod's network namespace (`SO_NETNS_COOKIE`), by which the socket load
+    /// balancing programs know the pod's sockets; 0 in records of plugins that predate it.
+    #[serde(default)]
+    pub netns_cookie: u64,
 }
 
 /// Reads every record in `dir` (a missing directory means no pods). Unreadable or malformed

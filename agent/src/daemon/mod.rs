@@ -29,7 +29,7 @@ use crate::model::{self, NodeInfo};
 use crate::throttle::Throttle;
 use crate::watch::{self, Stores};
 use events::Events;
-pub use options::{Options, Settings};
+pub use options::{Options, Settings, SocketLb};
 use reconcile::Reconciler;
 
 pub mod events;
@@ -95,6 +95,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             masquerade_ports: checked.masquerade_ports,
             masquerade_attempts: checked.masquerade_attempts,
             map_sizes: checked.map_sizes,
+            pod_socket_lb: opts.socket_lb == SocketLb::All,
         };
         Ok(Some(node::prepare(&opts, &info, &settings).await?))
     }

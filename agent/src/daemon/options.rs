@@ -77,9 +77,23 @@ pub struct Options {
     /// unfragmented.
     #[arg(long, env = "SWITCHYARD_POD_MTU")]
     pub pod_mtu: Option<u32>,
+    /// Socket load balancing, named after Cilium's `socketLB.hostNamespaceOnly`. `all`: the
+    /// cgroup programs point TCP sockets of the node's pods, and TCP and UDP sockets of the
+    /// node's own namespace, at a backend when they connect to a Service, so their packets need
+    /// no translation. A pod's UDP stays on the per-packet path. `host-only`: pods' traffic is
+    /// translated per packet (for service meshes whose sidecars must see the ClusterIP, or to
+    /// keep per-Service packet and byte counters for pod clients: socket-balanced connections
+    /// are counted as connections only).
+    #[arg(
+        long,
+        env = "SWITCHYARD_SOCKET_LB",
+        value_enum,
+        default_value_t = SocketLb::All
+    )]
+    pub socket_lb: SocketLb,
     /// The cgroup v2 directory the socket load balancing programs attach to (clients in the
-    /// node's own namespace), or a directory whose `unified/` is one (a hybrid layout);
-    /// default: `/sys/fs/cgroup`, the root of the hierarchy.
+    /// node's own namespace and its pods), or a directory whose `unified/` is one (a hybrid
+    /// layout); default: `/sys/fs/cgroup`, the root of the hierarchy.
     #[arg(long, env = "SWITCHYARD_CGROUP_ROOT")]
     pub cgroup_root: Option<PathBuf>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
@@ -106,6 +120,16 @@ pub struct Options {
     /// --kube-proxy` instead where you can.
     #[arg(long, env = "SWITCHYARD_ALLOW_KUBE_PROXY")]
     pub allow_kube_proxy: bool,
+}
+
+/// `--socket-lb`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SocketLb {
+    /// The node's own namespace and its pods (pods: TCP).
+    #[default]
+    All,
+    /// The node's own namespace only.
+    HostOnly,
 }
 
 /// `--nodeport-acceleration`.

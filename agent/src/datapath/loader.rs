@@ -37,6 +37,8 @@ pub struct Loaded {
     pub rev_nat: Named<HashMap<MapData, u32, RevNat>>,
     /// `LOCAL_PODS`.
     pub local_pods: Named<HashMap<MapData, u32, LocalPod>>,
+    /// `POD_NETNS`.
+    pub pod_netns: Named<HashMap<MapData, u64, u32>>,
     /// `CONFIG`.
     pub config: Array<MapData, NodeConfig>,
     /// `TUNNEL`.
@@ -172,6 +174,7 @@ pub fn load_sized(pin_dir: &Path, sizes: &MapSizes) -> Result<Loaded, DatapathEr
         backends: take(&mut ebpf, names::BACKENDS)?,
         rev_nat: take(&mut ebpf, names::REV_NAT)?,
         local_pods: take(&mut ebpf, names::LOCAL_PODS)?,
+        pod_netns: take(&mut ebpf, names::POD_NETNS)?,
         config: take::<Array<MapData, NodeConfig>>(&mut ebpf, names::CONFIG)?.into_inner(),
         tunnel: take(&mut ebpf, names::TUNNEL)?,
         affinity_match: take(&mut ebpf, names::AFFINITY_MATCH)?,

@@ -1,6 +1,7 @@
-//! Local pods: the CNI plugin's endpoint records become `LOCAL_PODS` entries and attached veths.
+//! Local pods: the CNI plugin's endpoint records become `LOCAL_PODS` entries, attached veths and
+//! (with socket load balancing for pods) `POD_NETNS` entries.
 //!
-//! Pure part: [`parse_mac`] and [`to_local_pod`]. [`LocalPods::sync`] reads
+//! Pure part: [`parse_mac`], [`to_local_pod`] and [`pod_netns_entry`]. [`LocalPods::sync`] reads
 //! `paths::endpoints_dir(node)`; each record not yet handled gets its map entry, its program
 //! attached and its marker in `paths::attached_dir(node)` (the kubelet waits for it before
 //! reporting the pod Ready). One broken pod never keeps the others out: it is retried on the
@@ -17,22 +18,29 @@ use crate::paths;
 use super::maps::MapWriter;
 use super::{attach, loader, DatapathError, SyncReport};
 
-/// `LOCAL_PODS`, the attached pod veths, and which records they came from.
-pub struct LocalPods<M> {
+/// `LOCAL_PODS`, `POD_NETNS`, the attached pod veths, and which records they came from.
+pub struct LocalPods<M, N> {
     node: String,
     map: M,
+    /// `POD_NETNS`: the pods the socket programs balance for.
+    netns: N,
+    /// Whether pods get socket load balancing (`--socket-lb all`).
+    socket_lb: bool,
     /// Container id → record, for the pods handled so far.
     pods: BTreeMap<String, EndpointRecord>,
     /// Whether leftovers of pods deleted while no agent ran were removed.
     pruned: bool,
 }
 
-impl<M: MapWriter<u32, LocalPod>> LocalPods<M> {
-    /// The local pods of `node`, kept in `map`.
-    pub fn new(node: &str, map: M) -> Self {
+impl<M: MapWriter<u32, LocalPod>, N: MapWriter<u64, u32>> LocalPods<M, N> {
+    /// The local pods of `node`, kept in `map` (`LOCAL_PODS`) and, if `socket_lb`, in `netns`
+    /// (`POD_NETNS`; emptied otherwise).
+    pub fn new(node: &str, map: M, netns: N, socket_lb: bool) -> Self {
         LocalPods {
             node: node.to_string(),
             map,
+            netns,
+            socket_lb,
             pods: BTreeMap::new(),
             pruned: false,
         }
@@ -65,6 +73,7 @@ impl<M: MapWriter<u32, LocalPod>> LocalPods<M> {
                         .remove(&addr_be(rec.ip))
                         .map_err(DatapathError::map(self.map.name()))?;
                 }
+                self.forget_netns(&rec)?;
                 attach::detach(&self.link_pin(&id))?;
                 let _ = std::fs::remove_file(paths::attached_dir(&self.node).join(&id));
                 report.deleted += 1;
@@ -72,8 +81,13 @@ impl<M: MapWriter<u32, LocalPod>> LocalPods<M> {
             }
         }
         for (id, rec) in records {
-            if self.pods.get(&id) == Some(&rec) {
-                continue;
+            match self.pods.get(&id) {
+                Some(old) if *old == rec => continue,
+                Some(old) => {
+                    let old = old.clone();
+                    self.forget_netns(&old)?;
+                }
+                None => {}
             }
             let span = tracing::info_span!("local_pod", container = %id, pod = %rec.pod_name, ip = %rec.ip);
             let _enter = span.enter();
@@ -96,7 +110,18 @@ impl<M: MapWriter<u32, LocalPod>> LocalPods<M> {
         loader::pod_link_pin(&paths::pin_dir(&self.node), container_id)
     }
 
-    /// Puts one pod into `LOCAL_PODS`, attaches `from_pod` to its veth and marks it attached.
+    /// Removes the `POD_NETNS` entry of a record's namespace, if it has one.
+    fn forget_netns(&mut self, rec: &EndpointRecord) -> Result<(), DatapathError> {
+        if rec.netns_cookie == 0 {
+            return Ok(());
+        }
+        self.netns
+            .remove(&rec.netns_cookie)
+            .map_err(DatapathError::map(self.netns.name()))
+    }
+
+    /// Puts one pod into `LOCAL_PODS`, attaches `from_pod` to its veth, hands its namespace to
+    /// the socket programs and marks it attached.
     fn add(
         &mut self,
         ebpf: &mut Ebpf,
@@ -114,6 +139,18 @@ impl<M: MapWriter<u32, LocalPod>> LocalPods<M> {
             TcAttachType::Ingress,
             &self.link_pin(id),
         )?;
+        match pod_netns_entry(rec, self.socket_lb) {
+            Some((cookie, ip)) => self
+                .netns
+                .put(cookie, ip)
+                .map_err(DatapathError::map(self.netns.name()))?,
+            None if self.socket_lb => tracing::warn!(
+                "the pod's CNI record names no network namespace cookie (an older CNI plugin \
+                 wired it): its connections to Services take the per-packet path until the pod \
+                 is recreated"
+            ),
+            None => {}
+        }
         let attached = paths::attached_dir(&self.node);
         std::fs::create_dir_all(&attached).map_err(DatapathError::io(&attached))?;
         let marker = attached.join(id);
@@ -139,6 +176,21 @@ impl<M: MapWriter<u32, LocalPod>> LocalPods<M> {
             self.map.remove(ip).map_err(&err)?;
         }
         let mut removed = stale.len();
+        // Without socket load balancing for pods nothing belongs in POD_NETNS (an agent that
+        // ran with it may have left entries).
+        let err = DatapathError::map(self.netns.name());
+        let stale: Vec<u64> = self
+            .netns
+            .entries()
+            .map_err(&err)?
+            .into_iter()
+            .filter(|(_, ip)| !self.socket_lb || !live.contains(ip))
+            .map(|(cookie, _)| cookie)
+            .collect();
+        for cookie in &stale {
+            self.netns.remove(cookie).map_err(&err)?;
+        }
+        removed += stale.len();
         if let Ok(entries) = std::fs::read_dir(self.link_pin("")) {
             for entry in entries.flatten() {
                 let id = entry.file_name().to_string_lossy().into_owned();
@@ -184,6 +236,12 @@ pub fn to_local_pod(rec: &EndpointRecord) -> Result<(u32, LocalPod), DatapathErr
     ))
 }
 
+/// The `POD_NETNS` entry (netns cookie → pod IPv4, network order) of a record, if pods get
+/// socket load balancing and the record names its namespace's cookie.
+pub fn pod_netns_entry(rec: &EndpointRecord, socket_lb: bool) -> Option<(u64, u32)> {
+    (socket_lb && rec.netns_cookie != 0).then(|| (rec.netns_cookie, addr_be(rec.ip)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,9 +258,8 @@ mod tests {
         assert_eq!(parse_mac("zz:1b:2c:3d:4e:5f"), None);
     }
 
-    #[test]
-    fn a_record_becomes_its_map_entry() {
-        let rec = EndpointRecord {
+    fn record() -> EndpointRecord {
+        EndpointRecord {
             container_id: "c1".into(),
             pod_namespace: "default".into(),
             pod_name: "echo-1".into(),
@@ -214,7 +271,13 @@ mod tests {
             host_ifindex: 42,
             host_mac: "02:00:00:00:00:01".into(),
             pod_mac: "02:00:00:00:00:02".into(),
-        };
+            netns_cookie: 4099,
+        }
+    }
+
+    #[test]
+    fn a_record_becomes_its_map_entry() {
+        let rec = record();
         let (key, pod) = to_local_pod(&rec).unwrap();
         assert_eq!(key.to_ne_bytes(), [10, 244, 1, 5]);
         assert_eq!(pod.ifindex, 42);
@@ -224,5 +287,18 @@ mod tests {
             ..rec
         };
         assert!(to_local_pod(&bad).is_err());
+    }
+
+    #[test]
+    fn a_pods_namespace_is_balanced_only_with_socket_lb_for_pods_and_a_known_cookie() {
+        let rec = record();
+        let (cookie, ip) = pod_netns_entry(&rec, true).unwrap();
+        assert_eq!((cookie, ip.to_ne_bytes()), (4099, [10, 244, 1, 5]));
+        assert_eq!(pod_netns_entry(&rec, false), None);
+        let old_plugin = EndpointRecord {
+            netns_cookie: 0,
+            ..rec
+        };
+        assert_eq!(pod_netns_entry(&old_plugin, true), None);
     }
 }

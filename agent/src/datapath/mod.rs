@@ -69,6 +69,9 @@ pub struct NodeSettings {
     pub masquerade_attempts: u16,
     /// Sizes of the maps the node decides.
     pub map_sizes: loader::MapSizes,
+    /// Whether the socket programs balance for the node's pods too (`--socket-lb all`), not
+    /// only for its own namespace.
+    pub pod_socket_lb: bool,
 }
 
 impl NodeSettings {
@@ -85,6 +88,7 @@ impl NodeSettings {
             masquerade_ports: (switchyard_abi::SNAT_PORT_MIN, switchyard_abi::SNAT_PORT_MAX),
             masquerade_attempts: 16,
             map_sizes: loader::MapSizes::default(),
+            pod_socket_lb: true,
         }
     }
 }
@@ -117,6 +121,12 @@ pub type KernelServices = ServiceSync<Kernel>;
 /// The pinned overlay route map.
 pub type KernelTunnels = TunnelSync<Named<LpmTrie<MapData, u32, u32>>>;
 
+/// The pinned local pod maps (`LOCAL_PODS`, `POD_NETNS`).
+type KernelPods = local_pods::LocalPods<
+    Named<HashMap<MapData, u32, LocalPod>>,
+    Named<HashMap<MapData, u64, u32>>,
+>;
+
 /// The loaded datapath of one node.
 pub struct Datapath {
     settings: NodeSettings,
@@ -125,7 +135,7 @@ pub struct Datapath {
     pub services: KernelServices,
     /// The overlay routes.
     pub tunnels: KernelTunnels,
-    pods: local_pods::LocalPods<Named<HashMap<MapData, u32, LocalPod>>>,
+    pods: KernelPods,
     devices: devices::Devices,
 }
 
@@ -155,7 +165,12 @@ impl Datapath {
             ebpf: loaded.ebpf,
             services,
             tunnels,
-            pods: local_pods::LocalPods::new(&settings.node, loaded.local_pods),
+            pods: local_pods::LocalPods::new(
+                &settings.node,
+                loaded.local_pods,
+                loaded.pod_netns,
+                settings.pod_socket_lb,
+            ),
             devices,
         })
     }

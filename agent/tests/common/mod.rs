@@ -118,6 +118,8 @@ impl Scratch {
             host_ifindex: host["ifindex"].as_u64().expect("ifindex") as u32,
             host_mac: host["address"].as_str().expect("mac").into(),
             pod_mac: pod["address"].as_str().expect("mac").into(),
+            // No cookie: these pods exercise the per-packet path (no socket programs attached).
+            netns_cookie: 0,
         };
         let dir = paths::endpoints_dir(node);
         std::fs::create_dir_all(&dir).expect("endpoints dir");

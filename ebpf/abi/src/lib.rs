@@ -55,8 +55,11 @@ pub mod names {
     pub const UPLINKS: &str = "UPLINKS_V1";
     /// Per-CPU counters of each frontend, indexed by rev-NAT id ([`crate::SvcCounters`]).
     pub const SVC_STATS: &str = "SVC_STATS_V2";
+    /// Socket load balancing for pods: network namespace cookie → pod IPv4 address (network
+    /// order) of each local pod whose CNI record names its namespace's cookie.
+    pub const POD_NETNS: &str = "POD_NETNS_V1";
     /// Every map name, for tooling that pins or removes them all.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
@@ -73,6 +76,7 @@ pub mod names {
         SOURCE_RANGES,
         UPLINKS,
         SVC_STATS,
+        POD_NETNS,
     ];
 
     /// Whether `file` (a name in a pin directory) is a version of one of our maps other than
@@ -156,6 +160,8 @@ pub mod capacity {
     pub const CT: u32 = 262_144;
     /// `LOCAL_PODS`.
     pub const LOCAL_PODS: u32 = 4_096;
+    /// `POD_NETNS`: one per local pod, as `LOCAL_PODS`.
+    pub const POD_NETNS: u32 = LOCAL_PODS;
     /// `STATS`: number of counters.
     pub const STATS: u32 = 64;
     /// `TUNNEL`: one pod CIDR and one node address per node.

@@ -58,6 +58,10 @@ pub static NAT: LruHashMap<NatKey, NatEntry> = LruHashMap::pinned(capacity::NAT,
 #[map(name = "SOCK_REV_V1")]
 pub static SOCK_REV: LruHashMap<SockRevKey, RevNat> = LruHashMap::pinned(capacity::SOCK_REV, 0);
 
+/// Socket load balancing for pods: netns cookie → pod IPv4 (written by the agent).
+#[map(name = "POD_NETNS_V1")]
+pub static POD_NETNS: HashMap<u64, u32> = HashMap::pinned(capacity::POD_NETNS, 0);
+
 /// Translated fragmented datagrams: what their later fragments become.
 #[map(name = "FRAGS_V1")]
 pub static FRAGS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(capacity::FRAGS, 0);

@@ -1,14 +1,20 @@
-//! Socket load balancing for clients in the node's own namespace (`hostNetwork` pods, node
-//! daemons, the kubelet's probes), as Cilium and Calico do it: the cgroup `connect4` and
-//! `sendmsg4` hooks replace a ClusterIP destination by a backend before the socket uses it, so
-//! the connection goes straight to the backend with no per-packet NAT at all; `recvmsg4` and
-//! `getpeername4` show the frontend again to the application.
+//! Socket load balancing, as Cilium and Calico do it: the cgroup `connect4` and `sendmsg4` hooks
+//! replace a ClusterIP destination by a backend before the socket uses it, so the connection
+//! goes straight to the backend with no per-packet NAT at all; `recvmsg4` and `getpeername4`
+//! show the frontend again to the application.
 //!
-//! The hooks sit on a cgroup shared by every network namespace of the machine (in the lab, all
-//! nodes), so each node's programs act only on sockets of their own namespace (the netns cookie
-//! in `CONFIG`). NodePort frontends are left to the `lo` ingress path; a frontend without
-//! backends refuses `connect()` with `ECONNREFUSED`, as kube-proxy's REJECT rule does; one whose
-//! `loadBalancerSourceRanges` leave out the node's address refuses it with `EPERM`.
+//! Invariant: a hook acts only for a client it knows, and knows it by the socket's network
+//! namespace cookie: the node's own namespace (`hostNetwork` pods, node daemons, the kubelet's
+//! probes; the cookie in `CONFIG`) and, unless the agent runs with `--socket-lb host-only`, this
+//! node's pods (`POD_NETNS`, from their CNI records). The hooks sit on a cgroup shared by every
+//! network namespace of the machine (in the lab, all nodes), so any other socket is left alone.
+//! A pod's TCP connections are balanced here; its UDP stays on the per-packet path, where a
+//! removed backend re-balances the next datagram (a connected UDP socket pointed here would
+//! keep sending to it), and a pod that would be balanced to itself is left to the per-packet
+//! hairpin path, which shows it the service loopback address as kube-proxy's masquerade does.
+//! NodePort frontends are left to the `lo` ingress path; a frontend without backends refuses
+//! `connect()` with `ECONNREFUSED`, as kube-proxy's REJECT rule does; one whose
+//! `loadBalancerSourceRanges` leave out the client refuses it with `EPERM`.
 use aya_ebpf::{
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
     macros::cgroup_sock_addr,
@@ -17,7 +23,7 @@ use aya_ebpf::{
 };
 use switchyard_abi::{proto, stat, RevNat, SockRevKey, SVC_FLAG_NODEPORT};
 
-use crate::maps::SOCK_REV;
+use crate::maps::{POD_NETNS, SOCK_REV};
 use crate::packet::Flow;
 use crate::{lb, overlay, stats};
 
@@ -54,21 +60,38 @@ pub fn sock_getpeername4(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
-/// Whether the socket belongs to this node's network namespace.
+/// A client this node balances for, as balancing decisions (session affinity, source ranges)
+/// see it.
+#[derive(Clone, Copy)]
+struct Client {
+    /// The node's address, or the pod's.
+    addr: u32,
+    /// Whether the socket is in one of the node's pods.
+    pod: bool,
+}
+
+/// The client behind the socket, if it is the node's own namespace or one of its pods.
 #[inline(always)]
-fn ours(ctx: &SockAddrContext) -> bool {
-    let Some(cfg) = overlay::config() else {
-        return false;
-    };
+fn client(ctx: &SockAddrContext) -> Option<Client> {
+    let cfg = overlay::config()?;
     // SAFETY: plain helper call on our context.
-    cfg.netns_cookie != 0 && unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } == cfg.netns_cookie
+    let cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    if cfg.netns_cookie != 0 && cookie == cfg.netns_cookie {
+        return Some(Client {
+            addr: cfg.node_addr,
+            pod: false,
+        });
+    }
+    // SAFETY: copied out at once.
+    let addr = unsafe { POD_NETNS.get(&cookie) }.copied()?;
+    Some(Client { addr, pod: true })
 }
 
 #[inline(always)]
 fn balance(ctx: &SockAddrContext) -> i32 {
-    if !ours(ctx) {
+    let Some(me) = client(ctx) else {
         return ALLOW;
-    }
+    };
     // SAFETY: the context pointer is valid for this run; the fields read and written are the
     // ones these hooks may access.
     let sa = unsafe { &mut *ctx.sock_addr };
@@ -77,6 +100,9 @@ fn balance(ctx: &SockAddrContext) -> i32 {
         p if p == u32::from(proto::UDP) => proto::UDP,
         _ => return ALLOW,
     };
+    if me.pod && l4 != proto::TCP {
+        return ALLOW;
+    }
     let flow = Flow {
         proto: l4,
         saddr: 0,
@@ -95,11 +121,8 @@ fn balance(ctx: &SockAddrContext) -> i32 {
     if svc.flags & SVC_FLAG_NODEPORT != 0 {
         return ALLOW;
     }
-    let Some(cfg) = overlay::config() else {
-        return ALLOW;
-    };
     let client = Flow {
-        saddr: cfg.node_addr,
+        saddr: me.addr,
         ..flow
     };
     if !lb::admitted(&client, &svc) {
@@ -118,13 +141,17 @@ fn balance(ctx: &SockAddrContext) -> i32 {
         unsafe { bpf_set_retval(-ECONNREFUSED) };
         return REFUSE;
     }
-    // The node's sockets have no source yet: affinity goes by the node's address (what
-    // kube-proxy would see as their source), and Maglev frontends choose at random.
-    let Some((_, backend)) = lb::choose(cfg.node_addr, &flow, &front, None) else {
+    // The socket has no source yet: affinity goes by the client's address (what kube-proxy
+    // would see as its source), and Maglev frontends choose at random.
+    let Some((_, backend)) = lb::choose(me.addr, &flow, &front, None) else {
         // A slot being rewritten by the agent: leave the address alone this once.
         stats::inc(stat::DROP_STALE_SLOT);
         return ALLOW;
     };
+    if me.pod && backend.addr == me.addr {
+        // Hairpin: the per-packet path balances again and masquerades (see the module doc).
+        return ALLOW;
+    }
     // SAFETY: plain helper call on our context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let key = SockRevKey {
@@ -148,7 +175,7 @@ fn balance(ctx: &SockAddrContext) -> i32 {
 
 #[inline(always)]
 fn show_frontend(ctx: &SockAddrContext) {
-    if !ours(ctx) {
+    if client(ctx).is_none() {
         return;
     }
     // SAFETY: as in `balance`.

@@ -158,7 +158,13 @@ fn a_service_without_ready_endpoints_refuses_at_once() {
     std::fs::write(&path, svc).expect("write manifest");
     lab.kubectl.apply_file(&path).expect("apply");
     let ip = lab.kubectl.cluster_ip("nobody").expect("cluster IP");
-    let before = lab.counter(1, "drop_no_backend").expect("stats");
+    // Pods' connections are refused by the socket program (sock_reject); with
+    // `--socket-lb host-only` by the per-packet path (drop_no_backend).
+    let refused = || {
+        lab.counter(1, "drop_no_backend").expect("stats")
+            + lab.counter(1, "sock_reject").expect("stats")
+    };
+    let before = refused();
     kube::wait(
         "the empty service to be programmed",
         Duration::from_secs(5),
@@ -169,10 +175,7 @@ fn a_service_without_ready_endpoints_refuses_at_once() {
     let (outcome, took) = connect_outcome(&lab, &ip, 80);
     assert_eq!(outcome, "ConnectionRefusedError");
     assert!(took < Duration::from_secs(1), "refusal took {took:?}");
-    assert!(
-        lab.counter(1, "drop_no_backend").expect("stats") > before,
-        "the datapath rejected it"
-    );
+    assert!(refused() > before, "the datapath rejected it");
 }
 
 #[test]
@@ -215,12 +218,13 @@ fn an_established_connection_survives_an_agent_restart() {
 #[ignore = "needs root and the netns lab: run with cargo xtask test"]
 fn service_rules_are_in_bpf_maps_not_in_iptables_or_nftables() {
     let (lab, ip) = echo_lab();
-    let before = lab.counter(1, "lb_new").expect("stats");
+    // The client pod's connections are balanced by the socket program (`--socket-lb all`).
+    let before = lab.counter(1, "sock_lb").expect("stats");
     for _ in 0..5 {
         ask(&lab, &format!("http://{ip}/")).expect("answer");
     }
     assert!(
-        lab.counter(1, "lb_new").expect("stats") >= before + 5,
+        lab.counter(1, "sock_lb").expect("stats") >= before + 5,
         "the eBPF datapath balanced the connections"
     );
     let ipt =

@@ -27,7 +27,11 @@ fn cluster_ip(lab: &Lab, service: &str) -> String {
 #[test]
 #[ignore = "needs root and the netns lab: run with cargo xtask test"]
 fn prometheus_sees_service_counters_move_by_exactly_the_traffic_sent() {
-    let lab = cluster(LabOptions::new(3));
+    // Pods' packets are counted per Service where they are translated: with the default
+    // `--socket-lb all` their TCP connections are pointed at a backend instead (counted as
+    // connections only, see e2e_reachability), so this lab translates them per packet.
+    let lab = cluster(LabOptions::new(3).agent_args(["--socket-lb", "host-only"]));
+    let sock_before = [1, 2].map(|n| lab.counter(n, "sock_lb").expect("stats"));
     let prom = Prometheus::start(&lab).expect("prometheus scraping the agents");
     let ip = cluster_ip(&lab, "echo");
     let frontend = format!("{ip}:80");
@@ -57,6 +61,11 @@ fn prometheus_sees_service_counters_move_by_exactly_the_traffic_sent() {
         probe::echo(&lab, &probe::pod_ns(client), &format!("http://{ip}/"))
             .unwrap_or_else(|e| panic!("request {i} from {client}: {e}"));
     }
+    assert_eq!(
+        [1, 2].map(|n| lab.counter(n, "sock_lb").expect("stats")),
+        sock_before,
+        "with --socket-lb host-only no pod connection is socket-balanced"
+    );
     // A couple of scrapes later Prometheus has every connection: exactly SENT more, summed
     // over the two client nodes; each carried at least SYN, ACK, request and FIN one way and
     // SYN-ACK, answer and FIN back.

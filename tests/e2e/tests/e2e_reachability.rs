@@ -144,6 +144,54 @@ fn the_node_namespace_reaches_every_pod_and_is_balanced_over_a_clusterip_without
 
 #[test]
 #[ignore = "needs root and the netns lab: run with cargo xtask test"]
+fn a_pods_tcp_connection_to_a_clusterip_goes_straight_to_a_backend() {
+    let lab = cluster();
+    let client = probe::pod_ns("client-n1");
+    let client_ip = probe::pod_ip(&lab, "client-n1").expect("podIP");
+    let ip = vip(&lab, "echo");
+    // Socket load balancing (the default, `--socket-lb all`): connect() was pointed at a
+    // backend on any node, each backend sees the pod's own address, and no packet of the
+    // connection was translated.
+    let sock_before = lab.counter(1, "sock_lb").expect("stats");
+    let lb_before = lab.counter(1, "lb_new").expect("stats");
+    let seen = answers(&lab, &client, &format!("http://{ip}/"), 40);
+    let pods: BTreeSet<String> = seen.iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(pods.len(), 3, "every backend answered the pod: {seen:?}");
+    assert!(
+        seen.iter().all(|(_, peer)| *peer == client_ip),
+        "backends see the pod's address {client_ip}: {seen:?}"
+    );
+    assert!(lab.counter(1, "sock_lb").expect("stats") >= sock_before + 40);
+    assert_eq!(
+        lab.counter(1, "lb_new").expect("stats"),
+        lb_before,
+        "no connection took the per-packet path"
+    );
+    // The application still sees the frontend it asked for.
+    let script = format!(
+        "import socket\ns=socket.create_connection(('{ip}',80),timeout=3); print(s.getpeername())\n"
+    );
+    let out = probe::python(&lab, &client, &script).expect("python");
+    assert_eq!(out.lines().next(), Some(format!("('{ip}', 80)").as_str()));
+    // A pod's UDP stays on the per-packet path (a removed backend re-balances the next
+    // datagram), and its answer still comes from the frontend.
+    let udp = vip(&lab, "echo-np");
+    let script = format!(
+        "import socket\n\
+         u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.settimeout(3)\n\
+         u.sendto(b'ping\\n',('{udp}',5353)); data,src=u.recvfrom(2000); print(src, data.decode().strip())\n"
+    );
+    let lb_before = lab.counter(1, "lb_new").expect("stats");
+    let out = probe::python(&lab, &client, &script).expect("python");
+    assert!(
+        out.starts_with(&format!("('{udp}', 5353)")) && out.contains("line=ping"),
+        "{out}"
+    );
+    assert!(lab.counter(1, "lb_new").expect("stats") > lb_before);
+}
+
+#[test]
+#[ignore = "needs root and the netns lab: run with cargo xtask test"]
 fn a_pod_balanced_to_itself_through_its_own_service_gets_an_answer() {
     let lab = cluster();
     lab.kubectl
