@@ -8,11 +8,12 @@ use switchyard_lab::netns;
 use crate::bpfstats::Stats;
 use crate::iperf;
 use crate::load;
+use crate::perpacket::PerPacket;
 use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::report::{Better, Scenario};
 use crate::stats::percentile;
-use crate::workload::{Via, Workload};
+use crate::workload::{Via, Workload, CLIENT_NODE};
 
 /// The scenarios this module fills.
 pub fn scenarios() -> Vec<Scenario> {
@@ -28,7 +29,7 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario::new("from_pod_ns_rr", "from_pod cost per packet, request/response on one connection", "ns", Better::Lower, Some("direct"))
             .method("The kernel's run-time accounting of the from_pod tc program (bpf_stats: run_time_ns / run_cnt, summed over the three nodes' programs) across the request/response run: established packets, both directions (the client's requests and the backend's replies each cross one from_pod). switchyard modes only."),
         Scenario::new("from_pod_ns_conn", "from_pod cost per packet, new connections", "ns", Better::Lower, Some("direct"))
-            .method("As above across the connection-rate run: SYN, handshake, one request and answer, FIN/RST of each connection (for ClusterIP: conntrack creation, backend choice and the reply's reverse NAT)."),
+            .method("As above across the connection-rate run: SYN, handshake, one request and answer, FIN/RST of each connection (for ClusterIP per packet: conntrack creation, backend choice and the reply's reverse NAT; switchyard-clusterip's TCP is socket-balanced, so its packets are direct ones)."),
     ]
 }
 
@@ -91,6 +92,18 @@ pub fn measure(
     let (plan, w, progress) = (m.plan, m.workload, m.progress);
     for rep in 0..plan.reps {
         for (mode, via) in modes {
+            let _per_packet = match via {
+                Via::ClusterIpPerPacket => match PerPacket::enter(CLIENT_NODE, w.client_ip) {
+                    Ok(guard) => Some(guard),
+                    Err(e) => {
+                        let msg = format!("{mode}: {e}");
+                        progress.say(&format!("warning: {msg}"));
+                        warnings.push(msg);
+                        continue;
+                    }
+                },
+                _ => None,
+            };
             for b in &w.backends {
                 progress.doing(&format!(
                     "data path: {mode}, {} (run {}/{})",

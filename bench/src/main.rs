@@ -12,6 +12,7 @@
 //! - [`load`], [`iperf`]: traffic, run in lab namespaces with `switchyard_lab::netns`.
 //!   [`kproxy`]: kube-proxy's rules. [`switch`]: attaching and detaching dataplanes. [`agent`]: the
 //!   agent's log and footprint. [`bpfstats`]: the kernel's per-program run-time accounting.
+//!   [`perpacket`]: the client pod's ClusterIP traffic on the per-packet path.
 //! - [`report`], [`targets`], [`stats`], [`plot`], [`progress`]: output.
 mod agent;
 mod bpfstats;
@@ -22,6 +23,7 @@ mod iperf;
 mod kproxy;
 mod load;
 mod maglev;
+mod perpacket;
 mod plan;
 mod plot;
 mod progress;

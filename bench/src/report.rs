@@ -234,6 +234,7 @@ impl Report {
         let mut md = String::new();
         let modes = [
             "switchyard-clusterip",
+            "switchyard-clusterip-per-packet",
             "switchyard-nodeport",
             "switchyard-nodeport-tc",
             "switchyard-nodeport-xdp",

@@ -146,7 +146,7 @@ pub fn run(plan: Plan, out: &Path) -> Result<Report> {
     scenarios.push(control::scenario());
     scenarios.push(crate::maglev::scenario());
     scenarios.extend(scale::scenarios());
-    let steps = datapath::steps(5, &plan)
+    let steps = datapath::steps(6, &plan)
         + datapath::steps(2, &plan)
         + datapath::steps(5, &plan)
         + 1
@@ -169,6 +169,7 @@ pub fn run(plan: Plan, out: &Path) -> Result<Report> {
     let modes = [
         ("direct", Via::Direct),
         ("switchyard-clusterip", Via::ClusterIp),
+        ("switchyard-clusterip-per-packet", Via::ClusterIpPerPacket),
         ("switchyard-nodeport", Via::NodePort),
         ("host-direct", Via::HostDirect),
         ("switchyard-host-clusterip", Via::HostClusterIp),

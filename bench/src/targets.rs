@@ -144,18 +144,25 @@ pub fn targets(r: &Report) -> Vec<Target> {
             ));
         }
     }
-    for (id, what) in [
-        ("from_pod_ns_rr", "established"),
-        ("from_pod_ns_conn", "new connections"),
+    // The default (pods' TCP socket-balanced) and the per-packet path a pod's UDP, hairpin
+    // and `--socket-lb host-only` take.
+    for (mode, path) in [
+        ("switchyard-clusterip", ""),
+        ("switchyard-clusterip-per-packet", " (per-packet path)"),
     ] {
-        for case in ["same node", "cross node"] {
-            out.push(target(
-                format!("from_pod ns/packet, ClusterIP vs direct flow, {what}, {case}"),
-                ratio(r, id, ("switchyard-clusterip", case), ("direct", case)),
-                "×",
-                AtMost,
-                1.2,
-            ));
+        for (id, what) in [
+            ("from_pod_ns_rr", "established"),
+            ("from_pod_ns_conn", "new connections"),
+        ] {
+            for case in ["same node", "cross node"] {
+                out.push(target(
+                    format!("from_pod ns/packet, ClusterIP{path} vs direct flow, {what}, {case}"),
+                    ratio(r, id, (mode, case), ("direct", case)),
+                    "×",
+                    AtMost,
+                    1.2,
+                ));
+            }
         }
     }
     let sy_levels = levels(r, "scale_conn_rate", "switchyard");

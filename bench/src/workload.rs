@@ -89,7 +89,15 @@ pub struct Workload {
     pub backends: Vec<Backend>,
     /// The two Services as kube-proxy sees them.
     pub services: Vec<Svc>,
+    /// The client pod's IP.
+    pub client_ip: Ipv4Addr,
 }
+
+/// The node of the client pod.
+pub const CLIENT_NODE: &str = "n1";
+
+/// The client pod (on n1).
+pub const CLIENT_POD: &str = "bcli-n1";
 
 /// Network namespace of the client pod.
 pub const CLIENT_NS: &str = "sy-pod-default-bcli-n1";
@@ -163,7 +171,13 @@ pub fn deploy(lab: &Lab, dir: &Path) -> Result<Workload, LabError> {
             endpoints: vec![pod_ip],
         });
     }
-    Ok(Workload { backends, services })
+    let client = lab.kubectl.get_json(&["pod", CLIENT_POD])?;
+    let client_ip = ip_at(&client, "/status/podIP", CLIENT_POD)?;
+    Ok(Workload {
+        backends,
+        services,
+        client_ip,
+    })
 }
 
 /// Which way a measurement reaches the backend.
@@ -171,8 +185,11 @@ pub fn deploy(lab: &Lab, dir: &Path) -> Result<Workload, LabError> {
 pub enum Via {
     /// The pod IP from the client pod.
     Direct,
-    /// The ClusterIP from the client pod.
+    /// The ClusterIP from the client pod (socket load balancing, the agent's default).
     ClusterIp,
+    /// The ClusterIP from the client pod, translated per packet (`from_pod`), as every pod's
+    /// traffic is with `--socket-lb host-only`: see [`crate::perpacket`].
+    ClusterIpPerPacket,
     /// Node 1's NodePort from `sy-ext`.
     NodePort,
     /// The pod IP from node 1's own namespace (the limit for clients on the node).
@@ -190,7 +207,7 @@ impl Backend {
                 SocketAddr::from((self.pod_ip, RR_PORT)),
                 SocketAddr::from((self.pod_ip, IPERF_PORT)),
             ),
-            Via::ClusterIp => (
+            Via::ClusterIp | Via::ClusterIpPerPacket => (
                 CLIENT_NS,
                 SocketAddr::from((self.cluster_ip, RR_PORT)),
                 SocketAddr::from((self.cluster_ip, IPERF_PORT)),

@@ -8,9 +8,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-const DATA_PATH_MODES: [&str; 10] = [
+const DATA_PATH_MODES: [&str; 11] = [
     "direct",
     "switchyard-clusterip",
+    "switchyard-clusterip-per-packet",
     "switchyard-nodeport",
     "host-direct",
     "switchyard-host-clusterip",

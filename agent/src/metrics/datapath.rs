@@ -117,13 +117,14 @@ impl Collector for DatapathCollector {
             let families: [(&str, &str, Pick); 3] = [
                 (
                     "service_packets",
-                    "Packets to a Service's frontend and replies from its backends",
+                    "Packets to a Service's frontend and replies from its backends, where they \
+                     are translated (socket-balanced connections are not: see connections)",
                     |c| c.packets,
                 ),
                 ("service_bytes", "Bytes of those packets", |c| c.bytes),
                 (
                     "service_connections",
-                    "New connections to a Service's frontend",
+                    "New connections to a Service's frontend (translated or socket-balanced)",
                     |c| c.connections,
                 ),
             ];
