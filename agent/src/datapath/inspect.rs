@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
-use switchyard_abi::{addr_from_be, names, stat, Backend, ServiceKey, ServiceValue};
+use switchyard_abi::{addr_from_be, names, stat, Backend, LocalPod, ServiceKey, ServiceValue};
 
 use super::flows::{self, Filter, FlowRow};
 use super::maps::Named;
@@ -60,6 +60,8 @@ pub enum What {
     Conntrack,
     /// Source NAT translations (masquerade, NodePort SNAT).
     Nat,
+    /// Local pods: address, host veth, and whether the socket programs balance their TCP.
+    Pods,
 }
 
 /// The map pinned as `name` for `node`, as the aya type `T`.
@@ -152,6 +154,38 @@ pub fn services(node: &str) -> Result<Vec<FrontendRow>, DatapathError> {
     Ok(rows)
 }
 
+/// One local pod in the datapath.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PodRow {
+    /// The pod's address.
+    pub ip: Ipv4Addr,
+    /// Its host veth's ifindex.
+    pub ifindex: u32,
+    /// Whether its network namespace is in `POD_NETNS` (its TCP to Services is socket-balanced;
+    /// otherwise translated per packet).
+    pub socket_lb: bool,
+}
+
+/// Every local pod (`LOCAL_PODS`), by address, with its `POD_NETNS` state.
+pub fn pods(node: &str) -> Result<Vec<PodRow>, DatapathError> {
+    let local: HashMap<MapData, u32, LocalPod> = open(node, names::LOCAL_PODS)?;
+    let netns: HashMap<MapData, u64, u32> = open(node, names::POD_NETNS)?;
+    let local = read_map(&Named::new(names::LOCAL_PODS, local))?;
+    let balanced: std::collections::BTreeSet<u32> = read_map(&Named::new(names::POD_NETNS, netns))?
+        .into_values()
+        .collect();
+    let mut rows: Vec<PodRow> = local
+        .iter()
+        .map(|(ip, pod)| PodRow {
+            ip: addr_from_be(*ip),
+            ifindex: pod.ifindex,
+            socket_lb: balanced.contains(ip),
+        })
+        .collect();
+    rows.sort_by_key(|r| r.ip);
+    Ok(rows)
+}
+
 /// Overlay routes as `podCIDR -> node address`, sorted.
 pub fn tunnels(node: &str) -> Result<Vec<String>, DatapathError> {
     use aya::maps::lpm_trie::LpmTrie;
@@ -192,6 +226,19 @@ pub fn run(opts: &Options) -> Result<(), DatapathError> {
             match opts.output {
                 Output::Json => println!("{}", serde_json::json!(routes)),
                 Output::Text => routes.iter().for_each(|r| println!("{r}")),
+            }
+        }
+        What::Pods => {
+            let rows = pods(&opts.node)?;
+            match opts.output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into())
+                ),
+                Output::Text => rows.iter().for_each(|r| {
+                    let lb = if r.socket_lb { "socket" } else { "per-packet" };
+                    println!("{} ifindex {} services: {lb}", r.ip, r.ifindex)
+                }),
             }
         }
         What::Services => {

@@ -32,6 +32,11 @@ fn prometheus_sees_service_counters_move_by_exactly_the_traffic_sent() {
     // connections only, see e2e_reachability), so this lab translates them per packet.
     let lab = cluster(LabOptions::new(3).agent_args(["--socket-lb", "host-only"]));
     let sock_before = [1, 2].map(|n| lab.counter(n, "sock_lb").expect("stats"));
+    let pods = cmd::run(&[&lab.switchyard(), "inspect", "pods", "--node", "n1"]).expect("inspect");
+    assert!(
+        pods.contains("services: per-packet") && !pods.contains("services: socket"),
+        "{pods}"
+    );
     let prom = Prometheus::start(&lab).expect("prometheus scraping the agents");
     let ip = cluster_ip(&lab, "echo");
     let frontend = format!("{ip}:80");

@@ -149,6 +149,16 @@ fn a_pods_tcp_connection_to_a_clusterip_goes_straight_to_a_backend() {
     let client = probe::pod_ns("client-n1");
     let client_ip = probe::pod_ip(&lab, "client-n1").expect("podIP");
     let ip = vip(&lab, "echo");
+    let pods = cmd::run(&[&lab.switchyard(), "inspect", "pods", "--node", "n1", "-o", "json"])
+        .expect("inspect pods");
+    let rows: serde_json::Value = serde_json::from_str(&pods).expect("JSON");
+    assert!(
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .any(|r| r["ip"] == client_ip.as_str() && r["socket_lb"] == true),
+        "inspect pods shows the client pod socket-balanced: {pods}"
+    );
     // Socket load balancing (the default, `--socket-lb all`): connect() was pointed at a
     // backend on any node, each backend sees the pod's own address, and no packet of the
     // connection was translated.
