@@ -312,6 +312,11 @@ fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() 
     assert_eq!(rec.prefix_len, 24);
     assert_eq!(rec.host_mac, ra["interfaces"][0]["mac"].as_str().unwrap());
     assert_eq!(rec.pod_mac, ra["interfaces"][1]["mac"].as_str().unwrap());
+    // The socket programs know the pod's sockets by its namespace's cookie.
+    let cookie = netns::run_in(POD_A, switchyard::datapath::devices::netns_cookie)
+        .expect("enter the pod namespace")
+        .expect("SO_NETNS_COOKIE");
+    assert_eq!(rec.netns_cookie, cookie, "the record names the pod's namespace");
     let host = run(&mut in_ns(
         NODE_NS,
         &["ip", "-o", "link", "show", "dev", &rec.host_ifname],
