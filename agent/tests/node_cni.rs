@@ -316,7 +316,10 @@ fn cni_add_wires_pods_that_talk_through_the_bridge_and_del_removes_everything() 
     let cookie = netns::run_in(POD_A, switchyard::datapath::devices::netns_cookie)
         .expect("enter the pod namespace")
         .expect("SO_NETNS_COOKIE");
-    assert_eq!(rec.netns_cookie, cookie, "the record names the pod's namespace");
+    assert_eq!(
+        rec.netns_cookie, cookie,
+        "the record names the pod's namespace"
+    );
     let host = run(&mut in_ns(
         NODE_NS,
         &["ip", "-o", "link", "show", "dev", &rec.host_ifname],

@@ -149,8 +149,16 @@ fn a_pods_tcp_connection_to_a_clusterip_goes_straight_to_a_backend() {
     let client = probe::pod_ns("client-n1");
     let client_ip = probe::pod_ip(&lab, "client-n1").expect("podIP");
     let ip = vip(&lab, "echo");
-    let pods = cmd::run(&[&lab.switchyard(), "inspect", "pods", "--node", "n1", "-o", "json"])
-        .expect("inspect pods");
+    let pods = cmd::run(&[
+        &lab.switchyard(),
+        "inspect",
+        "pods",
+        "--node",
+        "n1",
+        "-o",
+        "json",
+    ])
+    .expect("inspect pods");
     let rows: serde_json::Value = serde_json::from_str(&pods).expect("JSON");
     assert!(
         rows.as_array()
