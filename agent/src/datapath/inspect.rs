@@ -89,13 +89,13 @@ pub fn nat(node: &str, filter: &Filter) -> Result<Vec<FlowRow>, DatapathError> {
     Ok(flows::nat_rows(&entries, tables::monotonic_now(), filter))
 }
 
-fn print_rows(rows: &[FlowRow], output: Output) {
+fn print_rows<T: serde::Serialize>(rows: &[T], output: Output, line: impl Fn(&T) -> String) {
     match output {
         Output::Json => println!(
             "{}",
             serde_json::to_string_pretty(rows).unwrap_or_else(|_| "[]".into())
         ),
-        Output::Text => rows.iter().for_each(|r| println!("{}", flows::line(r))),
+        Output::Text => rows.iter().for_each(|r| println!("{}", line(r))),
     }
 }
 
@@ -206,8 +206,8 @@ pub fn run(opts: &Options) -> Result<(), DatapathError> {
         frontend: opts.frontend.clone(),
     };
     match opts.what {
-        What::Conntrack => print_rows(&conntrack(&opts.node, &filter)?, opts.output),
-        What::Nat => print_rows(&nat(&opts.node, &filter)?, opts.output),
+        What::Conntrack => print_rows(&conntrack(&opts.node, &filter)?, opts.output, flows::line),
+        What::Nat => print_rows(&nat(&opts.node, &filter)?, opts.output, flows::line),
         What::Stats => {
             let counters = stats(&opts.node)?;
             match opts.output {
@@ -228,31 +228,13 @@ pub fn run(opts: &Options) -> Result<(), DatapathError> {
                 Output::Text => routes.iter().for_each(|r| println!("{r}")),
             }
         }
-        What::Pods => {
-            let rows = pods(&opts.node)?;
-            match opts.output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into())
-                ),
-                Output::Text => rows.iter().for_each(|r| {
-                    let lb = if r.socket_lb { "socket" } else { "per-packet" };
-                    println!("{} ifindex {} services: {lb}", r.ip, r.ifindex)
-                }),
-            }
-        }
-        What::Services => {
-            let rows = services(&opts.node)?;
-            match opts.output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into())
-                ),
-                Output::Text => rows
-                    .iter()
-                    .for_each(|r| println!("{} -> [{}]", r.frontend, r.backends.join(", "))),
-            }
-        }
+        What::Pods => print_rows(&pods(&opts.node)?, opts.output, |r| {
+            let lb = if r.socket_lb { "socket" } else { "per-packet" };
+            format!("{} ifindex {} services: {lb}", r.ip, r.ifindex)
+        }),
+        What::Services => print_rows(&services(&opts.node)?, opts.output, |r| {
+            format!("{} -> [{}]", r.frontend, r.backends.join(", "))
+        }),
     }
     Ok(())
 }

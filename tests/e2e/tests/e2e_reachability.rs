@@ -50,6 +50,26 @@ fn answers(lab: &Lab, netns: &str, url: &str, n: usize) -> BTreeSet<(String, Str
         .collect()
 }
 
+/// What `getpeername()` shows in `netns` for a TCP connection to `ip:80`.
+fn peer_name(lab: &Lab, netns: &str, ip: &str) -> String {
+    let script = format!(
+        "import socket\ns=socket.create_connection(('{ip}',80),timeout=3); print(s.getpeername())\n"
+    );
+    let out = probe::python(lab, netns, &script).expect("python");
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+/// `(source, answer)` of an echo reply to an unconnected UDP datagram sent from `netns` to
+/// `udp:5353`, as Python prints it.
+fn udp_reply(lab: &Lab, netns: &str, udp: &str) -> String {
+    let script = format!(
+        "import socket\n\
+         u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.settimeout(3)\n\
+         u.sendto(b'ping\\n',('{udp}',5353)); data,src=u.recvfrom(2000); print(src, data.decode().strip())\n"
+    );
+    probe::python(lab, netns, &script).expect("python")
+}
+
 /// Echo servers started in node namespaces (as a `hostNetwork` workload would run); stopped on
 /// drop.
 struct HostEchoes(Vec<Child>);
@@ -109,18 +129,9 @@ fn the_node_namespace_reaches_every_pod_and_is_balanced_over_a_clusterip_without
     );
     assert!(lab.counter(1, "sock_lb").expect("stats") >= before + 40);
     // The application still sees the frontend: getpeername, and UDP replies' source.
-    let script = format!(
-        "import socket\ns=socket.create_connection(('{ip}',80),timeout=3); print(s.getpeername())\n"
-    );
-    let out = probe::python(&lab, "sy-n1", &script).expect("python");
-    assert_eq!(out.lines().next(), Some(format!("('{ip}', 80)").as_str()));
+    assert_eq!(peer_name(&lab, "sy-n1", &ip), format!("('{ip}', 80)"));
     let udp = vip(&lab, "echo-np");
-    let script = format!(
-        "import socket\n\
-         u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.settimeout(3)\n\
-         u.sendto(b'ping\\n',('{udp}',5353)); data,src=u.recvfrom(2000); print(src, data.decode().strip())\n"
-    );
-    let out = probe::python(&lab, "sy-n2", &script).expect("python");
+    let out = udp_reply(&lab, "sy-n2", &udp);
     assert!(
         out.starts_with(&format!("('{udp}', 5353)")) && out.contains("line=ping"),
         "an unconnected UDP socket sees the reply come from the frontend: {out}"
@@ -186,21 +197,12 @@ fn a_pods_tcp_connection_to_a_clusterip_goes_straight_to_a_backend() {
         "no connection took the per-packet path"
     );
     // The application still sees the frontend it asked for.
-    let script = format!(
-        "import socket\ns=socket.create_connection(('{ip}',80),timeout=3); print(s.getpeername())\n"
-    );
-    let out = probe::python(&lab, &client, &script).expect("python");
-    assert_eq!(out.lines().next(), Some(format!("('{ip}', 80)").as_str()));
+    assert_eq!(peer_name(&lab, &client, &ip), format!("('{ip}', 80)"));
     // A pod's UDP stays on the per-packet path (a removed backend re-balances the next
     // datagram), and its answer still comes from the frontend.
     let udp = vip(&lab, "echo-np");
-    let script = format!(
-        "import socket\n\
-         u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); u.settimeout(3)\n\
-         u.sendto(b'ping\\n',('{udp}',5353)); data,src=u.recvfrom(2000); print(src, data.decode().strip())\n"
-    );
     let lb_before = lab.counter(1, "lb_new").expect("stats");
-    let out = probe::python(&lab, &client, &script).expect("python");
+    let out = udp_reply(&lab, &client, &udp);
     assert!(
         out.starts_with(&format!("('{udp}', 5353)")) && out.contains("line=ping"),
         "{out}"
