@@ -37,26 +37,28 @@ const EPERM: i32 = 1;
 /// Entry point of `connect()`: see the module documentation.
 #[cgroup_sock_addr(connect4)]
 pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
-    balance(&ctx)
+    balance(&ctx, true)
 }
 
-/// Entry point of `sendmsg()` with an address (unconnected UDP).
+/// Entry point of `sendmsg()` with an address (unconnected UDP; pods' UDP is not
+/// socket-balanced, so their datagrams skip the `POD_NETNS` lookup).
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
-    balance(&ctx)
+    balance(&ctx, false)
 }
 
-/// Entry point of `recvmsg()` (unconnected UDP): the source shown is the frontend.
+/// Entry point of `recvmsg()` (unconnected UDP): the source shown is the frontend. Pods' UDP
+/// is not socket-balanced, so their datagrams (a DNS server's, say) skip the `POD_NETNS` lookup.
 #[cgroup_sock_addr(recvmsg4)]
 pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
-    show_frontend(&ctx);
+    show_frontend(&ctx, false);
     ALLOW
 }
 
 /// Entry point of `getpeername()`: a balanced socket's peer is the frontend.
 #[cgroup_sock_addr(getpeername4)]
 pub fn sock_getpeername4(ctx: SockAddrContext) -> i32 {
-    show_frontend(&ctx);
+    show_frontend(&ctx, true);
     ALLOW
 }
 
@@ -70,9 +72,10 @@ struct Client {
     pod: bool,
 }
 
-/// The client behind the socket, if it is the node's own namespace or one of its pods.
+/// The client behind the socket, if it is the node's own namespace or (if `pods`) one of its
+/// pods.
 #[inline(always)]
-fn client(ctx: &SockAddrContext) -> Option<Client> {
+fn client(ctx: &SockAddrContext, pods: bool) -> Option<Client> {
     let cfg = overlay::config()?;
     // SAFETY: plain helper call on our context.
     let cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
@@ -82,14 +85,17 @@ fn client(ctx: &SockAddrContext) -> Option<Client> {
             pod: false,
         });
     }
+    if !pods {
+        return None;
+    }
     // SAFETY: copied out at once.
     let addr = unsafe { POD_NETNS.get(&cookie) }.copied()?;
     Some(Client { addr, pod: true })
 }
 
 #[inline(always)]
-fn balance(ctx: &SockAddrContext) -> i32 {
-    let Some(me) = client(ctx) else {
+fn balance(ctx: &SockAddrContext, pods: bool) -> i32 {
+    let Some(me) = client(ctx, pods) else {
         return ALLOW;
     };
     // SAFETY: the context pointer is valid for this run; the fields read and written are the
@@ -174,8 +180,8 @@ fn balance(ctx: &SockAddrContext) -> i32 {
 }
 
 #[inline(always)]
-fn show_frontend(ctx: &SockAddrContext) {
-    if client(ctx).is_none() {
+fn show_frontend(ctx: &SockAddrContext, pods: bool) {
+    if client(ctx, pods).is_none() {
         return;
     }
     // SAFETY: as in `balance`.
