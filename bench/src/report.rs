@@ -419,7 +419,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| connections/s, same node | – | – | – | – | 0.80 |"),
+            md.contains("| connections/s, same node | – | – | – | – | – | 0.80 |"),
             "{md}"
         );
     }
