@@ -27,6 +27,9 @@ pub enum PerPacketError {
     /// The pinned map is unusable.
     #[error(transparent)]
     Map(#[from] DatapathError),
+    /// Reading the entries failed.
+    #[error("reading POD_NETNS on {0}: {1}")]
+    Read(String, #[source] aya::maps::MapError),
     /// The pod is not socket-balanced to begin with.
     #[error("pod {0} has no POD_NETNS entry on {1}: is its CNI record's netns_cookie set?")]
     NoEntry(Ipv4Addr, String),
@@ -41,9 +44,12 @@ impl PerPacket {
         let mut map: HashMap<MapData, u64, u32> =
             tables::open_pinned(&paths::pin_dir(node), names::POD_NETNS)?;
         let ip = addr_be(pod);
-        let cookie = map
+        let entries: Vec<(u64, u32)> = map
             .iter()
-            .filter_map(Result::ok)
+            .collect::<Result<_, _>>()
+            .map_err(|e| PerPacketError::Read(node.into(), e))?;
+        let cookie = entries
+            .into_iter()
             .find(|(_, v)| *v == ip)
             .map(|(k, _)| k)
             .ok_or_else(|| PerPacketError::NoEntry(pod, node.into()))?;

@@ -162,35 +162,12 @@ impl<M: MapWriter<u32, LocalPod>, N: MapWriter<u64, u32>> LocalPods<M, N> {
         &mut self,
         records: &BTreeMap<String, EndpointRecord>,
     ) -> Result<usize, DatapathError> {
-        let err = DatapathError::map(self.map.name());
         let live: BTreeSet<u32> = records.values().map(|r| addr_be(r.ip)).collect();
-        let stale: Vec<u32> = self
-            .map
-            .entries()
-            .map_err(&err)?
-            .into_iter()
-            .map(|(ip, _)| ip)
-            .filter(|ip| !live.contains(ip))
-            .collect();
-        for ip in &stale {
-            self.map.remove(ip).map_err(&err)?;
-        }
-        let mut removed = stale.len();
+        let mut removed = remove_where(&mut self.map, |ip, _| !live.contains(ip))?;
         // Without socket load balancing for pods nothing belongs in POD_NETNS (an agent that
         // ran with it may have left entries).
-        let err = DatapathError::map(self.netns.name());
-        let stale: Vec<u64> = self
-            .netns
-            .entries()
-            .map_err(&err)?
-            .into_iter()
-            .filter(|(_, ip)| !self.socket_lb || !live.contains(ip))
-            .map(|(cookie, _)| cookie)
-            .collect();
-        for cookie in &stale {
-            self.netns.remove(cookie).map_err(&err)?;
-        }
-        removed += stale.len();
+        let socket_lb = self.socket_lb;
+        removed += remove_where(&mut self.netns, |_, ip| !socket_lb || !live.contains(ip))?;
         if let Ok(entries) = std::fs::read_dir(self.link_pin("")) {
             for entry in entries.flatten() {
                 let id = entry.file_name().to_string_lossy().into_owned();
@@ -208,6 +185,25 @@ impl<M: MapWriter<u32, LocalPod>, N: MapWriter<u64, u32>> LocalPods<M, N> {
         }
         Ok(removed)
     }
+}
+
+/// Removes every entry of `map` for which `stale` holds; how many went.
+fn remove_where<K: Copy, V>(
+    map: &mut impl MapWriter<K, V>,
+    stale: impl Fn(&K, &V) -> bool,
+) -> Result<usize, DatapathError> {
+    let err = DatapathError::map(map.name());
+    let keys: Vec<K> = map
+        .entries()
+        .map_err(&err)?
+        .into_iter()
+        .filter(|(k, v)| stale(k, v))
+        .map(|(k, _)| k)
+        .collect();
+    for k in &keys {
+        map.remove(k).map_err(&err)?;
+    }
+    Ok(keys.len())
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
