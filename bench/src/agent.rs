@@ -10,8 +10,11 @@ use switchyard::daemon::report::ServicesSynced;
 /// benchmark's lab turns on): [`ServicesSynced`].
 pub type Sync = ServicesSynced;
 
-/// The agent's arguments that make its log carry [`Sync`] records.
-pub const LOG_ARGS: [&str; 2] = ["--log-format", "json"];
+/// The benchmark's agent arguments: a JSON log that carries [`Sync`] records, and no refusal to
+/// start beside kube-proxy's rules (the scale levels load them beside switchyard's maps and
+/// restart the agent between turns; only one of them translates at a time, see
+/// `interleave.rs`).
+pub const AGENT_ARGS: [&str; 3] = ["--log-format", "json", "--allow-kube-proxy"];
 
 /// A node agent of the lab.
 #[derive(Clone, Debug)]

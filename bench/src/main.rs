@@ -13,12 +13,14 @@
 //!   [`kproxy`]: kube-proxy's rules. [`switch`]: attaching and detaching dataplanes. [`agent`]: the
 //!   agent's log and footprint. [`bpfstats`]: the kernel's per-program run-time accounting.
 //!   [`perpacket`]: the client pod's ClusterIP traffic on the per-packet path.
+//!   [`interleave`]: switchyard and kube-proxy's modes taking turns at the scale probes.
 //! - [`report`], [`targets`], [`stats`], [`plot`], [`progress`]: output.
 mod agent;
 mod bpfstats;
 mod cluster;
 mod control;
 mod datapath;
+mod interleave;
 mod iperf;
 mod kproxy;
 mod load;

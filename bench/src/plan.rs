@@ -61,9 +61,9 @@ impl Plan {
                 conn_threads: 4,
                 levels: vec![1, 1_000, 10_000, 100_000],
                 kernel_levels: vec![1, 1_000, 10_000],
-                install_budget: Duration::from_secs(30),
+                install_budget: Duration::from_secs(20),
                 control_services: 100,
-                idle_secs: 10,
+                idle_secs: 6,
             }
         }
     }

@@ -110,7 +110,7 @@ pub fn run(plan: Plan, out: &Path) -> Result<Report> {
         LabOptions::new(3)
             .release()
             .cp_data_in_memory()
-            .agent_args(crate::agent::LOG_ARGS)
+            .agent_args(crate::agent::AGENT_ARGS)
             .service_cidr(SERVICE_CIDR),
     )
     .context("lab up")?;
@@ -200,8 +200,14 @@ pub fn run(plan: Plan, out: &Path) -> Result<Report> {
     let part = Instant::now();
     control::run(&mut ctx)?;
     ctx.parts.push(Part::since("control loop", part));
+    // kube-proxy needs the bridge's netfilter hooks for same-node pods (the backend's reply
+    // is bridged to the client and must be un-DNATed); switchyard's redirects do not cross the
+    // bridge, so it is set once for the turns of the scale levels.
+    switchyard_lab::netns::sysctl(scale::NODE_NS, &["net.bridge.bridge-nf-call-iptables=1"])
+        .context("bridge netfilter hooks on n1")?;
     // A level that fails (e.g. a sync that never comes at the largest N) is reported and the
-    // run goes on with the kube-proxy modes: the figures already taken stay in the report.
+    // run goes on with the kube-proxy modes' per-packet figures: the figures already taken
+    // stay in the report.
     if let Err(e) = scale::switchyard(&mut ctx) {
         ctx.warn(format!("switchyard's scale run stopped: {e:#}"));
     }
@@ -224,8 +230,8 @@ pub fn run(plan: Plan, out: &Path) -> Result<Report> {
     check_routes(&ctx.workload, &[Via::Direct]).context("pod-to-pod without switchyard")?;
     ctx.parts
         .push(Part::since("switchyard detached, kernel overlay", part));
-    scale::kernel(&mut ctx, scale::Tool::Iptables)?;
-    scale::kernel(&mut ctx, scale::Tool::Nftables)?;
+    scale::kernel_datapath(&mut ctx, scale::Tool::Iptables)?;
+    scale::kernel_datapath(&mut ctx, scale::Tool::Nftables)?;
     ctx.progress.finish();
 
     for s in &mut ctx.scenarios {

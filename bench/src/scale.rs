@@ -1,12 +1,17 @@
 //! Scale, programming and footprint: 1, 1,000 and 10,000 Services (2–8 endpoints each)
 //! installed, the connection rate and first-packet latency to one Service, the time to
 //! install everything from empty and to apply one endpoint change, and the agent's RSS and CPU.
+//!
+//! At every level kube-proxy's modes reach, their rule sets are installed beside switchyard's
+//! maps and the three take turns at the probes ([`interleave`]): the ratios between them come
+//! from runs seconds apart, not from phases minutes apart.
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use switchyard_lab::netns;
 
+use crate::interleave::{self, Plane, Turns};
 use crate::kproxy::{apply, iptables, nftables, Svc};
 use crate::report::{Better, Part, Scenario};
 use crate::run::Ctx;
@@ -14,7 +19,7 @@ use crate::workload::{Via, CLIENT_NS, RR_PORT};
 use crate::{agent, cluster, datapath, load, stats, switch};
 
 /// The node every scale figure is taken on (client pod, server pod and rules all on n1).
-const NODE_NS: &str = "sy-n1";
+pub const NODE_NS: &str = "sy-n1";
 
 /// Levels from which the agent's footprint is recorded (and always at the largest).
 const FOOTPRINT_FROM: usize = 10_000;
@@ -61,39 +66,81 @@ fn rule_set(ctx: &Ctx, level: usize) -> Vec<Svc> {
     v
 }
 
-/// Connection rate and connect latency to the same-node ClusterIP, `reps` times.
-fn probe(ctx: &mut Ctx, mode: &str, level: usize) {
+/// One run of connection rate and connect latency to the same-node ClusterIP.
+fn probe_once(ctx: &mut Ctx, mode: &str, level: usize, rep: usize) {
     let target = SocketAddr::from((ctx.workload.backends[0].cluster_ip, RR_PORT));
-    for rep in 0..ctx.plan.reps {
-        ctx.progress.doing(&format!(
-            "scale: {mode}, N={level} (run {}/{})",
-            rep + 1,
-            ctx.plan.reps
-        ));
-        let (dur, threads) = (ctx.plan.conn, ctx.plan.conn_threads);
-        match netns::run_in(CLIENT_NS, move || {
-            load::connection_rate(target, dur, threads)
-        }) {
-            Ok(Ok(c)) => {
-                if c.errors > 0 {
-                    ctx.warn(format!(
-                        "scale {mode} N={level}: {} connections failed ({})",
-                        c.errors, c.last_error
-                    ));
-                }
-                let c50 = stats::percentile(&c.connect_us, 50.0);
-                let c99 = stats::percentile(&c.connect_us, 99.0);
-                let out = &mut ctx.scenarios;
-                datapath::add(out, "scale_conn_rate", mode, &case(level), c.per_sec);
-                datapath::add(out, "scale_first_packet_p50", mode, &case(level), c50);
-                datapath::add(out, "scale_first_packet_p99", mode, &case(level), c99);
+    ctx.progress.doing(&format!(
+        "scale: {mode}, N={level} (run {}/{})",
+        rep + 1,
+        ctx.plan.reps
+    ));
+    let (dur, threads) = (ctx.plan.conn, ctx.plan.conn_threads);
+    match netns::run_in(CLIENT_NS, move || {
+        load::connection_rate(target, dur, threads)
+    }) {
+        Ok(Ok(c)) => {
+            if c.errors > 0 {
+                ctx.warn(format!(
+                    "scale {mode} N={level}: {} connections failed ({})",
+                    c.errors, c.last_error
+                ));
             }
-            Ok(Err(e)) => ctx.warn(format!("scale {mode} N={level}: {e}")),
-            Err(e) => ctx.warn(format!("scale {mode} N={level}: {e}")),
+            let c50 = stats::percentile(&c.connect_us, 50.0);
+            let c99 = stats::percentile(&c.connect_us, 99.0);
+            let out = &mut ctx.scenarios;
+            datapath::add(out, "scale_conn_rate", mode, &case(level), c.per_sec);
+            datapath::add(out, "scale_first_packet_p50", mode, &case(level), c50);
+            datapath::add(out, "scale_first_packet_p99", mode, &case(level), c99);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        Ok(Err(e)) => ctx.warn(format!("scale {mode} N={level}: {e}")),
+        Err(e) => ctx.warn(format!("scale {mode} N={level}: {e}")),
+    }
+    std::thread::sleep(Duration::from_millis(50));
+}
+
+/// [`probe_once`], `reps` times, switchyard alone (levels kube-proxy's modes do not reach).
+fn probe(ctx: &mut Ctx, level: usize) {
+    for rep in 0..ctx.plan.reps {
+        probe_once(ctx, "switchyard", level, rep);
     }
     ctx.progress.tick();
+}
+
+/// The probes at a level every mode reaches: kube-proxy's rule sets for `level` installed
+/// (each install and update timed from an empty ruleset first), then switchyard, iptables and
+/// nftables by turns, `reps` rounds ([`interleave`]).
+fn probe_interleaved(ctx: &mut Ctx, level: usize, frontends: u64) -> Result<()> {
+    let tools = [Tool::Iptables, Tool::Nftables];
+    for tool in tools {
+        kernel_programming(ctx, tool, level)?;
+    }
+    // The timed installs each start from an empty ruleset; iptables' set is loaded again
+    // (untimed) beside nftables' for the turns.
+    ctx.progress.doing(&format!(
+        "scale: loading iptables' rules for N={level} beside nftables'"
+    ));
+    apply::iptables_restore(
+        NODE_NS,
+        &iptables::full(&rule_set(ctx, level), CLUSTER_CIDR),
+        false,
+    )?;
+    let mut turns = Turns::new(&tools, frontends);
+    let planes = [
+        Plane::Switchyard,
+        Plane::Kernel(Tool::Iptables),
+        Plane::Kernel(Tool::Nftables),
+    ];
+    for rep in 0..ctx.plan.reps {
+        for plane in interleave::order(&planes, rep) {
+            turns.activate(ctx, plane)?;
+            probe_once(ctx, plane.name(), level, rep);
+        }
+    }
+    turns.finish(ctx)?;
+    for _ in planes {
+        ctx.progress.tick();
+    }
+    Ok(())
 }
 
 /// The endpoints of the changed filler in repetition `rep` (alternating, one address differs).
@@ -151,21 +198,35 @@ pub fn switchyard(ctx: &mut Ctx) -> Result<()> {
             });
         }
         switchyard_level(ctx, &a, level)?;
-        ctx.parts
-            .push(Part::since(format!("switchyard at N={level}"), programmed));
+        let name = if ctx.plan.kernel_levels.contains(&level) {
+            format!("switchyard, iptables and nftables at N={level}")
+        } else {
+            format!("switchyard at N={level}")
+        };
+        ctx.parts.push(Part::since(name, programmed));
     }
     Ok(())
 }
 
-/// One level of [`switchyard`] once its fillers exist: rate, latency, update, install from
-/// empty, footprint.
+/// One level of [`switchyard`] once its fillers exist: update, install from empty,
+/// footprint, then rate and latency (interleaved with kube-proxy's modes where they reach).
 fn switchyard_level(ctx: &mut Ctx, a: &agent::Agent, level: usize) -> Result<()> {
     let want = ctx.base_frontends + (level as u64 - 1);
     a.wait_settled(want, Duration::from_secs(600))?;
-    probe(ctx, "switchyard", level);
-    if level < 1_000 {
-        return Ok(());
+    if level >= 1_000 {
+        switchyard_programming(ctx, a, level, want)?;
     }
+    if ctx.plan.kernel_levels.contains(&level) {
+        probe_interleaved(ctx, level, want)
+    } else {
+        probe(ctx, level);
+        Ok(())
+    }
+}
+
+/// switchyard's programming figures at `level`: endpoint changes, installs from empty,
+/// footprint (and idle CPU at the largest level).
+fn switchyard_programming(ctx: &mut Ctx, a: &agent::Agent, level: usize, want: u64) -> Result<()> {
     for rep in 0..ctx.plan.reps {
         ctx.progress.doing(&format!(
             "programming: switchyard endpoint change at N={level}"
@@ -292,7 +353,7 @@ fn idle_cpu(ctx: &mut Ctx, a: &agent::Agent, level: usize) -> Result<()> {
 }
 
 /// Waits until the same-node ClusterIP answers from the client pod.
-fn wait_reachable(ctx: &Ctx) -> Result<()> {
+pub fn wait_reachable(ctx: &Ctx) -> Result<()> {
     let target = SocketAddr::from((ctx.workload.backends[0].cluster_ip, RR_PORT));
     let ok = netns::run_in(CLIENT_NS, move || {
         load::first_success(target, Duration::from_secs(30))
@@ -313,15 +374,25 @@ pub enum Tool {
 }
 
 impl Tool {
-    fn name(self) -> &'static str {
+    /// The mode's name in the report.
+    pub fn name(self) -> &'static str {
         match self {
             Tool::Iptables => "iptables",
             Tool::Nftables => "nftables",
         }
     }
 
+    /// Its nftables table (iptables here is the nf_tables backend).
+    pub fn table(self) -> &'static str {
+        match self {
+            Tool::Iptables => "nat",
+            Tool::Nftables => nftables::TABLE,
+        }
+    }
+
+    /// Installs `services` into an empty table of its own (other tables stay).
     fn install(self, services: &[Svc]) -> Result<Duration> {
-        apply::flush_all(NODE_NS)?;
+        apply::delete_table(NODE_NS, self.table())?;
         Ok(match self {
             Tool::Iptables => {
                 apply::iptables_restore(NODE_NS, &iptables::full(services, CLUSTER_CIDR), false)?
@@ -345,23 +416,43 @@ impl Tool {
 /// The cluster's pod CIDR (traffic from outside it is masqueraded, as kube-proxy's --cluster-cidr).
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
 
-/// One kube-proxy mode at every level (switchyard detached): the per-packet scenarios at
-/// N=1, then rate, latency, install and update at each N.
-pub fn kernel(ctx: &mut Ctx, tool: Tool) -> Result<()> {
+/// One kube-proxy mode's per-packet scenarios (switchyard detached everywhere, the kernel
+/// overlay up): its rules for the workload alone, then the datapath modes.
+pub fn kernel_datapath(ctx: &mut Ctx, tool: Tool) -> Result<()> {
     let mode = tool.name();
-    let levels = ctx.plan.kernel_levels.clone();
-    for &level in &levels {
-        let started = Instant::now();
-        kernel_level(ctx, tool, level)?;
-        ctx.parts
-            .push(Part::since(format!("{mode} at N={level}"), started));
-    }
+    let started = Instant::now();
+    ctx.progress
+        .doing(&format!("{mode}: rules for the workload alone"));
     apply::flush_all(NODE_NS)?;
+    tool.install(&rule_set(ctx, 1))?;
+    wait_reachable(ctx).with_context(|| format!("{mode} rules for N=1 loaded"))?;
+    let mut modes = vec![
+        (format!("{mode}-clusterip"), Via::ClusterIp),
+        (format!("{mode}-nodeport"), Via::NodePort),
+    ];
+    if tool == Tool::Iptables {
+        modes.insert(0, ("direct-kernel".into(), Via::Direct));
+    }
+    let modes: Vec<(&str, Via)> = modes.iter().map(|(m, v)| (m.as_str(), *v)).collect();
+    let mut warnings = Vec::new();
+    let m = datapath::Measure {
+        plan: &ctx.plan,
+        workload: &ctx.workload,
+        stats: None,
+        progress: &ctx.progress,
+    };
+    datapath::measure(&m, &modes, &mut ctx.scenarios, &mut warnings);
+    ctx.warnings.extend(warnings);
+    apply::flush_all(NODE_NS)?;
+    ctx.parts
+        .push(Part::since(format!("{mode} per-packet modes"), started));
     Ok(())
 }
 
-/// One level of [`kernel`]: install, at N=1 the datapath modes, probe, updates.
-fn kernel_level(ctx: &mut Ctx, tool: Tool, level: usize) -> Result<()> {
+/// One kube-proxy mode's programming figures at `level`, from a ruleset without its table:
+/// installs (timed from 1,000 Services on), then endpoint changes. iptables' table is removed
+/// afterwards (the next mode's installs start from an empty ruleset too); nftables' stays.
+fn kernel_programming(ctx: &mut Ctx, tool: Tool, level: usize) -> Result<()> {
     let mode = tool.name();
     let mut set = rule_set(ctx, level);
     for run in ctx.plan.install_runs() {
@@ -379,53 +470,34 @@ fn kernel_level(ctx: &mut Ctx, tool: Tool, level: usize) -> Result<()> {
         }
     }
     ctx.progress.tick();
-    wait_reachable(ctx).with_context(|| format!("{mode} rules for N={level} loaded"))?;
-    if level == 1 {
-        let mut modes = vec![
-            (format!("{mode}-clusterip"), Via::ClusterIp),
-            (format!("{mode}-nodeport"), Via::NodePort),
-        ];
-        if tool == Tool::Iptables {
-            modes.insert(0, ("direct-kernel".into(), Via::Direct));
+    if level >= 1_000 {
+        for rep in 0..ctx.plan.reps {
+            ctx.progress
+                .doing(&format!("programming: {mode} endpoint change at N={level}"));
+            let (before, after) = changed(ctx, rep);
+            let idx = set
+                .iter()
+                .position(|s| s.name == before.name)
+                .context("changed filler in the rule set")?;
+            set[idx] = after.clone();
+            let took = tool.update(&set, &before, &after)?;
+            datapath::add(
+                &mut ctx.scenarios,
+                "program_update",
+                mode,
+                &case(level),
+                took.as_secs_f64() * 1000.0,
+            );
         }
-        let modes: Vec<(&str, Via)> = modes.iter().map(|(m, v)| (m.as_str(), *v)).collect();
-        let mut warnings = Vec::new();
-        let m = datapath::Measure {
-            plan: &ctx.plan,
-            workload: &ctx.workload,
-            stats: None,
-            progress: &ctx.progress,
-        };
-        datapath::measure(&m, &modes, &mut ctx.scenarios, &mut warnings);
-        ctx.warnings.extend(warnings);
+        ctx.progress.tick();
     }
-    probe(ctx, mode, level);
-    if level < 1_000 {
-        return Ok(());
+    if tool == Tool::Iptables {
+        apply::delete_table(NODE_NS, tool.table())?;
     }
-    for rep in 0..ctx.plan.reps {
-        ctx.progress
-            .doing(&format!("programming: {mode} endpoint change at N={level}"));
-        let (before, after) = changed(ctx, rep);
-        let idx = set
-            .iter()
-            .position(|s| s.name == before.name)
-            .context("changed filler in the rule set")?;
-        set[idx] = after.clone();
-        let took = tool.update(&set, &before, &after)?;
-        datapath::add(
-            &mut ctx.scenarios,
-            "program_update",
-            mode,
-            &case(level),
-            took.as_secs_f64() * 1000.0,
-        );
-    }
-    ctx.progress.tick();
     Ok(())
 }
 
-/// Progress steps of [`switchyard`] and of both [`kernel`] runs.
+/// Progress steps of [`switchyard`] (with the kube-proxy modes' turns and programming).
 pub fn steps(plan: &crate::plan::Plan) -> u64 {
     let big = |levels: &[usize]| levels.iter().filter(|l| **l >= 1_000).count() as u64;
     // switchyard: probe per level, update + install per big level, idle once.

@@ -7,6 +7,8 @@
 //!   across nodes in the iptables and nftables modes, plus `bridge-nf-call-iptables=1` (per
 //!   namespace on this kernel), which kube-proxy needs for same-node pod traffic on `cbr0`.
 //! - [`restart_from_empty`]: one agent started on empty maps (programming from scratch).
+//! - [`pause`] / [`resume`]: one node's programs detached and attached again around its
+//!   pinned maps, for probes where switchyard and kube-proxy's modes take turns.
 use std::time::Duration;
 
 use switchyard_lab::cmd::run;
@@ -22,15 +24,36 @@ fn dirs(lab: &Lab) -> Result<Dirs, LabError> {
     Dirs::new(&lab::lab_dir(&lab.opts.root))
 }
 
-/// Stops node `n`'s agent and removes its pins (detaching its programs).
-pub fn stop_and_unpin(lab: &Lab, n: usize) -> Result<(), LabError> {
-    procs::stop(&dirs(lab)?, &format!("agent-n{n}"));
-    let dir = pin_dir(n);
+/// Removes `dir` and everything in it, if it is there.
+fn remove_dir(dir: String) -> Result<(), LabError> {
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(LabError::Io(dir.into(), e)),
     }
+}
+
+/// Stops node `n`'s agent and removes its pins (detaching its programs).
+pub fn stop_and_unpin(lab: &Lab, n: usize) -> Result<(), LabError> {
+    procs::stop(&dirs(lab)?, &format!("agent-n{n}"));
+    remove_dir(pin_dir(n))
+}
+
+/// Stops node `n`'s agent and removes its link pins only: every program of the node detaches
+/// (the kernel's bridge and routing take over) while its maps stay pinned with everything
+/// programmed, so [`resume`] has nothing to reprogram.
+pub fn pause(lab: &Lab, n: usize) -> Result<(), LabError> {
+    procs::stop(&dirs(lab)?, &format!("agent-n{n}"));
+    remove_dir(format!("{}/links", pin_dir(n)))?;
+    // Let in-flight packets of the old programs drain.
+    std::thread::sleep(Duration::from_millis(100));
+    Ok(())
+}
+
+/// Starts node `n`'s agent again after [`pause`]: it opens its pinned maps and attaches every
+/// program again (the caller waits for its sync).
+pub fn resume(lab: &Lab, n: usize) -> Result<(), LabError> {
+    lab.restart_agent(n)
 }
 
 /// Restarts node `n`'s agent on empty maps; it programs everything in its first sync.

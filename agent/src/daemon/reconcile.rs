@@ -36,6 +36,8 @@ pub struct Reconciler {
     cache: Option<DesiredCache>,
     notes: Notes,
     failing: Failing,
+    /// Whether a sync was logged since the start (the first is logged even without writes).
+    logged_first: bool,
 }
 
 /// What a run found that the agent must tell users about.
@@ -69,6 +71,7 @@ impl Reconciler {
             cache: None,
             notes: Notes::default(),
             failing: Failing::default(),
+            logged_first: false,
         }
     }
 
@@ -147,7 +150,8 @@ impl Reconciler {
         match result {
             Ok(r) => {
                 findings.wrote = r.written + r.deleted > 0;
-                if findings.wrote {
+                if findings.wrote || !self.logged_first {
+                    self.logged_first = true;
                     ServicesSynced {
                         mode: mode.to_string(),
                         frontends: frontends as u64,

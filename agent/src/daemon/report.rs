@@ -1,10 +1,12 @@
-//! The record the agent logs after every services sync that changed the maps — a declared
+//! The record the agent logs after every services sync that changed the maps, and after its
+//! first sync since it started even when that wrote nothing (an agent restarted on pinned maps
+//! converges without a write, and its log says when) — a declared
 //! interface, not log text: with `--log-format json` each one is a line whose `fields` object
 //! holds `message: "services synced"` and the fields of [`ServicesSynced`]. The benchmark reads
 //! its programming-time figures from these lines; the test below pins the format.
 use serde::{Deserialize, Serialize};
 
-/// One services sync that wrote or deleted map entries.
+/// One services sync that wrote or deleted map entries, or the agent's first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServicesSynced {
     /// `full` (everything recomputed) or `incremental` (only the Services events named).

@@ -73,3 +73,22 @@ pub fn nft(netns: &str, rules: &str) -> Result<Duration, ApplyError> {
 pub fn flush_all(netns: &str) -> Result<(), ApplyError> {
     load(netns, &["nft", "flush", "ruleset"], "").map(|_| ())
 }
+
+/// Removes table `ip <table>` of `netns` if it is there (declaring it first makes the delete
+/// succeed on an empty ruleset).
+pub fn delete_table(netns: &str, table: &str) -> Result<(), ApplyError> {
+    let script = format!("table ip {table}\ndelete table ip {table}\n");
+    load(netns, &["nft", "-f", "-"], &script).map(|_| ())
+}
+
+/// Unhooks (`dormant`) or hooks again table `ip <table>` of `netns`. A dormant table's base
+/// chains leave the netfilter hooks and its rules stay loaded, so a mode is switched off and
+/// on in milliseconds whatever its size (`nft add table` without flags clears the flag).
+pub fn set_dormant(netns: &str, table: &str, dormant: bool) -> Result<(), ApplyError> {
+    let script = if dormant {
+        format!("add table ip {table} {{ flags dormant; }}\n")
+    } else {
+        format!("add table ip {table}\n")
+    };
+    load(netns, &["nft", "-f", "-"], &script).map(|_| ())
+}
