@@ -243,13 +243,8 @@ fn switchyard_programming(ctx: &mut Ctx, a: &agent::Agent, level: usize, want: u
             Duration::from_secs(30),
             |s| s.written + s.deleted > 0,
         )?;
-        datapath::add(
-            &mut ctx.scenarios,
-            "program_update",
-            "switchyard",
-            &case(level),
-            s.took_us as f64 / 1000.0,
-        );
+        let took = Duration::from_micros(s.took_us);
+        add_ms(ctx, "program_update", "switchyard", level, took);
     }
     // Leave the filler as created (an odd number of changes left it changed), so every
     // mode programs the same set.
@@ -276,13 +271,8 @@ fn switchyard_programming(ctx: &mut Ctx, a: &agent::Agent, level: usize, want: u
             Duration::from_secs(600),
             |s| s.frontends >= want,
         )?;
-        datapath::add(
-            &mut ctx.scenarios,
-            "program_install",
-            "switchyard",
-            &case(level),
-            first.took_us as f64 / 1000.0,
-        );
+        let took = Duration::from_micros(first.took_us);
+        add_ms(ctx, "program_install", "switchyard", level, took);
         let footprint = level >= FOOTPRINT_FROM || level == ctx.plan.max_level();
         let c = format!("N={level}, {} endpoints", endpoints(ctx, level));
         if footprint {
@@ -460,13 +450,7 @@ fn kernel_programming(ctx: &mut Ctx, tool: Tool, level: usize) -> Result<()> {
             .doing(&format!("programming: {mode} install N={level} ({run})"));
         let took = tool.install(&set)?;
         if level >= 1_000 {
-            datapath::add(
-                &mut ctx.scenarios,
-                "program_install",
-                mode,
-                &case(level),
-                took.as_secs_f64() * 1000.0,
-            );
+            add_ms(ctx, "program_install", mode, level, took);
         }
     }
     ctx.progress.tick();
@@ -481,13 +465,7 @@ fn kernel_programming(ctx: &mut Ctx, tool: Tool, level: usize) -> Result<()> {
                 .context("changed filler in the rule set")?;
             set[idx] = after.clone();
             let took = tool.update(&set, &before, &after)?;
-            datapath::add(
-                &mut ctx.scenarios,
-                "program_update",
-                mode,
-                &case(level),
-                took.as_secs_f64() * 1000.0,
-            );
+            add_ms(ctx, "program_update", mode, level, took);
         }
         ctx.progress.tick();
     }
@@ -495,6 +473,12 @@ fn kernel_programming(ctx: &mut Ctx, tool: Tool, level: usize) -> Result<()> {
         apply::delete_table(NODE_NS, tool.table())?;
     }
     Ok(())
+}
+
+/// Files `took` in milliseconds under scenario `id`, mode `mode`, case N=`level`.
+fn add_ms(ctx: &mut Ctx, id: &str, mode: &str, level: usize, took: Duration) {
+    let ms = took.as_secs_f64() * 1000.0;
+    datapath::add(&mut ctx.scenarios, id, mode, &case(level), ms);
 }
 
 /// Progress steps of [`switchyard`] (with the kube-proxy modes' turns and programming).

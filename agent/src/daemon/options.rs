@@ -115,9 +115,9 @@ pub struct Options {
     /// Entries of the backend table.
     #[arg(long, env = "SWITCHYARD_BACKENDS_MAX", default_value_t = capacity::BACKENDS)]
     pub backends_max: u32,
-    /// Start even though kube-proxy's rules are on the node (by default the agent refuses:
-    /// both would translate the same Service packets). Remove them with `switchyard cleanup
-    /// --kube-proxy` instead where you can.
+    /// Start without checking for kube-proxy's rules (by default the agent refuses to start
+    /// beside them: both would translate the same Service packets). Remove them with
+    /// `switchyard cleanup --kube-proxy` instead where you can.
     #[arg(long, env = "SWITCHYARD_ALLOW_KUBE_PROXY")]
     pub allow_kube_proxy: bool,
 }
