@@ -200,11 +200,8 @@ pub fn run(plan: Plan, out: &Path) -> Result<Report> {
     let part = Instant::now();
     control::run(&mut ctx)?;
     ctx.parts.push(Part::since("control loop", part));
-    // kube-proxy needs the bridge's netfilter hooks for same-node pods (the backend's reply
-    // is bridged to the client and must be un-DNATed); switchyard's redirects do not cross the
-    // bridge, so it is set once for the turns of the scale levels.
-    switchyard_lab::netns::sysctl(scale::NODE_NS, &["net.bridge.bridge-nf-call-iptables=1"])
-        .context("bridge netfilter hooks on n1")?;
+    // Set once for the turns of the scale levels (kube-proxy's same-node replies need it).
+    switch::bridge_netfilter(scale::NODE_NS).context("bridge netfilter hooks on n1")?;
     // A level that fails (e.g. a sync that never comes at the largest N) is reported and the
     // run goes on with the kube-proxy modes' per-packet figures: the figures already taken
     // stay in the report.

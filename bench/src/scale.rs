@@ -119,17 +119,11 @@ fn probe_interleaved(ctx: &mut Ctx, level: usize, frontends: u64) -> Result<()> 
     ctx.progress.doing(&format!(
         "scale: loading iptables' rules for N={level} beside nftables'"
     ));
-    apply::iptables_restore(
-        NODE_NS,
-        &iptables::full(&rule_set(ctx, level), CLUSTER_CIDR),
-        false,
-    )?;
+    Tool::Iptables.install(&rule_set(ctx, level))?;
     let mut turns = Turns::new(&tools, frontends);
-    let planes = [
-        Plane::Switchyard,
-        Plane::Kernel(Tool::Iptables),
-        Plane::Kernel(Tool::Nftables),
-    ];
+    let planes: Vec<Plane> = std::iter::once(Plane::Switchyard)
+        .chain(tools.iter().map(|&t| Plane::Kernel(t)))
+        .collect();
     for rep in 0..ctx.plan.reps {
         for plane in interleave::order(&planes, rep) {
             turns.activate(ctx, plane)?;
@@ -137,7 +131,7 @@ fn probe_interleaved(ctx: &mut Ctx, level: usize, frontends: u64) -> Result<()> 
         }
     }
     turns.finish(ctx)?;
-    for _ in planes {
+    for _ in &planes {
         ctx.progress.tick();
     }
     Ok(())

@@ -76,6 +76,13 @@ fn mac(n: usize) -> String {
     format!("02:5b:00:00:00:{n:02x}")
 }
 
+/// Turns on the bridge's netfilter hooks in node namespace `ns`: kube-proxy needs them for
+/// same-node pods (the backend's reply is bridged to the client and must be un-DNATed);
+/// switchyard's redirects do not cross the bridge.
+pub fn bridge_netfilter(ns: &str) -> Result<(), LabError> {
+    netns::sysctl(ns, &["net.bridge.bridge-nf-call-iptables=1"])
+}
+
 /// Sets up the flannel-style kernel overlay and br_netfilter on every node.
 pub fn kernel_overlay(lab: &Lab) -> Result<(), LabError> {
     let nodes = lab.opts.nodes;
@@ -152,7 +159,7 @@ pub fn kernel_overlay(lab: &Lab) -> Result<(), LabError> {
                 &topology::node_addr(r),
             ])?;
         }
-        netns::sysctl(&ns, &["net.bridge.bridge-nf-call-iptables=1"])?;
+        bridge_netfilter(&ns)?;
     }
     Ok(())
 }
