@@ -11,7 +11,7 @@ use crate::load;
 use crate::perpacket::PerPacket;
 use crate::plan::Plan;
 use crate::progress::Progress;
-use crate::report::{Better, Scenario};
+use crate::report::{Better, Round, Scenario};
 use crate::stats::percentile;
 use crate::workload::{Via, Workload, CLIENT_NODE};
 
@@ -53,12 +53,12 @@ pub struct Measure<'a> {
 /// The program [`Measure::stats`] follows.
 const PROGRAM: &str = "from_pod";
 
-/// Runs `f`, and adds the mean cost per packet of [`PROGRAM`] during it to scenario `id`; also
-/// says why that figure is missing when the accounting was on and gave none.
+/// Runs `f`, and adds the mean cost per packet of [`PROGRAM`] during it to scenario `id` in
+/// `round`; also says why that figure is missing when the accounting was on and gave none.
 fn costed<T>(
     stats: Option<&Stats>,
     out: &mut [Scenario],
-    (id, mode, case): (&str, &str, &str),
+    (id, mode, case, round): (&str, &str, &str, Round),
     f: impl FnOnce() -> T,
 ) -> (T, Option<String>) {
     let Some(stats) = stats else {
@@ -70,7 +70,7 @@ fn costed<T>(
     let missing = match (before, after) {
         (Ok(b), Ok(a)) => match a.ns_per_run_since(&b) {
             Some(ns) => {
-                add(out, id, mode, case, ns);
+                add_in_round(out, id, mode, case, round, ns);
                 None
             }
             None => Some(format!(
@@ -91,6 +91,7 @@ pub fn measure(
 ) {
     let (plan, w, progress) = (m.plan, m.workload, m.progress);
     for rep in 0..plan.reps {
+        let round = Round::next();
         for (mode, via) in modes {
             let _per_packet = match via {
                 Via::ClusterIpPerPacket => match PerPacket::enter(CLIENT_NODE, w.client_ip) {
@@ -118,32 +119,34 @@ pub fn measure(
                     warnings.push(msg);
                 };
                 match iperf::throughput(ns, ip, plan.iperf_secs) {
-                    Ok(g) => add(out, "throughput", mode, b.case, g),
+                    Ok(g) => add_in_round(out, "throughput", mode, b.case, round, g),
                     Err(e) => note(e.to_string()),
                 }
                 let dur = plan.rr;
-                let ids = ("from_pod_ns_rr", *mode, b.case);
+                let ids = ("from_pod_ns_rr", *mode, b.case, round);
                 let (rr_run, missing) = costed(m.stats, out, ids, || {
                     netns::run_in(ns, move || load::request_response(rr, dur))
                 });
                 missing.into_iter().for_each(&mut note);
                 match rr_run {
                     Ok(Ok(lat)) => {
-                        add(out, "latency_p50", mode, b.case, percentile(&lat, 50.0));
-                        add(out, "latency_p99", mode, b.case, percentile(&lat, 99.0));
+                        let p50 = percentile(&lat, 50.0);
+                        let p99 = percentile(&lat, 99.0);
+                        add_in_round(out, "latency_p50", mode, b.case, round, p50);
+                        add_in_round(out, "latency_p99", mode, b.case, round, p99);
                     }
                     Ok(Err(e)) => note(e.to_string()),
                     Err(e) => note(e.to_string()),
                 }
                 let (dur, threads) = (plan.conn, plan.conn_threads);
-                let ids = ("from_pod_ns_conn", *mode, b.case);
+                let ids = ("from_pod_ns_conn", *mode, b.case, round);
                 let (conn_run, missing) = costed(m.stats, out, ids, || {
                     netns::run_in(ns, move || load::connection_rate(rr, dur, threads))
                 });
                 missing.into_iter().for_each(&mut note);
                 match conn_run {
                     Ok(Ok(c)) => {
-                        add(out, "conn_rate", mode, b.case, c.per_sec);
+                        add_in_round(out, "conn_rate", mode, b.case, round, c.per_sec);
                         if c.errors > 0 {
                             note(format!(
                                 "{} connections failed ({})",
@@ -162,9 +165,16 @@ pub fn measure(
     }
 }
 
-/// Adds one sample to scenario `id` in `out`.
+/// Adds one sample, measured outside any round, to scenario `id` in `out`.
 pub fn add(out: &mut [Scenario], id: &str, mode: &str, case: &str, v: f64) {
     if let Some(s) = out.iter_mut().find(|s| s.id == id) {
         s.add(mode, case, &[v]);
+    }
+}
+
+/// Adds one sample measured in `round` to scenario `id` in `out`.
+pub fn add_in_round(out: &mut [Scenario], id: &str, mode: &str, case: &str, round: Round, v: f64) {
+    if let Some(s) = out.iter_mut().find(|s| s.id == id) {
+        s.add_in_round(mode, case, round, v);
     }
 }

@@ -1,7 +1,11 @@
 //! The report: every scenario's figures with median, spread and ratio to the scenario's
 //! baseline mode, written as `report.json` and `report.md`.
+//!
+//! Invariant: a ratio is paired (the median of per-round ratios) only over samples that were
+//! measured in the same [`Round`]; every other ratio is median over median.
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -17,6 +21,22 @@ pub enum Better {
     Lower,
 }
 
+/// One round of an interleaved measurement: the modes measured in one round ran back to back,
+/// so the ratio of two of them sees one state of the shared machine (its drift cancels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Round(pub u64);
+
+impl Round {
+    /// A round no other call in this process returned.
+    pub fn next() -> Round {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Round(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Fewest shared rounds for which a ratio is taken paired rather than median over median.
+pub const MIN_PAIRS: usize = 3;
+
 /// One measured figure: a mode (direct, switchyard-clusterip, iptables, …) in one case
 /// (same node, N = 10000, …), with its repetitions summarised.
 #[derive(Clone, Debug, Serialize)]
@@ -28,8 +48,50 @@ pub struct Figure {
     /// Repetitions, median and spread.
     #[serde(flatten)]
     pub summary: Summary,
-    /// Median divided by the baseline mode's median in the same case.
+    /// The round each sample was measured in (parallel to `summary.samples`; `None`: not part
+    /// of an interleaved measurement).
+    pub rounds: Vec<Option<Round>>,
+    /// Ratio to the baseline mode in the same case ([`ratio_of`]).
     pub ratio: Option<f64>,
+    /// Rounds the ratio was paired over; 0: median divided by the baseline's median.
+    pub paired_rounds: usize,
+}
+
+/// A ratio of two figures and how it was taken.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ratio {
+    /// `a / b`.
+    pub value: f64,
+    /// Rounds both were measured in, when at least [`MIN_PAIRS`]: `value` is the median of
+    /// the per-round ratios. 0: `value` is median over median.
+    pub paired_rounds: usize,
+}
+
+/// `a / b`: the median of the per-round ratios when `a` and `b` share at least [`MIN_PAIRS`]
+/// rounds, else `a`'s median over `b`'s. `None` when the denominator is 0.
+pub fn ratio_of(a: &Figure, b: &Figure) -> Option<Ratio> {
+    let pairs: Vec<f64> = a
+        .rounds
+        .iter()
+        .zip(&a.summary.samples)
+        .filter_map(|(r, x)| {
+            let r = (*r)?;
+            let i = b.rounds.iter().position(|q| *q == Some(r))?;
+            let y = b.summary.samples[i];
+            (y != 0.0).then(|| x / y)
+        })
+        .collect();
+    if pairs.len() >= MIN_PAIRS {
+        return Some(Ratio {
+            value: crate::stats::median(&pairs),
+            paired_rounds: pairs.len(),
+        });
+    }
+    let m = b.summary.median;
+    (m != 0.0).then(|| Ratio {
+        value: a.summary.median / m,
+        paired_rounds: 0,
+    })
 }
 
 /// One scenario: one picture, one table.
@@ -71,43 +133,63 @@ impl Scenario {
         self
     }
 
-    /// Adds (or extends) the figure of `mode` in `case` with `samples`.
+    /// Adds (or extends) the figure of `mode` in `case` with `samples`, measured outside any
+    /// round.
     pub fn add(&mut self, mode: &str, case: &str, samples: &[f64]) {
-        if let Some(f) = self
-            .figures
-            .iter_mut()
-            .find(|f| f.mode == mode && f.case == case)
-        {
-            let mut all = f.summary.samples.clone();
-            all.extend_from_slice(samples);
-            f.summary = Summary::of(all);
-            return;
-        }
-        self.figures.push(Figure {
-            mode: mode.into(),
-            case: case.into(),
-            summary: Summary::of(samples.to_vec()),
-            ratio: None,
-        });
+        self.push(mode, case, samples.iter().map(|&v| (v, None)));
     }
 
-    /// Fills in every figure's ratio to the baseline mode of the same case.
+    /// Adds (or extends) the figure of `mode` in `case` with one sample measured in `round`.
+    pub fn add_in_round(&mut self, mode: &str, case: &str, round: Round, v: f64) {
+        self.push(mode, case, [(v, Some(round))].into_iter());
+    }
+
+    fn push(&mut self, mode: &str, case: &str, new: impl Iterator<Item = (f64, Option<Round>)>) {
+        let i = match self
+            .figures
+            .iter()
+            .position(|f| f.mode == mode && f.case == case)
+        {
+            Some(i) => i,
+            None => {
+                self.figures.push(Figure {
+                    mode: mode.into(),
+                    case: case.into(),
+                    summary: Summary::of(Vec::new()),
+                    rounds: Vec::new(),
+                    ratio: None,
+                    paired_rounds: 0,
+                });
+                self.figures.len() - 1
+            }
+        };
+        let f = &mut self.figures[i];
+        let mut all = f.summary.samples.clone();
+        for (v, round) in new {
+            all.push(v);
+            f.rounds.push(round);
+        }
+        f.summary = Summary::of(all);
+    }
+
+    /// Fills in every figure's ratio ([`ratio_of`]) to the baseline mode of the same case.
     pub fn compute_ratios(&mut self) {
         let Some(base) = self.baseline.clone() else {
             return;
         };
-        let medians: Vec<(String, f64)> = self
+        let bases: Vec<Figure> = self
             .figures
             .iter()
             .filter(|f| f.mode == base)
-            .map(|f| (f.case.clone(), f.summary.median))
+            .cloned()
             .collect();
         for f in &mut self.figures {
-            f.ratio = medians
+            let r = bases
                 .iter()
-                .find(|(c, _)| *c == f.case)
-                .filter(|(_, m)| *m != 0.0)
-                .map(|(_, m)| f.summary.median / m);
+                .find(|b| b.case == f.case)
+                .and_then(|b| ratio_of(f, b));
+            f.ratio = r.map(|r| r.value);
+            f.paired_rounds = r.map_or(0, |r| r.paired_rounds);
         }
     }
 
@@ -212,7 +294,11 @@ fn cell(f: Option<&Figure>) -> String {
     match f {
         None => "–".into(),
         Some(f) => {
-            let ratio = f.ratio.map(|r| format!(" ({r:.2}×)")).unwrap_or_default();
+            let paired = if f.paired_rounds > 0 { " paired" } else { "" };
+            let ratio = f
+                .ratio
+                .map(|r| format!(" ({r:.2}×{paired})"))
+                .unwrap_or_default();
             format!(
                 "{} ±{:.0}%{ratio}",
                 fmt_num(f.summary.median),
@@ -245,7 +331,7 @@ impl Report {
         ];
         let _ = writeln!(
             md,
-            "| ratio to direct pod IP (median of {}) | {} |",
+            "| ratio to direct pod IP ({} rounds; † median over median, others paired) | {} |",
             self.repetitions,
             modes.join(" | ")
         );
@@ -261,8 +347,10 @@ impl Report {
                     .iter()
                     .map(|m| {
                         s.get(m, &case)
-                            .and_then(|f| f.ratio)
-                            .map_or("–".into(), |r| format!("{r:.2}"))
+                            .and_then(|f| Some((f.ratio?, f.paired_rounds)))
+                            .map_or("–".into(), |(r, paired)| {
+                                format!("{r:.2}{}", if paired > 0 { "" } else { "†" })
+                            })
                     })
                     .collect();
                 let _ = writeln!(md, "| {label}, {case} | {} |", cells.join(" | "));
@@ -299,7 +387,7 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "Kernel {}, {} CPUs, {}, {}. Run took {:.0} s; every figure is the median of {} repetitions (± half the min–max spread), with its ratio to the scenario's baseline in parentheses.\n",
+            "Kernel {}, {} CPUs, {}, {}. Run took {:.0} s; every figure is the median of {} repetitions (± half the min–max spread), with its ratio to the scenario's baseline in parentheses. A ratio marked *paired* is the median of the per-round ratios of two modes measured by turns (one round: each mode once, back to back), so drift of the machine between rounds cancels; the others are median over median.\n",
             self.host.kernel,
             self.host.cpus,
             self.host.iptables,
@@ -384,6 +472,42 @@ mod tests {
         assert_eq!(s.get("direct", "same node").unwrap().ratio, Some(1.0));
     }
 
+    fn in_rounds(s: &mut Scenario, mode: &str, samples: &[(u64, f64)]) {
+        for &(r, v) in samples {
+            s.add_in_round(mode, "same node", Round(r), v);
+        }
+    }
+
+    #[test]
+    fn modes_measured_in_the_same_rounds_are_compared_round_by_round() {
+        // The machine speeds up over the run; each round switchyard is ~10% ahead.
+        let mut s = Scenario::new("t", "t", "x", Better::Higher, Some("direct"));
+        in_rounds(&mut s, "direct", &[(0, 100.0), (1, 120.0), (2, 160.0)]);
+        in_rounds(&mut s, "switchyard", &[(0, 110.0), (1, 130.0), (2, 176.0)]);
+        s.compute_ratios();
+        let f = s.get("switchyard", "same node").unwrap();
+        assert_eq!(f.paired_rounds, 3);
+        assert!((f.ratio.unwrap() - 1.1).abs() < 1e-9, "{:?}", f.ratio);
+        // Median over median would have read 130 / 120.
+        assert!(
+            cell(Some(f)).contains("(1.10× paired)"),
+            "{}",
+            cell(Some(f))
+        );
+    }
+
+    #[test]
+    fn too_few_shared_rounds_fall_back_to_median_over_median() {
+        let mut s = Scenario::new("t", "t", "x", Better::Higher, Some("direct"));
+        in_rounds(&mut s, "direct", &[(0, 100.0), (1, 120.0), (2, 160.0)]);
+        in_rounds(&mut s, "switchyard", &[(1, 132.0), (2, 176.0), (7, 90.0)]);
+        s.add("switchyard", "same node", &[500.0]);
+        s.compute_ratios();
+        let f = s.get("switchyard", "same node").unwrap();
+        assert_eq!(f.paired_rounds, 0);
+        assert_eq!(f.ratio, Some((132.0 + 176.0) / 2.0 / 120.0));
+    }
+
     #[test]
     fn markdown_lists_every_mode_and_case() {
         let mut s = Scenario::new(
@@ -419,7 +543,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| connections/s, same node | – | – | – | – | – | 0.80 |"),
+            md.contains("| connections/s, same node | – | – | – | – | – | 0.80† |"),
             "{md}"
         );
     }

@@ -13,7 +13,7 @@ use switchyard_lab::netns;
 
 use crate::interleave::{self, Plane, Turns};
 use crate::kproxy::{apply, iptables, nftables, Svc};
-use crate::report::{Better, Part, Scenario};
+use crate::report::{Better, Part, Round, Scenario};
 use crate::run::Ctx;
 use crate::workload::{Via, CLIENT_NS, RR_PORT};
 use crate::{agent, cluster, datapath, load, stats, switch};
@@ -66,8 +66,8 @@ fn rule_set(ctx: &Ctx, level: usize) -> Vec<Svc> {
     v
 }
 
-/// One run of connection rate and connect latency to the same-node ClusterIP.
-fn probe_once(ctx: &mut Ctx, mode: &str, level: usize, rep: usize) {
+/// One run of connection rate and connect latency to the same-node ClusterIP, in `round`.
+fn probe_once(ctx: &mut Ctx, mode: &str, level: usize, rep: usize, round: Round) {
     let target = SocketAddr::from((ctx.workload.backends[0].cluster_ip, RR_PORT));
     ctx.progress.doing(&format!(
         "scale: {mode}, N={level} (run {}/{})",
@@ -88,9 +88,10 @@ fn probe_once(ctx: &mut Ctx, mode: &str, level: usize, rep: usize) {
             let c50 = stats::percentile(&c.connect_us, 50.0);
             let c99 = stats::percentile(&c.connect_us, 99.0);
             let out = &mut ctx.scenarios;
-            datapath::add(out, "scale_conn_rate", mode, &case(level), c.per_sec);
-            datapath::add(out, "scale_first_packet_p50", mode, &case(level), c50);
-            datapath::add(out, "scale_first_packet_p99", mode, &case(level), c99);
+            let n = &case(level);
+            datapath::add_in_round(out, "scale_conn_rate", mode, n, round, c.per_sec);
+            datapath::add_in_round(out, "scale_first_packet_p50", mode, n, round, c50);
+            datapath::add_in_round(out, "scale_first_packet_p99", mode, n, round, c99);
         }
         Ok(Err(e)) => ctx.warn(format!("scale {mode} N={level}: {e}")),
         Err(e) => ctx.warn(format!("scale {mode} N={level}: {e}")),
@@ -101,7 +102,7 @@ fn probe_once(ctx: &mut Ctx, mode: &str, level: usize, rep: usize) {
 /// [`probe_once`], `reps` times, switchyard alone (levels kube-proxy's modes do not reach).
 fn probe(ctx: &mut Ctx, level: usize) {
     for rep in 0..ctx.plan.reps {
-        probe_once(ctx, "switchyard", level, rep);
+        probe_once(ctx, "switchyard", level, rep, Round::next());
     }
     ctx.progress.tick();
 }
@@ -125,9 +126,10 @@ fn probe_interleaved(ctx: &mut Ctx, level: usize, frontends: u64) -> Result<()> 
         .chain(tools.iter().map(|&t| Plane::Kernel(t)))
         .collect();
     for rep in 0..ctx.plan.reps {
+        let round = Round::next();
         for plane in interleave::order(&planes, rep) {
             turns.activate(ctx, plane)?;
-            probe_once(ctx, plane.name(), level, rep);
+            probe_once(ctx, plane.name(), level, rep, round);
         }
     }
     turns.finish(ctx)?;

@@ -1,11 +1,13 @@
 //! The performance targets (issue #16) read off one run: every figure is a ratio (or an
-//! absolute budget) of medians measured in that run, with whether it meets its target.
+//! absolute budget) measured in that run, with whether it meets its target. A ratio of two
+//! modes measured by turns is the median of their per-round ratios ([`ratio_of`]), else
+//! median over median.
 //!
 //! Invariant: a target whose figures the run did not measure is listed as "not measured",
 //! never as met.
 use std::fmt::Write as _;
 
-use crate::report::{fmt_num, Report};
+use crate::report::{fmt_num, ratio_of, Ratio, Report};
 
 /// Which way a target bounds its figure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +33,8 @@ pub struct Target {
     pub target: String,
     /// Whether the value meets the bound.
     pub met: Option<bool>,
+    /// Rounds a ratio was paired over; 0: median over median, or not a ratio.
+    pub paired_rounds: usize,
 }
 
 fn target(
@@ -56,6 +60,15 @@ fn target(
         unit,
         target: format!("{op} {limit}{unit}"),
         met,
+        paired_rounds: 0,
+    }
+}
+
+/// A ratio target: [`target`] of `r`'s value, keeping how it was taken.
+fn ratio_target(figure: String, r: Option<Ratio>, bound: Bound, limit: f64) -> Target {
+    Target {
+        paired_rounds: r.map_or(0, |r| r.paired_rounds),
+        ..target(figure, r.map(|r| r.value), "×", bound, limit)
     }
 }
 
@@ -64,10 +77,10 @@ fn median(r: &Report, id: &str, mode: &str, case: &str) -> Option<f64> {
     r.scenario(id)?.get(mode, case).map(|f| f.summary.median)
 }
 
-/// `a / b` of two medians of scenario `id`.
-fn ratio(r: &Report, id: &str, a: (&str, &str), b: (&str, &str)) -> Option<f64> {
-    let (x, y) = (median(r, id, a.0, a.1)?, median(r, id, b.0, b.1)?);
-    (y != 0.0).then(|| x / y)
+/// `a / b` of two figures (mode, case) of scenario `id` ([`ratio_of`]).
+fn ratio(r: &Report, id: &str, a: (&str, &str), b: (&str, &str)) -> Option<Ratio> {
+    let s = r.scenario(id)?;
+    ratio_of(s.get(a.0, a.1)?, s.get(b.0, b.1)?)
 }
 
 /// The scale levels (`N=…`) of scenario `id` that `mode` was measured at.
@@ -95,37 +108,33 @@ pub fn targets(r: &Report) -> Vec<Target> {
     let mut out = Vec::new();
     for case in ["same node", "cross node"] {
         let d = ("direct", case);
-        out.push(target(
+        out.push(ratio_target(
             format!("connections/s via ClusterIP, {case} (× direct)"),
             ratio(r, "conn_rate", ("switchyard-clusterip", case), d),
-            "×",
             AtLeast,
             0.95,
         ));
     }
     for n in levels(r, "scale_conn_rate", "nftables") {
         let sy = ("switchyard", n.as_str());
-        out.push(target(
+        out.push(ratio_target(
             format!("connections/s at {n} (× nftables mode)"),
             ratio(r, "scale_conn_rate", sy, ("nftables", &n)),
-            "×",
             AtLeast,
             1.2,
         ));
-        out.push(target(
+        out.push(ratio_target(
             format!("connections/s at {n} (× iptables mode)"),
             ratio(r, "scale_conn_rate", sy, ("iptables", &n)),
-            "×",
             AtLeast,
             2.0,
         ));
     }
     let p50 = "scale_first_packet_p50";
     if let Some(n) = levels(r, p50, "nftables").last() {
-        out.push(target(
+        out.push(ratio_target(
             format!("first-packet p50 at {n} (× nftables mode)"),
             ratio(r, p50, ("switchyard", n), ("nftables", n)),
-            "×",
             AtMost,
             0.8,
         ));
@@ -135,10 +144,9 @@ pub fn targets(r: &Report) -> Vec<Target> {
         ("switchyard-nodeport", "NodePort"),
     ] {
         for case in ["same node", "cross node"] {
-            out.push(target(
+            out.push(ratio_target(
                 format!("TCP throughput via {label}, {case} (× direct)"),
                 ratio(r, "throughput", (mode, case), ("direct", case)),
-                "×",
                 AtLeast,
                 0.95,
             ));
@@ -155,10 +163,9 @@ pub fn targets(r: &Report) -> Vec<Target> {
             ("from_pod_ns_conn", "new connections"),
         ] {
             for case in ["same node", "cross node"] {
-                out.push(target(
+                out.push(ratio_target(
                     format!("from_pod ns/packet, ClusterIP{path} vs direct flow, {what}, {case}"),
                     ratio(r, id, (mode, case), ("direct", case)),
-                    "×",
                     AtMost,
                     1.2,
                 ));
@@ -167,7 +174,7 @@ pub fn targets(r: &Report) -> Vec<Target> {
     }
     let sy_levels = levels(r, "scale_conn_rate", "switchyard");
     for n in sy_levels.iter().filter(|n| n.as_str() != "N=1") {
-        out.push(target(
+        out.push(ratio_target(
             format!("connections/s at {n} (× at N=1)"),
             ratio(
                 r,
@@ -175,7 +182,6 @@ pub fn targets(r: &Report) -> Vec<Target> {
                 ("switchyard", n),
                 ("switchyard", "N=1"),
             ),
-            "×",
             AtLeast,
             0.95,
         ));
@@ -211,8 +217,12 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(md, "| figure | measured | target | met |");
     let _ = writeln!(md, "|---|---|---|---|");
     for t in targets(r) {
+        let paired = match t.paired_rounds {
+            0 => String::new(),
+            n => format!(" (paired, {n} rounds)"),
+        };
         let value = t.value.map_or("not measured".into(), |v| {
-            format!("{}{}", fmt_num(v), t.unit)
+            format!("{}{}{paired}", fmt_num(v), t.unit)
         });
         let met = match t.met {
             Some(true) => "yes",
@@ -252,6 +262,26 @@ mod tests {
         assert_eq!(same.value, Some(0.97));
         assert_eq!(same.met, Some(true));
         assert_eq!(same.target, "≥ 0.95×");
+    }
+
+    #[test]
+    fn a_ratio_of_modes_taken_by_turns_is_paired_round_by_round() {
+        use crate::report::Round;
+        let mut s = Scenario::new("scale_conn_rate", "s", "conn/s", Better::Higher, None);
+        // nftables drifts upward; each round switchyard leads it by 1.25.
+        for (r, v) in [100.0, 110.0, 130.0].into_iter().enumerate() {
+            s.add_in_round("nftables", "N=1", Round(r as u64), v);
+            s.add_in_round("iptables", "N=1", Round(r as u64), v / 2.0);
+            s.add_in_round("switchyard", "N=1", Round(r as u64), v * 1.25);
+        }
+        let r = report(vec![s]);
+        let t = targets(&r);
+        let nft = t
+            .iter()
+            .find(|t| t.figure == "connections/s at N=1 (× nftables mode)")
+            .unwrap();
+        assert_eq!((nft.value, nft.paired_rounds), (Some(1.25), 3));
+        assert!(markdown(&r).contains("| 1.25× (paired, 3 rounds) | ≥ 1.2× | yes |"));
     }
 
     #[test]

@@ -133,5 +133,14 @@ fn quick_bench_reports_every_mode_and_scenario_with_real_figures() {
     let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
     assert!(md.contains("## Headline"), "{md}");
     assert!(md.contains("| switchyard-clusterip |"), "{md}");
+    // The modes of one phase take turns, so their ratios are paired round by round.
+    let paired = figures(scenario(&report, "conn_rate"), "switchyard-clusterip");
+    assert!(
+        paired
+            .iter()
+            .all(|f| f["paired_rounds"].as_u64() >= Some(3)),
+        "conn_rate: switchyard-clusterip ratios not paired: {paired:?}"
+    );
+    assert!(md.contains("(paired, "), "{md}");
     let _ = std::fs::remove_dir_all(&out);
 }
