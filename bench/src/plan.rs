@@ -16,6 +16,8 @@ pub struct Plan {
     pub conn: Duration,
     /// Parallel connecting threads.
     pub conn_threads: usize,
+    /// Duration of each first-packet latency run (one thread, unloaded).
+    pub first_packet: Duration,
     /// Numbers of installed Services for switchyard's scale scenarios (ascending).
     pub levels: Vec<usize>,
     /// The same for kube-proxy's modes: a prefix of `levels`. They stop earlier because
@@ -43,6 +45,7 @@ impl Plan {
                 rr: Duration::from_millis(400),
                 conn: Duration::from_millis(400),
                 conn_threads: 4,
+                first_packet: Duration::from_millis(300),
                 levels: vec![1, 1_000],
                 kernel_levels: vec![1, 1_000],
                 install_budget: Duration::from_secs(60),
@@ -54,11 +57,14 @@ impl Plan {
                 quick,
                 reps: 5,
                 // Shorter runs, five repetitions each, for a full run under 20 minutes: the
-                // datapath modes' runs were 60% of the time at 3 s / 2 s / 2 s (1,400 s).
+                // datapath modes' runs were 60% of the time at 3 s / 2 s / 2 s (1,400 s). The
+                // request/response runs went from 1.5 s to 1.2 s (still ~10,000 round trips)
+                // when the unloaded first-packet runs (0.4 s per scale probe) came in.
                 iperf_secs: 2,
-                rr: Duration::from_millis(1_500),
+                rr: Duration::from_millis(1_200),
                 conn: Duration::from_millis(1_500),
                 conn_threads: 4,
+                first_packet: Duration::from_millis(400),
                 levels: vec![1, 1_000, 10_000, 100_000],
                 kernel_levels: vec![1, 1_000, 10_000],
                 install_budget: Duration::from_secs(20),

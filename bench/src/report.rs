@@ -361,7 +361,14 @@ impl Report {
         let _ = writeln!(md, "|---|---|---|---|");
         for (id, label) in [
             ("scale_conn_rate", "connections/s"),
-            ("scale_first_packet_p50", "first-packet latency p50 (µs)"),
+            (
+                "scale_first_packet_p50",
+                "first-packet latency p50 under load (µs)",
+            ),
+            (
+                "scale_first_packet_unloaded_p50",
+                "first-packet latency p50 unloaded (µs)",
+            ),
             ("program_install", "install N services (ms)"),
             ("program_update", "one endpoint change (ms)"),
         ] {

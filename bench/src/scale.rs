@@ -32,9 +32,13 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario::new("scale_conn_rate", "Connections/s to one Service with N Services installed", "conn/s", Better::Higher, Some("iptables"))
             .method("As the connection-rate test, to the same-node ClusterIP, while N-1 other Services (2–8 endpoints each) are installed."),
-        Scenario::new("scale_first_packet_p50", "First-packet latency (connect) p50 with N Services", "µs", Better::Lower, Some("iptables"))
-            .method("Duration of connect() (SYN to SYN-ACK through the service translation) in the connection-rate runs, median of each run."),
-        Scenario::new("scale_first_packet_p99", "First-packet latency (connect) p99 with N Services", "µs", Better::Lower, Some("iptables"))
+        Scenario::new("scale_first_packet_p50", "First-packet latency (connect) p50 with N Services, under load", "µs", Better::Lower, Some("iptables"))
+            .method("Duration of connect() (SYN to SYN-ACK through the service translation) in the connection-rate runs (4 loops on 2 CPUs: includes waiting for a CPU), median of each run."),
+        Scenario::new("scale_first_packet_p99", "First-packet latency (connect) p99 with N Services, under load", "µs", Better::Lower, Some("iptables"))
+            .method("As above, 99th percentile of each run."),
+        Scenario::new("scale_first_packet_unloaded_p50", "First-packet latency (connect) p50 with N Services, unloaded", "µs", Better::Lower, Some("iptables"))
+            .method("Duration of connect() from one loop of connect, one request and answer, close, right after each connection-rate run (no other connection competes for the CPUs: the SYN's path alone), median of each run."),
+        Scenario::new("scale_first_packet_unloaded_p99", "First-packet latency (connect) p99 with N Services, unloaded", "µs", Better::Lower, Some("iptables"))
             .method("As above, 99th percentile of each run."),
         Scenario::new("program_install", "Programming: install N Services from empty", "ms", Better::Lower, Some("iptables"))
             .method("switchyard: the agent's first sync after a start on empty maps (took_us in its log: model + every map write). iptables: iptables-restore of the whole nat table. nftables: nft -f of the whole kube-proxy table. Wall time of the tool, process start included."),
@@ -66,37 +70,78 @@ fn rule_set(ctx: &Ctx, level: usize) -> Vec<Svc> {
     v
 }
 
-/// One run of connection rate and connect latency to the same-node ClusterIP, in `round`.
+/// One run of connection rate with its connect latency (loaded: [`Plan::conn_threads`]
+/// loops), then one of connect latency alone (unloaded: one loop, so a connect's time is the
+/// SYN's path and not the wait for a CPU), to the same-node ClusterIP, in `round`.
+///
+/// [`Plan::conn_threads`]: crate::plan::Plan::conn_threads
 fn probe_once(ctx: &mut Ctx, mode: &str, level: usize, rep: usize, round: Round) {
-    let target = SocketAddr::from((ctx.workload.backends[0].cluster_ip, RR_PORT));
     ctx.progress.doing(&format!(
         "scale: {mode}, N={level} (run {}/{})",
         rep + 1,
         ctx.plan.reps
     ));
-    let (dur, threads) = (ctx.plan.conn, ctx.plan.conn_threads);
-    match netns::run_in(CLIENT_NS, move || {
-        load::connection_rate(target, dur, threads)
-    }) {
-        Ok(Ok(c)) => {
-            if c.errors > 0 {
-                ctx.warn(format!(
-                    "scale {mode} N={level}: {} connections failed ({})",
-                    c.errors, c.last_error
-                ));
-            }
-            let c50 = stats::percentile(&c.connect_us, 50.0);
-            let c99 = stats::percentile(&c.connect_us, 99.0);
-            let out = &mut ctx.scenarios;
-            let n = &case(level);
-            datapath::add_in_round(out, "scale_conn_rate", mode, n, round, c.per_sec);
-            datapath::add_in_round(out, "scale_first_packet_p50", mode, n, round, c50);
-            datapath::add_in_round(out, "scale_first_packet_p99", mode, n, round, c99);
-        }
-        Ok(Err(e)) => ctx.warn(format!("scale {mode} N={level}: {e}")),
-        Err(e) => ctx.warn(format!("scale {mode} N={level}: {e}")),
+    let n = &case(level);
+    let loaded = (ctx.plan.conn, ctx.plan.conn_threads);
+    let Some(c) = connect_run(ctx, mode, level, loaded) else {
+        return;
+    };
+    let out = &mut ctx.scenarios;
+    datapath::add_in_round(out, "scale_conn_rate", mode, n, round, c.per_sec);
+    add_percentiles(out, "scale_first_packet", mode, n, round, &c.connect_us);
+    let Some(c) = connect_run(ctx, mode, level, (ctx.plan.first_packet, 1)) else {
+        return;
+    };
+    let out = &mut ctx.scenarios;
+    add_percentiles(
+        out,
+        "scale_first_packet_unloaded",
+        mode,
+        n,
+        round,
+        &c.connect_us,
+    );
+}
+
+/// `<prefix>_p50` and `<prefix>_p99` of `us`, to their scenarios.
+fn add_percentiles(out: &mut [Scenario], prefix: &str, mode: &str, n: &str, r: Round, us: &[f64]) {
+    for p in [50, 99] {
+        let v = stats::percentile(us, f64::from(p));
+        datapath::add_in_round(out, &format!("{prefix}_p{p}"), mode, n, r, v);
     }
+}
+
+/// One connection-rate run of `threads` loops for `dur` to the same-node ClusterIP; its
+/// failures are warnings.
+fn connect_run(
+    ctx: &mut Ctx,
+    mode: &str,
+    level: usize,
+    (dur, threads): (Duration, usize),
+) -> Option<load::ConnRate> {
+    let target = SocketAddr::from((ctx.workload.backends[0].cluster_ip, RR_PORT));
+    let run = netns::run_in(CLIENT_NS, move || {
+        load::connection_rate(target, dur, threads)
+    });
     std::thread::sleep(Duration::from_millis(50));
+    let c = match run {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            ctx.warn(format!("scale {mode} N={level}: {e}"));
+            return None;
+        }
+        Err(e) => {
+            ctx.warn(format!("scale {mode} N={level}: {e}"));
+            return None;
+        }
+    };
+    if c.errors > 0 {
+        ctx.warn(format!(
+            "scale {mode} N={level}, {threads} loop(s): {} connections failed ({})",
+            c.errors, c.last_error
+        ));
+    }
+    Some(c)
 }
 
 /// [`probe_once`], `reps` times, switchyard alone (levels kube-proxy's modes do not reach).

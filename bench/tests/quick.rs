@@ -71,6 +71,8 @@ fn quick_bench_reports_every_mode_and_scenario_with_real_figures() {
         "scale_conn_rate",
         "scale_first_packet_p50",
         "scale_first_packet_p99",
+        "scale_first_packet_unloaded_p50",
+        "scale_first_packet_unloaded_p99",
     ] {
         expect.push((
             id,
