@@ -58,11 +58,12 @@ impl Plan {
                 reps: 5,
                 // Shorter runs, five repetitions each, for a full run under 20 minutes: the
                 // datapath modes' runs were 60% of the time at 3 s / 2 s / 2 s (1,400 s). The
-                // request/response runs went from 1.5 s to 1.2 s (still ~10,000 round trips)
-                // when the unloaded first-packet runs (0.4 s per scale probe) came in.
+                // request/response and connection-rate runs went from 1.5 s to 1.2 s (still
+                // ~10,000 round trips, ~15,000 connections) when the unloaded first-packet runs
+                // (0.4 s per scale probe) and the scale levels' direct control came in.
                 iperf_secs: 2,
                 rr: Duration::from_millis(1_200),
-                conn: Duration::from_millis(1_500),
+                conn: Duration::from_millis(1_200),
                 conn_threads: 4,
                 first_packet: Duration::from_millis(400),
                 levels: vec![1, 1_000, 10_000, 100_000],

@@ -31,7 +31,7 @@ const CHANGED: usize = 7;
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario::new("scale_conn_rate", "Connections/s to one Service with N Services installed", "conn/s", Better::Higher, Some("iptables"))
-            .method("As the connection-rate test, to the same-node ClusterIP, while N-1 other Services (2–8 endpoints each) are installed."),
+            .method("As the connection-rate test, to the same-node ClusterIP, while N-1 other Services (2–8 endpoints each) are installed. direct: the same server's pod IP, measured in each of switchyard's turns as the control that levels compare through."),
         Scenario::new("scale_first_packet_p50", "First-packet latency (connect) p50 with N Services, under load", "µs", Better::Lower, Some("iptables"))
             .method("Duration of connect() (SYN to SYN-ACK through the service translation) in the connection-rate runs (4 loops on 2 CPUs: includes waiting for a CPU), median of each run."),
         Scenario::new("scale_first_packet_p99", "First-packet latency (connect) p99 with N Services, under load", "µs", Better::Lower, Some("iptables"))
@@ -83,13 +83,14 @@ fn probe_once(ctx: &mut Ctx, mode: &str, level: usize, rep: usize, round: Round)
     ));
     let n = &case(level);
     let loaded = (ctx.plan.conn, ctx.plan.conn_threads);
-    let Some(c) = connect_run(ctx, mode, level, loaded) else {
+    let service = ctx.workload.backends[0].cluster_ip;
+    let Some(c) = connect_run(ctx, mode, level, service, loaded) else {
         return;
     };
     let out = &mut ctx.scenarios;
     datapath::add_in_round(out, "scale_conn_rate", mode, n, round, c.per_sec);
     add_percentiles(out, "scale_first_packet", mode, n, round, &c.connect_us);
-    let Some(c) = connect_run(ctx, mode, level, (ctx.plan.first_packet, 1)) else {
+    let Some(c) = connect_run(ctx, mode, level, service, (ctx.plan.first_packet, 1)) else {
         return;
     };
     let out = &mut ctx.scenarios;
@@ -111,15 +112,29 @@ fn add_percentiles(out: &mut [Scenario], prefix: &str, mode: &str, n: &str, r: R
     }
 }
 
-/// One connection-rate run of `threads` loops for `dur` to the same-node ClusterIP; its
-/// failures are warnings.
+/// The control of a switchyard turn, in the same `round`: the connection rate to the
+/// same-node server's pod IP, no Service involved. A level's rate relative to it does not move
+/// with the machine's drift between levels (minutes apart), so levels compare through it
+/// (`targets`: connections/s at N × at N=1).
+fn probe_direct(ctx: &mut Ctx, level: usize, round: Round) {
+    let pod = ctx.workload.backends[0].pod_ip;
+    let loaded = (ctx.plan.conn, ctx.plan.conn_threads);
+    if let Some(c) = connect_run(ctx, "direct", level, pod, loaded) {
+        let (out, n) = (&mut ctx.scenarios, &case(level));
+        datapath::add_in_round(out, "scale_conn_rate", "direct", n, round, c.per_sec);
+    }
+}
+
+/// One connection-rate run of `threads` loops for `dur` to `to` (the same-node server, by
+/// its ClusterIP or its pod IP); its failures are warnings.
 fn connect_run(
     ctx: &mut Ctx,
     mode: &str,
     level: usize,
+    to: Ipv4Addr,
     (dur, threads): (Duration, usize),
 ) -> Option<load::ConnRate> {
-    let target = SocketAddr::from((ctx.workload.backends[0].cluster_ip, RR_PORT));
+    let target = SocketAddr::from((to, RR_PORT));
     let run = netns::run_in(CLIENT_NS, move || {
         load::connection_rate(target, dur, threads)
     });
@@ -144,17 +159,21 @@ fn connect_run(
     Some(c)
 }
 
-/// [`probe_once`], `reps` times, switchyard alone (levels kube-proxy's modes do not reach).
+/// [`probe_once`] and [`probe_direct`], `reps` rounds, switchyard alone (levels kube-proxy's
+/// modes do not reach).
 fn probe(ctx: &mut Ctx, level: usize) {
     for rep in 0..ctx.plan.reps {
-        probe_once(ctx, "switchyard", level, rep, Round::next());
+        let round = Round::next();
+        probe_once(ctx, "switchyard", level, rep, round);
+        probe_direct(ctx, level, round);
     }
     ctx.progress.tick();
 }
 
 /// The probes at a level every mode reaches: kube-proxy's rule sets for `level` installed
-/// (each install and update timed from an empty ruleset first), then switchyard, iptables and
-/// nftables by turns, `reps` rounds ([`interleave`]).
+/// (each install and update timed from an empty ruleset first), then switchyard (with
+/// [`probe_direct`] in its turn), iptables and nftables by turns, `reps` rounds
+/// ([`interleave`]).
 fn probe_interleaved(ctx: &mut Ctx, level: usize, frontends: u64) -> Result<()> {
     let tools = [Tool::Iptables, Tool::Nftables];
     for tool in tools {
@@ -175,6 +194,9 @@ fn probe_interleaved(ctx: &mut Ctx, level: usize, frontends: u64) -> Result<()> 
         for plane in interleave::order(&planes, rep) {
             turns.activate(ctx, plane)?;
             probe_once(ctx, plane.name(), level, rep, round);
+            if plane == Plane::Switchyard {
+                probe_direct(ctx, level, round);
+            }
         }
     }
     turns.finish(ctx)?;

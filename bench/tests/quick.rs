@@ -80,6 +80,8 @@ fn quick_bench_reports_every_mode_and_scenario_with_real_figures() {
             vec!["N=1", "N=1000"],
         ));
     }
+    // The control switchyard's levels compare through.
+    expect.push(("scale_conn_rate", vec!["direct"], vec!["N=1", "N=1000"]));
     for id in ["program_install", "program_update"] {
         expect.push((
             id,
@@ -144,5 +146,10 @@ fn quick_bench_reports_every_mode_and_scenario_with_real_figures() {
         "conn_rate: switchyard-clusterip ratios not paired: {paired:?}"
     );
     assert!(md.contains("(paired, "), "{md}");
+    assert!(
+        md.contains("| connections/s at N=1000 (× at N=1, each level × direct in its rounds) | ")
+            && !md.contains("in its rounds) | not measured"),
+        "{md}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
