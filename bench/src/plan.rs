@@ -16,6 +16,9 @@ pub struct Plan {
     pub conn: Duration,
     /// Parallel connecting threads.
     pub conn_threads: usize,
+    /// Alternating slices a scale probe's connection-rate run and its control are cut in
+    /// (`load::connection_rate_sliced`).
+    pub slices: usize,
     /// Duration of each first-packet latency run (one thread, unloaded).
     pub first_packet: Duration,
     /// Numbers of installed Services for switchyard's scale scenarios (ascending).
@@ -45,6 +48,7 @@ impl Plan {
                 rr: Duration::from_millis(400),
                 conn: Duration::from_millis(400),
                 conn_threads: 4,
+                slices: 2,
                 first_packet: Duration::from_millis(300),
                 levels: vec![1, 1_000],
                 kernel_levels: vec![1, 1_000],
@@ -65,6 +69,7 @@ impl Plan {
                 rr: Duration::from_millis(1_200),
                 conn: Duration::from_millis(1_200),
                 conn_threads: 4,
+                slices: 6,
                 first_packet: Duration::from_millis(400),
                 levels: vec![1, 1_000, 10_000, 100_000],
                 kernel_levels: vec![1, 1_000, 10_000],

@@ -74,8 +74,16 @@ fn rule_set(ctx: &Ctx, level: usize) -> Vec<Svc> {
 /// loops), then one of connect latency alone (unloaded: one loop, so a connect's time is the
 /// SYN's path and not the wait for a CPU), to the same-node ClusterIP, in `round`.
 ///
+/// With `control` (switchyard's turns), the connection-rate run alternates in
+/// [`Plan::slices`] slices with the same run to the server's pod IP, no Service involved
+/// (mode `direct`): a level's rate relative to it does not move with the machine's drift
+/// between levels (minutes apart) nor within the turn, so levels compare through it
+/// (`targets`: connections/s at N × at N=1). Without it the run is cut in the same slices,
+/// back to back, so every mode is measured alike.
+///
 /// [`Plan::conn_threads`]: crate::plan::Plan::conn_threads
-fn probe_once(ctx: &mut Ctx, mode: &str, level: usize, rep: usize, round: Round) {
+/// [`Plan::slices`]: crate::plan::Plan::slices
+fn probe_once(ctx: &mut Ctx, mode: &str, level: usize, rep: usize, round: Round, control: bool) {
     ctx.progress.doing(&format!(
         "scale: {mode}, N={level} (run {}/{})",
         rep + 1,
@@ -83,14 +91,28 @@ fn probe_once(ctx: &mut Ctx, mode: &str, level: usize, rep: usize, round: Round)
     ));
     let n = &case(level);
     let loaded = (ctx.plan.conn, ctx.plan.conn_threads);
-    let service = ctx.workload.backends[0].cluster_ip;
-    let Some(c) = connect_run(ctx, mode, level, service, loaded) else {
+    let server = &ctx.workload.backends[0];
+    let mut to = vec![(mode, server.cluster_ip)];
+    if control {
+        to.push(("direct", server.pod_ip));
+    }
+    let Some(runs) = connect_run(ctx, level, &to, loaded, ctx.plan.slices) else {
         return;
     };
     let out = &mut ctx.scenarios;
-    datapath::add_in_round(out, "scale_conn_rate", mode, n, round, c.per_sec);
-    add_percentiles(out, "scale_first_packet", mode, n, round, &c.connect_us);
-    let Some(c) = connect_run(ctx, mode, level, service, (ctx.plan.first_packet, 1)) else {
+    for ((m, _), c) in to.iter().zip(&runs) {
+        datapath::add_in_round(out, "scale_conn_rate", m, n, round, c.per_sec);
+    }
+    add_percentiles(
+        out,
+        "scale_first_packet",
+        mode,
+        n,
+        round,
+        &runs[0].connect_us,
+    );
+    let unloaded = (ctx.plan.first_packet, 1);
+    let Some(runs) = connect_run(ctx, level, &to[..1], unloaded, 1) else {
         return;
     };
     let out = &mut ctx.scenarios;
@@ -100,7 +122,7 @@ fn probe_once(ctx: &mut Ctx, mode: &str, level: usize, rep: usize, round: Round)
         mode,
         n,
         round,
-        &c.connect_us,
+        &runs[0].connect_us,
     );
 }
 
@@ -112,67 +134,57 @@ fn add_percentiles(out: &mut [Scenario], prefix: &str, mode: &str, n: &str, r: R
     }
 }
 
-/// The control of a switchyard turn, in the same `round`: the connection rate to the
-/// same-node server's pod IP, no Service involved. A level's rate relative to it does not move
-/// with the machine's drift between levels (minutes apart), so levels compare through it
-/// (`targets`: connections/s at N × at N=1).
-fn probe_direct(ctx: &mut Ctx, level: usize, round: Round) {
-    let pod = ctx.workload.backends[0].pod_ip;
-    let loaded = (ctx.plan.conn, ctx.plan.conn_threads);
-    if let Some(c) = connect_run(ctx, "direct", level, pod, loaded) {
-        let (out, n) = (&mut ctx.scenarios, &case(level));
-        datapath::add_in_round(out, "scale_conn_rate", "direct", n, round, c.per_sec);
-    }
-}
-
-/// One connection-rate run of `threads` loops for `dur` to `to` (the same-node server, by
-/// its ClusterIP or its pod IP); its failures are warnings.
+/// One connection-rate run of `threads` loops for `dur` to each of `to` (mode, address: the
+/// same-node server by its ClusterIP or its pod IP) in `slices` alternating slices; one
+/// result per target, or none when a run failed (a warning); failed connections are warnings.
 fn connect_run(
     ctx: &mut Ctx,
-    mode: &str,
     level: usize,
-    to: Ipv4Addr,
+    to: &[(&str, Ipv4Addr)],
     (dur, threads): (Duration, usize),
-) -> Option<load::ConnRate> {
-    let target = SocketAddr::from((to, RR_PORT));
+    slices: usize,
+) -> Option<Vec<load::ConnRate>> {
+    let targets: Vec<SocketAddr> = to
+        .iter()
+        .map(|&(_, ip)| SocketAddr::from((ip, RR_PORT)))
+        .collect();
     let run = netns::run_in(CLIENT_NS, move || {
-        load::connection_rate(target, dur, threads)
+        load::connection_rate_sliced(&targets, dur, threads, slices)
     });
     std::thread::sleep(Duration::from_millis(50));
-    let c = match run {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            ctx.warn(format!("scale {mode} N={level}: {e}"));
-            return None;
-        }
+    let modes: Vec<&str> = to.iter().map(|&(m, _)| m).collect();
+    let modes = modes.join(" + ");
+    let runs = match run.map_err(anyhow::Error::from).and_then(|r| Ok(r?)) {
+        Ok(runs) => runs,
         Err(e) => {
-            ctx.warn(format!("scale {mode} N={level}: {e}"));
+            ctx.warn(format!("scale {modes} N={level}: {e:#}"));
             return None;
         }
     };
-    if c.errors > 0 {
-        ctx.warn(format!(
-            "scale {mode} N={level}, {threads} loop(s): {} connections failed ({})",
-            c.errors, c.last_error
-        ));
+    for ((mode, _), c) in to.iter().zip(&runs) {
+        if c.errors > 0 {
+            ctx.warn(format!(
+                "scale {mode} N={level}, {threads} loop(s): {} connections failed ({})",
+                c.errors, c.last_error
+            ));
+        }
     }
-    Some(c)
+    Some(runs)
 }
 
-/// [`probe_once`] and [`probe_direct`], `reps` rounds, switchyard alone (levels kube-proxy's
+/// [`probe_once`] with its control, `reps` rounds, switchyard alone (levels kube-proxy's
 /// modes do not reach).
 fn probe(ctx: &mut Ctx, level: usize) {
     for rep in 0..ctx.plan.reps {
         let round = Round::next();
-        probe_once(ctx, "switchyard", level, rep, round);
-        probe_direct(ctx, level, round);
+        probe_once(ctx, "switchyard", level, rep, round, true);
     }
     ctx.progress.tick();
 }
 
 /// The probes at a level every mode reaches: kube-proxy's rule sets for `level` installed
 /// (each install and update timed from an empty ruleset first), then switchyard (with
-/// [`probe_direct`] in its turn), iptables and nftables by turns, `reps` rounds
+/// its control in its turn), iptables and nftables by turns, `reps` rounds
 /// ([`interleave`]).
 fn probe_interleaved(ctx: &mut Ctx, level: usize, frontends: u64) -> Result<()> {
     let tools = [Tool::Iptables, Tool::Nftables];
@@ -193,10 +205,8 @@ fn probe_interleaved(ctx: &mut Ctx, level: usize, frontends: u64) -> Result<()> 
         let round = Round::next();
         for plane in interleave::order(&planes, rep) {
             turns.activate(ctx, plane)?;
-            probe_once(ctx, plane.name(), level, rep, round);
-            if plane == Plane::Switchyard {
-                probe_direct(ctx, level, round);
-            }
+            let control = plane == Plane::Switchyard;
+            probe_once(ctx, plane.name(), level, rep, round, control);
         }
     }
     turns.finish(ctx)?;
