@@ -275,9 +275,8 @@ pub fn first_success(addr: SocketAddr, timeout: Duration) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    /// The server and both clients on loopback: real sockets, real numbers.
-    #[test]
-    fn clients_measure_a_local_server() {
+    /// An echo server on loopback, serving until the test process ends.
+    fn echo_server() -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         std::thread::spawn(move || loop {
@@ -285,6 +284,13 @@ mod tests {
                 std::thread::spawn(move || echo(s));
             }
         });
+        addr
+    }
+
+    /// The server and both clients on loopback: real sockets, real numbers.
+    #[test]
+    fn clients_measure_a_local_server() {
+        let addr = echo_server();
         let lat = request_response(addr, Duration::from_millis(100)).unwrap();
         assert!(lat.len() > 10 && lat.iter().all(|l| *l > 0.0));
         let c = connection_rate(addr, Duration::from_millis(100), 2).unwrap();
@@ -294,16 +300,7 @@ mod tests {
 
     #[test]
     fn sliced_runs_give_each_target_its_own_count_over_all_its_slices() {
-        let mut addrs = Vec::new();
-        for _ in 0..2 {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            addrs.push(l.local_addr().unwrap());
-            std::thread::spawn(move || loop {
-                if let Ok((s, _)) = l.accept() {
-                    std::thread::spawn(move || echo(s));
-                }
-            });
-        }
+        let addrs = [echo_server(), echo_server()];
         let r = connection_rate_sliced(&addrs, Duration::from_millis(120), 1, 3).unwrap();
         assert_eq!(r.len(), 2);
         for c in &r {
@@ -316,13 +313,7 @@ mod tests {
 
     #[test]
     fn a_sliced_run_fails_when_one_target_does() {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let up = l.local_addr().unwrap();
-        std::thread::spawn(move || loop {
-            if let Ok((s, _)) = l.accept() {
-                std::thread::spawn(move || echo(s));
-            }
-        });
+        let up = echo_server();
         let gone = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
