@@ -158,12 +158,31 @@ fn one_connection(addr: SocketAddr, buf: &mut [u8; MESSAGE]) -> std::io::Result<
     Ok(took)
 }
 
-/// `threads` parallel loops of connect / one request / close for `dur`.
+/// `threads` parallel loops of connect / one request / close for `dur`; an error when no
+/// connection succeeded.
 pub fn connection_rate(
     addr: SocketAddr,
     dur: Duration,
     threads: usize,
 ) -> Result<ConnRate, LoadError> {
+    succeeded(addr, connection_loops(addr, dur, threads))
+}
+
+/// `run`, or the error saying that none of its connections to `addr` succeeded.
+fn succeeded(addr: SocketAddr, run: ConnRate) -> Result<ConnRate, LoadError> {
+    if run.completed == 0 {
+        return Err(LoadError::NothingWorked {
+            what: "connection",
+            addr,
+            secs: run.secs,
+            last: run.last_error,
+        });
+    }
+    Ok(run)
+}
+
+/// The loops of [`connection_rate`]: what they did, none succeeding included.
+fn connection_loops(addr: SocketAddr, dur: Duration, threads: usize) -> ConnRate {
     let start = Instant::now();
     let end = start + dur;
     let workers: Vec<_> = (0..threads)
@@ -202,23 +221,16 @@ pub fn connection_rate(
             out.last_error.clone_from(&last);
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    if total == 0 {
-        return Err(LoadError::NothingWorked {
-            what: "connection",
-            addr,
-            secs,
-            last,
-        });
-    }
-    out.per_sec = total as f64 / secs;
+    out.secs = start.elapsed().as_secs_f64();
     out.completed = total;
-    out.secs = secs;
-    Ok(out)
+    out.per_sec = total as f64 / out.secs;
+    out
 }
 
 /// [`connection_rate`] to each of `targets` for `dur`, taken in `slices` alternating slices
-/// (A B A B …, each `dur / slices`): one result per target.
+/// (A B A B …, each `dur / slices`): one result per target. A slice in which no connection
+/// succeeded counts with its time (a stall lowers the rate, as in one long run); a target
+/// none of whose slices had a success is the error.
 ///
 /// Why slices: on shared CPUs the rate of one run moves by ±10% from one second to the next
 /// for reasons outside the lab. Two targets measured one after the other in 1.2 s blocks
@@ -233,17 +245,17 @@ pub fn connection_rate_sliced(
 ) -> Result<Vec<ConnRate>, LoadError> {
     let slices = slices.max(1);
     let slice = dur / slices as u32;
-    let mut out: Vec<Option<ConnRate>> = vec![None; targets.len()];
+    let mut out = vec![ConnRate::default(); targets.len()];
     for _ in 0..slices {
         for (t, acc) in targets.iter().zip(out.iter_mut()) {
-            let r = connection_rate(*t, slice, threads)?;
-            match acc {
-                Some(a) => a.absorb(r),
-                None => *acc = Some(r),
-            }
+            acc.absorb(connection_loops(*t, slice, threads));
         }
     }
-    Ok(out.into_iter().flatten().collect())
+    targets
+        .iter()
+        .zip(out)
+        .map(|(t, run)| succeeded(*t, run))
+        .collect()
 }
 
 /// How long one [`first_success`] attempt waits for the SYN-ACK (the figure's resolution).
@@ -309,6 +321,31 @@ mod tests {
             assert_eq!(c.connect_us.len() as u64, c.completed, "{c:?}");
             assert!((c.per_sec - c.completed as f64 / c.secs).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn a_slice_without_a_success_lowers_the_rate_instead_of_failing_the_run() {
+        // The port is free for the first slice (refused at once) and served from the second.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            let l = TcpListener::bind(addr).unwrap();
+            loop {
+                if let Ok((s, _)) = l.accept() {
+                    std::thread::spawn(move || echo(s));
+                }
+            }
+        });
+        let r = connection_rate_sliced(&[addr], Duration::from_millis(600), 1, 3).unwrap();
+        assert!(r[0].completed > 0 && r[0].errors > 0, "{:?}", r[0]);
+        assert!(
+            r[0].secs >= 0.59,
+            "the failed slice's time counts: {:?}",
+            r[0]
+        );
     }
 
     #[test]
