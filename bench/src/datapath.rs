@@ -146,7 +146,7 @@ pub fn measure(
                 missing.into_iter().for_each(&mut note);
                 match conn_run {
                     Ok(Ok(c)) => {
-                        add_in_round(out, "conn_rate", mode, b.case, round, c.per_sec);
+                        add_in_round(out, "conn_rate", mode, b.case, round, c.per_sec());
                         if c.errors > 0 {
                             note(format!(
                                 "{} connections failed ({})",

@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
             threads,
         } => {
             let r = load::connection_rate(addr, std::time::Duration::from_secs_f64(secs), threads)?;
-            println!("{:.0} conn/s, {} failed", r.per_sec, r.errors);
+            println!("{:.0} conn/s, {} failed", r.per_sec(), r.errors);
             Ok(())
         }
         Cmd::Fill {

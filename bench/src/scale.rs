@@ -101,7 +101,7 @@ fn probe_once(ctx: &mut Ctx, mode: &str, level: usize, rep: usize, round: Round,
     };
     let out = &mut ctx.scenarios;
     for ((m, _), c) in to.iter().zip(&runs) {
-        datapath::add_in_round(out, "scale_conn_rate", m, n, round, c.per_sec);
+        datapath::add_in_round(out, "scale_conn_rate", m, n, round, c.per_sec());
     }
     add_percentiles(
         out,
