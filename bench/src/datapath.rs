@@ -19,17 +19,17 @@ use crate::workload::{Via, Workload, CLIENT_NODE};
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario::new("throughput", "Bulk TCP throughput (iperf3, one stream)", "Gbit/s", Better::Higher, Some("direct"))
-            .method("iperf3 -c for the configured seconds from the client pod on n1 (NodePort: from sy-ext to n1), received rate."),
+            .method("iperf3 -c for the configured seconds from the client pod on n1 (NodePort: from sy-ext to n1), received rate. In switchyard-clusterip's turn the ClusterIP and the pod IP (direct (control)) take turns of one second each, as many as the configured seconds, and each figure is the mean of its turns."),
         Scenario::new("latency_p50", "Request/response latency p50", "µs", Better::Lower, Some("direct"))
             .method("One TCP connection, back-to-back 64-byte request and answer; median round trip of each run."),
         Scenario::new("latency_p99", "Request/response latency p99", "µs", Better::Lower, Some("direct"))
             .method("As p50, 99th percentile of each run."),
         Scenario::new("conn_rate", "New connections per second", "conn/s", Better::Higher, Some("direct"))
-            .method("4 parallel loops of connect, one 64-byte request and answer, close (client first; tcp_tw_reuse=1 in the client namespace); completions per second. Failed connections are listed under Warnings."),
+            .method("4 parallel loops of connect, one 64-byte request and answer, close (client first; tcp_tw_reuse=1 in the client namespace); completions per second. Failed connections are listed under Warnings. In switchyard-clusterip's turn the ClusterIP run and the pod IP (direct (control)) alternate in slices (A B A B …), each target for the configured time in all."),
         Scenario::new("from_pod_ns_rr", "from_pod cost per packet, request/response on one connection", "ns", Better::Lower, Some("direct"))
             .method("The kernel's run-time accounting of the from_pod tc program (bpf_stats: run_time_ns / run_cnt, summed over the three nodes' programs) across the request/response run: established packets, both directions (the client's requests and the backend's replies each cross one from_pod). switchyard modes only."),
         Scenario::new("from_pod_ns_conn", "from_pod cost per packet, new connections", "ns", Better::Lower, Some("direct"))
-            .method("As above across the connection-rate run: SYN, handshake, one request and answer, FIN/RST of each connection (for ClusterIP per packet: conntrack creation, backend choice and the reply's reverse NAT; switchyard-clusterip's TCP is socket-balanced, so its packets are direct ones)."),
+            .method("As above across the connection-rate run: SYN, handshake, one request and answer, FIN/RST of each connection (for ClusterIP per packet: conntrack creation, backend choice and the reply's reverse NAT; switchyard-clusterip's TCP is socket-balanced, so its packets are direct ones, as are those of the direct control that alternates with it in that run)."),
     ]
 }
 
@@ -48,7 +48,20 @@ pub struct Measure<'a> {
     pub stats: Option<&'a Stats>,
     /// Progress output.
     pub progress: &'a Progress,
+    /// The mode name under which a ClusterIP turn ([`Via::ClusterIp`]) also measures the
+    /// direct pod-IP path as its control, alternating with it (see [`CONTROL`]); `None`: no
+    /// control.
+    pub control: Option<&'a str>,
 }
+
+/// The mode of the direct control measured inside switchyard's ClusterIP turns.
+///
+/// Why: modes taken one after the other in blocks of a second or two see different moments
+/// of the shared machine, and a ratio of two such blocks moves by ±10–20% from one round to
+/// the next though the paths are the same (socket load balancing makes a pod's ClusterIP
+/// connection the direct one). Alternating the ClusterIP run and the direct one in short
+/// slices within the turn makes both see the same moments, as at the scale levels.
+pub const CONTROL: &str = "direct (control)";
 
 /// The program [`Measure::stats`] follows.
 const PROGRAM: &str = "from_pod";
@@ -118,9 +131,20 @@ pub fn measure(
                     progress.say(&format!("warning: {msg}"));
                     warnings.push(msg);
                 };
-                match iperf::throughput(ns, ip, plan.iperf_secs) {
-                    Ok(g) => add_in_round(out, "throughput", mode, b.case, round, g),
-                    Err(e) => note(e.to_string()),
+                let control = m.control.filter(|_| *via == Via::ClusterIp);
+                let direct = b.route(Via::Direct);
+                match control {
+                    Some(c) => match throughput_sliced(ns, [ip, direct.2], plan.iperf_secs) {
+                        Ok([g, d]) => {
+                            add_in_round(out, "throughput", mode, b.case, round, g);
+                            add_in_round(out, "throughput", c, b.case, round, d);
+                        }
+                        Err(e) => note(e.to_string()),
+                    },
+                    None => match iperf::throughput(ns, ip, plan.iperf_secs) {
+                        Ok(g) => add_in_round(out, "throughput", mode, b.case, round, g),
+                        Err(e) => note(e.to_string()),
+                    },
                 }
                 let dur = plan.rr;
                 let ids = ("from_pod_ns_rr", *mode, b.case, round);
@@ -138,20 +162,30 @@ pub fn measure(
                     Ok(Err(e)) => note(e.to_string()),
                     Err(e) => note(e.to_string()),
                 }
-                let (dur, threads) = (plan.conn, plan.conn_threads);
+                // The targets of the connection-rate run: the mode's address, and in a turn with
+                // a control the direct one alternating with it in slices.
+                let mut to = vec![(*mode, rr)];
+                to.extend(control.map(|c| (c, direct.1)));
+                let (dur, threads, slices) = (plan.conn, plan.conn_threads, plan.slices);
+                let addrs: Vec<_> = to.iter().map(|&(_, a)| a).collect();
                 let ids = ("from_pod_ns_conn", *mode, b.case, round);
                 let (conn_run, missing) = costed(m.stats, out, ids, || {
-                    netns::run_in(ns, move || load::connection_rate(rr, dur, threads))
+                    netns::run_in(ns, move || match addrs.as_slice() {
+                        [one] => load::connection_rate(*one, dur, threads).map(|c| vec![c]),
+                        many => load::connection_rate_sliced(many, dur, threads, slices),
+                    })
                 });
                 missing.into_iter().for_each(&mut note);
                 match conn_run {
-                    Ok(Ok(c)) => {
-                        add_in_round(out, "conn_rate", mode, b.case, round, c.per_sec());
-                        if c.errors > 0 {
-                            note(format!(
-                                "{} connections failed ({})",
-                                c.errors, c.last_error
-                            ));
+                    Ok(Ok(runs)) => {
+                        for ((m, a), c) in to.iter().zip(runs) {
+                            add_in_round(out, "conn_rate", m, b.case, round, c.per_sec());
+                            if c.errors > 0 {
+                                note(format!(
+                                    "to {a}: {} connections failed ({})",
+                                    c.errors, c.last_error
+                                ));
+                            }
                         }
                     }
                     Ok(Err(e)) => note(e.to_string()),
@@ -163,6 +197,22 @@ pub fn measure(
             }
         }
     }
+}
+
+/// iperf3 to each of `to` in turns, one second each, `secs` turns per target (A B A B …):
+/// the mean received Gbit/s of each.
+fn throughput_sliced(
+    ns: &str,
+    to: [std::net::SocketAddr; 2],
+    secs: u32,
+) -> Result<[f64; 2], iperf::IperfError> {
+    let mut sum = [0.0; 2];
+    for _ in 0..secs.max(1) {
+        for (addr, acc) in to.iter().zip(sum.iter_mut()) {
+            *acc += iperf::throughput(ns, *addr, 1)?;
+        }
+    }
+    Ok(sum.map(|g| g / f64::from(secs.max(1))))
 }
 
 /// Adds one sample, measured outside any round, to scenario `id` in `out`.

@@ -80,6 +80,14 @@ fn quick_bench_reports_every_mode_and_scenario_with_real_figures() {
             vec!["N=1", "N=1000"],
         ));
     }
+    // The direct control switchyard's ClusterIP turns take in alternating slices.
+    for id in ["throughput", "conn_rate"] {
+        expect.push((
+            id,
+            vec!["direct (control)"],
+            vec!["same node", "cross node"],
+        ));
+    }
     // The control switchyard's levels compare through.
     expect.push(("scale_conn_rate", vec!["direct"], vec!["N=1", "N=1000"]));
     for id in ["program_install", "program_update"] {
@@ -146,6 +154,15 @@ fn quick_bench_reports_every_mode_and_scenario_with_real_figures() {
         "conn_rate: switchyard-clusterip ratios not paired: {paired:?}"
     );
     assert!(md.contains("(paired, "), "{md}");
+    // ClusterIP's targets are paired with the control of their own turns.
+    for case in ["same node", "cross node"] {
+        let row = format!("| connections/s via ClusterIP, {case} (× direct, alternating) | ");
+        let at = md
+            .find(&row)
+            .unwrap_or_else(|| panic!("no row {row}: {md}"));
+        let line = md[at..].lines().next().unwrap_or_default();
+        assert!(line.contains("(paired, "), "{line}");
+    }
     assert!(
         md.contains("| connections/s at N=1000 (× at N=1, each level × direct in its rounds) | ")
             && !md.contains("in its rounds) | not measured"),
