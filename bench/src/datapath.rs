@@ -217,14 +217,19 @@ fn throughput_sliced(
 
 /// Adds one sample, measured outside any round, to scenario `id` in `out`.
 pub fn add(out: &mut [Scenario], id: &str, mode: &str, case: &str, v: f64) {
-    if let Some(s) = out.iter_mut().find(|s| s.id == id) {
+    if let Some(s) = scenario(out, id) {
         s.add(mode, case, &[v]);
     }
 }
 
 /// Adds one sample measured in `round` to scenario `id` in `out`.
 pub fn add_in_round(out: &mut [Scenario], id: &str, mode: &str, case: &str, round: Round, v: f64) {
-    if let Some(s) = out.iter_mut().find(|s| s.id == id) {
+    if let Some(s) = scenario(out, id) {
         s.add_in_round(mode, case, round, v);
     }
+}
+
+/// Scenario `id` of `out`.
+fn scenario<'a>(out: &'a mut [Scenario], id: &str) -> Option<&'a mut Scenario> {
+    out.iter_mut().find(|s| s.id == id)
 }
