@@ -48,10 +48,9 @@ pub struct Measure<'a> {
     pub stats: Option<&'a Stats>,
     /// Progress output.
     pub progress: &'a Progress,
-    /// The mode name under which a ClusterIP turn ([`Via::ClusterIp`]) also measures the
-    /// direct pod-IP path as its control, alternating with it (see [`CONTROL`]); `None`: no
-    /// control.
-    pub control: Option<&'a str>,
+    /// Whether a ClusterIP turn ([`Via::ClusterIp`]) also measures the direct pod-IP path as
+    /// its control, alternating with it, under the mode [`CONTROL`].
+    pub control: bool,
 }
 
 /// The mode of the direct control measured inside switchyard's ClusterIP turns.
@@ -131,7 +130,7 @@ pub fn measure(
                     progress.say(&format!("warning: {msg}"));
                     warnings.push(msg);
                 };
-                let control = m.control.filter(|_| *via == Via::ClusterIp);
+                let control = (m.control && *via == Via::ClusterIp).then_some(CONTROL);
                 let direct = b.route(Via::Direct);
                 match control {
                     Some(c) => match throughput_sliced(ns, [ip, direct.2], plan.iperf_secs) {
@@ -206,13 +205,14 @@ fn throughput_sliced(
     to: [std::net::SocketAddr; 2],
     secs: u32,
 ) -> Result<[f64; 2], iperf::IperfError> {
+    let turns = secs.max(1);
     let mut sum = [0.0; 2];
-    for _ in 0..secs.max(1) {
+    for _ in 0..turns {
         for (addr, acc) in to.iter().zip(sum.iter_mut()) {
             *acc += iperf::throughput(ns, *addr, 1)?;
         }
     }
-    Ok(sum.map(|g| g / f64::from(secs.max(1))))
+    Ok(sum.map(|g| g / f64::from(turns)))
 }
 
 /// Adds one sample, measured outside any round, to scenario `id` in `out`.

@@ -187,7 +187,7 @@ pub fn run(plan: Plan, out: &Path) -> Result<Report> {
         workload: &ctx.workload,
         stats: stats.as_ref(),
         progress: &ctx.progress,
-        control: Some(datapath::CONTROL),
+        control: true,
     };
     let part = Instant::now();
     datapath::measure(&m, &modes, &mut ctx.scenarios, &mut warnings);

@@ -503,7 +503,7 @@ pub fn kernel_datapath(ctx: &mut Ctx, tool: Tool) -> Result<()> {
         workload: &ctx.workload,
         stats: None,
         progress: &ctx.progress,
-        control: None,
+        control: false,
     };
     datapath::measure(&m, &modes, &mut ctx.scenarios, &mut warnings);
     ctx.warnings.extend(warnings);

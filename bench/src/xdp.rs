@@ -95,7 +95,7 @@ fn measure_mode(ctx: &mut Ctx, mode: &str, warnings: &mut Vec<String>) {
         workload: &ctx.workload,
         stats: None,
         progress: &ctx.progress,
-        control: None,
+        control: false,
     };
     datapath::measure(&m, &[(mode, Via::NodePort)], &mut ctx.scenarios, warnings);
 }
