@@ -20,10 +20,12 @@
 //!   frontends are each other's backends (`R1:8000 → CLIENT`, restored to `R2:8000`, and back),
 //!   both "pods" on one veth: every run is a reply-direction conntrack hit and a source rewrite.
 //!   Measured twice: with the frontend in the reply entry (as the datapath records it), and
-//!   without it (`front_addr` 0, as an older datapath left it: a `REV_NAT` lookup per packet);
+//!   without it (`nat_addr` 0, as an older datapath left it: a `REV_NAT` lookup per packet);
 //! - clusterip-syn: fresh SYNs (one per client port, so each creates its conntrack entries), each
 //!   timed in its own single run, averaged. A repeated SYN would hit the entry the first one
 //!   created: it would measure a conntrack hit plus the reply-entry check, not a new flow.
+//!   Their baseline, direct-syn, is a fresh SYN to the backend's address (one per client port,
+//!   interleaved with them): single runs cost more than repeated ones (cold caches, the timer).
 //!
 //! Needs root and bpffs: run with `cargo xtask test` or the command above.
 use std::net::Ipv4Addr;
@@ -177,8 +179,9 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
         reply_revnat_ns = reply_revnat_ns.min(reply_cost(&mut ct, prog, false));
     }
 
-    // (d) New flows: fresh SYNs to VIP:80, one single run each.
-    let mut syn_total = 0.0;
+    // (d) New flows: fresh SYNs to VIP:80 and, as their baseline, to BACKEND:8080 directly,
+    // one single run each, interleaved.
+    let (mut syn_total, mut direct_syn_total) = (0.0, 0.0);
     for sport in 0..SYNS {
         let syn = packet((CLIENT, 20000 + sport), (VIP, 80), proto::TCP, true);
         let (verdict, out, ns) = run_repeated(prog, &syn, 1);
@@ -188,8 +191,14 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
             assert_checksums(&out);
         }
         syn_total += ns;
+        let direct_syn = packet((CLIENT, 20000 + sport), (BACKEND, 9090), proto::TCP, true);
+        let (verdict, out, ns) = run_repeated(prog, &direct_syn, 1);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "new direct flow: redirected");
+        assert_eq!(out, direct_syn, "a direct SYN is not translated");
+        direct_syn_total += ns;
     }
     let syn_ns = syn_total / f64::from(SYNS);
+    let direct_syn_ns = direct_syn_total / f64::from(SYNS);
 
     // (e) The established flows again with the benchmark's largest scale installed: the
     // program's work does not depend on how many Services the maps hold.
@@ -204,10 +213,12 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
     println!(
         "from_pod ns/packet: direct {direct_ns:.0}, clusterip-established {est_ns:.0} \
          (Y/X = {:.2}), clusterip-reply {reply_ns:.0} ({:.2}), clusterip-reply via REV_NAT \
-         {reply_revnat_ns:.0} ({:.2}), clusterip-syn {syn_ns:.0}",
+         {reply_revnat_ns:.0} ({:.2}); new flows: direct-syn {direct_syn_ns:.0}, clusterip-syn \
+         {syn_ns:.0} ({:.2})",
         est_ns / direct_ns,
         reply_ns / direct_ns,
         reply_revnat_ns / direct_ns,
+        syn_ns / direct_syn_ns,
     );
     println!(
         "  with {FILLERS} more Services ({} endpoints): direct {big_direct_ns:.0} ({:.2} × before), \
@@ -218,8 +229,8 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
     );
     println!(
         "  direct, clusterip-established and -reply: fastest of {ROUNDS} means of {REPEAT} runs on one skb; clusterip-syn: \
-         mean of {SYNS} fresh SYNs (new conntrack entries each), each timed in a single run \
-         (includes the test timer's own overhead, ~tens of ns)"
+         means of {SYNS} fresh SYNs each (ClusterIP: new conntrack entries each), each timed in a \
+         single run (includes the test timer's own overhead, ~tens of ns)"
     );
 }
 
@@ -236,8 +247,8 @@ fn reply_cost(
         let key = tcp_key((from, 8000), (CLIENT, 44000), CT_DIR_REPLY);
         let value = CtValue {
             rev_nat_id: id,
-            front_addr: if cached { addr_be(to) } else { 0 },
-            front_port: if cached { port_be(8000) } else { 0 },
+            nat_addr: if cached { addr_be(to) } else { 0 },
+            nat_port: if cached { port_be(8000) } else { 0 },
             ..CtValue::default()
         };
         ct.insert(key, value, 0).expect("reply entry");

@@ -7,10 +7,14 @@ use std::net::Ipv4Addr;
 
 mod common;
 
+use aya::maps::{HashMap, MapData};
 use aya::programs::SchedClassifier;
 use common::prog::*;
-use switchyard::datapath::{loader, MapWriter};
-use switchyard_abi::{addr_be, port_be, proto, Backend, RevNat, ServiceKey, ServiceValue};
+use switchyard::datapath::{loader, tables, MapWriter};
+use switchyard_abi::{
+    addr_be, names, port_be, proto, Backend, CtKey, CtValue, RevNat, ServiceKey, ServiceValue,
+    CT_DIR_FORWARD, CT_REFRESH_NS,
+};
 
 const EMPTY_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 8);
 const VIP2: Ipv4Addr = Ipv4Addr::new(10, 96, 7, 9);
@@ -785,4 +789,63 @@ fn a_table_of_many_batches_is_read_whole_and_deleted_in_bulk() {
     let left = tables::conntrack(&pins.0).expect("read CT again");
     assert_eq!(left.len(), 5_000);
     assert!((5_000..FLOWS).all(|i| left.contains_key(&key(i))));
+}
+
+#[test]
+#[ignore = "needs root and bpffs: run with cargo xtask test"]
+fn an_open_flow_keeps_a_removed_backend_until_its_entry_is_due_for_a_refresh_then_moves() {
+    let pins = Pins::new("moved");
+    let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
+    clusterip_to_backend(&mut loaded);
+    let other = Ipv4Addr::new(10, 244, 9, 4);
+    local_pod(&mut loaded, other);
+    let mut ct: HashMap<MapData, CtKey, CtValue> =
+        tables::open_pinned(&pins.0, names::CT).expect("open CT");
+    let client = (CLIENT, 41000);
+    let ack = with_tcp_flags(packet(client, (VIP, 80), proto::TCP, true), 0x10);
+    let to = |out: &[u8]| (addr(out, 30), port(out, 36));
+
+    let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
+    let (_, out) = run(prog, &packet(client, (VIP, 80), proto::TCP, true));
+    assert_eq!(
+        to(&out),
+        (BACKEND, 8080),
+        "the SYN is balanced to the only backend"
+    );
+
+    // The endpoint goes: the agent removes its backend and puts another in the slot.
+    loaded.backends.remove(&1).expect("remove the backend");
+    install(
+        &mut loaded,
+        (VIP, 80),
+        proto::TCP,
+        (7, backend(other, 8080, proto::TCP)),
+        1,
+        0,
+    );
+    let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
+    let (verdict, out) = run(prog, &ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        to(&out),
+        (BACKEND, 8080),
+        "within a refresh interval the flow keeps the backend its entry remembers"
+    );
+
+    // A refresh interval later (the entry's last packet put back by that much), the next
+    // packet checks the backend, finds it gone and balances the flow anew.
+    let key = tcp_key(client, (VIP, 80), CT_DIR_FORWARD);
+    let mut entry = ct.get(&key, 0).expect("the forward entry");
+    entry.last_seen = entry.last_seen.saturating_sub(CT_REFRESH_NS);
+    ct.insert(key, entry, 0).expect("age the entry");
+    let (verdict, out) = run(prog, &ack);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(
+        to(&out),
+        (other, 8080),
+        "the flow moved to the backend in the slot now"
+    );
+    assert_checksums(&out);
+    let entry = ct.get(&key, 0).expect("the forward entry");
+    assert_eq!(entry.backend_id, 7, "conntrack remembers the new backend");
 }

@@ -20,6 +20,9 @@
 //! second two minutes of closed flows would fill the table — the eviction this module exists to
 //! prevent. (A late retransmitted FIN that misses conntrack is answered by the endpoints.)
 //!
+//! The datapath refreshes a `CT` entry's `last_seen` at most once per `CT_REFRESH_NS` (1 s), so
+//! an idle time read here is up to a second long: a closed flow may go after 9 s.
+//!
 //! Invariant: a flow's two entries (forward and reply) are judged together — both go or both
 //! stay — from the union of their closing flags and the later of their last-seen times; an
 //! entry whose partner is gone (evicted, or taken over by another flow) is judged alone.

@@ -7,9 +7,12 @@
 //!
 //! Entries are stamped with `bpf_ktime_get_coarse_ns` (`CLOCK_MONOTONIC_COARSE`: the clock the
 //! agent ages them by, `CLOCK_MONOTONIC`, at most a tick behind) — idle timeouts are seconds, and
-//! the coarse clock costs a fraction of the precise one on every tracked packet.
+//! the coarse clock costs a fraction of the precise one on every tracked packet. The stamp is
+//! rewritten at most once per `CT_REFRESH_NS` ([`Hit::due`]), and that refresh is also when a
+//! forward entry's remembered backend address is checked against `BACKENDS` again: the packets
+//! in between cost one conntrack lookup, not two map lookups and a write.
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
-use switchyard_abi::{Backend, CtKey, CtValue, CT_DIR_FORWARD, CT_DIR_REPLY};
+use switchyard_abi::{Backend, CtKey, CtValue, CT_DIR_FORWARD, CT_DIR_REPLY, CT_REFRESH_NS};
 
 use crate::maps::{CT, REV_NAT};
 use crate::packet::{Flow, TCP_SYN};
@@ -40,34 +43,57 @@ pub fn reply_key(flow: &Flow) -> CtKey {
     key(flow, CT_DIR_REPLY)
 }
 
-/// Looks up `key` and, on a hit, counts the packet, refreshes the timestamp and records the
-/// closing flags of TCP flags `tcp` (a SYN starts over: the tuple begins a new connection).
-/// The agent's sweeper expires entries by these flags and the timestamp.
+/// The conntrack clock's time (`bpf_ktime_get_coarse_ns`).
 #[inline(always)]
-pub fn touch(key: &CtKey, len: u32, tcp: u8) -> Option<CtValue> {
+fn now() -> u64 {
+    // SAFETY: plain helper call.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// A conntrack hit.
+#[derive(Clone, Copy)]
+pub struct Hit {
+    /// The entry, this packet counted.
+    pub entry: CtValue,
+    /// The entry was due for a refresh (its `last_seen` was `CT_REFRESH_NS` or more old): what
+    /// it remembers is to be checked again.
+    pub due: bool,
+}
+
+/// Looks up `key` and, on a hit, counts the packet, records the closing flags of TCP flags `tcp`
+/// (a SYN starts over: the tuple begins a new connection) and refreshes the timestamp when it is
+/// due or the packet is a SYN. The agent's sweeper expires entries by these flags and the
+/// timestamp.
+#[inline(always)]
+pub fn touch(key: &CtKey, len: u32, tcp: u8) -> Option<Hit> {
     let entry = CT.get_ptr_mut(key)?;
+    let now = now();
     // SAFETY: the pointer is valid for this program run; racing updates of counters on other CPUs
     // only lose increments, never corrupt the entry.
     unsafe {
+        let due = now.saturating_sub((*entry).last_seen) >= CT_REFRESH_NS;
         if tcp & TCP_SYN != 0 {
             (*entry).flags = Flow::closing(tcp);
+            (*entry).last_seen = now;
         } else {
             (*entry).flags |= Flow::closing(tcp);
+            if due {
+                (*entry).last_seen = now;
+            }
         }
-        (*entry).last_seen = bpf_ktime_get_coarse_ns();
         (*entry).packets += 1;
         (*entry).bytes += u64::from(len);
-        Some(*entry)
+        Some(Hit { entry: *entry, due })
     }
 }
 
-/// Key of the reply entry of `flow` load-balanced to `backend` (backend → client).
+/// Key of the reply entry of `flow` load-balanced to `addr:port` (backend → client).
 #[inline(always)]
-fn backend_reply_key(flow: &Flow, backend: &Backend) -> CtKey {
+fn backend_reply_key(flow: &Flow, addr: u32, port: u16) -> CtKey {
     CtKey {
-        saddr: backend.addr,
+        saddr: addr,
         daddr: flow.saddr,
-        sport: backend.port,
+        sport: port,
         dport: flow.sport,
         proto: flow.proto,
         dir: CT_DIR_REPLY,
@@ -75,39 +101,39 @@ fn backend_reply_key(flow: &Flow, backend: &Backend) -> CtKey {
     }
 }
 
-/// Whether the reply entry of `flow` load-balanced to `backend` still belongs to it (names the
+/// Whether the reply entry of `flow` load-balanced to `addr:port` still belongs to it (names the
 /// same frontend, `rev_nat_id`). Forward and reply entries age out of the LRU table
 /// independently; a plain flow reusing the tuple removes the reply entry; and the reply tuple
 /// `backend → client:port` is shared by every frontend that sends that client port to that
 /// backend, so a flow to another frontend from the same port takes it over. A forward entry
 /// whose reply entry is gone or taken must not be reused.
 #[inline(always)]
-pub fn reply_matches(flow: &Flow, backend: &Backend, rev_nat_id: u32) -> bool {
+pub fn reply_matches(flow: &Flow, addr: u32, port: u16, rev_nat_id: u32) -> bool {
     // SAFETY: copied out at once.
-    unsafe { CT.get(&backend_reply_key(flow, backend)) }.is_some_and(|r| r.rev_nat_id == rev_nat_id)
+    unsafe { CT.get(&backend_reply_key(flow, addr, port)) }
+        .is_some_and(|r| r.rev_nat_id == rev_nat_id)
 }
 
 /// Records a new flow from `flow`'s client to backend `backend_id` of frontend `rev_nat_id`.
 #[inline(always)]
 pub fn create(flow: &Flow, backend_id: u32, backend: &Backend, rev_nat_id: u32, len: u32) {
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = now();
     let value = CtValue {
         backend_id,
         rev_nat_id,
         flags: 0,
         pad: 0,
-        front_port: 0,
-        front_addr: 0,
+        nat_port: backend.port,
+        nat_addr: backend.addr,
         last_seen: now,
         packets: 1,
         bytes: u64::from(len),
     };
-    let reply = backend_reply_key(flow, backend);
+    let reply = backend_reply_key(flow, backend.addr, backend.port);
     // The frontend is what the client addressed: `SERVICES` is keyed by it.
     let reply_value = CtValue {
-        front_port: flow.dport,
-        front_addr: flow.daddr,
+        nat_port: flow.dport,
+        nat_addr: flow.daddr,
         packets: 0,
         bytes: 0,
         ..value

@@ -50,13 +50,14 @@ pub fn reverse_nat<W>(
 where
     W: FnOnce(&mut TcContext, &Flow, Side, u32, u16) -> Result<(), ()>,
 {
-    let Some(ct) = conntrack::touch(&conntrack::reply_key(flow), len, flow.tcp_flags()) else {
+    let Some(hit) = conntrack::touch(&conntrack::reply_key(flow), len, flow.tcp_flags()) else {
         return Ok(None);
     };
-    let front = if ct.front_addr != 0 {
+    let ct = hit.entry;
+    let front = if ct.nat_addr != 0 {
         RevNat {
-            addr: ct.front_addr,
-            port: ct.front_port,
+            addr: ct.nat_addr,
+            port: ct.nat_port,
             pad: 0,
         }
     } else {

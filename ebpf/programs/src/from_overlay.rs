@@ -18,9 +18,14 @@ use crate::{forward, frag, hook, icmp, nat, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
+#[inline(always)]
 pub fn from_overlay(mut ctx: TcContext) -> i32 {
     stats::inc(stat::TUNNEL_RX);
-    hook::run(&mut ctx, try_from_overlay)
+    hook::run(
+        &mut ctx,
+        #[inline(always)]
+        |ctx, parsed| try_from_overlay(ctx, parsed),
+    )
 }
 
 #[inline(always)]

@@ -27,8 +27,13 @@ use crate::{conntrack, frag, hook, icmp, snat, source, stats};
 
 /// Entry point: see the module documentation.
 #[classifier]
+#[inline(always)]
 pub fn from_pod(mut ctx: TcContext) -> i32 {
-    hook::run(&mut ctx, try_from_pod)
+    hook::run(
+        &mut ctx,
+        #[inline(always)]
+        |ctx, parsed| try_from_pod(ctx, parsed),
+    )
 }
 
 /// `Err` carries the `stat` drop reason.

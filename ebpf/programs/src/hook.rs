@@ -12,6 +12,11 @@ use crate::{frag, stats};
 
 /// Runs `hook` on the parsed packet (non-IPv4 packets pass untouched). `hook` returns a TC verdict, or `Err` with the `stat` drop
 /// reason (the packet is then dropped and the reason counted).
+///
+/// Entry points pass `hook` as an `#[inline(always)]` closure and are `#[inline(always)]`
+/// themselves: the compiler otherwise outlines a large hook once it crosses its inlining
+/// threshold, the outlined hook gets `Parsed` through the stack, and the verifier rejects the
+/// compiler's spill of the variant's unset fields ("invalid size of register spill").
 #[inline(always)]
 pub fn run(
     ctx: &mut TcContext,

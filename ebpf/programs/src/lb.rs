@@ -8,14 +8,40 @@
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use aya_ebpf::maps::lpm_trie::Key;
 use switchyard_abi::{
-    proto, stat, AffinityKey, AffinityMatchKey, AffinityValue, Backend, ServiceKey, ServiceValue,
-    SourceRangeKey, BACKEND_ACTIVE, SCOPE_EXTERNAL, SCOPE_INTERNAL, SOURCE_RANGE_PREFIX,
-    SVC_FLAG_AFFINITY, SVC_FLAG_MAGLEV, SVC_FLAG_SOURCE_RANGES, SVC_FLAG_TWO_SCOPES,
+    proto, stat, AffinityKey, AffinityMatchKey, AffinityValue, Backend, CtValue, ServiceKey,
+    ServiceValue, SourceRangeKey, BACKEND_ACTIVE, SCOPE_EXTERNAL, SCOPE_INTERNAL,
+    SOURCE_RANGE_PREFIX, SVC_FLAG_AFFINITY, SVC_FLAG_MAGLEV, SVC_FLAG_SOURCE_RANGES,
+    SVC_FLAG_TWO_SCOPES,
 };
 
 use crate::maps::{AFFINITY, AFFINITY_MATCH, BACKENDS, SERVICES, SOURCE_RANGES};
 use crate::packet::{Flow, TCP_ACK, TCP_SYN};
 use crate::{conntrack, stats};
+
+/// Where a load-balanced packet goes: its backend's address and port (network byte order).
+/// `repr(C)` with its padding spelled out and written: no partly initialised stack slot for the
+/// verifier to reason about when the value is spilled.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Dest {
+    /// The backend's IPv4 address.
+    pub addr: u32,
+    /// The backend's port.
+    pub port: u16,
+    pad: u16,
+}
+
+impl Dest {
+    /// Where packets to `backend` go.
+    #[inline(always)]
+    fn of(backend: &Backend) -> Dest {
+        Dest {
+            addr: backend.addr,
+            port: backend.port,
+            pad: 0,
+        }
+    }
+}
 
 /// A frontend header and the scope its slots are in.
 #[derive(Clone, Copy)]
@@ -191,16 +217,16 @@ pub fn choose(
 /// translated to another frontend). `Ok(None)` when the frontend has no backend at all; `Err`
 /// carries a drop reason.
 #[inline(always)]
-pub fn pick(flow: &Flow, front: &Frontend, len: u32, tcp: u8) -> Result<Option<Backend>, u32> {
+pub fn pick(flow: &Flow, front: &Frontend, len: u32, tcp: u8) -> Result<Option<Dest>, u32> {
     let svc = &front.svc;
     let syn = flow.proto == proto::TCP && tcp & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    if let Some((ct, b)) = conntrack::touch(&conntrack::forward_key(flow), len, tcp)
-        .and_then(|ct| backend(ct.backend_id).map(|b| (ct, b)))
+    if let Some((ct, to)) = conntrack::touch(&conntrack::forward_key(flow), len, tcp)
+        .and_then(|hit| remembered(&hit.entry, syn || hit.due).map(|to| (hit.entry, to)))
     {
-        if !syn || conntrack::reply_matches(flow, &b, ct.rev_nat_id) {
+        if !syn || conntrack::reply_matches(flow, to.addr, to.port, ct.rev_nat_id) {
             stats::inc(stat::LB_ESTABLISHED);
             stats::service(svc.rev_nat_id, len, false);
-            return Ok(Some(b));
+            return Ok(Some(to));
         }
     }
     if svc.count == 0 {
@@ -211,5 +237,23 @@ pub fn pick(flow: &Flow, front: &Frontend, len: u32, tcp: u8) -> Result<Option<B
     conntrack::create(flow, id, &b, svc.rev_nat_id, len);
     stats::inc(stat::LB_NEW);
     stats::service(svc.rev_nat_id, len, true);
-    Ok(Some(b))
+    Ok(Some(Dest::of(&b)))
+}
+
+/// The backend a forward conntrack entry `ct` sends its packet to: the address it remembers,
+/// unless it is to be checked (`check`: the entry is due for a refresh, or the packet is a SYN)
+/// or an older datapath wrote it without one; then the backend its id names in `BACKENDS`,
+/// `None` once that backend is gone — the flow then gets a new one. So a removed backend keeps
+/// its flows for at most `CT_REFRESH_NS` (kube-proxy's conntrack keeps a removed endpoint's
+/// TCP flows until they expire).
+#[inline(always)]
+fn remembered(ct: &CtValue, check: bool) -> Option<Dest> {
+    if !check && ct.nat_addr != 0 {
+        return Some(Dest {
+            addr: ct.nat_addr,
+            port: ct.nat_port,
+            pad: 0,
+        });
+    }
+    backend(ct.backend_id).map(|b| Dest::of(&b))
 }

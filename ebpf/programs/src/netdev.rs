@@ -34,14 +34,24 @@ use crate::{forward, frag, hook, icmp, lb, reject, snat, stats};
 
 /// Entry point of the uplink's ingress: see the module documentation.
 #[classifier]
+#[inline(always)]
 pub fn from_netdev(mut ctx: TcContext) -> i32 {
-    hook::run(&mut ctx, try_from_netdev)
+    hook::run(
+        &mut ctx,
+        #[inline(always)]
+        |ctx, parsed| try_from_netdev(ctx, parsed),
+    )
 }
 
 /// Entry point of the uplink's egress: see the module documentation.
 #[classifier]
+#[inline(always)]
 pub fn to_netdev(mut ctx: TcContext) -> i32 {
-    hook::run(&mut ctx, try_to_netdev)
+    hook::run(
+        &mut ctx,
+        #[inline(always)]
+        |ctx, parsed| try_to_netdev(ctx, parsed),
+    )
 }
 
 #[inline(always)]
