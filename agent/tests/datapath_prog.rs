@@ -824,10 +824,15 @@ fn an_open_flow_keeps_a_removed_backend_until_its_entry_is_due_for_a_refresh_the
         0,
     );
     let prog = classifier(&loaded, switchyard_abi::programs::FROM_POD);
-    let (verdict, out) = run(prog, &ack);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
+    // The flow's next packet: redirected to a local pod, and where it went.
+    let next = || {
+        let (verdict, out) = run(prog, &ack);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        assert_checksums(&out);
+        to(&out)
+    };
     assert_eq!(
-        to(&out),
+        next(),
         (BACKEND, 8080),
         "within a refresh interval the flow keeps the backend its entry remembers"
     );
@@ -838,14 +843,11 @@ fn an_open_flow_keeps_a_removed_backend_until_its_entry_is_due_for_a_refresh_the
     let mut entry = ct.get(&key, 0).expect("the forward entry");
     entry.last_seen = entry.last_seen.saturating_sub(CT_REFRESH_NS);
     ct.insert(key, entry, 0).expect("age the entry");
-    let (verdict, out) = run(prog, &ack);
-    assert_eq!(verdict, TC_ACT_REDIRECT);
     assert_eq!(
-        to(&out),
+        next(),
         (other, 8080),
         "the flow moved to the backend in the slot now"
     );
-    assert_checksums(&out);
     let entry = ct.get(&key, 0).expect("the forward entry");
     assert_eq!(entry.backend_id, 7, "conntrack remembers the new backend");
 }
