@@ -26,6 +26,9 @@
 //!   created: it would measure a conntrack hit plus the reply-entry check, not a new flow.
 //!   Their baseline, direct-syn, is a fresh SYN to the backend's address (one per client port,
 //!   interleaved with them): single runs cost more than repeated ones (cold caches, the timer).
+//! - established, one run per flow: an ACK of each of those flows (ClusterIP and direct,
+//!   interleaved), each in a single run: every run meets other map entries, closer to what a
+//!   packet of real traffic pays than the repeated runs on one skb.
 //!
 //! Needs root and bpffs: run with `cargo xtask test` or the command above.
 use std::net::Ipv4Addr;
@@ -200,6 +203,27 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
     let syn_ns = syn_total / f64::from(SYNS);
     let direct_syn_ns = direct_syn_total / f64::from(SYNS);
 
+    // (d') The same flows' next packets: an ACK of each, one single run each, interleaved. Each
+    // run meets another flow's entries, so it pays for the map entries it touches as a packet
+    // of real traffic does (the repeated runs above find them in the cache).
+    let (mut spread_total, mut direct_spread_total) = (0.0, 0.0);
+    for sport in 0..SYNS {
+        let (verdict, out, ns) = run_repeated(prog, &ack((CLIENT, 20000 + sport), (VIP, 80)), 1);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "established flow: redirected");
+        assert_eq!((addr(&out, 30), port(&out, 36)), (BACKEND, 8080));
+        spread_total += ns;
+        let direct_ack = ack((CLIENT, 20000 + sport), (BACKEND, 9090));
+        let (verdict, out, ns) = run_repeated(prog, &direct_ack, 1);
+        assert_eq!(
+            verdict, TC_ACT_REDIRECT,
+            "established direct flow: redirected"
+        );
+        assert_eq!(out, direct_ack, "a direct packet is not translated");
+        direct_spread_total += ns;
+    }
+    let spread_ns = spread_total / f64::from(SYNS);
+    let direct_spread_ns = direct_spread_total / f64::from(SYNS);
+
     // (e) The established flows again with the benchmark's largest scale installed: the
     // program's work does not depend on how many Services the maps hold.
     fill(&mut loaded, FILLERS);
@@ -214,11 +238,13 @@ fn from_pod_cost_per_packet_is_measured_on_direct_and_clusterip_flows() {
         "from_pod ns/packet: direct {direct_ns:.0}, clusterip-established {est_ns:.0} \
          (Y/X = {:.2}), clusterip-reply {reply_ns:.0} ({:.2}), clusterip-reply via REV_NAT \
          {reply_revnat_ns:.0} ({:.2}); new flows: direct-syn {direct_syn_ns:.0}, clusterip-syn \
-         {syn_ns:.0} ({:.2})",
+         {syn_ns:.0} ({:.2}); established, one run per flow: direct {direct_spread_ns:.0}, \
+         clusterip {spread_ns:.0} ({:.2})",
         est_ns / direct_ns,
         reply_ns / direct_ns,
         reply_revnat_ns / direct_ns,
         syn_ns / direct_syn_ns,
+        spread_ns / direct_spread_ns,
     );
     println!(
         "  with {FILLERS} more Services ({} endpoints): direct {big_direct_ns:.0} ({:.2} × before), \
