@@ -4,9 +4,7 @@
 //!    (`drop_source_spoofed`, see [`source`](crate::source)) before anything else looks at it.
 //! 1. A reply from a backend (reply-direction conntrack hit) gets its source restored to the
 //!    frontend the client addressed (reverse NAT). A packet to the service CIDR is not looked up
-//!    as a reply: no client has such an address. It is looked up as a forward flow instead, and
-//!    a packet of an established flow whose entry is fresh goes straight to the backend the
-//!    entry remembers (one conntrack lookup, no `SERVICES` lookup).
+//!    as a reply: no client has such an address.
 //! 2. A packet to a frontend in `SERVICES` (a ClusterIP, or this node's NodePort) is DNATed to a
 //!    backend: the one conntrack remembers for this flow, or a random one for a new flow. A
 //!    frontend without backends answers with ICMP port unreachable.
@@ -70,26 +68,18 @@ fn try_from_pod(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     // A pod's answer to its own hairpin connection.
     forward::unsnat(ctx, &mut flow, loopback)?;
     // No client has an address in the service CIDR: a packet to it is never a backend's reply,
-    // and its flow needs no reply-direction conntrack lookup. It is looked up as a forward flow
-    // instead, before its frontend: an established flow's entry is all its packets need.
-    let tracked = if to_service_cidr(flow.daddr) {
-        let hit = conntrack::touch(&conntrack::forward_key(&flow), len, flow.tcp_flags());
-        if let Some(to) = hit.and_then(|h| lb::established(&flow, &h, len, flow.tcp_flags())) {
-            return translate(ctx, &flow, to);
-        }
-        Some(hit)
-    } else {
+    // and its flow needs no reply-direction conntrack lookup.
+    if !to_service_cidr(flow.daddr) {
         if let Some(front) = forward::reverse_nat(ctx, &flow, len, nat::rewrite)? {
             return Ok(deliver(ctx, flow.daddr, Some(front.addr)));
         }
-        None
-    };
+    }
     if let Some(svc) = lb::lookup_service(&flow) {
         if !lb::admitted(&flow, &svc) {
             return Err(stat::DROP_SOURCE_RANGE);
         }
         let front = lb::scoped(&flow, svc, true).ok_or(stat::DROP_STALE_SLOT)?;
-        return load_balance(ctx, &flow, &front, len, tracked);
+        return load_balance(ctx, &flow, &front, len);
     }
     if flow.proto == switchyard_abi::proto::UDP || flow.is_tcp_syn() {
         conntrack::forget_stale_reply(&flow);
@@ -104,36 +94,24 @@ fn to_service_cidr(daddr: u32) -> bool {
         .is_some_and(|c| c.service_prefix != 0 && in_cidr(daddr, c.service_cidr, c.service_prefix))
 }
 
-/// DNATs a packet addressed to a frontend, then delivers it. `tracked`: the flow's forward
-/// conntrack entry, when it was already looked up for this packet.
+/// DNATs a packet addressed to a frontend, then delivers it.
 #[inline(always)]
 fn load_balance(
     ctx: &mut TcContext,
     flow: &Flow,
     front: &lb::Frontend,
     len: u32,
-    tracked: Option<Option<conntrack::Hit>>,
 ) -> Result<i32, u32> {
-    let tcp = flow.tcp_flags();
-    let picked = match tracked {
-        Some(hit) => lb::pick_tracked(flow, front, len, tcp, hit)?,
-        None => lb::pick(flow, front, len, tcp)?,
-    };
-    let Some(to) = picked else {
+    let Some(backend) = lb::pick(flow, front, len, flow.tcp_flags())? else {
         stats::inc(stat::DROP_NO_BACKEND);
         return reject::port_unreachable(ctx, flow).map_err(|_| stat::DROP_REWRITE);
     };
-    translate(ctx, flow, to)
-}
-
-/// Rewrites the destination to the flow's backend `to`, then delivers the packet.
-#[inline(always)]
-fn translate(ctx: &mut TcContext, flow: &Flow, to: lb::Dest) -> Result<i32, u32> {
-    nat::rewrite(ctx, flow, Side::Destination, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
-    if to.addr == flow.saddr {
-        hairpin(ctx, flow, to.addr, to.port)?;
+    nat::rewrite(ctx, flow, Side::Destination, backend.addr, backend.port)
+        .map_err(|_| stat::DROP_REWRITE)?;
+    if backend.addr == flow.saddr {
+        hairpin(ctx, flow, backend.addr, backend.port)?;
     }
-    Ok(deliver(ctx, to.addr, None))
+    Ok(deliver(ctx, backend.addr, None))
 }
 
 /// A pod balanced to itself would receive a packet from its own address, which its stack drops

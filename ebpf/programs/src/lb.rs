@@ -218,24 +218,10 @@ pub fn choose(
 /// carries a drop reason.
 #[inline(always)]
 pub fn pick(flow: &Flow, front: &Frontend, len: u32, tcp: u8) -> Result<Option<Dest>, u32> {
-    let hit = conntrack::touch(&conntrack::forward_key(flow), len, tcp);
-    pick_tracked(flow, front, len, tcp, hit)
-}
-
-/// [`pick`] with the flow's forward conntrack entry already looked up (and this packet counted
-/// in it): `hit`.
-#[inline(always)]
-pub fn pick_tracked(
-    flow: &Flow,
-    front: &Frontend,
-    len: u32,
-    tcp: u8,
-    hit: Option<conntrack::Hit>,
-) -> Result<Option<Dest>, u32> {
     let svc = &front.svc;
     let syn = flow.proto == proto::TCP && tcp & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    if let Some((ct, to)) =
-        hit.and_then(|hit| remembered(&hit.entry, syn || hit.due).map(|to| (hit.entry, to)))
+    if let Some((ct, to)) = conntrack::touch(&conntrack::forward_key(flow), len, tcp)
+        .and_then(|hit| remembered(&hit.entry, syn || hit.due).map(|to| (hit.entry, to)))
     {
         if !syn || conntrack::reply_matches(flow, to.addr, to.port, ct.rev_nat_id) {
             stats::inc(stat::LB_ESTABLISHED);
@@ -252,28 +238,6 @@ pub fn pick_tracked(
     stats::inc(stat::LB_NEW);
     stats::service(svc.rev_nat_id, len, true);
     Ok(Some(Dest::of(&b)))
-}
-
-/// The backend of an established flow whose forward conntrack entry (`hit`, this packet of
-/// `len` bytes and TCP flags `tcp` counted in it) can be trusted without its frontend: the
-/// entry is fresh and remembers the backend's address, and the packet is no SYN (a SYN may
-/// begin a new connection on a reused port, [`pick`] decides). The frontend's rules (scopes,
-/// source ranges, affinity) chose the backend when the flow began; as with kube-proxy's
-/// conntrack, they are not applied to its later packets. `None`: take [`pick_tracked`].
-#[inline(always)]
-pub fn established(flow: &Flow, hit: &conntrack::Hit, len: u32, tcp: u8) -> Option<Dest> {
-    let syn = flow.proto == proto::TCP && tcp & (TCP_SYN | TCP_ACK) == TCP_SYN;
-    let ct = &hit.entry;
-    if syn || hit.due || ct.nat_addr == 0 {
-        return None;
-    }
-    stats::inc(stat::LB_ESTABLISHED);
-    stats::service(ct.rev_nat_id, len, false);
-    Some(Dest {
-        addr: ct.nat_addr,
-        port: ct.nat_port,
-        pad: 0,
-    })
 }
 
 /// The backend a forward conntrack entry `ct` sends its packet to: the address it remembers,
