@@ -350,12 +350,12 @@ pub struct CtValue {
     pub nat_port: u16,
     /// The IPv4 address (network byte order) the entry's packets are translated to: in reply
     /// entries the frontend's, restored as the source of replies, so that a reply needs no
-    /// `REV_NAT` lookup; in forward entries the backend's, so that a packet needs no `BACKENDS`
-    /// lookup while the entry is fresh (see `last_seen`). 0 in entries written by a datapath
+    /// `REV_NAT` lookup; in forward entries the backend's, so that a TCP packet needs no
+    /// `BACKENDS` lookup while the entry is fresh (see `last_seen`). 0 in entries written by a datapath
     /// older than this field: their packets look `rev_nat_id` or `backend_id` up.
     pub nat_addr: u32,
     /// `bpf_ktime_get_coarse_ns()` of the last packet, refreshed at most once per
-    /// `CT_REFRESH_NS` (so up to that much behind the last packet). A forward entry's packets
+    /// `CT_REFRESH_NS` (so up to that much behind the last packet). A TCP forward entry's packets
     /// trust its `nat_addr` only until it is due for a refresh; the refreshing packet looks the
     /// backend up again.
     pub last_seen: u64,
@@ -365,10 +365,11 @@ pub struct CtValue {
     pub bytes: u64,
 }
 
-/// How often a `CT` entry's `last_seen` is refreshed, in ns (1 s). It bounds how long a forward
-/// entry trusts the backend it remembers: a flow whose backend was removed moves to a new one at
-/// its first packet a second or more after the entry's last refresh. The sweeper's idle timeouts
-/// are 10 s and more.
+/// How often a `CT` entry's `last_seen` is refreshed, in ns (1 s). It bounds how long a TCP
+/// flow's forward entry trusts the backend it remembers: a TCP flow whose backend was removed
+/// moves to a new one at its first packet a second or more after the entry's last refresh (UDP
+/// flows look their backend up at every datagram). The sweeper's idle timeouts are 10 s and
+/// more.
 pub const CT_REFRESH_NS: u64 = 1_000_000_000;
 
 /// `CtValue::flags`: a TCP FIN went through in this entry's direction.

@@ -220,8 +220,11 @@ pub fn choose(
 pub fn pick(flow: &Flow, front: &Frontend, len: u32, tcp: u8) -> Result<Option<Dest>, u32> {
     let svc = &front.svc;
     let syn = flow.proto == proto::TCP && tcp & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    // Looked up in `BACKENDS` whatever the entry's age: a SYN's backend, and every UDP
+    // datagram's (see `remembered`).
+    let always = syn || flow.proto != proto::TCP;
     if let Some((ct, to)) = conntrack::touch(&conntrack::forward_key(flow), len, tcp)
-        .and_then(|hit| remembered(&hit.entry, syn || hit.due).map(|to| (hit.entry, to)))
+        .and_then(|hit| remembered(&hit.entry, always || hit.due).map(|to| (hit.entry, to)))
     {
         if !syn || conntrack::reply_matches(flow, to.addr, to.port, ct.rev_nat_id) {
             stats::inc(stat::LB_ESTABLISHED);
@@ -241,11 +244,13 @@ pub fn pick(flow: &Flow, front: &Frontend, len: u32, tcp: u8) -> Result<Option<D
 }
 
 /// The backend a forward conntrack entry `ct` sends its packet to: the address it remembers,
-/// unless it is to be checked (`check`: the entry is due for a refresh, or the packet is a SYN)
-/// or an older datapath wrote it without one; then the backend its id names in `BACKENDS`,
-/// `None` once that backend is gone — the flow then gets a new one. So a removed backend keeps
-/// its flows for at most `CT_REFRESH_NS` (kube-proxy's conntrack keeps a removed endpoint's
-/// TCP flows until they expire).
+/// unless it is to be checked (`check`: the entry is due for a refresh, the packet is a SYN, or
+/// the flow is not TCP) or an older datapath wrote it without one; then the backend its id
+/// names in `BACKENDS`, `None` once that backend is gone — the flow then gets a new one. So a
+/// removed backend keeps its TCP flows for at most `CT_REFRESH_NS` (kube-proxy's conntrack
+/// keeps a removed endpoint's TCP flows until they expire) and loses its UDP flows at their
+/// next datagram: a UDP client keeps its socket across backend changes (a resolver's queries),
+/// and kube-proxy clears a removed endpoint's UDP conntrack entries.
 #[inline(always)]
 fn remembered(ct: &CtValue, check: bool) -> Option<Dest> {
     if !check && ct.nat_addr != 0 {
