@@ -351,8 +351,8 @@ pub struct CtValue {
     /// The IPv4 address (network byte order) the entry's packets are translated to: in reply
     /// entries the frontend's, restored as the source of replies, so that a reply needs no
     /// `REV_NAT` lookup; in forward entries the backend's, so that a TCP packet needs no
-    /// `BACKENDS` lookup while the entry is fresh (see `last_seen`). 0 in entries written by a datapath
-    /// older than this field: their packets look `rev_nat_id` or `backend_id` up.
+    /// `BACKENDS` lookup while the entry is fresh (see `last_seen`). 0 in entries written by a
+    /// datapath older than this field: their packets look `rev_nat_id` or `backend_id` up.
     pub nat_addr: u32,
     /// `bpf_ktime_get_coarse_ns()` of the last packet, refreshed at most once per
     /// `CT_REFRESH_NS` (so up to that much behind the last packet). A TCP forward entry's packets

@@ -72,14 +72,14 @@ pub fn touch(key: &CtKey, len: u32, tcp: u8) -> Option<Hit> {
     // only lose increments, never corrupt the entry.
     unsafe {
         let due = now.saturating_sub((*entry).last_seen) >= CT_REFRESH_NS;
-        if tcp & TCP_SYN != 0 {
+        let syn = tcp & TCP_SYN != 0;
+        if syn {
             (*entry).flags = Flow::closing(tcp);
-            (*entry).last_seen = now;
         } else {
             (*entry).flags |= Flow::closing(tcp);
-            if due {
-                (*entry).last_seen = now;
-            }
+        }
+        if syn || due {
+            (*entry).last_seen = now;
         }
         (*entry).packets += 1;
         (*entry).bytes += u64::from(len);
