@@ -796,6 +796,7 @@ fn a_table_of_many_batches_is_read_whole_and_deleted_in_bulk() {
 fn an_open_flow_keeps_a_removed_backend_until_its_entry_is_due_for_a_refresh_then_moves() {
     let pins = Pins::new("moved");
     let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
+    configure_pod_node(&mut loaded);
     clusterip_to_backend(&mut loaded);
     let other = Ipv4Addr::new(10, 244, 9, 4);
     local_pod(&mut loaded, other);
@@ -850,4 +851,57 @@ fn an_open_flow_keeps_a_removed_backend_until_its_entry_is_due_for_a_refresh_the
     );
     let entry = ct.get(&key, 0).expect("the forward entry");
     assert_eq!(entry.backend_id, 7, "conntrack remembers the new backend");
+}
+
+#[test]
+#[ignore = "needs root and bpffs: run with cargo xtask test"]
+fn an_open_flow_to_a_deleted_service_is_translated_until_its_entry_is_due_for_a_refresh() {
+    let pins = Pins::new("gone");
+    let mut loaded = loader::load(&pins.0).expect("load the eBPF object");
+    configure_pod_node(&mut loaded);
+    clusterip_to_backend(&mut loaded);
+    let mut ct: HashMap<MapData, CtKey, CtValue> =
+        tables::open_pinned(&pins.0, names::CT).expect("open CT");
+    let client = (CLIENT, 41001);
+    let ack = with_tcp_flags(packet(client, (VIP, 80), proto::TCP, true), 0x10);
+    // Where `from_pod` sends `input`.
+    let to = |loaded: &loader::Loaded, input: &[u8]| {
+        let (_, out) = run(classifier(loaded, switchyard_abi::programs::FROM_POD), input);
+        assert_checksums(&out);
+        (addr(&out, 30), port(&out, 36))
+    };
+    assert_eq!(
+        to(&loaded, &packet(client, (VIP, 80), proto::TCP, true)),
+        (BACKEND, 8080),
+        "the SYN is balanced to the only backend"
+    );
+    assert_eq!(to(&loaded, &ack), (BACKEND, 8080), "the flow's next packet follows");
+
+    // The Service goes: the agent removes its frontend (header and slot) from SERVICES.
+    for slot in [0, 1] {
+        let key = ServiceKey::new(addr_be(VIP), port_be(80), proto::TCP, slot);
+        loaded.services.remove(&key).expect("remove the frontend");
+    }
+    assert_eq!(
+        to(&loaded, &ack),
+        (BACKEND, 8080),
+        "within a refresh interval the open flow keeps its backend, as with kube-proxy's conntrack"
+    );
+    let key = tcp_key(client, (VIP, 80), CT_DIR_FORWARD);
+    let mut entry = ct.get(&key, 0).expect("the forward entry");
+    entry.last_seen = entry.last_seen.saturating_sub(CT_REFRESH_NS);
+    ct.insert(key, entry, 0).expect("age the entry");
+    assert_eq!(
+        to(&loaded, &ack),
+        (VIP, 80),
+        "once the entry is due, the packet finds no frontend and is not translated"
+    );
+}
+
+/// Gives the datapath the configuration of a lab node whose pods (`CLIENT`, `BACKEND`) are in
+/// 10.244.9.0/24, with the lab's service CIDR: a packet to a ClusterIP takes the whole
+/// `from_pod` path, the conntrack-first lookup of an established flow included.
+fn configure_pod_node(loaded: &mut loader::Loaded) {
+    let config = lab_node_config(Ipv4Addr::new(198, 18, 0, 11), Ipv4Addr::new(10, 244, 9, 0));
+    loaded.config.set(0, config, 0).expect("config");
 }

@@ -87,6 +87,26 @@ pub fn touch(key: &CtKey, len: u32, tcp: u8) -> Option<Hit> {
     }
 }
 
+/// Looks up `key` as the forward entry of an established flow that can be used as it is: it is
+/// there, not due for a refresh, and remembers its backend's address (`nat_addr`). On such a hit
+/// counts the packet (of TCP flags `tcp`, no SYN: the caller checks) and records its closing
+/// flags, as [`touch`] does, and returns the entry. Otherwise leaves the entry alone (`None`):
+/// [`touch`] then counts the packet and refreshes what is due.
+#[inline(always)]
+pub fn fresh(key: &CtKey, len: u32, tcp: u8) -> Option<&'static CtValue> {
+    let entry = CT.get_ptr_mut(key)?;
+    // SAFETY: as in `touch`; the reference is read within this program run.
+    unsafe {
+        if (*entry).nat_addr == 0 || now().saturating_sub((*entry).last_seen) >= CT_REFRESH_NS {
+            return None;
+        }
+        (*entry).flags |= Flow::closing(tcp);
+        (*entry).packets += 1;
+        (*entry).bytes += u64::from(len);
+        Some(&*entry)
+    }
+}
+
 /// Key of the reply entry of `flow` load-balanced to `addr:port` (backend → client).
 #[inline(always)]
 fn backend_reply_key(flow: &Flow, addr: u32, port: u16) -> CtKey {

@@ -4,7 +4,9 @@
 //!    (`drop_source_spoofed`, see [`source`](crate::source)) before anything else looks at it.
 //! 1. A reply from a backend (reply-direction conntrack hit) gets its source restored to the
 //!    frontend the client addressed (reverse NAT). A packet to the service CIDR is not looked up
-//!    as a reply: no client has such an address.
+//!    as a reply: no client has such an address. It is looked up as a forward flow instead: a
+//!    packet of an established TCP flow whose entry is fresh goes straight to the backend the
+//!    entry remembers (one conntrack lookup, no `SERVICES` lookup, see [`lb::established`]).
 //! 2. A packet to a frontend in `SERVICES` (a ClusterIP, or this node's NodePort) is DNATed to a
 //!    backend: the one conntrack remembers for this flow, or a random one for a new flow. A
 //!    frontend without backends answers with ICMP port unreachable.
@@ -68,11 +70,15 @@ fn try_from_pod(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     // A pod's answer to its own hairpin connection.
     forward::unsnat(ctx, &mut flow, loopback)?;
     // No client has an address in the service CIDR: a packet to it is never a backend's reply,
-    // and its flow needs no reply-direction conntrack lookup.
-    if !to_service_cidr(flow.daddr) {
-        if let Some(front) = forward::reverse_nat(ctx, &flow, len, nat::rewrite)? {
-            return Ok(deliver(ctx, flow.daddr, Some(front.addr)));
+    // and its flow needs no reply-direction conntrack lookup. It is looked up as a forward flow
+    // instead, before its frontend: a fresh entry of an established TCP flow is all its packets
+    // need.
+    if to_service_cidr(flow.daddr) {
+        if let Some(to) = lb::established(&flow, len, flow.tcp_flags()) {
+            return translate(ctx, &flow, to);
         }
+    } else if let Some(front) = forward::reverse_nat(ctx, &flow, len, nat::rewrite)? {
+        return Ok(deliver(ctx, flow.daddr, Some(front.addr)));
     }
     if let Some(svc) = lb::lookup_service(&flow) {
         if !lb::admitted(&flow, &svc) {
@@ -102,16 +108,21 @@ fn load_balance(
     front: &lb::Frontend,
     len: u32,
 ) -> Result<i32, u32> {
-    let Some(backend) = lb::pick(flow, front, len, flow.tcp_flags())? else {
+    let Some(to) = lb::pick(flow, front, len, flow.tcp_flags())? else {
         stats::inc(stat::DROP_NO_BACKEND);
         return reject::port_unreachable(ctx, flow).map_err(|_| stat::DROP_REWRITE);
     };
-    nat::rewrite(ctx, flow, Side::Destination, backend.addr, backend.port)
-        .map_err(|_| stat::DROP_REWRITE)?;
-    if backend.addr == flow.saddr {
-        hairpin(ctx, flow, backend.addr, backend.port)?;
+    translate(ctx, flow, to)
+}
+
+/// Rewrites the destination to the flow's backend `to`, then delivers the packet.
+#[inline(always)]
+fn translate(ctx: &mut TcContext, flow: &Flow, to: lb::Dest) -> Result<i32, u32> {
+    nat::rewrite(ctx, flow, Side::Destination, to.addr, to.port).map_err(|_| stat::DROP_REWRITE)?;
+    if to.addr == flow.saddr {
+        hairpin(ctx, flow, to.addr, to.port)?;
     }
-    Ok(deliver(ctx, backend.addr, None))
+    Ok(deliver(ctx, to.addr, None))
 }
 
 /// A pod balanced to itself would receive a packet from its own address, which its stack drops

@@ -243,6 +243,28 @@ pub fn pick(flow: &Flow, front: &Frontend, len: u32, tcp: u8) -> Result<Option<D
     Ok(Some(Dest::of(&b)))
 }
 
+/// The backend of a packet (`len` bytes, TCP flags `tcp`) of an established TCP flow whose
+/// forward conntrack entry can be trusted without its frontend ([`conntrack::fresh`]): the entry
+/// is fresh and remembers the backend's address, and the packet is no SYN (a SYN may begin a new
+/// connection on a reused port: [`pick`] decides). The frontend's rules (scopes, source ranges,
+/// affinity) chose the backend when the flow began; as with kube-proxy's conntrack, they are not
+/// applied to its later packets. UDP datagrams are not taken here: they look their backend up
+/// every time ([`remembered`]). `None`: take [`pick`].
+#[inline(always)]
+pub fn established(flow: &Flow, len: u32, tcp: u8) -> Option<Dest> {
+    if flow.proto != proto::TCP || tcp & TCP_SYN != 0 {
+        return None;
+    }
+    let ct = conntrack::fresh(&conntrack::forward_key(flow), len, tcp)?;
+    stats::inc(stat::LB_ESTABLISHED);
+    stats::service(ct.rev_nat_id, len, false);
+    Some(Dest {
+        addr: ct.nat_addr,
+        port: ct.nat_port,
+        pad: 0,
+    })
+}
+
 /// The backend a forward conntrack entry `ct` sends its packet to: the address it remembers,
 /// unless it is to be checked (`check`: the entry is due for a refresh, the packet is a SYN, or
 /// the flow is not TCP) or an older datapath wrote it without one; then the backend its id
