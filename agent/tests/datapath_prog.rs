@@ -866,7 +866,10 @@ fn an_open_flow_to_a_deleted_service_is_translated_until_its_entry_is_due_for_a_
     let ack = with_tcp_flags(packet(client, (VIP, 80), proto::TCP, true), 0x10);
     // Where `from_pod` sends `input`.
     let to = |loaded: &loader::Loaded, input: &[u8]| {
-        let (_, out) = run(classifier(loaded, switchyard_abi::programs::FROM_POD), input);
+        let (_, out) = run(
+            classifier(loaded, switchyard_abi::programs::FROM_POD),
+            input,
+        );
         assert_checksums(&out);
         (addr(&out, 30), port(&out, 36))
     };
@@ -875,7 +878,11 @@ fn an_open_flow_to_a_deleted_service_is_translated_until_its_entry_is_due_for_a_
         (BACKEND, 8080),
         "the SYN is balanced to the only backend"
     );
-    assert_eq!(to(&loaded, &ack), (BACKEND, 8080), "the flow's next packet follows");
+    assert_eq!(
+        to(&loaded, &ack),
+        (BACKEND, 8080),
+        "the flow's next packet follows"
+    );
 
     // The Service goes: the agent removes its frontend (header and slot) from SERVICES.
     for slot in [0, 1] {
