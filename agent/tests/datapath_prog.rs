@@ -841,9 +841,7 @@ fn an_open_flow_keeps_a_removed_backend_until_its_entry_is_due_for_a_refresh_the
     // A refresh interval later (the entry's last packet put back by that much), the next
     // packet checks the backend, finds it gone and balances the flow anew.
     let key = tcp_key(client, (VIP, 80), CT_DIR_FORWARD);
-    let mut entry = ct.get(&key, 0).expect("the forward entry");
-    entry.last_seen = entry.last_seen.saturating_sub(CT_REFRESH_NS);
-    ct.insert(key, entry, 0).expect("age the entry");
+    age_by_a_refresh_interval(&mut ct, key);
     assert_eq!(
         next(),
         (other, 8080),
@@ -895,9 +893,7 @@ fn an_open_flow_to_a_deleted_service_is_translated_until_its_entry_is_due_for_a_
         "within a refresh interval the open flow keeps its backend, as with kube-proxy's conntrack"
     );
     let key = tcp_key(client, (VIP, 80), CT_DIR_FORWARD);
-    let mut entry = ct.get(&key, 0).expect("the forward entry");
-    entry.last_seen = entry.last_seen.saturating_sub(CT_REFRESH_NS);
-    ct.insert(key, entry, 0).expect("age the entry");
+    age_by_a_refresh_interval(&mut ct, key);
     assert_eq!(
         to(&loaded, &ack),
         (VIP, 80),
@@ -911,4 +907,12 @@ fn an_open_flow_to_a_deleted_service_is_translated_until_its_entry_is_due_for_a_
 fn configure_pod_node(loaded: &mut loader::Loaded) {
     let config = lab_node_config(Ipv4Addr::new(198, 18, 0, 11), Ipv4Addr::new(10, 244, 9, 0));
     loaded.config.set(0, config, 0).expect("config");
+}
+
+/// Puts the last packet of conntrack entry `key` back by `CT_REFRESH_NS`: its next packet finds
+/// it due for a refresh.
+fn age_by_a_refresh_interval(ct: &mut HashMap<MapData, CtKey, CtValue>, key: CtKey) {
+    let mut entry = ct.get(&key, 0).expect("the conntrack entry");
+    entry.last_seen = entry.last_seen.saturating_sub(CT_REFRESH_NS);
+    ct.insert(key, entry, 0).expect("age the entry");
 }
