@@ -71,18 +71,12 @@ pub fn touch(key: &CtKey, len: u32, tcp: u8) -> Option<Hit> {
     // SAFETY: the pointer is valid for this program run; racing updates of counters on other CPUs
     // only lose increments, never corrupt the entry.
     unsafe {
-        let due = now.saturating_sub((*entry).last_seen) >= CT_REFRESH_NS;
+        let due = due(&*entry, now);
         let syn = tcp & TCP_SYN != 0;
-        if syn {
-            (*entry).flags = Flow::closing(tcp);
-        } else {
-            (*entry).flags |= Flow::closing(tcp);
-        }
         if syn || due {
             (*entry).last_seen = now;
         }
-        (*entry).packets += 1;
-        (*entry).bytes += u64::from(len);
+        count(&mut *entry, len, tcp);
         Some(Hit { entry: *entry, due })
     }
 }
@@ -97,14 +91,32 @@ pub fn fresh(key: &CtKey, len: u32, tcp: u8) -> Option<&'static CtValue> {
     let entry = CT.get_ptr_mut(key)?;
     // SAFETY: as in `touch`; the reference is read within this program run.
     unsafe {
-        if (*entry).nat_addr == 0 || now().saturating_sub((*entry).last_seen) >= CT_REFRESH_NS {
+        if (*entry).nat_addr == 0 || due(&*entry, now()) {
             return None;
         }
-        (*entry).flags |= Flow::closing(tcp);
-        (*entry).packets += 1;
-        (*entry).bytes += u64::from(len);
+        count(&mut *entry, len, tcp);
         Some(&*entry)
     }
+}
+
+/// Whether `entry`'s `last_seen` is `CT_REFRESH_NS` or more before `now`: what it remembers is
+/// to be checked again, and its timestamp refreshed.
+#[inline(always)]
+fn due(entry: &CtValue, now: u64) -> bool {
+    now.saturating_sub(entry.last_seen) >= CT_REFRESH_NS
+}
+
+/// Counts a packet of `len` bytes and TCP flags `tcp` in `entry` and records its closing flags
+/// (a SYN starts over: the tuple begins a new connection).
+#[inline(always)]
+fn count(entry: &mut CtValue, len: u32, tcp: u8) {
+    if tcp & TCP_SYN != 0 {
+        entry.flags = Flow::closing(tcp);
+    } else {
+        entry.flags |= Flow::closing(tcp);
+    }
+    entry.packets += 1;
+    entry.bytes += u64::from(len);
 }
 
 /// Key of the reply entry of `flow` load-balanced to `addr:port` (backend → client).

@@ -41,6 +41,17 @@ impl Dest {
             pad: 0,
         }
     }
+
+    /// Where the forward conntrack entry `ct` remembers its flow's packets go (`nat_addr`,
+    /// `nat_port`).
+    #[inline(always)]
+    fn remembered_by(ct: &CtValue) -> Dest {
+        Dest {
+            addr: ct.nat_addr,
+            port: ct.nat_port,
+            pad: 0,
+        }
+    }
 }
 
 /// A frontend header and the scope its slots are in.
@@ -258,11 +269,7 @@ pub fn established(flow: &Flow, len: u32, tcp: u8) -> Option<Dest> {
     let ct = conntrack::fresh(&conntrack::forward_key(flow), len, tcp)?;
     stats::inc(stat::LB_ESTABLISHED);
     stats::service(ct.rev_nat_id, len, false);
-    Some(Dest {
-        addr: ct.nat_addr,
-        port: ct.nat_port,
-        pad: 0,
-    })
+    Some(Dest::remembered_by(ct))
 }
 
 /// The backend a forward conntrack entry `ct` sends its packet to: the address it remembers,
@@ -276,11 +283,7 @@ pub fn established(flow: &Flow, len: u32, tcp: u8) -> Option<Dest> {
 #[inline(always)]
 fn remembered(ct: &CtValue, check: bool) -> Option<Dest> {
     if !check && ct.nat_addr != 0 {
-        return Some(Dest {
-            addr: ct.nat_addr,
-            port: ct.nat_port,
-            pad: 0,
-        });
+        return Some(Dest::remembered_by(ct));
     }
     backend(ct.backend_id).map(|b| Dest::of(&b))
 }
