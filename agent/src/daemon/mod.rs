@@ -3,6 +3,8 @@
 //! 1. Watches Services, EndpointSlices and Nodes ([`crate::watch`]).
 //! 2. Waits for its own Node to have a podCIDR and an InternalIP.
 //! 3. Prepares the node and loads the datapath ([`node`]).
+//! 4. Attaches the pods already on the node (before the first sync, so that a ready agent
+//!    serves every local pod).
 //! 5. Reconciles ([`reconcile`]): after every watch event (debounced by 10 ms) the Services the
 //!    events name are recomputed by the pure [`crate::model`] and only the differences are written;
 //!    a relist and, as a safety net, every 30 s, the whole desired state is recomputed;
@@ -129,6 +131,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         trimmer: Trimmer::default(),
         resync: resync::Resync::starting(Instant::now()),
     };
+    // The pods already on the node are attached before the first sync: once that sync is
+    // logged and `/readyz` answers, every local pod's packets go through `from_pod` (an agent
+    // started on pinned maps without link pins would otherwise leave them to the kernel's
+    // bridge until its first pods tick).
+    if let Err(e) = dp.sync_local_pods() {
+        tracing::warn!(error = %e, "attaching local pods failed; retrying");
+    }
     work.reconcile(&mut dp, &stores);
     let mut pods = tokio::time::interval(Duration::from_millis(200));
     loop {

@@ -196,3 +196,34 @@ fn the_datapath_serves_while_the_api_server_is_away_for_a_minute_and_readyz_says
     assert!(sent > 1000, "the loop ran throughout the minute: {printed}");
     assert_eq!(failed, 0, "no request failed: {printed}");
 }
+
+#[test]
+#[ignore = "needs root and the netns lab: run with cargo xtask test"]
+fn an_agent_started_without_its_program_links_attaches_every_local_pod_before_its_first_sync() {
+    let (lab, ip) = echo_lab();
+    assert!(lab.kill("agent-n1"), "the agent was running");
+    // The maps stay pinned; the programs detach with their link pins (links removed by hand,
+    // or the benchmark's turns with kube-proxy): the kernel's bridge carries the pods' packets
+    // until the agent attaches them again.
+    std::fs::remove_dir_all("/sys/fs/bpf/switchyard/n1/links").expect("remove the link pins");
+    lab.start_agent_again(1).expect("agent back");
+    let log = lab.log_of("agent-n1");
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    kube::wait(
+        "the restarted agent's first services sync",
+        Duration::from_secs(60),
+        Some(&format!("see {}", log.display())),
+        || Ok(text().contains("services synced")),
+    )
+    .expect("first sync");
+    let text = text();
+    let (before, after) = text.split_once("services synced").expect("the sync line");
+    let attached = |t: &str| t.matches("pod attached to the datapath").count();
+    assert!(
+        attached(before) >= 4 && attached(after) == 0,
+        "every pod on n1 (the three echo pods and the client among them) is attached before the \
+         first sync, which makes the agent ready:\n{text}"
+    );
+    probe::echo(&lab, &probe::pod_ns("client"), &format!("http://{ip}/"))
+        .expect("the ClusterIP answers through the restarted agent");
+}
