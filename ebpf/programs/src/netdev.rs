@@ -17,10 +17,15 @@
 //! Later fragments of translated datagrams and ICMP errors about translated flows follow their
 //! datagram or flow ([`frag`](crate::frag), [`icmp`](crate::icmp)).
 //!
+//! 3. A packet from outside the cluster to a pod's address (its podCIDR routed to this node) is
+//!    remembered as an inbound flow and left to the kernel to forward.
+//!
 //! `to_netdev` (TC egress): the seed rule
 //! `POSTROUTING ! -d CLUSTER_SUBNET -m addrtype ! --dst-type LOCAL -j MASQUERADE` — pod traffic
-//! leaving the cluster CIDR gets the node address and a port of its own as source. (Traffic to
-//! the node's own addresses never reaches the uplink's egress.)
+//! leaving the cluster CIDR gets the node address and a port of its own as source. As with
+//! netfilter, whose MASQUERADE only translates the connections pods start, the answers of an
+//! inbound flow (3.) keep the pod's address. (Traffic to the node's own addresses never reaches
+//! the uplink's egress.)
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use switchyard_abi::{
     stat, NodeConfig, ServiceValue, SVC_FLAG_EXTERNAL, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_NODEPORT,
@@ -81,7 +86,10 @@ fn try_from_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
                 stats::inc(stat::EXTERNAL);
                 frontend(ctx, &flow, svc, &cfg)
             }
-            _ => Ok(TC_ACT_OK),
+            _ => {
+                inbound(&flow, &cfg);
+                Ok(TC_ACT_OK)
+            }
         };
     }
     let port = u16::from_be(flow.dport);
@@ -94,6 +102,19 @@ fn try_from_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
             frontend(ctx, &flow, svc, &cfg)
         }
         None => Ok(TC_ACT_OK),
+    }
+}
+
+/// A packet from outside the cluster to an address in the cluster CIDR (a pod's podCIDR routed
+/// to this node): its flow is remembered ([`snat::inbound`]) so that masquerade leaves the
+/// answers with the pod's own address, which is what the client connected to. The kernel
+/// forwards the packet itself.
+#[inline(always)]
+fn inbound(flow: &Flow, cfg: &NodeConfig) {
+    if in_cidr(flow.daddr, cfg.cluster_cidr, cfg.cluster_prefix)
+        && !in_cidr(flow.saddr, cfg.cluster_cidr, cfg.cluster_prefix)
+    {
+        snat::inbound(flow, flow.tcp_flags());
     }
 }
 
@@ -195,6 +216,9 @@ fn try_to_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
     }
     let to = snat::translate(&flow, uplink_addr(ctx, &cfg), false, flow.tcp_flags(), &cfg)
         .ok_or(stat::DROP_SNAT_EXHAUSTED)?;
+    if snat::is_identity(&flow, &to) {
+        return Ok(TC_ACT_OK);
+    }
     nat::rewrite_stored(ctx, &flow, Side::Source, to.addr, to.port)
         .map_err(|_| stat::DROP_REWRITE)?;
     Ok(TC_ACT_OK)

@@ -86,6 +86,45 @@ pub fn translate(
     Some(to)
 }
 
+/// Remembers `flow`, from outside the cluster to a pod's own address (its podCIDR routed to
+/// this node), as a flow translated to itself: a reply entry (this direction) and a forward
+/// entry (the pod's) that both name the pod's own address and port. Masquerade ([`translate`])
+/// then finds the pod's answers already translated — to themselves — and leaves their source
+/// alone, as netfilter's MASQUERADE leaves the replies of connections it did not start. A SYN
+/// (a new connection, perhaps on the tuple of an older masqueraded one) writes both entries
+/// again; any other packet refreshes its entry and writes them only when they are missing.
+#[inline(always)]
+pub fn inbound(flow: &Flow, tcp: u8) {
+    let reply = key(flow, CT_DIR_REPLY);
+    if tcp & TCP_SYN == 0 && touch(&reply, tcp).is_some() {
+        return;
+    }
+    let pod = NatEntry {
+        addr: flow.daddr,
+        port: flow.dport,
+        flags: Flow::closing(tcp),
+        pad: 0,
+        // SAFETY: plain helper call.
+        last_seen: unsafe { bpf_ktime_get_ns() },
+    };
+    let out = Flow {
+        saddr: flow.daddr,
+        daddr: flow.saddr,
+        sport: flow.dport,
+        dport: flow.sport,
+        ..*flow
+    };
+    let _ = NAT.insert(&reply, &pod, 0);
+    let _ = NAT.insert(&key(&out, CT_DIR_FORWARD), &NatEntry { flags: 0, ..pod }, 0);
+}
+
+/// Whether `to`, the translation [`translate`] gave `flow`, is `flow`'s own source (an answer
+/// of an [`inbound`] flow): nothing to rewrite.
+#[inline(always)]
+pub fn is_identity(flow: &Flow, to: &NatEntry) -> bool {
+    to.addr == flow.saddr && to.port == flow.sport
+}
+
 /// Whether NodePort SNAT to the router address may keep `flow`'s source port: only when it lies
 /// in the SNAT range. The router address is also the source of the node's own connections to
 /// other nodes' pods, whose ports come from below that range; keeping one of those could make a

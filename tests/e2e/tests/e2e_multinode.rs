@@ -255,6 +255,56 @@ fn egress_is_masqueraded_and_200_concurrent_connections_complete() {
 
 #[test]
 #[ignore = "needs root and the netns lab: run with cargo xtask test"]
+fn an_outside_client_routed_to_a_podcidr_is_answered_from_the_pod_address_not_masqueraded() {
+    let lab = cluster();
+    // The outside host routes each node's podCIDR to that node (as a router that learned the
+    // podCIDRs would); the namespace goes with the lab.
+    for n in 1..=3 {
+        lab.exec_in(
+            topology::EXT,
+            &[
+                "ip",
+                "route",
+                "replace",
+                &format!("10.244.{n}.0/24"),
+                "via",
+                &topology::node_addr(n),
+            ],
+        )
+        .expect("route a podCIDR");
+    }
+    for pod in ["echo-n1", "echo-n2"] {
+        let ip = pod_ip(&lab, pod);
+        let answer = curl_from(&lab, topology::EXT, &format!("http://{ip}:8080/"))
+            .unwrap_or_else(|e| panic!("TCP from outside to {pod} at {ip}: {e}"));
+        assert_eq!(
+            pod_and_peer(&answer),
+            (pod.to_string(), topology::EXT_ADDR.to_string()),
+            "{pod} answers and sees the outside client's own address"
+        );
+        // A connected UDP socket takes answers from the address it sent to only.
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(3)\ns.connect(('{ip}', 8080))\ns.send(b'dgram')\nprint(s.recv(200).decode().strip())\n"
+        );
+        let answer = probe::python(&lab, topology::EXT, &script)
+            .unwrap_or_else(|e| panic!("UDP from outside to {pod} at {ip}: {e}"));
+        assert!(
+            answer.contains(&format!("pod={pod} ")) && answer.contains("line=dgram"),
+            "{answer}"
+        );
+    }
+    // The pods' own connections to the outside are still masqueraded.
+    let answer = curl_from(
+        &lab,
+        "sy-pod-default-client-n1",
+        &format!("http://{}:8080/", topology::OUTSIDE_ADDR),
+    )
+    .expect("egress to the outside");
+    assert_eq!(pod_and_peer(&answer).1, topology::node_addr(1));
+}
+
+#[test]
+#[ignore = "needs root and the netns lab: run with cargo xtask test"]
 fn a_full_size_bulk_transfer_crosses_the_overlay_unfragmented() {
     let lab = cluster();
     let server = pod_ip(&lab, "echo-n2");
