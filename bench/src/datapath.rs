@@ -13,19 +13,19 @@ use crate::plan::Plan;
 use crate::progress::Progress;
 use crate::report::{Better, Round, Scenario};
 use crate::stats::percentile;
-use crate::workload::{Via, Workload, CLIENT_NODE};
+use crate::workload::{Backend, Via, Workload, CLIENT_NODE};
 
 /// The scenarios this module fills.
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario::new("throughput", "Bulk TCP throughput (iperf3, one stream)", "Gbit/s", Better::Higher, Some("direct"))
-            .method("iperf3 -c for the configured seconds from the client pod on n1 (NodePort: from sy-ext to n1), received rate. In switchyard-clusterip's turn the ClusterIP and the pod IP (direct (control)) take turns of one second each, as many as the configured seconds, and each figure is the mean of its turns."),
+            .method("iperf3 -c for the configured seconds from the client pod on n1 (NodePort: from sy-ext to n1), received rate. In switchyard-clusterip's turn the ClusterIP and the pod IP (direct (control)) take turns of one second each, as many as the configured seconds, and each figure is the mean of its turns; likewise in switchyard-nodeport's turn to the same-node backend its NodePort and the pod IP from sy-ext, which routes the podCIDRs to their nodes (direct from outside (control))."),
         Scenario::new("latency_p50", "Request/response latency p50", "µs", Better::Lower, Some("direct"))
             .method("One TCP connection, back-to-back 64-byte request and answer; median round trip of each run."),
         Scenario::new("latency_p99", "Request/response latency p99", "µs", Better::Lower, Some("direct"))
             .method("As p50, 99th percentile of each run."),
         Scenario::new("conn_rate", "New connections per second", "conn/s", Better::Higher, Some("direct"))
-            .method("4 parallel loops of connect, one 64-byte request and answer, close (client first; tcp_tw_reuse=1 in the client namespace); completions per second. Failed connections are listed under Warnings. In switchyard-clusterip's turn the ClusterIP run and the pod IP (direct (control)) alternate in slices (A B A B …), each target for the configured time in all."),
+            .method("4 parallel loops of connect, one 64-byte request and answer, close (client first; tcp_tw_reuse=1 in the client namespace); completions per second. Failed connections are listed under Warnings. In switchyard-clusterip's turn the ClusterIP run and the pod IP (direct (control)) alternate in slices (A B A B …), each target for the configured time in all; likewise the same-node NodePort and the pod IP from sy-ext (direct from outside (control))."),
         Scenario::new("from_pod_ns_rr", "from_pod cost per packet, request/response on one connection", "ns", Better::Lower, Some("direct"))
             .method("The kernel's run-time accounting of the from_pod tc program (bpf_stats: run_time_ns / run_cnt, summed over the three nodes' programs) across the request/response run: established packets, both directions (the client's requests and the backend's replies each cross one from_pod). switchyard modes only."),
         Scenario::new("from_pod_ns_conn", "from_pod cost per packet, new connections", "ns", Better::Lower, Some("direct"))
@@ -49,7 +49,8 @@ pub struct Measure<'a> {
     /// Progress output.
     pub progress: &'a Progress,
     /// Whether a ClusterIP turn ([`Via::ClusterIp`]) also measures the direct pod-IP path as
-    /// its control, alternating with it, under the mode [`CONTROL`].
+    /// its control, alternating with it, under the mode [`CONTROL`]; and a NodePort turn to the
+    /// same-node backend the outside client's direct path ([`OUTSIDE_CONTROL`]).
     pub control: bool,
 }
 
@@ -61,6 +62,24 @@ pub struct Measure<'a> {
 /// connection the direct one). Alternating the ClusterIP run and the direct one in short
 /// slices within the turn makes both see the same moments, as at the scale levels.
 pub const CONTROL: &str = "direct (control)";
+
+/// The mode of the control measured inside switchyard's NodePort turn to the same-node backend:
+/// the same outside client (`sy-ext`) to the pod IP, routed to the node
+/// ([`Via::OutsideDirect`]). The pod-IP path from the client pod is one veth hop on the node;
+/// an outside client's also crosses the underlay bridge and the node's uplink, as its NodePort
+/// connections do. (To a backend on another node the NodePort path crosses two nodes, which a
+/// client routed to the pod never does: no control there.)
+pub const OUTSIDE_CONTROL: &str = "direct from outside (control)";
+
+/// The control of a `via` turn to backend `b`, if it has one (see [`Measure::control`]): its
+/// mode name and its route.
+fn control_of(b: &Backend, via: Via) -> Option<(&'static str, Via)> {
+    match via {
+        Via::ClusterIp => Some((CONTROL, Via::Direct)),
+        Via::NodePort if b.case == "same node" => Some((OUTSIDE_CONTROL, Via::OutsideDirect)),
+        _ => None,
+    }
+}
 
 /// The program [`Measure::stats`] follows.
 const PROGRAM: &str = "from_pod";
@@ -130,16 +149,18 @@ pub fn measure(
                     progress.say(&format!("warning: {msg}"));
                     warnings.push(msg);
                 };
-                let control = (m.control && *via == Via::ClusterIp).then_some(CONTROL);
-                let direct = b.route(Via::Direct);
-                match control {
-                    Some(c) => match throughput_sliced(ns, [ip, direct.2], plan.iperf_secs) {
-                        Ok([g, d]) => {
-                            add_in_round(out, "throughput", mode, b.case, round, g);
-                            add_in_round(out, "throughput", c, b.case, round, d);
+                let control = control_of(b, *via).filter(|_| m.control);
+                let direct = control.map(|(c, route)| (c, b.route(route)));
+                match direct {
+                    Some((c, direct)) => {
+                        match throughput_sliced(ns, [ip, direct.2], plan.iperf_secs) {
+                            Ok([g, d]) => {
+                                add_in_round(out, "throughput", mode, b.case, round, g);
+                                add_in_round(out, "throughput", c, b.case, round, d);
+                            }
+                            Err(e) => note(e.to_string()),
                         }
-                        Err(e) => note(e.to_string()),
-                    },
+                    }
                     None => match iperf::throughput(ns, ip, plan.iperf_secs) {
                         Ok(g) => add_in_round(out, "throughput", mode, b.case, round, g),
                         Err(e) => note(e.to_string()),
@@ -164,7 +185,7 @@ pub fn measure(
                 // The targets of the connection-rate run: the mode's address, and in a turn with
                 // a control the direct one alternating with it in slices.
                 let mut to = vec![(*mode, rr)];
-                to.extend(control.map(|c| (c, direct.1)));
+                to.extend(direct.map(|(c, direct)| (c, direct.1)));
                 let (dur, threads, slices) = (plan.conn, plan.conn_threads, plan.slices);
                 let addrs: Vec<_> = to.iter().map(|&(_, a)| a).collect();
                 let ids = ("from_pod_ns_conn", *mode, b.case, round);

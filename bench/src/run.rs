@@ -129,10 +129,12 @@ pub fn run(plan: Plan, out: &Path) -> Result<Report> {
     // masquerade range.
     switchyard_lab::netns::sysctl(workload::HOST_NS, &["net.ipv4.tcp_tw_reuse=1"])
         .context("tuning the node namespace")?;
+    workload::route_podcidrs_from_outside(&lab).context("routing the podCIDRs from sy-ext")?;
     let switchyard_vias = [
         Via::Direct,
         Via::ClusterIp,
         Via::NodePort,
+        Via::OutsideDirect,
         Via::HostDirect,
         Via::HostClusterIp,
     ];

@@ -7,7 +7,7 @@
 //! never as met.
 use std::fmt::Write as _;
 
-use crate::datapath::CONTROL;
+use crate::datapath::{CONTROL, OUTSIDE_CONTROL};
 use crate::report::{fmt_num, ratio_of, Ratio, Report};
 
 /// Which way a target bounds its figure.
@@ -189,6 +189,19 @@ pub fn targets(r: &Report) -> Vec<Target> {
             ));
         }
     }
+    // The same figure against the outside client's own path to the pod, taken in alternating
+    // turns (datapath::OUTSIDE_CONTROL): what the NodePort translation costs that client.
+    out.push(ratio_target(
+        "TCP throughput via NodePort, same node (× direct from outside, alternating)".into(),
+        ratio(
+            r,
+            "throughput",
+            ("switchyard-nodeport", "same node"),
+            (OUTSIDE_CONTROL, "same node"),
+        ),
+        AtLeast,
+        0.95,
+    ));
     // The default (pods' TCP socket-balanced) and the per-packet path a pod's UDP, hairpin
     // and `--socket-lb host-only` take.
     for (mode, path) in [

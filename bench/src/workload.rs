@@ -192,6 +192,10 @@ pub enum Via {
     ClusterIpPerPacket,
     /// Node 1's NodePort from `sy-ext`.
     NodePort,
+    /// The pod IP from `sy-ext`, which routes each node's podCIDR to that node
+    /// ([`route_podcidrs_from_outside`]): an outside client's own path to the pod, the limit
+    /// for its NodePort connections to a backend on the node it reaches.
+    OutsideDirect,
     /// The pod IP from node 1's own namespace (the limit for clients on the node).
     HostDirect,
     /// The ClusterIP from node 1's own namespace (socket load balancing).
@@ -217,6 +221,11 @@ impl Backend {
                 SocketAddr::from((node1(), self.np_rr)),
                 SocketAddr::from((node1(), self.np_iperf)),
             ),
+            Via::OutsideDirect => (
+                topology::EXT,
+                SocketAddr::from((self.pod_ip, RR_PORT)),
+                SocketAddr::from((self.pod_ip, IPERF_PORT)),
+            ),
             Via::HostDirect => (
                 HOST_NS,
                 SocketAddr::from((self.pod_ip, RR_PORT)),
@@ -229,4 +238,22 @@ impl Backend {
             ),
         }
     }
+}
+
+/// Routes each node's podCIDR (`10.244.<n>.0/24`) from `sy-ext` to that node, as a router that
+/// learned the podCIDRs would ([`Via::OutsideDirect`]); the namespace goes with the lab.
+pub fn route_podcidrs_from_outside(lab: &Lab) -> Result<(), LabError> {
+    for n in 1..=lab.opts.nodes {
+        switchyard_lab::cmd::run(&[
+            "ip",
+            "-n",
+            topology::EXT,
+            "route",
+            "replace",
+            &format!("10.244.{n}.0/24"),
+            "via",
+            &topology::node_addr(n),
+        ])?;
+    }
+    Ok(())
 }

@@ -28,14 +28,15 @@
 //! the uplink's egress.)
 use aya_ebpf::{bindings::TC_ACT_OK, macros::classifier, programs::TcContext};
 use switchyard_abi::{
-    stat, NodeConfig, ServiceValue, SVC_FLAG_EXTERNAL, SVC_FLAG_LOCAL_ONLY, SVC_FLAG_NODEPORT,
+    proto, stat, NodeConfig, ServiceValue, SVC_FLAG_EXTERNAL, SVC_FLAG_LOCAL_ONLY,
+    SVC_FLAG_NODEPORT,
 };
 
 use crate::maps::UPLINKS;
 use crate::nat::{self, Side};
 use crate::overlay::{self, in_cidr};
 use crate::packet::{Flow, Ip, Parsed};
-use crate::{forward, frag, hook, icmp, lb, reject, snat, stats};
+use crate::{conntrack, forward, frag, hook, icmp, lb, reject, snat, stats};
 
 /// Entry point of the uplink's ingress: see the module documentation.
 #[classifier]
@@ -107,13 +108,20 @@ fn try_from_netdev(ctx: &mut TcContext, parsed: &Parsed) -> Result<i32, u32> {
 
 /// A packet from outside the cluster to an address in the cluster CIDR (a pod's podCIDR routed
 /// to this node): its flow is remembered ([`snat::inbound`]) so that masquerade leaves the
-/// answers with the pod's own address, which is what the client connected to. The kernel
-/// forwards the packet itself.
+/// answers with the pod's own address, which is what the client connected to. A new flow (a
+/// TCP SYN, any UDP datagram) first supersedes a load-balanced flow whose reply tuple it
+/// reuses, as a pod's direct flow does in `from_pod`: a client that reached the pod through a
+/// NodePort (its address kept) may connect to the pod's own address from the same port, and
+/// the old reply entry would give the answers the NodePort's address. The kernel forwards the
+/// packet itself.
 #[inline(always)]
 fn inbound(flow: &Flow, cfg: &NodeConfig) {
     if in_cidr(flow.daddr, cfg.cluster_cidr, cfg.cluster_prefix)
         && !in_cidr(flow.saddr, cfg.cluster_cidr, cfg.cluster_prefix)
     {
+        if flow.proto == proto::UDP || flow.is_tcp_syn() {
+            conntrack::forget_stale_reply(flow);
+        }
         snat::inbound(flow, flow.tcp_flags());
     }
 }

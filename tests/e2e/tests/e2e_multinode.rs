@@ -293,6 +293,24 @@ fn an_outside_client_routed_to_a_podcidr_is_answered_from_the_pod_address_not_ma
             "{answer}"
         );
     }
+    // The same client port first through echo-n2's NodePort (externalTrafficPolicy: Local, so
+    // the pod sees the client's own address), then to the pod's address: the second connection
+    // has the first one's reply tuple, which must no longer be translated back to the NodePort.
+    let script = format!(
+        "import socket, time\ndef ask(addr):\n    s=socket.socket()\n    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n    s.bind(('0.0.0.0', 40123))\n    s.settimeout(3)\n    s.connect(addr)\n    s.sendall(b'again\\n')\n    got=s.recv(200).decode().strip()\n    s.close()\n    return got\nprint(ask(('{}', 31004)))\ntime.sleep(0.5)\nprint(ask(('{}', 8080)))\n",
+        topology::node_addr(2),
+        pod_ip(&lab, "echo-n2")
+    );
+    let answers = probe::python(&lab, topology::EXT, &script)
+        .unwrap_or_else(|e| panic!("NodePort, then the pod's address from one port: {e}"));
+    assert_eq!(
+        answers
+            .lines()
+            .filter(|l| l.contains("pod=echo-n2 "))
+            .count(),
+        2,
+        "both connections answered by echo-n2:\n{answers}"
+    );
     // The pods' own connections to the outside are still masqueraded.
     let answer = curl_from(
         &lab,
