@@ -13,12 +13,11 @@
 //!    (`externalTrafficPolicy: Cluster`) gets it through the overlay with the source translated to
 //!    this node's router address, so the reply comes back here; with `Local` only local backends
 //!    are used and a node without one drops the packet, as kube-proxy does.
+//! 3. A packet from outside the cluster to a pod's address (its podCIDR routed to this node) is
+//!    remembered as an inbound flow and left to the kernel to forward.
 //!
 //! Later fragments of translated datagrams and ICMP errors about translated flows follow their
 //! datagram or flow ([`frag`](crate::frag), [`icmp`](crate::icmp)).
-//!
-//! 3. A packet from outside the cluster to a pod's address (its podCIDR routed to this node) is
-//!    remembered as an inbound flow and left to the kernel to forward.
 //!
 //! `to_netdev` (TC egress): the seed rule
 //! `POSTROUTING ! -d CLUSTER_SUBNET -m addrtype ! --dst-type LOCAL -j MASQUERADE` — pod traffic
