@@ -174,8 +174,8 @@ pub fn targets(r: &Report) -> Vec<Target> {
         ("switchyard-clusterip", "ClusterIP"),
         ("switchyard-nodeport", "NodePort"),
     ] {
-        // NodePort's client is sy-ext, which has no direct path to a pod: its baseline is
-        // the pod's own direct figure, taken in its own turn.
+        // NodePort's client is sy-ext: the baseline is the client pod's direct
+        // figure, taken in its own turn (the outside client's own path follows below).
         let (base, how) = match mode {
             "switchyard-clusterip" => (CONTROL, "direct, alternating"),
             _ => ("direct", "direct"),
